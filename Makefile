@@ -1,0 +1,31 @@
+# netray — the two commands of the README, and a few more.
+#   make demo   build, then run the end-to-end demo against the built-in lab
+#   make test   build, then run every test (what CI runs)
+#   make bench  per-packet cost of the kernel programs (BPF_PROG_TEST_RUN)
+
+CARGO ?= cargo
+NETRAY := target/release/netray
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+deps:
+	@bash setup/deps.sh
+
+build: deps
+	$(CARGO) build --release --locked -p netray-cli
+
+demo: build
+	$(NETRAY) demo
+
+# Tests need root and the real kernel; they create their own namespaces and pins.
+test: deps
+	$(CARGO) build --release --locked -p netray-cli
+	NETRAY_BIN=$(CURDIR)/$(NETRAY) $(CARGO) test --release --locked --workspace -- --test-threads=4
+
+bench: build
+	$(NETRAY) bench
+
+clean:
+	$(CARGO) clean

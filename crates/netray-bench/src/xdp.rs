@@ -1,0 +1,308 @@
+//! Per-packet cost of the XDP dispatcher, against an empty XDP program, all
+//! measured in one run with BPF_PROG_TEST_RUN.
+//!
+//! Two kinds of traffic:
+//! - *repeated*: one frame run over and over (everything stays in cache);
+//! - *random*: before each run the frame's source is replaced by the next of
+//!   65,536 addresses drawn at random from the rule set (cache-cold, like real
+//!   traffic). Its baseline, `empty + rewrite`, pays for that rewrite too.
+//!
+//! The benchmark programs (bpf/bench.bpf.c) compile the same dispatcher code
+//! the attached program runs, and reuse netray's own map pinning, so what is
+//! measured is what runs on an interface.
+
+use std::{
+    mem::MaybeUninit,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, ProgramInput, ProgramMut, RingBufferBuilder,
+};
+use netray_core::{
+    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity},
+    maps, Feature, PinDir,
+};
+use netray_ebpf::{
+    abi::{nr_if_config, nr_if_stats},
+    bench::BenchSkelBuilder,
+};
+use netray_firewall::{compile, Firewall, Rule};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::rulegen;
+
+const SOURCES: u32 = 65_536;
+const FAKE_IFINDEX: u32 = 999_998;
+
+#[derive(Debug, Clone)]
+pub struct XdpBenchOptions {
+    /// Runs per measurement (one BPF_PROG_TEST_RUN call).
+    pub repeat: u32,
+    /// Measurements per figure; the median is reported.
+    pub rounds: usize,
+    /// Rule-set sizes to measure, ascending.
+    pub rule_counts: Vec<usize>,
+}
+
+impl Default for XdpBenchOptions {
+    fn default() -> Self {
+        XdpBenchOptions { repeat: 1_000_000, rounds: 5, rule_counts: vec![0, 1_000, 100_000] }
+    }
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub rules: usize,
+    pub repeated_ns: f64,
+    pub random_ns: f64,
+    /// repeated_ns / empty program
+    pub repeated_ratio: f64,
+    /// random_ns / empty program
+    pub random_ratio: f64,
+    /// random_ns / (empty program + source rewrite)
+    pub random_ratio_vs_rewrite: f64,
+    pub events_delivered: Option<u64>,
+    pub events_lost: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct XdpReport {
+    pub frame_bytes: usize,
+    pub repeat: u32,
+    pub rounds: usize,
+    pub empty_ns: f64,
+    pub empty_rewrite_ns: f64,
+    pub rows: Vec<Row>,
+    pub compile_ms_largest: f64,
+}
+
+/// A private pin dir for the benchmark, removed on drop.
+struct BenchPin(PinDir);
+
+impl Drop for BenchPin {
+    fn drop(&mut self) {
+        let _ = Firewall::new(self.0.clone(), FwCapacity::default()).reset();
+        let _ = self.0.remove_all();
+    }
+}
+
+/// Runs the XDP benchmark; `progress` receives a line per finished figure.
+pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Result<XdpReport> {
+    netray_core::probe::require_bpf()?;
+    pin_to_cpu(0);
+    let pin = BenchPin(PinDir::resolve(Some(&PathBuf::from(format!(
+        "/sys/fs/bpf/netray-bench-{}",
+        std::process::id()
+    ))))?);
+
+    let largest = opts.rule_counts.iter().copied().max().unwrap_or(0);
+    let all_rules = rulegen::blocklist(largest, 42);
+    // Size the tables for the largest set (the compiler says how much it needs).
+    let t0 = Instant::now();
+    let indexed: Vec<(u32, Rule)> = all_rules.iter().cloned().zip(1..).map(|(r, i)| (i, r)).collect();
+    let needed = compile::compile(&indexed, usize::MAX, usize::MAX).map_err(anyhow::Error::msg)?;
+    let compile_ms_largest = t0.elapsed().as_secs_f64() * 1e3;
+    let cap = FwCapacity {
+        chunks_per_bank: (needed.chunks.len() as u32 + 1024).max(FwCapacity::default().chunks_per_bank),
+        max_rules: (largest as u32 + 16).max(1024),
+    };
+    ensure_fw_maps(&pin.0, &cap)?;
+    let firewall = Firewall::new(pin.0.clone(), cap);
+
+    let mut storage = MaybeUninit::uninit();
+    let mut open = BenchSkelBuilder::default().open(&mut storage).context("opening the benchmark programs")?;
+    configure_maps(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap)?;
+    open.maps.bench_sources.set_max_entries(SOURCES)?;
+    open.maps.rodata_data.as_deref_mut().context("bench rodata")?.bench_sources_mask = SOURCES - 1;
+    let skel = open.load().context("loading the benchmark programs")?;
+    let progs = &skel.progs;
+
+    let if_dir = pin.0.if_dir(FAKE_IFINDEX);
+    let config = maps::open_pinned(&if_dir.join("if_config"))?;
+    let stats = maps::open_pinned(&if_dir.join("if_stats"))?;
+    let set_features = |features: &[Feature]| -> anyhow::Result<()> {
+        let cfg = nr_if_config {
+            features: features.iter().fold(0, |a, f| a | f.bit()),
+            ifindex: FAKE_IFINDEX,
+            monitor_wakeup_bytes: netray_core::dispatcher::MONITOR_WAKEUP_BYTES,
+            monitor_pid: 0,
+        };
+        Ok(maps::put(&config, 0, &cfg)?)
+    };
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let base_frame = udp_frame([198, 51, 100, 1]);
+    let measure = |prog: &ProgramMut<'_>, frame: &[u8]| -> anyhow::Result<f64> {
+        let mut samples = Vec::with_capacity(opts.rounds);
+        for _ in 0..opts.rounds {
+            let mut input = ProgramInput::default();
+            input.data_in = Some(frame);
+            input.repeat = opts.repeat;
+            let out = prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
+            samples.push(out.duration.as_nanos() as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[samples.len() / 2])
+    };
+
+    // Baselines.
+    let fill_sources = |rules: &[Rule], rng: &mut StdRng| -> anyhow::Result<()> {
+        for i in 0..SOURCES {
+            let src = if rules.is_empty() {
+                rng.random::<[u8; 4]>()
+            } else {
+                rulegen::address_in(&rules[rng.random_range(0..rules.len())], rng)
+            };
+            skel.maps.bench_sources.update(&i.to_ne_bytes(), &src, MapFlags::ANY)?;
+        }
+        Ok(())
+    };
+    fill_sources(&[], &mut rng)?;
+    let empty_ns = measure(&progs.bench_empty, &base_frame)?;
+    let empty_rewrite_ns = measure(&progs.bench_rand_empty, &base_frame)?;
+    progress(&format!(
+        "empty XDP program: {empty_ns:.0} ns/packet; with the source rewrite of the random runs: {empty_rewrite_ns:.0} ns"
+    ));
+
+    let mut rows = Vec::new();
+    let mut installed = 0usize;
+    set_features(&[])?;
+    let idle_ns = measure(&progs.bench_dispatch, &base_frame)?;
+    progress(&format!("dispatcher with every feature off (parse + counters): {idle_ns:.0} ns, {:.2}x", idle_ns / empty_ns));
+    let mut row = |name: &str, rules: usize, repeated_ns: f64, random_ns: f64, ev: Option<(u64, u64)>| {
+        let r = Row {
+            name: name.to_string(),
+            rules,
+            repeated_ns,
+            random_ns,
+            repeated_ratio: repeated_ns / empty_ns,
+            random_ratio: random_ns / empty_ns,
+            random_ratio_vs_rewrite: random_ns / empty_rewrite_ns,
+            events_delivered: ev.map(|e| e.0),
+            events_lost: ev.map(|e| e.1),
+        };
+        progress(&format!(
+            "{:<34} repeated {:>5.0} ns {:>5.2}x   random {:>5.0} ns {:>5.2}x",
+            format!("{name}, {rules} rules"),
+            r.repeated_ns,
+            r.repeated_ratio,
+            r.random_ns,
+            r.random_ratio
+        ));
+        rows.push(r);
+    };
+
+    for &n in &opts.rule_counts {
+        if n > installed {
+            firewall.add(&all_rules[installed..n])?;
+            installed = n;
+        }
+        let rules = &all_rules[..n];
+        // The repeated frame comes from the most specific rule there is (the
+        // deepest walk), or an unmatched address when there are no rules.
+        let mut frame = base_frame.clone();
+        if let Some(host) = rules.iter().find(|r| r.net.prefix_len() == 32).or(rules.first()) {
+            frame[26..30].copy_from_slice(&rulegen::address_in(host, &mut rng));
+        }
+        fill_sources(rules, &mut rng)?;
+
+        set_features(&[Feature::Firewall])?;
+        let repeated = measure(&progs.bench_dispatch, &frame)?;
+        let random = measure(&progs.bench_rand_dispatch, &frame)?;
+        row("firewall", n, repeated, random, None);
+    }
+
+    // Firewall + monitor at the largest rule set, with a reader draining the
+    // ring on the other CPU as `netray monitor` would.
+    let before: nr_if_stats = sum_stats(&stats)?;
+    set_features(&[Feature::Firewall, Feature::Monitor])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let path = if_dir.join("if_events");
+        std::thread::spawn(move || -> anyhow::Result<u64> {
+            pin_to_cpu(1);
+            let ring_map = maps::open_pinned(&path)?;
+            let mut got = 0u64;
+            let mut b = RingBufferBuilder::new();
+            b.add(&ring_map, |_d: &[u8]| {
+                got += 1;
+                0
+            })?;
+            let ring = b.build()?;
+            while !stop.load(Ordering::Relaxed) {
+                ring.consume()?;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            ring.consume()?;
+            drop(ring);
+            Ok(got)
+        })
+    };
+    let mut frame = base_frame.clone();
+    if let Some(r) = all_rules.iter().find(|r| r.net.prefix_len() == 32) {
+        frame[26..30].copy_from_slice(&rulegen::address_in(r, &mut rng));
+    }
+    let repeated = measure(&progs.bench_dispatch, &frame)?;
+    let random = measure(&progs.bench_rand_dispatch, &frame)?;
+    stop.store(true, Ordering::Relaxed);
+    let delivered = reader.join().map_err(|_| anyhow::anyhow!("ring reader panicked"))??;
+    let after = sum_stats(&stats)?;
+    set_features(&[])?;
+    row(
+        "firewall + monitor",
+        installed,
+        repeated,
+        random,
+        Some((delivered, after.events_lost - before.events_lost)),
+    );
+
+    Ok(XdpReport {
+        frame_bytes: base_frame.len(),
+        repeat: opts.repeat,
+        rounds: opts.rounds,
+        empty_ns,
+        empty_rewrite_ns,
+        rows,
+        compile_ms_largest,
+    })
+}
+
+fn sum_stats(map: &libbpf_rs::MapHandle) -> anyhow::Result<nr_if_stats> {
+    let per_cpu: Vec<nr_if_stats> = maps::get_percpu(map, 0)?;
+    Ok(per_cpu.iter().fold(nr_if_stats::default(), |mut a, c| {
+        a.events_sent += c.events_sent;
+        a.events_lost += c.events_lost;
+        a
+    }))
+}
+
+/// A 60-byte Ethernet/IPv4/UDP frame (the minimum frame without FCS).
+fn udp_frame(src: [u8; 4]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, [198, 18, 0, 1], 64)
+        .udp(40000, 9);
+    let mut v = Vec::new();
+    b.write(&mut v, &[0u8; 18]).expect("frame");
+    v
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, applied to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -1,0 +1,141 @@
+//! `netray deny add|del|list`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use netray_core::dispatcher::FwCapacity;
+use netray_firewall::Rule;
+
+use super::{firewall::CapacityArgs, Context};
+use crate::output::{json_line, table};
+
+#[derive(Subcommand)]
+pub enum DenyCommand {
+    /// Drop traffic from a prefix (optionally only one protocol/port).
+    #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
+        netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n\n\
+        A rule matches the source address of received packets. --port is the destination port; without --proto it\n\
+        means tcp, udp and sctp. The change takes effect on the next packet, on every interface the firewall is attached to.")]
+    Add {
+        #[command(flatten)]
+        spec: RuleArgs,
+        #[command(flatten)]
+        cap: CapacityArgs,
+        /// Print the new rule ids as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete rules, given exactly as added or by id.
+    #[command(alias = "delete", after_help = "Examples:\n  netray deny del 203.0.113.0/24\n  netray deny del 10.0.0.0/8 --proto udp --port 53\n  netray deny del --id 3")]
+    Del {
+        #[command(flatten)]
+        spec: RuleArgsOptional,
+        /// Delete by rule id (as shown by `netray deny list`).
+        #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
+        ids: Vec<u32>,
+        /// Print the deleted rule ids as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the rules with their hit counters.
+    #[command(after_help = "Example:\n  netray deny list --json")]
+    List {
+        /// Print one JSON array of rules.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RuleArgs {
+    /// Address or CIDR prefix (IPv4 or IPv6); several allowed.
+    #[arg(required = true, value_name = "CIDR")]
+    cidr: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Args)]
+pub struct RuleArgsOptional {
+    /// Address or CIDR prefix (IPv4 or IPv6); several allowed.
+    #[arg(value_name = "CIDR", required_unless_present = "ids")]
+    cidr: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Args)]
+struct FilterArgs {
+    /// Only this protocol: tcp, udp, sctp, icmp, or a number.
+    #[arg(long, value_name = "PROTO")]
+    proto: Option<String>,
+    /// Only this destination port (tcp/udp/sctp).
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Direction: in (received packets, matched on their source).
+    #[arg(long, value_name = "DIR", default_value = "in")]
+    dir: String,
+}
+
+fn parse_rules(cidrs: &[String], f: &FilterArgs) -> anyhow::Result<Vec<Rule>> {
+    cidrs
+        .iter()
+        .map(|c| Ok(Rule::parse(c, f.proto.as_deref(), f.port, Some(&f.dir))?))
+        .collect()
+}
+
+pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DenyCommand::Add { spec, cap, json } => {
+            let rules = parse_rules(&spec.cidr, &spec.filter)?;
+            let ids = ctx.firewall(cap.capacity()?)?.add(&rules)?;
+            if json {
+                json_line(&serde_json::json!({ "added": ids }))?;
+            } else {
+                for (id, r) in ids.iter().zip(&rules) {
+                    println!("added rule {id}: deny {r}");
+                }
+            }
+        }
+        DenyCommand::Del { spec, ids, json } => {
+            let fw = ctx.firewall(FwCapacity::default())?;
+            let deleted = if ids.is_empty() {
+                fw.delete(&parse_rules(&spec.cidr, &spec.filter)?)?
+            } else {
+                fw.delete_ids(&ids)?
+            };
+            if json {
+                json_line(&serde_json::json!({ "deleted": deleted }))?;
+            } else {
+                for id in deleted {
+                    println!("deleted rule {id}");
+                }
+            }
+        }
+        DenyCommand::List { json } => {
+            let rules = ctx.firewall(FwCapacity::default())?.list()?;
+            if json {
+                json_line(&rules)?;
+            } else if rules.is_empty() {
+                println!("no rules");
+            } else {
+                let rows: Vec<Vec<String>> = rules
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.rule.net.to_string(),
+                            r.rule.proto.map_or("any".into(), |p| p.to_string()),
+                            r.rule.port.map_or("any".into(), |p| p.to_string()),
+                            r.rule.dir.to_string(),
+                            r.packets.to_string(),
+                            r.bytes.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "PACKETS", "BYTES"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

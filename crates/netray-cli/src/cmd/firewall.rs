@@ -1,0 +1,136 @@
+//! `netray firewall attach|detach|status`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use netray_core::{dispatcher::FwCapacity, AttachMode};
+
+use super::Context;
+use crate::output::{json_line, table};
+
+#[derive(Subcommand)]
+pub enum FirewallCommand {
+    /// Start enforcing the deny rules on an interface (XDP, ingress).
+    #[command(after_help = "Examples:\n  netray firewall attach -i eth1\n  netray firewall attach -i veth0 --mode generic\n\n\
+        The firewall keeps enforcing after netray exits: its program and maps are pinned under the pin directory.\n\
+        --fw-chunks and --max-rules size the shared rule tables when they are first created.")]
+    Attach {
+        /// Interface to protect.
+        #[arg(short, long = "interface", value_name = "IFACE")]
+        iface: String,
+        /// XDP attach mode: auto (native, else generic), native or generic.
+        #[arg(long, default_value = "auto", value_parser = parse_mode)]
+        mode: AttachMode,
+        #[command(flatten)]
+        cap: CapacityArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop enforcing on an interface (or everywhere, removing all state).
+    #[command(after_help = "Examples:\n  netray firewall detach -i eth1\n  netray firewall detach --all   # also deletes every rule")]
+    Detach {
+        /// Interface to stop protecting.
+        #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "all")]
+        iface: Option<String>,
+        /// Detach from every interface and remove all pinned state, rules included.
+        #[arg(long, conflicts_with = "iface")]
+        all: bool,
+    },
+    /// Show where netray is attached, with packet counters and rule-table usage.
+    #[command(after_help = "Example:\n  netray firewall status --json")]
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Sizes of the rule tables (used only when they are created).
+#[derive(Args, Clone, Copy)]
+pub struct CapacityArgs {
+    /// Trie chunks per bank (1 KiB each; two banks).
+    #[arg(long, default_value_t = FwCapacity::default().chunks_per_bank, value_name = "N")]
+    pub fw_chunks: u32,
+    /// Maximum number of rules.
+    #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
+    pub max_rules: u32,
+}
+
+impl CapacityArgs {
+    pub fn capacity(self) -> anyhow::Result<FwCapacity> {
+        anyhow::ensure!(self.fw_chunks >= 1024, "--fw-chunks must be at least 1024 (512 are roots)");
+        anyhow::ensure!(self.max_rules >= 1, "--max-rules must be at least 1");
+        Ok(FwCapacity { chunks_per_bank: self.fw_chunks, max_rules: self.max_rules })
+    }
+}
+
+pub fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    s.parse()
+}
+
+pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FirewallCommand::Attach { iface, mode, cap, json } => {
+            let fw = ctx.firewall(cap.capacity()?)?;
+            let r = fw.attach(&iface, mode)?;
+            if json {
+                json_line(&r)?;
+            } else {
+                if let Some(note) = &r.note {
+                    eprintln!("netray: note: {note}");
+                }
+                let verb = if r.already_attached { "enabled on already attached" } else { "attached to" };
+                println!("firewall {verb} {} (ifindex {}, {} XDP)", r.interface, r.ifindex, r.mode);
+            }
+        }
+        FirewallCommand::Detach { iface, all } => {
+            let fw = ctx.firewall(FwCapacity::default())?;
+            if all {
+                fw.reset()?;
+                println!("detached from every interface; all netray state removed");
+            } else if let Some(iface) = iface {
+                if fw.detach(&iface)? {
+                    println!("firewall detached from {iface}; no netray program left on it");
+                } else {
+                    println!("firewall off on {iface}; the netray program stays for the other features running there");
+                }
+            }
+        }
+        FirewallCommand::Status { json } => {
+            let fw = ctx.firewall(FwCapacity::default())?;
+            let st = fw.status()?;
+            if json {
+                json_line(&st)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if st.interfaces.is_empty() {
+                println!("netray is not attached to any interface");
+            } else {
+                let rows: Vec<Vec<String>> = st
+                    .interfaces
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.interface.clone(),
+                            i.ifindex.to_string(),
+                            i.mode.clone(),
+                            i.prog_id.to_string(),
+                            if i.features.is_empty() { "-".into() } else { i.features.join(",") },
+                            i.stats.seen.to_string(),
+                            i.stats.passed.to_string(),
+                            i.stats.dropped.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["INTERFACE", "IFINDEX", "MODE", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
+            }
+            let t = &st.table;
+            println!(
+                "rules: {} of {} · trie chunks: {} of {} per bank · generation {}",
+                t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.generation
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

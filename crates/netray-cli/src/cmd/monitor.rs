@@ -1,0 +1,95 @@
+//! `netray monitor`.
+
+use std::{
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use netray_core::AttachMode;
+use netray_monitor::MonitorSession;
+
+use super::{firewall::parse_mode, Context};
+use crate::output::{json_line, line};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray monitor -i eth1\n  netray monitor -i eth1 -c 100 --json | jq .src\n\n\
+    Each line: time, interface, hook, protocol, source -> destination, length, verdict (and the rule that dropped it).\n\
+    With --json: one object per packet ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...})\n\
+    and a {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events the\n\
+    kernel could not deliver because the ring was full; they are never dropped silently.\n\
+    If netray is not attached to the interface, the monitor attaches it and detaches again when it exits.")]
+pub struct MonitorArgs {
+    /// Interface to watch.
+    #[arg(short, long = "interface", value_name = "IFACE")]
+    iface: String,
+    /// Exit after this many packets.
+    #[arg(short = 'c', long = "count", value_name = "COUNT")]
+    count: Option<u64>,
+    /// Exit after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// XDP attach mode if netray must attach: auto, native or generic.
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    mode: AttachMode,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGPIPE] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let pin = ctx.pin()?;
+    let mut session = MonitorSession::start(&pin, &args.iface, args.mode)?;
+    if !args.json {
+        eprintln!("netray: monitoring {} (xdp); Ctrl-C to stop", session.interface().name);
+    }
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let mut printed = 0u64;
+    let mut last_stats = Instant::now();
+    let mut write_error = None;
+    let mut print = |ev: netray_monitor::PacketEvent| {
+        if write_error.is_some() || args.count.is_some_and(|c| printed >= c) {
+            return false;
+        }
+        let r = if args.json { json_line(&ev) } else { line(&ev.to_string()) };
+        if let Err(e) = r {
+            write_error = Some(e);
+            return false;
+        }
+        printed += 1;
+        args.count.is_none_or(|c| printed < c)
+    };
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        if !session.poll(Duration::from_millis(50), &mut print)? {
+            break;
+        }
+        if args.json && last_stats.elapsed() >= Duration::from_secs(1) {
+            json_line(&session.stats()?)?;
+            last_stats = Instant::now();
+        }
+    }
+    // Print what is still in the ring (unless -c was reached).
+    let stats = session.finish(&mut print)?;
+    if args.json {
+        json_line(&stats)?;
+    } else {
+        eprintln!("{} packets printed", printed);
+        eprintln!("{} events received from the kernel", stats.received);
+        eprintln!("{} events lost in the kernel (ring buffer full)", stats.lost);
+    }
+    if let Some(e) = write_error {
+        // A closed pipe (e.g. `| head`) is a normal way to stop.
+        if !e.to_string().contains("Broken pipe") {
+            return Err(e);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

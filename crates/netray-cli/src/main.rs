@@ -1,0 +1,69 @@
+//! `netray`: see, filter and steer Linux network traffic in the kernel.
+//!
+//! This crate only parses arguments and prints; the work is in the library
+//! crates (netray-firewall, netray-monitor, ...).
+
+mod cmd;
+mod output;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "netray",
+    version,
+    about = "See and steer network traffic in the kernel with eBPF",
+    long_about = "netray attaches eBPF programs to network interfaces to filter traffic (firewall), stream \
+                  per-packet metadata (monitor) and more. Its state is pinned under /sys/fs/bpf/netray, so an \
+                  attached firewall keeps enforcing after netray exits.",
+    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray demo"
+)]
+struct Cli {
+    /// Where pinned state lives (default /sys/fs/bpf/netray; env NETRAY_PIN_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach, detach and inspect the XDP firewall.
+    #[command(subcommand)]
+    Firewall(cmd::firewall::FirewallCommand),
+    /// Add, delete and list deny rules.
+    #[command(subcommand)]
+    Deny(cmd::deny::DenyCommand),
+    /// Print one line per packet seen on an interface.
+    Monitor(cmd::monitor::MonitorArgs),
+    /// Measure the per-packet cost of netray's kernel programs.
+    Bench(cmd::bench::BenchArgs),
+    /// Manage the built-in lab: a namespace joined by a veth pair, and traffic.
+    #[command(subcommand)]
+    Lab(netray_lab::cli::LabCommand),
+    /// Run the main job end to end against the built-in lab, then clean up.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = cmd::Context { pin_dir: cli.pin_dir };
+    let result = match cli.command {
+        Command::Firewall(c) => cmd::firewall::run(&ctx, c),
+        Command::Deny(c) => cmd::deny::run(&ctx, c),
+        Command::Monitor(a) => cmd::monitor::run(&ctx, a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),
+        Command::Demo(a) => cmd::demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netray: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

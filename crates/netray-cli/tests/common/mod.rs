@@ -1,0 +1,82 @@
+//! Shared pieces of the end-to-end tests: a lab and a private pin directory
+//! per test (both removed on drop, also when the test panics), and a way to
+//! run the real `netray` binary against them.
+
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use netray_lab::Lab;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+pub struct Env {
+    pub lab: Lab,
+    pub pin: PathBuf,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        assert_eq!(unsafe { libc::geteuid() }, 0, "end-to-end tests need root: run `make test` as root");
+        let lab = Lab::up(&netray_lab::unique_name(tag)).expect("creating the lab");
+        let pin = PathBuf::from(format!(
+            "/sys/fs/bpf/netray-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        Env { lab, pin }
+    }
+
+    pub fn iface(&self) -> &str {
+        self.lab.host_if()
+    }
+
+    /// `netray --pin-dir <pin> args...`
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_netray"));
+        c.arg("--pin-dir").arg(&self.pin).args(args);
+        c
+    }
+
+    /// Runs netray and insists it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("running netray");
+        assert!(
+            out.status.success(),
+            "netray {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs netray and insists it fails with exactly one error line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out: Output = self.cmd(args).output().expect("running netray");
+        assert!(!out.status.success(), "netray {args:?} should have failed");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("netray: error: "), "unexpected stderr for {args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line expected for {args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("valid JSON")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_netray"))
+            .arg("--pin-dir")
+            .arg(&self.pin)
+            .args(["firewall", "detach", "--all"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.pin);
+    }
+}

@@ -1,0 +1,196 @@
+//! End to end in the lab: the firewall drops what its rules say, live, and
+//! keeps doing so after netray is killed.
+
+mod common;
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use common::Env;
+use netray_lab::Family;
+
+const UDP_ECHO: u16 = 7;
+
+fn udp_answered(env: &Env, family: Family, n: u64) -> u64 {
+    use netray_lab::{Proto, TrafficSpec};
+    let spec = TrafficSpec {
+        duration: None,
+        count: Some(n),
+        pps: 500,
+        protos: vec![Proto::Udp],
+        family,
+        timeout: Duration::from_millis(500),
+        ..TrafficSpec::default()
+    };
+    env.lab.traffic(&spec).unwrap().answered(Proto::Udp, family)
+}
+
+#[test]
+fn deny_add_and_del_stop_and_restore_ping_and_udp() {
+    let env = Env::new("fw");
+    let peer = env.lab.peer_v4().to_string();
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    assert_eq!(udp_answered(&env, Family::V4, 5), 5);
+
+    let out = env.ok(&["deny", "add", &peer]);
+    assert!(out.contains("added rule 1"), "{out}");
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 0, "ping must fail once the peer is denied");
+    assert_eq!(udp_answered(&env, Family::V4, 5), 0, "UDP must fail once the peer is denied");
+    assert_eq!(env.lab.ping(Family::V6, 2).unwrap(), 2, "an IPv4 rule leaves IPv6 alone");
+
+    let list = env.json(&["deny", "list", "--json"]);
+    let rule = &list[0];
+    assert_eq!(rule["net"], format!("{peer}/32"));
+    assert!(rule["packets"].as_u64().unwrap() >= 8, "{list}");
+
+    env.ok(&["deny", "del", &peer]);
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    assert_eq!(udp_answered(&env, Family::V4, 5), 5);
+    assert_eq!(env.json(&["deny", "list", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn port_rule_drops_only_that_port_and_ipv6_rules_work() {
+    let env = Env::new("port");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    let peer4 = env.lab.peer_v4().to_string();
+    env.ok(&["deny", "add", &peer4, "--proto", "udp", "--port", &UDP_ECHO.to_string()]);
+    assert_eq!(udp_answered(&env, Family::V4, 5), 0, "UDP to port 7 is denied");
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3, "ICMP from the same peer still passes");
+    assert_eq!(udp_answered(&env, Family::V6, 5), 5);
+
+    // An IPv6 prefix rule (the lab's /64) for ICMPv6 only.
+    let net6 = format!("{}/64", ipv6_prefix64(env.lab.peer_v6()));
+    env.ok(&["deny", "add", &net6, "--proto", "icmp"]);
+    assert_eq!(env.lab.ping(Family::V6, 3).unwrap(), 0, "ICMPv6 from the /64 is denied");
+    assert_eq!(udp_answered(&env, Family::V6, 5), 5, "UDP over IPv6 still passes");
+    let list = env.json(&["deny", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[1]["proto"], "icmp");
+    assert!(list[1]["packets"].as_u64().unwrap() >= 3);
+}
+
+fn ipv6_prefix64(a: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+    let mut o = a.octets();
+    o[8..].fill(0);
+    o.into()
+}
+
+#[test]
+fn firewall_keeps_enforcing_after_sigkill_and_state_survives() {
+    let env = Env::new("kill");
+    let peer = env.lab.peer_v4().to_string();
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &peer]);
+    // A long-running netray (a monitor) is killed hard in the middle of its work.
+    let mut child = env
+        .cmd(&["monitor", "-i", env.iface(), "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 0, "still enforcing after SIGKILL");
+    let list = env.json(&["deny", "list", "--json"]);
+    assert_eq!(list[0]["net"], format!("{peer}/32"));
+    assert!(list[0]["packets"].as_u64().unwrap() >= 5, "counters kept: {list}");
+    let status = env.json(&["firewall", "status", "--json"]);
+    let iface = &status["interfaces"][0];
+    assert_eq!(iface["interface"], env.iface());
+    assert_eq!(iface["features"], serde_json::json!(["firewall"]), "the dead monitor no longer counts");
+    // A new monitor takes over from the dead one.
+    let out = env.ok(&["monitor", "-i", env.iface(), "--json", "--duration", "0.3"]);
+    assert!(out.contains("\"type\":\"stats\""), "{out}");
+    env.ok(&["firewall", "detach", "-i", env.iface()]);
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 2, "detach stops enforcing");
+    let status = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(status["interfaces"], serde_json::json!([]));
+}
+
+#[test]
+fn monitor_and_firewall_start_and_stop_independently_without_loss() {
+    let env = Env::new("indep");
+    // Monitor first: it attaches the dispatcher itself.
+    let mon = env.cmd(&["monitor", "-i", env.iface(), "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_feature(&env, "monitor");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    let st = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(st["interfaces"][0]["features"], serde_json::json!(["firewall", "monitor"]));
+
+    // Toggle features while traffic flows: nothing may be lost.
+    let sender = std::thread::scope(|s| {
+        let t = s.spawn(|| udp_answered(&env, Family::Both, 200));
+        env.ok(&["firewall", "detach", "-i", env.iface()]);
+        env.ok(&["firewall", "attach", "-i", env.iface()]);
+        t.join().unwrap()
+    });
+    assert_eq!(sender, 200, "toggling the firewall must not drop traffic");
+
+    // Stopping the monitor leaves the firewall attached.
+    unsafe { libc::kill(mon.id() as i32, libc::SIGINT) };
+    let out = mon.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "stats");
+    assert!(last["received"].as_u64().unwrap() >= 200, "{last}");
+    assert_eq!(last["received"], last["packets_seen"], "every packet seen became an event: {last}");
+    assert_eq!(last["lost"], 0);
+    let st = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(st["interfaces"][0]["features"], serde_json::json!(["firewall"]));
+    env.ok(&["deny", "add", &env.lab.peer_v4().to_string()]);
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0);
+}
+
+fn wait_for_feature(env: &Env, feature: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let st = env.json(&["firewall", "status", "--json"]);
+        if st["interfaces"][0]["features"].as_array().is_some_and(|f| f.iter().any(|x| x == feature)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{feature} never came up");
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_line() {
+    let env = Env::new("bad");
+    let e = env.fails(&["firewall", "attach", "-i", "no-such-if0"]);
+    assert!(e.contains("no interface named 'no-such-if0'"), "{e}");
+    let e = env.fails(&["deny", "add", "10.0.0.1/8"]);
+    assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+    let e = env.fails(&["deny", "add", "not-an-address"]);
+    assert!(e.contains("not an IPv4/IPv6 address"), "{e}");
+    let e = env.fails(&["deny", "add", "10.0.0.0/8", "--proto", "icmp", "--port", "80"]);
+    assert!(e.contains("--port needs a protocol with ports"), "{e}");
+    env.ok(&["deny", "add", "10.0.0.0/8"]);
+    let e = env.fails(&["deny", "add", "10.0.0.0/8"]);
+    assert!(e.contains("already exists as id 1"), "{e}");
+    let e = env.fails(&["deny", "del", "10.9.0.0/16"]);
+    assert!(e.contains("no rule 10.9.0.0/16"), "{e}");
+    let e = env.fails(&["deny", "del", "--id", "42"]);
+    assert!(e.contains("no rule with id 42"), "{e}");
+    let e = env.fails(&["firewall", "detach", "-i", env.iface()]);
+    assert!(e.contains("not attached"), "{e}");
+    // Usage errors come from clap, in its usual format, with exit code 2.
+    let out = env.cmd(&["firewall", "attach", "-i", env.iface(), "--mode", "turbo"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown XDP mode 'turbo': use auto, native or generic"));
+    // Not root: drop privileges for one call.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_netray"), "deny", "list"])
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not running as root"), "{err}");
+}

@@ -1,0 +1,602 @@
+//! The per-interface XDP dispatcher.
+//!
+//! An interface holds one XDP program and this kernel has no freplace, so
+//! netray attaches a single program of its own (bpf/xdp_dispatch.bpf.c) and
+//! composes its features inside it: each feature is a bit in the interface's
+//! `if_config` map, read on every packet, so features switch on and off with
+//! one map write — no reattach, no window without a program.
+//!
+//! The program is attached through a bpf_link pinned at `<pin>/if/<ifindex>/link`;
+//! the pin keeps it (and so the firewall) enforcing after netray exits or is
+//! killed. The firewall's maps are pinned once under `<pin>/fw/` and shared by
+//! every interface's dispatcher.
+
+use std::{
+    ffi::CString,
+    fmt, fs,
+    mem::MaybeUninit,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    Link, MapCore, MapHandle, OpenObject,
+};
+use netray_ebpf::{
+    abi::{nr_fw_state, nr_if_config, nr_if_stats},
+    xdp_dispatch::XdpDispatchSkelBuilder,
+};
+use serde::Serialize;
+
+use crate::{maps, Error, Interface, PinDir, Result};
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Native if the driver supports it, else generic (said so).
+    #[default]
+    Auto,
+    /// In the driver (XDP_FLAGS_DRV_MODE); refused if the driver lacks XDP.
+    Native,
+    /// In the generic network stack path (XDP_FLAGS_SKB_MODE); works everywhere, slower.
+    Generic,
+}
+
+impl FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(AttachMode::Auto),
+            "native" | "drv" => Ok(AttachMode::Native),
+            "generic" | "skb" => Ok(AttachMode::Generic),
+            _ => Err(format!("unknown XDP mode '{s}': use auto, native or generic")),
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// A feature the dispatcher can run (a bit of nr_if_config.features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Firewall,
+    Monitor,
+    Flows,
+    Capture,
+    ChainNext,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 5] =
+        [Feature::Firewall, Feature::Monitor, Feature::Flows, Feature::Capture, Feature::ChainNext];
+
+    pub fn bit(self) -> u32 {
+        use netray_ebpf::abi::nr_feature as F;
+        (match self {
+            Feature::Firewall => F::NR_FEAT_FIREWALL,
+            Feature::Monitor => F::NR_FEAT_MONITOR,
+            Feature::Flows => F::NR_FEAT_FLOWS,
+            Feature::Capture => F::NR_FEAT_CAPTURE,
+            Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
+        })
+        .0 as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Firewall => "firewall",
+            Feature::Monitor => "monitor",
+            Feature::Flows => "flows",
+            Feature::Capture => "capture",
+            Feature::ChainNext => "chain",
+        }
+    }
+
+    pub fn names(bits: u32) -> Vec<&'static str> {
+        Feature::ALL.iter().filter(|f| bits & f.bit() != 0).map(|f| f.name()).collect()
+    }
+}
+
+/// Sizes of the firewall's shared tables, fixed when they are first created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwCapacity {
+    /// Trie chunks (1 KiB each) per bank; two banks are allocated.
+    pub chunks_per_bank: u32,
+    /// Rules the firewall can hold.
+    pub max_rules: u32,
+}
+
+impl Default for FwCapacity {
+    fn default() -> Self {
+        FwCapacity { chunks_per_bank: 8192, max_rules: 65536 }
+    }
+}
+
+/// What `attach` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachOutcome {
+    Attached { mode: &'static str, note: Option<String> },
+    AlreadyAttached,
+}
+
+/// Per-interface counters, summed over CPUs.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct IfStats {
+    pub seen: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub bytes_seen: u64,
+    pub bytes_dropped: u64,
+    pub events_sent: u64,
+    pub events_lost: u64,
+    pub non_ip: u64,
+    pub truncated: u64,
+}
+
+impl IfStats {
+    fn sum(per_cpu: &[nr_if_stats]) -> IfStats {
+        per_cpu.iter().fold(IfStats::default(), |a, c| IfStats {
+            seen: a.seen + c.seen,
+            passed: a.passed + c.passed,
+            dropped: a.dropped + c.dropped,
+            bytes_seen: a.bytes_seen + c.bytes_seen,
+            bytes_dropped: a.bytes_dropped + c.bytes_dropped,
+            events_sent: a.events_sent + c.events_sent,
+            events_lost: a.events_lost + c.events_lost,
+            non_ip: a.non_ip + c.non_ip,
+            truncated: a.truncated + c.truncated,
+        })
+    }
+}
+
+/// One interface's dispatcher as seen from userspace.
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatcherStatus {
+    pub interface: String,
+    pub ifindex: u32,
+    /// "native", "generic", or "detached" when the interface is gone.
+    pub mode: String,
+    pub prog_id: u32,
+    pub features: Vec<&'static str>,
+    pub monitor_pid: Option<u32>,
+    pub stats: IfStats,
+}
+
+/// netray's dispatcher on one interface, opened from its pins.
+#[derive(Debug)]
+pub struct Dispatcher {
+    iface: Interface,
+    dir: PathBuf,
+    config: MapHandle,
+    stats: MapHandle,
+}
+
+/// Default fill level (bytes) at which the kernel wakes the monitor early.
+pub const MONITOR_WAKEUP_BYTES: u32 = 256 * 1024;
+
+impl Dispatcher {
+    /// The dispatcher attached to `iface`, or None if netray is not attached
+    /// there. Stale pins (the link detached, e.g. the interface was deleted
+    /// and its index reused) are removed. Call with the pin lock held.
+    pub fn open(pin: &PinDir, iface: &Interface) -> Result<Option<Dispatcher>> {
+        let dir = pin.if_dir(iface.index);
+        let link_path = dir.join("link");
+        if !link_path.exists() {
+            if dir.exists() {
+                remove_dir(&dir)?;
+            }
+            return Ok(None);
+        }
+        if link_ifindex(&link_path) != Some(iface.index) {
+            remove_dir(&dir)?;
+            return Ok(None);
+        }
+        Ok(Some(Dispatcher {
+            iface: iface.clone(),
+            config: maps::open_pinned(&dir.join("if_config"))?,
+            stats: maps::open_pinned(&dir.join("if_stats"))?,
+            dir,
+        }))
+    }
+
+    /// Attaches the dispatcher to `iface` unless it is there already. Call
+    /// with the pin lock held.
+    pub fn attach(
+        pin: &PinDir,
+        iface: &Interface,
+        mode: AttachMode,
+        cap: &FwCapacity,
+    ) -> Result<(Dispatcher, AttachOutcome)> {
+        if let Some(d) = Dispatcher::open(pin, iface)? {
+            return Ok((d, AttachOutcome::AlreadyAttached));
+        }
+        let query = xdp_query(iface.index)?;
+        if query.prog_id != 0 {
+            return Err(Error::Refused(format!(
+                "{} already has an XDP program that netray did not load (id {}, '{}'); netray will not replace it. \
+                 Remove it first (`ip link set dev {} xdp off`) if it is not needed",
+                iface.name,
+                query.prog_id,
+                prog_name(query.prog_id).unwrap_or_default(),
+                iface.name
+            )));
+        }
+
+        let dir = pin.if_dir(iface.index);
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let attached = Self::load_and_attach(pin, iface, &dir, mode, cap);
+        match attached {
+            Ok(outcome) => Ok((
+                Dispatcher::open(pin, iface)?.ok_or_else(|| {
+                    Error::Refused(format!("the dispatcher on {} vanished while attaching", iface.name))
+                })?,
+                outcome,
+            )),
+            Err(e) => {
+                let _ = detach_link(&dir.join("link"));
+                let _ = remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_and_attach(
+        pin: &PinDir,
+        iface: &Interface,
+        dir: &Path,
+        mode: AttachMode,
+        cap: &FwCapacity,
+    ) -> Result<AttachOutcome> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = XdpDispatchSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(Error::bpf("opening the XDP dispatcher"))?;
+        configure_maps(open.open_object_mut(), pin, Some(iface.index), cap)?;
+        let skel = open.load().map_err(Error::bpf("loading the XDP dispatcher into the kernel"))?;
+        init_fw_state(pin)?;
+
+        let prog = &skel.progs.netray_xdp;
+        let (link, mode_name, note) = create_xdp_link(prog.as_fd(), iface, mode)?;
+        bpf_pin(link.as_fd(), &dir.join("link"))?;
+        bpf_pin(prog.as_fd(), &dir.join("prog"))?;
+
+        let config = nr_if_config {
+            features: 0,
+            ifindex: iface.index,
+            monitor_wakeup_bytes: MONITOR_WAKEUP_BYTES,
+            monitor_pid: 0,
+        };
+        maps::put(&maps::open_pinned(&dir.join("if_config"))?, 0, &config)?;
+        Ok(AttachOutcome::Attached { mode: mode_name, note })
+    }
+
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    /// Path of one of this dispatcher's pinned maps (e.g. "if_events").
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn config(&self) -> Result<nr_if_config> {
+        Ok(maps::get(&self.config, 0)?.unwrap_or_default())
+    }
+
+    pub fn set_config(&self, cfg: &nr_if_config) -> Result<()> {
+        maps::put(&self.config, 0, cfg)
+    }
+
+    /// Switches a feature on or off; effective from the next packet.
+    pub fn set_feature(&self, feature: Feature, on: bool) -> Result<()> {
+        let mut cfg = self.config()?;
+        if on {
+            cfg.features |= feature.bit();
+        } else {
+            cfg.features &= !feature.bit();
+        }
+        self.set_config(&cfg)
+    }
+
+    /// Features in effect; a monitor whose process died no longer counts.
+    pub fn active_features(&self) -> Result<u32> {
+        let cfg = self.config()?;
+        let mut bits = cfg.features;
+        if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
+            bits &= !Feature::Monitor.bit();
+        }
+        Ok(bits)
+    }
+
+    pub fn stats(&self) -> Result<IfStats> {
+        Ok(IfStats::sum(&maps::get_percpu::<nr_if_stats>(&self.stats, 0)?))
+    }
+
+    pub fn status(&self) -> Result<DispatcherStatus> {
+        let cfg = self.config()?;
+        let query = xdp_query(self.iface.index)?;
+        Ok(DispatcherStatus {
+            interface: self.iface.name.clone(),
+            ifindex: self.iface.index,
+            mode: mode_name(query.attach_mode as u32).to_string(),
+            prog_id: query.prog_id,
+            features: Feature::names(self.active_features()?),
+            monitor_pid: (cfg.monitor_pid != 0 && process_alive(cfg.monitor_pid)).then_some(cfg.monitor_pid),
+            stats: self.stats()?,
+        })
+    }
+
+    /// Removes the program from the interface and every pin of it.
+    pub fn detach(self) -> Result<()> {
+        detach_link(&self.dir.join("link"))?;
+        remove_dir(&self.dir)
+    }
+
+    /// Detaches when no feature is left running on the interface.
+    pub fn detach_if_idle(self) -> Result<bool> {
+        if self.active_features()? & !Feature::ChainNext.bit() == 0 {
+            self.detach()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Every interface netray is attached to (stale pins are cleaned up).
+    pub fn list(pin: &PinDir) -> Result<Vec<Dispatcher>> {
+        let mut out = Vec::new();
+        let dir = pin.ifaces_dir();
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(out) };
+        for entry in entries.flatten() {
+            let Some(index) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            match Interface::name_of(index) {
+                Some(name) => {
+                    if let Some(d) = Dispatcher::open(pin, &Interface { name, index })? {
+                        out.push(d);
+                    }
+                }
+                None => remove_dir(&entry.path())?,
+            }
+        }
+        out.sort_by_key(|d| d.iface.index);
+        Ok(out)
+    }
+}
+
+/// Creates the firewall's shared maps if they do not exist yet, without
+/// attaching anything (so rules can be added before any interface is).
+pub fn ensure_fw_maps(pin: &PinDir, cap: &FwCapacity) -> Result<()> {
+    if pin.fw_dir().join("fw_state").exists() {
+        return Ok(());
+    }
+    let mut storage = MaybeUninit::uninit();
+    let mut open = XdpDispatchSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(Error::bpf("opening the XDP dispatcher"))?;
+    configure_maps(open.open_object_mut(), pin, None, cap)?;
+    for mut prog in open.open_object_mut().progs_mut() {
+        prog.set_autoload(false);
+    }
+    open.load().map_err(Error::bpf("creating the firewall maps"))?;
+    init_fw_state(pin)
+}
+
+/// Points every map of a dispatcher object at its pin: `fw_*` maps under
+/// `<pin>/fw/`, `if_*` maps under the interface's directory (not created when
+/// `ifindex` is None). A pinned map is reused, so max_entries follows the pin.
+/// Shared with the benchmark object, whose maps have the same names.
+pub fn configure_maps(obj: &mut OpenObject, pin: &PinDir, ifindex: Option<u32>, cap: &FwCapacity) -> Result<()> {
+    let fw_dir = pin.fw_dir();
+    fs::create_dir_all(&fw_dir).map_err(Error::io(&fw_dir))?;
+    if let Some(i) = ifindex {
+        let dir = pin.if_dir(i);
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    }
+    for mut map in obj.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        let path = if name.starts_with("fw_") {
+            fw_dir.join(&name)
+        } else if name.starts_with("if_") {
+            match ifindex {
+                Some(i) => pin.if_dir(i).join(&name),
+                None => {
+                    map.set_autocreate(false).map_err(Error::bpf(format!("configuring map {name}")))?;
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        let entries = if path.exists() {
+            maps::open_pinned(&path)?.max_entries()
+        } else {
+            match name.as_str() {
+                "fw_pool" => 2 * cap.chunks_per_bank,
+                "fw_matches" => 2 * (cap.max_rules + 1),
+                "fw_l4" => 4 * cap.max_rules,
+                "fw_rules" => cap.max_rules,
+                "fw_rule_stats" => cap.max_rules + 1,
+                _ => map.max_entries(),
+            }
+        };
+        map.set_max_entries(entries).map_err(Error::bpf(format!("sizing map {name}")))?;
+        map.set_pin_path(&path).map_err(Error::bpf(format!("pinning map {name}")))?;
+    }
+    Ok(())
+}
+
+/// Writes the firewall's layout into fw_state the first time.
+fn init_fw_state(pin: &PinDir) -> Result<()> {
+    let state_map = maps::open_pinned(&pin.fw_dir().join("fw_state"))?;
+    let state: nr_fw_state = maps::get(&state_map, 0)?.unwrap_or_default();
+    if state.chunks_per_bank != 0 {
+        return Ok(());
+    }
+    let pool = maps::open_pinned(&pin.fw_dir().join("fw_pool"))?;
+    let matches = maps::open_pinned(&pin.fw_dir().join("fw_matches"))?;
+    let init = nr_fw_state {
+        active_bank: 0,
+        generation: 0,
+        chunks_per_bank: pool.max_entries() / 2,
+        matches_per_bank: matches.max_entries() / 2,
+        chunks_used: 0,
+        rules: 0,
+    };
+    maps::put(&state_map, 0, &init)
+}
+
+fn create_xdp_link(
+    prog: BorrowedFd<'_>,
+    iface: &Interface,
+    mode: AttachMode,
+) -> Result<(OwnedFd, &'static str, Option<String>)> {
+    let errstr = |e: i32| std::io::Error::from_raw_os_error(e).to_string();
+    let generic = |note: Option<String>| {
+        link_create(prog, iface.index, libbpf_sys::XDP_FLAGS_SKB_MODE)
+            .map(|fd| (fd, "generic", note))
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "the kernel refused to attach XDP to {} in generic mode: {}",
+                    iface.name,
+                    errstr(e)
+                ))
+            })
+    };
+    match mode {
+        AttachMode::Generic => generic(None),
+        AttachMode::Native | AttachMode::Auto => match link_create(prog, iface.index, libbpf_sys::XDP_FLAGS_DRV_MODE) {
+            Ok(fd) => Ok((fd, "native", None)),
+            Err(e) if mode == AttachMode::Auto => {
+                generic(Some(format!("native XDP refused ({}): attached in generic mode", errstr(e))))
+            }
+            Err(e) => Err(Error::Refused(format!(
+                "native XDP refused on {}: {} — the driver has no native XDP support (or its MTU is too large \
+                 for XDP); use --mode generic, or --mode auto to fall back",
+                iface.name,
+                errstr(e)
+            ))),
+        },
+    }
+}
+
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> std::result::Result<OwnedFd, i32> {
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: prog is a valid program fd; opts is initialised with its size.
+    let fd = unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
+    if fd < 0 {
+        return Err(-fd);
+    }
+    // SAFETY: a non-negative return is a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::Refused(format!("pin path {} contains a NUL byte", path.display()))
+    })?;
+    // SAFETY: fd is valid, cpath is NUL-terminated.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath.as_ptr()) };
+    if rc < 0 {
+        return Err(Error::io(path)(std::io::Error::from_raw_os_error(-rc)));
+    }
+    Ok(())
+}
+
+/// The ifindex a pinned XDP link is attached to, None if it is defunct.
+fn link_ifindex(path: &Path) -> Option<u32> {
+    let mut link = Link::open(path).ok()?;
+    let info = link.info().ok();
+    link.disconnect();
+    match info?.info {
+        libbpf_rs::query::LinkTypeInfo::Xdp(x) if x.ifindex != 0 => Some(x.ifindex),
+        _ => None,
+    }
+}
+
+fn detach_link(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let mut link = Link::open(path).map_err(Error::bpf(format!("opening link {}", path.display())))?;
+    // A link whose interface vanished is already detached: that is fine.
+    let _ = link.detach();
+    link.disconnect();
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    pid != 0 && (unsafe { libc::kill(pid as i32, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// What the kernel says is attached to an interface.
+pub fn xdp_query(ifindex: u32) -> Result<libbpf_sys::bpf_xdp_query_opts> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: opts is initialised with its size.
+    let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if rc < 0 {
+        return Err(Error::Refused(format!(
+            "querying XDP on ifindex {ifindex}: {}",
+            std::io::Error::from_raw_os_error(-rc)
+        )));
+    }
+    Ok(opts)
+}
+
+fn mode_name(attach_mode: u32) -> &'static str {
+    match attach_mode {
+        libbpf_sys::XDP_ATTACHED_DRV => "native",
+        libbpf_sys::XDP_ATTACHED_SKB => "generic",
+        libbpf_sys::XDP_ATTACHED_HW => "offload",
+        libbpf_sys::XDP_ATTACHED_MULTI => "multi",
+        _ => "detached",
+    }
+}
+
+/// The name of a loaded program, by id.
+pub fn prog_name(id: u32) -> Option<String> {
+    // SAFETY: plain syscall wrappers; the fd is closed by OwnedFd.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info/len describe a valid buffer.
+    let rc = unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: the kernel NUL-terminates name within its 16 bytes.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}

@@ -1,0 +1,124 @@
+//! Typed access to pinned maps: values are the ABI structs of
+//! `netray_ebpf::abi`, read and written as the kernel's bytes.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    ptr::NonNull,
+};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use netray_ebpf::abi::{bytes_of, from_bytes};
+use plain::Plain;
+
+use crate::{Error, Result};
+
+/// Opens a pinned map, with an error that names the path.
+pub fn open_pinned(path: &Path) -> Result<MapHandle> {
+    MapHandle::from_pinned_path(path).map_err(Error::bpf(format!("opening pinned map {}", path.display())))
+}
+
+/// Reads the value at a u32 key.
+pub fn get<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<Option<T>> {
+    let raw = map
+        .lookup(&key.to_ne_bytes(), MapFlags::ANY)
+        .map_err(Error::bpf(format!("reading map {}", map_name(map))))?;
+    Ok(raw.and_then(|b| from_bytes(&b)))
+}
+
+/// Writes the value at a u32 key.
+pub fn put<T: Plain>(map: &MapHandle, key: u32, value: &T) -> Result<()> {
+    map.update(&key.to_ne_bytes(), bytes_of(value), MapFlags::ANY)
+        .map_err(Error::bpf(format!("writing map {}", map_name(map))))
+}
+
+/// Reads every CPU's value of a per-CPU map at a u32 key.
+pub fn get_percpu<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<Vec<T>> {
+    let raw = map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .map_err(Error::bpf(format!("reading per-CPU map {}", map_name(map))))?;
+    Ok(raw.unwrap_or_default().iter().filter_map(|b| from_bytes(b)).collect())
+}
+
+/// Sets every CPU's value of a per-CPU map at a u32 key to T::default().
+pub fn zero_percpu<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<()> {
+    let ncpu = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting CPUs"))?;
+    let zero = T::default();
+    let values = vec![bytes_of(&zero).to_vec(); ncpu];
+    map.update_percpu(&key.to_ne_bytes(), &values, MapFlags::ANY)
+        .map_err(Error::bpf(format!("clearing per-CPU map {}", map_name(map))))
+}
+
+pub fn map_name(map: &MapHandle) -> String {
+    map.name().to_string_lossy().into_owned()
+}
+
+/// A BPF_F_MMAPABLE array map mapped into this process: element i is
+/// `slice()[i]`, and writes are seen by the very next program run.
+pub struct MmapArray<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    map_len: usize,
+}
+
+impl<T: Plain> MmapArray<T> {
+    /// Maps the whole array. T must be the map's value type (its size is checked).
+    pub fn new(map: &MapHandle) -> Result<MmapArray<T>> {
+        let value_size = map.value_size() as usize;
+        if value_size != std::mem::size_of::<T>() || value_size % 8 != 0 {
+            return Err(Error::Refused(format!(
+                "map {} holds {value_size}-byte values, not {}: pinned state is from another netray version — remove it with `netray firewall detach --all`",
+                map_name(map),
+                std::mem::size_of::<T>()
+            )));
+        }
+        let len = map.max_entries() as usize;
+        let page = 4096usize;
+        let map_len = (len * value_size).div_ceil(page) * page;
+        // SAFETY: mapping a BPF array map fd shared and read-write, as the
+        // kernel allows for BPF_F_MMAPABLE maps; the length covers the array.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Refused(format!(
+                "mapping {} into memory failed: {}",
+                map_name(map),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(MmapArray { ptr: NonNull::new(p.cast()).expect("mmap returned non-null"), len, map_len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn slice(&self) -> &[T] {
+        // SAFETY: the mapping holds len initialised T (Plain: any bytes valid).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn slice_mut(&mut self) -> &mut [T] {
+        // SAFETY: as above, and &mut self gives exclusive access in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for MmapArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: ptr/map_len are exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}

@@ -1,0 +1,120 @@
+//! Where netray keeps its pinned state, and the lock that serialises changes
+//! to it between processes.
+//!
+//! Layout under the root (default /sys/fs/bpf/netray):
+//! - `fw/`            the firewall's maps, shared by every interface
+//! - `if/<ifindex>/`  one interface's dispatcher: `link`, `prog` and its maps
+//!
+//! The root can be moved with `--pin-dir` or `NETRAY_PIN_DIR`, which is how
+//! tests running in parallel keep out of each other's way.
+
+use std::{
+    fs,
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use crate::{Error, Result};
+
+/// The default root of netray's pins.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netray";
+/// Environment variable that moves the pin root.
+pub const PIN_DIR_ENV: &str = "NETRAY_PIN_DIR";
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// The pin root, verified to live on a bpffs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    /// The pin root from an explicit path, else `NETRAY_PIN_DIR`, else the
+    /// default. Mounts bpffs on /sys/fs/bpf if nothing is mounted there.
+    pub fn resolve(explicit: Option<&Path>) -> Result<PinDir> {
+        let root = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os(PIN_DIR_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+        };
+        ensure_bpffs(Path::new("/sys/fs/bpf"))?;
+        fs::create_dir_all(&root).map_err(Error::io(&root))?;
+        if !is_bpffs(&root) {
+            return Err(Error::Refused(format!(
+                "{} is not on a bpffs: pins must live under a bpf filesystem such as /sys/fs/bpf",
+                root.display()
+            )));
+        }
+        Ok(PinDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The firewall's shared maps.
+    pub fn fw_dir(&self) -> PathBuf {
+        self.root.join("fw")
+    }
+
+    /// The directory holding every interface's dispatcher.
+    pub fn ifaces_dir(&self) -> PathBuf {
+        self.root.join("if")
+    }
+
+    /// One interface's dispatcher state.
+    pub fn if_dir(&self, ifindex: u32) -> PathBuf {
+        self.ifaces_dir().join(ifindex.to_string())
+    }
+
+    /// Takes the exclusive lock on the pin root (blocking). Every change to
+    /// pinned state holds it, so two netray processes never interleave.
+    pub fn lock(&self) -> Result<PinLock> {
+        let dir = fs::File::open(&self.root).map_err(Error::io(&self.root))?;
+        let fd: OwnedFd = dir.into();
+        // SAFETY: fd is a valid open descriptor.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(&self.root)(std::io::Error::last_os_error()));
+        }
+        Ok(PinLock { _fd: fd })
+    }
+
+    /// Removes every pin under the root and the root itself.
+    pub fn remove_all(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&self.root)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Held while pinned state changes; released on drop.
+#[derive(Debug)]
+pub struct PinLock {
+    _fd: OwnedFd,
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn ensure_bpffs(mountpoint: &Path) -> Result<()> {
+    if is_bpffs(mountpoint) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        mountpoint,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EPERM => Error::NotRoot,
+        e => Error::BpffsMissing(mountpoint.to_path_buf(), e.desc().to_string()),
+    })
+}

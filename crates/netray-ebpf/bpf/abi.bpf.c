@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/*
+ * Never loaded: this object exists so that every ABI struct of netray_abi.h is
+ * in its BTF, and the skeleton generator emits the Rust types userspace uses
+ * (netray_ebpf::abi). Referencing a type from a global is what keeps it.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "netray_abi.h"
+#include "exec_abi.h"
+
+struct nr_packet_event *nr_abi_packet_event;
+struct nr_if_config *nr_abi_if_config;
+struct nr_if_stats *nr_abi_if_stats;
+struct nr_fw_chunk *nr_abi_fw_chunk;
+struct nr_fw_match *nr_abi_fw_match;
+struct nr_fw_l4_key *nr_abi_fw_l4_key;
+struct nr_fw_state *nr_abi_fw_state;
+struct nr_fw_rule *nr_abi_fw_rule;
+struct nr_rule_counter *nr_abi_rule_counter;
+enum nr_hook nr_abi_hook;
+enum nr_verdict nr_abi_verdict;
+enum nr_family nr_abi_family;
+enum nr_packet_flags nr_abi_packet_flags;
+enum nr_feature nr_abi_feature;
+enum nr_chain_slot nr_abi_chain_slot;
+enum nr_fw_match_flags nr_abi_fw_match_flags;
+enum nr_fw_dir nr_abi_fw_dir;
+enum nr_fw_action nr_abi_fw_action;
+enum nr_fw_layout nr_abi_fw_layout;
+/* exec (exec_abi.h) */
+struct nr_exec_event *nr_abi_exec_event;
+struct nr_exec_config *nr_abi_exec_config;
+struct nr_exec_stats *nr_abi_exec_stats;
+enum nr_exec_limits nr_abi_exec_limits;
+enum nr_exec_flags nr_abi_exec_flags;
+enum nr_exec_filter nr_abi_exec_filter;
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

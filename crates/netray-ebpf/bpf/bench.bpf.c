@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/*
+ * Benchmark programs, run only through BPF_PROG_TEST_RUN by `netray bench`.
+ * The *_rand variants overwrite the frame's IPv4 source with the next address
+ * of bench_sources before doing their work, so successive runs look up
+ * different addresses (cache-cold, like real traffic); bench_rand_empty is the
+ * baseline that pays for that rewrite and nothing else.
+ */
+#include "xdp_dispatch.h"
+
+const volatile __u32 bench_sources_mask = 0;	/* entries - 1, a power of two minus one */
+__u32 bench_next = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_sources SEC(".maps");
+
+static __always_inline int bench_rewrite_source(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 i = bench_next++ & bench_sources_mask;
+	__u32 *src = bpf_map_lookup_elem(&bench_sources, &i);
+
+	/* Ethernet (14) + IPv4 source at offset 12 */
+	if (!src || data + 14 + 16 > data_end)
+		return -1;
+	__builtin_memcpy(data + 14 + 12, src, 4);
+	return 0;
+}
+
+SEC("xdp")
+int bench_empty(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int bench_rand_empty(struct xdp_md *ctx)
+{
+	if (bench_rewrite_source(ctx))
+		return XDP_ABORTED;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int bench_dispatch(struct xdp_md *ctx)
+{
+	return nr_xdp_dispatch(ctx);
+}
+
+SEC("xdp")
+int bench_rand_dispatch(struct xdp_md *ctx)
+{
+	if (bench_rewrite_source(ctx))
+		return XDP_ABORTED;
+	return nr_xdp_dispatch(ctx);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * Every map of the XDP dispatcher. Sizes here are placeholders: userspace sets
+ * max_entries before load, and pins each map (global maps under <pin>/fw/, the
+ * per-interface ones under <pin>/if/<ifindex>/) so later processes reuse them.
+ */
+#ifndef NETRAY_MAPS_H
+#define NETRAY_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "netray_abi.h"
+
+/* ---- firewall: shared by every interface ---- */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * 4096);
+	__type(key, __u32);
+	__type(value, struct nr_fw_chunk);
+} fw_pool SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * 4096);
+	__type(key, __u32);
+	__type(value, struct nr_fw_match);
+} fw_matches SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct nr_fw_l4_key);
+	__type(value, __u32);
+} fw_l4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_fw_state);
+} fw_state SEC(".maps");
+
+/* The rules as written, by slot; the compiled maps above derive from it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct nr_fw_rule);
+} fw_rules SEC(".maps");
+
+/* Hits per rule id (slot + 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4097);
+	__type(key, __u32);
+	__type(value, struct nr_rule_counter);
+} fw_rule_stats SEC(".maps");
+
+/* ---- per interface ---- */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_if_config);
+} if_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_if_stats);
+} if_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} if_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, NR_CHAIN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} if_chain SEC(".maps");
+
+#endif /* NETRAY_MAPS_H */

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * netray kernel/user ABI: the single source of truth for every struct and
+ * constant shared between the BPF programs and userspace. Rust never copies
+ * these by hand: it gets them from the skeleton's BTF (netray_ebpf::types).
+ *
+ * Every struct is laid out with explicit padding so C and Rust agree byte for
+ * byte, and so BPF_PROG_TEST_RUN tests can compare raw records.
+ */
+#ifndef NETRAY_ABI_H
+#define NETRAY_ABI_H
+
+#include <linux/types.h>
+
+/* ---- where a packet was seen ---------------------------------------------- */
+enum nr_hook {
+	NR_HOOK_NONE = 0,
+	NR_HOOK_XDP = 1,
+	NR_HOOK_TC_INGRESS = 2,
+	NR_HOOK_TC_EGRESS = 3,
+	NR_HOOK_SOCKET = 4,
+};
+
+enum nr_verdict {
+	NR_VERDICT_PASS = 0,
+	NR_VERDICT_DROP = 1,
+};
+
+/* Address family of a parsed packet (0: not IP). */
+enum nr_family {
+	NR_FAMILY_NONE = 0,
+	NR_FAMILY_IPV4 = 4,
+	NR_FAMILY_IPV6 = 6,
+};
+
+/* nr_packet_event.flags */
+enum nr_packet_flags {
+	NR_PKT_TRUNCATED = 1 << 0,	/* frame ended inside a header we needed */
+	NR_PKT_FRAGMENT = 1 << 1,	/* IPv4 MF/offset or IPv6 fragment header */
+	NR_PKT_LATER_FRAGMENT = 1 << 2, /* not the first fragment: no L4 header */
+	NR_PKT_IP_OPTIONS = 1 << 3,	/* IPv4 IHL > 5 */
+	NR_PKT_IPV6_EXT = 1 << 4,	/* IPv6 extension headers were walked */
+	NR_PKT_HAS_PORTS = 1 << 5,	/* sport/dport are valid */
+	NR_PKT_HAS_ICMP = 1 << 6,	/* icmp_type/icmp_code are valid */
+};
+
+/* One record per packet on the per-interface event ring (monitor). */
+struct nr_packet_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 ifindex;
+	__u32 pkt_len;		/* bytes on the wire (linear + frags) */
+	__u32 rule_id;		/* firewall rule that decided a drop, 0 = none */
+	__u16 ethertype;	/* innermost, after VLAN tags (host order) */
+	__u16 vlan_outer;	/* VLAN ID of the outer tag, valid if vlan_depth >= 1 */
+	__u16 vlan_inner;	/* VLAN ID of the inner tag, valid if vlan_depth == 2 */
+	__u16 sport;		/* host order, valid with NR_PKT_HAS_PORTS */
+	__u16 dport;
+	__u8 hook;		/* enum nr_hook */
+	__u8 verdict;		/* enum nr_verdict */
+	__u8 family;		/* enum nr_family */
+	__u8 l4_proto;		/* IPPROTO_* after extension headers */
+	__u8 flags;		/* enum nr_packet_flags */
+	__u8 vlan_depth;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 direction;		/* 0 ingress, 1 egress */
+	__u8 _pad[3];
+	__u8 src[16];		/* IPv4 in the first 4 bytes, network order */
+	__u8 dst[16];
+};
+
+/* ---- per-interface dispatcher --------------------------------------------- */
+
+/* nr_if_config.features: what the dispatcher on one interface does. */
+enum nr_feature {
+	NR_FEAT_FIREWALL = 1 << 0,
+	NR_FEAT_MONITOR = 1 << 1,
+	NR_FEAT_FLOWS = 1 << 2,
+	NR_FEAT_CAPTURE = 1 << 3,
+	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
+};
+
+struct nr_if_config {
+	__u32 features;		/* enum nr_feature bits */
+	__u32 ifindex;
+	/* Wake the monitor reader once this many bytes wait in the ring;
+	 * below it the reader polls on a timer (wakeups cost µs per record). */
+	__u32 monitor_wakeup_bytes;
+	__u32 monitor_pid;	/* process reading if_events, 0 = none */
+};
+
+/* Slots of the per-interface PROG_ARRAY. */
+enum nr_chain_slot {
+	NR_CHAIN_NEXT = 0,	/* foreign program kept behind netray */
+	NR_CHAIN_CAPTURE = 1,
+	NR_CHAIN_SLOTS = 4,
+};
+
+/* Per-interface per-CPU counters (one array entry, summed over CPUs). */
+struct nr_if_stats {
+	__u64 seen;
+	__u64 passed;
+	__u64 dropped;
+	__u64 bytes_seen;
+	__u64 bytes_dropped;
+	__u64 events_sent;
+	__u64 events_lost;	/* event ring full: the record was not written */
+	__u64 non_ip;
+	__u64 truncated;
+};
+
+/* ---- firewall ------------------------------------------------------------- */
+/*
+ * The rule set is compiled in userspace into a multibit trie of array chunks
+ * (stride 8, the first two bytes direct-indexed), so the per-packet source
+ * lookup is a handful of verifier-inlined array loads instead of an LPM-trie or
+ * hash helper call. Each leaf holds a match id: the deepest rule prefix that
+ * covers the address, with everything its ancestors contribute folded in.
+ *
+ * Two banks of every compiled map exist; userspace fills the idle bank and then
+ * flips nr_fw_state.active_bank, so a change takes effect on the next packet
+ * and no packet ever sees a half-written table.
+ */
+enum nr_fw_layout {
+	NR_FW_CHUNK_ENTRIES = 256,
+	NR_FW_PTR_SHIFT = 31,	/* entry bit 31 set: a child chunk index (low 31 bits) */
+	NR_FW_ROOT_V4 = 0,	/* chunks 0..255 of a bank: IPv4 roots (first byte) */
+	NR_FW_ROOT_V6 = 256,	/* chunks 256..511 of a bank: IPv6 roots */
+	NR_FW_ROOT_CHUNKS = 512,
+};
+#define NR_FW_PTR (1u << NR_FW_PTR_SHIFT)
+
+struct nr_fw_chunk {
+	__u32 entry[NR_FW_CHUNK_ENTRIES]; /* 0: no rule; NR_FW_PTR|i: chunk i; else match id */
+};
+
+enum nr_fw_match_flags {
+	NR_FW_MATCH_L4 = 1 << 0, /* protocol/port rules apply: consult fw_l4 */
+};
+
+struct nr_fw_match {
+	__u32 any_rule;		/* rule (slot+1) that drops all traffic here, 0 = none */
+	__u32 flags;		/* enum nr_fw_match_flags */
+};
+
+/* Protocol/port rules of one match id. port 0 = every port of the protocol. */
+struct nr_fw_l4_key {
+	__u32 match_id;
+	__u8 bank;
+	__u8 proto;
+	__u16 port;		/* host order */
+};
+
+struct nr_fw_state {
+	__u32 active_bank;	/* 0 or 1 */
+	__u32 generation;	/* bumped on every published change */
+	__u32 chunks_per_bank;	/* pool layout, fixed at creation */
+	__u32 matches_per_bank;
+	__u32 chunks_used;	/* by the active bank, roots included */
+	__u32 rules;		/* rules compiled into the active bank */
+};
+
+enum nr_fw_dir {
+	NR_DIR_IN = 1,		/* match the source of received packets */
+	NR_DIR_OUT = 2,		/* match the destination of sent packets */
+};
+
+enum nr_fw_action {
+	NR_ACTION_DENY = 1,
+};
+
+/* A rule as the user wrote it; stored in the pinned fw_rules map by slot. */
+struct nr_fw_rule {
+	__u8 addr[16];		/* network order, IPv4 in the first 4 bytes */
+	__u8 family;		/* 4 or 6 */
+	__u8 prefix_len;
+	__u8 proto;		/* 0 = any */
+	__u8 dir;		/* enum nr_fw_dir */
+	__u16 port;		/* 0 = any, host order */
+	__u8 action;		/* enum nr_fw_action */
+	__u8 _pad;
+	__u64 created_ns;	/* CLOCK_REALTIME when added */
+};
+
+struct nr_rule_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif /* NETRAY_ABI_H */

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * Packet parser shared by every hook: Ethernet, up to two VLAN tags
+ * (802.1Q/802.1ad), IPv4 (with options and fragments), IPv6 (with extension
+ * headers) and the first bytes of TCP/UDP/SCTP/ICMP. It fills the metadata of a
+ * struct nr_packet_event and never reads past data_end: a frame that ends inside
+ * a header is marked NR_PKT_TRUNCATED with every field parsed up to that point.
+ *
+ * Offsets are kept as bounded scalars (not pointers) so the verifier can follow
+ * variable-length headers.
+ */
+#ifndef NETRAY_PARSE_H
+#define NETRAY_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include "netray_abi.h"
+
+#define NR_IPV6_MAX_EXT 8
+/* Largest offset the parser follows; keeps pointer arithmetic verifiable. */
+#define NR_PARSE_MAX_OFF 4096
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define NR_NEXTHDR_HOP 0
+#define NR_NEXTHDR_ROUTING 43
+#define NR_NEXTHDR_FRAGMENT 44
+#define NR_NEXTHDR_AUTH 51
+#define NR_NEXTHDR_DEST 60
+
+struct nr_vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+/* True when [off, off+len) lies inside the packet. */
+#define NR_HAVE(data, data_end, off, len) ((data) + (off) + (len) <= (data_end))
+
+static __always_inline void nr_parse_l4(void *data, void *data_end, __u32 off,
+					struct nr_packet_event *ev)
+{
+	off &= NR_PARSE_MAX_OFF * 2 - 1;
+	switch (ev->l4_proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP: {
+		/* Ports are the first 4 bytes of all four; take them even when the
+		 * rest of the header is cut, so a port rule cannot be dodged. */
+		__u32 hdr = ev->l4_proto == IPPROTO_TCP ? 20 : ev->l4_proto == IPPROTO_SCTP ? 12 : 8;
+		__be16 *ports = data + off;
+
+		if ((void *)(ports + 2) > data_end) {
+			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		ev->sport = bpf_ntohs(ports[0]);
+		ev->dport = bpf_ntohs(ports[1]);
+		ev->flags |= NR_PKT_HAS_PORTS;
+		if (!NR_HAVE(data, data_end, off, hdr))
+			ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 *icmp = data + off;
+
+		if ((void *)(icmp + 4) > data_end) {
+			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		ev->icmp_type = icmp[0];
+		ev->icmp_code = icmp[1];
+		ev->flags |= NR_PKT_HAS_ICMP;
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
+					  struct nr_packet_event *ev)
+{
+	struct iphdr *ip = data + off;
+	__u32 hlen;
+
+	if ((void *)(ip + 1) > data_end) {
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	ev->family = NR_FAMILY_IPV4;
+	__builtin_memcpy(ev->src, &ip->saddr, 4);
+	__builtin_memcpy(ev->dst, &ip->daddr, 4);
+	ev->l4_proto = ip->protocol;
+
+	hlen = (ip->ihl & 0xf) * 4;
+	if (hlen < sizeof(*ip)) {
+		/* IHL < 5 is malformed: keep the addresses, claim nothing else. */
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	if (hlen > sizeof(*ip))
+		ev->flags |= NR_PKT_IP_OPTIONS;
+	if (ip->frag_off & bpf_htons(0x3fff)) { /* MF or a fragment offset */
+		ev->flags |= NR_PKT_FRAGMENT;
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			ev->flags |= NR_PKT_LATER_FRAGMENT;
+			return;
+		}
+	}
+	if (!NR_HAVE(data, data_end, off, hlen)) {
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	nr_parse_l4(data, data_end, off + hlen, ev);
+}
+
+static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
+					  struct nr_packet_event *ev)
+{
+	struct ipv6hdr *ip6 = data + off;
+	__u8 next;
+
+	if ((void *)(ip6 + 1) > data_end) {
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	ev->family = NR_FAMILY_IPV6;
+	__builtin_memcpy(ev->src, &ip6->saddr, 16);
+	__builtin_memcpy(ev->dst, &ip6->daddr, 16);
+	next = ip6->nexthdr;
+	off += sizeof(*ip6);
+
+#pragma unroll
+	for (int i = 0; i < NR_IPV6_MAX_EXT; i++) {
+		__u8 *ext;
+		__u32 len;
+
+		if (next != NR_NEXTHDR_HOP && next != NR_NEXTHDR_ROUTING &&
+		    next != NR_NEXTHDR_DEST && next != NR_NEXTHDR_FRAGMENT &&
+		    next != NR_NEXTHDR_AUTH)
+			break;
+		ev->flags |= NR_PKT_IPV6_EXT;
+		off &= NR_PARSE_MAX_OFF - 1;
+		ext = data + off;
+		if ((void *)(ext + 8) > data_end) {
+			ev->l4_proto = next;
+			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		if (next == NR_NEXTHDR_FRAGMENT) {
+			ev->flags |= NR_PKT_FRAGMENT;
+			/* offset field: bytes 2-3, top 13 bits */
+			if ((ext[2] << 8 | ext[3]) & 0xfff8) {
+				ev->l4_proto = ext[0];
+				ev->flags |= NR_PKT_LATER_FRAGMENT;
+				return;
+			}
+			len = 8;
+		} else if (next == NR_NEXTHDR_AUTH) {
+			len = (ext[1] + 2) * 4;
+		} else {
+			len = (ext[1] + 1) * 8;
+		}
+		next = ext[0];
+		off += len;
+	}
+	ev->l4_proto = next;
+	if (off >= NR_PARSE_MAX_OFF) {
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	nr_parse_l4(data, data_end, off, ev);
+}
+
+/* Parse one frame into ev (which the caller zeroed). */
+static __always_inline void nr_parse(void *data, void *data_end, struct nr_packet_event *ev)
+{
+	struct ethhdr *eth = data;
+	__u32 off = sizeof(*eth);
+	__be16 proto;
+
+	if ((void *)(eth + 1) > data_end) {
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		struct nr_vlan_hdr *vh;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		vh = data + off;
+		if ((void *)(vh + 1) > data_end) {
+			ev->ethertype = bpf_ntohs(proto);
+			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		if (i == 0)
+			ev->vlan_outer = bpf_ntohs(vh->tci) & 0x0fff;
+		else
+			ev->vlan_inner = bpf_ntohs(vh->tci) & 0x0fff;
+		ev->vlan_depth = i + 1;
+		proto = vh->proto;
+		off += sizeof(*vh);
+	}
+	ev->ethertype = bpf_ntohs(proto);
+
+	if (proto == bpf_htons(ETH_P_IP))
+		nr_parse_ipv4(data, data_end, off, ev);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		nr_parse_ipv6(data, data_end, off, ev);
+}
+
+#endif /* NETRAY_PARSE_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * The XDP dispatcher: the one program netray attaches to an interface. Which
+ * features run is read per packet from if_config, so firewall, monitor and the
+ * rest switch on and off without reattaching. A foreign program that was
+ * attached before netray is kept in if_chain and tail-called last.
+ */
+#ifndef NETRAY_XDP_DISPATCH_H
+#define NETRAY_XDP_DISPATCH_H
+
+#include "parse.h"
+#include "firewall.h"
+#include "monitor.h"
+
+/* Set by the loader: the program is loaded with BPF_F_XDP_HAS_FRAGS. */
+const volatile __u32 cfg_frags = 0;
+
+static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nr_packet_event ev = {};
+	struct nr_if_config *cfg;
+	struct nr_if_stats *stats;
+	__u32 zero = 0, features, rule = 0;
+	int verdict = XDP_PASS;
+
+	cfg = bpf_map_lookup_elem(&if_config, &zero);
+	stats = bpf_map_lookup_elem(&if_stats, &zero);
+	if (!cfg || !stats)
+		return XDP_PASS;
+	features = cfg->features;
+
+	ev.pkt_len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
+	nr_parse(data, data_end, &ev);
+
+	stats->seen++;
+	stats->bytes_seen += ev.pkt_len;
+	if (!ev.family)
+		stats->non_ip++;
+	if (ev.flags & NR_PKT_TRUNCATED)
+		stats->truncated++;
+
+	if (features & NR_FEAT_FIREWALL) {
+		rule = nr_fw_decide(&ev, ev.src);
+		if (rule) {
+			nr_fw_count(rule, ev.pkt_len);
+			verdict = XDP_DROP;
+		}
+	}
+	if (verdict == XDP_DROP) {
+		stats->dropped++;
+		stats->bytes_dropped += ev.pkt_len;
+	} else {
+		stats->passed++;
+	}
+
+	if (features & NR_FEAT_MONITOR) {
+		ev.ts_ns = bpf_ktime_get_ns();
+		ev.ifindex = ctx->ingress_ifindex;
+		ev.hook = NR_HOOK_XDP;
+		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : NR_VERDICT_PASS;
+		ev.rule_id = rule;
+		nr_monitor_emit(&ev, cfg, stats);
+	}
+
+	if (verdict == XDP_PASS && (features & NR_FEAT_CHAIN_NEXT))
+		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);
+	return verdict;
+}
+
+#endif /* NETRAY_XDP_DISPATCH_H */

@@ -1,0 +1,375 @@
+//! Compiles a rule set into the structure the XDP program walks.
+//!
+//! Layout (see netray_abi.h): a multibit trie of 256-entry chunks with an
+//! 8-bit stride, whose first level is direct-indexed by the first two address
+//! bytes (256 root chunks per family). Leaves are pushed down, so every entry
+//! holds either a child chunk or the *match id* of the longest rule prefix
+//! covering it. A match carries what applies there, ancestors included: the
+//! most specific catch-all rule, or else the protocol/port rules, which go to
+//! the fw_l4 hash. The per-packet lookup is therefore at most 3 (IPv4) or 15
+//! (IPv6) inlined array loads, whatever the number of rules.
+
+use std::collections::{BTreeMap, HashMap};
+
+use netray_ebpf::abi::{nr_fw_layout, nr_fw_match, nr_fw_match_flags};
+
+use crate::rule::Rule;
+
+pub const CHUNK_ENTRIES: usize = nr_fw_layout::NR_FW_CHUNK_ENTRIES.0 as usize;
+pub const ROOT_V4: usize = nr_fw_layout::NR_FW_ROOT_V4.0 as usize;
+pub const ROOT_V6: usize = nr_fw_layout::NR_FW_ROOT_V6.0 as usize;
+pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
+pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
+
+pub type Chunk = [u32; CHUNK_ENTRIES];
+
+/// An entry of the fw_l4 hash: packets of `proto` to `port` (0 = any) in
+/// match `match_id` are dropped by `rule_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct L4Entry {
+    pub match_id: u32,
+    pub proto: u8,
+    pub port: u16,
+    pub rule_id: u32,
+}
+
+/// A compiled rule set, ready to be written into one bank.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// Chunk i goes to pool index bank_base + i; 0..ROOT_CHUNKS are the roots.
+    pub chunks: Vec<Chunk>,
+    /// Indexed by match id; entry 0 is unused (0 means "no match").
+    pub matches: Vec<nr_fw_match>,
+    pub l4: Vec<L4Entry>,
+    pub rules: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the rule set needs more than the {capacity} trie chunks per bank the firewall was created with; \
+         detach netray from every interface (`netray firewall detach --all`), remove its state, and attach \
+         again with a larger --fw-chunks"
+    )]
+    ChunksFull { capacity: usize },
+    #[error("the rule set needs {needed} match entries but the firewall holds {capacity}; recreate it with a larger --max-rules")]
+    MatchesFull { needed: usize, capacity: usize },
+}
+
+/// A rule prefix: family, address bytes (masked) and length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Prefix {
+    family: u8,
+    len: u8,
+    addr: [u8; 16],
+}
+
+impl Prefix {
+    fn of(rule: &Rule) -> Prefix {
+        let mut addr = [0u8; 16];
+        match rule.net.network() {
+            std::net::IpAddr::V4(a) => addr[..4].copy_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => addr.copy_from_slice(&a.octets()),
+        }
+        Prefix { family: rule.family(), len: rule.net.prefix_len(), addr }
+    }
+
+    /// This prefix cut to a shorter length.
+    fn truncated(&self, len: u8) -> Prefix {
+        let mut addr = [0u8; 16];
+        for bit in 0..len as usize {
+            addr[bit / 8] |= self.addr[bit / 8] & (0x80 >> (bit % 8));
+        }
+        Prefix { family: self.family, len, addr }
+    }
+}
+
+/// What one prefix contributes by itself.
+#[derive(Debug, Default)]
+struct Own {
+    any_rule: Option<u32>,
+    /// (proto, port) -> rule id; port 0 = every port of the protocol.
+    l4: BTreeMap<(u8, u16), u32>,
+}
+
+/// Compiles `rules` (rule id, rule). Fails, changing nothing, when the
+/// result would not fit the given capacities.
+pub fn compile(rules: &[(u32, Rule)], chunk_capacity: usize, match_capacity: usize) -> Result<Compiled, CompileError> {
+    let mut own: HashMap<Prefix, Own> = HashMap::new();
+    for (id, rule) in rules {
+        let entry = own.entry(Prefix::of(rule)).or_default();
+        let protos = rule.proto_numbers();
+        if protos.is_empty() {
+            // Two identical catch-alls cannot exist (duplicates are refused);
+            // keep the lowest id so the result does not depend on order.
+            entry.any_rule = Some(entry.any_rule.map_or(*id, |old| old.min(*id)));
+        }
+        for proto in protos {
+            let slot = entry.l4.entry((proto, rule.port.unwrap_or(0))).or_insert(*id);
+            *slot = (*slot).min(*id);
+        }
+    }
+
+    // Lengths in use per family, so ancestors are found with few probes.
+    let mut lengths: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    for p in own.keys() {
+        lengths.entry(p.family).or_default().push(p.len);
+    }
+    for l in lengths.values_mut() {
+        l.sort_unstable();
+        l.dedup();
+    }
+
+    let mut prefixes: Vec<&Prefix> = own.keys().collect();
+    prefixes.sort_by(|a, b| (a.len, a.family, a.addr).cmp(&(b.len, b.family, b.addr)));
+
+    let needed_matches = prefixes.len() + 1;
+    if needed_matches > match_capacity {
+        return Err(CompileError::MatchesFull { needed: needed_matches, capacity: match_capacity });
+    }
+
+    let mut matches = vec![nr_fw_match::default(); needed_matches];
+    let mut l4 = Vec::new();
+    let mut match_of: HashMap<&Prefix, u32> = HashMap::new();
+    for (i, p) in prefixes.iter().enumerate() {
+        let mid = i as u32 + 1;
+        match_of.insert(*p, mid);
+        // Walk from the shortest ancestor to the prefix itself, so the most
+        // specific rule wins the attribution of a hit.
+        let mut any_rule = None;
+        let mut eff_l4: BTreeMap<(u8, u16), u32> = BTreeMap::new();
+        for &len in lengths[&p.family].iter().take_while(|&&l| l <= p.len) {
+            if let Some(o) = own.get(&p.truncated(len)) {
+                if o.any_rule.is_some() {
+                    any_rule = o.any_rule;
+                }
+                eff_l4.extend(o.l4.iter().map(|(k, v)| (*k, *v)));
+            }
+        }
+        let m = &mut matches[mid as usize];
+        if let Some(r) = any_rule {
+            m.any_rule = r;
+        } else if !eff_l4.is_empty() {
+            m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0 as u32;
+            l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry { match_id: mid, proto, port, rule_id }));
+        }
+    }
+
+    let mut chunks = vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS];
+    for p in &prefixes {
+        insert(&mut chunks, p, match_of[p], chunk_capacity)?;
+    }
+    Ok(Compiled { chunks, matches, l4, rules: rules.len() })
+}
+
+/// Writes `value` over the prefix's range. Prefixes arrive shortest first, so
+/// the entries a prefix ends on are leaves (only longer prefixes make child
+/// chunks) and longer prefixes overwrite shorter ones: longest match wins.
+fn insert(chunks: &mut Vec<Chunk>, p: &Prefix, value: u32, capacity: usize) -> Result<(), CompileError> {
+    let root = if p.family == 6 { ROOT_V6 } else { ROOT_V4 };
+    let len = p.len as usize;
+    if len <= 8 {
+        let first = p.addr[0] as usize;
+        for c in &mut chunks[root + first..root + first + (1 << (8 - len))] {
+            c.fill(value);
+        }
+        return Ok(());
+    }
+    let mut cur = root + p.addr[0] as usize;
+    let mut byte = 1;
+    loop {
+        let level_end = 8 * (byte + 1);
+        let idx = p.addr[byte] as usize;
+        if len <= level_end {
+            chunks[cur][idx..idx + (1 << (level_end - len))].fill(value);
+            return Ok(());
+        }
+        let entry = chunks[cur][idx];
+        cur = if entry & PTR != 0 {
+            (entry & !PTR) as usize
+        } else {
+            if chunks.len() >= capacity {
+                return Err(CompileError::ChunksFull { capacity });
+            }
+            chunks.push([entry; CHUNK_ENTRIES]);
+            let child = chunks.len() - 1;
+            chunks[cur][idx] = PTR | child as u32;
+            child
+        };
+        byte += 1;
+    }
+}
+
+impl Compiled {
+    /// The match id the kernel's walk finds for an address (4 or 16 bytes):
+    /// the same algorithm as nr_fw_match_id() in firewall.h.
+    pub fn lookup_match(&self, addr: &[u8]) -> u32 {
+        let root = if addr.len() == 16 { ROOT_V6 } else { ROOT_V4 };
+        let mut idx = root + addr[0] as usize;
+        for &b in &addr[1..] {
+            let entry = self.chunks[idx][b as usize];
+            if entry & PTR == 0 {
+                return entry;
+            }
+            idx = (entry & !PTR) as usize;
+        }
+        0
+    }
+
+    /// The rule that denies a packet, as nr_fw_decide() computes it.
+    pub fn decide(&self, addr: &[u8], proto: u8, dport: Option<u16>) -> u32 {
+        let mid = self.lookup_match(addr);
+        if mid == 0 {
+            return 0;
+        }
+        let m = &self.matches[mid as usize];
+        if m.any_rule != 0 {
+            return m.any_rule;
+        }
+        let find = |port: u16| {
+            self.l4.iter().find(|e| e.match_id == mid && e.proto == proto && e.port == port).map(|e| e.rule_id)
+        };
+        dport.and_then(find).or_else(|| find(0)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    use super::*;
+
+    fn rule(s: &str, proto: Option<&str>, port: Option<u16>) -> Rule {
+        Rule::parse(s, proto, port, None).unwrap()
+    }
+
+    fn bytes(a: &str) -> Vec<u8> {
+        match a.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    }
+
+    /// The obvious, slow definition: any matching rule denies; the hit is
+    /// attributed to the most specific catch-all, else the most specific
+    /// (then lowest-id) protocol/port rule.
+    fn brute(rules: &[(u32, Rule)], addr: &[u8], proto: u8, dport: Option<u16>) -> u32 {
+        let ip: IpAddr = if addr.len() == 4 {
+            IpAddr::from(<[u8; 4]>::try_from(addr).unwrap())
+        } else {
+            IpAddr::from(<[u8; 16]>::try_from(addr).unwrap())
+        };
+        let covering = rules.iter().filter(|(_, r)| r.net.contains(&ip));
+        let any = covering.clone().filter(|(_, r)| r.proto_numbers().is_empty()).max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)));
+        if let Some((id, _)) = any {
+            return *id;
+        }
+        let l4 = |port: u16| {
+            covering
+                .clone()
+                .filter(|(_, r)| r.proto_numbers().contains(&proto) && r.port.unwrap_or(0) == port)
+                .max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)))
+                .map(|(id, _)| *id)
+        };
+        dport.and_then(l4).or_else(|| l4(0)).unwrap_or(0)
+    }
+
+    #[test]
+    fn longest_prefix_and_protocol_rules() {
+        let rules = vec![
+            (1, rule("10.0.0.0/8", Some("udp"), Some(53))),
+            (2, rule("10.1.0.0/16", None, None)),
+            (3, rule("10.1.2.128/25", Some("tcp"), None)),
+            (4, rule("192.0.2.7", None, None)),
+            (5, rule("2001:db8::/32", Some("icmp"), None)),
+            (6, rule("2001:db8:1::/48", None, Some(22))),
+        ];
+        let c = compile(&rules, 10_000, 10_000).unwrap();
+        assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(53)), 1);
+        assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(54)), 0);
+        assert_eq!(c.decide(&bytes("10.9.9.9"), 6, Some(53)), 0);
+        assert_eq!(c.decide(&bytes("10.1.2.3"), 6, Some(80)), 2);
+        assert_eq!(c.decide(&bytes("10.1.2.200"), 6, Some(80)), 2, "a catch-all on an ancestor still applies");
+        assert_eq!(c.decide(&bytes("192.0.2.7"), 1, None), 4);
+        assert_eq!(c.decide(&bytes("192.0.2.8"), 1, None), 0);
+        assert_eq!(c.decide(&bytes("2001:db8:5::1"), 58, None), 5);
+        assert_eq!(c.decide(&bytes("2001:db8:1::1"), 58, None), 5, "inherited from the /32");
+        assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(22)), 6);
+        assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(23)), 0);
+        assert_eq!(c.decide(&bytes("2001:db9::1"), 58, None), 0);
+    }
+
+    #[test]
+    fn default_routes_and_host_routes() {
+        let rules = vec![(1, rule("0.0.0.0/0", Some("tcp"), Some(23))), (2, rule("::/0", None, None)), (3, rule("1.2.3.4", None, None))];
+        let c = compile(&rules, 10_000, 10_000).unwrap();
+        assert_eq!(c.decide(&bytes("8.8.8.8"), 6, Some(23)), 1);
+        assert_eq!(c.decide(&bytes("1.2.3.4"), 6, Some(23)), 3);
+        assert_eq!(c.decide(&bytes("1.2.3.5"), 17, Some(23)), 0);
+        assert_eq!(c.decide(&bytes("fe80::1"), 17, None), 2);
+    }
+
+    #[test]
+    fn matches_brute_force_on_random_rule_sets() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..20 {
+            let mut rules = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            while rules.len() < 200 {
+                let v6 = rng.random_bool(0.3);
+                // Addresses from a small space so prefixes nest and collide.
+                let len = if v6 { rng.random_range(0..=128u8) } else { rng.random_range(0..=32u8) };
+                let base = if v6 {
+                    let mut o = [0u8; 16];
+                    o[0] = 0x20;
+                    o[1] = rng.random_range(0..4);
+                    o[15] = rng.random_range(0..8);
+                    IpAddr::from(o)
+                } else {
+                    IpAddr::from([10, rng.random_range(0..4), rng.random_range(0..4), rng.random_range(0..8)])
+                };
+                let net = ipnet::IpNet::new(base, len).unwrap().trunc();
+                let (proto, port) = match rng.random_range(0..4) {
+                    0 => (None, None),
+                    1 => (Some("udp"), Some(rng.random_range(1..4u16))),
+                    2 => (Some("icmp"), None),
+                    _ => (None, Some(rng.random_range(1..4u16))),
+                };
+                let r = Rule::parse(&net.to_string(), proto, port, None).unwrap();
+                if seen.insert(r.clone()) {
+                    rules.push((rules.len() as u32 + 1, r));
+                }
+            }
+            let c = compile(&rules, 100_000, 100_000).unwrap();
+            for _ in 0..2000 {
+                let addr: Vec<u8> = if rng.random_bool(0.3) {
+                    let mut o = vec![0u8; 16];
+                    o[0] = 0x20;
+                    o[1] = rng.random_range(0..4);
+                    o[15] = rng.random_range(0..8);
+                    o
+                } else {
+                    vec![10, rng.random_range(0..4), rng.random_range(0..4), rng.random_range(0..8)]
+                };
+                let proto = [6u8, 17, 1, 58, 132][rng.random_range(0..5)];
+                let dport = (proto == 6 || proto == 17 || proto == 132).then(|| rng.random_range(1..4u16));
+                assert_eq!(
+                    c.decide(&addr, proto, dport),
+                    brute(&rules, &addr, proto, dport),
+                    "round {round}: addr {addr:?} proto {proto} dport {dport:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let rules: Vec<_> = (0..10u32).map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None))).collect();
+        // each /32 in its own /16 needs two child chunks
+        assert!(matches!(compile(&rules, ROOT_CHUNKS + 5, 100), Err(CompileError::ChunksFull { .. })));
+        assert!(matches!(compile(&rules, 100_000, 5), Err(CompileError::MatchesFull { .. })));
+        assert_eq!(compile(&rules, ROOT_CHUNKS + 20, 100).unwrap().chunks.len(), ROOT_CHUNKS + 20);
+    }
+}

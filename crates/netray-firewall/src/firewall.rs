@@ -1,0 +1,232 @@
+//! The firewall operations offered to the CLI and the daemon. Each change
+//! holds the pin lock, so concurrent netray processes serialise.
+
+use std::collections::{HashMap, HashSet};
+
+use netray_core::{
+    dispatcher::{ensure_fw_maps, AttachOutcome, FwCapacity},
+    AttachMode, Dispatcher, DispatcherStatus, Error, Feature, Interface, PinDir, Result,
+};
+use serde::Serialize;
+
+use crate::{rule::Rule, store::FwMaps};
+
+/// A rule with its id and hit counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleStatus {
+    pub id: u32,
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// How full the compiled tables are.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableUsage {
+    pub rules: u32,
+    pub max_rules: u32,
+    pub chunks_used: u32,
+    pub chunks_per_bank: u32,
+    /// Bumped on every published change.
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallStatus {
+    pub interfaces: Vec<DispatcherStatus>,
+    pub table: TableUsage,
+}
+
+/// What `attach` did, for the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachReport {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mode: String,
+    pub already_attached: bool,
+    pub note: Option<String>,
+}
+
+pub struct Firewall {
+    pin: PinDir,
+    cap: FwCapacity,
+}
+
+impl Firewall {
+    /// `cap` only matters when the firewall's maps do not exist yet.
+    pub fn new(pin: PinDir, cap: FwCapacity) -> Firewall {
+        Firewall { pin, cap }
+    }
+
+    pub fn pin(&self) -> &PinDir {
+        &self.pin
+    }
+
+    /// Starts enforcing the rules on an interface.
+    pub fn attach(&self, ifname: &str, mode: AttachMode) -> Result<AttachReport> {
+        let iface = Interface::resolve(ifname)?;
+        let _lock = self.pin.lock()?;
+        ensure_fw_maps(&self.pin, &self.cap)?;
+        let (d, outcome) = Dispatcher::attach(&self.pin, &iface, mode, &self.cap)?;
+        d.set_feature(Feature::Firewall, true)?;
+        let status = d.status()?;
+        let (already_attached, note) = match outcome {
+            AttachOutcome::Attached { note, .. } => (false, note),
+            AttachOutcome::AlreadyAttached => (true, None),
+        };
+        Ok(AttachReport { interface: iface.name, ifindex: iface.index, mode: status.mode, already_attached, note })
+    }
+
+    /// Stops enforcing on an interface; the program goes when no other
+    /// feature (e.g. a running monitor) still uses it.
+    pub fn detach(&self, ifname: &str) -> Result<bool> {
+        let iface = Interface::resolve(ifname)?;
+        let _lock = self.pin.lock()?;
+        let d = Dispatcher::open(&self.pin, &iface)?.ok_or_else(|| Error::NotAttached(iface.name.clone()))?;
+        d.set_feature(Feature::Firewall, false)?;
+        d.detach_if_idle()
+    }
+
+    /// Detaches from every interface and removes all pinned state (rules too).
+    pub fn reset(&self) -> Result<()> {
+        let _lock = self.pin.lock()?;
+        for d in Dispatcher::list(&self.pin)? {
+            d.detach()?;
+        }
+        for dir in [self.pin.fw_dir(), self.pin.ifaces_dir()] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&dir)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds rules; all or none. Returns their ids.
+    pub fn add(&self, new: &[Rule]) -> Result<Vec<u32>> {
+        let _lock = self.pin.lock()?;
+        ensure_fw_maps(&self.pin, &self.cap)?;
+        let maps = FwMaps::open(&self.pin)?;
+        let mut rules = maps.load_rules()?;
+        let mut existing: HashMap<&Rule, u32> = HashMap::with_capacity(rules.len() + new.len());
+        for (id, r) in &rules {
+            existing.insert(r, *id);
+        }
+        let used: HashSet<u32> = rules.iter().map(|(id, _)| *id).collect();
+        let mut ids = Vec::with_capacity(new.len());
+        let mut next = 1u32;
+        for rule in new {
+            if let Some(id) = existing.get(rule) {
+                return Err(Error::Refused(format!("rule already exists as id {id}: {rule}")));
+            }
+            // Ids are dense: take the lowest free one.
+            while used.contains(&next) {
+                next += 1;
+            }
+            if next > maps.max_rules() {
+                return Err(Error::Refused(format!(
+                    "the firewall holds at most {} rules; delete some, or recreate it with a larger --max-rules",
+                    maps.max_rules()
+                )));
+            }
+            existing.insert(rule, next);
+            ids.push(next);
+            next += 1;
+        }
+        rules.extend(ids.iter().copied().zip(new.iter().cloned()));
+        let compiled = maps.compile(&rules)?;
+        for (id, rule) in ids.iter().zip(new) {
+            maps.store_rule(*id, rule)?;
+        }
+        if let Err(e) = maps.publish(&compiled) {
+            for id in &ids {
+                let _ = maps.remove_rule(*id);
+            }
+            return Err(e);
+        }
+        Ok(ids)
+    }
+
+    /// Deletes rules given as written; all or none. Returns their ids.
+    pub fn delete(&self, gone: &[Rule]) -> Result<Vec<u32>> {
+        self.delete_where(|rules| {
+            gone.iter()
+                .map(|g| {
+                    rules.iter().find(|(_, r)| r == g).map(|(id, _)| *id).ok_or_else(|| {
+                        Error::Refused(format!("no rule {g} — `netray deny list` shows the rules"))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Deletes rules by id; all or none.
+    pub fn delete_ids(&self, gone: &[u32]) -> Result<Vec<u32>> {
+        self.delete_where(|rules| {
+            gone.iter()
+                .map(|g| {
+                    rules.iter().any(|(id, _)| id == g).then_some(*g).ok_or_else(|| {
+                        Error::Refused(format!("no rule with id {g} — `netray deny list` shows the rules"))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn delete_where(&self, pick: impl FnOnce(&[(u32, Rule)]) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+        let _lock = self.pin.lock()?;
+        if !self.pin.fw_dir().join("fw_state").exists() {
+            return pick(&[]);
+        }
+        let maps = FwMaps::open(&self.pin)?;
+        let mut rules = maps.load_rules()?;
+        let ids = pick(&rules)?;
+        let gone: HashSet<u32> = ids.iter().copied().collect();
+        rules.retain(|(id, _)| !gone.contains(id));
+        maps.publish(&maps.compile(&rules)?)?;
+        for id in &ids {
+            maps.remove_rule(*id)?;
+            maps.reset_hits(*id)?;
+        }
+        Ok(ids)
+    }
+
+    /// Every rule with its hits.
+    pub fn list(&self) -> Result<Vec<RuleStatus>> {
+        if !self.pin.fw_dir().join("fw_state").exists() {
+            return Ok(Vec::new());
+        }
+        let maps = FwMaps::open(&self.pin)?;
+        maps.load_rules()?
+            .into_iter()
+            .map(|(id, rule)| {
+                let (packets, bytes) = maps.hits(id)?;
+                Ok(RuleStatus { id, rule, packets, bytes })
+            })
+            .collect()
+    }
+
+    /// Interfaces where the firewall is on, and table usage.
+    pub fn status(&self) -> Result<FirewallStatus> {
+        let _lock = self.pin.lock()?;
+        let interfaces = Dispatcher::list(&self.pin)?
+            .iter()
+            .map(Dispatcher::status)
+            .collect::<Result<Vec<_>>>()?;
+        let table = if self.pin.fw_dir().join("fw_state").exists() {
+            let maps = FwMaps::open(&self.pin)?;
+            let st = maps.state()?;
+            TableUsage {
+                rules: st.rules,
+                max_rules: maps.max_rules(),
+                chunks_used: st.chunks_used,
+                chunks_per_bank: st.chunks_per_bank,
+                generation: st.generation,
+            }
+        } else {
+            TableUsage::default()
+        };
+        Ok(FirewallStatus { interfaces, table })
+    }
+}

@@ -1,0 +1,17 @@
+//! The firewall: deny rules on IPv4/IPv6 prefixes (optionally narrowed to a
+//! protocol and destination port), enforced by the XDP dispatcher.
+//!
+//! - [`rule`]: a rule as the user writes it, parsed and validated.
+//! - [`compile`]: the rule set compiled into the chunk trie the kernel walks
+//!   (pure Rust, tested without a kernel).
+//! - [`store`]: the pinned maps, and publishing a compiled set atomically.
+//! - [`Firewall`]: the operations the CLI and the daemon offer.
+
+pub mod compile;
+pub mod rule;
+pub mod store;
+
+mod firewall;
+
+pub use firewall::{Firewall, FirewallStatus, RuleStatus, TableUsage};
+pub use rule::{Direction, Proto, Rule, RuleError};

@@ -1,0 +1,270 @@
+//! A firewall rule as the user writes it: `CIDR [--proto P] [--port N]`.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+use netray_ebpf::abi::nr_fw_rule;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("'{0}' is not an IPv4/IPv6 address or CIDR prefix (examples: 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)")]
+    BadCidr(String),
+    #[error("'{given}' has host bits set beyond /{len}; did you mean {suggest}?")]
+    HostBits { given: String, len: u8, suggest: String },
+    #[error("unknown protocol '{0}': use tcp, udp, sctp, icmp or a protocol number 1-255")]
+    BadProto(String),
+    #[error("--port needs a protocol with ports (tcp, udp or sctp), not {0}")]
+    PortWithoutPorts(String),
+    #[error("port 0 is not a valid port: omit --port to match every port")]
+    PortZero,
+    #[error("unknown direction '{0}': use in (XDP, matches the source) — out/both arrive with the TC hooks")]
+    BadDir(String),
+}
+
+/// IP protocols a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+    /// ICMP for IPv4 prefixes, ICMPv6 for IPv6 ones.
+    Icmp,
+    Other(u8),
+}
+
+impl Proto {
+    /// The IP protocol number for a prefix of this family (4 or 6).
+    pub fn number(self, family: u8) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Sctp => 132,
+            Proto::Icmp if family == 6 => 58,
+            Proto::Icmp => 1,
+            Proto::Other(n) => n,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Proto {
+        match n {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            132 => Proto::Sctp,
+            1 | 58 => Proto::Icmp,
+            n => Proto::Other(n),
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Other(136))
+    }
+}
+
+impl FromStr for Proto {
+    type Err = RuleError;
+    fn from_str(s: &str) -> Result<Self, RuleError> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            "sctp" => Proto::Sctp,
+            "icmp" | "icmp6" | "icmpv6" => Proto::Icmp,
+            other => match other.parse::<u8>() {
+                Ok(n) if n != 0 => Proto::from_number(n),
+                _ => return Err(RuleError::BadProto(s.to_string())),
+            },
+        })
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proto::Tcp => f.write_str("tcp"),
+            Proto::Udp => f.write_str("udp"),
+            Proto::Sctp => f.write_str("sctp"),
+            Proto::Icmp => f.write_str("icmp"),
+            Proto::Other(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl From<Proto> for String {
+    fn from(p: Proto) -> String {
+        p.to_string()
+    }
+}
+
+/// Which packets a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received packets, matched on their source (XDP ingress).
+    #[default]
+    In,
+}
+
+impl FromStr for Direction {
+    type Err = RuleError;
+    fn from_str(s: &str) -> Result<Self, RuleError> {
+        match s {
+            "in" => Ok(Direction::In),
+            _ => Err(RuleError::BadDir(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("in")
+    }
+}
+
+/// A deny rule: traffic from `net` (narrowed to `proto`/`port` if given) is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Rule {
+    #[serde(serialize_with = "ser_display")]
+    pub net: IpNet,
+    pub proto: Option<Proto>,
+    /// Destination port.
+    pub port: Option<u16>,
+    pub dir: Direction,
+}
+
+fn ser_display<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Rule {
+    /// Parses and validates a rule. A bare address means a host prefix.
+    pub fn parse(cidr: &str, proto: Option<&str>, port: Option<u16>, dir: Option<&str>) -> Result<Rule, RuleError> {
+        let net = parse_net(cidr)?;
+        let proto = proto.map(str::parse::<Proto>).transpose()?;
+        let dir = dir.map(str::parse::<Direction>).transpose()?.unwrap_or_default();
+        Rule::new(net, proto, port, dir)
+    }
+
+    pub fn new(net: IpNet, proto: Option<Proto>, port: Option<u16>, dir: Direction) -> Result<Rule, RuleError> {
+        if port == Some(0) {
+            return Err(RuleError::PortZero);
+        }
+        if let (Some(p), Some(_)) = (proto, port) {
+            if !p.has_ports() {
+                return Err(RuleError::PortWithoutPorts(p.to_string()));
+            }
+        }
+        Ok(Rule { net, proto, port, dir })
+    }
+
+    pub fn family(&self) -> u8 {
+        if self.net.addr().is_ipv4() { 4 } else { 6 }
+    }
+
+    /// Protocol numbers this rule matches: one, or tcp/udp/sctp for a bare
+    /// `--port`, or none (= every protocol).
+    pub fn proto_numbers(&self) -> Vec<u8> {
+        match (self.proto, self.port) {
+            (Some(p), _) => vec![p.number(self.family())],
+            (None, Some(_)) => vec![6, 17, 132],
+            (None, None) => vec![],
+        }
+    }
+
+    /// The kernel's record of this rule.
+    pub fn to_abi(&self, created_ns: u64) -> nr_fw_rule {
+        let mut r = nr_fw_rule { family: self.family(), prefix_len: self.net.prefix_len(), ..Default::default() };
+        match self.net.addr() {
+            IpAddr::V4(a) => r.addr[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => r.addr.copy_from_slice(&a.octets()),
+        }
+        r.proto = self.proto.map(|p| p.number(r.family)).unwrap_or(0);
+        r.port = self.port.unwrap_or(0);
+        r.dir = netray_ebpf::abi::nr_fw_dir::NR_DIR_IN.0 as u8;
+        r.action = netray_ebpf::abi::nr_fw_action::NR_ACTION_DENY.0 as u8;
+        r.created_ns = created_ns;
+        r
+    }
+
+    /// Reads a rule back from the kernel's record; None if it is corrupt.
+    pub fn from_abi(r: &nr_fw_rule) -> Option<Rule> {
+        let addr: IpAddr = match r.family {
+            4 => IpAddr::from(<[u8; 4]>::try_from(&r.addr[..4]).ok()?),
+            6 => IpAddr::from(r.addr),
+            _ => return None,
+        };
+        let net = IpNet::new(addr, r.prefix_len).ok()?;
+        let proto = (r.proto != 0).then(|| Proto::from_number(r.proto));
+        let port = (r.port != 0).then_some(r.port);
+        Some(Rule { net, proto, port, dir: Direction::In })
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.net)?;
+        if let Some(p) = self.proto {
+            write!(f, " proto {p}")?;
+        }
+        if let Some(p) = self.port {
+            write!(f, " port {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, RuleError> {
+    let s = s.trim();
+    let net = if s.contains('/') {
+        s.parse::<IpNet>().map_err(|_| RuleError::BadCidr(s.to_string()))?
+    } else {
+        let addr = s.parse::<IpAddr>().map_err(|_| RuleError::BadCidr(s.to_string()))?;
+        IpNet::from(addr)
+    };
+    if net.trunc() != net {
+        return Err(RuleError::HostBits { given: s.to_string(), len: net.prefix_len(), suggest: net.trunc().to_string() });
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        let r = Rule::parse("10.1.0.0/16", Some("udp"), Some(53), None).unwrap();
+        assert_eq!(r.to_string(), "10.1.0.0/16 proto udp port 53");
+        assert_eq!(Rule::parse("192.0.2.7", None, None, None).unwrap().net.prefix_len(), 32);
+        assert_eq!(Rule::parse("2001:db8::1", None, None, None).unwrap().net.prefix_len(), 128);
+        let icmp6 = Rule::parse("2001:db8::/32", Some("icmp"), None, None).unwrap();
+        assert_eq!(icmp6.proto_numbers(), vec![58]);
+        assert_eq!(Rule::parse("10.0.0.0/8", None, Some(22), None).unwrap().proto_numbers(), vec![6, 17, 132]);
+    }
+
+    #[test]
+    fn abi_round_trip() {
+        for r in [
+            Rule::parse("10.1.0.0/16", Some("tcp"), Some(443), None).unwrap(),
+            Rule::parse("2001:db8::/48", Some("icmp"), None, None).unwrap(),
+            Rule::parse("0.0.0.0/0", None, None, None).unwrap(),
+        ] {
+            assert_eq!(Rule::from_abi(&r.to_abi(1)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_hint() {
+        assert!(matches!(Rule::parse("10.0.0.1/8", None, None, None), Err(RuleError::HostBits { .. })));
+        assert_eq!(
+            Rule::parse("10.0.0.1/8", None, None, None).unwrap_err().to_string(),
+            "'10.0.0.1/8' has host bits set beyond /8; did you mean 10.0.0.0/8?"
+        );
+        assert!(matches!(Rule::parse("10.0.0.0/33", None, None, None), Err(RuleError::BadCidr(_))));
+        assert!(matches!(Rule::parse("bogus", None, None, None), Err(RuleError::BadCidr(_))));
+        assert!(matches!(Rule::parse("10.0.0.0/8", Some("icmp"), Some(1), None), Err(RuleError::PortWithoutPorts(_))));
+        assert!(matches!(Rule::parse("10.0.0.0/8", Some("xyz"), None, None), Err(RuleError::BadProto(_))));
+        assert!(matches!(Rule::parse("10.0.0.0/8", None, Some(0), None), Err(RuleError::PortZero)));
+        assert!(matches!(Rule::parse("10.0.0.0/8", None, None, Some("sideways")), Err(RuleError::BadDir(_))));
+    }
+}

@@ -1,0 +1,146 @@
+//! The firewall's pinned maps, and publishing a compiled rule set.
+//!
+//! `fw_rules` is the source of truth (the rules as written, by id). Every
+//! change recompiles the whole set into the idle bank of fw_pool/fw_matches/
+//! fw_l4 and then flips fw_state.active_bank: one map write, so the next
+//! packet sees either the old set or the new one, never a mix.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use netray_core::{
+    maps::{self, MmapArray},
+    Error, PinDir, Result,
+};
+use netray_ebpf::abi::{bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_rule, nr_fw_state, nr_rule_counter};
+
+use crate::{
+    compile::{self, Compiled},
+    rule::Rule,
+};
+
+/// Handles on the firewall's pinned maps.
+pub struct FwMaps {
+    pub rules: MapHandle,
+    pub rule_stats: MapHandle,
+    pub state: MapHandle,
+    pub l4: MapHandle,
+    pool: MapHandle,
+    matches: MapHandle,
+}
+
+impl FwMaps {
+    /// Opens the maps under `<pin>/fw/` (they must exist).
+    pub fn open(pin: &PinDir) -> Result<FwMaps> {
+        let dir = pin.fw_dir();
+        let open = |name: &str| maps::open_pinned(&dir.join(name));
+        Ok(FwMaps {
+            rules: open("fw_rules")?,
+            rule_stats: open("fw_rule_stats")?,
+            state: open("fw_state")?,
+            l4: open("fw_l4")?,
+            pool: open("fw_pool")?,
+            matches: open("fw_matches")?,
+        })
+    }
+
+    pub fn state(&self) -> Result<nr_fw_state> {
+        Ok(maps::get(&self.state, 0)?.unwrap_or_default())
+    }
+
+    pub fn max_rules(&self) -> u32 {
+        self.rules.max_entries()
+    }
+
+    /// Every stored rule with its id, sorted by id.
+    pub fn load_rules(&self) -> Result<Vec<(u32, Rule)>> {
+        let mut out = Vec::new();
+        for key in self.rules.keys() {
+            let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else { continue };
+            let id = u32::from_ne_bytes(k);
+            let raw: Option<nr_fw_rule> = maps::get(&self.rules, id)?;
+            // A rule deleted between keys() and lookup is simply gone.
+            if let Some(rule) = raw.as_ref().and_then(Rule::from_abi) {
+                out.push((id, rule));
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    pub fn store_rule(&self, id: u32, rule: &Rule) -> Result<()> {
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        maps::put(&self.rules, id, &rule.to_abi(created))?;
+        maps::zero_percpu::<nr_rule_counter>(&self.rule_stats, id)
+    }
+
+    pub fn remove_rule(&self, id: u32) -> Result<()> {
+        self.rules
+            .delete(&id.to_ne_bytes())
+            .map_err(Error::bpf(format!("deleting rule {id}")))
+    }
+
+    /// Hits of one rule, summed over CPUs.
+    pub fn hits(&self, id: u32) -> Result<(u64, u64)> {
+        let per_cpu: Vec<nr_rule_counter> = maps::get_percpu(&self.rule_stats, id)?;
+        Ok(per_cpu.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+    }
+
+    pub fn reset_hits(&self, id: u32) -> Result<()> {
+        maps::zero_percpu::<nr_rule_counter>(&self.rule_stats, id)
+    }
+
+    /// Compiles `rules` for this firewall's capacities.
+    pub fn compile(&self, rules: &[(u32, Rule)]) -> Result<Compiled> {
+        let st = self.state()?;
+        compile::compile(rules, st.chunks_per_bank as usize, st.matches_per_bank as usize)
+            .map_err(|e| Error::Refused(e.to_string()))
+    }
+
+    /// Writes `c` into the idle bank, then makes it the active one.
+    pub fn publish(&self, c: &Compiled) -> Result<()> {
+        let mut st = self.state()?;
+        let target = 1 - (st.active_bank & 1);
+
+        let mut pool = MmapArray::<nr_fw_chunk>::new(&self.pool)?;
+        let base = (target * st.chunks_per_bank) as usize;
+        for (dst, src) in pool.slice_mut()[base..base + c.chunks.len()].iter_mut().zip(&c.chunks) {
+            dst.entry = *src;
+        }
+        let mut matches = MmapArray::<nr_fw_match>::new(&self.matches)?;
+        let base = (target * st.matches_per_bank) as usize;
+        matches.slice_mut()[base..base + c.matches.len()].copy_from_slice(&c.matches);
+
+        self.replace_l4(target as u8, c)?;
+
+        st.active_bank = target;
+        st.generation = st.generation.wrapping_add(1);
+        st.chunks_used = c.chunks.len() as u32;
+        st.rules = c.rules as u32;
+        maps::put(&self.state, 0, &st)
+    }
+
+    /// Replaces the protocol/port entries of one bank.
+    fn replace_l4(&self, bank: u8, c: &Compiled) -> Result<()> {
+        let stale: Vec<Vec<u8>> = self
+            .l4
+            .keys()
+            .filter(|k| from_bytes::<nr_fw_l4_key>(k).is_some_and(|k| k.bank == bank))
+            .collect();
+        for k in stale {
+            let _ = self.l4.delete(&k);
+        }
+        for e in &c.l4 {
+            let key = nr_fw_l4_key { match_id: e.match_id, bank, proto: e.proto, port: e.port };
+            self.l4
+                .update(bytes_of(&key), &e.rule_id.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|err| {
+                    Error::Refused(format!(
+                        "the protocol/port table is full ({} entries, {err}): recreate the firewall with a larger --max-rules",
+                        self.l4.max_entries()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}

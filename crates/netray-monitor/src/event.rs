@@ -1,0 +1,230 @@
+//! Decoding the kernel's nr_packet_event records and printing them.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use netray_core::time::MonotonicClock;
+use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+/// One packet as the kernel saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PacketEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Wall-clock time, RFC 3339 with nanoseconds.
+    pub ts: String,
+    pub ts_ns: u64,
+    pub ifname: String,
+    pub ifindex: u32,
+    pub hook: &'static str,
+    pub ethertype: u16,
+    pub vlan: Vec<u16>,
+    pub proto: String,
+    pub proto_num: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub len: u32,
+    pub verdict: Verdict,
+    pub rule: Option<u32>,
+    pub flags: Vec<&'static str>,
+}
+
+impl PacketEvent {
+    pub fn decode(raw: &nr_packet_event, ifname: &str, clock: &MonotonicClock) -> PacketEvent {
+        let time = clock.to_system(raw.ts_ns);
+        let ts_ns = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let (src, dst) = match raw.family {
+            4 => (
+                Some(IpAddr::V4(Ipv4Addr::new(raw.src[0], raw.src[1], raw.src[2], raw.src[3]))),
+                Some(IpAddr::V4(Ipv4Addr::new(raw.dst[0], raw.dst[1], raw.dst[2], raw.dst[3]))),
+            ),
+            6 => (Some(IpAddr::V6(Ipv6Addr::from(raw.src))), Some(IpAddr::V6(Ipv6Addr::from(raw.dst)))),
+            _ => (None, None),
+        };
+        let has = |f: F| raw.flags as u32 & f.0 as u32 != 0;
+        let ports = has(F::NR_PKT_HAS_PORTS);
+        let icmp = has(F::NR_PKT_HAS_ICMP);
+        let mut vlan = Vec::new();
+        if raw.vlan_depth >= 1 {
+            vlan.push(raw.vlan_outer);
+        }
+        if raw.vlan_depth >= 2 {
+            vlan.push(raw.vlan_inner);
+        }
+        let flags = [
+            (F::NR_PKT_TRUNCATED, "truncated"),
+            (F::NR_PKT_FRAGMENT, "fragment"),
+            (F::NR_PKT_LATER_FRAGMENT, "later-fragment"),
+            (F::NR_PKT_IP_OPTIONS, "ip-options"),
+            (F::NR_PKT_IPV6_EXT, "ipv6-ext"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| has(*f))
+        .map(|(_, n)| n)
+        .collect();
+        PacketEvent {
+            kind: "packet",
+            ts: rfc3339(time),
+            ts_ns,
+            ifname: ifname.to_string(),
+            ifindex: raw.ifindex,
+            hook: hook_name(raw.hook),
+            ethertype: raw.ethertype,
+            vlan,
+            proto: if raw.family == 0 { ethertype_name(raw.ethertype) } else { proto_name(raw.l4_proto) },
+            proto_num: (raw.family != 0).then_some(raw.l4_proto),
+            src,
+            dst,
+            sport: ports.then_some(raw.sport),
+            dport: ports.then_some(raw.dport),
+            icmp_type: icmp.then_some(raw.icmp_type),
+            icmp_code: icmp.then_some(raw.icmp_code),
+            len: raw.pkt_len,
+            verdict: if raw.verdict == 1 { Verdict::Drop } else { Verdict::Pass },
+            rule: (raw.rule_id != 0).then_some(raw.rule_id),
+            flags,
+        }
+    }
+}
+
+/// tcpdump-like one-line summary.
+impl fmt::Display for PacketEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self.ts.get(11..26).unwrap_or(&self.ts);
+        write!(f, "{time} {} {:<4} {:<6}", self.ifname, self.hook, self.proto)?;
+        let ep = |a: &Option<IpAddr>, p: Option<u16>| match (a, p) {
+            (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.to_string(),
+            (None, _) => String::new(),
+        };
+        if self.src.is_some() {
+            write!(f, " {} -> {}", ep(&self.src, self.sport), ep(&self.dst, self.dport))?;
+        }
+        if let (Some(t), Some(c)) = (self.icmp_type, self.icmp_code) {
+            write!(f, " type {t} code {c}")?;
+        }
+        if !self.vlan.is_empty() {
+            let ids: Vec<String> = self.vlan.iter().map(u16::to_string).collect();
+            write!(f, " vlan {}", ids.join("."))?;
+        }
+        write!(f, " len {}", self.len)?;
+        for flag in &self.flags {
+            write!(f, " [{flag}]")?;
+        }
+        match (self.verdict, self.rule) {
+            (Verdict::Drop, Some(r)) => write!(f, " DROP (rule {r})"),
+            (Verdict::Drop, None) => write!(f, " DROP"),
+            (Verdict::Pass, _) => write!(f, " pass"),
+        }
+    }
+}
+
+fn hook_name(h: u8) -> &'static str {
+    match nr_hook(h as _) {
+        nr_hook::NR_HOOK_XDP => "xdp",
+        nr_hook::NR_HOOK_TC_INGRESS => "tc-ingress",
+        nr_hook::NR_HOOK_TC_EGRESS => "tc-egress",
+        nr_hook::NR_HOOK_SOCKET => "socket",
+        _ => "?",
+    }
+}
+
+pub(crate) fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        51 => "ah".into(),
+        59 => "ipv6-nonxt".into(),
+        n => format!("ip-proto-{n}"),
+    }
+}
+
+fn ethertype_name(t: u16) -> String {
+    match t {
+        0x0806 => "arp".into(),
+        0x8035 => "rarp".into(),
+        0x88cc => "lldp".into(),
+        0x8847 | 0x8848 => "mpls".into(),
+        0x88e5 => "macsec".into(),
+        0x8100 | 0x88a8 => "vlan".into(),
+        0x0800 => "ipv4".into(),
+        0x86dd => "ipv6".into(),
+        t => format!("ethertype-0x{t:04x}"),
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds, without pulling in a date crate.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_is_right() {
+        let t = UNIX_EPOCH + std::time::Duration::new(1_795_000_000, 123_456_789);
+        assert_eq!(rfc3339(t), "2026-11-18T08:26:40.123456789Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn decodes_and_prints() {
+        let mut raw = nr_packet_event { family: 4, l4_proto: 17, sport: 1000, dport: 53, pkt_len: 60, hook: 1, ..Default::default() };
+        raw.flags = F::NR_PKT_HAS_PORTS.0 as u8;
+        raw.src[..4].copy_from_slice(&[198, 18, 0, 2]);
+        raw.dst[..4].copy_from_slice(&[198, 18, 0, 1]);
+        raw.verdict = 1;
+        raw.rule_id = 3;
+        let e = PacketEvent::decode(&raw, "veth0", &MonotonicClock::new());
+        assert_eq!(e.src, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!((e.sport, e.dport, e.verdict, e.rule), (Some(1000), Some(53), Verdict::Drop, Some(3)));
+        let line = e.to_string();
+        assert!(line.ends_with("veth0 xdp  udp    198.18.0.2:1000 -> 198.18.0.1:53 len 60 DROP (rule 3)"), "{line}");
+        let arp = PacketEvent::decode(&nr_packet_event { ethertype: 0x0806, pkt_len: 42, hook: 1, ..Default::default() }, "v", &MonotonicClock::new());
+        assert_eq!(arp.proto, "arp");
+        assert!(arp.to_string().ends_with("arp    len 42 pass"), "{}", arp);
+    }
+}
