@@ -22,7 +22,7 @@ demo: build
 # Tests need root and the real kernel; they create their own namespaces and pins.
 test: deps
 	$(CARGO) build --release --locked -p netray-cli
-	NETRAY_BIN=$(CURDIR)/$(NETRAY) $(CARGO) test --release --locked --workspace -- --test-threads=4
+	NETRAY_BIN=$(CURDIR)/$(NETRAY) $(CARGO) test --release --locked --workspace --no-fail-fast -- --test-threads=4
 
 bench: build
 	$(NETRAY) bench

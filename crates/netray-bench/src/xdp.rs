@@ -111,10 +111,11 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     // Size the tables for the largest set (the compiler says how much it needs).
     let t0 = Instant::now();
     let indexed: Vec<(u32, Rule)> = all_rules.iter().cloned().zip(1..).map(|(r, i)| (i, r)).collect();
-    let needed = compile::compile(&indexed, usize::MAX, usize::MAX).map_err(anyhow::Error::msg)?;
+    let needed = compile::compile(&indexed, compile::Capacity::UNLIMITED).map_err(anyhow::Error::msg)?;
     let compile_ms_largest = t0.elapsed().as_secs_f64() * 1e3;
     let cap = FwCapacity {
         chunks_per_bank: (needed.chunks.len() as u32 + 1024).max(FwCapacity::default().chunks_per_bank),
+        ranges_per_bank: (needed.ranges.len() as u32 + 1024).max(FwCapacity::default().ranges_per_bank),
         max_rules: (largest as u32 + 16).max(1024),
     };
     ensure_fw_maps(&pin.0, &cap)?;

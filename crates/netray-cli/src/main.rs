@@ -41,6 +41,8 @@ enum Command {
     Monitor(cmd::monitor::MonitorArgs),
     /// Measure the per-packet cost of netray's kernel programs.
     Bench(cmd::bench::BenchArgs),
+    /// Print one line per process exec (execve/execveat), from the kernel.
+    Exec(netray_exec::cli::ExecArgs),
     /// Manage the built-in lab: a namespace joined by a veth pair, and traffic.
     #[command(subcommand)]
     Lab(netray_lab::cli::LabCommand),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Deny(c) => cmd::deny::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Exec(a) => netray_exec::cli::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => cmd::demo::run(a),
     };

@@ -110,15 +110,18 @@ impl Feature {
 /// Sizes of the firewall's shared tables, fixed when they are first created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwCapacity {
-    /// Trie chunks (1 KiB each) per bank; two banks are allocated.
+    /// Dense trie chunks (1 KiB each) per bank, 512 of them roots; two banks.
     pub chunks_per_bank: u32,
+    /// Sparse trie nodes (64-byte range blocks) per bank; two banks.
+    pub ranges_per_bank: u32,
     /// Rules the firewall can hold.
     pub max_rules: u32,
 }
 
 impl Default for FwCapacity {
     fn default() -> Self {
-        FwCapacity { chunks_per_bank: 8192, max_rules: 65536 }
+        // 2 x (2 MiB + 8 MiB) of tables: room for ~65,000 typical rules.
+        FwCapacity { chunks_per_bank: 2048, ranges_per_bank: 131_072, max_rules: 65536 }
     }
 }
 
@@ -147,7 +150,7 @@ impl IfStats {
     fn sum(per_cpu: &[nr_if_stats]) -> IfStats {
         per_cpu.iter().fold(IfStats::default(), |a, c| IfStats {
             seen: a.seen + c.seen,
-            passed: a.passed + c.passed,
+            passed: a.passed + c.seen - c.dropped,
             dropped: a.dropped + c.dropped,
             bytes_seen: a.bytes_seen + c.bytes_seen,
             bytes_dropped: a.bytes_dropped + c.bytes_dropped,
@@ -423,6 +426,7 @@ pub fn configure_maps(obj: &mut OpenObject, pin: &PinDir, ifindex: Option<u32>, 
         } else {
             match name.as_str() {
                 "fw_pool" => 2 * cap.chunks_per_bank,
+                "fw_ranges" => 2 * cap.ranges_per_bank,
                 "fw_matches" => 2 * (cap.max_rules + 1),
                 "fw_l4" => 4 * cap.max_rules,
                 "fw_rules" => cap.max_rules,
@@ -445,12 +449,15 @@ fn init_fw_state(pin: &PinDir) -> Result<()> {
     }
     let pool = maps::open_pinned(&pin.fw_dir().join("fw_pool"))?;
     let matches = maps::open_pinned(&pin.fw_dir().join("fw_matches"))?;
+    let ranges = maps::open_pinned(&pin.fw_dir().join("fw_ranges"))?;
     let init = nr_fw_state {
         active_bank: 0,
         generation: 0,
         chunks_per_bank: pool.max_entries() / 2,
         matches_per_bank: matches.max_entries() / 2,
+        ranges_per_bank: ranges.max_entries() / 2,
         chunks_used: 0,
+        ranges_used: 0,
         rules: 0,
     };
     maps::put(&state_map, 0, &init)

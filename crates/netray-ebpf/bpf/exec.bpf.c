@@ -227,7 +227,7 @@ static __always_inline void exec_exit(long ret)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct task_struct *task;
 	struct nr_exec_event *e;
-	__u64 now, size;
+	__u64 now, size, wakeup = 0;
 	__u32 argc;
 
 	e = bpf_map_lookup_elem(&exec_pending, &tid);
@@ -251,7 +251,10 @@ static __always_inline void exec_exit(long ret)
 	if (argc > NR_EXEC_ARGS)
 		argc = NR_EXEC_ARGS;
 	size = __builtin_offsetof(struct nr_exec_event, argv) + (__u64)argc * NR_EXEC_ARG_LEN;
-	if (bpf_ringbuf_output(&exec_events, e, size, 0))
+	if (exec_cfg.wakeup_bytes)
+		wakeup = bpf_ringbuf_query(&exec_events, BPF_RB_AVAIL_DATA) + size >= exec_cfg.wakeup_bytes
+				 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&exec_events, e, size, wakeup))
 		STAT_ADD(lost);
 	else
 		STAT_ADD(sent);

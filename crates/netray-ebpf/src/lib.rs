@@ -52,6 +52,7 @@ pub mod abi {
         nr_if_config,
         nr_if_stats,
         nr_fw_chunk,
+        nr_fw_range,
         nr_fw_match,
         nr_fw_l4_key,
         nr_fw_state,

@@ -23,7 +23,12 @@ pub enum Backend {
 
 impl Backend {
     /// Auto order: stable and exec-only first, every-syscall hooks last.
-    pub const AUTO_ORDER: [Backend; 4] = [Backend::Tracepoint, Backend::Fentry, Backend::Kprobe, Backend::RawTracepoint];
+    pub const AUTO_ORDER: [Backend; 4] = [
+        Backend::Tracepoint,
+        Backend::Fentry,
+        Backend::Kprobe,
+        Backend::RawTracepoint,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -94,9 +99,14 @@ impl fmt::Display for Refusal {
             Backend::Kprobe => "kprobes",
             b => b.name(),
         };
-        let errno = self.errno.map(errno_name).unwrap_or_else(|| self.detail.clone());
+        let errno = self
+            .errno
+            .map(errno_name)
+            .unwrap_or_else(|| self.detail.clone());
         match (&self.reason, self.errno) {
-            (Some(reason), _) => write!(f, "{what} unavailable ({reason}; {}: {errno})", self.stage),
+            (Some(reason), _) => {
+                write!(f, "{what} unavailable ({reason}; {}: {errno})", self.stage)
+            }
             (None, Some(libc::EPERM | libc::EACCES)) => {
                 write!(f, "{what} refused by kernel ({}: {errno})", self.stage)
             }
@@ -112,6 +122,8 @@ pub struct BackendReport {
     /// Backends tried and refused (in auto mode with `explain`, also the ones
     /// after the chosen one).
     pub refused: Vec<Refusal>,
+    /// With `explain`: backends after the chosen one that work too.
+    pub also_available: Vec<Backend>,
     /// Things done to the system on the way (e.g. mounting tracefs).
     pub notes: Vec<String>,
 }
@@ -126,6 +138,10 @@ impl fmt::Display for BackendReport {
         if !refused.is_empty() {
             write!(f, "; {}", refused.join(", "))?;
         }
+        if !self.also_available.is_empty() {
+            let names: Vec<&str> = self.also_available.iter().map(|b| b.name()).collect();
+            write!(f, "; also available: {}", names.join(", "))?;
+        }
         for note in &self.notes {
             write!(f, "; {note}")?;
         }
@@ -136,7 +152,11 @@ impl fmt::Display for BackendReport {
 /// Loads the first backend of `choice` that the kernel accepts. With
 /// `explain`, also tries the remaining auto candidates (then unloads them) so
 /// the report says why each was not used.
-pub(crate) fn select(choice: BackendChoice, cfg: &LoadConfig, explain: bool) -> (Option<Loaded>, BackendReport) {
+pub(crate) fn select(
+    choice: BackendChoice,
+    cfg: &LoadConfig,
+    explain: bool,
+) -> (Option<Loaded>, BackendReport) {
     let mut report = BackendReport::default();
     let mut loaded = None;
     for backend in choice.candidates() {
@@ -148,14 +168,18 @@ pub(crate) fn select(choice: BackendChoice, cfg: &LoadConfig, explain: bool) -> 
                 report.chosen = Some(backend);
                 loaded = Some(l);
             }
-            Ok(_) => {} // works too; dropped (detached) at once
+            Ok(_) => report.also_available.push(backend), // dropped (detached) at once
             Err(r) => report.refused.push(r),
         }
     }
     (loaded, report)
 }
 
-fn try_backend(backend: Backend, cfg: &LoadConfig, notes: &mut Vec<String>) -> Result<Loaded, Refusal> {
+fn try_backend(
+    backend: Backend,
+    cfg: &LoadConfig,
+    notes: &mut Vec<String>,
+) -> Result<Loaded, Refusal> {
     if backend == Backend::Tracepoint {
         match ensure_tracefs() {
             Ok(Some(note)) => notes.push(note),
@@ -180,7 +204,13 @@ fn refusal(backend: Backend, f: Failure) -> Refusal {
         Stage::Load => "load".to_string(),
         Stage::Attach(hook) => format!("attach {hook}"),
     };
-    Refusal { backend, stage, errno: f.errno, reason: diagnose(backend, &f), detail: f.message }
+    Refusal {
+        backend,
+        stage,
+        errno: f.errno,
+        reason: diagnose(backend, &f),
+        detail: f.message,
+    }
 }
 
 /// What the kernel lacks, from what it exposes, once it refused a backend.
@@ -188,9 +218,21 @@ fn diagnose(backend: Backend, f: &Failure) -> Option<String> {
     let exists = |p: &str| Path::new(p).exists();
     match backend {
         Backend::Kprobe if matches!(f.stage, Stage::Attach(_)) => {
-            let pmu = exists("/sys/bus/event_source/devices/kprobe");
-            let legacy = exists(&format!("{TRACEFS}/kprobe_events")) || exists("/sys/kernel/debug/tracing/kprobe_events");
-            (!pmu && !legacy).then(|| "CONFIG_KPROBES not set: no kprobe PMU, no kprobe_events".to_string())
+            if exists("/sys/bus/event_source/devices/kprobe") {
+                return None;
+            }
+            // Without the PMU libbpf falls back to tracefs kprobe_events,
+            // which only tells something when tracefs is mounted.
+            let tracefs = [TRACEFS, "/sys/kernel/debug/tracing"]
+                .into_iter()
+                .find(|d| exists(&format!("{d}/events")));
+            match tracefs {
+                Some(d) if !exists(&format!("{d}/kprobe_events")) => {
+                    Some("CONFIG_KPROBES not set: no kprobe PMU, no kprobe_events".into())
+                }
+                Some(_) => None,
+                None => Some("no kprobe PMU: CONFIG_KPROBE_EVENTS not set".into()),
+            }
         }
         Backend::Fentry if !exists("/sys/kernel/btf/vmlinux") => {
             Some("no kernel BTF: CONFIG_DEBUG_INFO_BTF not set".into())
@@ -201,12 +243,17 @@ fn diagnose(backend: Backend, f: &Failure) -> Option<String> {
         Backend::Tracepoint if matches!(f.stage, Stage::Attach(_)) => {
             let syscalls = exists(&format!("{TRACEFS}/events/syscalls/sys_enter_execve"))
                 || exists("/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve");
-            (!syscalls).then(|| "no syscalls:sys_enter_execve tracepoint: CONFIG_FTRACE_SYSCALLS not set".to_string())
+            (!syscalls).then(|| {
+                "no syscalls:sys_enter_execve tracepoint: CONFIG_FTRACE_SYSCALLS not set"
+                    .to_string()
+            })
         }
         _ => {
             // Under lockdown=confidentiality the kernel refuses tracing programs.
             let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
-            lockdown.contains("[confidentiality]").then(|| "kernel lockdown=confidentiality".to_string())
+            lockdown
+                .contains("[confidentiality]")
+                .then(|| "kernel lockdown=confidentiality".to_string())
         }
     }
 }
@@ -216,11 +263,19 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// libbpf finds tracepoint ids in tracefs (or debugfs/tracing): mount tracefs
 /// if neither is there. Returns a note when it mounted, the errno on failure.
 fn ensure_tracefs() -> Result<Option<String>, i32> {
-    if Path::new(TRACEFS).join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if Path::new(TRACEFS).join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return Ok(None);
     }
-    nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| e as i32)?;
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| e as i32)?;
     Ok(Some(format!("mounted tracefs at {TRACEFS}")))
 }
 
@@ -248,12 +303,14 @@ mod tests {
                     detail: String::new(),
                 },
             ],
+            also_available: vec![Backend::RawTracepoint],
             notes: vec![],
         };
         assert_eq!(
             report.to_string(),
             "backend: tracepoint (syscalls:sys_enter_execve[at]); fentry refused by kernel (load: EPERM), \
-             kprobes unavailable (CONFIG_KPROBES not set; attach ksyscall/execve: ENOENT)"
+             kprobes unavailable (CONFIG_KPROBES not set; attach ksyscall/execve: ENOENT); \
+             also available: raw-tracepoint"
         );
     }
 }

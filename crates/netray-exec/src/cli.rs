@@ -71,12 +71,17 @@ pub struct ExecArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("'{s}' is not a positive number of seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// Longest delay between an exec and its line.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -88,10 +93,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// the ring's epoll wait returns at once.
 fn install_signal_handlers() -> anyhow::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(sig, &action) }.with_context(|| format!("installing a {sig} handler"))?;
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing a {sig} handler"))?;
     }
     Ok(())
 }
@@ -111,8 +121,18 @@ fn route_libbpf_logs() {
 
 pub fn run(args: ExecArgs) -> anyhow::Result<()> {
     route_libbpf_logs();
-    let filter = Filter { pid: args.pid, uid: args.uid, comm: args.comm.clone(), failed_only: args.failed };
-    let opts = TracerOptions { filter, backend: args.backend, explain: args.verbose, ..Default::default() };
+    let filter = Filter {
+        pid: args.pid,
+        uid: args.uid,
+        comm: args.comm.clone(),
+        failed_only: args.failed,
+    };
+    let opts = TracerOptions {
+        filter,
+        backend: args.backend,
+        explain: args.verbose,
+        ..Default::default()
+    };
     let mut tracer = ExecTracer::with_options(opts)?;
     if args.verbose {
         eprintln!("{}", tracer.report());
@@ -133,7 +153,10 @@ pub fn run(args: ExecArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     } else {
         let _ = out.flush();
-        eprintln!("{printed} execs printed, {} lost (ring buffer full)", stats.lost);
+        eprintln!(
+            "{printed} execs printed, {} lost (ring buffer full)",
+            stats.lost
+        );
     }
     Ok(())
 }
@@ -153,7 +176,9 @@ fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) ->
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
-        let wait = deadline.map_or(Duration::from_millis(250), |d| (d - now).min(Duration::from_millis(250)));
+        // The kernel wakes us only when records pile up: poll at the latency
+        // a person watching accepts.
+        let wait = deadline.map_or(POLL_INTERVAL, |d| (d - now).min(POLL_INTERVAL));
         let events = tracer.poll(wait).map_err(io::Error::other)?;
         for ev in &events {
             if args.json {
@@ -176,7 +201,11 @@ fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) ->
             if let Ok(stats) = tracer.stats() {
                 if stats.lost != lost_reported {
                     lost_reported = stats.lost;
-                    writeln!(out, "{}", output::json_stats(tracer.backend().name(), printed, &stats))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        output::json_stats(tracer.backend().name(), printed, &stats)
+                    )?;
                     out.flush()?;
                 }
             }
@@ -211,8 +240,12 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if !crate::privilege::can_trace() {
         return Err(crate::ExecError::NotPrivileged.into());
     }
-    let mut opts =
-        BenchOptions { execs: args.execs as usize, rounds: args.rounds as usize, program: args.program, ..Default::default() };
+    let mut opts = BenchOptions {
+        execs: args.execs as usize,
+        rounds: args.rounds as usize,
+        program: args.program,
+        ..Default::default()
+    };
     if !args.backend.is_empty() {
         opts.backends = args.backend;
     }
@@ -236,8 +269,22 @@ mod tests {
     fn help_lists_every_flag_and_an_example() {
         let help = Cli::command().render_long_help().to_string();
         for flag in [
-            "--json", "--comm", "--pid", "--uid", "--failed", "--timestamp", "--backend", "--verbose", "-v", "--count", "-c",
-            "--duration", "raw-tracepoint", "kprobe", "fentry", "Examples:",
+            "--json",
+            "--comm",
+            "--pid",
+            "--uid",
+            "--failed",
+            "--timestamp",
+            "--backend",
+            "--verbose",
+            "-v",
+            "--count",
+            "-c",
+            "--duration",
+            "raw-tracepoint",
+            "kprobe",
+            "fentry",
+            "Examples:",
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
         }
@@ -245,11 +292,28 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected_by_the_parser() {
-        for bad in [&["--pid", "abc"][..], &["--pid", "0"], &["--duration", "-1"], &["--backend", "ebpf"], &["-c", "x"]] {
+        for bad in [
+            &["--pid", "abc"][..],
+            &["--pid", "0"],
+            &["--duration", "-1"],
+            &["--backend", "ebpf"],
+            &["-c", "x"],
+        ] {
             let argv = std::iter::once("netray-exec").chain(bad.iter().copied());
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
         }
-        let ok = Cli::try_parse_from(["x", "--pid", "7", "--duration", "0.5", "--backend", "raw-tracepoint", "-c", "3"]).unwrap();
+        let ok = Cli::try_parse_from([
+            "x",
+            "--pid",
+            "7",
+            "--duration",
+            "0.5",
+            "--backend",
+            "raw-tracepoint",
+            "-c",
+            "3",
+        ])
+        .unwrap();
         assert_eq!(ok.args.pid, Some(7));
         assert_eq!(ok.args.duration, Some(Duration::from_millis(500)));
         assert_eq!(ok.args.backend, BackendChoice::RawTracepoint);

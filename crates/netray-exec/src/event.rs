@@ -104,14 +104,19 @@ pub struct Clock {
 impl Clock {
     pub fn now() -> Self {
         let ns = |id| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: ts is a valid timespec to write to.
             unsafe { libc::clock_gettime(id, &mut ts) };
             ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
         };
         let mono = ns(libc::CLOCK_MONOTONIC);
         let real = ns(libc::CLOCK_REALTIME);
-        Clock { realtime_offset_ns: real - mono }
+        Clock {
+            realtime_offset_ns: real - mono,
+        }
     }
 
     pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
@@ -175,14 +180,22 @@ fn from_raw(e: &nr_exec_event, clock: &Clock) -> ExecEvent {
         argv,
         argv_truncated,
         ret: e.ret,
-        syscall: if has(nr_exec_flags::NR_EXEC_AT) { Syscall::Execveat } else { Syscall::Execve },
+        syscall: if has(nr_exec_flags::NR_EXEC_AT) {
+            Syscall::Execveat
+        } else {
+            Syscall::Execve
+        },
         dirfd: e.dirfd,
     }
 }
 
 /// A NUL-terminated kernel string (C `char`, i8 here) as UTF-8, lossily.
 fn c_string(chars: &[i8]) -> String {
-    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&c| c != 0)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -205,12 +218,14 @@ mod tests {
 
     #[test]
     fn short_record_decodes_with_marks() {
-        let mut raw = nr_exec_event::default();
-        raw.pid = 7;
-        raw.ret = -libc::ENOENT;
-        raw.argc = 2;
-        raw.arg_truncated = 0b10;
-        raw.flags = nr_exec_flags::NR_EXEC_AT.0 | nr_exec_flags::NR_EXEC_ARGV_MORE.0;
+        let mut raw = nr_exec_event {
+            pid: 7,
+            ret: -libc::ENOENT,
+            argc: 2,
+            arg_truncated: 0b10,
+            flags: nr_exec_flags::NR_EXEC_AT.0 | nr_exec_flags::NR_EXEC_ARGV_MORE.0,
+            ..Default::default()
+        };
         put(&mut raw.comm, "sh");
         put(&mut raw.filename, "/bin/x");
         put(&mut raw.argv[0], "x");

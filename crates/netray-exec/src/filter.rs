@@ -33,7 +33,9 @@ impl Filter {
     /// The comm the kernel compares with: cut to [`COMM_MAX`] bytes like the
     /// kernel cuts task names (so `--comm systemd-journald` matches).
     pub fn kernel_comm(&self) -> Result<Option<[u8; COMM_MAX + 1]>, FilterError> {
-        let Some(comm) = &self.comm else { return Ok(None) };
+        let Some(comm) = &self.comm else {
+            return Ok(None);
+        };
         if comm.is_empty() {
             return Err(FilterError::EmptyComm);
         }
@@ -71,11 +73,17 @@ mod tests {
 
     #[test]
     fn comm_is_cut_like_the_kernel() {
-        let f = Filter { comm: Some("systemd-journald".into()), ..Default::default() };
+        let f = Filter {
+            comm: Some("systemd-journald".into()),
+            ..Default::default()
+        };
         let c = f.kernel_comm().unwrap().unwrap();
         assert_eq!(&c[..15], b"systemd-journal");
         assert_eq!(c[15], 0);
-        let empty = Filter { comm: Some(String::new()), ..Default::default() };
+        let empty = Filter {
+            comm: Some(String::new()),
+            ..Default::default()
+        };
         assert_eq!(empty.kernel_comm(), Err(FilterError::EmptyComm));
         assert_eq!(Filter::default().kernel_flags(), 0);
     }

@@ -30,7 +30,11 @@ pub struct Failure {
 
 impl Failure {
     fn new(stage: Stage, err: &libbpf_rs::Error) -> Self {
-        Failure { stage, errno: errno_of(err), message: format!("{err:#}") }
+        Failure {
+            stage,
+            errno: errno_of(err),
+            message: format!("{err:#}"),
+        }
     }
 }
 
@@ -40,6 +44,8 @@ pub struct LoadConfig {
     pub filter: Filter,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Wake the reader once this many bytes wait (0: on every record).
+    pub wakeup_bytes: u32,
 }
 
 /// A loaded, attached skeleton. The skeleton borrows its object storage, so
@@ -67,7 +73,9 @@ struct Storage(Option<NonNull<MaybeUninit<OpenObject>>>);
 
 impl Storage {
     fn new() -> Self {
-        Storage(Some(NonNull::from(Box::leak(Box::new(MaybeUninit::uninit())))))
+        Storage(Some(NonNull::from(Box::leak(Box::new(
+            MaybeUninit::uninit(),
+        )))))
     }
 
     /// SAFETY: the caller must drop every borrow before this Storage (or the
@@ -102,15 +110,56 @@ impl Loaded {
         configure(&mut open, backend, cfg).map_err(|e| Failure::new(Stage::Open, &e))?;
         let skel = open.load().map_err(|e| Failure::new(Stage::Load, &e))?;
         let links = attach(&skel, backend)?;
-        Ok(Loaded { links, skel: ManuallyDrop::new(skel), storage: storage.take() })
+        Ok(Loaded {
+            links,
+            skel: ManuallyDrop::new(skel),
+            storage: storage.take(),
+        })
     }
 
     pub fn skel(&self) -> &ExecSkel<'static> {
         &self.skel
     }
+
+    /// Total run time and run count of the loaded programs, as the kernel
+    /// accounts them while BPF stats are enabled (see [`enable_run_stats`]).
+    pub fn run_stats(&self) -> (u64, u64) {
+        use libbpf_rs::skel::Skel;
+        use libbpf_rs::AsRawLibbpf;
+        let (mut ns, mut runs) = (0, 0);
+        for prog in self.skel.object().progs() {
+            // SAFETY: a valid program of our object; -1 when not loaded.
+            let fd = unsafe { libbpf_sys::bpf_program__fd(prog.as_libbpf_object().as_ptr()) };
+            if fd < 0 {
+                continue;
+            }
+            let mut info = libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: info is a bpf_prog_info of `len` bytes.
+            if unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) } == 0 {
+                ns += info.run_time_ns;
+                runs += info.run_cnt;
+            }
+        }
+        (ns, runs)
+    }
 }
 
-fn configure(open: &mut OpenExecSkel<'static>, backend: Backend, cfg: &LoadConfig) -> libbpf_rs::Result<()> {
+/// Makes the kernel account BPF program run time until the fd is closed
+/// (BPF_ENABLE_STATS). None when the kernel refuses.
+pub fn enable_run_stats() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper; a non-negative result is an fd we own.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    // SAFETY: see above.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn configure(
+    open: &mut OpenExecSkel<'static>,
+    backend: Backend,
+    cfg: &LoadConfig,
+) -> libbpf_rs::Result<()> {
     let p = &mut open.progs;
     match backend {
         Backend::Tracepoint => {
@@ -125,7 +174,11 @@ fn configure(open: &mut OpenExecSkel<'static>, backend: Backend, cfg: &LoadConfi
             }
         }
         Backend::RawTracepoint => {
-            for prog in [&mut p.exec_raw_enter, &mut p.exec_raw_exit, &mut p.exec_raw_sched_exec] {
+            for prog in [
+                &mut p.exec_raw_enter,
+                &mut p.exec_raw_exit,
+                &mut p.exec_raw_sched_exec,
+            ] {
                 prog.set_autoload(true);
             }
         }
@@ -142,10 +195,14 @@ fn configure(open: &mut OpenExecSkel<'static>, backend: Backend, cfg: &LoadConfi
         }
         Backend::Fentry => {
             let (execve, execveat) = fentry_targets();
-            p.exec_fentry_execve.set_attach_target(0, Some(execve.into()))?;
-            p.exec_fexit_execve.set_attach_target(0, Some(execve.into()))?;
-            p.exec_fentry_execveat.set_attach_target(0, Some(execveat.into()))?;
-            p.exec_fexit_execveat.set_attach_target(0, Some(execveat.into()))?;
+            p.exec_fentry_execve
+                .set_attach_target(0, Some(execve.into()))?;
+            p.exec_fexit_execve
+                .set_attach_target(0, Some(execve.into()))?;
+            p.exec_fentry_execveat
+                .set_attach_target(0, Some(execveat.into()))?;
+            p.exec_fexit_execveat
+                .set_attach_target(0, Some(execveat.into()))?;
             for prog in [
                 &mut p.exec_fentry_execve,
                 &mut p.exec_fentry_execveat,
@@ -158,7 +215,11 @@ fn configure(open: &mut OpenExecSkel<'static>, backend: Backend, cfg: &LoadConfi
         }
     }
 
-    let rodata = open.maps.rodata_data.as_deref_mut().expect("exec.bpf.c has .rodata");
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("exec.bpf.c has .rodata");
     let k = &mut rodata.exec_cfg;
     let f = &cfg.filter;
     k.flags = f.kernel_flags();
@@ -166,6 +227,7 @@ fn configure(open: &mut OpenExecSkel<'static>, backend: Backend, cfg: &LoadConfi
     k.uid = f.uid.unwrap_or(0);
     k.nr_execve = libc::SYS_execve as u32;
     k.nr_execveat = libc::SYS_execveat as u32;
+    k.wakeup_bytes = cfg.wakeup_bytes;
     if let Ok(Some(comm)) = f.kernel_comm() {
         for (d, s) in k.comm.iter_mut().zip(comm) {
             *d = s as i8;
@@ -207,7 +269,11 @@ fn attach(skel: &ExecSkel<'static>, backend: Backend) -> Result<Vec<Link>, Failu
             // The section names the hook (e.g. tracepoint/syscalls/sys_enter_execve),
             // so libbpf's generic attach picks the right kind.
             prog.attach().map_err(|e| {
-                let hook = prog.section().to_string_lossy().trim_start_matches('?').to_string();
+                let hook = prog
+                    .section()
+                    .to_string_lossy()
+                    .trim_start_matches('?')
+                    .to_string();
                 Failure::new(Stage::Attach(hook), &e)
             })
         })
@@ -229,7 +295,10 @@ pub fn fentry_targets() -> (&'static str, &'static str) {
 pub fn errno_of(err: &libbpf_rs::Error) -> Option<i32> {
     let text = format!("{err:#}");
     let at = text.rfind("os error ")? + "os error ".len();
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 

@@ -10,16 +10,32 @@ use crate::tracer::ExecStats;
 
 /// The text header, matching [`text_line`].
 pub fn text_header(timestamp: bool) -> String {
-    let time = if timestamp { format!("{:<13}", "TIME") } else { String::new() };
-    format!("{time}{:<8} {:<8} {:<6} {:<16} {:<8} {} {}", "PID", "PPID", "UID", "COMM", "RESULT", "FILENAME", "ARGV")
+    let time = if timestamp {
+        format!("{:<13}", "TIME")
+    } else {
+        String::new()
+    };
+    format!(
+        "{time}{:<8} {:<8} {:<6} {:<16} {:<8} {} {}",
+        "PID", "PPID", "UID", "COMM", "RESULT", "FILENAME", "ARGV"
+    )
 }
 
 /// One exec as a text line; arguments are shell-quoted so spaces and empty
 /// strings stay visible ("b c" is one argument), "..." marks a cut.
 pub fn text_line(ev: &ExecEvent, timestamp: bool) -> String {
-    let time = if timestamp { format!("{:<13}", local_time(ev.time)) } else { String::new() };
+    let time = if timestamp {
+        format!("{:<13}", local_time(ev.time))
+    } else {
+        String::new()
+    };
     let mut argv: Vec<String> = ev.argv.iter().map(|a| quote(a)).collect();
-    if ev.argv_truncated && !ev.argv.iter().any(|a| a.ends_with(crate::event::TRUNCATION_MARK)) {
+    if ev.argv_truncated
+        && !ev
+            .argv
+            .iter()
+            .any(|a| a.ends_with(crate::event::TRUNCATION_MARK))
+    {
         argv.push(crate::event::TRUNCATION_MARK.into());
     }
     format!(
@@ -82,7 +98,9 @@ pub fn json_stats(backend: &str, printed: u64, stats: &ExecStats) -> Value {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// HH:MM:SS.mmm in local time.
@@ -92,7 +110,13 @@ fn local_time(t: SystemTime) -> String {
     // SAFETY: zeroed tm is valid; localtime_r only writes to it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };
-    format!("{:02}:{:02}:{:02}.{:03}", tm.tm_hour, tm.tm_min, tm.tm_sec, d.subsec_millis())
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        d.subsec_millis()
+    )
 }
 
 /// Shell-style quoting: bare when safe, else double quotes with escapes.
@@ -161,7 +185,18 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["argv", "argv_truncated", "comm", "errno", "filename", "pid", "ppid", "result", "ts", "uid"]
+            [
+                "argv",
+                "argv_truncated",
+                "comm",
+                "errno",
+                "filename",
+                "pid",
+                "ppid",
+                "result",
+                "ts",
+                "uid"
+            ]
         );
         assert_eq!(v["errno"], "ENOENT");
         assert_eq!(v["result"], -2);

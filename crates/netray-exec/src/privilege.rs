@@ -15,7 +15,10 @@ pub fn can_trace() -> bool {
 }
 
 fn cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -30,7 +33,10 @@ mod tests {
 
     #[test]
     fn capability_sets() {
-        assert_eq!(cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(0x1ff_ffff_ffff));
+        assert_eq!(
+            cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"),
+            Some(0x1ff_ffff_ffff)
+        );
         assert!(caps_allow_tracing(0x1ff_ffff_ffff));
         assert!(!caps_allow_tracing(0));
         assert!(caps_allow_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)));

@@ -26,17 +26,30 @@ pub struct TracerOptions {
     /// In auto mode, also try the backends after the chosen one so the
     /// report says why each is (un)usable. Slower start.
     pub explain: bool,
+    /// Wake a waiting [`ExecTracer::poll`] on every record. Off by default:
+    /// a wakeup adds tens of µs to each exec (IPIs), so the kernel wakes the
+    /// reader only once a quarter of the ring is used, and poll otherwise
+    /// collects records when its timeout ends.
+    pub wake_every_event: bool,
 }
 
 impl Default for TracerOptions {
     fn default() -> Self {
-        TracerOptions { filter: Filter::default(), backend: BackendChoice::Auto, ring_bytes: DEFAULT_RING_BYTES, explain: false }
+        TracerOptions {
+            filter: Filter::default(),
+            backend: BackendChoice::Auto,
+            ring_bytes: DEFAULT_RING_BYTES,
+            explain: false,
+            wake_every_event: false,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("netray exec needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN): run it with sudo")]
+    #[error(
+        "netray exec needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN): run it with sudo"
+    )]
     NotPrivileged,
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -63,7 +76,15 @@ pub struct ExecStats {
     pub pending_full: u64,
 }
 
-/// A running exec tracer. Dropping it detaches the programs.
+/// Turns on the kernel's accounting of BPF program run time (system-wide,
+/// small cost per program run) until the returned fd is dropped.
+pub fn enable_bpf_run_stats() -> Option<std::os::fd::OwnedFd> {
+    crate::loader::enable_run_stats()
+}
+
+/// A running exec tracer. Dropping it detaches the programs. Not `Send`:
+/// poll it on the thread that started it (the ring's callback queue is
+/// thread-local).
 pub struct ExecTracer {
     // Field order is drop order: the ring reads a map of `loaded`.
     ring: RingBuffer<'static>,
@@ -76,25 +97,49 @@ pub struct ExecTracer {
 impl ExecTracer {
     /// Starts tracing with `filter`, on the first backend the kernel accepts.
     pub fn start(filter: Filter) -> Result<Self, ExecError> {
-        Self::with_options(TracerOptions { filter, ..Default::default() })
+        Self::with_options(TracerOptions {
+            filter,
+            ..Default::default()
+        })
     }
 
+    /// Starts tracing as `opts` says. Fails with one clear reason: no
+    /// privileges, a bad filter, or (for each backend tried) what the kernel
+    /// refused.
     pub fn with_options(opts: TracerOptions) -> Result<Self, ExecError> {
         if !crate::privilege::can_trace() {
             return Err(ExecError::NotPrivileged);
         }
         opts.filter.kernel_comm()?;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u32;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096) as u32;
         if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < page {
             return Err(ExecError::RingSize(opts.ring_bytes));
         }
 
-        let cfg = LoadConfig { filter: opts.filter.clone(), ring_bytes: opts.ring_bytes };
+        let wakeup_bytes = if opts.wake_every_event {
+            0
+        } else {
+            opts.ring_bytes / 4
+        };
+        let cfg = LoadConfig {
+            filter: opts.filter.clone(),
+            ring_bytes: opts.ring_bytes,
+            wakeup_bytes,
+        };
         let (loaded, report) = backend::select(opts.backend, &cfg, opts.explain);
         let Some(loaded) = loaded else {
             return Err(match opts.backend {
                 BackendChoice::Auto => ExecError::NoBackend(report),
-                _ => ExecError::Forced(report.refused.into_iter().next().expect("one forced backend was tried")),
+                _ => ExecError::Forced(
+                    report
+                        .refused
+                        .into_iter()
+                        .next()
+                        .expect("one forced backend was tried"),
+                ),
             });
         };
 
@@ -115,24 +160,37 @@ impl ExecTracer {
                 0
             })
             .map_err(|e| ExecError::Bpf("ring buffer", format!("{e:#}")))?;
-        let ring = builder.build().map_err(|e| ExecError::Bpf("ring buffer", format!("{e:#}")))?;
-        Ok(ExecTracer { ring, queue, decode_errors, loaded, report })
+        let ring = builder
+            .build()
+            .map_err(|e| ExecError::Bpf("ring buffer", format!("{e:#}")))?;
+        Ok(ExecTracer {
+            ring,
+            queue,
+            decode_errors,
+            loaded,
+            report,
+        })
     }
 
-    /// Waits up to `timeout` for records, then returns every event available
-    /// (possibly none). A signal ends the wait early.
+    /// Waits up to `timeout`, then returns every event available (possibly
+    /// none). The wait ends early when the kernel wakes the reader (on every
+    /// record with [`TracerOptions::wake_every_event`], else once a quarter
+    /// of the ring is used) or on a signal. Poll at the latency you want.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ExecEvent>, ExecError> {
         if let Err(e) = self.ring.poll(timeout) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(ExecError::Bpf("ring buffer poll", format!("{e:#}")));
             }
         }
-        Ok(self.queue.take())
+        // Records written without a wakeup are not reported by epoll.
+        self.drain()
     }
 
     /// Returns the events already in the ring, without waiting.
     pub fn drain(&mut self) -> Result<Vec<ExecEvent>, ExecError> {
-        self.ring.consume().map_err(|e| ExecError::Bpf("ring buffer consume", format!("{e:#}")))?;
+        self.ring
+            .consume()
+            .map_err(|e| ExecError::Bpf("ring buffer consume", format!("{e:#}")))?;
         Ok(self.queue.take())
     }
 
@@ -160,6 +218,14 @@ impl ExecTracer {
     /// Records lost because the ring was full (counted in the kernel).
     pub fn lost(&self) -> u64 {
         self.stats().map(|s| s.lost).unwrap_or(0)
+    }
+
+    /// Time the kernel spent in this tracer's programs, and how many times they
+    /// ran (all hooks, all processes). Counted only while BPF stats are on:
+    /// see [`enable_bpf_run_stats`].
+    pub fn bpf_run_time(&self) -> (Duration, u64) {
+        let (ns, runs) = self.loaded.run_stats();
+        (Duration::from_nanos(ns), runs)
     }
 
     /// Records that reached userspace but could not be decoded (ABI mismatch).

@@ -30,7 +30,12 @@ fn start_cli(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
 
 fn finish(mut child: Child, mut stderr: BufReader<std::process::ChildStderr>) -> (String, String) {
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let mut err = String::new();
     stderr.read_to_string(&mut err).unwrap();
     assert!(child.wait().unwrap().success(), "stderr: {err}");
@@ -40,22 +45,55 @@ fn finish(mut child: Child, mut stderr: BufReader<std::process::ChildStderr>) ->
 #[test]
 fn json_lines_have_the_documented_keys() {
     let prog = UniqueProgram::new("j", "/bin/echo");
-    let (child, stderr) = start_cli(&["--json", "--comm", &prog.comm, "-c", "1", "--duration", "20"]);
-    let status = Command::new(&prog.path).args(["a", "b c"]).stdout(Stdio::null()).status().unwrap();
+    let (child, stderr) = start_cli(&[
+        "--json",
+        "--comm",
+        &prog.comm,
+        "-c",
+        "1",
+        "--duration",
+        "20",
+    ]);
+    let status = Command::new(&prog.path)
+        .args(["a", "b c"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
     let (out, _) = finish(child, stderr);
 
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "one event, one stats line: {out}");
-    assert!(lines[0].starts_with(r#"{"ts":"#), "keys in documented order: {}", lines[0]);
+    assert!(
+        lines[0].starts_with(r#"{"ts":"#),
+        "keys in documented order: {}",
+        lines[0]
+    );
     let ev: Value = serde_json::from_str(lines[0]).unwrap();
     let keys: Vec<&str> = ev.as_object().unwrap().keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(sorted, ["argv", "argv_truncated", "comm", "errno", "filename", "pid", "ppid", "result", "ts", "uid"]);
+    assert_eq!(
+        sorted,
+        [
+            "argv",
+            "argv_truncated",
+            "comm",
+            "errno",
+            "filename",
+            "pid",
+            "ppid",
+            "result",
+            "ts",
+            "uid"
+        ]
+    );
     assert_eq!(ev["comm"], prog.comm.as_str());
     assert_eq!(ev["filename"], prog.path.to_str().unwrap());
-    assert_eq!(ev["argv"], serde_json::json!([prog.path.to_str().unwrap(), "a", "b c"]));
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!([prog.path.to_str().unwrap(), "a", "b c"])
+    );
     assert_eq!(ev["argv_truncated"], false);
     assert_eq!(ev["result"], 0);
     assert_eq!(ev["errno"], Value::Null);
@@ -76,8 +114,21 @@ fn text_lines_show_time_result_and_quoted_argv() {
     comm.truncate(15);
     let prog = UniqueProgram::new("t", "/bin/echo");
     let missing = format!("/nonexistent-netray-cli-{}", std::process::id());
-    let (child, stderr) = start_cli(&["--timestamp", "--failed", "--comm", &comm, "-c", "1", "--duration", "20"]);
-    let ok = Command::new(&prog.path).arg("skip me").stdout(Stdio::null()).status().unwrap();
+    let (child, stderr) = start_cli(&[
+        "--timestamp",
+        "--failed",
+        "--comm",
+        &comm,
+        "-c",
+        "1",
+        "--duration",
+        "20",
+    ]);
+    let ok = Command::new(&prog.path)
+        .arg("skip me")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(ok.success());
     assert!(Command::new(&missing).args(["a", "b c"]).spawn().is_err());
     let (out, err) = finish(child, stderr);
@@ -87,14 +138,20 @@ fn text_lines_show_time_result_and_quoted_argv() {
     assert_eq!(lines.len(), 2, "{out}");
     let line = lines[1];
     let time = line.split_whitespace().next().unwrap();
-    assert!(time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.', "{line}");
+    assert!(
+        time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+        "{line}"
+    );
     let fields: Vec<&str> = line.split_whitespace().collect();
     // TIME PID PPID UID COMM RESULT FILENAME ARGV...
     assert_eq!(fields[2], std::process::id().to_string(), "{line}");
     assert_eq!(fields[3], "0", "{line}");
     assert_eq!(fields[4], comm, "{line}");
     assert_eq!(fields[5], "ENOENT", "{line}");
-    assert!(line.ends_with(&format!(r#"{missing} {missing} a "b c""#)), "{line}");
+    assert!(
+        line.ends_with(&format!(r#"{missing} {missing} a "b c""#)),
+        "{line}"
+    );
     assert!(err.contains("1 execs printed, 0 lost"), "{err}");
 }
 
@@ -108,7 +165,10 @@ fn assert_one_error_line(out: &Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
     let first = err.lines().next().unwrap_or_default();
-    assert!(first.starts_with("error: ") && first.contains(needle), "{err}");
+    assert!(
+        first.starts_with("error: ") && first.contains(needle),
+        "{err}"
+    );
 }
 
 #[test]

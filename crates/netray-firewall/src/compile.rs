@@ -1,17 +1,19 @@
 //! Compiles a rule set into the structure the XDP program walks.
 //!
-//! Layout (see netray_abi.h): a multibit trie of 256-entry chunks with an
-//! 8-bit stride, whose first level is direct-indexed by the first two address
-//! bytes (256 root chunks per family). Leaves are pushed down, so every entry
-//! holds either a child chunk or the *match id* of the longest rule prefix
-//! covering it. A match carries what applies there, ancestors included: the
-//! most specific catch-all rule, or else the protocol/port rules, which go to
-//! the fw_l4 hash. The per-packet lookup is therefore at most 3 (IPv4) or 15
-//! (IPv6) inlined array loads, whatever the number of rules.
+//! Layout (see netray_abi.h): a multibit trie with an 8-bit stride whose first
+//! level is direct-indexed by the first two address bytes (256 root chunks per
+//! family). Leaves are pushed down, so every entry holds either a child node
+//! or the *match id* of the longest rule prefix covering it. Below the roots a
+//! node is emitted as a range block (at most NR_FW_RANGE_KEYS runs, one cache
+//! line) or, when denser, as a 256-entry chunk. A match carries what applies
+//! there, ancestors included: the most specific catch-all rule, or else the
+//! protocol/port rules, which go to the fw_l4 hash. The per-packet lookup is
+//! at most 3 (IPv4) or 15 (IPv6) inlined array loads, whatever the number of
+//! rules.
 
 use std::collections::{BTreeMap, HashMap};
 
-use netray_ebpf::abi::{nr_fw_layout, nr_fw_match, nr_fw_match_flags};
+use netray_ebpf::abi::{nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range};
 
 use crate::rule::Rule;
 
@@ -19,7 +21,14 @@ pub const CHUNK_ENTRIES: usize = nr_fw_layout::NR_FW_CHUNK_ENTRIES.0 as usize;
 pub const ROOT_V4: usize = nr_fw_layout::NR_FW_ROOT_V4.0 as usize;
 pub const ROOT_V6: usize = nr_fw_layout::NR_FW_ROOT_V6.0 as usize;
 pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
+pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
+pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
+pub const INDEX_MASK: u32 = RANGE - 1;
+/// Leaf flag: a match id whose protocol/port rules are in fw_l4.
+pub const LEAF_L4: u32 = 1 << nr_fw_layout::NR_FW_LEAF_L4_SHIFT.0;
+/// Key of an unused run slot in a range block: above every byte.
+const NO_KEY: u16 = 0x100;
 
 pub type Chunk = [u32; CHUNK_ENTRIES];
 
@@ -38,20 +47,39 @@ pub struct L4Entry {
 pub struct Compiled {
     /// Chunk i goes to pool index bank_base + i; 0..ROOT_CHUNKS are the roots.
     pub chunks: Vec<Chunk>,
-    /// Indexed by match id; entry 0 is unused (0 means "no match").
+    /// Range block i goes to fw_ranges index bank_base + i.
+    pub ranges: Vec<nr_fw_range>,
+    /// Indexed by match id (leaves with LEAF_L4); entry 0 is unused.
     pub matches: Vec<nr_fw_match>,
     pub l4: Vec<L4Entry>,
     pub rules: usize,
 }
 
+/// Per-bank sizes of the compiled tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub chunks: usize,
+    pub ranges: usize,
+    pub matches: usize,
+}
+
+impl Capacity {
+    /// No limit: to learn how much a rule set needs.
+    pub const UNLIMITED: Capacity = Capacity { chunks: usize::MAX, ranges: usize::MAX, matches: usize::MAX };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
     #[error(
-        "the rule set needs more than the {capacity} trie chunks per bank the firewall was created with; \
-         detach netray from every interface (`netray firewall detach --all`), remove its state, and attach \
-         again with a larger --fw-chunks"
+        "the rule set needs {needed} trie chunks but the firewall holds {capacity} per bank; remove all state \
+         (`netray firewall detach --all`) and attach again with a larger --fw-chunks"
     )]
-    ChunksFull { capacity: usize },
+    ChunksFull { needed: usize, capacity: usize },
+    #[error(
+        "the rule set needs {needed} range blocks but the firewall holds {capacity} per bank; remove all state \
+         (`netray firewall detach --all`) and attach again with a larger --fw-ranges"
+    )]
+    RangesFull { needed: usize, capacity: usize },
     #[error("the rule set needs {needed} match entries but the firewall holds {capacity}; recreate it with a larger --max-rules")]
     MatchesFull { needed: usize, capacity: usize },
 }
@@ -93,15 +121,14 @@ struct Own {
 }
 
 /// Compiles `rules` (rule id, rule). Fails, changing nothing, when the
-/// result would not fit the given capacities.
-pub fn compile(rules: &[(u32, Rule)], chunk_capacity: usize, match_capacity: usize) -> Result<Compiled, CompileError> {
+/// result would not fit `cap`.
+pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, CompileError> {
     let mut own: HashMap<Prefix, Own> = HashMap::new();
     for (id, rule) in rules {
         let entry = own.entry(Prefix::of(rule)).or_default();
         let protos = rule.proto_numbers();
         if protos.is_empty() {
-            // Two identical catch-alls cannot exist (duplicates are refused);
-            // keep the lowest id so the result does not depend on order.
+            // Keep the lowest id so the result does not depend on order.
             entry.any_rule = Some(entry.any_rule.map_or(*id, |old| old.min(*id)));
         }
         for proto in protos {
@@ -124,16 +151,15 @@ pub fn compile(rules: &[(u32, Rule)], chunk_capacity: usize, match_capacity: usi
     prefixes.sort_by(|a, b| (a.len, a.family, a.addr).cmp(&(b.len, b.family, b.addr)));
 
     let needed_matches = prefixes.len() + 1;
-    if needed_matches > match_capacity {
-        return Err(CompileError::MatchesFull { needed: needed_matches, capacity: match_capacity });
+    if needed_matches > cap.matches {
+        return Err(CompileError::MatchesFull { needed: needed_matches, capacity: cap.matches });
     }
 
     let mut matches = vec![nr_fw_match::default(); needed_matches];
     let mut l4 = Vec::new();
-    let mut match_of: HashMap<&Prefix, u32> = HashMap::new();
+    let mut builder = Builder::new();
     for (i, p) in prefixes.iter().enumerate() {
         let mid = i as u32 + 1;
-        match_of.insert(*p, mid);
         // Walk from the shortest ancestor to the prefix itself, so the most
         // specific rule wins the attribution of a hit.
         let mut any_rule = None;
@@ -147,85 +173,190 @@ pub fn compile(rules: &[(u32, Rule)], chunk_capacity: usize, match_capacity: usi
             }
         }
         let m = &mut matches[mid as usize];
-        if let Some(r) = any_rule {
+        // A catch-all verdict goes straight into the leaf.
+        let leaf = if let Some(r) = any_rule {
             m.any_rule = r;
-        } else if !eff_l4.is_empty() {
+            r
+        } else {
             m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0 as u32;
             l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry { match_id: mid, proto, port, rule_id }));
-        }
+            LEAF_L4 | mid
+        };
+        builder.insert(p, leaf);
     }
-
-    let mut chunks = vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS];
-    for p in &prefixes {
-        insert(&mut chunks, p, match_of[p], chunk_capacity)?;
-    }
-    Ok(Compiled { chunks, matches, l4, rules: rules.len() })
+    let (chunks, ranges) = builder.emit(cap)?;
+    Ok(Compiled { chunks, ranges, matches, l4, rules: rules.len() })
 }
 
-/// Writes `value` over the prefix's range. Prefixes arrive shortest first, so
-/// the entries a prefix ends on are leaves (only longer prefixes make child
-/// chunks) and longer prefixes overwrite shorter ones: longest match wins.
-fn insert(chunks: &mut Vec<Chunk>, p: &Prefix, value: u32, capacity: usize) -> Result<(), CompileError> {
-    let root = if p.family == 6 { ROOT_V6 } else { ROOT_V4 };
-    let len = p.len as usize;
-    if len <= 8 {
-        let first = p.addr[0] as usize;
-        for c in &mut chunks[root + first..root + first + (1 << (8 - len))] {
-            c.fill(value);
-        }
-        return Ok(());
+/// A node below the roots while building: its 256 entries as sorted runs
+/// (start, entry), so a sparse node costs a few words, not 1 KiB.
+#[derive(Debug, Clone)]
+struct Runs(Vec<(u16, u32)>);
+
+impl Runs {
+    fn uniform(entry: u32) -> Runs {
+        Runs(vec![(0, entry)])
     }
-    let mut cur = root + p.addr[0] as usize;
-    let mut byte = 1;
-    loop {
-        let level_end = 8 * (byte + 1);
-        let idx = p.addr[byte] as usize;
-        if len <= level_end {
-            chunks[cur][idx..idx + (1 << (level_end - len))].fill(value);
-            return Ok(());
-        }
-        let entry = chunks[cur][idx];
-        cur = if entry & PTR != 0 {
-            (entry & !PTR) as usize
-        } else {
-            if chunks.len() >= capacity {
-                return Err(CompileError::ChunksFull { capacity });
+
+    fn get(&self, k: u16) -> u32 {
+        let i = self.0.partition_point(|&(start, _)| start <= k) - 1;
+        self.0[i].1
+    }
+
+    /// Sets keys [lo, hi) to `entry`.
+    fn fill(&mut self, lo: u16, hi: u16, entry: u32) {
+        let after = if hi < 256 { Some(self.get(hi)) } else { None };
+        self.0.retain(|&(start, _)| start < lo || start >= hi);
+        let at = self.0.partition_point(|&(start, _)| start < lo);
+        self.0.insert(at, (lo, entry));
+        if let Some(after) = after {
+            if self.0.get(at + 1).is_none_or(|&(start, _)| start != hi) {
+                self.0.insert(at + 1, (hi, after));
             }
-            chunks.push([entry; CHUNK_ENTRIES]);
-            let child = chunks.len() - 1;
-            chunks[cur][idx] = PTR | child as u32;
-            child
+        }
+        // Merge neighbours that hold the same entry.
+        self.0.dedup_by(|next, prev| next.1 == prev.1);
+    }
+}
+
+/// Builds the trie with pointer entries (PTR | node index) between roots
+/// and nodes, then emits each node as a range block or a chunk.
+struct Builder {
+    roots: Vec<Chunk>,
+    nodes: Vec<Runs>,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder { roots: vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS], nodes: Vec::new() }
+    }
+
+    /// Writes `value` over the prefix's range. Prefixes arrive shortest
+    /// first, so the entries a prefix ends on are leaves (only longer
+    /// prefixes make child nodes) and longer prefixes overwrite shorter ones:
+    /// longest match wins.
+    fn insert(&mut self, p: &Prefix, value: u32) {
+        let root = if p.family == 6 { ROOT_V6 } else { ROOT_V4 };
+        let len = p.len as usize;
+        let first = root + p.addr[0] as usize;
+        if len <= 8 {
+            for c in &mut self.roots[first..first + (1 << (8 - len))] {
+                c.fill(value);
+            }
+            return;
+        }
+        let idx = p.addr[1] as usize;
+        if len <= 16 {
+            self.roots[first][idx..idx + (1 << (16 - len))].fill(value);
+            return;
+        }
+        let mut node = match self.roots[first][idx] {
+            e if e & PTR != 0 => (e & INDEX_MASK) as usize,
+            e => {
+                self.nodes.push(Runs::uniform(e));
+                self.roots[first][idx] = PTR | (self.nodes.len() - 1) as u32;
+                self.nodes.len() - 1
+            }
         };
-        byte += 1;
+        let mut byte = 2;
+        loop {
+            let level_end = 8 * (byte + 1);
+            let k = p.addr[byte] as u16;
+            if len <= level_end {
+                self.nodes[node].fill(k, k + (1 << (level_end - len)), value);
+                return;
+            }
+            node = match self.nodes[node].get(k) {
+                e if e & PTR != 0 => (e & INDEX_MASK) as usize,
+                e => {
+                    self.nodes.push(Runs::uniform(e));
+                    let child = self.nodes.len() - 1;
+                    self.nodes[node].fill(k, k + 1, PTR | child as u32);
+                    child
+                }
+            };
+            byte += 1;
+        }
+    }
+
+    /// Final chunks (roots first) and range blocks, pointers renumbered.
+    fn emit(self, cap: Capacity) -> Result<(Vec<Chunk>, Vec<nr_fw_range>), CompileError> {
+        // Where each node goes: a range block when its runs fit one.
+        let mut placed = Vec::with_capacity(self.nodes.len());
+        let (mut n_chunks, mut n_ranges) = (ROOT_CHUNKS as u32, 0u32);
+        for node in &self.nodes {
+            if node.0.len() <= RANGE_KEYS {
+                placed.push(RANGE | n_ranges);
+                n_ranges += 1;
+            } else {
+                placed.push(PTR | n_chunks);
+                n_chunks += 1;
+            }
+        }
+        if n_chunks as usize > cap.chunks {
+            return Err(CompileError::ChunksFull { needed: n_chunks as usize, capacity: cap.chunks });
+        }
+        if n_ranges as usize > cap.ranges {
+            return Err(CompileError::RangesFull { needed: n_ranges as usize, capacity: cap.ranges });
+        }
+        let fix = |e: u32| if e & PTR != 0 { placed[(e & INDEX_MASK) as usize] } else { e };
+
+        let mut chunks = self.roots;
+        for c in &mut chunks {
+            for e in c.iter_mut() {
+                *e = fix(*e);
+            }
+        }
+        let mut ranges = Vec::with_capacity(n_ranges as usize);
+        for (node, at) in self.nodes.iter().zip(&placed) {
+            if at & RANGE != 0 {
+                let mut r = nr_fw_range { key: [NO_KEY; RANGE_KEYS], ..Default::default() };
+                for (i, &(start, e)) in node.0.iter().enumerate() {
+                    r.key[i] = start;
+                    r.entry[i] = fix(e);
+                }
+                ranges.push(r);
+            } else {
+                let mut c = [0u32; CHUNK_ENTRIES];
+                for (i, &(start, e)) in node.0.iter().enumerate() {
+                    let end = node.0.get(i + 1).map_or(CHUNK_ENTRIES, |n| n.0 as usize);
+                    c[start as usize..end].fill(fix(e));
+                }
+                chunks.push(c);
+            }
+        }
+        Ok((chunks, ranges))
     }
 }
 
 impl Compiled {
-    /// The match id the kernel's walk finds for an address (4 or 16 bytes):
-    /// the same algorithm as nr_fw_match_id() in firewall.h.
+    /// The leaf the kernel's walk finds for an address (4 or 16 bytes): the
+    /// same algorithm as nr_fw_match_id() in firewall.h.
     pub fn lookup_match(&self, addr: &[u8]) -> u32 {
         let root = if addr.len() == 16 { ROOT_V6 } else { ROOT_V4 };
-        let mut idx = root + addr[0] as usize;
+        let mut entry = PTR | (root + addr[0] as usize) as u32;
         for &b in &addr[1..] {
-            let entry = self.chunks[idx][b as usize];
-            if entry & PTR == 0 {
+            let idx = (entry & INDEX_MASK) as usize;
+            entry = if entry & PTR != 0 {
+                self.chunks[idx][b as usize]
+            } else if entry & RANGE != 0 {
+                let r = &self.ranges[idx];
+                let n = r.key[1..].iter().filter(|&&k| k <= b as u16).count();
+                r.entry[n]
+            } else {
                 return entry;
-            }
-            idx = (entry & !PTR) as usize;
+            };
         }
-        0
+        if entry & (PTR | RANGE) != 0 { 0 } else { entry }
     }
 
     /// The rule that denies a packet, as nr_fw_decide() computes it.
     pub fn decide(&self, addr: &[u8], proto: u8, dport: Option<u16>) -> u32 {
-        let mid = self.lookup_match(addr);
-        if mid == 0 {
-            return 0;
+        let leaf = self.lookup_match(addr);
+        if leaf & LEAF_L4 == 0 {
+            return leaf;
         }
-        let m = &self.matches[mid as usize];
-        if m.any_rule != 0 {
-            return m.any_rule;
-        }
+        let mid = leaf & !LEAF_L4;
         let find = |port: u16| {
             self.l4.iter().find(|e| e.match_id == mid && e.proto == proto && e.port == port).map(|e| e.rule_id)
         };
@@ -286,7 +417,7 @@ mod tests {
             (5, rule("2001:db8::/32", Some("icmp"), None)),
             (6, rule("2001:db8:1::/48", None, Some(22))),
         ];
-        let c = compile(&rules, 10_000, 10_000).unwrap();
+        let c = compile(&rules, Capacity::UNLIMITED).unwrap();
         assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(53)), 1);
         assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(54)), 0);
         assert_eq!(c.decide(&bytes("10.9.9.9"), 6, Some(53)), 0);
@@ -304,7 +435,7 @@ mod tests {
     #[test]
     fn default_routes_and_host_routes() {
         let rules = vec![(1, rule("0.0.0.0/0", Some("tcp"), Some(23))), (2, rule("::/0", None, None)), (3, rule("1.2.3.4", None, None))];
-        let c = compile(&rules, 10_000, 10_000).unwrap();
+        let c = compile(&rules, Capacity::UNLIMITED).unwrap();
         assert_eq!(c.decide(&bytes("8.8.8.8"), 6, Some(23)), 1);
         assert_eq!(c.decide(&bytes("1.2.3.4"), 6, Some(23)), 3);
         assert_eq!(c.decide(&bytes("1.2.3.5"), 17, Some(23)), 0);
@@ -342,7 +473,7 @@ mod tests {
                     rules.push((rules.len() as u32 + 1, r));
                 }
             }
-            let c = compile(&rules, 100_000, 100_000).unwrap();
+            let c = compile(&rules, Capacity::UNLIMITED).unwrap();
             for _ in 0..2000 {
                 let addr: Vec<u8> = if rng.random_bool(0.3) {
                     let mut o = vec![0u8; 16];
@@ -366,10 +497,33 @@ mod tests {
 
     #[test]
     fn capacity_is_enforced() {
+        // Each /32 in its own /16 needs two sparse nodes: two range blocks.
         let rules: Vec<_> = (0..10u32).map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None))).collect();
-        // each /32 in its own /16 needs two child chunks
-        assert!(matches!(compile(&rules, ROOT_CHUNKS + 5, 100), Err(CompileError::ChunksFull { .. })));
-        assert!(matches!(compile(&rules, 100_000, 5), Err(CompileError::MatchesFull { .. })));
-        assert_eq!(compile(&rules, ROOT_CHUNKS + 20, 100).unwrap().chunks.len(), ROOT_CHUNKS + 20);
+        let c = compile(&rules, Capacity::UNLIMITED).unwrap();
+        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 20));
+        let cap = |chunks, ranges, matches| Capacity { chunks, ranges, matches };
+        assert!(matches!(compile(&rules, cap(10_000, 19, 100)), Err(CompileError::RangesFull { needed: 20, .. })));
+        assert!(matches!(compile(&rules, cap(10_000, 100, 5)), Err(CompileError::MatchesFull { .. })));
+        // 20 hosts in one /24 make 41 runs: a dense chunk, not a range block.
+        let dense: Vec<_> = (0..20u32).map(|i| (i + 1, rule(&format!("10.0.0.{}", i * 2 + 1), None, None))).collect();
+        let c = compile(&dense, Capacity::UNLIMITED).unwrap();
+        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS + 1, 1));
+        assert!(matches!(compile(&dense, cap(ROOT_CHUNKS, 100, 100)), Err(CompileError::ChunksFull { .. })));
+        for i in 0..40u8 {
+            assert_eq!(c.decide(&[10, 0, 0, i], 17, None) != 0, i % 2 == 1, "10.0.0.{i}");
+        }
+    }
+
+    #[test]
+    fn runs_fill_splits_and_merges() {
+        let mut r = Runs::uniform(0);
+        r.fill(10, 20, 5);
+        assert_eq!(r.0, vec![(0, 0), (10, 5), (20, 0)]);
+        r.fill(15, 256, 7);
+        assert_eq!(r.0, vec![(0, 0), (10, 5), (15, 7)]);
+        r.fill(0, 15, 7);
+        assert_eq!(r.0, vec![(0, 7)]);
+        r.fill(255, 256, 1);
+        assert_eq!((r.get(254), r.get(255)), (7, 1));
     }
 }

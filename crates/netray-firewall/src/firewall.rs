@@ -28,6 +28,8 @@ pub struct TableUsage {
     pub max_rules: u32,
     pub chunks_used: u32,
     pub chunks_per_bank: u32,
+    pub ranges_used: u32,
+    pub ranges_per_bank: u32,
     /// Bumped on every published change.
     pub generation: u32,
 }
@@ -222,6 +224,8 @@ impl Firewall {
                 max_rules: maps.max_rules(),
                 chunks_used: st.chunks_used,
                 chunks_per_bank: st.chunks_per_bank,
+                ranges_used: st.ranges_used,
+                ranges_per_bank: st.ranges_per_bank,
                 generation: st.generation,
             }
         } else {

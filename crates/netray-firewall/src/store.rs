@@ -12,10 +12,12 @@ use netray_core::{
     maps::{self, MmapArray},
     Error, PinDir, Result,
 };
-use netray_ebpf::abi::{bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_rule, nr_fw_state, nr_rule_counter};
+use netray_ebpf::abi::{
+    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter,
+};
 
 use crate::{
-    compile::{self, Compiled},
+    compile::{self, Capacity, Compiled},
     rule::Rule,
 };
 
@@ -26,6 +28,7 @@ pub struct FwMaps {
     pub state: MapHandle,
     pub l4: MapHandle,
     pool: MapHandle,
+    ranges: MapHandle,
     matches: MapHandle,
 }
 
@@ -40,6 +43,7 @@ impl FwMaps {
             state: open("fw_state")?,
             l4: open("fw_l4")?,
             pool: open("fw_pool")?,
+            ranges: open("fw_ranges")?,
             matches: open("fw_matches")?,
         })
     }
@@ -93,7 +97,12 @@ impl FwMaps {
     /// Compiles `rules` for this firewall's capacities.
     pub fn compile(&self, rules: &[(u32, Rule)]) -> Result<Compiled> {
         let st = self.state()?;
-        compile::compile(rules, st.chunks_per_bank as usize, st.matches_per_bank as usize)
+        let cap = Capacity {
+            chunks: st.chunks_per_bank as usize,
+            ranges: st.ranges_per_bank as usize,
+            matches: st.matches_per_bank as usize,
+        };
+        compile::compile(rules, cap)
             .map_err(|e| Error::Refused(e.to_string()))
     }
 
@@ -107,6 +116,9 @@ impl FwMaps {
         for (dst, src) in pool.slice_mut()[base..base + c.chunks.len()].iter_mut().zip(&c.chunks) {
             dst.entry = *src;
         }
+        let mut ranges = MmapArray::<nr_fw_range>::new(&self.ranges)?;
+        let base = (target * st.ranges_per_bank) as usize;
+        ranges.slice_mut()[base..base + c.ranges.len()].copy_from_slice(&c.ranges);
         let mut matches = MmapArray::<nr_fw_match>::new(&self.matches)?;
         let base = (target * st.matches_per_bank) as usize;
         matches.slice_mut()[base..base + c.matches.len()].copy_from_slice(&c.matches);
@@ -116,6 +128,7 @@ impl FwMaps {
         st.active_bank = target;
         st.generation = st.generation.wrapping_add(1);
         st.chunks_used = c.chunks.len() as u32;
+        st.ranges_used = c.ranges.len() as u32;
         st.rules = c.rules as u32;
         maps::put(&self.state, 0, &st)
     }

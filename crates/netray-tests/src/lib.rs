@@ -141,7 +141,6 @@ impl XdpHarness {
         let mut s = nr_if_stats::default();
         for c in per_cpu {
             s.seen += c.seen;
-            s.passed += c.passed;
             s.dropped += c.dropped;
             s.events_sent += c.events_sent;
             s.events_lost += c.events_lost;

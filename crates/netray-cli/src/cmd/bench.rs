@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use netray_bench::xdp::{self, XdpBenchOptions};
 
 use crate::output::json_line;
@@ -12,8 +12,12 @@ use crate::output::json_line;
     Measures with BPF_PROG_TEST_RUN, in one run, the per-packet cost of netray's XDP dispatcher against an empty XDP\n\
     program: the firewall with 0, 1,000 and 100,000 rules, and firewall + monitor events, each for one repeated frame\n\
     and for frames whose sources are drawn at random across the rule set (cache-cold, as real traffic is).\n\
-    Nothing is attached to any interface; the benchmark's pins are removed when it ends.")]
+    Nothing is attached to any interface; the benchmark's pins are removed when it ends.\n\n\
+    `netray bench exec` measures the added cost per exec of `netray exec` instead.")]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Runs per measurement.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
@@ -28,7 +32,17 @@ pub struct BenchArgs {
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Added cost per exec with `netray exec` tracing, against none.
+    Exec(netray_exec::cli::BenchArgs),
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(BenchWhat::Exec(a)) = args.what {
+        netray_exec::cli::run_bench(a)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     anyhow::ensure!(args.repeat > 0 && args.rounds > 0, "--repeat and --rounds must be at least 1");
     let mut rules = args.rules.clone();
     rules.sort_unstable();

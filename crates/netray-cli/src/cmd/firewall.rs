@@ -49,9 +49,12 @@ pub enum FirewallCommand {
 /// Sizes of the rule tables (used only when they are created).
 #[derive(Args, Clone, Copy)]
 pub struct CapacityArgs {
-    /// Trie chunks per bank (1 KiB each; two banks).
+    /// Dense trie chunks per bank (1 KiB each, 512 of them roots; two banks).
     #[arg(long, default_value_t = FwCapacity::default().chunks_per_bank, value_name = "N")]
     pub fw_chunks: u32,
+    /// Sparse trie nodes per bank (64 bytes each; two banks).
+    #[arg(long, default_value_t = FwCapacity::default().ranges_per_bank, value_name = "N")]
+    pub fw_ranges: u32,
     /// Maximum number of rules.
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
@@ -60,8 +63,9 @@ pub struct CapacityArgs {
 impl CapacityArgs {
     pub fn capacity(self) -> anyhow::Result<FwCapacity> {
         anyhow::ensure!(self.fw_chunks >= 1024, "--fw-chunks must be at least 1024 (512 are roots)");
+        anyhow::ensure!(self.fw_ranges >= 1, "--fw-ranges must be at least 1");
         anyhow::ensure!(self.max_rules >= 1, "--max-rules must be at least 1");
-        Ok(FwCapacity { chunks_per_bank: self.fw_chunks, max_rules: self.max_rules })
+        Ok(FwCapacity { chunks_per_bank: self.fw_chunks, ranges_per_bank: self.fw_ranges, max_rules: self.max_rules })
     }
 }
 
@@ -127,8 +131,8 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             }
             let t = &st.table;
             println!(
-                "rules: {} of {} · trie chunks: {} of {} per bank · generation {}",
-                t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.generation
+                "rules: {} of {} · trie: {} of {} chunks, {} of {} range blocks per bank · generation {}",
+                t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.ranges_used, t.ranges_per_bank, t.generation
             );
         }
     }

@@ -64,7 +64,10 @@ struct nr_exec_config {
 	__u32 uid;		/* real uid of the caller */
 	__u32 nr_execve;	/* this arch's syscall numbers (raw_syscalls backend) */
 	__u32 nr_execveat;
-	__u32 _pad;
+	/* Wake the reader once this many bytes wait in the ring (0: on every
+	 * record); below it the reader polls on a timer. A wakeup costs the
+	 * exec path tens of µs (IPIs), more than the rest of the tracing. */
+	__u32 wakeup_bytes;
 	char comm[NR_EXEC_COMM_LEN];	/* compared with the comm reported (at exit) */
 };
 

@@ -1,73 +1,126 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
 /*
- * Firewall decision: walk the compiled chunk trie with the packet's address,
- * then apply the match's catch-all rule or its protocol/port rules.
- * Costs a few inlined array loads per packet; see netray_abi.h for the layout.
+ * Firewall decision: walk the compiled trie with the packet's address, then
+ * apply the match's catch-all rule or its protocol/port rules.
+ * A few inlined array loads per packet; see netray_abi.h for the layout.
  */
 #ifndef NETRAY_FIREWALL_H
 #define NETRAY_FIREWALL_H
 
 #include "maps.h"
+#include "parse.h"
+
+/* The entry of run containing key k: count the run starts <= k, without
+ * branches (keys and k are < 2^16, so k - key underflows exactly when k < key). */
+static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u32 k)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int i = 1; i < NR_FW_RANGE_KEYS; i++)
+		n += 1 - ((k - (__u32)r->key[i]) >> 31);
+	if (n >= NR_FW_RANGE_KEYS)
+		return 0;
+	return r->entry[n];
+}
 
 /* Longest-prefix match of an address of nbytes (4 or 16, a constant so the
- * walk unrolls) in the given bank: the match id, or 0 when no rule prefix
- * covers the address. */
+ * walk unrolls) in one bank: the leaf (see netray_abi.h), 0 when no rule
+ * prefix covers the address. */
 static __always_inline __u32 nr_fw_match_id(const struct nr_fw_state *st, __u32 bank,
 					    const __u8 *addr, __u32 root, const __u32 nbytes)
 {
-	__u32 base = bank * st->chunks_per_bank;
-	__u32 idx = base + root + addr[0];
+	__u32 chunk_base = bank * st->chunks_per_bank;
+	__u32 range_base = bank * st->ranges_per_bank;
+	__u32 entry = NR_FW_PTR | (root + addr[0]);
 
 #pragma unroll
 	for (__u32 i = 1; i < nbytes; i++) {
-		struct nr_fw_chunk *chunk;
-		__u32 entry;
+		__u32 idx = chunk_base + (entry & NR_FW_INDEX_MASK);
 
-		chunk = bpf_map_lookup_elem(&fw_pool, &idx);
-		if (!chunk)
-			return 0;
-		entry = chunk->entry[addr[i]];
-		if (!(entry & NR_FW_PTR))
+		if (entry & NR_FW_PTR) {
+			struct nr_fw_chunk *chunk = bpf_map_lookup_elem(&fw_pool, &idx);
+
+			if (!chunk)
+				return 0;
+			entry = chunk->entry[addr[i]];
+		} else if (entry & NR_FW_RANGE) {
+			struct nr_fw_range *range;
+
+			idx = range_base + (entry & NR_FW_INDEX_MASK);
+			range = bpf_map_lookup_elem(&fw_ranges, &idx);
+			if (!range)
+				return 0;
+			entry = nr_fw_range_entry(range, addr[i]);
+		} else {
 			return entry;
-		idx = base + (entry & ~NR_FW_PTR);
+		}
 	}
-	return 0;
+	return (entry & (NR_FW_PTR | NR_FW_RANGE)) ? 0 : entry;
 }
 
-/* The rule id (slot + 1) that denies this packet, or 0. */
-static __always_inline __u32 nr_fw_decide(const struct nr_packet_event *ev, const __u8 *addr)
+/* The IPv6 walk, as a global function: the verifier checks it once on its
+ * own, instead of multiplying its 15 levels into every state of the caller's
+ * parser (which exceeds the verifier's budget). The address arrives as two
+ * scalars holding its 16 bytes in memory order. */
+__attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank)
 {
-	__u32 zero = 0, bank, mid, mkey, *rule;
+	__u32 zero = 0;
+	__u64 addr[2] = { hi, lo };
+	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
+
+	if (!st)
+		return 0;
+	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6, 16);
+}
+
+/* The rule id (slot + 1) that denies this packet, or 0. Matches the source
+ * address, or the destination when dst is set. Each family's address pointer
+ * is derived and checked in its own branch, so the verifier sees it in bounds. */
+static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst)
+{
+	__u32 zero = 0, bank, mid, mkey, *rule, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
+	const __u8 *addr;
 	struct nr_fw_state *st;
-	struct nr_fw_match *m;
+	struct nr_fw_match *match;
 	struct nr_fw_l4_key key;
 
-	if (!ev->family)
+	if (!m->family)
 		return 0;
 	st = bpf_map_lookup_elem(&fw_state, &zero);
 	if (!st)
 		return 0;
 	bank = st->active_bank & 1;
-	if (ev->family == NR_FAMILY_IPV6)
-		mid = nr_fw_match_id(st, bank, addr, NR_FW_ROOT_V6, 16);
-	else
+	if (m->family == NR_FAMILY_IPV6) {
+		__u64 hi, lo;
+
+		addr = data + off + 8 + (dst ? 16 : 0);
+		if ((void *)(addr + 16) > data_end)
+			return 0;
+		__builtin_memcpy(&hi, addr, 8);
+		__builtin_memcpy(&lo, addr + 8, 8);
+		mid = nr_fw_match_v6(hi, lo, bank);
+	} else {
+		addr = data + off + 12 + (dst ? 4 : 0);
+		if ((void *)(addr + 4) > data_end)
+			return 0;
 		mid = nr_fw_match_id(st, bank, addr, NR_FW_ROOT_V4, 4);
+	}
 	if (!mid)
 		return 0;
+	if (!(mid & NR_FW_LEAF_L4))
+		return mid;		/* 0, or the rule dropping everything here */
+	mid &= ~NR_FW_LEAF_L4;
 	mkey = bank * st->matches_per_bank + mid;
-	m = bpf_map_lookup_elem(&fw_matches, &mkey);
-	if (!m)
-		return 0;
-	if (m->any_rule)
-		return m->any_rule;
-	if (!(m->flags & NR_FW_MATCH_L4))
+	match = bpf_map_lookup_elem(&fw_matches, &mkey);
+	if (!match || !(match->flags & NR_FW_MATCH_L4))
 		return 0;
 
 	key.match_id = mid;
 	key.bank = bank;
-	key.proto = ev->l4_proto;
-	if (ev->flags & NR_PKT_HAS_PORTS) {
-		key.port = ev->dport;
+	key.proto = m->l4_proto;
+	if (m->flags & NR_PKT_HAS_PORTS) {
+		key.port = m->dport;
 		rule = bpf_map_lookup_elem(&fw_l4, &key);
 		if (rule)
 			return *rule;

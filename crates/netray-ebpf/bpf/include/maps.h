@@ -25,6 +25,14 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 2 * 4096);
 	__type(key, __u32);
+	__type(value, struct nr_fw_range);
+} fw_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * 4096);
+	__type(key, __u32);
 	__type(value, struct nr_fw_match);
 } fw_matches SEC(".maps");
 

@@ -98,8 +98,7 @@ enum nr_chain_slot {
 
 /* Per-interface per-CPU counters (one array entry, summed over CPUs). */
 struct nr_if_stats {
-	__u64 seen;
-	__u64 passed;
+	__u64 seen;		/* passed = seen - dropped */
 	__u64 dropped;
 	__u64 bytes_seen;
 	__u64 bytes_dropped;
@@ -111,11 +110,22 @@ struct nr_if_stats {
 
 /* ---- firewall ------------------------------------------------------------- */
 /*
- * The rule set is compiled in userspace into a multibit trie of array chunks
- * (stride 8, the first two bytes direct-indexed), so the per-packet source
- * lookup is a handful of verifier-inlined array loads instead of an LPM-trie or
- * hash helper call. Each leaf holds a match id: the deepest rule prefix that
- * covers the address, with everything its ancestors contribute folded in.
+ * The rule set is compiled in userspace into a multibit trie with an 8-bit
+ * stride whose first level is direct-indexed by the first two address bytes
+ * (256 root chunks per family), so the per-packet source lookup is a handful
+ * of verifier-inlined array loads instead of an LPM-trie or hash helper call.
+ * Below the roots, a node is either a chunk (256 direct entries, 1 KiB) or,
+ * when its 256 entries form at most NR_FW_RANGE_KEYS runs, a range block: the
+ * runs' start keys and entries in one 64-byte cache line (DXR-style). Real rule
+ * sets are sparse, so nearly every node is a range block and the structure
+ * stays small enough for the CPU caches even with 100,000 rules.
+ *
+ * An entry points to a chunk (NR_FW_PTR) or a range block (NR_FW_RANGE), by
+ * index within its bank, or is a leaf for the longest rule prefix covering the
+ * address, ancestors folded in: 0 (no rule), the id of the rule that drops
+ * everything there, or NR_FW_LEAF_L4 | a match id when only protocol/port
+ * rules apply (see nr_fw_match and fw_l4). Catch-all verdicts thus need no
+ * load beyond the trie.
  *
  * Two banks of every compiled map exist; userspace fills the idle bank and then
  * flips nr_fw_state.active_bank, so a change takes effect on the next packet
@@ -123,15 +133,29 @@ struct nr_if_stats {
  */
 enum nr_fw_layout {
 	NR_FW_CHUNK_ENTRIES = 256,
-	NR_FW_PTR_SHIFT = 31,	/* entry bit 31 set: a child chunk index (low 31 bits) */
+	NR_FW_PTR_SHIFT = 31,	/* entry bit 31: a chunk index (low 30 bits) */
+	NR_FW_RANGE_SHIFT = 30,	/* entry bit 30: a range block index (low 30 bits) */
+	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
+	NR_FW_RANGE_KEYS = 10,	/* runs per range block */
 	NR_FW_ROOT_V4 = 0,	/* chunks 0..255 of a bank: IPv4 roots (first byte) */
 	NR_FW_ROOT_V6 = 256,	/* chunks 256..511 of a bank: IPv6 roots */
 	NR_FW_ROOT_CHUNKS = 512,
 };
 #define NR_FW_PTR (1u << NR_FW_PTR_SHIFT)
+#define NR_FW_RANGE (1u << NR_FW_RANGE_SHIFT)
+#define NR_FW_INDEX_MASK (NR_FW_RANGE - 1)
+#define NR_FW_LEAF_L4 (1u << NR_FW_LEAF_L4_SHIFT)
 
 struct nr_fw_chunk {
-	__u32 entry[NR_FW_CHUNK_ENTRIES]; /* 0: no rule; NR_FW_PTR|i: chunk i; else match id */
+	__u32 entry[NR_FW_CHUNK_ENTRIES];
+};
+
+/* A node whose 256 entries form few runs: run i covers keys
+ * [key[i], key[i+1]) and holds entry[i]. key[0] is 0; unused keys are 0x100. */
+struct nr_fw_range {
+	__u16 key[NR_FW_RANGE_KEYS];
+	__u32 entry[NR_FW_RANGE_KEYS];
+	__u32 _pad;
 };
 
 enum nr_fw_match_flags {
@@ -156,7 +180,9 @@ struct nr_fw_state {
 	__u32 generation;	/* bumped on every published change */
 	__u32 chunks_per_bank;	/* pool layout, fixed at creation */
 	__u32 matches_per_bank;
+	__u32 ranges_per_bank;
 	__u32 chunks_used;	/* by the active bank, roots included */
+	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
 };
 

@@ -2,9 +2,14 @@
 /*
  * Packet parser shared by every hook: Ethernet, up to two VLAN tags
  * (802.1Q/802.1ad), IPv4 (with options and fragments), IPv6 (with extension
- * headers) and the first bytes of TCP/UDP/SCTP/ICMP. It fills the metadata of a
- * struct nr_packet_event and never reads past data_end: a frame that ends inside
- * a header is marked NR_PKT_TRUNCATED with every field parsed up to that point.
+ * headers) and the first bytes of TCP/UDP/SCTP/ICMP. It fills a struct nr_meta
+ * and never reads past data_end: a frame that ends inside a header is marked
+ * NR_PKT_TRUNCATED with every field parsed up to that point.
+ *
+ * nr_meta is small and only ever used through inlined functions, so the
+ * compiler keeps it in registers; addresses stay in the packet (at l3_off)
+ * and are read from there only by what needs them. Every instruction here
+ * runs for every packet.
  *
  * Offsets are kept as bounded scalars (not pointers) so the verifier can follow
  * variable-length headers.
@@ -19,6 +24,13 @@
 #include <bpf/bpf_endian.h>
 #include "netray_abi.h"
 
+/* <linux/stddef.h>, reached through the UAPI headers before bpf_helpers.h,
+ * defines __always_inline as a plain `inline`: clang then outlines the parser
+ * into a BPF subprogram, which costs a call per packet and makes verification
+ * explode. Insist on real inlining. */
+#undef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+
 #define NR_IPV6_MAX_EXT 8
 /* Largest offset the parser follows; keeps pointer arithmetic verifiable. */
 #define NR_PARSE_MAX_OFF 4096
@@ -32,6 +44,22 @@
 #define NR_NEXTHDR_AUTH 51
 #define NR_NEXTHDR_DEST 60
 
+/* What the parser learned about one frame. */
+struct nr_meta {
+	__u16 l3_off;		/* offset of the IP header, valid when family != 0 */
+	__u16 ethertype;
+	__u16 vlan_outer;
+	__u16 vlan_inner;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 l4_proto;
+	__u8 flags;
+	__u8 vlan_depth;
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
 struct nr_vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -41,7 +69,7 @@ struct nr_vlan_hdr {
 #define NR_HAVE(data, data_end, off, len) ((data) + (off) + (len) <= (data_end))
 
 static __always_inline void nr_parse_l4(void *data, void *data_end, __u32 off,
-					struct nr_packet_event *ev)
+					struct nr_meta *ev)
 {
 	off &= NR_PARSE_MAX_OFF * 2 - 1;
 	switch (ev->l4_proto) {
@@ -84,7 +112,7 @@ static __always_inline void nr_parse_l4(void *data, void *data_end, __u32 off,
 }
 
 static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
-					  struct nr_packet_event *ev)
+					  struct nr_meta *ev)
 {
 	struct iphdr *ip = data + off;
 	__u32 hlen;
@@ -94,8 +122,7 @@ static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
 		return;
 	}
 	ev->family = NR_FAMILY_IPV4;
-	__builtin_memcpy(ev->src, &ip->saddr, 4);
-	__builtin_memcpy(ev->dst, &ip->daddr, 4);
+	ev->l3_off = off;
 	ev->l4_proto = ip->protocol;
 
 	hlen = (ip->ihl & 0xf) * 4;
@@ -121,7 +148,7 @@ static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
 }
 
 static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
-					  struct nr_packet_event *ev)
+					  struct nr_meta *ev)
 {
 	struct ipv6hdr *ip6 = data + off;
 	__u8 next;
@@ -131,8 +158,7 @@ static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
 		return;
 	}
 	ev->family = NR_FAMILY_IPV6;
-	__builtin_memcpy(ev->src, &ip6->saddr, 16);
-	__builtin_memcpy(ev->dst, &ip6->daddr, 16);
+	ev->l3_off = off;
 	next = ip6->nexthdr;
 	off += sizeof(*ip6);
 
@@ -146,7 +172,13 @@ static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
 		    next != NR_NEXTHDR_AUTH)
 			break;
 		ev->flags |= NR_PKT_IPV6_EXT;
-		off &= NR_PARSE_MAX_OFF - 1;
+		if (off >= NR_PARSE_MAX_OFF) {
+			/* Past any frame we parse: stop, never wrap. */
+			ev->l4_proto = next;
+			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		off &= NR_PARSE_MAX_OFF - 1; /* a no-op now; tells the verifier the bound */
 		ext = data + off;
 		if ((void *)(ext + 8) > data_end) {
 			ev->l4_proto = next;
@@ -178,8 +210,13 @@ static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
 	nr_parse_l4(data, data_end, off, ev);
 }
 
-/* Parse one frame into ev (which the caller zeroed). */
-static __always_inline void nr_parse(void *data, void *data_end, struct nr_packet_event *ev)
+/* Parse one frame into ev (which the caller zeroed).
+ *
+ * A subprogram on purpose: inlined, its many paths (VLAN tags, IPv6
+ * extension headers, protocols) leave exact but different values in the
+ * caller's registers, the verifier cannot merge them, and the dispatcher
+ * exceeds its budget. Returning through memory costs one call per packet. */
+static __attribute__((noinline)) void nr_parse(void *data, void *data_end, struct nr_meta *ev)
 {
 	struct ethhdr *eth = data;
 	__u32 off = sizeof(*eth);
@@ -217,6 +254,76 @@ static __always_inline void nr_parse(void *data, void *data_end, struct nr_packe
 		nr_parse_ipv4(data, data_end, off, ev);
 	else if (proto == bpf_htons(ETH_P_IPV6))
 		nr_parse_ipv6(data, data_end, off, ev);
+}
+
+/* The common frame — untagged IPv4 without options, not a fragment, with a
+ * complete TCP, UDP or ICMP header — parsed inline in a few instructions.
+ * Returns 0 for anything else, which the full parser then handles; for the
+ * frames it accepts, the result is exactly the full parser's. */
+static __always_inline int nr_parse_fast(void *data, void *data_end, struct nr_meta *m)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	__u8 *l4 = (__u8 *)(ip + 1);
+
+	if ((void *)(l4 + 20) > data_end)
+		return 0;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
+		return 0;
+	switch (ip->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		m->sport = bpf_ntohs(*(__be16 *)l4);
+		m->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
+		m->flags = NR_PKT_HAS_PORTS;
+		break;
+	case IPPROTO_ICMP:
+		m->icmp_type = l4[0];
+		m->icmp_code = l4[1];
+		m->flags = NR_PKT_HAS_ICMP;
+		break;
+	default:
+		return 0;
+	}
+	m->ethertype = ETH_P_IP;
+	m->family = NR_FAMILY_IPV4;
+	m->l4_proto = ip->protocol;
+	m->l3_off = sizeof(*eth);
+	return 1;
+}
+
+/* The monitor record of a parsed frame (addresses copied out of the packet). */
+static __always_inline void nr_meta_to_event(void *data, void *data_end, const struct nr_meta *m,
+					     struct nr_packet_event *ev)
+{
+	__u32 off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
+	const __u8 *a;
+
+	ev->ethertype = m->ethertype;
+	ev->vlan_outer = m->vlan_outer;
+	ev->vlan_inner = m->vlan_inner;
+	ev->vlan_depth = m->vlan_depth;
+	ev->sport = m->sport;
+	ev->dport = m->dport;
+	ev->family = m->family;
+	ev->l4_proto = m->l4_proto;
+	ev->flags = m->flags;
+	ev->icmp_type = m->icmp_type;
+	ev->icmp_code = m->icmp_code;
+	/* Pointer derived and checked in the branch that uses it (see firewall.h). */
+	if (m->family == NR_FAMILY_IPV4) {
+		a = data + off + 12;
+		if ((void *)(a + 8) <= data_end) {
+			__builtin_memcpy(ev->src, a, 4);
+			__builtin_memcpy(ev->dst, a + 4, 4);
+		}
+	} else if (m->family == NR_FAMILY_IPV6) {
+		a = data + off + 8;
+		if ((void *)(a + 32) <= data_end) {
+			__builtin_memcpy(ev->src, a, 16);
+			__builtin_memcpy(ev->dst, a + 16, 16);
+		}
+	}
 }
 
 #endif /* NETRAY_PARSE_H */

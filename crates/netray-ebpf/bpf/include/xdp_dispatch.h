@@ -12,6 +12,10 @@
 #include "firewall.h"
 #include "monitor.h"
 
+#ifndef unlikely
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+
 /* Set by the loader: the program is loaded with BPF_F_XDP_HAS_FRAGS. */
 const volatile __u32 cfg_frags = 0;
 
@@ -19,10 +23,10 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct nr_packet_event ev = {};
+	struct nr_meta meta = {};
 	struct nr_if_config *cfg;
 	struct nr_if_stats *stats;
-	__u32 zero = 0, features, rule = 0;
+	__u32 zero = 0, features, rule = 0, len;
 	int verdict = XDP_PASS;
 
 	cfg = bpf_map_lookup_elem(&if_config, &zero);
@@ -31,33 +35,34 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 		return XDP_PASS;
 	features = cfg->features;
 
-	ev.pkt_len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
-	nr_parse(data, data_end, &ev);
+	len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
+	if (!nr_parse_fast(data, data_end, &meta))
+		nr_parse(data, data_end, &meta);
 
 	stats->seen++;
-	stats->bytes_seen += ev.pkt_len;
-	if (!ev.family)
+	stats->bytes_seen += len;
+	if (unlikely(!meta.family))
 		stats->non_ip++;
-	if (ev.flags & NR_PKT_TRUNCATED)
+	if (unlikely(meta.flags & NR_PKT_TRUNCATED))
 		stats->truncated++;
 
 	if (features & NR_FEAT_FIREWALL) {
-		rule = nr_fw_decide(&ev, ev.src);
+		rule = nr_fw_decide(data, data_end, &meta, 0);
 		if (rule) {
-			nr_fw_count(rule, ev.pkt_len);
+			nr_fw_count(rule, len);
+			stats->dropped++;
+			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
 		}
 	}
-	if (verdict == XDP_DROP) {
-		stats->dropped++;
-		stats->bytes_dropped += ev.pkt_len;
-	} else {
-		stats->passed++;
-	}
 
 	if (features & NR_FEAT_MONITOR) {
+		struct nr_packet_event ev = {};
+
+		nr_meta_to_event(data, data_end, &meta, &ev);
 		ev.ts_ns = bpf_ktime_get_ns();
 		ev.ifindex = ctx->ingress_ifindex;
+		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
 		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : NR_VERDICT_PASS;
 		ev.rule_id = rule;

@@ -21,7 +21,9 @@ struct Cli {
 }
 
 fn cstrings(args: &[OsString]) -> Vec<CString> {
-    args.iter().map(|a| CString::new(a.clone().into_vec()).expect("no NUL in arguments")).collect()
+    args.iter()
+        .map(|a| CString::new(a.clone().into_vec()).expect("no NUL in arguments"))
+        .collect()
 }
 
 /// execve(path, argv) with the current environment; returns only on failure.
@@ -46,12 +48,30 @@ fn run(mut args: Vec<OsString>) {
             use std::os::fd::AsRawFd;
             let c = cstrings(&args);
             let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY;
-            let dir = nix::fcntl::open(c[0].as_c_str(), flags, nix::sys::stat::Mode::empty()).expect("open DIR");
-            let argv: Vec<*const libc::c_char> = c[1..].iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+            let dir = nix::fcntl::open(c[0].as_c_str(), flags, nix::sys::stat::Mode::empty())
+                .expect("open DIR");
+            let argv: Vec<*const libc::c_char> = c[1..]
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect();
             let envp = [std::ptr::null::<libc::c_char>()];
             // SAFETY: NULL-terminated arrays of valid C strings.
-            unsafe { libc::syscall(libc::SYS_execveat, dir.as_raw_fd(), c[1].as_ptr(), argv.as_ptr(), envp.as_ptr(), 0) };
-            eprintln!("execveat {}: {}", c[1].to_string_lossy(), std::io::Error::last_os_error());
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    dir.as_raw_fd(),
+                    c[1].as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    0,
+                )
+            };
+            eprintln!(
+                "execveat {}: {}",
+                c[1].to_string_lossy(),
+                std::io::Error::last_os_error()
+            );
             std::process::exit(127)
         }
         "thread-exec" => {
@@ -67,7 +87,12 @@ fn run(mut args: Vec<OsString>) {
             exec(&c[0], &c)
         }
         "as-user" => {
-            let uid: u32 = args.remove(0).into_string().ok().and_then(|s| s.parse().ok()).expect("UID");
+            let uid: u32 = args
+                .remove(0)
+                .into_string()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .expect("UID");
             nix::unistd::setgroups(&[]).expect("setgroups");
             nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).expect("setgid");
             // Leaving uid 0 clears the effective capabilities.

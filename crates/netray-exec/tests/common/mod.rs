@@ -20,7 +20,11 @@ pub fn require_root() {
 
 /// Polls until `done` holds for the events collected so far, or panics after
 /// `timeout` with what was seen.
-pub fn collect_until(tracer: &mut ExecTracer, timeout: Duration, done: impl Fn(&[ExecEvent]) -> bool) -> Vec<ExecEvent> {
+pub fn collect_until(
+    tracer: &mut ExecTracer,
+    timeout: Duration,
+    done: impl Fn(&[ExecEvent]) -> bool,
+) -> Vec<ExecEvent> {
     let deadline = Instant::now() + timeout;
     let mut all = Vec::new();
     loop {
@@ -29,7 +33,10 @@ pub fn collect_until(tracer: &mut ExecTracer, timeout: Duration, done: impl Fn(&
             return all;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?}; {} events seen:\n{all:#?}", all.len());
+            panic!(
+                "timed out after {timeout:?}; {} events seen:\n{all:#?}",
+                all.len()
+            );
         }
     }
 }

@@ -1,6 +1,11 @@
 //! What tracing costs each exec: the wall time of a burst of fork+exec of a
 //! small program, without and with the tracer attached (its reader draining
 //! the ring on another thread, as `netray exec` does).
+//!
+//! The bursts run in a separate runner process, forked before any tracer
+//! exists: like real workloads, it does not hold the tracer's ring mapping.
+//! (fork() copies the page tables of that 8 MiB double mapping, which alone
+//! costs a few hundred µs per fork on a small VM and would swamp the figure.)
 
 use std::ffi::CString;
 use std::fmt;
@@ -9,7 +14,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod runner;
+
+use runner::Runner;
 
 use crate::backend::{Backend, BackendChoice};
 use crate::tracer::{ExecTracer, TracerOptions};
@@ -33,7 +42,12 @@ impl Default for BenchOptions {
             execs: 2000,
             rounds: 5,
             program: "/bin/true".into(),
-            backends: vec![BackendChoice::Tracepoint, BackendChoice::RawTracepoint, BackendChoice::Fentry, BackendChoice::Kprobe],
+            backends: vec![
+                BackendChoice::Tracepoint,
+                BackendChoice::RawTracepoint,
+                BackendChoice::Fentry,
+                BackendChoice::Kprobe,
+            ],
         }
     }
 }
@@ -67,6 +81,11 @@ impl Timing {
 pub struct TracedRun {
     pub backend: Backend,
     pub timing: Timing,
+    /// Kernel time in the tracer's programs during the bursts (all hooks, all
+    /// processes: for raw-tracepoint that is every syscall on the system),
+    /// and their run count. Zero if the kernel would not account it.
+    pub bpf_time: Duration,
+    pub bpf_runs: u64,
     /// Events for the bench's execs that reached userspace.
     pub seen: u64,
     pub lost: u64,
@@ -100,7 +119,13 @@ impl fmt::Display for BenchReport {
             base.execs,
             self.rounds
         )?;
-        writeln!(f, "  {:<15} {:>8.1} us/exec (best round {:.1})", "untraced", us(base.per_exec()), us(base.best_per_exec))?;
+        writeln!(
+            f,
+            "  {:<15} {:>8.1} us/exec (best round {:.1})",
+            "untraced",
+            us(base.per_exec()),
+            us(base.best_per_exec)
+        )?;
         for run in &self.traced {
             let t = &run.timing;
             writeln!(
@@ -115,6 +140,16 @@ impl fmt::Display for BenchReport {
                 t.execs,
                 run.lost
             )?;
+            if run.bpf_runs > 0 {
+                writeln!(
+                    f,
+                    "  {:<15} in BPF: {:.2} us/exec ({} program runs, {:.0} ns each)",
+                    "",
+                    us(run.bpf_time / t.execs.max(1) as u32),
+                    run.bpf_runs,
+                    run.bpf_time.as_nanos() as f64 / run.bpf_runs as f64
+                )?;
+            }
         }
         for s in &self.skipped {
             writeln!(f, "  skipped: {s}")?;
@@ -124,27 +159,47 @@ impl fmt::Display for BenchReport {
 }
 
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(opts.execs > 0 && opts.rounds > 0, "execs and rounds must be positive");
+    anyhow::ensure!(
+        opts.execs > 0 && opts.rounds > 0,
+        "execs and rounds must be positive"
+    );
     let program = CString::new(opts.program.as_os_str().as_bytes())?;
     let rounds = opts.rounds.min(opts.execs);
-    burst(&program, opts.execs.min(200))?; // warm the page cache and the allocator
+    let mut runner = Runner::start(&program)?;
+    runner.burst(opts.execs.min(200))?; // warm the page cache
 
     let mut untraced = Timing::default();
     let mut traced: Vec<TracedRun> = Vec::new();
     let mut skipped = Vec::new();
     let mut choices = opts.backends.clone();
+    // Kernel-side run time of the programs: a figure other load cannot blur.
+    let _stats = crate::tracer::enable_bpf_run_stats();
     for round in 0..rounds {
         // Split execs over the rounds, the remainder in the first ones.
         let n = opts.execs / rounds + usize::from(round < opts.execs % rounds);
-        untraced.add(burst(&program, n)?, n);
+        untraced.add(runner.burst(n)?, n);
         let mut refused = Vec::new();
         for &choice in &choices {
-            match traced_burst(&program, n, choice)? {
-                Ok((backend, elapsed, seen, lost)) => {
+            match traced_burst(&mut runner, n, choice)? {
+                Ok(Traced {
+                    backend,
+                    elapsed,
+                    seen,
+                    lost,
+                    bpf_time,
+                    bpf_runs,
+                }) => {
                     let i = match traced.iter().position(|r| r.backend == backend) {
                         Some(i) => i,
                         None => {
-                            traced.push(TracedRun { backend, timing: Timing::default(), seen: 0, lost: 0 });
+                            traced.push(TracedRun {
+                                backend,
+                                timing: Timing::default(),
+                                bpf_time: Duration::ZERO,
+                                bpf_runs: 0,
+                                seen: 0,
+                                lost: 0,
+                            });
                             traced.len() - 1
                         }
                     };
@@ -152,6 +207,8 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                     run.timing.add(elapsed, n);
                     run.seen += seen;
                     run.lost += lost;
+                    run.bpf_time += bpf_time;
+                    run.bpf_runs += bpf_runs;
                 }
                 Err(reason) => {
                     skipped.push(reason);
@@ -161,38 +218,49 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
         choices.retain(|c| !refused.contains(c));
     }
-    Ok(BenchReport { program: opts.program.clone(), rounds, untraced, traced, skipped })
+    Ok(BenchReport {
+        program: opts.program.clone(),
+        rounds,
+        untraced,
+        traced,
+        skipped,
+    })
 }
 
 /// One burst with a tracer running on its own thread. The inner Err is a
 /// backend that could not be loaded.
 fn traced_burst(
-    program: &CString,
+    runner: &mut Runner,
     execs: usize,
     choice: BackendChoice,
-) -> anyhow::Result<Result<(Backend, Duration, u64, u64), String>> {
+) -> anyhow::Result<Result<Traced, String>> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let me = std::process::id();
+    let runner_pid = runner.pid as u32;
     let reader = {
         let stop = stop.clone();
-        thread::spawn(move || -> anyhow::Result<(u64, u64)> {
-            let opts = TracerOptions { backend: choice, ..Default::default() };
+        thread::spawn(move || -> anyhow::Result<(u64, u64, (Duration, u64))> {
+            let opts = TracerOptions {
+                backend: choice,
+                ..Default::default()
+            };
             let mut tracer = match ExecTracer::with_options(opts) {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));
-                    return Ok((0, 0));
+                    return Ok((0, 0, (Duration::ZERO, 0)));
                 }
             };
             let _ = ready_tx.send(Ok(tracer.backend()));
             let mut seen = 0;
-            let mut count = |evs: Vec<crate::ExecEvent>| seen += evs.iter().filter(|e| e.ppid == me).count() as u64;
+            let mut count = |evs: Vec<crate::ExecEvent>| {
+                seen += evs.iter().filter(|e| e.ppid == runner_pid).count() as u64
+            };
             while !stop.load(Ordering::Relaxed) {
                 count(tracer.poll(Duration::from_millis(50))?);
             }
             count(tracer.drain()?);
-            Ok((seen, tracer.stats()?.lost))
+            Ok((seen, tracer.stats()?.lost, tracer.bpf_run_time()))
         })
     };
     let backend = match ready_rx.recv()? {
@@ -202,38 +270,25 @@ fn traced_burst(
             return Ok(Err(reason));
         }
     };
-    let elapsed = burst(program, execs);
+    let elapsed = runner.burst(execs);
     stop.store(true, Ordering::Relaxed);
-    let (seen, lost) = reader.join().expect("reader thread panicked")?;
-    Ok(Ok((backend, elapsed?, seen, lost)))
+    let (seen, lost, (bpf_time, bpf_runs)) = reader.join().expect("reader thread panicked")?;
+    Ok(Ok(Traced {
+        backend,
+        elapsed: elapsed?,
+        seen,
+        lost,
+        bpf_time,
+        bpf_runs,
+    }))
 }
 
-/// Wall time of `n` sequential fork + execve + waitpid.
-fn burst(program: &CString, n: usize) -> anyhow::Result<Duration> {
-    let argv = [program.as_ptr(), std::ptr::null()];
-    let envp = [std::ptr::null()];
-    let start = Instant::now();
-    for _ in 0..n {
-        // SAFETY: the child only calls execve and _exit (async-signal-safe),
-        // with arguments prepared before the fork.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            anyhow::bail!("fork: {}", std::io::Error::last_os_error());
-        }
-        if pid == 0 {
-            unsafe {
-                libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                libc::_exit(127);
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-            anyhow::bail!("waitpid: {}", std::io::Error::last_os_error());
-        }
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            anyhow::bail!("{} did not exit 0 (status {status:#x})", program.to_string_lossy());
-        }
-    }
-    Ok(start.elapsed())
+/// One traced burst's figures.
+struct Traced {
+    backend: Backend,
+    elapsed: Duration,
+    seen: u64,
+    lost: u64,
+    bpf_time: Duration,
+    bpf_runs: u64,
 }
