@@ -430,7 +430,7 @@ pub fn configure_maps(obj: &mut OpenObject, pin: &PinDir, ifindex: Option<u32>, 
                 "fw_matches" => 2 * (cap.max_rules + 1),
                 "fw_l4" => 4 * cap.max_rules,
                 "fw_rules" => cap.max_rules,
-                "fw_rule_stats" => cap.max_rules + 1,
+                "fw_rule_stats" => counter_cpus()? * (cap.max_rules + 1),
                 _ => map.max_entries(),
             }
         };
@@ -456,11 +456,18 @@ fn init_fw_state(pin: &PinDir) -> Result<()> {
         chunks_per_bank: pool.max_entries() / 2,
         matches_per_bank: matches.max_entries() / 2,
         ranges_per_bank: ranges.max_entries() / 2,
+        counter_slots: maps::open_pinned(&pin.fw_dir().join("fw_rules"))?.max_entries() + 1,
         chunks_used: 0,
         ranges_used: 0,
         rules: 0,
     };
     maps::put(&state_map, 0, &init)
+}
+
+/// CPUs the per-rule counters are laid out for: every possible CPU, so
+/// bpf_get_smp_processor_id() always has a run of its own.
+pub fn counter_cpus() -> Result<u32> {
+    Ok(libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting possible CPUs"))? as u32)
 }
 
 fn create_xdp_link(

@@ -24,11 +24,11 @@ pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
 pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
 pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
-pub const INDEX_MASK: u32 = RANGE - 1;
+/// Range pointer flag: the block's keys span IPv4 bytes 2-3 at once.
+pub const WIDE: u32 = 1 << nr_fw_layout::NR_FW_WIDE_SHIFT.0;
+pub const INDEX_MASK: u32 = WIDE - 1;
 /// Leaf flag: a match id whose protocol/port rules are in fw_l4.
 pub const LEAF_L4: u32 = 1 << nr_fw_layout::NR_FW_LEAF_L4_SHIFT.0;
-/// Key of an unused run slot in a range block: above every byte.
-const NO_KEY: u16 = 0x100;
 
 pub type Chunk = [u32; CHUNK_ENTRIES];
 
@@ -224,11 +224,37 @@ impl Runs {
 struct Builder {
     roots: Vec<Chunk>,
     nodes: Vec<Runs>,
+    /// Nodes right below an IPv4 root (they cover address bytes 2-3).
+    v4_second: Vec<bool>,
 }
 
 impl Builder {
     fn new() -> Builder {
-        Builder { roots: vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS], nodes: Vec::new() }
+        Builder { roots: vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS], nodes: Vec::new(), v4_second: Vec::new() }
+    }
+
+    fn new_node(&mut self, entry: u32, v4_second: bool) -> usize {
+        self.nodes.push(Runs::uniform(entry));
+        self.v4_second.push(v4_second);
+        self.nodes.len() - 1
+    }
+
+    /// The runs of an IPv4 second-level node and its children, over 16-bit
+    /// keys (address bytes 2-3).
+    fn wide_runs(&self, node: usize) -> Vec<(u16, u32)> {
+        let mut out: Vec<(u16, u32)> = Vec::new();
+        for &(start, e) in &self.nodes[node].0 {
+            if e & PTR != 0 {
+                // A child hangs off exactly one key.
+                for &(cs, ce) in &self.nodes[(e & INDEX_MASK) as usize].0 {
+                    out.push((start << 8 | cs, ce));
+                }
+            } else {
+                out.push((start << 8, e));
+            }
+        }
+        out.dedup_by(|next, prev| next.1 == prev.1);
+        out
     }
 
     /// Writes `value` over the prefix's range. Prefixes arrive shortest
@@ -253,9 +279,9 @@ impl Builder {
         let mut node = match self.roots[first][idx] {
             e if e & PTR != 0 => (e & INDEX_MASK) as usize,
             e => {
-                self.nodes.push(Runs::uniform(e));
-                self.roots[first][idx] = PTR | (self.nodes.len() - 1) as u32;
-                self.nodes.len() - 1
+                let n = self.new_node(e, p.family == 4);
+                self.roots[first][idx] = PTR | n as u32;
+                n
             }
         };
         let mut byte = 2;
@@ -269,8 +295,7 @@ impl Builder {
             node = match self.nodes[node].get(k) {
                 e if e & PTR != 0 => (e & INDEX_MASK) as usize,
                 e => {
-                    self.nodes.push(Runs::uniform(e));
-                    let child = self.nodes.len() - 1;
+                    let child = self.new_node(e, false);
                     self.nodes[node].fill(k, k + 1, PTR | child as u32);
                     child
                 }
@@ -281,15 +306,36 @@ impl Builder {
 
     /// Final chunks (roots first) and range blocks, pointers renumbered.
     fn emit(self, cap: Capacity) -> Result<(Vec<Chunk>, Vec<nr_fw_range>), CompileError> {
-        // Where each node goes: a range block when its runs fit one.
-        let mut placed = Vec::with_capacity(self.nodes.len());
+        const ABSORBED: u32 = u32::MAX;
+        // Where each node goes: a wide range block (an IPv4 second-level node
+        // with its children, when they fit one), a range block, or a chunk.
+        // Children always come after their parent, so a parent decides first.
+        let mut placed = vec![0u32; self.nodes.len()];
+        let mut wide: HashMap<usize, Vec<(u16, u32)>> = HashMap::new();
         let (mut n_chunks, mut n_ranges) = (ROOT_CHUNKS as u32, 0u32);
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if placed[i] == ABSORBED {
+                continue;
+            }
+            if self.v4_second[i] {
+                let runs = self.wide_runs(i);
+                if runs.len() <= RANGE_KEYS {
+                    for &(_, e) in &node.0 {
+                        if e & PTR != 0 {
+                            placed[(e & INDEX_MASK) as usize] = ABSORBED;
+                        }
+                    }
+                    wide.insert(i, runs);
+                    placed[i] = RANGE | WIDE | n_ranges;
+                    n_ranges += 1;
+                    continue;
+                }
+            }
             if node.0.len() <= RANGE_KEYS {
-                placed.push(RANGE | n_ranges);
+                placed[i] = RANGE | n_ranges;
                 n_ranges += 1;
             } else {
-                placed.push(PTR | n_chunks);
+                placed[i] = PTR | n_chunks;
                 n_chunks += 1;
             }
         }
@@ -308,18 +354,18 @@ impl Builder {
             }
         }
         let mut ranges = Vec::with_capacity(n_ranges as usize);
-        for (node, at) in self.nodes.iter().zip(&placed) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let at = placed[i];
+            if at == ABSORBED {
+                continue;
+            }
             if at & RANGE != 0 {
-                let mut r = nr_fw_range { key: [NO_KEY; RANGE_KEYS], ..Default::default() };
-                for (i, &(start, e)) in node.0.iter().enumerate() {
-                    r.key[i] = start;
-                    r.entry[i] = fix(e);
-                }
-                ranges.push(r);
+                let runs = wide.get(&i).unwrap_or(&node.0);
+                ranges.push(range_block(runs.iter().map(|&(k, e)| (k, fix(e)))));
             } else {
                 let mut c = [0u32; CHUNK_ENTRIES];
-                for (i, &(start, e)) in node.0.iter().enumerate() {
-                    let end = node.0.get(i + 1).map_or(CHUNK_ENTRIES, |n| n.0 as usize);
+                for (j, &(start, e)) in node.0.iter().enumerate() {
+                    let end = node.0.get(j + 1).map_or(CHUNK_ENTRIES, |n| n.0 as usize);
                     c[start as usize..end].fill(fix(e));
                 }
                 chunks.push(c);
@@ -329,20 +375,44 @@ impl Builder {
     }
 }
 
+/// A range block from at most RANGE_KEYS runs; unused slots repeat the last
+/// run, so counting the keys <= k still lands on it.
+fn range_block(runs: impl Iterator<Item = (u16, u32)>) -> nr_fw_range {
+    let mut r = nr_fw_range::default();
+    let mut n = 0;
+    for (k, e) in runs {
+        r.key[n] = k;
+        r.entry[n] = e;
+        n += 1;
+    }
+    for i in n..RANGE_KEYS {
+        r.key[i] = r.key[n - 1];
+        r.entry[i] = r.entry[n - 1];
+    }
+    r
+}
+
+/// The entry of the run holding key k (nr_fw_range_entry() in firewall.h).
+fn range_pick(r: &nr_fw_range, k: u16) -> u32 {
+    r.entry[r.key[1..].iter().filter(|&&key| key <= k).count()]
+}
+
 impl Compiled {
     /// The leaf the kernel's walk finds for an address (4 or 16 bytes): the
     /// same algorithm as nr_fw_match_id() in firewall.h.
     pub fn lookup_match(&self, addr: &[u8]) -> u32 {
-        let root = if addr.len() == 16 { ROOT_V6 } else { ROOT_V4 };
-        let mut entry = PTR | (root + addr[0] as usize) as u32;
-        for &b in &addr[1..] {
+        let v4 = addr.len() == 4;
+        let root = if v4 { ROOT_V4 } else { ROOT_V6 };
+        let mut entry = self.chunks[root + addr[0] as usize][addr[1] as usize];
+        for &b in &addr[2..] {
             let idx = (entry & INDEX_MASK) as usize;
             entry = if entry & PTR != 0 {
                 self.chunks[idx][b as usize]
             } else if entry & RANGE != 0 {
-                let r = &self.ranges[idx];
-                let n = r.key[1..].iter().filter(|&&k| k <= b as u16).count();
-                r.entry[n]
+                if entry & WIDE != 0 {
+                    return range_pick(&self.ranges[idx], u16::from_be_bytes([addr[2], addr[3]]));
+                }
+                range_pick(&self.ranges[idx], b as u16)
             } else {
                 return entry;
             };
@@ -500,11 +570,13 @@ mod tests {
         // Each /32 in its own /16 needs two sparse nodes: two range blocks.
         let rules: Vec<_> = (0..10u32).map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None))).collect();
         let c = compile(&rules, Capacity::UNLIMITED).unwrap();
-        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 20));
+        // Each /32 alone in its /16: one wide range block each.
+        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 10));
         let cap = |chunks, ranges, matches| Capacity { chunks, ranges, matches };
-        assert!(matches!(compile(&rules, cap(10_000, 19, 100)), Err(CompileError::RangesFull { needed: 20, .. })));
+        assert!(matches!(compile(&rules, cap(10_000, 9, 100)), Err(CompileError::RangesFull { needed: 10, .. })));
         assert!(matches!(compile(&rules, cap(10_000, 100, 5)), Err(CompileError::MatchesFull { .. })));
-        // 20 hosts in one /24 make 41 runs: a dense chunk, not a range block.
+        // 20 hosts in one /24 make 41 runs: a dense chunk under a byte-wide
+        // range block (the /16 node has 3 runs, its subtree too many).
         let dense: Vec<_> = (0..20u32).map(|i| (i + 1, rule(&format!("10.0.0.{}", i * 2 + 1), None, None))).collect();
         let c = compile(&dense, Capacity::UNLIMITED).unwrap();
         assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS + 1, 1));

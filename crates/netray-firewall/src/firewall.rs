@@ -200,13 +200,15 @@ impl Firewall {
             return Ok(Vec::new());
         }
         let maps = FwMaps::open(&self.pin)?;
-        maps.load_rules()?
+        let counters = maps.counters()?;
+        Ok(maps
+            .load_rules()?
             .into_iter()
             .map(|(id, rule)| {
-                let (packets, bytes) = maps.hits(id)?;
-                Ok(RuleStatus { id, rule, packets, bytes })
+                let (packets, bytes) = counters.get(id);
+                RuleStatus { id, rule, packets, bytes }
             })
-            .collect()
+            .collect())
     }
 
     /// Interfaces where the firewall is on, and table usage.

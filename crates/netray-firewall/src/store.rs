@@ -32,6 +32,30 @@ pub struct FwMaps {
     matches: MapHandle,
 }
 
+/// The mapped per-CPU runs of rule counters.
+pub struct RuleCounters {
+    map: MmapArray<nr_rule_counter>,
+    slots: usize,
+}
+
+impl RuleCounters {
+    /// (packets, bytes) of a rule, summed over CPUs.
+    pub fn get(&self, id: u32) -> (u64, u64) {
+        let all = self.map.slice();
+        (id as usize..all.len())
+            .step_by(self.slots.max(1))
+            .fold((0, 0), |(p, b), i| (p + all[i].packets, b + all[i].bytes))
+    }
+
+    pub fn reset(&mut self, id: u32) {
+        let slots = self.slots.max(1);
+        let all = self.map.slice_mut();
+        for i in (id as usize..all.len()).step_by(slots) {
+            all[i] = nr_rule_counter::default();
+        }
+    }
+}
+
 impl FwMaps {
     /// Opens the maps under `<pin>/fw/` (they must exist).
     pub fn open(pin: &PinDir) -> Result<FwMaps> {
@@ -75,7 +99,7 @@ impl FwMaps {
     pub fn store_rule(&self, id: u32, rule: &Rule) -> Result<()> {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
         maps::put(&self.rules, id, &rule.to_abi(created))?;
-        maps::zero_percpu::<nr_rule_counter>(&self.rule_stats, id)
+        self.reset_hits(id)
     }
 
     pub fn remove_rule(&self, id: u32) -> Result<()> {
@@ -84,14 +108,20 @@ impl FwMaps {
             .map_err(Error::bpf(format!("deleting rule {id}")))
     }
 
+    /// The hit counters of every CPU (see struct nr_rule_counter).
+    pub fn counters(&self) -> Result<RuleCounters> {
+        let slots = self.state()?.counter_slots as usize;
+        Ok(RuleCounters { map: MmapArray::new(&self.rule_stats)?, slots })
+    }
+
     /// Hits of one rule, summed over CPUs.
     pub fn hits(&self, id: u32) -> Result<(u64, u64)> {
-        let per_cpu: Vec<nr_rule_counter> = maps::get_percpu(&self.rule_stats, id)?;
-        Ok(per_cpu.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+        Ok(self.counters()?.get(id))
     }
 
     pub fn reset_hits(&self, id: u32) -> Result<()> {
-        maps::zero_percpu::<nr_rule_counter>(&self.rule_stats, id)
+        self.counters()?.reset(id);
+        Ok(())
     }
 
     /// Compiles `rules` for this firewall's capacities.

@@ -10,7 +10,7 @@
 #include "maps.h"
 #include "parse.h"
 
-/* The entry of run containing key k: count the run starts <= k, without
+/* The entry of the run containing key k: count the run starts <= k, without
  * branches (keys and k are < 2^16, so k - key underflows exactly when k < key). */
 static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u32 k)
 {
@@ -22,6 +22,45 @@ static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u3
 	if (n >= NR_FW_RANGE_KEYS)
 		return 0;
 	return r->entry[n];
+}
+
+/* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
+ * 2-3 at once) or up to two byte-wide nodes. */
+static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 bank, const __u8 *addr)
+{
+	__u32 chunk_base = bank * st->chunks_per_bank;
+	__u32 range_base = bank * st->ranges_per_bank;
+	__u32 idx = chunk_base + NR_FW_ROOT_V4 + addr[0];
+	struct nr_fw_chunk *chunk;
+	struct nr_fw_range *range;
+	__u32 entry;
+
+	chunk = bpf_map_lookup_elem(&fw_pool, &idx);
+	if (!chunk)
+		return 0;
+	entry = chunk->entry[addr[1]];
+
+#pragma unroll
+	for (int i = 2; i < 4; i++) {
+		if (entry & NR_FW_PTR) {
+			idx = chunk_base + (entry & NR_FW_INDEX_MASK);
+			chunk = bpf_map_lookup_elem(&fw_pool, &idx);
+			if (!chunk)
+				return 0;
+			entry = chunk->entry[addr[i]];
+		} else if (entry & NR_FW_RANGE) {
+			idx = range_base + (entry & NR_FW_INDEX_MASK);
+			range = bpf_map_lookup_elem(&fw_ranges, &idx);
+			if (!range)
+				return 0;
+			if (entry & NR_FW_WIDE)
+				return nr_fw_range_entry(range, (__u32)addr[2] << 8 | addr[3]);
+			entry = nr_fw_range_entry(range, addr[i]);
+		} else {
+			return entry;
+		}
+	}
+	return (entry & (NR_FW_PTR | NR_FW_RANGE)) ? 0 : entry;
 }
 
 /* Longest-prefix match of an address of nbytes (4 or 16, a constant so the
@@ -74,21 +113,46 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank)
 	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6, 16);
 }
 
-/* The rule id (slot + 1) that denies this packet, or 0. Matches the source
- * address, or the destination when dst is set. Each family's address pointer
- * is derived and checked in its own branch, so the verifier sees it in bounds. */
-static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst)
+static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u32 len)
 {
-	__u32 zero = 0, bank, mid, mkey, *rule, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
+	__u32 idx = bpf_get_smp_processor_id() * st->counter_slots + rule_id;
+	struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst,
+					const struct nr_fw_state *st);
+
+/* The rule id (slot + 1) that denies this packet, or 0; counts the hit.
+ * Matches the source address, or the destination when dst is set. */
+static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
+{
+	__u32 zero = 0, rule;
+	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
+
+	if (!st)
+		return 0;
+	rule = nr_fw_rule(data, data_end, m, dst, st);
+	if (rule)
+		nr_fw_count(st, rule, len);
+	return rule;
+}
+
+/* Each family's address pointer is derived and checked in its own branch,
+ * so the verifier sees it in bounds. */
+static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst,
+					const struct nr_fw_state *st)
+{
+	__u32 bank, mid, mkey, *rule, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
 	const __u8 *addr;
-	struct nr_fw_state *st;
 	struct nr_fw_match *match;
 	struct nr_fw_l4_key key;
 
 	if (!m->family)
-		return 0;
-	st = bpf_map_lookup_elem(&fw_state, &zero);
-	if (!st)
 		return 0;
 	bank = st->active_bank & 1;
 	if (m->family == NR_FAMILY_IPV6) {
@@ -104,7 +168,7 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 		addr = data + off + 12 + (dst ? 4 : 0);
 		if ((void *)(addr + 4) > data_end)
 			return 0;
-		mid = nr_fw_match_id(st, bank, addr, NR_FW_ROOT_V4, 4);
+		mid = nr_fw_match_v4(st, bank, addr);
 	}
 	if (!mid)
 		return 0;
@@ -128,16 +192,6 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 	key.port = 0;
 	rule = bpf_map_lookup_elem(&fw_l4, &key);
 	return rule ? *rule : 0;
-}
-
-static __always_inline void nr_fw_count(__u32 rule_id, __u32 len)
-{
-	struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &rule_id);
-
-	if (c) {
-		c->packets++;
-		c->bytes += len;
-	}
 }
 
 #endif /* NETRAY_FIREWALL_H */

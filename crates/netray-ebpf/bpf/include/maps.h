@@ -60,9 +60,10 @@ struct {
 	__type(value, struct nr_fw_rule);
 } fw_rules SEC(".maps");
 
-/* Hits per rule id (slot + 1). */
+/* Hits per CPU and rule id (see struct nr_rule_counter). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 4097);
 	__type(key, __u32);
 	__type(value, struct nr_rule_counter);

@@ -136,6 +136,7 @@ enum nr_fw_layout {
 	NR_FW_PTR_SHIFT = 31,	/* entry bit 31: a chunk index (low 30 bits) */
 	NR_FW_RANGE_SHIFT = 30,	/* entry bit 30: a range block index (low 30 bits) */
 	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
+	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: keys span 16 bits (IPv4 bytes 2-3) */
 	NR_FW_RANGE_KEYS = 10,	/* runs per range block */
 	NR_FW_ROOT_V4 = 0,	/* chunks 0..255 of a bank: IPv4 roots (first byte) */
 	NR_FW_ROOT_V6 = 256,	/* chunks 256..511 of a bank: IPv6 roots */
@@ -143,15 +144,19 @@ enum nr_fw_layout {
 };
 #define NR_FW_PTR (1u << NR_FW_PTR_SHIFT)
 #define NR_FW_RANGE (1u << NR_FW_RANGE_SHIFT)
-#define NR_FW_INDEX_MASK (NR_FW_RANGE - 1)
+#define NR_FW_WIDE (1u << NR_FW_WIDE_SHIFT)
+#define NR_FW_INDEX_MASK (NR_FW_WIDE - 1)
 #define NR_FW_LEAF_L4 (1u << NR_FW_LEAF_L4_SHIFT)
 
 struct nr_fw_chunk {
 	__u32 entry[NR_FW_CHUNK_ENTRIES];
 };
 
-/* A node whose 256 entries form few runs: run i covers keys
- * [key[i], key[i+1]) and holds entry[i]. key[0] is 0; unused keys are 0x100. */
+/* A node whose entries form few runs: run i covers keys [key[i], key[i+1])
+ * and holds entry[i]. key[0] is 0; unused slots repeat the last run's key and
+ * entry, so counting the keys <= k finds the run. Keys are one address byte,
+ * or two (IPv4 bytes 2-3) when the pointer has NR_FW_WIDE: an IPv4 /16 with a
+ * few rules below it then costs one cache line and one load. */
 struct nr_fw_range {
 	__u16 key[NR_FW_RANGE_KEYS];
 	__u32 entry[NR_FW_RANGE_KEYS];
@@ -181,6 +186,7 @@ struct nr_fw_state {
 	__u32 chunks_per_bank;	/* pool layout, fixed at creation */
 	__u32 matches_per_bank;
 	__u32 ranges_per_bank;
+	__u32 counter_slots;	/* fw_rule_stats entries per CPU (max rules + 1) */
 	__u32 chunks_used;	/* by the active bank, roots included */
 	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
@@ -208,9 +214,62 @@ struct nr_fw_rule {
 	__u64 created_ns;	/* CLOCK_REALTIME when added */
 };
 
+/* Hits of one rule on one CPU. fw_rule_stats holds one run of counter_slots
+ * counters per possible CPU (index cpu * counter_slots + rule id): one
+ * contiguous array instead of a per-CPU map, whose elements are allocated
+ * one by one and cost a TLB miss per hit when traffic is spread over many
+ * rules. Each CPU writes only its own run, so no atomics are needed. */
 struct nr_rule_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* ---- flows ---------------------------------------------------------------- */
+/*
+ * Per-flow counters (flows.h): one entry per flow in the per-interface LRU
+ * per-CPU hash if_flows, summed over CPUs by userspace. Every field is in host
+ * order except the addresses.
+ */
+enum nr_flow_dir {
+	NR_FLOW_INGRESS = 0,
+	NR_FLOW_EGRESS = 1,
+};
+
+struct nr_flow_key {
+	__u32 ifindex;
+	__u8 direction;		/* enum nr_flow_dir */
+	__u8 family;		/* enum nr_family: 4 or 6 */
+	__u8 proto;		/* IPPROTO_* after IPv6 extension headers */
+	__u8 _pad;
+	__u16 sport;		/* TCP/UDP/UDP-Lite/SCTP; 0 otherwise */
+	__u16 dport;		/* ICMP/ICMPv6: type << 8 | code (as IPFIX does) */
+	__u8 src[16];		/* network order, IPv4 in the first 4 bytes, rest 0 */
+	__u8 dst[16];
+};
+
+/* One CPU's share of a flow. The CPU that created the entry holds
+ * first_seen_ns; on the others it stays 0 (userspace takes the smallest
+ * non-zero one). Times are bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE,
+ * a few ms of resolution, cheap enough for every packet). */
+struct nr_flow_value {
+	__u64 packets;
+	__u64 bytes;		/* on the wire, as nr_if_stats.bytes_seen */
+	__u64 dropped;		/* packets the firewall dropped */
+	__u64 bytes_dropped;
+	__u64 first_seen_ns;
+	__u64 last_seen_ns;
+	__u32 last_rule;	/* firewall rule of the last packet, 0 = none */
+	__u8 last_verdict;	/* enum nr_verdict of the last packet */
+	__u8 _pad[3];
+};
+
+/* Per-interface per-CPU counters of the flow table (if_flow_stats). An LRU map
+ * evicts silently; counting each successful insert makes evictions exact:
+ * evicted = inserts - entries present (userspace never deletes while the
+ * feature is on, and zeroes both when it clears the table). */
+struct nr_flow_stats {
+	__u64 inserts;		/* new entries created in if_flows */
+	__u64 insert_failed;	/* packets of a new flow that could not be stored */
 };
 
 #endif /* NETRAY_ABI_H */

@@ -47,9 +47,8 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 		stats->truncated++;
 
 	if (features & NR_FEAT_FIREWALL) {
-		rule = nr_fw_decide(data, data_end, &meta, 0);
+		rule = nr_fw_decide(data, data_end, &meta, 0, len);
 		if (rule) {
-			nr_fw_count(rule, len);
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
