@@ -3,4 +3,5 @@
 //! on any machine.
 
 pub mod rulegen;
+pub mod tc;
 pub mod xdp;

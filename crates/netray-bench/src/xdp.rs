@@ -27,7 +27,7 @@ use libbpf_rs::{
     MapCore, MapFlags, ProgramInput, ProgramMut, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity},
+    dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
     maps, Feature, PinDir,
 };
 use netray_ebpf::{
@@ -85,6 +85,12 @@ pub struct XdpReport {
     pub empty_rewrite_ns: f64,
     pub rows: Vec<Row>,
     pub compile_ms_largest: f64,
+    /// The dispatcher with every feature off (parse + counters), repeated frame.
+    pub idle_ns: f64,
+    /// What flow accounting adds to it: repeated frame (one flow), and random
+    /// sources (65,536 flows, against the idle dispatcher on the same sources).
+    pub flows_added_ns: f64,
+    pub flows_added_random_ns: f64,
 }
 
 /// A private pin dir for the benchmark, removed on drop.
@@ -123,7 +129,9 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
 
     let mut storage = MaybeUninit::uninit();
     let mut open = BenchSkelBuilder::default().open(&mut storage).context("opening the benchmark programs")?;
-    configure_maps(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap)?;
+    // Room for the flows of both random runs (2 x SOURCES): no eviction while measuring.
+    let flows_cap = FlowCapacity { max_flows: 2 * SOURCES };
+    configure_maps_with(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap, &flows_cap)?;
     open.maps.bench_sources.set_max_entries(SOURCES)?;
     open.maps.rodata_data.as_deref_mut().context("bench rodata")?.bench_sources_mask = SOURCES - 1;
     let skel = open.load().context("loading the benchmark programs")?;
@@ -138,6 +146,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             ifindex: FAKE_IFINDEX,
             monitor_wakeup_bytes: netray_core::dispatcher::MONITOR_WAKEUP_BYTES,
             monitor_pid: 0,
+            ..Default::default()
         };
         Ok(maps::put(&config, 0, &cfg)?)
     };
@@ -180,6 +189,16 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     let mut installed = 0usize;
     set_features(&[])?;
     let idle_ns = measure(&progs.bench_dispatch, &base_frame)?;
+    let idle_rand_ns = measure(&progs.bench_rand_dispatch, &base_frame)?;
+    // Runs every random source through the program twice, so each is a flow
+    // in the table before flows are measured.
+    let warm_flows = |prog: &ProgramMut<'_>, frame: &[u8]| -> anyhow::Result<()> {
+        let mut input = ProgramInput::default();
+        input.data_in = Some(frame);
+        input.repeat = 2 * SOURCES;
+        prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
+        Ok(())
+    };
     progress(&format!("dispatcher with every feature off (parse + counters): {idle_ns:.0} ns, {:.2}x", idle_ns / empty_ns));
     let mut row = |name: &str, rules: usize, repeated_ns: f64, random_ns: f64, ev: Option<(u64, u64)>| {
         let r = Row {
@@ -204,6 +223,14 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         rows.push(r);
     };
 
+    // Flow accounting alone (firewall off): one flow for the repeated frame,
+    // 65,536 for the random sources.
+    set_features(&[Feature::Flows])?;
+    warm_flows(&progs.bench_rand_dispatch, &base_frame)?;
+    let flows_repeated = measure(&progs.bench_dispatch, &base_frame)?;
+    let flows_random = measure(&progs.bench_rand_dispatch, &base_frame)?;
+    row("flows", 0, flows_repeated, flows_random, None);
+
     for &n in &opts.rule_counts {
         if n > installed {
             firewall.add(&all_rules[installed..n])?;
@@ -222,6 +249,16 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         let repeated = measure(&progs.bench_dispatch, &frame)?;
         let random = measure(&progs.bench_rand_dispatch, &frame)?;
         row("firewall", n, repeated, random, None);
+
+        if n == largest {
+            // The same frames with flow accounting too (every random source
+            // is a flow: the table is filled first, then measured).
+            set_features(&[Feature::Firewall, Feature::Flows])?;
+            warm_flows(&progs.bench_rand_dispatch, &frame)?;
+            let repeated = measure(&progs.bench_dispatch, &frame)?;
+            let random = measure(&progs.bench_rand_dispatch, &frame)?;
+            row("firewall + flows", n, repeated, random, None);
+        }
     }
 
     // Firewall + monitor at the largest rule set, with a reader draining the
@@ -277,16 +314,15 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         empty_rewrite_ns,
         rows,
         compile_ms_largest,
+        idle_ns,
+        flows_added_ns: flows_repeated - idle_ns,
+        flows_added_random_ns: flows_random - idle_rand_ns,
     })
 }
 
 fn sum_stats(map: &libbpf_rs::MapHandle) -> anyhow::Result<nr_if_stats> {
     let per_cpu: Vec<nr_if_stats> = maps::get_percpu(map, 0)?;
-    Ok(per_cpu.iter().fold(nr_if_stats::default(), |mut a, c| {
-        a.events_sent += c.events_sent;
-        a.events_lost += c.events_lost;
-        a
-    }))
+    Ok(netray_core::dispatcher::sum_if_stats(&per_cpu))
 }
 
 /// A 60-byte Ethernet/IPv4/UDP frame (the minimum frame without FCS).

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
     long_about = "netray attaches eBPF programs to network interfaces to filter traffic (firewall), stream \
                   per-packet metadata (monitor) and more. Its state is pinned under /sys/fs/bpf/netray, so an \
                   attached firewall keeps enforcing after netray exits.",
-    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray demo"
+    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray top -i eth1\n  netray demo"
 )]
 struct Cli {
     /// Where pinned state lives (default /sys/fs/bpf/netray; env NETRAY_PIN_DIR).
@@ -39,6 +39,8 @@ enum Command {
     Deny(cmd::deny::DenyCommand),
     /// Print one line per packet seen on an interface.
     Monitor(cmd::monitor::MonitorArgs),
+    /// The flows on an interface, live: per-flow counters and rates, Prometheus metrics.
+    Top(cmd::top::TopArgs),
     /// Measure the per-packet cost of netray's kernel programs.
     Bench(cmd::bench::BenchArgs),
     /// Print one line per process exec (execve/execveat), from the kernel.
@@ -48,6 +50,8 @@ enum Command {
     Lab(netray_lab::cli::LabCommand),
     /// Run the main job end to end against the built-in lab, then clean up.
     Demo(cmd::demo::DemoArgs),
+    /// Serve netray over a REST API: rules, interfaces, stats, flows, live events, metrics.
+    Daemon(netray_daemon::cli::DaemonArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,10 +61,15 @@ fn main() -> ExitCode {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
         Command::Deny(c) => cmd::deny::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
+        Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Exec(a) => netray_exec::cli::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Daemon(mut a) => {
+            a.pin_dir = ctx.pin_dir.clone();
+            netray_daemon::cli::run(a).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,11 @@
 //! the pin keeps it (and so the firewall) enforcing after netray exits or is
 //! killed. The firewall's maps are pinned once under `<pin>/fw/` and shared by
 //! every interface's dispatcher.
+//!
+//! Next to the XDP program, TC ingress/egress programs (see [`crate::tc`]) are
+//! attached on demand, when a hook has features on (`sync_tc`): they share the
+//! interface's maps, read their own feature words in if_config, count in their
+//! own if_stats slot, and are removed with the dispatcher.
 
 use std::{
     ffi::CString,
@@ -30,7 +35,7 @@ use netray_ebpf::{
 };
 use serde::Serialize;
 
-use crate::{maps, Error, Interface, PinDir, Result};
+use crate::{maps, tc, tc::Hook, Error, Interface, PinDir, Result};
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,7 +115,7 @@ impl Feature {
 /// Sizes of the firewall's shared tables, fixed when they are first created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwCapacity {
-    /// Dense trie chunks (1 KiB each) per bank, 512 of them roots; two banks.
+    /// Dense trie chunks (1 KiB each) per bank, 1024 of them roots; two banks.
     pub chunks_per_bank: u32,
     /// Sparse trie nodes (64-byte range blocks) per bank; two banks.
     pub ranges_per_bank: u32,
@@ -122,6 +127,21 @@ impl Default for FwCapacity {
     fn default() -> Self {
         // 2 x (2 MiB + 8 MiB) of tables: room for ~65,000 typical rules.
         FwCapacity { chunks_per_bank: 2048, ranges_per_bank: 131_072, max_rules: 65536 }
+    }
+}
+
+/// Size of an interface's flow table (the LRU map `if_flows`), fixed when
+/// netray attaches to the interface. Each entry costs about
+/// 44 + 56 x (possible CPUs) bytes plus the map's own overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCapacity {
+    /// Flows the table holds before the least recently used are evicted.
+    pub max_flows: u32,
+}
+
+impl Default for FlowCapacity {
+    fn default() -> Self {
+        FlowCapacity { max_flows: 65536 }
     }
 }
 
@@ -148,18 +168,33 @@ pub struct IfStats {
 
 impl IfStats {
     fn sum(per_cpu: &[nr_if_stats]) -> IfStats {
-        per_cpu.iter().fold(IfStats::default(), |a, c| IfStats {
-            seen: a.seen + c.seen,
-            passed: a.passed + c.seen - c.dropped,
-            dropped: a.dropped + c.dropped,
-            bytes_seen: a.bytes_seen + c.bytes_seen,
-            bytes_dropped: a.bytes_dropped + c.bytes_dropped,
-            events_sent: a.events_sent + c.events_sent,
-            events_lost: a.events_lost + c.events_lost,
-            non_ip: a.non_ip + c.non_ip,
-            truncated: a.truncated + c.truncated,
-        })
+        let c = sum_if_stats(per_cpu);
+        IfStats {
+            seen: c.seen,
+            passed: c.seen - c.dropped,
+            dropped: c.dropped,
+            bytes_seen: c.bytes_seen,
+            bytes_dropped: c.bytes_dropped,
+            events_sent: c.events_sent,
+            events_lost: c.events_lost,
+            non_ip: c.non_ip,
+            truncated: c.truncated,
+        }
     }
+}
+
+/// The per-CPU values of an if_stats slot added up.
+pub fn sum_if_stats(per_cpu: &[nr_if_stats]) -> nr_if_stats {
+    per_cpu.iter().fold(nr_if_stats::default(), |a, c| nr_if_stats {
+        seen: a.seen + c.seen,
+        dropped: a.dropped + c.dropped,
+        bytes_seen: a.bytes_seen + c.bytes_seen,
+        bytes_dropped: a.bytes_dropped + c.bytes_dropped,
+        events_sent: a.events_sent + c.events_sent,
+        events_lost: a.events_lost + c.events_lost,
+        non_ip: a.non_ip + c.non_ip,
+        truncated: a.truncated + c.truncated,
+    })
 }
 
 /// One interface's dispatcher as seen from userspace.
@@ -172,6 +207,20 @@ pub struct DispatcherStatus {
     pub prog_id: u32,
     pub features: Vec<&'static str>,
     pub monitor_pid: Option<u32>,
+    pub stats: IfStats,
+    /// The TC programs attached next to the XDP one (tc-ingress, tc-egress).
+    pub tc: Vec<TcStatus>,
+}
+
+/// One TC program of a dispatcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcStatus {
+    /// "tc-ingress" or "tc-egress".
+    pub hook: &'static str,
+    /// "tcx" (a bpf_link) or "clsact" (a direct-action filter).
+    pub backend: &'static str,
+    pub prog_id: u32,
+    pub features: Vec<&'static str>,
     pub stats: IfStats,
 }
 
@@ -220,6 +269,18 @@ impl Dispatcher {
         mode: AttachMode,
         cap: &FwCapacity,
     ) -> Result<(Dispatcher, AttachOutcome)> {
+        Self::attach_with(pin, iface, mode, cap, &FlowCapacity::default())
+    }
+
+    /// `attach`, with the size of the flow table created if netray attaches
+    /// now (an attached dispatcher keeps the table it has).
+    pub fn attach_with(
+        pin: &PinDir,
+        iface: &Interface,
+        mode: AttachMode,
+        cap: &FwCapacity,
+        flows: &FlowCapacity,
+    ) -> Result<(Dispatcher, AttachOutcome)> {
         if let Some(d) = Dispatcher::open(pin, iface)? {
             return Ok((d, AttachOutcome::AlreadyAttached));
         }
@@ -237,7 +298,7 @@ impl Dispatcher {
 
         let dir = pin.if_dir(iface.index);
         fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let attached = Self::load_and_attach(pin, iface, &dir, mode, cap);
+        let attached = Self::load_and_attach(pin, iface, &dir, mode, cap, flows);
         match attached {
             Ok(outcome) => Ok((
                 Dispatcher::open(pin, iface)?.ok_or_else(|| {
@@ -259,12 +320,13 @@ impl Dispatcher {
         dir: &Path,
         mode: AttachMode,
         cap: &FwCapacity,
+        flows: &FlowCapacity,
     ) -> Result<AttachOutcome> {
         let mut storage = MaybeUninit::uninit();
         let mut open = XdpDispatchSkelBuilder::default()
             .open(&mut storage)
             .map_err(Error::bpf("opening the XDP dispatcher"))?;
-        configure_maps(open.open_object_mut(), pin, Some(iface.index), cap)?;
+        configure_maps_with(open.open_object_mut(), pin, Some(iface.index), cap, flows)?;
         let skel = open.load().map_err(Error::bpf("loading the XDP dispatcher into the kernel"))?;
         init_fw_state(pin)?;
 
@@ -278,6 +340,7 @@ impl Dispatcher {
             ifindex: iface.index,
             monitor_wakeup_bytes: MONITOR_WAKEUP_BYTES,
             monitor_pid: 0,
+            ..Default::default()
         };
         maps::put(&maps::open_pinned(&dir.join("if_config"))?, 0, &config)?;
         Ok(AttachOutcome::Attached { mode: mode_name, note })
@@ -311,18 +374,157 @@ impl Dispatcher {
         self.set_config(&cfg)
     }
 
-    /// Features in effect; a monitor whose process died no longer counts.
+    /// Features in effect; a monitor whose process died, or flows whose
+    /// sessions all died, no longer count.
     pub fn active_features(&self) -> Result<u32> {
         let cfg = self.config()?;
         let mut bits = cfg.features;
         if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
             bits &= !Feature::Monitor.bit();
         }
+        if bits & Feature::Flows.bit() != 0 && self.users(Feature::Flows).is_empty() {
+            bits &= !Feature::Flows.bit();
+        }
         Ok(bits)
+    }
+
+    /// Records this process as a user of a feature that several processes
+    /// can run at once on the interface (flows): an empty directory
+    /// `<if dir>/<feature>-users/<pid>-<n>` (bpffs refuses dots in names),
+    /// removed with the dispatcher's pins. Returns the record's name, for
+    /// `remove_user`.
+    pub fn add_user(&self, feature: Feature) -> Result<String> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let record = format!("{}-{n}", std::process::id());
+        let dir = self.users_dir(feature).join(&record);
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        Ok(record)
+    }
+
+    /// Removes a user record (None: none), and those of processes that are gone.
+    pub fn remove_user(&self, feature: Feature, record: Option<&str>) -> Result<()> {
+        let Ok(entries) = fs::read_dir(self.users_dir(feature)) else { return Ok(()) };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if Some(name.as_str()) == record || !user_pid(&name).is_some_and(process_alive) {
+                remove_dir(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The live processes recorded as users of `feature` (one per record).
+    pub fn users(&self, feature: Feature) -> Vec<u32> {
+        let Ok(entries) = fs::read_dir(self.users_dir(feature)) else { return Vec::new() };
+        let mut pids: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| user_pid(e.file_name().to_str()?))
+            .filter(|&p| process_alive(p))
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    fn users_dir(&self, feature: Feature) -> PathBuf {
+        self.dir.join(format!("{}-users", feature.name()))
     }
 
     pub fn stats(&self) -> Result<IfStats> {
         Ok(IfStats::sum(&maps::get_percpu::<nr_if_stats>(&self.stats, 0)?))
+    }
+
+    /// The counters of one hook (XDP's are `stats`). Zero when the pinned
+    /// if_stats predates per-hook counters.
+    pub fn hook_stats(&self, hook: Hook) -> Result<IfStats> {
+        if hook.stats_slot() >= self.stats.max_entries() {
+            return Ok(IfStats::default());
+        }
+        Ok(IfStats::sum(&maps::get_percpu::<nr_if_stats>(&self.stats, hook.stats_slot())?))
+    }
+
+    /// The feature bits of one hook as configured (a dead monitor included).
+    pub fn hook_features(cfg: &nr_if_config, hook: Hook) -> u32 {
+        match hook {
+            Hook::Xdp => cfg.features,
+            Hook::TcIngress => cfg.tc_ingress_features,
+            Hook::TcEgress => cfg.tc_egress_features,
+            Hook::Socket => cfg.socket_features,
+        }
+    }
+
+    fn hook_features_mut(cfg: &mut nr_if_config, hook: Hook) -> &mut u32 {
+        match hook {
+            Hook::Xdp => &mut cfg.features,
+            Hook::TcIngress => &mut cfg.tc_ingress_features,
+            Hook::TcEgress => &mut cfg.tc_egress_features,
+            Hook::Socket => &mut cfg.socket_features,
+        }
+    }
+
+    /// Sets or clears feature bits of one hook in `cfg` (not written).
+    pub fn set_hook_bits(cfg: &mut nr_if_config, hook: Hook, bits: u32, on: bool) {
+        let f = Self::hook_features_mut(cfg, hook);
+        if on {
+            *f |= bits;
+        } else {
+            *f &= !bits;
+        }
+    }
+
+    /// Switches a feature of one hook on or off (TC hooks: see `sync_tc`).
+    pub fn set_hook_feature(&self, hook: Hook, feature: Feature, on: bool) -> Result<()> {
+        let mut cfg = self.config()?;
+        Self::set_hook_bits(&mut cfg, hook, feature.bit(), on);
+        self.set_config(&cfg)
+    }
+
+    /// The features in effect at a non-XDP hook (a dead monitor no longer counts).
+    pub fn active_hook_features(&self, hook: Hook) -> Result<u32> {
+        if hook == Hook::Xdp {
+            return self.active_features();
+        }
+        let cfg = self.config()?;
+        let mut bits = Self::hook_features(&cfg, hook);
+        if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
+            bits &= !Feature::Monitor.bit();
+        }
+        Ok(bits)
+    }
+
+    /// Attaches the TC program of every TC hook that has features on, and
+    /// detaches those that have none. Returns notes for the user (e.g. tcx
+    /// refused, clsact used). Call with the pin lock held.
+    pub fn sync_tc(&self, pin: &PinDir) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        for hook in Hook::TC {
+            let want = self.active_hook_features(hook)? != 0;
+            let have = tc::attached(&self.dir, hook).is_some();
+            if want && !have {
+                let (_, note) = tc::attach(pin, &self.iface, &self.dir, hook)?;
+                notes.extend(note);
+            } else if !want && have {
+                tc::detach(&self.dir, self.iface.index, hook)?;
+            }
+        }
+        Ok(notes)
+    }
+
+    /// The TC programs attached to this interface.
+    pub fn tc_status(&self) -> Result<Vec<TcStatus>> {
+        let mut out = Vec::new();
+        for hook in Hook::TC {
+            if let Some((backend, prog_id)) = tc::attached(&self.dir, hook) {
+                out.push(TcStatus {
+                    hook: hook.name(),
+                    backend: backend.name(),
+                    prog_id,
+                    features: Feature::names(self.active_hook_features(hook)?),
+                    stats: self.hook_stats(hook)?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     pub fn status(&self) -> Result<DispatcherStatus> {
@@ -336,18 +538,26 @@ impl Dispatcher {
             features: Feature::names(self.active_features()?),
             monitor_pid: (cfg.monitor_pid != 0 && process_alive(cfg.monitor_pid)).then_some(cfg.monitor_pid),
             stats: self.stats()?,
+            tc: self.tc_status()?,
         })
     }
 
     /// Removes the program from the interface and every pin of it.
     pub fn detach(self) -> Result<()> {
+        for hook in Hook::TC {
+            tc::detach(&self.dir, self.iface.index, hook)?;
+        }
         detach_link(&self.dir.join("link"))?;
         remove_dir(&self.dir)
     }
 
     /// Detaches when no feature is left running on the interface.
     pub fn detach_if_idle(self) -> Result<bool> {
-        if self.active_features()? & !Feature::ChainNext.bit() == 0 {
+        let mut tc_bits = 0;
+        for hook in [Hook::TcIngress, Hook::TcEgress, Hook::Socket] {
+            tc_bits |= self.active_hook_features(hook)?;
+        }
+        if self.active_features()? & !Feature::ChainNext.bit() == 0 && tc_bits == 0 {
             self.detach()?;
             return Ok(true);
         }
@@ -400,6 +610,17 @@ pub fn ensure_fw_maps(pin: &PinDir, cap: &FwCapacity) -> Result<()> {
 /// `ifindex` is None). A pinned map is reused, so max_entries follows the pin.
 /// Shared with the benchmark object, whose maps have the same names.
 pub fn configure_maps(obj: &mut OpenObject, pin: &PinDir, ifindex: Option<u32>, cap: &FwCapacity) -> Result<()> {
+    configure_maps_with(obj, pin, ifindex, cap, &FlowCapacity::default())
+}
+
+/// `configure_maps` with the size of the interface's flow table (`if_flows`).
+pub fn configure_maps_with(
+    obj: &mut OpenObject,
+    pin: &PinDir,
+    ifindex: Option<u32>,
+    cap: &FwCapacity,
+    flows: &FlowCapacity,
+) -> Result<()> {
     let fw_dir = pin.fw_dir();
     fs::create_dir_all(&fw_dir).map_err(Error::io(&fw_dir))?;
     if let Some(i) = ifindex {
@@ -431,6 +652,7 @@ pub fn configure_maps(obj: &mut OpenObject, pin: &PinDir, ifindex: Option<u32>, 
                 "fw_l4" => 4 * cap.max_rules,
                 "fw_rules" => cap.max_rules,
                 "fw_rule_stats" => counter_cpus()? * (cap.max_rules + 1),
+                "if_flows" => flows.max_flows,
                 _ => map.max_entries(),
             }
         };
@@ -491,17 +713,54 @@ fn create_xdp_link(
         AttachMode::Generic => generic(None),
         AttachMode::Native | AttachMode::Auto => match link_create(prog, iface.index, libbpf_sys::XDP_FLAGS_DRV_MODE) {
             Ok(fd) => Ok((fd, "native", None)),
-            Err(e) if mode == AttachMode::Auto => {
-                generic(Some(format!("native XDP refused ({}): attached in generic mode", errstr(e))))
+            Err(e) => {
+                // bpf_link_create gives only an errno; the kernel's own reason
+                // comes back on the netlink path, so ask it there.
+                let reason = match native_refusal_reason(prog, iface.index) {
+                    Some(r) => format!("{}: {r}", errstr(e)),
+                    None => errstr(e),
+                };
+                if mode == AttachMode::Auto {
+                    return generic(Some(format!(
+                        "native XDP refused on {} ({reason}): attached in generic mode",
+                        iface.name
+                    )));
+                }
+                Err(Error::Refused(format!(
+                    "native XDP refused on {}: {reason} — use --mode generic, or --mode auto to fall back",
+                    iface.name
+                )))
             }
-            Err(e) => Err(Error::Refused(format!(
-                "native XDP refused on {}: {} — the driver has no native XDP support (or its MTU is too large \
-                 for XDP); use --mode generic, or --mode auto to fall back",
-                iface.name,
-                errstr(e)
-            ))),
         },
     }
+}
+
+static LIBBPF_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn capture_libbpf(_level: libbpf_rs::PrintLevel, msg: String) {
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        log.push(msg);
+    }
+}
+
+/// The kernel's extack message for a refused native XDP attach, obtained by
+/// trying the same attach over netlink (which returns it; libbpf logs it).
+/// An attach that unexpectedly succeeds there is undone at once.
+fn native_refusal_reason(prog: BorrowedFd<'_>, ifindex: u32) -> Option<String> {
+    LIBBPF_LOG.lock().ok()?.clear();
+    let previous = libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, capture_libbpf)));
+    let flags = libbpf_sys::XDP_FLAGS_DRV_MODE | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST;
+    // SAFETY: prog is a valid program fd; no opts.
+    let rc = unsafe { libbpf_sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), flags, std::ptr::null()) };
+    if rc == 0 {
+        // SAFETY: removes the program just attached in native mode.
+        unsafe { libbpf_sys::bpf_xdp_detach(ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) };
+    }
+    libbpf_rs::set_print(previous);
+    let log = std::mem::take(&mut *LIBBPF_LOG.lock().ok()?);
+    log.iter().find_map(|l| {
+        l.split_once("Kernel error message:").map(|(_, m)| m.trim().to_string()).filter(|m| !m.is_empty())
+    })
 }
 
 fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> std::result::Result<OwnedFd, i32> {
@@ -519,7 +778,7 @@ fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> std::result::R
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+pub(crate) fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
         Error::Refused(format!("pin path {} contains a NUL byte", path.display()))
     })?;
@@ -558,6 +817,11 @@ fn remove_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir)(e)),
         _ => Ok(()),
     }
+}
+
+/// The pid of a feature user record ("<pid>-<n>").
+fn user_pid(record: &str) -> Option<u32> {
+    record.split('-').next()?.parse().ok()
 }
 
 fn process_alive(pid: u32) -> bool {

@@ -13,9 +13,11 @@ pub mod iface;
 pub mod maps;
 pub mod pin;
 pub mod probe;
+pub mod tc;
 pub mod time;
 
 pub use dispatcher::{AttachMode, Dispatcher, DispatcherStatus, Feature};
+pub use tc::Hook;
 pub use error::{Error, Result};
 pub use iface::Interface;
 pub use pin::{PinDir, PinLock};

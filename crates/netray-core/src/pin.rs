@@ -3,7 +3,8 @@
 //!
 //! Layout under the root (default /sys/fs/bpf/netray):
 //! - `fw/`            the firewall's maps, shared by every interface
-//! - `if/<ifindex>/`  one interface's dispatcher: `link`, `prog` and its maps
+//! - `if/<ifindex>/`  one interface's dispatcher: `link`, `prog` and its maps;
+//!   the TC programs' `tc_<ingress|egress>_link` (tcx) or `_prog` (clsact)
 //!
 //! The root can be moved with `--pin-dir` or `NETRAY_PIN_DIR`, which is how
 //! tests running in parallel keep out of each other's way.

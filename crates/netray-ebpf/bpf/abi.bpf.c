@@ -29,6 +29,15 @@ enum nr_fw_match_flags nr_abi_fw_match_flags;
 enum nr_fw_dir nr_abi_fw_dir;
 enum nr_fw_action nr_abi_fw_action;
 enum nr_fw_layout nr_abi_fw_layout;
+enum nr_pkt_type nr_abi_pkt_type;
+enum nr_stats_slot nr_abi_stats_slot;
+/* flows */
+struct nr_flow_key *nr_abi_flow_key;
+struct nr_flow_value *nr_abi_flow_value;
+struct nr_flow_stats *nr_abi_flow_stats;
+struct nr_flow_slot *nr_abi_flow_slot;
+enum nr_flow_cache nr_abi_flow_cache;
+enum nr_flow_dir nr_abi_flow_dir;
 /* exec (exec_abi.h) */
 struct nr_exec_event *nr_abi_exec_event;
 struct nr_exec_config *nr_abi_exec_config;

@@ -23,6 +23,16 @@ skeleton!(
     "xdp_dispatch.skel.rs"
 );
 skeleton!(
+    /// The TC dispatcher (ingress, egress) and the socket-filter monitor.
+    tc_dispatch,
+    "tc_dispatch.skel.rs"
+);
+skeleton!(
+    /// TC benchmark programs run through BPF_PROG_TEST_RUN.
+    bench_tc,
+    "bench_tc.skel.rs"
+);
+skeleton!(
     /// Benchmark programs run through BPF_PROG_TEST_RUN.
     bench,
     "bench.skel.rs"
@@ -58,6 +68,10 @@ pub mod abi {
         nr_fw_state,
         nr_fw_rule,
         nr_rule_counter,
+        nr_flow_key,
+        nr_flow_value,
+        nr_flow_stats,
+        nr_flow_slot,
         nr_exec_event,
         nr_exec_config,
         nr_exec_stats

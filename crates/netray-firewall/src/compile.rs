@@ -21,6 +21,7 @@ pub const CHUNK_ENTRIES: usize = nr_fw_layout::NR_FW_CHUNK_ENTRIES.0 as usize;
 pub const ROOT_V4: usize = nr_fw_layout::NR_FW_ROOT_V4.0 as usize;
 pub const ROOT_V6: usize = nr_fw_layout::NR_FW_ROOT_V6.0 as usize;
 pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
+pub const ROOT_OUT: usize = nr_fw_layout::NR_FW_ROOT_OUT.0 as usize;
 pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
 pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
@@ -65,7 +66,11 @@ pub struct Capacity {
 
 impl Capacity {
     /// No limit: to learn how much a rule set needs.
-    pub const UNLIMITED: Capacity = Capacity { chunks: usize::MAX, ranges: usize::MAX, matches: usize::MAX };
+    pub const UNLIMITED: Capacity = Capacity {
+        chunks: usize::MAX,
+        ranges: usize::MAX,
+        matches: usize::MAX,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,22 +89,34 @@ pub enum CompileError {
     MatchesFull { needed: usize, capacity: usize },
 }
 
-/// A rule prefix: family, address bytes (masked) and length.
+/// A rule prefix in one direction's trie: direction (0 in, 1 out), family,
+/// address bytes (masked) and length.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Prefix {
+    out: bool,
     family: u8,
     len: u8,
     addr: [u8; 16],
 }
 
 impl Prefix {
-    fn of(rule: &Rule) -> Prefix {
+    fn of(rule: &Rule, out: bool) -> Prefix {
         let mut addr = [0u8; 16];
         match rule.net.network() {
             std::net::IpAddr::V4(a) => addr[..4].copy_from_slice(&a.octets()),
             std::net::IpAddr::V6(a) => addr.copy_from_slice(&a.octets()),
         }
-        Prefix { family: rule.family(), len: rule.net.prefix_len(), addr }
+        Prefix {
+            out,
+            family: rule.family(),
+            len: rule.net.prefix_len(),
+            addr,
+        }
+    }
+
+    /// The first root chunk of this prefix's trie.
+    fn root(&self) -> usize {
+        (if self.out { ROOT_OUT } else { 0 }) + if self.family == 6 { ROOT_V6 } else { ROOT_V4 }
     }
 
     /// This prefix cut to a shorter length.
@@ -108,7 +125,12 @@ impl Prefix {
         for bit in 0..len as usize {
             addr[bit / 8] |= self.addr[bit / 8] & (0x80 >> (bit % 8));
         }
-        Prefix { family: self.family, len, addr }
+        Prefix {
+            out: self.out,
+            family: self.family,
+            len,
+            addr,
+        }
     }
 }
 
@@ -125,22 +147,30 @@ struct Own {
 pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, CompileError> {
     let mut own: HashMap<Prefix, Own> = HashMap::new();
     for (id, rule) in rules {
-        let entry = own.entry(Prefix::of(rule)).or_default();
-        let protos = rule.proto_numbers();
-        if protos.is_empty() {
-            // Keep the lowest id so the result does not depend on order.
-            entry.any_rule = Some(entry.any_rule.map_or(*id, |old| old.min(*id)));
-        }
-        for proto in protos {
-            let slot = entry.l4.entry((proto, rule.port.unwrap_or(0))).or_insert(*id);
-            *slot = (*slot).min(*id);
+        for out in [false, true] {
+            if (out && !rule.dir.has_out()) || (!out && !rule.dir.has_in()) {
+                continue;
+            }
+            let entry = own.entry(Prefix::of(rule, out)).or_default();
+            let protos = rule.proto_numbers();
+            if protos.is_empty() {
+                // Keep the lowest id so the result does not depend on order.
+                entry.any_rule = Some(entry.any_rule.map_or(*id, |old| old.min(*id)));
+            }
+            for proto in protos {
+                let slot = entry
+                    .l4
+                    .entry((proto, rule.port.unwrap_or(0)))
+                    .or_insert(*id);
+                *slot = (*slot).min(*id);
+            }
         }
     }
 
-    // Lengths in use per family, so ancestors are found with few probes.
-    let mut lengths: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    // Lengths in use per trie, so ancestors are found with few probes.
+    let mut lengths: BTreeMap<(bool, u8), Vec<u8>> = BTreeMap::new();
     for p in own.keys() {
-        lengths.entry(p.family).or_default().push(p.len);
+        lengths.entry((p.out, p.family)).or_default().push(p.len);
     }
     for l in lengths.values_mut() {
         l.sort_unstable();
@@ -148,11 +178,15 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
     }
 
     let mut prefixes: Vec<&Prefix> = own.keys().collect();
-    prefixes.sort_by(|a, b| (a.len, a.family, a.addr).cmp(&(b.len, b.family, b.addr)));
+    prefixes
+        .sort_by(|a, b| (a.len, a.out, a.family, a.addr).cmp(&(b.len, b.out, b.family, b.addr)));
 
     let needed_matches = prefixes.len() + 1;
     if needed_matches > cap.matches {
-        return Err(CompileError::MatchesFull { needed: needed_matches, capacity: cap.matches });
+        return Err(CompileError::MatchesFull {
+            needed: needed_matches,
+            capacity: cap.matches,
+        });
     }
 
     let mut matches = vec![nr_fw_match::default(); needed_matches];
@@ -164,7 +198,10 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
         // specific rule wins the attribution of a hit.
         let mut any_rule = None;
         let mut eff_l4: BTreeMap<(u8, u16), u32> = BTreeMap::new();
-        for &len in lengths[&p.family].iter().take_while(|&&l| l <= p.len) {
+        for &len in lengths[&(p.out, p.family)]
+            .iter()
+            .take_while(|&&l| l <= p.len)
+        {
             if let Some(o) = own.get(&p.truncated(len)) {
                 if o.any_rule.is_some() {
                     any_rule = o.any_rule;
@@ -179,13 +216,24 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
             r
         } else {
             m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0 as u32;
-            l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry { match_id: mid, proto, port, rule_id }));
+            l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry {
+                match_id: mid,
+                proto,
+                port,
+                rule_id,
+            }));
             LEAF_L4 | mid
         };
         builder.insert(p, leaf);
     }
     let (chunks, ranges) = builder.emit(cap)?;
-    Ok(Compiled { chunks, ranges, matches, l4, rules: rules.len() })
+    Ok(Compiled {
+        chunks,
+        ranges,
+        matches,
+        l4,
+        rules: rules.len(),
+    })
 }
 
 /// A node below the roots while building: its 256 entries as sorted runs
@@ -230,7 +278,11 @@ struct Builder {
 
 impl Builder {
     fn new() -> Builder {
-        Builder { roots: vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS], nodes: Vec::new(), v4_second: Vec::new() }
+        Builder {
+            roots: vec![[0u32; CHUNK_ENTRIES]; ROOT_CHUNKS],
+            nodes: Vec::new(),
+            v4_second: Vec::new(),
+        }
     }
 
     fn new_node(&mut self, entry: u32, v4_second: bool) -> usize {
@@ -262,7 +314,7 @@ impl Builder {
     /// prefixes make child nodes) and longer prefixes overwrite shorter ones:
     /// longest match wins.
     fn insert(&mut self, p: &Prefix, value: u32) {
-        let root = if p.family == 6 { ROOT_V6 } else { ROOT_V4 };
+        let root = p.root();
         let len = p.len as usize;
         let first = root + p.addr[0] as usize;
         if len <= 8 {
@@ -340,12 +392,24 @@ impl Builder {
             }
         }
         if n_chunks as usize > cap.chunks {
-            return Err(CompileError::ChunksFull { needed: n_chunks as usize, capacity: cap.chunks });
+            return Err(CompileError::ChunksFull {
+                needed: n_chunks as usize,
+                capacity: cap.chunks,
+            });
         }
         if n_ranges as usize > cap.ranges {
-            return Err(CompileError::RangesFull { needed: n_ranges as usize, capacity: cap.ranges });
+            return Err(CompileError::RangesFull {
+                needed: n_ranges as usize,
+                capacity: cap.ranges,
+            });
         }
-        let fix = |e: u32| if e & PTR != 0 { placed[(e & INDEX_MASK) as usize] } else { e };
+        let fix = |e: u32| {
+            if e & PTR != 0 {
+                placed[(e & INDEX_MASK) as usize]
+            } else {
+                e
+            }
+        };
 
         let mut chunks = self.roots;
         for c in &mut chunks {
@@ -401,8 +465,13 @@ impl Compiled {
     /// The leaf the kernel's walk finds for an address (4 or 16 bytes): the
     /// same algorithm as nr_fw_match_id() in firewall.h.
     pub fn lookup_match(&self, addr: &[u8]) -> u32 {
+        self.lookup_match_dir(addr, false)
+    }
+
+    /// Like `lookup_match`, in the "in" (false) or "out" (true) trie.
+    pub fn lookup_match_dir(&self, addr: &[u8], out: bool) -> u32 {
         let v4 = addr.len() == 4;
-        let root = if v4 { ROOT_V4 } else { ROOT_V6 };
+        let root = if out { ROOT_OUT } else { 0 } + if v4 { ROOT_V4 } else { ROOT_V6 };
         let mut entry = self.chunks[root + addr[0] as usize][addr[1] as usize];
         for &b in &addr[2..] {
             let idx = (entry & INDEX_MASK) as usize;
@@ -417,18 +486,32 @@ impl Compiled {
                 return entry;
             };
         }
-        if entry & (PTR | RANGE) != 0 { 0 } else { entry }
+        if entry & (PTR | RANGE) != 0 {
+            0
+        } else {
+            entry
+        }
     }
 
-    /// The rule that denies a packet, as nr_fw_decide() computes it.
+    /// The rule that denies a received packet from `addr`, as nr_fw_decide()
+    /// computes it.
     pub fn decide(&self, addr: &[u8], proto: u8, dport: Option<u16>) -> u32 {
-        let leaf = self.lookup_match(addr);
+        self.decide_dir(addr, proto, dport, false)
+    }
+
+    /// The rule that denies a packet in a direction: `out` matches sent
+    /// packets by destination `addr`.
+    pub fn decide_dir(&self, addr: &[u8], proto: u8, dport: Option<u16>, out: bool) -> u32 {
+        let leaf = self.lookup_match_dir(addr, out);
         if leaf & LEAF_L4 == 0 {
             return leaf;
         }
         let mid = leaf & !LEAF_L4;
         let find = |port: u16| {
-            self.l4.iter().find(|e| e.match_id == mid && e.proto == proto && e.port == port).map(|e| e.rule_id)
+            self.l4
+                .iter()
+                .find(|e| e.match_id == mid && e.proto == proto && e.port == port)
+                .map(|e| e.rule_id)
         };
         dport.and_then(find).or_else(|| find(0)).unwrap_or(0)
     }
@@ -463,7 +546,10 @@ mod tests {
             IpAddr::from(<[u8; 16]>::try_from(addr).unwrap())
         };
         let covering = rules.iter().filter(|(_, r)| r.net.contains(&ip));
-        let any = covering.clone().filter(|(_, r)| r.proto_numbers().is_empty()).max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)));
+        let any = covering
+            .clone()
+            .filter(|(_, r)| r.proto_numbers().is_empty())
+            .max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)));
         if let Some((id, _)) = any {
             return *id;
         }
@@ -492,11 +578,19 @@ mod tests {
         assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(54)), 0);
         assert_eq!(c.decide(&bytes("10.9.9.9"), 6, Some(53)), 0);
         assert_eq!(c.decide(&bytes("10.1.2.3"), 6, Some(80)), 2);
-        assert_eq!(c.decide(&bytes("10.1.2.200"), 6, Some(80)), 2, "a catch-all on an ancestor still applies");
+        assert_eq!(
+            c.decide(&bytes("10.1.2.200"), 6, Some(80)),
+            2,
+            "a catch-all on an ancestor still applies"
+        );
         assert_eq!(c.decide(&bytes("192.0.2.7"), 1, None), 4);
         assert_eq!(c.decide(&bytes("192.0.2.8"), 1, None), 0);
         assert_eq!(c.decide(&bytes("2001:db8:5::1"), 58, None), 5);
-        assert_eq!(c.decide(&bytes("2001:db8:1::1"), 58, None), 5, "inherited from the /32");
+        assert_eq!(
+            c.decide(&bytes("2001:db8:1::1"), 58, None),
+            5,
+            "inherited from the /32"
+        );
         assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(22)), 6);
         assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(23)), 0);
         assert_eq!(c.decide(&bytes("2001:db9::1"), 58, None), 0);
@@ -504,7 +598,11 @@ mod tests {
 
     #[test]
     fn default_routes_and_host_routes() {
-        let rules = vec![(1, rule("0.0.0.0/0", Some("tcp"), Some(23))), (2, rule("::/0", None, None)), (3, rule("1.2.3.4", None, None))];
+        let rules = vec![
+            (1, rule("0.0.0.0/0", Some("tcp"), Some(23))),
+            (2, rule("::/0", None, None)),
+            (3, rule("1.2.3.4", None, None)),
+        ];
         let c = compile(&rules, Capacity::UNLIMITED).unwrap();
         assert_eq!(c.decide(&bytes("8.8.8.8"), 6, Some(23)), 1);
         assert_eq!(c.decide(&bytes("1.2.3.4"), 6, Some(23)), 3);
@@ -521,7 +619,11 @@ mod tests {
             while rules.len() < 200 {
                 let v6 = rng.random_bool(0.3);
                 // Addresses from a small space so prefixes nest and collide.
-                let len = if v6 { rng.random_range(0..=128u8) } else { rng.random_range(0..=32u8) };
+                let len = if v6 {
+                    rng.random_range(0..=128u8)
+                } else {
+                    rng.random_range(0..=32u8)
+                };
                 let base = if v6 {
                     let mut o = [0u8; 16];
                     o[0] = 0x20;
@@ -529,7 +631,12 @@ mod tests {
                     o[15] = rng.random_range(0..8);
                     IpAddr::from(o)
                 } else {
-                    IpAddr::from([10, rng.random_range(0..4), rng.random_range(0..4), rng.random_range(0..8)])
+                    IpAddr::from([
+                        10,
+                        rng.random_range(0..4),
+                        rng.random_range(0..4),
+                        rng.random_range(0..8),
+                    ])
                 };
                 let net = ipnet::IpNet::new(base, len).unwrap().trunc();
                 let (proto, port) = match rng.random_range(0..4) {
@@ -552,10 +659,16 @@ mod tests {
                     o[15] = rng.random_range(0..8);
                     o
                 } else {
-                    vec![10, rng.random_range(0..4), rng.random_range(0..4), rng.random_range(0..8)]
+                    vec![
+                        10,
+                        rng.random_range(0..4),
+                        rng.random_range(0..4),
+                        rng.random_range(0..8),
+                    ]
                 };
                 let proto = [6u8, 17, 1, 58, 132][rng.random_range(0..5)];
-                let dport = (proto == 6 || proto == 17 || proto == 132).then(|| rng.random_range(1..4u16));
+                let dport =
+                    (proto == 6 || proto == 17 || proto == 132).then(|| rng.random_range(1..4u16));
                 assert_eq!(
                     c.decide(&addr, proto, dport),
                     brute(&rules, &addr, proto, dport),
@@ -566,23 +679,60 @@ mod tests {
     }
 
     #[test]
+    fn directions_have_their_own_tries() {
+        let r = |s: &str, dir: &str| Rule::parse(s, None, None, Some(dir)).unwrap();
+        let rules = vec![
+            (1, r("10.0.0.0/8", "in")),
+            (2, r("10.1.0.0/16", "out")),
+            (3, r("2001:db8::/32", "both")),
+        ];
+        let c = compile(&rules, Capacity::UNLIMITED).unwrap();
+        assert_eq!(c.decide_dir(&bytes("10.1.2.3"), 6, Some(1), false), 1);
+        assert_eq!(c.decide_dir(&bytes("10.1.2.3"), 6, Some(1), true), 2);
+        assert_eq!(c.decide_dir(&bytes("10.2.2.3"), 6, Some(1), true), 0);
+        assert_eq!(c.decide_dir(&bytes("2001:db8::1"), 17, Some(1), false), 3);
+        assert_eq!(c.decide_dir(&bytes("2001:db8::1"), 17, Some(1), true), 3);
+    }
+
+    #[test]
     fn capacity_is_enforced() {
         // Each /32 in its own /16 needs two sparse nodes: two range blocks.
-        let rules: Vec<_> = (0..10u32).map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None))).collect();
+        let rules: Vec<_> = (0..10u32)
+            .map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None)))
+            .collect();
         let c = compile(&rules, Capacity::UNLIMITED).unwrap();
         // Each /32 alone in its /16: one wide range block each.
         assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 10));
-        let cap = |chunks, ranges, matches| Capacity { chunks, ranges, matches };
-        assert!(matches!(compile(&rules, cap(10_000, 9, 100)), Err(CompileError::RangesFull { needed: 10, .. })));
-        assert!(matches!(compile(&rules, cap(10_000, 100, 5)), Err(CompileError::MatchesFull { .. })));
+        let cap = |chunks, ranges, matches| Capacity {
+            chunks,
+            ranges,
+            matches,
+        };
+        assert!(matches!(
+            compile(&rules, cap(10_000, 9, 100)),
+            Err(CompileError::RangesFull { needed: 10, .. })
+        ));
+        assert!(matches!(
+            compile(&rules, cap(10_000, 100, 5)),
+            Err(CompileError::MatchesFull { .. })
+        ));
         // 20 hosts in one /24 make 41 runs: a dense chunk under a byte-wide
         // range block (the /16 node has 3 runs, its subtree too many).
-        let dense: Vec<_> = (0..20u32).map(|i| (i + 1, rule(&format!("10.0.0.{}", i * 2 + 1), None, None))).collect();
+        let dense: Vec<_> = (0..20u32)
+            .map(|i| (i + 1, rule(&format!("10.0.0.{}", i * 2 + 1), None, None)))
+            .collect();
         let c = compile(&dense, Capacity::UNLIMITED).unwrap();
         assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS + 1, 1));
-        assert!(matches!(compile(&dense, cap(ROOT_CHUNKS, 100, 100)), Err(CompileError::ChunksFull { .. })));
+        assert!(matches!(
+            compile(&dense, cap(ROOT_CHUNKS, 100, 100)),
+            Err(CompileError::ChunksFull { .. })
+        ));
         for i in 0..40u8 {
-            assert_eq!(c.decide(&[10, 0, 0, i], 17, None) != 0, i % 2 == 1, "10.0.0.{i}");
+            assert_eq!(
+                c.decide(&[10, 0, 0, i], 17, None) != 0,
+                i % 2 == 1,
+                "10.0.0.{i}"
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use netray_core::{
     dispatcher::{ensure_fw_maps, AttachOutcome, FwCapacity},
-    AttachMode, Dispatcher, DispatcherStatus, Error, Feature, Interface, PinDir, Result,
+    AttachMode, Dispatcher, DispatcherStatus, Error, Feature, Hook, Interface, PinDir, Result,
 };
 use serde::Serialize;
 
@@ -48,6 +48,8 @@ pub struct AttachReport {
     pub mode: String,
     pub already_attached: bool,
     pub note: Option<String>,
+    /// How the TC egress program ("out" rules) is attached: "tcx" or "clsact".
+    pub tc_egress: Option<String>,
 }
 
 pub struct Firewall {
@@ -71,13 +73,37 @@ impl Firewall {
         let _lock = self.pin.lock()?;
         ensure_fw_maps(&self.pin, &self.cap)?;
         let (d, outcome) = Dispatcher::attach(&self.pin, &iface, mode, &self.cap)?;
+        // "in" rules at XDP; "out" rules at TC egress, always attached with
+        // the firewall (so rules added later take effect without a reattach).
         d.set_feature(Feature::Firewall, true)?;
+        d.set_hook_feature(Hook::TcEgress, Feature::Firewall, true)?;
+        let tc_notes = match d.sync_tc(&self.pin) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = d.set_hook_feature(Hook::TcEgress, Feature::Firewall, false);
+                let _ = d.set_feature(Feature::Firewall, false);
+                let _ = d.detach_if_idle();
+                return Err(e);
+            }
+        };
         let status = d.status()?;
         let (already_attached, note) = match outcome {
             AttachOutcome::Attached { note, .. } => (false, note),
             AttachOutcome::AlreadyAttached => (true, None),
         };
-        Ok(AttachReport { interface: iface.name, ifindex: iface.index, mode: status.mode, already_attached, note })
+        let note = [note, (!tc_notes.is_empty()).then(|| tc_notes.join("; "))]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| format!("{a}; {b}"));
+        let tc_egress = status.tc.iter().find(|t| t.hook == Hook::TcEgress.name()).map(|t| t.backend.to_string());
+        Ok(AttachReport {
+            interface: iface.name,
+            ifindex: iface.index,
+            mode: status.mode,
+            already_attached,
+            note,
+            tc_egress,
+        })
     }
 
     /// Stops enforcing on an interface; the program goes when no other
@@ -85,8 +111,11 @@ impl Firewall {
     pub fn detach(&self, ifname: &str) -> Result<bool> {
         let iface = Interface::resolve(ifname)?;
         let _lock = self.pin.lock()?;
-        let d = Dispatcher::open(&self.pin, &iface)?.ok_or_else(|| Error::NotAttached(iface.name.clone()))?;
+        let d = Dispatcher::open(&self.pin, &iface)?
+            .ok_or_else(|| Error::NotAttached(iface.name.clone()))?;
         d.set_feature(Feature::Firewall, false)?;
+        d.set_hook_feature(Hook::TcEgress, Feature::Firewall, false)?;
+        d.sync_tc(&self.pin)?;
         d.detach_if_idle()
     }
 
@@ -98,7 +127,9 @@ impl Firewall {
         }
         for dir in [self.pin.fw_dir(), self.pin.ifaces_dir()] {
             match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&dir)(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&dir)(e))
+                }
                 _ => {}
             }
         }
@@ -120,7 +151,9 @@ impl Firewall {
         let mut next = 1u32;
         for rule in new {
             if let Some(id) = existing.get(rule) {
-                return Err(Error::Refused(format!("rule already exists as id {id}: {rule}")));
+                return Err(Error::Refused(format!(
+                    "rule already exists as id {id}: {rule}"
+                )));
             }
             // Ids are dense: take the lowest free one.
             while used.contains(&next) {
@@ -155,9 +188,15 @@ impl Firewall {
         self.delete_where(|rules| {
             gone.iter()
                 .map(|g| {
-                    rules.iter().find(|(_, r)| r == g).map(|(id, _)| *id).ok_or_else(|| {
-                        Error::Refused(format!("no rule {g} — `netray deny list` shows the rules"))
-                    })
+                    rules
+                        .iter()
+                        .find(|(_, r)| r == g)
+                        .map(|(id, _)| *id)
+                        .ok_or_else(|| {
+                            Error::Refused(format!(
+                                "no rule {g} — `netray deny list` shows the rules"
+                            ))
+                        })
                 })
                 .collect()
         })
@@ -168,15 +207,24 @@ impl Firewall {
         self.delete_where(|rules| {
             gone.iter()
                 .map(|g| {
-                    rules.iter().any(|(id, _)| id == g).then_some(*g).ok_or_else(|| {
-                        Error::Refused(format!("no rule with id {g} — `netray deny list` shows the rules"))
-                    })
+                    rules
+                        .iter()
+                        .any(|(id, _)| id == g)
+                        .then_some(*g)
+                        .ok_or_else(|| {
+                            Error::Refused(format!(
+                                "no rule with id {g} — `netray deny list` shows the rules"
+                            ))
+                        })
                 })
                 .collect()
         })
     }
 
-    fn delete_where(&self, pick: impl FnOnce(&[(u32, Rule)]) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+    fn delete_where(
+        &self,
+        pick: impl FnOnce(&[(u32, Rule)]) -> Result<Vec<u32>>,
+    ) -> Result<Vec<u32>> {
         let _lock = self.pin.lock()?;
         if !self.pin.fw_dir().join("fw_state").exists() {
             return pick(&[]);
@@ -196,6 +244,8 @@ impl Firewall {
 
     /// Every rule with its hits.
     pub fn list(&self) -> Result<Vec<RuleStatus>> {
+        // Under the lock: another process may be creating the maps right now.
+        let _lock = self.pin.lock()?;
         if !self.pin.fw_dir().join("fw_state").exists() {
             return Ok(Vec::new());
         }
@@ -206,7 +256,12 @@ impl Firewall {
             .into_iter()
             .map(|(id, rule)| {
                 let (packets, bytes) = counters.get(id);
-                RuleStatus { id, rule, packets, bytes }
+                RuleStatus {
+                    id,
+                    rule,
+                    packets,
+                    bytes,
+                }
             })
             .collect())
     }

@@ -11,14 +11,18 @@ pub enum RuleError {
     #[error("'{0}' is not an IPv4/IPv6 address or CIDR prefix (examples: 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)")]
     BadCidr(String),
     #[error("'{given}' has host bits set beyond /{len}; did you mean {suggest}?")]
-    HostBits { given: String, len: u8, suggest: String },
+    HostBits {
+        given: String,
+        len: u8,
+        suggest: String,
+    },
     #[error("unknown protocol '{0}': use tcp, udp, sctp, icmp or a protocol number 1-255")]
     BadProto(String),
     #[error("--port needs a protocol with ports (tcp, udp or sctp), not {0}")]
     PortWithoutPorts(String),
     #[error("port 0 is not a valid port: omit --port to match every port")]
     PortZero,
-    #[error("unknown direction '{0}': use in (XDP, matches the source) — out/both arrive with the TC hooks")]
+    #[error("unknown direction '{0}': use in (received packets, by source), out (sent packets, by destination) or both")]
     BadDir(String),
 }
 
@@ -58,7 +62,10 @@ impl Proto {
     }
 
     pub fn has_ports(self) -> bool {
-        matches!(self, Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Other(136))
+        matches!(
+            self,
+            Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Other(136)
+        )
     }
 }
 
@@ -103,6 +110,37 @@ pub enum Direction {
     /// Received packets, matched on their source (XDP ingress).
     #[default]
     In,
+    /// Sent packets, matched on their destination (TC egress).
+    Out,
+    /// Both of the above.
+    Both,
+}
+
+impl Direction {
+    /// The kernel's bits (enum nr_fw_dir).
+    pub fn bits(self) -> u8 {
+        use netray_ebpf::abi::nr_fw_dir as D;
+        let (i, o) = (D::NR_DIR_IN.0 as u8, D::NR_DIR_OUT.0 as u8);
+        match self {
+            Direction::In => i,
+            Direction::Out => o,
+            Direction::Both => i | o,
+        }
+    }
+
+    pub fn from_bits(b: u8) -> Option<Direction> {
+        [Direction::In, Direction::Out, Direction::Both]
+            .into_iter()
+            .find(|d| d.bits() == b)
+    }
+
+    pub fn has_in(self) -> bool {
+        self != Direction::Out
+    }
+
+    pub fn has_out(self) -> bool {
+        self != Direction::In
+    }
 }
 
 impl FromStr for Direction {
@@ -110,6 +148,8 @@ impl FromStr for Direction {
     fn from_str(s: &str) -> Result<Self, RuleError> {
         match s {
             "in" => Ok(Direction::In),
+            "out" => Ok(Direction::Out),
+            "both" => Ok(Direction::Both),
             _ => Err(RuleError::BadDir(s.to_string())),
         }
     }
@@ -117,7 +157,11 @@ impl FromStr for Direction {
 
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("in")
+        f.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Both => "both",
+        })
     }
 }
 
@@ -138,14 +182,27 @@ fn ser_display<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error>
 
 impl Rule {
     /// Parses and validates a rule. A bare address means a host prefix.
-    pub fn parse(cidr: &str, proto: Option<&str>, port: Option<u16>, dir: Option<&str>) -> Result<Rule, RuleError> {
+    pub fn parse(
+        cidr: &str,
+        proto: Option<&str>,
+        port: Option<u16>,
+        dir: Option<&str>,
+    ) -> Result<Rule, RuleError> {
         let net = parse_net(cidr)?;
         let proto = proto.map(str::parse::<Proto>).transpose()?;
-        let dir = dir.map(str::parse::<Direction>).transpose()?.unwrap_or_default();
+        let dir = dir
+            .map(str::parse::<Direction>)
+            .transpose()?
+            .unwrap_or_default();
         Rule::new(net, proto, port, dir)
     }
 
-    pub fn new(net: IpNet, proto: Option<Proto>, port: Option<u16>, dir: Direction) -> Result<Rule, RuleError> {
+    pub fn new(
+        net: IpNet,
+        proto: Option<Proto>,
+        port: Option<u16>,
+        dir: Direction,
+    ) -> Result<Rule, RuleError> {
         if port == Some(0) {
             return Err(RuleError::PortZero);
         }
@@ -154,11 +211,20 @@ impl Rule {
                 return Err(RuleError::PortWithoutPorts(p.to_string()));
             }
         }
-        Ok(Rule { net, proto, port, dir })
+        Ok(Rule {
+            net,
+            proto,
+            port,
+            dir,
+        })
     }
 
     pub fn family(&self) -> u8 {
-        if self.net.addr().is_ipv4() { 4 } else { 6 }
+        if self.net.addr().is_ipv4() {
+            4
+        } else {
+            6
+        }
     }
 
     /// Protocol numbers this rule matches: one, or tcp/udp/sctp for a bare
@@ -173,14 +239,18 @@ impl Rule {
 
     /// The kernel's record of this rule.
     pub fn to_abi(&self, created_ns: u64) -> nr_fw_rule {
-        let mut r = nr_fw_rule { family: self.family(), prefix_len: self.net.prefix_len(), ..Default::default() };
+        let mut r = nr_fw_rule {
+            family: self.family(),
+            prefix_len: self.net.prefix_len(),
+            ..Default::default()
+        };
         match self.net.addr() {
             IpAddr::V4(a) => r.addr[..4].copy_from_slice(&a.octets()),
             IpAddr::V6(a) => r.addr.copy_from_slice(&a.octets()),
         }
         r.proto = self.proto.map(|p| p.number(r.family)).unwrap_or(0);
         r.port = self.port.unwrap_or(0);
-        r.dir = netray_ebpf::abi::nr_fw_dir::NR_DIR_IN.0 as u8;
+        r.dir = self.dir.bits();
         r.action = netray_ebpf::abi::nr_fw_action::NR_ACTION_DENY.0 as u8;
         r.created_ns = created_ns;
         r
@@ -196,7 +266,12 @@ impl Rule {
         let net = IpNet::new(addr, r.prefix_len).ok()?;
         let proto = (r.proto != 0).then(|| Proto::from_number(r.proto));
         let port = (r.port != 0).then_some(r.port);
-        Some(Rule { net, proto, port, dir: Direction::In })
+        Some(Rule {
+            net,
+            proto,
+            port,
+            dir: Direction::from_bits(r.dir)?,
+        })
     }
 }
 
@@ -209,6 +284,9 @@ impl fmt::Display for Rule {
         if let Some(p) = self.port {
             write!(f, " port {p}")?;
         }
+        if self.dir != Direction::In {
+            write!(f, " dir {}", self.dir)?;
+        }
         Ok(())
     }
 }
@@ -216,13 +294,20 @@ impl fmt::Display for Rule {
 fn parse_net(s: &str) -> Result<IpNet, RuleError> {
     let s = s.trim();
     let net = if s.contains('/') {
-        s.parse::<IpNet>().map_err(|_| RuleError::BadCidr(s.to_string()))?
+        s.parse::<IpNet>()
+            .map_err(|_| RuleError::BadCidr(s.to_string()))?
     } else {
-        let addr = s.parse::<IpAddr>().map_err(|_| RuleError::BadCidr(s.to_string()))?;
+        let addr = s
+            .parse::<IpAddr>()
+            .map_err(|_| RuleError::BadCidr(s.to_string()))?;
         IpNet::from(addr)
     };
     if net.trunc() != net {
-        return Err(RuleError::HostBits { given: s.to_string(), len: net.prefix_len(), suggest: net.trunc().to_string() });
+        return Err(RuleError::HostBits {
+            given: s.to_string(),
+            len: net.prefix_len(),
+            suggest: net.trunc().to_string(),
+        });
     }
     Ok(net)
 }
@@ -235,11 +320,28 @@ mod tests {
     fn parses_and_normalises() {
         let r = Rule::parse("10.1.0.0/16", Some("udp"), Some(53), None).unwrap();
         assert_eq!(r.to_string(), "10.1.0.0/16 proto udp port 53");
-        assert_eq!(Rule::parse("192.0.2.7", None, None, None).unwrap().net.prefix_len(), 32);
-        assert_eq!(Rule::parse("2001:db8::1", None, None, None).unwrap().net.prefix_len(), 128);
+        assert_eq!(
+            Rule::parse("192.0.2.7", None, None, None)
+                .unwrap()
+                .net
+                .prefix_len(),
+            32
+        );
+        assert_eq!(
+            Rule::parse("2001:db8::1", None, None, None)
+                .unwrap()
+                .net
+                .prefix_len(),
+            128
+        );
         let icmp6 = Rule::parse("2001:db8::/32", Some("icmp"), None, None).unwrap();
         assert_eq!(icmp6.proto_numbers(), vec![58]);
-        assert_eq!(Rule::parse("10.0.0.0/8", None, Some(22), None).unwrap().proto_numbers(), vec![6, 17, 132]);
+        assert_eq!(
+            Rule::parse("10.0.0.0/8", None, Some(22), None)
+                .unwrap()
+                .proto_numbers(),
+            vec![6, 17, 132]
+        );
     }
 
     #[test]
@@ -255,16 +357,46 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_a_hint() {
-        assert!(matches!(Rule::parse("10.0.0.1/8", None, None, None), Err(RuleError::HostBits { .. })));
+        assert!(matches!(
+            Rule::parse("10.0.0.1/8", None, None, None),
+            Err(RuleError::HostBits { .. })
+        ));
         assert_eq!(
-            Rule::parse("10.0.0.1/8", None, None, None).unwrap_err().to_string(),
+            Rule::parse("10.0.0.1/8", None, None, None)
+                .unwrap_err()
+                .to_string(),
             "'10.0.0.1/8' has host bits set beyond /8; did you mean 10.0.0.0/8?"
         );
-        assert!(matches!(Rule::parse("10.0.0.0/33", None, None, None), Err(RuleError::BadCidr(_))));
-        assert!(matches!(Rule::parse("bogus", None, None, None), Err(RuleError::BadCidr(_))));
-        assert!(matches!(Rule::parse("10.0.0.0/8", Some("icmp"), Some(1), None), Err(RuleError::PortWithoutPorts(_))));
-        assert!(matches!(Rule::parse("10.0.0.0/8", Some("xyz"), None, None), Err(RuleError::BadProto(_))));
-        assert!(matches!(Rule::parse("10.0.0.0/8", None, Some(0), None), Err(RuleError::PortZero)));
-        assert!(matches!(Rule::parse("10.0.0.0/8", None, None, Some("sideways")), Err(RuleError::BadDir(_))));
+        assert!(matches!(
+            Rule::parse("10.0.0.0/33", None, None, None),
+            Err(RuleError::BadCidr(_))
+        ));
+        assert!(matches!(
+            Rule::parse("bogus", None, None, None),
+            Err(RuleError::BadCidr(_))
+        ));
+        assert!(matches!(
+            Rule::parse("10.0.0.0/8", Some("icmp"), Some(1), None),
+            Err(RuleError::PortWithoutPorts(_))
+        ));
+        assert!(matches!(
+            Rule::parse("10.0.0.0/8", Some("xyz"), None, None),
+            Err(RuleError::BadProto(_))
+        ));
+        assert!(matches!(
+            Rule::parse("10.0.0.0/8", None, Some(0), None),
+            Err(RuleError::PortZero)
+        ));
+        assert!(matches!(
+            Rule::parse("10.0.0.0/8", None, None, Some("sideways")),
+            Err(RuleError::BadDir(_))
+        ));
+        let out = Rule::parse("10.0.0.0/8", Some("tcp"), Some(25), Some("out")).unwrap();
+        assert_eq!(out.to_string(), "10.0.0.0/8 proto tcp port 25 dir out");
+        assert_eq!(Rule::from_abi(&out.to_abi(0)).unwrap(), out);
+        assert_ne!(
+            out,
+            Rule::parse("10.0.0.0/8", Some("tcp"), Some(25), Some("in")).unwrap()
+        );
     }
 }

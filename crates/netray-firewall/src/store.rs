@@ -13,7 +13,8 @@ use netray_core::{
     Error, PinDir, Result,
 };
 use netray_ebpf::abi::{
-    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter,
+    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_range, nr_fw_rule,
+    nr_fw_state, nr_rule_counter,
 };
 
 use crate::{
@@ -84,7 +85,9 @@ impl FwMaps {
     pub fn load_rules(&self) -> Result<Vec<(u32, Rule)>> {
         let mut out = Vec::new();
         for key in self.rules.keys() {
-            let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else { continue };
+            let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else {
+                continue;
+            };
             let id = u32::from_ne_bytes(k);
             let raw: Option<nr_fw_rule> = maps::get(&self.rules, id)?;
             // A rule deleted between keys() and lookup is simply gone.
@@ -97,7 +100,10 @@ impl FwMaps {
     }
 
     pub fn store_rule(&self, id: u32, rule: &Rule) -> Result<()> {
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
         maps::put(&self.rules, id, &rule.to_abi(created))?;
         self.reset_hits(id)
     }
@@ -111,7 +117,10 @@ impl FwMaps {
     /// The hit counters of every CPU (see struct nr_rule_counter).
     pub fn counters(&self) -> Result<RuleCounters> {
         let slots = self.state()?.counter_slots as usize;
-        Ok(RuleCounters { map: MmapArray::new(&self.rule_stats)?, slots })
+        Ok(RuleCounters {
+            map: MmapArray::new(&self.rule_stats)?,
+            slots,
+        })
     }
 
     /// Hits of one rule, summed over CPUs.
@@ -132,8 +141,7 @@ impl FwMaps {
             ranges: st.ranges_per_bank as usize,
             matches: st.matches_per_bank as usize,
         };
-        compile::compile(rules, cap)
-            .map_err(|e| Error::Refused(e.to_string()))
+        compile::compile(rules, cap).map_err(|e| Error::Refused(e.to_string()))
     }
 
     /// Writes `c` into the idle bank, then makes it the active one.
@@ -143,7 +151,10 @@ impl FwMaps {
 
         let mut pool = MmapArray::<nr_fw_chunk>::new(&self.pool)?;
         let base = (target * st.chunks_per_bank) as usize;
-        for (dst, src) in pool.slice_mut()[base..base + c.chunks.len()].iter_mut().zip(&c.chunks) {
+        for (dst, src) in pool.slice_mut()[base..base + c.chunks.len()]
+            .iter_mut()
+            .zip(&c.chunks)
+        {
             dst.entry = *src;
         }
         let mut ranges = MmapArray::<nr_fw_range>::new(&self.ranges)?;
@@ -174,7 +185,12 @@ impl FwMaps {
             let _ = self.l4.delete(&k);
         }
         for e in &c.l4 {
-            let key = nr_fw_l4_key { match_id: e.match_id, bank, proto: e.proto, port: e.port };
+            let key = nr_fw_l4_key {
+                match_id: e.match_id,
+                bank,
+                proto: e.proto,
+                port: e.port,
+            };
             self.l4
                 .update(bytes_of(&key), &e.rule_id.to_ne_bytes(), MapFlags::ANY)
                 .map_err(|err| {

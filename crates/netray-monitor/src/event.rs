@@ -28,6 +28,11 @@ pub struct PacketEvent {
     pub ifname: String,
     pub ifindex: u32,
     pub hook: &'static str,
+    /// "ingress" (received) or "egress" (sent).
+    pub direction: &'static str,
+    /// At the socket hook: host, broadcast, multicast, other-host or outgoing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkt_type: Option<&'static str>,
     pub ethertype: u16,
     pub vlan: Vec<u16>,
     pub proto: String,
@@ -84,6 +89,8 @@ impl PacketEvent {
             ifname: ifname.to_string(),
             ifindex: raw.ifindex,
             hook: hook_name(raw.hook),
+            direction: if raw.direction == 1 { "egress" } else { "ingress" },
+            pkt_type: (u32::from(raw.hook) == nr_hook::NR_HOOK_SOCKET.0).then(|| pkt_type_name(raw.pkt_type)),
             ethertype: raw.ethertype,
             vlan,
             proto: if raw.family == 0 { ethertype_name(raw.ethertype) } else { proto_name(raw.l4_proto) },
@@ -106,7 +113,12 @@ impl PacketEvent {
 impl fmt::Display for PacketEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let time = self.ts.get(11..26).unwrap_or(&self.ts);
-        write!(f, "{time} {} {:<4} {:<6}", self.ifname, self.hook, self.proto)?;
+        let hook = match (self.hook, self.pkt_type) {
+            ("xdp", _) => self.hook.to_string(),
+            (h, Some(t)) => format!("{h}/{t}"),
+            (h, None) => format!("{h}/{}", if self.direction == "egress" { "out" } else { "in" }),
+        };
+        write!(f, "{time} {} {:<4} {:<6}", self.ifname, hook, self.proto)?;
         let ep = |a: &Option<IpAddr>, p: Option<u16>| match (a, p) {
             (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
             (Some(a), Some(p)) => format!("{a}:{p}"),
@@ -143,6 +155,22 @@ fn hook_name(h: u8) -> &'static str {
         nr_hook::NR_HOOK_SOCKET => "socket",
         _ => "?",
     }
+}
+
+fn pkt_type_name(t: u8) -> &'static str {
+    use netray_ebpf::abi::nr_pkt_type as T;
+    match nr_pkt_type_of(t) {
+        T::NR_PKT_HOST => "host",
+        T::NR_PKT_BROADCAST => "broadcast",
+        T::NR_PKT_MULTICAST => "multicast",
+        T::NR_PKT_OTHERHOST => "other-host",
+        T::NR_PKT_OUTGOING => "outgoing",
+        _ => "other",
+    }
+}
+
+fn nr_pkt_type_of(t: u8) -> netray_ebpf::abi::nr_pkt_type {
+    netray_ebpf::abi::nr_pkt_type(t as _)
 }
 
 pub(crate) fn proto_name(p: u8) -> String {
@@ -226,5 +254,32 @@ mod tests {
         let arp = PacketEvent::decode(&nr_packet_event { ethertype: 0x0806, pkt_len: 42, hook: 1, ..Default::default() }, "v", &MonotonicClock::new());
         assert_eq!(arp.proto, "arp");
         assert!(arp.to_string().ends_with("arp    len 42 pass"), "{}", arp);
+        assert_eq!((arp.direction, arp.pkt_type), ("ingress", None));
+    }
+
+    #[test]
+    fn tc_and_socket_events_say_direction_and_packet_type() {
+        let mut raw = nr_packet_event { family: 4, l4_proto: 1, pkt_len: 98, hook: 3, direction: 1, ..Default::default() };
+        raw.flags = F::NR_PKT_HAS_ICMP.0 as u8;
+        let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());
+        assert_eq!((e.hook, e.direction, e.pkt_type), ("tc-egress", "egress", None));
+        assert!(e.to_string().contains(" v tc-egress/out icmp "), "{e}");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["direction"], "egress");
+        assert!(json.get("pkt_type").is_none());
+
+        raw.hook = 4;
+        raw.pkt_type = 4;
+        let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());
+        assert_eq!((e.hook, e.direction, e.pkt_type), ("socket", "egress", Some("outgoing")));
+        assert!(e.to_string().contains(" v socket/outgoing icmp "), "{e}");
+        raw.pkt_type = 0;
+        raw.direction = 0;
+        let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());
+        assert_eq!(serde_json::to_value(&e).unwrap()["pkt_type"], "host");
+        for (t, name) in [(1, "broadcast"), (2, "multicast"), (3, "other-host"), (9, "other")] {
+            raw.pkt_type = t;
+            assert_eq!(PacketEvent::decode(&raw, "v", &MonotonicClock::new()).pkt_type, Some(name));
+        }
     }
 }

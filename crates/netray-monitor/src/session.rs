@@ -4,16 +4,29 @@
 //! nobody. A SIGKILLed monitor leaves its pid behind; the next session (and
 //! `firewall detach`) sees that the pid is dead and takes over.
 
-use std::{cell::RefCell, collections::VecDeque, rc::Rc, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    mem::MaybeUninit,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    rc::Rc,
+    time::Duration,
+};
 
-use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    MapHandle, RingBuffer, RingBufferBuilder,
+};
 use netray_core::{
-    dispatcher::{ensure_fw_maps, FwCapacity, IfStats},
+    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity, IfStats},
     maps,
     time::MonotonicClock,
-    AttachMode, Dispatcher, Error, Feature, Interface, PinDir, Result,
+    AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
-use netray_ebpf::abi::{from_bytes, nr_packet_event};
+use netray_ebpf::{
+    abi::{from_bytes, nr_packet_event},
+    tc_dispatch::TcDispatchSkelBuilder,
+};
 use serde::Serialize;
 
 use crate::PacketEvent;
@@ -46,6 +59,9 @@ pub struct MonitorSession {
     queue: Rc<RefCell<VecDeque<nr_packet_event>>>,
     pin: PinDir,
     iface: Interface,
+    hooks: Vec<Hook>,
+    /// The packet socket carrying the socket-filter program (socket hook).
+    socket: Option<OwnedFd>,
     start: IfStats,
     received: u64,
     clock: MonotonicClock,
@@ -56,13 +72,32 @@ impl MonitorSession {
     /// Starts monitoring `ifname`, attaching the dispatcher if netray is not
     /// there yet (in `mode`).
     pub fn start(pin: &PinDir, ifname: &str, mode: AttachMode) -> Result<MonitorSession> {
+        Self::start_hooks(pin, ifname, mode, &[Hook::Xdp])
+    }
+
+    /// Starts monitoring `ifname` at each of `hooks` (one event ring for all:
+    /// each event names its hook). TC hooks attach netray's TC program if it
+    /// is not there; the socket hook opens a packet socket bound to the
+    /// interface with netray's socket filter on it, for this session only.
+    pub fn start_hooks(pin: &PinDir, ifname: &str, mode: AttachMode, hooks: &[Hook]) -> Result<MonitorSession> {
         let iface = Interface::resolve(ifname)?;
+        if hooks.is_empty() {
+            return Err(Error::Refused("no hook to monitor: give at least one of xdp, tc-ingress, tc-egress, socket".into()));
+        }
+        let mut hooks = hooks.to_vec();
+        hooks.sort_by_key(|h| h.stats_slot());
+        hooks.dedup();
         let _lock = pin.lock()?;
         let cap = FwCapacity::default();
         ensure_fw_maps(pin, &cap)?;
         let (d, _) = Dispatcher::attach(pin, &iface, mode, &cap)?;
         let mut cfg = d.config()?;
-        if d.active_features()? & Feature::Monitor.bit() != 0 && cfg.monitor_pid != std::process::id() {
+        let mut busy = false;
+        for h in Hook::ALL {
+            busy |= d.active_hook_features(h)? & Feature::Monitor.bit() != 0;
+        }
+        if busy && cfg.monitor_pid != std::process::id() {
+            let _ = d.detach_if_idle();
             return Err(Error::Refused(format!(
                 "another monitor (pid {}) is already reading {}; stop it first",
                 cfg.monitor_pid, iface.name
@@ -86,16 +121,41 @@ impl MonitorSession {
         let _ = ring.consume();
         queue.borrow_mut().clear();
 
-        let start = d.stats()?;
+        let socket = if hooks.contains(&Hook::Socket) {
+            match open_socket_filter(pin, &iface) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = d.detach_if_idle();
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         cfg.monitor_pid = std::process::id();
-        cfg.features |= Feature::Monitor.bit();
+        for h in &hooks {
+            Dispatcher::set_hook_bits(&mut cfg, *h, Feature::Monitor.bit(), true);
+        }
         d.set_config(&cfg)?;
+        if let Err(e) = d.sync_tc(pin) {
+            for h in &hooks {
+                Dispatcher::set_hook_bits(&mut cfg, *h, Feature::Monitor.bit(), false);
+            }
+            cfg.monitor_pid = 0;
+            let _ = d.set_config(&cfg);
+            let _ = d.sync_tc(pin);
+            let _ = d.detach_if_idle();
+            return Err(e);
+        }
+        let start = sum_stats(&d, &hooks)?;
         Ok(MonitorSession {
             ring,
             _ring_map: ring_map,
             queue,
             pin: pin.clone(),
             iface,
+            hooks,
+            socket,
             start,
             received: 0,
             clock: MonotonicClock::new(),
@@ -125,7 +185,7 @@ impl MonitorSession {
     /// Counters since the session started.
     pub fn stats(&self) -> Result<MonitorStats> {
         let d = Dispatcher::open(&self.pin, &self.iface)?.ok_or_else(|| Error::NotAttached(self.iface.name.clone()))?;
-        let now = d.stats()?;
+        let now = sum_stats(&d, &self.hooks)?;
         Ok(MonitorStats {
             kind: StatsKind::Stats,
             received: self.received,
@@ -144,17 +204,14 @@ impl MonitorSession {
         let d = Dispatcher::open(&self.pin, &self.iface)?;
         let mut end = self.start.clone();
         if let Some(d) = &d {
-            let mut cfg = d.config()?;
-            if cfg.monitor_pid == std::process::id() {
-                cfg.monitor_pid = 0;
-                cfg.features &= !Feature::Monitor.bit();
-                d.set_config(&cfg)?;
-            }
-            end = d.stats()?;
+            self.monitor_off(d)?;
+            end = sum_stats(d, &self.hooks)?;
         }
+        self.socket = None;
         // No new records can come now: drain what is left.
         self.poll(Duration::ZERO, on_event)?;
         if let Some(d) = d {
+            d.sync_tc(&self.pin)?;
             d.detach_if_idle()?;
         }
         Ok(MonitorStats {
@@ -170,18 +227,113 @@ impl MonitorSession {
         self.finish(&mut |_| true)
     }
 
-    fn switch_off(&self) -> Result<()> {
-        let _lock = self.pin.lock()?;
-        let Some(d) = Dispatcher::open(&self.pin, &self.iface)? else { return Ok(()) };
+    /// Clears the monitor bit of every hook, if this process owns the monitor.
+    fn monitor_off(&self, d: &Dispatcher) -> Result<()> {
         let mut cfg = d.config()?;
         if cfg.monitor_pid == std::process::id() {
             cfg.monitor_pid = 0;
-            cfg.features &= !Feature::Monitor.bit();
+            for h in Hook::ALL {
+                Dispatcher::set_hook_bits(&mut cfg, h, Feature::Monitor.bit(), false);
+            }
             d.set_config(&cfg)?;
         }
+        Ok(())
+    }
+
+    fn switch_off(&mut self) -> Result<()> {
+        self.socket = None;
+        let _lock = self.pin.lock()?;
+        let Some(d) = Dispatcher::open(&self.pin, &self.iface)? else { return Ok(()) };
+        self.monitor_off(&d)?;
+        d.sync_tc(&self.pin)?;
         d.detach_if_idle()?;
         Ok(())
     }
+
+    /// The hooks this session reads.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+}
+
+/// The counters of `hooks`, added up (packets seen at several hooks count
+/// once per hook, as they produce one event per hook).
+fn sum_stats(d: &Dispatcher, hooks: &[Hook]) -> Result<IfStats> {
+    let mut t = IfStats::default();
+    for h in hooks {
+        let s = d.hook_stats(*h)?;
+        t.seen += s.seen;
+        t.passed += s.passed;
+        t.dropped += s.dropped;
+        t.bytes_seen += s.bytes_seen;
+        t.bytes_dropped += s.bytes_dropped;
+        t.non_ip += s.non_ip;
+        t.truncated += s.truncated;
+    }
+    // One ring for every hook: its counters are written by whichever hook emits.
+    let mut sent = 0;
+    let mut lost = 0;
+    for h in Hook::ALL {
+        let s = d.hook_stats(h)?;
+        sent += s.events_sent;
+        lost += s.events_lost;
+    }
+    t.events_sent = sent;
+    t.events_lost = lost;
+    Ok(t)
+}
+
+/// A packet socket (AF_PACKET, raw, every protocol) bound to `iface`, with
+/// netray's socket filter attached before it is bound. The filter writes an
+/// event per packet and accepts none, so nothing ever queues on the socket.
+fn open_socket_filter(pin: &PinDir, iface: &Interface) -> Result<OwnedFd> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = TcDispatchSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(Error::bpf("opening the socket filter"))?;
+    configure_maps(open.open_object_mut(), pin, Some(iface.index), &FwCapacity::default())?;
+    open.progs.netray_tc_ingress.set_autoload(false);
+    open.progs.netray_tc_egress.set_autoload(false);
+    let skel = open.load().map_err(Error::bpf("loading the socket filter into the kernel"))?;
+    let sys = |what: &str| Error::Refused(format!("{what} on {}: {}", iface.name, std::io::Error::last_os_error()));
+    // SAFETY: plain socket call; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(sys("opening a packet socket"));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let prog_fd: libc::c_int = skel.progs.netray_socket.as_fd().as_raw_fd();
+    // SAFETY: SO_ATTACH_BPF takes an int program fd.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_BPF,
+            (&prog_fd as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as _,
+        )
+    };
+    if rc != 0 {
+        return Err(sys("attaching the socket filter"));
+    }
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = iface.index as i32;
+    // SAFETY: sll is a valid sockaddr_ll of the given size.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as _,
+        )
+    };
+    if rc != 0 {
+        return Err(sys("binding the packet socket"));
+    }
+    Ok(sock)
 }
 
 impl Drop for MonitorSession {

@@ -15,11 +15,12 @@ use libbpf_rs::{
     MapHandle, ProgramInput, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity},
-    maps, Feature, PinDir,
+    dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    maps, Feature, Hook, PinDir,
 };
 use netray_ebpf::{
     abi::{from_bytes, nr_if_config, nr_if_stats, nr_packet_event},
+    tc_dispatch::{TcDispatchSkel, TcDispatchSkelBuilder},
     xdp_dispatch::{XdpDispatchSkel, XdpDispatchSkelBuilder},
 };
 use netray_firewall::Firewall;
@@ -27,6 +28,10 @@ use netray_firewall::Firewall;
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+
+/// TC_ACT_UNSPEC (-1) as BPF_PROG_TEST_RUN reports it: "no verdict, go on".
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+pub const TC_ACT_SHOT: u32 = 2;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -80,10 +85,15 @@ pub struct RunResult {
 }
 
 /// Fake ifindex for the harness's per-interface maps (no such interface).
-const HARNESS_IFINDEX: u32 = 999_999;
+pub const HARNESS_IFINDEX: u32 = 999_999;
 
 impl XdpHarness {
     pub fn new(tag: &str) -> XdpHarness {
+        Self::with_flow_capacity(tag, FlowCapacity::default())
+    }
+
+    /// A harness whose flow table holds `flows` entries.
+    pub fn with_flow_capacity(tag: &str, flows: FlowCapacity) -> XdpHarness {
         let tmp = TempPin::new(tag);
         let cap = FwCapacity::default();
         ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
@@ -91,7 +101,8 @@ impl XdpHarness {
         // are short processes, so leaking one per harness is fine.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = XdpDispatchSkelBuilder::default().open(storage).expect("opening the dispatcher");
-        configure_maps(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap).expect("configuring maps");
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &flows)
+            .expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher (verifier)");
         let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
         let config = maps::open_pinned(&dir.join("if_config")).unwrap();
@@ -106,12 +117,25 @@ impl XdpHarness {
         self.tmp.firewall()
     }
 
+    /// The flow table (if_flows, its counters and the per-CPU flow caches),
+    /// read as netray-flows reads it.
+    pub fn flow_table(&self) -> netray_flows::FlowTable {
+        let dir = self.tmp.pin.if_dir(HARNESS_IFINDEX);
+        netray_flows::FlowTable::from_maps(
+            maps::open_pinned(&dir.join("if_flows")).unwrap(),
+            maps::open_pinned(&dir.join("if_flow_stats")).unwrap(),
+            maps::open_pinned(&dir.join("if_flow_cache")).unwrap(),
+        )
+        .expect("a flow table")
+    }
+
     pub fn set_features(&self, features: &[Feature]) {
         let cfg = nr_if_config {
             features: features.iter().map(|f| f.bit()).fold(0, |a, b| a | b),
             ifindex: HARNESS_IFINDEX,
             monitor_wakeup_bytes: 1 << 30,
             monitor_pid: 0,
+            ..Default::default()
         };
         maps::put(&self.config, 0, &cfg).unwrap();
     }
@@ -138,18 +162,7 @@ impl XdpHarness {
     /// Per-CPU counters summed.
     pub fn stats(&self) -> nr_if_stats {
         let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, 0).unwrap();
-        let mut s = nr_if_stats::default();
-        for c in per_cpu {
-            s.seen += c.seen;
-            s.dropped += c.dropped;
-            s.events_sent += c.events_sent;
-            s.events_lost += c.events_lost;
-            s.non_ip += c.non_ip;
-            s.truncated += c.truncated;
-            s.bytes_seen += c.bytes_seen;
-            s.bytes_dropped += c.bytes_dropped;
-        }
-        s
+        netray_core::dispatcher::sum_if_stats(&per_cpu)
     }
 }
 
@@ -160,4 +173,95 @@ pub fn require_root() {
         0,
         "netray's kernel tests must run as root (they load BPF programs): run `make test` as root"
     );
+}
+
+/// The TC programs and the socket filter (bpf/tc_dispatch.bpf.c) loaded into
+/// the kernel but attached nowhere, with their maps pinned in a TempPin, so
+/// BPF_PROG_TEST_RUN can feed them frames (longer than ETH_HLEN: the kernel
+/// refuses shorter skbs).
+pub struct TcHarness {
+    skel: TcDispatchSkel<'static>,
+    pub tmp: TempPin,
+    config: MapHandle,
+    stats: MapHandle,
+    events: MapHandle,
+}
+
+impl TcHarness {
+    /// Every hook's firewall and monitor on.
+    pub fn new(tag: &str) -> TcHarness {
+        let tmp = TempPin::new(tag);
+        let cap = FwCapacity::default();
+        ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
+        let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = TcDispatchSkelBuilder::default().open(storage).expect("opening the TC dispatcher");
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &FlowCapacity::default())
+            .expect("configuring maps");
+        let skel = open.load().expect("loading the TC dispatcher (verifier)");
+        let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
+        let config = maps::open_pinned(&dir.join("if_config")).unwrap();
+        let stats = maps::open_pinned(&dir.join("if_stats")).unwrap();
+        let events = maps::open_pinned(&dir.join("if_events")).unwrap();
+        let h = TcHarness { skel, tmp, config, stats, events };
+        let all = [Feature::Firewall, Feature::Monitor];
+        h.set_features(&all, &all, &[Feature::Monitor]);
+        h
+    }
+
+    pub fn firewall(&self) -> Firewall {
+        self.tmp.firewall()
+    }
+
+    pub fn set_features(&self, ingress: &[Feature], egress: &[Feature], socket: &[Feature]) {
+        let bits = |f: &[Feature]| f.iter().map(|f| f.bit()).fold(0, |a, b| a | b);
+        let cfg = nr_if_config {
+            ifindex: HARNESS_IFINDEX,
+            monitor_wakeup_bytes: 1 << 30,
+            tc_ingress_features: bits(ingress),
+            tc_egress_features: bits(egress),
+            socket_features: bits(socket),
+            ..Default::default()
+        };
+        maps::put(&self.config, 0, &cfg).unwrap();
+    }
+
+    /// Runs the program of `hook` (tc-ingress, tc-egress or socket) once.
+    pub fn run(&self, hook: Hook, frame: &[u8]) -> RunResult {
+        self.try_run(hook, frame).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `run`, or the kernel's refusal of the frame (it refuses an skb whose
+    /// ethertype says IPv4/IPv6 but that is shorter than the IP header).
+    pub fn try_run(&self, hook: Hook, frame: &[u8]) -> Result<RunResult, String> {
+        let mut input = ProgramInput::default();
+        input.data_in = Some(frame);
+        let p = &self.skel.progs;
+        let prog = match hook {
+            Hook::TcIngress => &p.netray_tc_ingress,
+            Hook::TcEgress => &p.netray_tc_egress,
+            Hook::Socket => &p.netray_socket,
+            Hook::Xdp => panic!("TcHarness has no XDP program: use XdpHarness"),
+        };
+        let out = prog
+            .test_run(input)
+            .map_err(|e| format!("BPF_PROG_TEST_RUN of {} on a {}-byte frame: {e}", hook.name(), frame.len()))?;
+        let mut events = Vec::new();
+        {
+            let mut b = RingBufferBuilder::new();
+            b.add(&self.events, |d: &[u8]| {
+                events.push(from_bytes::<nr_packet_event>(d).expect("short event"));
+                0
+            })
+            .unwrap();
+            b.build().unwrap().consume().unwrap();
+        }
+        assert!(events.len() <= 1, "one frame produced {} events", events.len());
+        Ok(RunResult { verdict: out.return_value, event: events.pop() })
+    }
+
+    /// One hook's per-CPU counters summed.
+    pub fn stats(&self, hook: Hook) -> nr_if_stats {
+        let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, hook.stats_slot()).unwrap();
+        netray_core::dispatcher::sum_if_stats(&per_cpu)
+    }
 }

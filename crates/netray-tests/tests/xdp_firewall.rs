@@ -550,10 +550,13 @@ fn truncated_frames_are_dropped_once_the_source_is_visible() {
             82,
         ),
     ];
+    // One harness (and one short-frame runner) for all: each case adds its
+    // rule, sweeps, and deletes it again.
+    let mut fw = Fw::new("fw-trunc");
+    let any = AnyLen::new(&fw.h);
     for (name, pkt, r, first) in cases {
-        let mut fw = Fw::new("fw-trunc");
-        let id = fw.add(&[r])[0];
-        let any = AnyLen::new(&fw.h);
+        let id = fw.h.firewall().add(std::slice::from_ref(&r)).unwrap()[0];
+        let before = fw.h.stats();
         let frame = pkt.bytes();
         let mut drops = Vec::new();
         for n in 0..=frame.len() {
@@ -569,8 +572,13 @@ fn truncated_frames_are_dropped_once_the_source_is_visible() {
         fw.hits.insert(id, (drops.len() as u64, drops.iter().sum()));
         fw.verify_hits(name);
         assert_eq!(drops.first().copied(), Some(first as u64), "{name}: first drop");
-        let s = fw.h.stats();
-        assert_eq!((s.seen, s.dropped), (frame.len() as u64 + 1, drops.len() as u64), "{name}: stats");
+        assert_eq!(drops.len(), frame.len() + 1 - first, "{name}: every length from the first drop on");
+        let after = fw.h.stats();
+        assert_eq!(after.seen - before.seen, frame.len() as u64 + 1, "{name}: seen");
+        assert_eq!(after.dropped - before.dropped, drops.len() as u64, "{name}: dropped");
+        assert_eq!(after.bytes_dropped - before.bytes_dropped, drops.iter().sum::<u64>(), "{name}: bytes_dropped");
+        fw.h.firewall().delete(&[r]).unwrap();
+        fw.hits.remove(&id);
     }
 }
 

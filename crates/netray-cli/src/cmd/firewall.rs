@@ -10,8 +10,11 @@ use crate::output::{json_line, table};
 
 #[derive(Subcommand)]
 pub enum FirewallCommand {
-    /// Start enforcing the deny rules on an interface (XDP, ingress).
+    /// Start enforcing the deny rules on an interface (XDP ingress, TC egress).
     #[command(after_help = "Examples:\n  netray firewall attach -i eth1\n  netray firewall attach -i veth0 --mode generic\n\n\
+        \"in\" rules are enforced by the XDP program, \"out\" rules (--dir out) by a TC egress program, which is always\n\
+        attached with it: through a tcx link where the kernel has tcx (Linux 6.6+), else as a direct-action filter on a\n\
+        clsact qdisc (NETRAY_TC_LEGACY=1 forces that). Filters of other tools on the interface are left alone.\n\
         The firewall keeps enforcing after netray exits: its program and maps are pinned under the pin directory.\n\
         --fw-chunks and --max-rules size the shared rule tables when they are first created.")]
     Attach {
@@ -49,7 +52,7 @@ pub enum FirewallCommand {
 /// Sizes of the rule tables (used only when they are created).
 #[derive(Args, Clone, Copy)]
 pub struct CapacityArgs {
-    /// Dense trie chunks per bank (1 KiB each, 512 of them roots; two banks).
+    /// Dense trie chunks per bank (1 KiB each, 1024 of them roots; two banks).
     #[arg(long, default_value_t = FwCapacity::default().chunks_per_bank, value_name = "N")]
     pub fw_chunks: u32,
     /// Sparse trie nodes per bank (64 bytes each; two banks).
@@ -62,7 +65,7 @@ pub struct CapacityArgs {
 
 impl CapacityArgs {
     pub fn capacity(self) -> anyhow::Result<FwCapacity> {
-        anyhow::ensure!(self.fw_chunks >= 1024, "--fw-chunks must be at least 1024 (512 are roots)");
+        anyhow::ensure!(self.fw_chunks >= 1536, "--fw-chunks must be at least 1536 (1024 are roots)");
         anyhow::ensure!(self.fw_ranges >= 1, "--fw-ranges must be at least 1");
         anyhow::ensure!(self.max_rules >= 1, "--max-rules must be at least 1");
         Ok(FwCapacity { chunks_per_bank: self.fw_chunks, ranges_per_bank: self.fw_ranges, max_rules: self.max_rules })
@@ -85,7 +88,8 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                     eprintln!("netray: note: {note}");
                 }
                 let verb = if r.already_attached { "enabled on already attached" } else { "attached to" };
-                println!("firewall {verb} {} (ifindex {}, {} XDP)", r.interface, r.ifindex, r.mode);
+                let tc = r.tc_egress.as_deref().map(|b| format!(", TC egress via {b}")).unwrap_or_default();
+                println!("firewall {verb} {} (ifindex {}, {} XDP{tc})", r.interface, r.ifindex, r.mode);
             }
         }
         FirewallCommand::Detach { iface, all } => {
@@ -119,6 +123,11 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                             i.interface.clone(),
                             i.ifindex.to_string(),
                             i.mode.clone(),
+                            if i.tc.is_empty() {
+                                "-".into()
+                            } else {
+                                i.tc.iter().map(|t| format!("{}:{}", t.hook, t.backend)).collect::<Vec<_>>().join(",")
+                            },
                             i.prog_id.to_string(),
                             if i.features.is_empty() { "-".into() } else { i.features.join(",") },
                             i.stats.seen.to_string(),
@@ -127,7 +136,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["INTERFACE", "IFINDEX", "MODE", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
+                table( &["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
             }
             let t = &st.table;
             println!(

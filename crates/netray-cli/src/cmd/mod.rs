@@ -5,6 +5,7 @@ pub mod demo;
 pub mod deny;
 pub mod firewall;
 pub mod monitor;
+pub mod top;
 
 use std::path::PathBuf;
 

@@ -10,14 +10,17 @@ use std::{
 };
 
 use clap::Args;
-use netray_core::AttachMode;
+use netray_core::{AttachMode, Hook};
 use netray_monitor::MonitorSession;
 
 use super::{firewall::parse_mode, Context};
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  netray monitor -i eth1\n  netray monitor -i eth1 -c 100 --json | jq .src\n\n\
+#[command(after_help = "Examples:\n  netray monitor -i eth1\n  netray monitor -i eth1 -c 100 --json | jq .src\n  \
+    netray monitor -i eth1 --hook tc-ingress,tc-egress\n  netray monitor -i eth1 --hook socket\n\n\
+    Hooks: xdp (received, before the stack), tc-ingress / tc-egress (TC, received / sent), socket (a packet socket\n\
+    bound to the interface: both directions, with the packet type: host, broadcast, multicast, other-host, outgoing).\n\
     Each line: time, interface, hook, protocol, source -> destination, length, verdict (and the rule that dropped it).\n\
     With --json: one object per packet ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...})\n\
     and a {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events the\n\
@@ -33,6 +36,9 @@ pub struct MonitorArgs {
     /// Exit after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Where to watch: xdp, tc-ingress, tc-egress, socket (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', default_value = "xdp", value_parser = parse_hook)]
+    hook: Vec<Hook>,
     /// XDP attach mode if netray must attach: auto, native or generic.
     #[arg(long, default_value = "auto", value_parser = parse_mode)]
     mode: AttachMode,
@@ -47,9 +53,10 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let pin = ctx.pin()?;
-    let mut session = MonitorSession::start(&pin, &args.iface, args.mode)?;
+    let mut session = MonitorSession::start_hooks(&pin, &args.iface, args.mode, &args.hook)?;
     if !args.json {
-        eprintln!("netray: monitoring {} (xdp); Ctrl-C to stop", session.interface().name);
+        let hooks: Vec<&str> = session.hooks().iter().map(|h| h.name()).collect();
+        eprintln!("netray: monitoring {} ({}); Ctrl-C to stop", session.interface().name, hooks.join(", "));
     }
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut printed = 0u64;
@@ -92,4 +99,8 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    s.parse()
 }

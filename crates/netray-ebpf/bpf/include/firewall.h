@@ -26,11 +26,12 @@ static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u3
 
 /* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
  * 2-3 at once) or up to two byte-wide nodes. */
-static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 bank, const __u8 *addr)
+static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 bank, const __u8 *addr,
+					    __u32 root)
 {
 	__u32 chunk_base = bank * st->chunks_per_bank;
 	__u32 range_base = bank * st->ranges_per_bank;
-	__u32 idx = chunk_base + NR_FW_ROOT_V4 + addr[0];
+	__u32 idx = chunk_base + root + addr[0];
 	struct nr_fw_chunk *chunk;
 	struct nr_fw_range *range;
 	__u32 entry;
@@ -102,7 +103,7 @@ static __always_inline __u32 nr_fw_match_id(const struct nr_fw_state *st, __u32 
  * own, instead of multiplying its 15 levels into every state of the caller's
  * parser (which exceeds the verifier's budget). The address arrives as two
  * scalars holding its 16 bytes in memory order. */
-__attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank)
+__attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, __u32 out)
 {
 	__u32 zero = 0;
 	__u64 addr[2] = { hi, lo };
@@ -110,7 +111,7 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank)
 
 	if (!st)
 		return 0;
-	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6, 16);
+	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
 static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u32 len)
@@ -128,7 +129,8 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 					const struct nr_fw_state *st);
 
 /* The rule id (slot + 1) that denies this packet, or 0; counts the hit.
- * Matches the source address, or the destination when dst is set. */
+ * dst = 0: an "in" verdict on the source address (received packets);
+ * dst = 1: an "out" verdict on the destination address (sent packets). */
 static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
 {
 	__u32 zero = 0, rule;
@@ -163,12 +165,12 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 			return 0;
 		__builtin_memcpy(&hi, addr, 8);
 		__builtin_memcpy(&lo, addr + 8, 8);
-		mid = nr_fw_match_v6(hi, lo, bank);
+		mid = nr_fw_match_v6(hi, lo, bank, dst);
 	} else {
 		addr = data + off + 12 + (dst ? 4 : 0);
 		if ((void *)(addr + 4) > data_end)
 			return 0;
-		mid = nr_fw_match_v4(st, bank, addr);
+		mid = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0));
 	}
 	if (!mid)
 		return 0;

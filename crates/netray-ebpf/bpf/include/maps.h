@@ -79,7 +79,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, NR_STATS_SLOTS);
 	__type(key, __u32);
 	__type(value, struct nr_if_stats);
 } if_stats SEC(".maps");

@@ -64,7 +64,8 @@ struct nr_packet_event {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 direction;		/* 0 ingress, 1 egress */
-	__u8 _pad[3];
+	__u8 pkt_type;		/* socket hook: skb->pkt_type (enum nr_pkt_type); 0 elsewhere */
+	__u8 _pad[2];
 	__u8 src[16];		/* IPv4 in the first 4 bytes, network order */
 	__u8 dst[16];
 };
@@ -87,6 +88,32 @@ struct nr_if_config {
 	 * below it the reader polls on a timer (wakeups cost µs per record). */
 	__u32 monitor_wakeup_bytes;
 	__u32 monitor_pid;	/* process reading if_events, 0 = none */
+	/* What the TC programs do (enum nr_feature bits: NR_FEAT_FIREWALL and
+	 * NR_FEAT_MONITOR); `features` above is the XDP program's. At TC egress
+	 * the firewall applies "out" rules (destination), at TC ingress "in"
+	 * rules (source). */
+	__u32 tc_ingress_features;
+	__u32 tc_egress_features;
+	__u32 socket_features;	/* socket filter: NR_FEAT_MONITOR */
+	__u32 _pad;
+};
+
+/* nr_packet_event.pkt_type at the socket hook (linux/if_packet.h PACKET_*). */
+enum nr_pkt_type {
+	NR_PKT_HOST = 0,
+	NR_PKT_BROADCAST = 1,
+	NR_PKT_MULTICAST = 2,
+	NR_PKT_OTHERHOST = 3,
+	NR_PKT_OUTGOING = 4,
+};
+
+/* Keys of if_stats: one set of counters per hook. XDP keeps key 0. */
+enum nr_stats_slot {
+	NR_STATS_XDP = 0,
+	NR_STATS_TC_INGRESS = 1,
+	NR_STATS_TC_EGRESS = 2,
+	NR_STATS_SOCKET = 3,
+	NR_STATS_SLOTS = 4,
 };
 
 /* Slots of the per-interface PROG_ARRAY. */
@@ -96,7 +123,8 @@ enum nr_chain_slot {
 	NR_CHAIN_SLOTS = 4,
 };
 
-/* Per-interface per-CPU counters (one array entry, summed over CPUs). */
+/* Per-interface per-CPU counters, one entry per hook (enum nr_stats_slot),
+ * summed over CPUs. */
 struct nr_if_stats {
 	__u64 seen;		/* passed = seen - dropped */
 	__u64 dropped;
@@ -138,9 +166,13 @@ enum nr_fw_layout {
 	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
 	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: keys span 16 bits (IPv4 bytes 2-3) */
 	NR_FW_RANGE_KEYS = 10,	/* runs per range block */
-	NR_FW_ROOT_V4 = 0,	/* chunks 0..255 of a bank: IPv4 roots (first byte) */
-	NR_FW_ROOT_V6 = 256,	/* chunks 256..511 of a bank: IPv6 roots */
-	NR_FW_ROOT_CHUNKS = 512,
+	/* Root chunks of a bank, by direction and family (256 each, by first byte).
+	 * "in" rules match the source of received packets, "out" rules the
+	 * destination of sent ones. */
+	NR_FW_ROOT_V4 = 0,
+	NR_FW_ROOT_V6 = 256,
+	NR_FW_ROOT_OUT = 512,	/* added to the above for "out" rules */
+	NR_FW_ROOT_CHUNKS = 1024,
 };
 #define NR_FW_PTR (1u << NR_FW_PTR_SHIFT)
 #define NR_FW_RANGE (1u << NR_FW_RANGE_SHIFT)
@@ -270,6 +302,35 @@ struct nr_flow_value {
 struct nr_flow_stats {
 	__u64 inserts;		/* new entries created in if_flows */
 	__u64 insert_failed;	/* packets of a new flow that could not be stored */
+	/* The same instant on both clocks, refreshed whenever this CPU leaves
+	 * the fast path: converts nr_flow_slot.last_seen_jiffies to ns. */
+	__u64 ref_ns;		/* bpf_ktime_get_coarse_ns() */
+	__u64 ref_jiffies;	/* bpf_jiffies64() */
+};
+
+/* The per-CPU flow cache (if_flow_cache, NR_FLOW_CACHE_SLOTS entries per CPU,
+ * direct-mapped by a hash of the key) in front of if_flows. A hash map lookup
+ * costs tens of ns; a packet whose flow holds its CPU's slot is counted in the
+ * slot instead, with a few inlined loads and stores. The slot's counts are
+ * added to if_flows when another flow takes the slot; until then they are
+ * "pending", and userspace adds them to the table's counts. A flow's first
+ * packet on a CPU always goes to if_flows (so inserts and evictions are
+ * counted there). */
+enum nr_flow_cache {
+	NR_FLOW_CACHE_SLOTS = 2048,	/* a power of two */
+};
+
+struct nr_flow_slot {
+	struct nr_flow_key key;
+	__u32 used;		/* 1 when key is a flow */
+	__u64 packets;		/* pending: counted here, not yet in if_flows */
+	__u64 bytes;
+	__u64 dropped;
+	__u64 bytes_dropped;
+	__u64 last_seen_jiffies; /* bpf_jiffies64() of the last pending packet */
+	__u32 last_rule;
+	__u8 last_verdict;
+	__u8 _pad[3];
 };
 
 #endif /* NETRAY_ABI_H */

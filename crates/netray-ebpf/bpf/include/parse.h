@@ -127,7 +127,7 @@ static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
 
 	hlen = (ip->ihl & 0xf) * 4;
 	if (hlen < sizeof(*ip)) {
-		/* IHL < 5 is malformed: keep the addresses, claim nothing else. */
+		/* IHL < 5 is malformed: keep the addresses and protocol, no ports. */
 		ev->flags |= NR_PKT_TRUNCATED;
 		return;
 	}
@@ -203,6 +203,14 @@ static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
 		off += len;
 	}
 	ev->l4_proto = next;
+	if (next == NR_NEXTHDR_HOP || next == NR_NEXTHDR_ROUTING || next == NR_NEXTHDR_DEST ||
+	    next == NR_NEXTHDR_FRAGMENT || next == NR_NEXTHDR_AUTH) {
+		/* More extension headers than we walk: the transport header was
+		 * not reached, so say so (port rules cannot apply, and a packet
+		 * padded to hide its ports must not look complete). */
+		ev->flags |= NR_PKT_TRUNCATED;
+		return;
+	}
 	if (off >= NR_PARSE_MAX_OFF) {
 		ev->flags |= NR_PKT_TRUNCATED;
 		return;

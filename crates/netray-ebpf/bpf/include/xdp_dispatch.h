@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "firewall.h"
 #include "monitor.h"
+#include "flows.h"
 
 #ifndef unlikely
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -54,6 +55,9 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 			verdict = XDP_DROP;
 		}
 	}
+
+	if (features & NR_FEAT_FLOWS)
+		nr_flow_account(data, data_end, &meta, cfg->ifindex, len, rule);
 
 	if (features & NR_FEAT_MONITOR) {
 		struct nr_packet_event ev = {};

@@ -165,7 +165,8 @@ pub fn check_fixed(e: &nr_packet_event, ctx: &str) {
     assert_eq!(u32::from(e.hook), nr_hook::NR_HOOK_XDP.0, "{ctx}: hook");
     assert_eq!(e.direction, 0, "{ctx}: direction (ingress)");
     assert_eq!(e.ifindex, TEST_RUN_IFINDEX, "{ctx}: ifindex");
-    assert_eq!(e._pad, [0; 3], "{ctx}: padding");
+    assert_eq!(e.pkt_type, 0, "{ctx}: pkt_type (socket hook only)");
+    assert_eq!(e._pad, [0; 2], "{ctx}: padding");
 }
 
 /// Runs `frame` through the harness; checks the event's fixed fields and that
@@ -197,17 +198,27 @@ pub fn assert_run(h: &XdpHarness, frame: &[u8], want: Ev, ctx: &str) {
 
 // ---- a runner for frames shorter than an Ethernet header ------------------
 
-/// BPF_PROG_TEST_RUN refuses data shorter than ETH_HLEN (14), metadata
-/// excluded. A shorter packet is still possible: with an xdp_md context whose
-/// data_end is below data_size_in, the kernel puts only data_end bytes in the
-/// linear buffer and the rest in a fragment. The dispatcher is loaded without
-/// frags support (cfg_frags = 0), so it sees, and counts, exactly the linear
-/// bytes: an n-byte packet. The harness keeps its program private, so this is
-/// a second instance of the dispatcher loaded on the same pinned maps
-/// (config, stats, event ring, firewall): its runs count with the harness's.
+/// BPF_PROG_TEST_RUN refuses data shorter than ETH_HLEN (14). Two ways
+/// around it, depending on the kernel:
+///  - recent kernels (this one, 6.18) count ETH_HLEN without metadata but
+///    accept an xdp_md whose data_end is below data_size_in: only data_end
+///    bytes go to the linear buffer, the rest to a fragment. The dispatcher is
+///    loaded without frags support (cfg_frags = 0), so it sees, and counts,
+///    exactly the linear bytes: an n-byte packet;
+///  - older kernels require data_end == data_size_in but count ETH_HLEN with
+///    the metadata: prefix the frame with up to 16 bytes of XDP metadata
+///    (xdp_md.data = its length), which the program's data..data_end excludes.
+///
+/// The first that the kernel accepts is used.
+///
+/// The harness keeps its program private, so this is a second instance of the
+/// dispatcher, loaded on the same pinned maps (config, stats, event ring,
+/// firewall): its runs count with the harness's.
 pub struct ShortRunner {
     skel: XdpDispatchSkel<'static>,
     events: MapHandle,
+    /// 0: not known yet, 1: fragment method, 2: metadata method.
+    method: std::cell::Cell<u8>,
 }
 
 impl ShortRunner {
@@ -223,20 +234,40 @@ impl ShortRunner {
         configure_maps(open.open_object_mut(), pin, Some(ifindex), &FwCapacity::default()).expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher");
         let events = maps::open_pinned(&pin.if_dir(ifindex).join("if_events")).unwrap();
-        ShortRunner { skel, events }
+        ShortRunner { skel, events, method: std::cell::Cell::new(0) }
+    }
+
+    fn test_run(&self, frame: &[u8], method: u8) -> libbpf_rs::Result<u32> {
+        let (data, xdp_md) = if method == 1 {
+            let mut data = frame.to_vec();
+            data.resize(frame.len().max(14), 0xee);
+            (data, [0, frame.len() as u32, 0, 0, 0, 0])
+        } else {
+            let meta = 14usize.saturating_sub(frame.len()).div_ceil(4) * 4;
+            let mut data = vec![0xeeu8; meta];
+            data.extend_from_slice(frame);
+            let len = data.len() as u32;
+            (data, [meta as u32, len, 0, 0, 0, 0])
+        };
+        let mut ctx_in: Vec<u8> = xdp_md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let input = ProgramInput { data_in: Some(&data), context_in: Some(&mut ctx_in), ..Default::default() };
+        self.skel.progs.netray_xdp.test_run(input).map(|out| out.return_value)
     }
 
     /// Runs the program on exactly `frame` (any length, 0 included).
     pub fn run(&self, frame: &[u8], ctx: &str) -> (u32, Ev) {
-        let mut data = frame.to_vec();
-        data.resize(frame.len().max(14), 0xee);
-        let xdp_md = [0, frame.len() as u32, 0, 0, 0, 0];
-        let mut ctx_in: Vec<u8> = xdp_md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut input = ProgramInput::default();
-        input.data_in = Some(&data);
-        input.context_in = Some(&mut ctx_in);
-        let out = self.skel.progs.netray_xdp.test_run(input).expect("BPF_PROG_TEST_RUN with metadata");
-        let verdict = out.return_value;
+        let verdict = match self.method.get() {
+            0 => {
+                let (m, r) = match self.test_run(frame, 1) {
+                    Ok(v) => (1, Ok(v)),
+                    Err(_) => (2, self.test_run(frame, 2)),
+                };
+                self.method.set(m);
+                r
+            }
+            m => self.test_run(frame, m),
+        }
+        .unwrap_or_else(|e| panic!("{ctx}: BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len()));
         let mut events = Vec::new();
         {
             let mut b = RingBufferBuilder::new();
@@ -674,12 +705,14 @@ fn expect_v6(v: &V6, off: usize, n: usize, e: &mut Ev) {
     for (i, x) in v.exts.iter().enumerate() {
         if i == MAX_EXT {
             // Past the parser's limit: the next header is reported as the
-            // protocol and nothing is claimed about the rest.
+            // protocol, and the packet as truncated (its transport header
+            // was never reached, so port rules cannot apply).
             e.l4_proto = x.kind;
+            e.flags |= TRUNC;
             return;
         }
         e.flags |= EXT;
-        if n < off + 8 {
+        if off >= MAX_OFF || n < off + 8 {
             e.l4_proto = x.kind;
             e.flags |= TRUNC;
             return;

@@ -1,0 +1,469 @@
+//! `netray top`: the flows on an interface, live.
+
+use std::{
+    collections::VecDeque,
+    io::IsTerminal,
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use netray_core::AttachMode;
+use netray_flows::{
+    metrics::{self, MetricsConfig, NetrayCollector},
+    snapshot::{interface_rates, FlowJson},
+    FlowCapacity, FlowSession, Snapshot, SnapshotJson, SortBy,
+};
+
+use super::{firewall::parse_mode, Context};
+use crate::output::{json_line, line};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray top -i eth1\n  netray top -i eth1 --sort rate --interval 2s\n  \
+    netray top -i eth1 --once --json | jq '.flows[0]'\n  netray top -i eth1 --metrics 127.0.0.1:9810\n  \
+    netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n\n\
+    Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the kernel, at XDP on\n\
+    ingress. In a terminal: a live table with per-flow rates, interface totals and a rate history; keys b, p, r sort by\n\
+    bytes, packets or rate; q, Esc or Ctrl-C quit. When stdout is not a terminal, a plain table is printed every\n\
+    interval (one JSON object per interval with --json). --once prints one snapshot taken after one interval (at once\n\
+    with --interval 0) and exits.\n\n\
+    JSON: {\"type\":\"flows\", interface, totals (the interface's counters: seen, passed, dropped, bytes_seen, ...),\n\
+    table {capacity, entries, inserts, evictions, insert_failed}, flow_packets, flow_bytes, flows: [{proto, src, dst,\n\
+    sport, dport, icmp_type, icmp_code, packets, bytes, dropped, last_verdict, pps, bps, ...}]}. packets and bytes are\n\
+    exact and cumulative since the flow entered the table. The table is an LRU: when it is full the least recently seen\n\
+    flows are evicted, and counted (evictions = inserts - entries). Non-IP frames are not flows (see totals.non_ip).\n\n\
+    --metrics ADDR serves Prometheus metrics at http://ADDR/metrics while netray top runs (port 0: any free port,\n\
+    printed on stderr). Flow accounting stays on while any `netray top` runs on the interface; the first one starts\n\
+    from an empty table. If netray is not attached to the interface, it is attached, and detached at exit when\n\
+    nothing else uses it.")]
+pub struct TopArgs {
+    /// Interface to watch.
+    #[arg(short, long = "interface", value_name = "IFACE")]
+    iface: String,
+    /// Refresh interval (e.g. 1s, 500ms, 2).
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+    /// Order of the flows: bytes, packets or rate.
+    #[arg(long, default_value = "bytes")]
+    sort: SortBy,
+    /// Flows to show (default: what fits the terminal; 20 in text; all with --json).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Print one snapshot and exit.
+    #[arg(long)]
+    once: bool,
+    /// JSON output (one object per snapshot).
+    #[arg(long)]
+    json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Also export per-flow series for the K largest flows (bounded label cardinality).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    metrics_top_flows: usize,
+    /// Flows the kernel's table holds (LRU), if netray attaches to the interface now.
+    #[arg(long, value_name = "N", default_value_t = FlowCapacity::default().max_flows)]
+    flow_table_size: u32,
+    /// Exit after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// XDP attach mode if netray must attach: auto, native or generic.
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    mode: AttachMode,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid interval '{s}': use e.g. 1s, 500ms, 2m or a number of seconds");
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || !(0.0..=3600.0).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.flow_table_size >= 1, "--flow-table-size must be at least 1");
+    anyhow::ensure!(args.once || !args.interval.is_zero(), "--interval 0 needs --once");
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGPIPE] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let pin = ctx.pin()?;
+    let session =
+        FlowSession::start(&pin, &args.iface, args.mode, FlowCapacity { max_flows: args.flow_table_size })?;
+    if let Some(note) = session.note() {
+        eprintln!("netray: note: {note}");
+    }
+    let _server = match args.metrics {
+        Some(addr) => {
+            let registry = NetrayCollector::registry(MetricsConfig {
+                pin: pin.clone(),
+                interfaces: vec![session.interface().clone()],
+                top_flows: args.metrics_top_flows,
+                max_rules: metrics::DEFAULT_MAX_RULES,
+            });
+            let server = metrics::serve(addr, registry)
+                .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
+            eprintln!("netray: serving Prometheus metrics at http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let result = if args.once {
+        once(&session, &args, &stop)
+    } else if !args.json && std::io::stdout().is_terminal() {
+        tui::run(&session, &args, &stop, deadline)
+    } else {
+        periodic(&session, &args, &stop, deadline)
+    };
+    session.stop()?;
+    match result {
+        // A closed pipe (e.g. `| head`) is a normal way to stop.
+        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
+        r => r.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Sleeps until `until`, or less when asked to stop. False when stopped.
+fn sleep_until(until: Instant, stop: &AtomicBool) -> bool {
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+    false
+}
+
+fn once(session: &FlowSession, args: &TopArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut prev = None;
+    if !args.interval.is_zero() {
+        prev = Some(session.snapshot()?);
+        sleep_until(Instant::now() + args.interval, stop);
+    }
+    let cur = session.snapshot()?;
+    print(prev.as_ref(), &cur, args)
+}
+
+fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: Option<Instant>) -> anyhow::Result<()> {
+    let mut prev: Option<Snapshot> = None;
+    let mut next = Instant::now();
+    loop {
+        let cur = session.snapshot()?;
+        if prev.is_some() {
+            print(prev.as_ref(), &cur, args)?;
+        }
+        prev = Some(cur);
+        next += args.interval;
+        let until = deadline.map_or(next, |d| d.min(next));
+        if !sleep_until(until, stop) || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+    }
+}
+
+fn print(prev: Option<&Snapshot>, cur: &Snapshot, args: &TopArgs) -> anyhow::Result<()> {
+    if args.json {
+        return json_line(&SnapshotJson::new(prev, cur, args.sort, args.limit));
+    }
+    let json = SnapshotJson::new(prev, cur, args.sort, Some(args.limit.unwrap_or(20)));
+    for l in text_report(&json) {
+        line(&l)?;
+    }
+    Ok(())
+}
+
+/// The plain-text report: a summary and a table.
+fn text_report(s: &SnapshotJson) -> Vec<String> {
+    let t = &s.totals;
+    let mut out = vec![format!(
+        "{} (xdp ingress): {} packets, {} seen; {} dropped ({}){}",
+        s.interface,
+        t.seen,
+        bytes(t.bytes_seen),
+        t.dropped,
+        bytes(t.bytes_dropped),
+        s.rates.map_or(String::new(), |r| format!("; now {} pps, {}", num(r.pps), bits(r.bps))),
+    )];
+    out.push(format!(
+        "flows: {} of {} in the table, {} evicted, {} not stored; non-IP {}, truncated {}, monitor events lost {}",
+        s.table.entries, s.table.capacity, s.table.evictions, s.table.insert_failed, t.non_ip, t.truncated, t.events_lost
+    ));
+    let header = ["PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES", "PPS", "BIT/S", "DROPPED", "LAST"];
+    let rows: Vec<Vec<String>> = s.flows.iter().map(flow_cells).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        let v: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        v.join("  ").trim_end().to_string()
+    };
+    out.push(fmt(header.to_vec()));
+    for r in &rows {
+        out.push(fmt(r.iter().map(String::as_str).collect()));
+    }
+    out.push(String::new());
+    out
+}
+
+fn endpoint(a: IpAddr, port: Option<u16>) -> String {
+    match (a, port) {
+        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    }
+}
+
+fn flow_cells(f: &FlowJson) -> Vec<String> {
+    let proto = match (f.icmp_type, f.icmp_code) {
+        (Some(t), Some(c)) => format!("{} {t}/{c}", f.proto),
+        _ => f.proto.clone(),
+    };
+    vec![
+        proto,
+        endpoint(f.src, f.sport),
+        endpoint(f.dst, f.dport),
+        f.packets.to_string(),
+        bytes(f.bytes),
+        f.pps.map_or("-".into(), num),
+        f.bps.map_or("-".into(), bits),
+        f.dropped.to_string(),
+        match f.last_rule {
+            Some(r) => format!("{} (rule {r})", f.last_verdict),
+            None => f.last_verdict.to_string(),
+        },
+    ]
+}
+
+fn scaled(v: f64, units: &[&str]) -> String {
+    let mut v = v;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0}{}", units[0])
+    } else {
+        format!("{v:.1}{}", units[i])
+    }
+}
+
+fn bytes(b: u64) -> String {
+    scaled(b as f64, &[" B", " kB", " MB", " GB", " TB"])
+}
+
+fn bits(b: f64) -> String {
+    scaled(b, &[" bit/s", " kbit/s", " Mbit/s", " Gbit/s", " Tbit/s"])
+}
+
+fn num(v: f64) -> String {
+    if v < 9.95 && v.fract() != 0.0 {
+        return format!("{v:.1}");
+    }
+    scaled(v, &["", "k", "M", "G"])
+}
+
+mod tui {
+    //! The live terminal view.
+
+    use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    use ratatui::{
+        layout::{Constraint, Layout},
+        style::{Modifier, Style, Stylize},
+        text::Line,
+        widgets::{Block, Paragraph, Row, Sparkline, Table},
+        DefaultTerminal, Frame,
+    };
+
+    use super::*;
+
+    struct Restore;
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ratatui::restore();
+        }
+    }
+
+    struct View {
+        sort: SortBy,
+        prev: Option<Snapshot>,
+        cur: Snapshot,
+        /// Interface bit rate per interval, oldest first.
+        history: VecDeque<u64>,
+        limit: Option<usize>,
+        interval: Duration,
+    }
+
+    pub fn run(
+        session: &FlowSession,
+        args: &TopArgs,
+        stop: &AtomicBool,
+        deadline: Option<Instant>,
+    ) -> anyhow::Result<()> {
+        let mut terminal: DefaultTerminal = ratatui::try_init()?;
+        let _restore = Restore;
+        let mut view = View {
+            sort: args.sort,
+            prev: None,
+            cur: session.snapshot()?,
+            history: VecDeque::new(),
+            limit: args.limit,
+            interval: args.interval,
+        };
+        let mut next = Instant::now() + args.interval;
+        loop {
+            terminal.draw(|f| view.draw(f))?;
+            let until = deadline.map_or(next, |d| d.min(next));
+            let timeout = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            if event::poll(timeout)? {
+                if let Event::Key(k) = event::read()? {
+                    if k.kind != KeyEventKind::Press {
+                        continue;
+                    }
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                        KeyCode::Char('b') => view.sort = SortBy::Bytes,
+                        KeyCode::Char('p') => view.sort = SortBy::Packets,
+                        KeyCode::Char('r') => view.sort = SortBy::Rate,
+                        _ => {}
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
+            if Instant::now() >= next {
+                next += args.interval;
+                let cur = session.snapshot()?;
+                let prev = std::mem::replace(&mut view.cur, cur);
+                view.prev = Some(prev);
+                if let Some(r) = interface_rates(view.prev.as_ref(), &view.cur) {
+                    view.history.push_back(r.bps as u64);
+                    if view.history.len() > 512 {
+                        view.history.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    impl View {
+        fn draw(&self, f: &mut Frame) {
+            let [head, spark, body, keys] = Layout::vertical([
+                Constraint::Length(5),
+                Constraint::Length(5),
+                Constraint::Min(3),
+                Constraint::Length(1),
+            ])
+            .areas(f.area());
+            let rows_fit = body.height.saturating_sub(3) as usize;
+            let limit = self.limit.unwrap_or(rows_fit).min(rows_fit.max(1));
+            let s = SnapshotJson::new(self.prev.as_ref(), &self.cur, self.sort, Some(limit));
+            let t = &s.totals;
+            let rate = s
+                .rates
+                .map_or("rates after the first interval".to_string(), |r| {
+                    format!("{} pps, {}, {} dropped/s", num(r.pps), bits(r.bps), num(r.dropped_pps))
+                });
+            let summary = vec![
+                Line::from(vec![
+                    format!("{} ", s.interface).bold(),
+                    format!("(xdp ingress, every {:?})  ", self.interval).into(),
+                    rate.into(),
+                ]),
+                Line::from(format!(
+                    "seen {} packets, {}   passed {}   dropped {} ({})   non-IP {}   truncated {}",
+                    t.seen,
+                    bytes(t.bytes_seen),
+                    t.passed,
+                    t.dropped,
+                    bytes(t.bytes_dropped),
+                    t.non_ip,
+                    t.truncated
+                )),
+                Line::from(format!(
+                    "flows {} / {}   evicted {}   not stored {}   in table: {} packets, {}   monitor events lost {}",
+                    s.table.entries,
+                    s.table.capacity,
+                    s.table.evictions,
+                    s.table.insert_failed,
+                    s.flow_packets,
+                    bytes(s.flow_bytes),
+                    t.events_lost
+                )),
+            ];
+            f.render_widget(Paragraph::new(summary).block(Block::bordered().title(" netray top ")), head);
+
+            let width = spark.width.saturating_sub(2) as usize;
+            let data: Vec<u64> = self.history.iter().rev().take(width).rev().copied().collect();
+            let peak = data.iter().copied().max().unwrap_or(0);
+            f.render_widget(
+                Sparkline::default()
+                    .block(Block::bordered().title(format!(" interface bit/s (peak {}) ", bits(peak as f64))))
+                    .data(data)
+                    .style(Style::new().cyan()),
+                spark,
+            );
+
+            let header = Row::new(["PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES", "PPS", "BIT/S", "DROPPED", "LAST"])
+                .style(Style::new().add_modifier(Modifier::BOLD));
+            let cells: Vec<Vec<String>> = s.flows.iter().map(flow_cells).collect();
+            // Each column as wide as its widest cell (addresses up to a full
+            // IPv6 endpoint); the verdict column takes what is left.
+            let width = |i: usize, min: usize, max: usize| {
+                Constraint::Length(cells.iter().map(|c| c[i].len()).max().unwrap_or(0).clamp(min, max) as u16)
+            };
+            let widths = [
+                width(0, 5, 12),
+                width(1, 6, 47),
+                width(2, 11, 47),
+                width(3, 7, 20),
+                width(4, 5, 12),
+                width(5, 3, 8),
+                width(6, 5, 14),
+                width(7, 7, 20),
+                Constraint::Fill(1),
+            ];
+            let rows = cells.into_iter().map(Row::new);
+            f.render_widget(
+                Table::new(rows, widths).header(header).block(
+                    Block::bordered().title(format!(" top {} flows by {} ", s.flows.len(), self.sort)),
+                ),
+                body,
+            );
+            let key = |k: &'static str, what: &'static str, on: bool| {
+                let style = if on { Style::new().reversed() } else { Style::new() };
+                vec![k.bold().style(style), format!(" {what}  ").into()]
+            };
+            let mut spans = Vec::new();
+            spans.extend(key("b", "bytes", self.sort == SortBy::Bytes));
+            spans.extend(key("p", "packets", self.sort == SortBy::Packets));
+            spans.extend(key("r", "rate", self.sort == SortBy::Rate));
+            spans.extend(key("q", "quit", false));
+            f.render_widget(Paragraph::new(Line::from(spans)), keys);
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! End to end in the lab: `netray top` counts exactly the packets and bytes
+//! the lab sends, per flow, alongside the firewall and the monitor; its
+//! Prometheus metrics parse and agree with its JSON; a tiny flow table evicts
+//! and says how many flows it evicted.
+//!
+//! XDP sees the packets arriving at the host end of the lab (sent from the
+//! namespace); the answers the host sends back are egress, not seen.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::Env;
+use netray_lab::Family;
+use serde_json::Value;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+const ETH: u64 = 14;
+const IP4: u64 = 20;
+const IP6: u64 = 40;
+const UDP: u64 = 8;
+const TCP: u64 = 20;
+/// ICMP echo header + the lab's default 64-byte payload.
+const ECHO: u64 = 8 + 64;
+
+/// A `netray top` running in the background, serving metrics; stopped with
+/// SIGINT (killed if it does not stop) when dropped.
+struct Top {
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Top {
+    fn spawn(env: &Env, extra: &[&str]) -> Top {
+        let mut args = vec!["top", "-i", env.iface(), "--interval", "200ms", "--metrics", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("netray top");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("netray top never said where its metrics are");
+            if let Some(rest) = line.split("metrics at http://").nth(1) {
+                let addr = rest.trim_end_matches("/metrics").parse().expect("metrics address");
+                return Top { child, metrics: addr };
+            }
+            assert!(!line.contains("error"), "netray top failed: {line}");
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut s = TcpStream::connect(self.metrics).expect("connecting to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: netray\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+        parse_openmetrics(body)
+    }
+
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10)).expect("netray top did not stop on SIGINT");
+        assert!(status.success(), "netray top exited with {status}");
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            if wait_timeout(&mut self.child, Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + t;
+    while Instant::now() < end {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+// ---- OpenMetrics text, checked strictly --------------------------------------
+
+type Labels = BTreeMap<String, String>;
+
+struct Metrics {
+    samples: Vec<(String, Labels, f64)>,
+}
+
+impl Metrics {
+    /// The value of the one sample with this name and (at least) these labels.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|s| s.2)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?}: {} samples", found.len());
+        found[0]
+    }
+
+    fn names(&self, prefix: &str) -> usize {
+        self.samples.iter().filter(|s| s.0.starts_with(prefix)).count()
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+}
+
+/// Parses the OpenMetrics text format and checks its grammar: metadata
+/// before samples, every sample in a declared family (counters as
+/// `<family>_total`), label sets well formed, values numbers, `# EOF` last.
+fn parse_openmetrics(body: &str) -> Metrics {
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "must end with # EOF");
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut samples = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &lines[..lines.len() - 1] {
+        if let Some(meta) = l.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (kind, name, rest) = (parts.next().unwrap(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(valid_name(name), "bad metric name in {l:?}");
+            match kind {
+                "TYPE" => {
+                    assert!(["counter", "gauge", "info", "histogram", "summary", "unknown", "stateset", "gaugehistogram"]
+                        .contains(&rest));
+                    assert!(types.insert(name.to_string(), rest.to_string()).is_none(), "family {name} twice");
+                    current = Some(name.to_string());
+                }
+                "HELP" | "UNIT" => {}
+                _ => panic!("unknown metadata line {l:?}"),
+            }
+            continue;
+        }
+        assert!(!l.is_empty(), "empty line in the exposition");
+        let (name_labels, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {l:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}"));
+        let (name, labels) = match name_labels.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}').unwrap_or_else(|| panic!("bad labels in {l:?}")))),
+            None => (name_labels, Labels::new()),
+        };
+        assert!(valid_name(name), "bad sample name in {l:?}");
+        let family = current.as_deref().unwrap_or_else(|| panic!("sample before any # TYPE: {l:?}"));
+        let ok = match types[family].as_str() {
+            "counter" => name == format!("{family}_total") || name == format!("{family}_created"),
+            _ => name == family,
+        };
+        assert!(ok, "sample {name} does not belong to family {family}");
+        assert!(seen.insert((name.to_string(), format!("{labels:?}"))), "duplicate series {l:?}");
+        samples.push((name.to_string(), labels, value));
+    }
+    Metrics { samples }
+}
+
+fn parse_labels(s: &str) -> Labels {
+    let mut out = Labels::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label in {s:?}"));
+        assert!(valid_name(k), "bad label name {k:?}");
+        let mut v = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => v.push('\n'),
+                    Some((_, c)) => v.push(c),
+                    None => panic!("bad escape in {s:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => v.push(c),
+                None => panic!("unterminated label value in {s:?}"),
+            }
+        };
+        assert!(out.insert(k.to_string(), v).is_none(), "label {k} twice");
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    out
+}
+
+// ---- traffic ------------------------------------------------------------------
+
+/// Sends `n` bare TCP SYN segments (20-byte header, no options) from the
+/// namespace to the host end, on a raw socket: exactly `n` packets of a
+/// known size, whatever the host answers.
+fn tcp_syns(env: &Env, v6: bool, sport: u16, dport: u16, n: u64) {
+    let dst: IpAddr = if v6 { env.lab.host_v6().into() } else { env.lab.host_v4().into() };
+    env.lab
+        .in_netns(move || {
+            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).expect("raw TCP socket");
+            let mut seg = [0u8; 20];
+            seg[0..2].copy_from_slice(&sport.to_be_bytes());
+            seg[2..4].copy_from_slice(&dport.to_be_bytes());
+            seg[4..8].copy_from_slice(&1u32.to_be_bytes());
+            seg[12] = 5 << 4; // data offset: 5 words
+            seg[13] = 0x02; // SYN
+            seg[14..16].copy_from_slice(&1024u16.to_be_bytes());
+            let to = SockAddr::from(SocketAddr::new(dst, 0));
+            for _ in 0..n {
+                assert_eq!(s.send_to(&seg, &to).expect("sending a SYN"), 20);
+            }
+        })
+        .unwrap();
+}
+
+/// One flow as `top --json` reports it, found by protocol, source and
+/// destination port (or ICMP type); panics unless exactly one matches.
+fn flow<'a>(j: &'a Value, proto: &str, src: IpAddr, dport: Option<u64>, icmp_type: Option<u64>) -> &'a Value {
+    let src = src.to_string();
+    let found: Vec<&Value> = j["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["proto"] == proto
+                && f["src"] == src.as_str()
+                && dport.is_none_or(|p| f["dport"] == p)
+                && icmp_type.is_none_or(|t| f["icmp_type"] == t)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{proto} from {src} to port {dport:?}: {j:#}");
+    found[0]
+}
+
+fn packets_bytes(f: &Value) -> (u64, u64) {
+    (f["packets"].as_u64().unwrap(), f["bytes"].as_u64().unwrap())
+}
+
+fn features(env: &Env) -> Vec<String> {
+    let st = env.json(&["firewall", "status", "--json"]);
+    st["interfaces"][0]["features"]
+        .as_array()
+        .map(|a| a.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn wait_for_feature(env: &Env, feature: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if features(env).iter().any(|f| f == feature) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{feature} never came up");
+}
+
+// ---- the tests ------------------------------------------------------------------
+
+#[test]
+fn top_counts_every_packet_and_byte_per_flow_alongside_firewall_and_monitor() {
+    let env = Env::new("top");
+    let (peer4, peer6): (IpAddr, IpAddr) = (env.lab.peer_v4().into(), env.lab.peer_v6().into());
+    let (host4, host6): (IpAddr, IpAddr) = (env.lab.host_v4().into(), env.lab.host_v6().into());
+
+    // The firewall, a monitor and two flow sessions on one interface.
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &peer4.to_string(), "--proto", "udp", "--port", "9004"]);
+    let monitor = env
+        .cmd(&["monitor", "-i", env.iface(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_feature(&env, "monitor");
+    let top = Top::spawn(&env, &["--metrics-top-flows", "10"]);
+    assert_eq!(features(&env), ["firewall", "monitor", "flows"]);
+
+    // Known packets of known sizes, on eight flows.
+    assert_eq!(env.lab.udp_send(Family::V4, 9001, 100, 7).unwrap(), 7);
+    assert_eq!(env.lab.udp_send(Family::V6, 9002, 200, 5).unwrap(), 5);
+    assert_eq!(env.lab.udp_send(Family::V4, 9004, 30, 3).unwrap(), 3); // denied
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    assert_eq!(env.lab.ping(Family::V6, 2).unwrap(), 2);
+    tcp_syns(&env, false, 40001, 9003, 4);
+    tcp_syns(&env, true, 40002, 9003, 6);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let j = env.json(&["top", "-i", env.iface(), "--once", "--json", "--interval", "0"]);
+    let want: Vec<(&Value, (u64, u64))> = vec![
+        (flow(&j, "udp", peer4, Some(9001), None), (7, 7 * (ETH + IP4 + UDP + 100))),
+        (flow(&j, "udp", peer6, Some(9002), None), (5, 5 * (ETH + IP6 + UDP + 200))),
+        (flow(&j, "udp", peer4, Some(9004), None), (3, 3 * (ETH + IP4 + UDP + 30))),
+        (flow(&j, "icmp", peer4, None, Some(8)), (3, 3 * (ETH + IP4 + ECHO))),
+        (flow(&j, "icmpv6", peer6, None, Some(128)), (2, 2 * (ETH + IP6 + ECHO))),
+        (flow(&j, "tcp", peer4, Some(9003), None), (4, 4 * (ETH + IP4 + TCP))),
+        (flow(&j, "tcp", peer6, Some(9003), None), (6, 6 * (ETH + IP6 + TCP))),
+    ];
+    for (f, pb) in &want {
+        assert_eq!(packets_bytes(f), *pb, "{f}");
+        assert_eq!(f["direction"], "ingress");
+        assert_eq!(f["dst"], if f["family"] == 4 { host4.to_string() } else { host6.to_string() });
+    }
+    assert_eq!(flow(&j, "tcp", peer4, Some(9003), None)["sport"], 40001);
+    let denied = flow(&j, "udp", peer4, Some(9004), None);
+    assert_eq!((denied["dropped"].as_u64(), denied["last_verdict"].as_str()), (Some(3), Some("drop")));
+    assert_eq!(denied["last_rule"], 1);
+    assert_eq!(flow(&j, "udp", peer4, Some(9001), None)["dropped"], 0);
+    // Nothing else arrived: no other flow, and every packet is in a flow.
+    assert_eq!(j["flows"].as_array().unwrap().len(), want.len(), "{j:#}");
+    let (packets, bytes) = want.iter().fold((0, 0), |a, (_, (p, b))| (a.0 + p, a.1 + b));
+    assert_eq!((j["flow_packets"].as_u64(), j["flow_bytes"].as_u64()), (Some(packets), Some(bytes)));
+    let t = &j["totals"];
+    assert_eq!((t["seen"].as_u64(), t["bytes_seen"].as_u64()), (Some(packets), Some(bytes)));
+    assert_eq!((t["dropped"].as_u64(), t["passed"].as_u64()), (Some(3), Some(packets - 3)));
+    assert_eq!(j["table"]["entries"], 7);
+    assert_eq!(j["table"]["inserts"], 7);
+    assert_eq!(j["table"]["evictions"], 0);
+    assert_eq!(j["table"]["capacity"], 65536);
+
+    // The metrics parse, and say the same.
+    let m = top.metrics();
+    let i = ("interface", env.iface());
+    let pass = [i, ("direction", "ingress"), ("verdict", "pass")];
+    let drop = [i, ("direction", "ingress"), ("verdict", "drop")];
+    assert_eq!(m.get("netray_interface_up", &[i]), 1.0);
+    assert_eq!(m.get("netray_interface_packets_total", &pass), (packets - 3) as f64);
+    assert_eq!(m.get("netray_interface_packets_total", &drop), 3.0);
+    assert_eq!(m.get("netray_interface_bytes_total", &pass), (bytes - 3 * (ETH + IP4 + UDP + 30)) as f64);
+    assert_eq!(m.get("netray_interface_bytes_total", &drop), t["bytes_dropped"].as_f64().unwrap());
+    assert_eq!(m.get("netray_interface_non_ip_packets_total", &[i]), 0.0);
+    assert_eq!(m.get("netray_monitor_events_lost_total", &[i]), 0.0);
+    assert_eq!(m.get("netray_flows_entries", &[i]), 7.0);
+    assert_eq!(m.get("netray_flows_capacity", &[i]), 65536.0);
+    assert_eq!(m.get("netray_flows_inserts_total", &[i]), 7.0);
+    assert_eq!(m.get("netray_flows_evictions_total", &[i]), 0.0);
+    assert_eq!(m.get("netray_flows_insert_failures_total", &[i]), 0.0);
+    assert_eq!(m.get("netray_firewall_rules", &[]), 1.0);
+    assert_eq!(m.get("netray_firewall_rule_packets_total", &[("rule_id", "1")]), 3.0);
+    assert_eq!(m.get("netray_firewall_rule_bytes_total", &[("rule_id", "1")]), denied["bytes"].as_f64().unwrap());
+    // Per-flow series (asked for with --metrics-top-flows 10): one per flow.
+    assert_eq!(m.names("netray_flow_packets_total"), 7);
+    for (f, (p, b)) in &want {
+        let src = f["src"].as_str().unwrap();
+        let dport = f["dport"].as_u64().unwrap_or(0).to_string();
+        let labels = [i, ("proto", f["proto"].as_str().unwrap()), ("src", src), ("dport", dport.as_str())];
+        assert_eq!(m.get("netray_flow_packets_total", &labels), *p as f64);
+        assert_eq!(m.get("netray_flow_bytes_total", &labels), *b as f64);
+    }
+
+    // Stopping top leaves the firewall and the monitor running; the monitor
+    // got every packet.
+    top.stop();
+    assert_eq!(features(&env), ["firewall", "monitor"]);
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGINT) };
+    let out = monitor.wait_with_output().unwrap();
+    let last: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((last["received"].as_u64(), last["lost"].as_u64()), (Some(packets), Some(0)), "{last}");
+    env.ok(&["firewall", "detach", "-i", env.iface()]);
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+}
+
+#[test]
+fn a_tiny_flow_table_evicts_and_reports_its_evictions() {
+    let env = Env::new("toplru");
+    let top = Top::spawn(&env, &["--flow-table-size", "4"]);
+    const N: u16 = 20;
+    for i in 0..N {
+        // A new socket (source port) and destination port each time: N flows.
+        assert_eq!(env.lab.udp_send(Family::V4, 20000 + i, 10, 1).unwrap(), 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let j = env.json(&["top", "-i", env.iface(), "--once", "--json", "--interval", "0", "--flow-table-size", "4"]);
+    let table = &j["table"];
+    let entries = table["entries"].as_u64().unwrap();
+    assert_eq!(table["capacity"], 4);
+    assert!((1..=4).contains(&entries), "{table}");
+    assert_eq!(table["inserts"], N, "{table}");
+    assert_eq!(table["insert_failed"], 0, "{table}");
+    assert_eq!(table["evictions"].as_u64().unwrap(), N as u64 - entries, "{table}");
+    let flows = j["flows"].as_array().unwrap();
+    assert_eq!(flows.len() as u64, entries);
+    for f in flows {
+        assert_eq!(packets_bytes(f), (1, ETH + IP4 + UDP + 10), "{f}");
+    }
+    // The most recent flow is still there; the interface saw every packet.
+    assert!(flows.iter().any(|f| f["dport"] == 20000 + N - 1), "{j:#}");
+    assert_eq!(j["totals"]["seen"], N);
+
+    let m = top.metrics();
+    let i = [("interface", env.iface())];
+    assert_eq!(m.get("netray_flows_capacity", &i), 4.0);
+    assert_eq!(m.get("netray_flows_entries", &i), entries as f64);
+    assert_eq!(m.get("netray_flows_evictions_total", &i), (N as u64 - entries) as f64);
+    assert_eq!(m.names("netray_flow_"), 0, "no per-flow series unless asked for");
+    top.stop();
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]), "top detaches what it attached");
+}
+
+#[test]
+fn top_text_output_help_errors_and_a_killed_session() {
+    let env = Env::new("toptxt");
+    // Not a terminal and not --once: plain tables, one per interval.
+    assert_eq!(env.lab.ping(Family::V4, 1).unwrap(), 1); // before top: not counted
+    let child = env
+        .cmd(&["top", "-i", env.iface(), "--interval", "300ms", "--duration", "2.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_feature(&env, "flows");
+    assert_eq!(env.lab.udp_send(Family::V6, 9100, 1, 2).unwrap(), 2);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.matches("PROTO  SOURCE").count() >= 3, "{text}");
+    let udp = format!("[{}]:9100", env.lab.host_v6());
+    let last_table = text.rsplit("PROTO  SOURCE").next().unwrap();
+    let row = last_table.lines().find(|l| l.contains(&udp)).unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[0], "udp");
+    assert_eq!(cells[3], "2", "{row}");
+    assert_eq!(cells[4..6], ["126", "B"], "{row}");
+    assert!(!text.contains("icmp"), "the ping before top started is not counted: {text}");
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+
+    // --once without a running session: a fresh, empty table.
+    let j = env.json(&["top", "-i", env.iface(), "--once", "--json", "--interval", "0"]);
+    assert_eq!((j["flows"].as_array().unwrap().len(), j["table"]["inserts"].as_u64()), (0, Some(0)), "{j}");
+
+    // A SIGKILLed session no longer counts; the next one takes over.
+    let mut killed = env.cmd(&["top", "-i", env.iface(), "--json"]).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_feature(&env, "flows");
+    unsafe { libc::kill(killed.id() as i32, libc::SIGKILL) };
+    killed.wait().unwrap();
+    assert!(!features(&env).contains(&"flows".to_string()));
+    let j = env.json(&["top", "-i", env.iface(), "--once", "--json", "--interval", "100ms"]);
+    assert_eq!(j["type"], "flows");
+    assert!(j["rates"]["interval_secs"].as_f64().unwrap() > 0.05, "{j}");
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+
+    // Help and usage errors.
+    let help = env.ok(&["top", "--help"]);
+    assert!(help.contains("netray top -i eth1 --once --json"), "{help}");
+    let out = env.cmd(&["top", "-i", env.iface(), "--sort", "size"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown sort key 'size'"));
+    let e = env.fails(&["top", "-i", "no-such-if0", "--once"]);
+    assert!(e.contains("no interface named 'no-such-if0'"), "{e}");
+    let e = env.fails(&["top", "-i", env.iface(), "--metrics", "203.0.113.1:9", "--once"]);
+    assert!(e.contains("serving metrics on 203.0.113.1:9"), "{e}");
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+}

@@ -1,0 +1,64 @@
+//! The HTTP API under /v1, plus /metrics, /healthz and /openapi.json.
+
+pub mod events;
+pub mod interfaces;
+pub mod metrics;
+pub mod openapi;
+pub mod rules;
+pub mod stats;
+
+use axum::{
+    body::Bytes,
+    extract::rejection::BytesRejection,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Runs blocking work (bpf() calls, the pin lock, fsync) off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::internal(format!("internal error: {e}"))
+            .hint("this is a bug in netray: please report it with the daemon's log")),
+    }
+}
+
+/// Parses a JSON request body, naming the problem when it is not valid.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize, example: &str) -> ApiResult<T> {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(ApiError::too_large(limit)),
+        Err(e) => return Err(ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))),
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty; a JSON object is expected")
+            .hint(format!("example: {example}")));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let status = match e.classify() {
+            Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let what = if status == StatusCode::BAD_REQUEST { "malformed JSON" } else { "invalid request" };
+        ApiError::new(status, format!("{what}: {e}")).hint(format!("example: {example}"))
+    })
+}
+
+/// The `If-Match` header, if any.
+pub fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("?").to_string())
+}
+
+/// A JSON answer carrying the revision as its ETag.
+pub fn with_etag(status: StatusCode, revision: u64, body: impl Serialize) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}

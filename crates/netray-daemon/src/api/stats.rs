@@ -1,0 +1,73 @@
+//! /v1/stats (per interface, per rule, event streams, API), /v1/flows and /healthz.
+
+use std::{collections::HashMap, sync::{atomic::Ordering, Arc}};
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::Response,
+    Json,
+};
+
+use super::{blocking, with_etag};
+
+use crate::{daemon::Daemon, error::{ApiError, ApiResult}};
+
+pub async fn stats(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
+    let (rev, body) = blocking(move || {
+        let (rev, rules) = d.rules()?;
+        let (interfaces, table) = d.firewall_status()?;
+        let c = &d.counters;
+        Ok((rev, serde_json::json!({
+            "revision": rev,
+            "interfaces": interfaces,
+            "rules": rules,
+            "table": table,
+            "events": d.hubs.stats(),
+            "api": {
+                "requests": c.requests.load(Ordering::Relaxed),
+                "client_errors": c.client_errors.load(Ordering::Relaxed),
+                "server_errors": c.server_errors.load(Ordering::Relaxed),
+            },
+            "uptime_seconds": d.started.elapsed().as_secs(),
+        })))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, rev, body))
+}
+
+pub async fn flows(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let mut interface = None;
+    let mut sort = "bytes".to_string();
+    let mut limit = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "interface" => interface = Some(v),
+            "sort" => sort = v,
+            "limit" => {
+                limit = Some(v.parse::<usize>().ok().filter(|&n| (1..=10_000).contains(&n)).ok_or_else(|| {
+                    ApiError::bad_request(format!("limit '{v}' is not a number from 1 to 10000"))
+                })?)
+            }
+            _ => return Err(ApiError::bad_request(format!("unknown query parameter '{k}'"))
+                .hint("/v1/flows takes interface=, sort=bytes|packets|rate and limit=")),
+        }
+    }
+    let body = blocking(move || d.flows.top(interface.as_deref(), &sort, limit)).await?;
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+pub async fn healthz(State(d): State<Arc<Daemon>>) -> ApiResult<Json<serde_json::Value>> {
+    let rev = d.revision();
+    let pins_ok = d.pin.root().exists();
+    if !pins_ok {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the pin directory {} is gone", d.pin.root().display())));
+    }
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "revision": rev,
+        "uptime_seconds": d.started.elapsed().as_secs(),
+        "flows": d.flows.available(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}

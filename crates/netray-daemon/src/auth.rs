@@ -1,0 +1,125 @@
+//! Bearer tokens: read from the token file, or generated there (mode 0600)
+//! when it does not exist. Every mutating request must carry
+//! `Authorization: Bearer <token>`.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+use anyhow::{bail, Context};
+use axum::http::{header, HeaderMap, Method};
+
+use crate::error::ApiError;
+
+/// Reads the token, creating the file with a fresh random token if needed.
+/// Returns the token and whether it was generated.
+pub fn load_or_create(path: &Path) -> anyhow::Result<(String, bool)> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if token.len() < 16 {
+                bail!("{}: the token must be at least 16 characters long", path.display());
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("{}: the token must be one line without spaces", path.display());
+            }
+            if let Ok(md) = fs::metadata(path) {
+                if md.permissions().mode() & 0o077 != 0 {
+                    eprintln!(
+                        "netray daemon: warning: {} is readable by other users; chmod 600 it",
+                        path.display()
+                    );
+                }
+            }
+            Ok((token, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let token = random_token()?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating the token file {}", path.display()))?;
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()?;
+            Ok((token, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the token file {}", path.display())),
+    }
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a request changes something (and so needs the token).
+pub fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Checks the bearer token in constant time.
+pub fn check(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let hint = "send `Authorization: Bearer <token>`, the token being the content of the daemon's --token-file";
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized("this request changes state and needs a bearer token").hint(hint));
+    };
+    let given = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`").hint(hint))?;
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return Err(ApiError::unauthorized("wrong bearer token").hint(hint));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_generated_with_mode_0600_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/token");
+        let (t1, created) = load_or_create(&path).unwrap();
+        assert!(created);
+        assert_eq!(t1.len(), 64);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (t2, created) = load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(t1, t2);
+        fs::write(&path, "short").unwrap();
+        assert!(load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn bearer_check() {
+        let mut h = HeaderMap::new();
+        assert_eq!(check(&h, "secret-token-123456").unwrap_err().status, 401);
+        h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert_eq!(check(&h, "secret-token-123456").unwrap_err().status, 401);
+        h.insert(header::AUTHORIZATION, "Bearer secret-token-123456".parse().unwrap());
+        assert!(check(&h, "secret-token-123456").is_ok());
+        assert!(is_mutating(&Method::POST) && is_mutating(&Method::DELETE) && !is_mutating(&Method::GET));
+    }
+}

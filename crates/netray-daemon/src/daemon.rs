@@ -1,0 +1,438 @@
+//! The daemon's core: the firewall, the desired state and its revision, and
+//! the operations the API offers. Every change holds `state`'s mutex (so API
+//! changes serialise among themselves) and, inside the firewall, the pin lock
+//! (so they serialise with the CLI too). Everything here blocks: the HTTP
+//! handlers call it through `spawn_blocking`.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        atomic::AtomicU64,
+        Mutex, MutexGuard,
+    },
+    time::Instant,
+};
+
+use netray_core::{dispatcher::FwCapacity, AttachMode, Dispatcher, DispatcherStatus, Interface, PinDir};
+use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
+use serde::Serialize;
+
+use crate::{
+    api::events::Hubs,
+    config::{Config, InterfaceSpec, RuleSpec},
+    error::{ApiError, ApiResult},
+    flows::Flows,
+    state::{State, StateStore, StoredRule},
+};
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub pin: PinDir,
+    pub state_dir: PathBuf,
+    pub token: String,
+    pub body_limit: usize,
+    pub sse_queue: usize,
+    pub config: Config,
+}
+
+/// A rule as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RuleView {
+    pub id: u32,
+    pub cidr: String,
+    pub proto: Option<String>,
+    pub port: Option<u16>,
+    pub dir: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<&RuleStatus> for RuleView {
+    fn from(r: &RuleStatus) -> RuleView {
+        RuleView {
+            id: r.id,
+            cidr: r.rule.net.to_string(),
+            proto: r.rule.proto.map(|p| p.to_string()),
+            port: r.rule.port,
+            dir: r.rule.dir.to_string(),
+            packets: r.packets,
+            bytes: r.bytes,
+        }
+    }
+}
+
+/// An interface as the API shows it: what the daemon wants and what is.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceView {
+    pub name: String,
+    /// The daemon keeps it attached (config, API or state file).
+    pub desired: bool,
+    /// The XDP mode asked for.
+    pub requested_mode: Option<String>,
+    /// netray's dispatcher is on the interface.
+    pub attached: bool,
+    /// The firewall feature is on there.
+    pub firewall: bool,
+    pub exists: bool,
+    pub status: Option<DispatcherStatus>,
+}
+
+/// What startup reconciliation did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    pub rules_added: usize,
+    pub rules_kept: usize,
+    pub rules_restored_from_state: bool,
+    pub interfaces_attached: Vec<String>,
+    pub interfaces_kept: Vec<String>,
+    pub interfaces_failed: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub server_errors: AtomicU64,
+}
+
+pub struct Daemon {
+    pub pin: PinDir,
+    pub fw: Firewall,
+    store: StateStore,
+    state: Mutex<State>,
+    pub token: String,
+    pub body_limit: usize,
+    pub sse_queue: usize,
+    pub config: Config,
+    pub hubs: Hubs,
+    pub flows: Flows,
+    pub counters: Counters,
+    pub started: Instant,
+    pub reconcile: Mutex<ReconcileReport>,
+}
+
+/// An `If-Match` precondition: the revision the client last saw.
+pub fn check_if_match(if_match: Option<&str>, revision: u64) -> ApiResult<()> {
+    let Some(v) = if_match else { return Ok(()) };
+    let v = v.trim();
+    if v == "*" {
+        return Ok(());
+    }
+    let want = v.trim_start_matches("W/").trim_matches('"');
+    let want: u64 = want.parse().map_err(|_| {
+        ApiError::bad_request(format!("If-Match '{v}' is not a revision"))
+            .hint("send the ETag of a previous response, e.g. If-Match: \"12\"")
+    })?;
+    if want != revision {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PRECONDITION_FAILED,
+            format!("revision conflict: you sent If-Match {want} but the current revision is {revision}"),
+        )
+        .hint("someone else changed the state: GET it again, check, and retry with the new ETag")
+        .with_etag(revision));
+    }
+    Ok(())
+}
+
+fn stored(list: &[RuleStatus]) -> Vec<StoredRule> {
+    list.iter().map(|r| StoredRule { id: r.id, spec: RuleSpec::from_rule(&r.rule) }).collect()
+}
+
+impl Daemon {
+    pub fn new(opts: Options) -> anyhow::Result<Daemon> {
+        netray_core::probe::require_bpf()?;
+        let store = StateStore::open(&opts.state_dir)?;
+        let state = store.load()?;
+        let flows_cfg = opts.config.flows.clone();
+        Ok(Daemon {
+            fw: Firewall::new(opts.pin.clone(), FwCapacity::default()),
+            pin: opts.pin.clone(),
+            store,
+            state: Mutex::new(state),
+            token: opts.token,
+            body_limit: opts.body_limit,
+            hubs: Hubs::new(opts.sse_queue),
+            sse_queue: opts.sse_queue,
+            flows: Flows::new(opts.pin, flows_cfg),
+            config: opts.config,
+            counters: Counters::default(),
+            started: Instant::now(),
+            reconcile: Mutex::new(ReconcileReport::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, st: &State) -> ApiResult<()> {
+        self.store.save(st).map_err(|e| {
+            ApiError::internal(format!("saving the state file: {e:#}")).hint("check the --state-dir's disk and permissions")
+        })
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// The pinned rules, read under the pin lock so that a change by another
+    /// process (maps being created, a table being published) is never seen
+    /// half done. (`Firewall::list` itself takes no lock.)
+    fn pinned_rules(&self) -> netray_core::Result<Vec<RuleStatus>> {
+        let _lock = self.pin.lock()?;
+        self.fw.list()
+    }
+
+    /// Reads the pinned rules (the source of truth) and, if they changed
+    /// since last seen (e.g. through the CLI), bumps the revision.
+    fn sync(&self, st: &mut State) -> ApiResult<Vec<RuleStatus>> {
+        let list = self.pinned_rules()?;
+        let now = stored(&list);
+        if now != st.rules {
+            st.rules = now;
+            st.revision += 1;
+            self.save(st)?;
+        }
+        Ok(list)
+    }
+
+    /// Applies the config and the state file to the kernel: only what is
+    /// missing is added or attached; nothing enforcing is removed or
+    /// re-attached, so there is no gap and no duplicate program.
+    pub fn reconcile(&self) -> anyhow::Result<ReconcileReport> {
+        let mut st = self.lock();
+        let mut report = ReconcileReport::default();
+        let pinned_fw = self.pin.fw_dir().join("fw_state").exists();
+        {
+            // Create the shared maps now, so readers never race their creation.
+            let _lock = self.pin.lock()?;
+            netray_core::dispatcher::ensure_fw_maps(&self.pin, &FwCapacity::default())?;
+        }
+        let pinned = self.pinned_rules()?;
+        let mut want: Vec<Rule> = Vec::new();
+        for spec in &self.config.rules {
+            want.push(spec.to_rule()?);
+        }
+        if !pinned_fw {
+            // The pins are gone (reboot, wiped bpffs): restore what we had.
+            report.rules_restored_from_state = !st.rules.is_empty();
+            for r in &st.rules {
+                if let Ok(rule) = r.spec.to_rule() {
+                    want.push(rule);
+                }
+            }
+        }
+        let mut missing: Vec<Rule> = Vec::new();
+        for r in want {
+            if !pinned.iter().any(|p| p.rule == r) && !missing.contains(&r) {
+                missing.push(r);
+            }
+        }
+        report.rules_kept = pinned.len();
+        if !missing.is_empty() {
+            self.fw.add(&missing)?;
+            report.rules_added = missing.len();
+        }
+        let mut desired: BTreeMap<String, String> = st.interfaces.clone();
+        let mut changed = false;
+        for i in &self.config.interfaces {
+            if desired.get(&i.name) != Some(&i.mode) {
+                desired.insert(i.name.clone(), i.mode.clone());
+                changed = true;
+            }
+        }
+        for (name, mode) in &desired {
+            match self.ensure_attached(name, mode) {
+                Ok(true) => report.interfaces_attached.push(name.clone()),
+                Ok(false) => report.interfaces_kept.push(name.clone()),
+                Err(e) => report.interfaces_failed.push((name.clone(), e.body.error)),
+            }
+            self.flows.start(name, mode);
+        }
+        if changed {
+            st.interfaces = desired;
+            st.revision += 1;
+        }
+        let list = self.pinned_rules()?;
+        let now = stored(&list);
+        if now != st.rules {
+            st.rules = now;
+            st.revision += 1;
+        }
+        self.store.save(&st)?;
+        *self.reconcile.lock().unwrap_or_else(|e| e.into_inner()) = report.clone();
+        Ok(report)
+    }
+
+    /// Attaches the firewall to `name` unless it is on there already.
+    /// Returns whether it attached now.
+    fn ensure_attached(&self, name: &str, mode: &str) -> ApiResult<bool> {
+        let iface = Interface::resolve(name)?;
+        let mode: AttachMode = mode.parse().map_err(ApiError::unprocessable)?;
+        {
+            let _lock = self.pin.lock()?;
+            if let Some(d) = Dispatcher::open(&self.pin, &iface)? {
+                let fw_bit = netray_core::Feature::Firewall.bit();
+                if d.active_features()? & fw_bit != 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        self.fw.attach(name, mode)?;
+        Ok(true)
+    }
+
+    // ---- rules ----
+
+    pub fn rules(&self) -> ApiResult<(u64, Vec<RuleView>)> {
+        let mut st = self.lock();
+        let list = self.sync(&mut st)?;
+        Ok((st.revision, list.iter().map(RuleView::from).collect()))
+    }
+
+    pub fn add_rules(&self, if_match: Option<&str>, rules: &[Rule]) -> ApiResult<(u64, Vec<RuleView>)> {
+        let mut st = self.lock();
+        if if_match.is_some() {
+            // Conditional: changes made by the CLI meanwhile must count.
+            self.sync(&mut st)?;
+            check_if_match(if_match, st.revision)?;
+        }
+        // (Unconditional adds skip that read: the sync below sees every
+        // change, ours and any other, and bumps the revision.)
+        let ids = self.fw.add(rules).map_err(|e| ApiError::from_core(e).with_etag(st.revision))?;
+        let list = self.sync(&mut st)?;
+        let added = list.iter().filter(|r| ids.contains(&r.id)).map(RuleView::from).collect();
+        Ok((st.revision, added))
+    }
+
+    pub fn delete_rule(&self, if_match: Option<&str>, id: u32) -> ApiResult<(u64, RuleView)> {
+        let mut st = self.lock();
+        let list = self.sync(&mut st)?;
+        let Some(gone) = list.iter().find(|r| r.id == id).map(RuleView::from) else {
+            return Err(ApiError::not_found(format!("no rule with id {id}"))
+                .hint("GET /v1/rules lists the rules")
+                .with_etag(st.revision));
+        };
+        check_if_match(if_match, st.revision)?;
+        self.fw.delete_ids(&[id])?;
+        self.sync(&mut st)?;
+        Ok((st.revision, gone))
+    }
+
+    // ---- interfaces ----
+
+    pub fn interfaces(&self) -> ApiResult<(u64, Vec<InterfaceView>)> {
+        let st = self.lock();
+        let attached: Vec<DispatcherStatus> = {
+            let _lock = self.pin.lock()?;
+            Dispatcher::list(&self.pin)?.iter().map(Dispatcher::status).collect::<netray_core::Result<_>>()?
+        };
+        let mut names: Vec<String> = st.interfaces.keys().cloned().collect();
+        for a in &attached {
+            if !names.contains(&a.interface) {
+                names.push(a.interface.clone());
+            }
+        }
+        names.sort();
+        let views = names
+            .into_iter()
+            .map(|name| {
+                let status = attached.iter().find(|a| a.interface == name).cloned();
+                InterfaceView {
+                    desired: st.interfaces.contains_key(&name),
+                    requested_mode: st.interfaces.get(&name).cloned(),
+                    attached: status.is_some(),
+                    firewall: status.as_ref().is_some_and(|s| s.features.contains(&"firewall")),
+                    exists: Interface::resolve(&name).is_ok(),
+                    status,
+                    name,
+                }
+            })
+            .collect();
+        Ok((st.revision, views))
+    }
+
+    pub fn interface(&self, name: &str) -> ApiResult<(u64, InterfaceView)> {
+        let (rev, list) = self.interfaces()?;
+        match list.into_iter().find(|i| i.name == name) {
+            Some(v) => Ok((rev, v)),
+            None => {
+                let exists = Interface::resolve(name).is_ok();
+                let msg = if exists {
+                    format!("netray is not attached to {name} and the daemon does not manage it")
+                } else {
+                    format!("no interface named '{name}'")
+                };
+                Err(ApiError::not_found(msg).hint("POST /v1/interfaces {\"name\": ...} attaches the firewall to an interface"))
+            }
+        }
+    }
+
+    pub fn attach(&self, if_match: Option<&str>, spec: &InterfaceSpec) -> ApiResult<(u64, InterfaceView, bool)> {
+        spec.validate().map_err(|e| ApiError::unprocessable(e).hint("mode is auto, native or generic"))?;
+        {
+            let mut st = self.lock();
+            check_if_match(if_match, st.revision)?;
+            if Interface::resolve(&spec.name).is_err() {
+                return Err(ApiError::unprocessable(format!("no interface named '{}'", spec.name))
+                    .hint("`ip link` lists the interfaces of the daemon's network namespace"));
+            }
+            let attached_now = self.ensure_attached(&spec.name, &spec.mode)?;
+            let changed = st.interfaces.get(&spec.name) != Some(&spec.mode);
+            if changed || attached_now {
+                st.interfaces.insert(spec.name.clone(), spec.mode.clone());
+                st.revision += 1;
+                self.save(&st)?;
+            }
+            self.flows.start(&spec.name, &spec.mode);
+            drop(st);
+            let (rev, view) = self.interface(&spec.name)?;
+            Ok((rev, view, attached_now))
+        }
+    }
+
+    pub fn detach(&self, if_match: Option<&str>, name: &str) -> ApiResult<u64> {
+        let mut st = self.lock();
+        check_if_match(if_match, st.revision)?;
+        let desired = st.interfaces.contains_key(name);
+        let exists = Interface::resolve(name).is_ok();
+        if !desired && !exists {
+            return Err(ApiError::not_found(format!("no interface named '{name}'")).hint("GET /v1/interfaces lists them"));
+        }
+        self.flows.stop(name);
+        let detached = if exists {
+            match self.fw.detach(name) {
+                Ok(_) => true,
+                Err(netray_core::Error::NotAttached(_)) => false,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            false
+        };
+        if !desired && !detached {
+            return Err(ApiError::not_found(format!("the firewall is not attached to {name}")));
+        }
+        st.interfaces.remove(name);
+        st.revision += 1;
+        self.save(&st)?;
+        Ok(st.revision)
+    }
+
+    /// Interface and firewall counters.
+    pub fn firewall_status(&self) -> ApiResult<(Vec<DispatcherStatus>, TableUsage)> {
+        let s = self.fw.status()?;
+        Ok((s.interfaces, s.table))
+    }
+}
+
+impl Daemon {
+    /// Ends flow accounting sessions (daemon shutdown); the firewall stays.
+    pub fn flows_stop_all(&self) {
+        let names: Vec<String> = self.lock().interfaces.keys().cloned().collect();
+        for n in names {
+            self.flows.stop(&n);
+        }
+    }
+}

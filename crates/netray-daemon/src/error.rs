@@ -1,0 +1,98 @@
+//! One error type for the API: every failure becomes a JSON body
+//! `{"error": "...", "hint": "..."}` with a 4xx/5xx status naming the problem.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+    /// Sent as the `ETag` header (412 answers say the current revision).
+    pub etag: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError { status, body: ErrorBody { error: error.into(), hint: None }, etag: None }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> ApiError {
+        self.body.hint = Some(hint.into());
+        self
+    }
+    pub fn with_etag(mut self, revision: u64) -> ApiError {
+        self.etag = Some(revision);
+        self
+    }
+    pub fn bad_request(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, e)
+    }
+    pub fn unauthorized(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, e)
+    }
+    pub fn not_found(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, e)
+    }
+    pub fn conflict(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, e)
+    }
+    pub fn unprocessable(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e)
+    }
+    pub fn internal(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)
+    }
+    pub fn not_implemented(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_IMPLEMENTED, e)
+    }
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes"))
+            .hint("send smaller requests (e.g. fewer rules per POST)")
+    }
+
+    /// A loader/firewall error, with the status that fits it.
+    pub fn from_core(e: netray_core::Error) -> ApiError {
+        use netray_core::Error as E;
+        match &e {
+            E::NoSuchInterface(_) => ApiError::not_found(e.to_string()).hint("GET /v1/interfaces lists the interfaces"),
+            E::NotAttached(_) => ApiError::not_found(e.to_string()),
+            E::Refused(m) if m.contains("already exists") => {
+                ApiError::conflict(e.to_string()).hint("GET /v1/rules lists the rules")
+            }
+            E::Refused(m) if m.starts_with("no rule") => ApiError::not_found(e.to_string()),
+            E::Refused(_) => ApiError::unprocessable(e.to_string()),
+            E::NotRoot => ApiError::internal(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<netray_core::Error> for ApiError {
+    fn from(e: netray_core::Error) -> ApiError {
+        ApiError::from_core(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        if let Some(rev) = self.etag {
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\"")) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,115 @@
+//! Server-Sent Event streams: lab packets arrive, slow clients lose events
+//! (counted and reported) without stalling anything, gone clients are
+//! forgotten, exec events arrive.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for, Env};
+use netray_daemon::config::Config;
+use netray_lab::Family;
+use serde_json::Value;
+
+#[test]
+fn packet_stream_delivers_lab_pings_and_forgets_gone_clients() {
+    let env = Env::new("dsse");
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let r = c.post("/v1/interfaces", &format!(r#"{{"name": "{iface}"}}"#));
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let mut s = c.sse(&format!("/v1/events/packets?interface={iface}"));
+    let (ev, data) = s.next().expect("ready event");
+    assert_eq!(ev, "ready", "{data}");
+    assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["interface"], iface.as_str());
+
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    let peer = env.lab.peer_v4().to_string();
+    let mut requests = 0;
+    while requests < 3 {
+        let (ev, data) = s.next().expect("packet events");
+        assert_eq!(ev, "packet", "{data}");
+        let p: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(p["ifname"], iface.as_str());
+        if p["proto"] == "icmp" && p["src"] == peer.as_str() {
+            assert_eq!(p["verdict"], "pass");
+            requests += 1;
+        }
+    }
+    let st = c.get("/v1/stats").json();
+    assert_eq!(st["events"]["clients"], 1, "{st}");
+    assert!(st["events"]["packet_streams"][0]["delivered"].as_u64().unwrap() >= 3, "{st}");
+
+    // The client goes away: the daemon notices and stops the monitor, the
+    // firewall stays attached.
+    drop(s);
+    assert_eq!(env.lab.ping(Family::V4, 1).unwrap(), 1);
+    let gone = wait_for(Duration::from_secs(10), || {
+        let st = c.get("/v1/stats").json();
+        (st["events"]["clients"] == 0 && st["events"]["packet_streams"].as_array().unwrap().is_empty()).then_some(())
+    });
+    assert!(gone.is_some(), "the gone client is still counted: {}", c.get("/v1/stats").text);
+    let i = c.get(&format!("/v1/interfaces/{iface}")).json();
+    assert_eq!(i["interface"]["firewall"], true, "{i}");
+    assert!(!i["interface"]["status"]["features"].as_array().unwrap().contains(&Value::from("monitor")), "{i}");
+
+    // A second stream on the same interface works after the first is gone.
+    let mut s2 = c.sse(&format!("/v1/events/packets?interface={iface}"));
+    assert_eq!(s2.next().unwrap().0, "ready");
+    assert_eq!(env.lab.ping(Family::V4, 1).unwrap(), 1);
+    assert_eq!(s2.next().unwrap().0, "packet");
+}
+
+#[test]
+fn slow_client_loses_events_counted_and_reported_without_stalling() {
+    let cfg = Config { sse_queue: Some(2), ..Config::default() };
+    let env = Env::with_config("dslow", cfg);
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let mut slow = c.sse(&format!("/v1/events/packets?interface={iface}"));
+    assert_eq!(slow.next().unwrap().0, "ready");
+    // A burst much larger than the queue, while this client does not read.
+    let sent = env.lab.udp_send(Family::V4, 9, 32, 20_000).unwrap();
+    assert_eq!(sent, 20_000);
+    // The daemon keeps answering meanwhile, and counts the drops.
+    let dropped = wait_for(Duration::from_secs(10), || {
+        let st = c.get("/v1/stats").json();
+        let n = st["events"]["dropped_total"].as_u64().unwrap();
+        (n > 0).then_some(n)
+    })
+    .expect("drops are counted in /v1/stats");
+    let m = c.get("/metrics").text;
+    assert!(m.contains("netray_daemon_sse_dropped_events_total"), "{m}");
+    // The stream says so.
+    let mut reported = 0;
+    let found = wait_for(Duration::from_secs(20), || {
+        let (ev, data) = slow.next()?;
+        if ev == "dropped" {
+            let v: Value = serde_json::from_str(&data).unwrap();
+            reported = v["dropped_total"].as_u64().unwrap();
+            return Some(());
+        }
+        None
+    });
+    assert!(found.is_some(), "no dropped event in the stream");
+    assert!(reported > 0 && reported <= dropped.max(reported), "{reported} {dropped}");
+}
+
+#[test]
+fn exec_stream_reports_execs() {
+    let env = Env::new("dexec");
+    let c = env.client();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("nrd-true");
+    std::fs::copy("/bin/true", &bin).unwrap();
+    let mut s = c.sse("/v1/events/exec?comm=nrd-true");
+    assert_eq!(s.next().unwrap().0, "ready");
+    let st = std::process::Command::new(&bin).arg("hello").status().unwrap();
+    assert!(st.success());
+    let (ev, data) = s.next().expect("an exec event");
+    assert_eq!(ev, "exec", "{data}");
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(v["comm"], "nrd-true", "{v}");
+    assert!(data.contains("hello"), "{data}");
+}

@@ -1,0 +1,140 @@
+//! A flows session: switches flow accounting on for one interface (attaching
+//! the dispatcher if netray is not there yet), reads snapshots, and switches
+//! it off again when the last session on the interface ends — also when
+//! dropped, so an early return or a panic never leaves the kernel counting
+//! flows for nobody.
+//!
+//! Several sessions (e.g. `netray top` in a terminal and another serving
+//! metrics) share an interface's flow table; each is recorded as a user of the
+//! feature (see `Dispatcher::add_user`). A SIGKILLed session's record is
+//! ignored once its process is gone, and cleaned up by the next session.
+//! The first session on an interface starts from an empty table.
+
+use netray_core::{
+    dispatcher::{ensure_fw_maps, AttachOutcome, FlowCapacity, FwCapacity},
+    time::monotonic_ns,
+    AttachMode, Dispatcher, Error, Feature, Interface, PinDir, Result,
+};
+
+use crate::{table::FlowTable, Snapshot};
+
+pub struct FlowSession {
+    pin: PinDir,
+    iface: Interface,
+    dispatcher: Dispatcher,
+    table: FlowTable,
+    /// This session's user record (see `Dispatcher::add_user`).
+    user: String,
+    note: Option<String>,
+    stopped: bool,
+}
+
+impl FlowSession {
+    /// Starts flow accounting on `ifname`. `cap` sizes the flow table when
+    /// netray attaches now; an attached dispatcher keeps its table (see
+    /// [`FlowSession::note`]).
+    pub fn start(pin: &PinDir, ifname: &str, mode: AttachMode, cap: FlowCapacity) -> Result<FlowSession> {
+        if cap.max_flows == 0 {
+            return Err(Error::Refused("the flow table must hold at least one flow".into()));
+        }
+        let iface = Interface::resolve(ifname)?;
+        let _lock = pin.lock()?;
+        let fw = FwCapacity::default();
+        ensure_fw_maps(pin, &fw)?;
+        let (d, outcome) = Dispatcher::attach_with(pin, &iface, mode, &fw, &cap)?;
+        match Self::enable(&d) {
+            Ok((table, user)) => {
+                let mut note = match &outcome {
+                    AttachOutcome::Attached { note, .. } => note.clone(),
+                    AttachOutcome::AlreadyAttached => None,
+                };
+                if table.capacity() != cap.max_flows {
+                    note = Some(format!(
+                        "the flow table of {} holds {} flows, set when netray attached there; detach netray from \
+                         the interface to change its size",
+                        iface.name,
+                        table.capacity()
+                    ));
+                }
+                Ok(FlowSession { pin: pin.clone(), iface, dispatcher: d, table, user, note, stopped: false })
+            }
+            Err(e) => {
+                let _ = d.remove_user(Feature::Flows, None);
+                let _ = d.detach_if_idle();
+                Err(e)
+            }
+        }
+    }
+
+    fn enable(d: &Dispatcher) -> Result<(FlowTable, String)> {
+        let table = FlowTable::open(d)?;
+        // Forget sessions whose process is gone.
+        d.remove_user(Feature::Flows, None)?;
+        if d.users(Feature::Flows).is_empty() {
+            // First session: whatever a previous one left is stale. Clear
+            // with accounting off, so inserts and entries stay consistent.
+            d.set_feature(Feature::Flows, false)?;
+            table.clear()?;
+        }
+        let user = d.add_user(Feature::Flows)?;
+        if let Err(e) = d.set_feature(Feature::Flows, true) {
+            let _ = d.remove_user(Feature::Flows, Some(&user));
+            return Err(e);
+        }
+        Ok((table, user))
+    }
+
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    /// Something the user should know (e.g. the table already had another
+    /// size, or XDP fell back to generic mode).
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Reads the interface's counters and every flow.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        if !self.dispatcher.map_path("link").exists() {
+            return Err(Error::Refused(format!(
+                "netray was detached from {} (its pins are gone); flows are no longer counted",
+                self.iface.name
+            )));
+        }
+        let taken_ns = monotonic_ns();
+        let totals = self.dispatcher.stats()?;
+        let (flows, table) = self.table.read()?;
+        Ok(Snapshot { interface: self.iface.name.clone(), ifindex: self.iface.index, taken_ns, totals, table, flows })
+    }
+
+    /// Ends the session: flow accounting goes off unless another session
+    /// still runs, and the dispatcher goes if nothing else uses it.
+    pub fn stop(mut self) -> Result<()> {
+        self.stopped = true;
+        self.switch_off()
+    }
+
+    fn switch_off(&self) -> Result<()> {
+        let _lock = self.pin.lock()?;
+        let Some(d) = Dispatcher::open(&self.pin, &self.iface)? else { return Ok(()) };
+        d.remove_user(Feature::Flows, Some(&self.user))?;
+        if d.users(Feature::Flows).is_empty() {
+            d.set_feature(Feature::Flows, false)?;
+        }
+        d.detach_if_idle()?;
+        Ok(())
+    }
+}
+
+impl Drop for FlowSession {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.switch_off();
+        }
+    }
+}
