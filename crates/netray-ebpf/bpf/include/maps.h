@@ -44,13 +44,6 @@ struct {
 	__type(value, __u32);
 } fw_l4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct nr_fw_state);
-} fw_state SEC(".maps");
-
 /* The rules as written, by slot; the compiled maps above derive from it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -68,6 +61,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nr_rule_counter);
 } fw_rule_stats SEC(".maps");
+
+/* Last of the firewall's maps on purpose: libbpf creates and pins maps in
+ * this order, so once fw_state is pinned every firewall map is, and readers
+ * that test for it (Firewall::list, status) never see a half-created set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_fw_state);
+} fw_state SEC(".maps");
 
 /* ---- per interface ---- */
 struct {

@@ -1,0 +1,276 @@
+//! Verdict-for-verdict equality of the in-kernel translated filter with libpcap.
+//!
+//! For every (expression, frame) pair: libpcap's own `pcap_offline_filter` result, the
+//! kernel's result for the translated program (BPF_PROG_TEST_RUN of a standalone XDP
+//! program returning the classic result) and this crate's interpreter must agree. Needs
+//! root (loading BPF programs); it fails, rather than skips, without it.
+
+mod common;
+
+use std::time::Instant;
+
+use netray_pcapfilter::{
+    compile, interpret, translate, Filter, FilterProgram, LoadError, ReturnMode,
+};
+
+const SNAPLEN: u32 = 262_144;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "libpcap_equivalence needs root (euid 0) to load BPF programs and run BPF_PROG_TEST_RUN; run `sudo cargo test -p netray-pcapfilter`"
+    );
+}
+
+const EXPRESSIONS: &[&str] = &[
+    "tcp port 80 or icmp",
+    "host 10.0.0.1 and not udp",
+    "vlan and ip6",
+    "tcp[13] & 2 != 0",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "arp",
+    "not ip and not ip6",
+    "host 10.0.0.1",
+    "src host 10.0.0.2",
+    "dst host 192.168.1.5",
+    "net 10.0.0.0/8",
+    "src net 192.168.0.0/16 or dst net 172.16.0.0/12",
+    "port 53",
+    "src port 1024",
+    "dst port 443",
+    "portrange 1000-2000",
+    "tcp portrange 20-90",
+    "udp port 67 or udp port 68",
+    "ip proto 17",
+    "ip6 proto 6",
+    "ip6 proto 58",
+    "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+    "tcp[13] = 18",
+    "tcp[tcpflags] & tcp-rst != 0",
+    "icmp[icmptype] = icmp-echo",
+    "icmp[0] = 3 and icmp[1] = 3",
+    "icmp6 and ip6[40] = 128",
+    "vlan",
+    "vlan 10",
+    "vlan 20 and tcp",
+    "vlan and vlan 10",
+    "vlan 100 and vlan 10 and ip",
+    "ip[6:2] & 0x1fff != 0",
+    "ip[6:2] & 0x2000 != 0",
+    "ip[0] & 0xf > 5",
+    "len > 100",
+    "len <= 64",
+    "greater 200",
+    "less 80",
+    "ether host 02:00:00:00:00:01",
+    "ether src 02:00:00:00:00:02",
+    "ether dst ff:ff:ff:ff:ff:ff",
+    "ether broadcast",
+    "ether multicast",
+    "ip multicast",
+    "ip broadcast",
+    "ip6 multicast",
+    "ether proto 0x88cc",
+    "not tcp",
+    "not tcp and not udp",
+    "ip and not icmp",
+    "tcp or udp",
+    "(tcp port 80 or tcp port 443) and host 10.0.0.1",
+    "udp and ip[8] < 64",
+    "ip[1] != 0",
+    "tcp[0:2] > 1023",
+    "udp[2:2] = 53",
+    "tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420",
+    "ip6 and tcp",
+    "ip6 and udp port 53",
+    "ip6 host fe80::1",
+    "ip6 net 2001:db8::/32",
+    "dst net 2001:db8::/32 and tcp",
+    "ether[12:2] = 0x0806",
+    "arp and host 10.0.0.1",
+    "arp[6:2] = 2",
+    "ip6[6] = 0",
+    "ip6[6] = 44",
+    "ip and len > 60",
+    "tcp and (tcp[13] & 1 != 0 or tcp[13] & 4 != 0)",
+    "ip[2:2] - ((ip[0] & 0xf) << 2) > 40",
+    "ip[2:2] / 4 > 20",
+    "ip[2:2] % 7 = 3",
+    "(ip[8] * 3) & 0xff > 100",
+    "ip[9] ^ 6 = 0",
+    "ip[8] >> 1 = 32",
+    "ip[8] | 1 = 65",
+    "tcp[0:2] - tcp[2:2] > 0",
+    "ip[2:2] / ip[1] > 0 or tcp",
+    "ip[2:2] % ip[1] = 0",
+    "ip[8] << (ip[1] & 0x3f) > 100",
+    "ip[2:2] >> ip[1] = 0",
+    "len - 14 > 100",
+    "ether[len - 1] = 0",
+    "stp",
+    "llc",
+    "vlan and (tcp port 80 or icmp6)",
+    "ip[12:4] = ip[16:4]",
+    "udp[8:2] = 0x0000 and udp",
+];
+
+#[test]
+fn translated_filters_match_libpcap_verdict_for_verdict() {
+    require_root();
+    let frames = common::corpus();
+    assert!(
+        frames.len() >= 300,
+        "corpus has only {} frames",
+        frames.len()
+    );
+    assert!(EXPRESSIONS.len() >= 60);
+    assert!(frames.iter().all(|f| f.len() >= 14));
+
+    let started = Instant::now();
+    let mut pairs = 0usize;
+    let mut matched = 0usize;
+    let mut mismatches = Vec::new();
+    let mut trivial = Vec::new();
+    for expr in EXPRESSIONS {
+        let cbpf = compile(expr, SNAPLEN).unwrap_or_else(|e| panic!("compile {expr:?}: {e}"));
+        let ebpf = translate(&cbpf).unwrap_or_else(|e| panic!("translate {expr:?}: {e}"));
+        let raw = FilterProgram::load_with(&ebpf, ReturnMode::Snaplen)
+            .unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
+        let verdict = FilterProgram::load(&ebpf).unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
+        let libpcap = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+            .unwrap()
+            .compile(expr, true)
+            .unwrap();
+        let mut hits = 0;
+        for (i, frame) in frames.iter().enumerate() {
+            let want = libpcap.filter(frame);
+            let interp = interpret(&cbpf, frame);
+            let kernel = raw
+                .run(frame)
+                .unwrap_or_else(|e| panic!("run {expr:?} frame {i}: {e}"));
+            let kernel_verdict = verdict.matches(frame).unwrap();
+            pairs += 1;
+            hits += usize::from(want);
+            if (kernel != 0) != want
+                || interp != kernel
+                || kernel_verdict != want
+                || (want && kernel != SNAPLEN)
+            {
+                mismatches.push(format!(
+                    "{expr:?} frame {i} ({} bytes): libpcap {want}, kernel {kernel}, xdp verdict {kernel_verdict}, interpreter {interp}",
+                    frame.len()
+                ));
+            }
+        }
+        matched += hits;
+        if hits == 0 || hits == frames.len() {
+            trivial.push(*expr);
+        }
+    }
+    println!(
+        "compared {pairs} (expression, frame) pairs: {} expressions x {} frames, {matched} matches, {:?}",
+        EXPRESSIONS.len(),
+        frames.len(),
+        started.elapsed()
+    );
+    println!("expressions that matched all or none of the corpus: {trivial:?}");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    // The corpus must actually exercise the filters, not just reject everything.
+    assert!(
+        trivial.len() * 10 <= EXPRESSIONS.len(),
+        "too many trivial expressions: {trivial:?}"
+    );
+}
+
+/// Frames the XDP test run refuses (< 14 bytes) are judged by the interpreter; the result
+/// still equals libpcap's.
+#[test]
+fn short_frames_fall_back_to_interpreter() {
+    require_root();
+    for expr in [
+        "ether host 02:00:00:00:00:01",
+        "len < 10",
+        "ip",
+        "ether[0] = 2",
+    ] {
+        let f = Filter::new(expr, SNAPLEN).unwrap();
+        let libpcap = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+            .unwrap()
+            .compile(expr, true)
+            .unwrap();
+        for len in 0..14 {
+            let frame: Vec<u8> = [2u8, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0][..len].to_vec();
+            assert!(f.program.matches(&frame).is_err());
+            assert_eq!(
+                f.matches(&frame).unwrap(),
+                libpcap.filter(&frame),
+                "{expr:?} len {len}"
+            );
+        }
+        // Frames up to max_test_run_frame() run in the kernel, with the last byte reachable;
+        // a 9000-byte jumbo frame would not be linear and goes to the interpreter.
+        let max = netray_pcapfilter::max_test_run_frame();
+        let last =
+            Filter::new(&format!("ether[{}] = 7 and len = {max}", max - 1), SNAPLEN).unwrap();
+        let mut big = vec![0u8; max];
+        big[max - 1] = 7;
+        assert!(last.program.matches(&big).unwrap());
+        big.push(0);
+        assert!(matches!(
+            last.program.matches(&big),
+            Err(LoadError::FrameSize(_))
+        ));
+        let mut jumbo = vec![0u8; 9000];
+        jumbo[..14].copy_from_slice(&[2u8, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0]);
+        jumbo[14] = 0x45;
+        assert!(matches!(
+            f.program.matches(&jumbo),
+            Err(LoadError::FrameSize(9000))
+        ));
+        assert_eq!(
+            f.matches(&jumbo).unwrap(),
+            libpcap.filter(&jumbo),
+            "{expr:?} jumbo"
+        );
+    }
+}
+
+/// `protochain` compiles to a loop (a backward `ja`); it is refused cleanly.
+#[test]
+fn protochain_is_refused_cleanly() {
+    let cbpf = compile("ip6 protochain 6", SNAPLEN).unwrap();
+    let err = translate(&cbpf).unwrap_err();
+    assert!(
+        matches!(err, netray_pcapfilter::TranslateError::BackwardJump { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_error_carries_libpcaps_message() {
+    let err = compile("tcp port", SNAPLEN).unwrap_err();
+    let mut libpcap_msg = String::new();
+    if let Err(pcap::Error::PcapError(m)) = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+        .unwrap()
+        .compile("tcp port", true)
+    {
+        libpcap_msg = m;
+    }
+    assert!(!libpcap_msg.is_empty());
+    assert_eq!(err.to_string(), libpcap_msg);
+    assert!(err.to_string().contains("syntax error"), "{err}");
+    let err = compile("host 999.1.1.1", SNAPLEN).unwrap_err();
+    assert!(!err.to_string().is_empty());
+}
