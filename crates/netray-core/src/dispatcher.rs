@@ -489,6 +489,9 @@ impl Dispatcher {
         if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
             bits &= !Feature::Monitor.bit();
         }
+        if bits & Feature::Flows.bit() != 0 && self.users(Feature::Flows).is_empty() {
+            bits &= !Feature::Flows.bit();
+        }
         Ok(bits)
     }
 

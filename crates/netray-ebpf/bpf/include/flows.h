@@ -183,11 +183,12 @@ static __attribute__((noinline)) void nr_flow_miss(const struct nr_flow_key *key
 	slot->last_verdict = rule ? NR_VERDICT_DROP : NR_VERDICT_PASS;
 }
 
-/* Counts one packet in its flow. rule: the firewall rule that dropped it, 0
+/* Counts one packet in its flow. direction: NR_FLOW_INGRESS (XDP) or
+ * NR_FLOW_EGRESS (TC egress). rule: the firewall rule that dropped it, 0
  * when it passes. The address pointer is derived and checked in the branch
  * of its family (see nr_meta_to_event). */
 static __always_inline void nr_flow_account(void *data, void *data_end, const struct nr_meta *m,
-					    __u32 ifindex, __u32 len, __u32 rule)
+					    __u32 ifindex, __u32 len, __u32 rule, const __u8 direction)
 {
 	struct nr_flow_key key __attribute__((aligned(8)));
 	struct nr_flow_slot *slot;
@@ -212,7 +213,7 @@ static __always_inline void nr_flow_account(void *data, void *data_end, const st
 		return;
 	}
 	key.ifindex = ifindex;
-	key.direction = NR_FLOW_INGRESS;
+	key.direction = direction;
 	key.family = m->family;
 	key.proto = m->l4_proto;
 	if (m->flags & NR_PKT_HAS_PORTS) {

@@ -19,6 +19,7 @@
 #include "parse.h"
 #include "firewall.h"
 #include "monitor.h"
+#include "flows.h"
 
 #ifndef unlikely
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -69,6 +70,10 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 			verdict = TC_ACT_SHOT;
 		}
 	}
+
+	if (features & NR_FEAT_FLOWS)
+		nr_flow_account(data, data_end, &meta, skb->ifindex, len, rule,
+				egress ? NR_FLOW_EGRESS : NR_FLOW_INGRESS);
 
 	if (features & NR_FEAT_MONITOR) {
 		struct nr_packet_event ev = {};

@@ -57,7 +57,7 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 	}
 
 	if (features & NR_FEAT_FLOWS)
-		nr_flow_account(data, data_end, &meta, cfg->ifindex, len, rule);
+		nr_flow_account(data, data_end, &meta, cfg->ifindex, len, rule, NR_FLOW_INGRESS);
 
 	if (features & NR_FEAT_MONITOR) {
 		struct nr_packet_event ev = {};
