@@ -238,14 +238,27 @@ fn tcp_syns(env: &Env, v6: bool, sport: u16, dport: u16, n: u64) {
 
 /// One flow as `top --json` reports it, found by protocol, source and
 /// destination port (or ICMP type); panics unless exactly one matches.
+/// The one ingress flow that matches.
 fn flow<'a>(j: &'a Value, proto: &str, src: IpAddr, dport: Option<u64>, icmp_type: Option<u64>) -> &'a Value {
+    flow_dir(j, "ingress", proto, src, dport, icmp_type)
+}
+
+fn flow_dir<'a>(
+    j: &'a Value,
+    dir: &str,
+    proto: &str,
+    src: IpAddr,
+    dport: Option<u64>,
+    icmp_type: Option<u64>,
+) -> &'a Value {
     let src = src.to_string();
     let found: Vec<&Value> = j["flows"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|f| {
-            f["proto"] == proto
+            f["direction"] == dir
+                && f["proto"] == proto
                 && f["src"] == src.as_str()
                 && dport.is_none_or(|p| f["dport"] == p)
                 && icmp_type.is_none_or(|t| f["icmp_type"] == t)
@@ -296,7 +309,7 @@ fn top_counts_every_packet_and_byte_per_flow_alongside_firewall_and_monitor() {
         .spawn()
         .unwrap();
     wait_for_feature(&env, "monitor");
-    let top = Top::spawn(&env, &["--metrics-top-flows", "10"]);
+    let top = Top::spawn(&env, &["--metrics-top-flows", "50"]);
     assert_eq!(features(&env), ["firewall", "monitor", "flows"]);
 
     // Known packets of known sizes, on eight flows.
@@ -329,15 +342,40 @@ fn top_counts_every_packet_and_byte_per_flow_alongside_firewall_and_monitor() {
     assert_eq!((denied["dropped"].as_u64(), denied["last_verdict"].as_str()), (Some(3), Some("drop")));
     assert_eq!(denied["last_rule"], 1);
     assert_eq!(flow(&j, "udp", peer4, Some(9001), None)["dropped"], 0);
-    // Nothing else arrived: no other flow, and every packet is in a flow.
-    assert_eq!(j["flows"].as_array().unwrap().len(), want.len(), "{j:#}");
+    // Nothing else arrived: no other ingress flow, and every packet is in a flow.
+    let flows = j["flows"].as_array().unwrap();
+    let ingress: Vec<&Value> = flows.iter().filter(|f| f["direction"] == "ingress").collect();
+    assert_eq!(ingress.len(), want.len(), "{j:#}");
     let (packets, bytes) = want.iter().fold((0, 0), |a, (_, (p, b))| (a.0 + p, a.1 + b));
-    assert_eq!((j["flow_packets"].as_u64(), j["flow_bytes"].as_u64()), (Some(packets), Some(bytes)));
+    let sum = |fs: &[&Value]| fs.iter().fold((0, 0), |a, f| (a.0 + packets_bytes(f).0, a.1 + packets_bytes(f).1));
+    assert_eq!(sum(&ingress), (packets, bytes));
     let t = &j["totals"];
     assert_eq!((t["seen"].as_u64(), t["bytes_seen"].as_u64()), (Some(packets), Some(bytes)));
     assert_eq!((t["dropped"].as_u64(), t["passed"].as_u64()), (Some(3), Some(packets - 3)));
-    assert_eq!(j["table"]["entries"], 7);
-    assert_eq!(j["table"]["inserts"], 7);
+
+    // What the host sent back (TC egress): the echo replies, exactly; ICMP
+    // "port unreachable" for the UDP to closed ports, of which the kernel
+    // rate-limits some, so only bounded. (The raw SYNs carry no valid
+    // checksum: the host answers none of them.)
+    let out_want: Vec<(&Value, (u64, u64))> = vec![
+        (flow_dir(&j, "egress", "icmp", host4, None, Some(0)), (3, 3 * (ETH + IP4 + ECHO))),
+        (flow_dir(&j, "egress", "icmpv6", host6, None, Some(129)), (2, 2 * (ETH + IP6 + ECHO))),
+    ];
+    for (f, pb) in &out_want {
+        assert_eq!(packets_bytes(f), *pb, "{f}");
+        assert_eq!(f["dst"], if f["family"] == 4 { peer4.to_string() } else { peer6.to_string() });
+    }
+    let unreachable4 = packets_bytes(flow_dir(&j, "egress", "icmp", host4, None, Some(3))).0;
+    assert!((1..=7).contains(&unreachable4), "{j:#}");
+    let unreachable6 = packets_bytes(flow_dir(&j, "egress", "icmpv6", host6, None, Some(1))).0;
+    assert!((1..=5).contains(&unreachable6), "{j:#}");
+    let egress: Vec<&Value> = flows.iter().filter(|f| f["direction"] == "egress").collect();
+    assert!(egress.len() <= out_want.len() + 2, "only replies go out: {j:#}");
+    assert_eq!(flows.len(), ingress.len() + egress.len());
+    assert_eq!((j["flow_packets"].as_u64(), j["flow_bytes"].as_u64()), (Some(sum(flows.iter().collect::<Vec<_>>().as_slice()).0), Some(sum(flows.iter().collect::<Vec<_>>().as_slice()).1)));
+    let entries = flows.len() as u64;
+    assert_eq!(j["table"]["entries"], entries);
+    assert_eq!(j["table"]["inserts"], entries);
     assert_eq!(j["table"]["evictions"], 0);
     assert_eq!(j["table"]["capacity"], 65536);
 
@@ -353,16 +391,16 @@ fn top_counts_every_packet_and_byte_per_flow_alongside_firewall_and_monitor() {
     assert_eq!(m.get("netray_interface_bytes_total", &drop), t["bytes_dropped"].as_f64().unwrap());
     assert_eq!(m.get("netray_interface_non_ip_packets_total", &[i]), 0.0);
     assert_eq!(m.get("netray_monitor_events_lost_total", &[i]), 0.0);
-    assert_eq!(m.get("netray_flows_entries", &[i]), 7.0);
+    assert_eq!(m.get("netray_flows_entries", &[i]), entries as f64);
     assert_eq!(m.get("netray_flows_capacity", &[i]), 65536.0);
-    assert_eq!(m.get("netray_flows_inserts_total", &[i]), 7.0);
+    assert_eq!(m.get("netray_flows_inserts_total", &[i]), entries as f64);
     assert_eq!(m.get("netray_flows_evictions_total", &[i]), 0.0);
     assert_eq!(m.get("netray_flows_insert_failures_total", &[i]), 0.0);
     assert_eq!(m.get("netray_firewall_rules", &[]), 1.0);
     assert_eq!(m.get("netray_firewall_rule_packets_total", &[("rule_id", "1")]), 3.0);
     assert_eq!(m.get("netray_firewall_rule_bytes_total", &[("rule_id", "1")]), denied["bytes"].as_f64().unwrap());
-    // Per-flow series (asked for with --metrics-top-flows 10): one per flow.
-    assert_eq!(m.names("netray_flow_packets_total"), 7);
+    // Per-flow series (asked for with --metrics-top-flows 50): one per flow.
+    assert_eq!(m.names("netray_flow_packets_total"), flows.len());
     for (f, (p, b)) in &want {
         let src = f["src"].as_str().unwrap();
         let dport = f["dport"].as_u64().unwrap_or(0).to_string();
@@ -398,12 +436,16 @@ fn a_tiny_flow_table_evicts_and_reports_its_evictions() {
     let entries = table["entries"].as_u64().unwrap();
     assert_eq!(table["capacity"], 4);
     assert!((1..=4).contains(&entries), "{table}");
-    assert_eq!(table["inserts"], N, "{table}");
+    // N ingress flows, plus the host's (rate-limited) ICMP errors going out.
+    let inserts = table["inserts"].as_u64().unwrap();
+    assert!((N as u64..=2 * N as u64).contains(&inserts), "{table}");
     assert_eq!(table["insert_failed"], 0, "{table}");
-    assert_eq!(table["evictions"].as_u64().unwrap(), N as u64 - entries, "{table}");
+    assert_eq!(table["evictions"].as_u64().unwrap(), inserts - entries, "{table}");
+    // Listed: the table's entries, plus flows it evicted that a CPU's flow
+    // cache still holds (counted from the cache; see netray-flows).
     let flows = j["flows"].as_array().unwrap();
-    assert_eq!(flows.len() as u64, entries);
-    for f in flows {
+    assert!((entries..=inserts).contains(&(flows.len() as u64)), "{j:#}");
+    for f in flows.iter().filter(|f| f["direction"] == "ingress") {
         assert_eq!(packets_bytes(f), (1, ETH + IP4 + UDP + 10), "{f}");
     }
     // The most recent flow is still there; the interface saw every packet.
@@ -414,7 +456,7 @@ fn a_tiny_flow_table_evicts_and_reports_its_evictions() {
     let i = [("interface", env.iface())];
     assert_eq!(m.get("netray_flows_capacity", &i), 4.0);
     assert_eq!(m.get("netray_flows_entries", &i), entries as f64);
-    assert_eq!(m.get("netray_flows_evictions_total", &i), (N as u64 - entries) as f64);
+    assert_eq!(m.get("netray_flows_evictions_total", &i), (inserts - entries) as f64);
     assert_eq!(m.names("netray_flow_"), 0, "no per-flow series unless asked for");
     top.stop();
     assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]), "top detaches what it attached");
@@ -436,15 +478,22 @@ fn top_text_output_help_errors_and_a_killed_session() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.matches("PROTO  SOURCE").count() >= 3, "{text}");
+    // Column widths follow the rows, so find the header lines by their words.
+    let header = |l: &str| l.starts_with("PROTO ") && l.contains(" SOURCE ");
+    assert!(text.lines().filter(|l| header(l)).count() >= 3, "{text}");
     let udp = format!("[{}]:9100", env.lab.host_v6());
-    let last_table = text.rsplit("PROTO  SOURCE").next().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last_header = lines.iter().rposition(|l| header(l)).unwrap();
+    let last_table = lines[last_header + 1..].join("\n");
     let row = last_table.lines().find(|l| l.contains(&udp)).unwrap_or_else(|| panic!("{text}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[0], "udp");
     assert_eq!(cells[3], "2", "{row}");
     assert_eq!(cells[4..6], ["126", "B"], "{row}");
-    assert!(!text.contains("icmp"), "the ping before top started is not counted: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("icmp ")),
+        "the ping before top started (and its reply) is not counted: {text}"
+    );
     assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
 
     // --once without a running session: a fresh, empty table.

@@ -21,7 +21,7 @@
 //!   and `netray_firewall_rule_bytes_total{...}`: hits of the `max_rules` rules with
 //!   the lowest ids; the others are summed under `rule_id="other"`
 //! - with `top_flows` K > 0 only: `netray_flow_packets_total` and
-//!   `netray_flow_bytes_total{interface,proto,src,dst,sport,dport}` for the K
+//!   `netray_flow_bytes_total{interface,direction,proto,icmp,src,dst,sport,dport}` for the K
 //!   flows with the most bytes.
 //!
 //! Label cardinality is bounded by the number of interfaces, by `max_rules`
@@ -258,9 +258,15 @@ impl Collector for NetrayCollector {
                 for f in &s.top {
                     let k = &f.flow.key;
                     let (sport, dport) = k.ports().unwrap_or((0, 0));
+                    // Direction and ICMP type/code are part of a flow's
+                    // identity: without them an echo reply and an error
+                    // between the same hosts would be one series twice.
+                    let icmp = k.icmp().map_or("-".to_string(), |(t, c)| format!("{t}/{c}"));
                     let labels: Labels = vec![
                         ("interface", s.name.clone()),
+                        ("direction", format!("{:?}", k.direction).to_lowercase()),
                         ("proto", proto_name(k.proto)),
+                        ("icmp", icmp),
                         ("src", k.src.to_string()),
                         ("dst", k.dst.to_string()),
                         ("sport", sport.to_string()),

@@ -13,7 +13,7 @@
 use netray_core::{
     dispatcher::{ensure_fw_maps, AttachOutcome, FlowCapacity, FwCapacity},
     time::monotonic_ns,
-    AttachMode, Dispatcher, Error, Feature, Interface, PinDir, Result,
+    AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 
 use crate::{table::FlowTable, Snapshot};
@@ -42,7 +42,7 @@ impl FlowSession {
         let fw = FwCapacity::default();
         ensure_fw_maps(pin, &fw)?;
         let (d, outcome) = Dispatcher::attach_with(pin, &iface, mode, &fw, &cap)?;
-        match Self::enable(&d) {
+        match Self::enable(pin, &d) {
             Ok((table, user)) => {
                 let mut note = match &outcome {
                     AttachOutcome::Attached { note, .. } => note.clone(),
@@ -66,22 +66,33 @@ impl FlowSession {
         }
     }
 
-    fn enable(d: &Dispatcher) -> Result<(FlowTable, String)> {
+    fn enable(pin: &PinDir, d: &Dispatcher) -> Result<(FlowTable, String)> {
         let table = FlowTable::open(d)?;
         // Forget sessions whose process is gone.
         d.remove_user(Feature::Flows, None)?;
         if d.users(Feature::Flows).is_empty() {
             // First session: whatever a previous one left is stale. Clear
             // with accounting off, so inserts and entries stay consistent.
-            d.set_feature(Feature::Flows, false)?;
+            Self::switch(pin, d, false)?;
             table.clear()?;
         }
         let user = d.add_user(Feature::Flows)?;
-        if let Err(e) = d.set_feature(Feature::Flows, true) {
+        if let Err(e) = Self::switch(pin, d, true) {
             let _ = d.remove_user(Feature::Flows, Some(&user));
+            let _ = Self::switch(pin, d, false);
             return Err(e);
         }
         Ok((table, user))
+    }
+
+    /// Flow accounting on or off at both hooks that feed it: XDP for
+    /// received packets, TC egress (attached or detached as needed) for sent
+    /// ones. Call with the pin lock held.
+    fn switch(pin: &PinDir, d: &Dispatcher, on: bool) -> Result<()> {
+        d.set_feature(Feature::Flows, on)?;
+        d.set_hook_feature(Hook::TcEgress, Feature::Flows, on)?;
+        d.sync_tc(pin)?;
+        Ok(())
     }
 
     pub fn interface(&self) -> &Interface {
@@ -124,7 +135,7 @@ impl FlowSession {
         let Some(d) = Dispatcher::open(&self.pin, &self.iface)? else { return Ok(()) };
         d.remove_user(Feature::Flows, Some(&self.user))?;
         if d.users(Feature::Flows).is_empty() {
-            d.set_feature(Feature::Flows, false)?;
+            Self::switch(&self.pin, &d, false)?;
         }
         d.detach_if_idle()?;
         Ok(())
