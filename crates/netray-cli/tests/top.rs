@@ -389,6 +389,13 @@ fn top_counts_every_packet_and_byte_per_flow_alongside_firewall_and_monitor() {
     assert_eq!(m.get("netray_interface_packets_total", &drop), 3.0);
     assert_eq!(m.get("netray_interface_bytes_total", &pass), (bytes - 3 * (ETH + IP4 + UDP + 30)) as f64);
     assert_eq!(m.get("netray_interface_bytes_total", &drop), t["bytes_dropped"].as_f64().unwrap());
+    // Sent packets (TC egress): exactly the egress flows.
+    let out_pass = [i, ("direction", "egress"), ("verdict", "pass")];
+    let out_drop = [i, ("direction", "egress"), ("verdict", "drop")];
+    let (out_packets, out_bytes) = sum(&egress);
+    assert_eq!(m.get("netray_interface_packets_total", &out_pass), out_packets as f64);
+    assert_eq!(m.get("netray_interface_bytes_total", &out_pass), out_bytes as f64);
+    assert_eq!(m.get("netray_interface_packets_total", &out_drop), 0.0);
     assert_eq!(m.get("netray_interface_non_ip_packets_total", &[i]), 0.0);
     assert_eq!(m.get("netray_monitor_events_lost_total", &[i]), 0.0);
     assert_eq!(m.get("netray_flows_entries", &[i]), entries as f64);

@@ -195,7 +195,23 @@ fn try_backend(
             }
         }
     }
-    Loaded::open(backend, cfg).map_err(|f| refusal(backend, f))
+    // The verifier gives up with EAGAIN (or EINTR) when a signal arrives
+    // while it works; on a busy machine that is a passing fault, not the
+    // kernel's answer: try again a few times before calling it a refusal.
+    let mut attempts = 0;
+    loop {
+        match Loaded::open(backend, cfg) {
+            Err(f)
+                if matches!(f.stage, Stage::Load)
+                    && matches!(f.errno, Some(libc::EAGAIN) | Some(libc::EINTR))
+                    && attempts < 5 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempts));
+            }
+            r => return r.map_err(|f| refusal(backend, f)),
+        }
+    }
 }
 
 fn refusal(backend: Backend, f: Failure) -> Refusal {

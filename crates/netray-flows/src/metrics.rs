@@ -36,7 +36,10 @@ use std::{
 };
 
 use libbpf_rs::MapHandle;
-use netray_core::{dispatcher::FwCapacity, maps, Interface, PinDir, Result};
+use netray_core::{
+    dispatcher::{sum_if_stats, FwCapacity},
+    maps, Hook, Interface, PinDir, Result,
+};
 use netray_ebpf::abi::nr_if_stats;
 use netray_firewall::Firewall;
 use prometheus_client::{
@@ -72,7 +75,12 @@ type Labels = Vec<(&'static str, String)>;
 struct IfSample {
     name: String,
     up: bool,
+    /// The XDP dispatcher's counters: received packets.
     stats: nr_if_stats,
+    /// The TC egress program's counters: sent packets (zero while it is not attached).
+    egress: nr_if_stats,
+    /// Monitor records lost at any hook.
+    events_lost: u64,
     table: Option<TableCounters>,
     top: Vec<FlowRate>,
 }
@@ -102,18 +110,16 @@ impl NetrayCollector {
             return s;
         }
         let read = || -> Result<IfSample> {
-            let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&open(&dir, "if_stats")?, 0)?;
-            let stats = per_cpu.iter().fold(nr_if_stats::default(), |mut a, c| {
-                a.seen += c.seen;
-                a.dropped += c.dropped;
-                a.bytes_seen += c.bytes_seen;
-                a.bytes_dropped += c.bytes_dropped;
-                a.events_sent += c.events_sent;
-                a.events_lost += c.events_lost;
-                a.non_ip += c.non_ip;
-                a.truncated += c.truncated;
-                a
-            });
+            let stats_map = open(&dir, "if_stats")?;
+            let slot = |hook: Hook| -> Result<nr_if_stats> {
+                Ok(sum_if_stats(&maps::get_percpu::<nr_if_stats>(&stats_map, hook.stats_slot())?))
+            };
+            let stats = slot(Hook::Xdp)?;
+            let egress = slot(Hook::TcEgress)?;
+            let mut events_lost = 0;
+            for hook in Hook::ALL {
+                events_lost += slot(hook)?.events_lost;
+            }
             let table =
                 FlowTable::from_maps(open(&dir, "if_flows")?, open(&dir, "if_flow_stats")?, open(&dir, "if_flow_cache")?)?;
             let (flows, counters) = table.read()?;
@@ -123,7 +129,7 @@ impl NetrayCollector {
             } else {
                 Vec::new()
             };
-            Ok(IfSample { name: iface.name.clone(), up: true, stats, table: Some(counters), top })
+            Ok(IfSample { name: iface.name.clone(), up: true, stats, egress, events_lost, table: Some(counters), top })
         };
         read().unwrap_or(s)
     }
@@ -164,13 +170,15 @@ impl Collector for NetrayCollector {
         let by_verdict = |pass: fn(&nr_if_stats) -> u64, drop: fn(&nr_if_stats) -> u64| -> Vec<(Labels, u64)> {
             let mut v = Vec::new();
             for s in ifs.iter().filter(|s| s.up) {
-                for (verdict, n) in [("pass", pass(&s.stats)), ("drop", drop(&s.stats))] {
-                    let labels = vec![
-                        ("interface", s.name.clone()),
-                        ("direction", "ingress".to_string()),
-                        ("verdict", verdict.to_string()),
-                    ];
-                    v.push((labels, n));
+                for (direction, st) in [("ingress", &s.stats), ("egress", &s.egress)] {
+                    for (verdict, n) in [("pass", pass(st)), ("drop", drop(st))] {
+                        let labels = vec![
+                            ("interface", s.name.clone()),
+                            ("direction", direction.to_string()),
+                            ("verdict", verdict.to_string()),
+                        ];
+                        v.push((labels, n));
+                    }
                 }
             }
             v
@@ -180,14 +188,14 @@ impl Collector for NetrayCollector {
         family(
             &mut enc,
             "netray_interface_packets",
-            "Packets the XDP dispatcher saw, by direction and verdict",
+            "Packets netray saw, by direction (ingress: XDP, egress: TC) and verdict",
             Counter,
             &by_verdict(|s| s.seen - s.dropped, |s| s.dropped),
         )?;
         family(
             &mut enc,
             "netray_interface_bytes",
-            "Bytes the XDP dispatcher saw, by direction and verdict",
+            "Bytes netray saw, by direction (ingress: XDP, egress: TC) and verdict",
             Counter,
             &by_verdict(|s| s.bytes_seen - s.bytes_dropped, |s| s.bytes_dropped),
         )?;
@@ -206,7 +214,7 @@ impl Collector for NetrayCollector {
             "netray_monitor_events_lost",
             "Monitor records lost because the event ring was full",
             Counter,
-            &per_if(&up(|s| s.stats.events_lost)),
+            &per_if(&up(|s| s.events_lost)),
         )?;
         let table = |f: fn(&TableCounters) -> u64| move |s: &IfSample| s.table.as_ref().map(f);
         family(&mut enc, "netray_flows_entries", "Flows in the flow table", Gauge, &per_if(&table(|t| t.entries)))?;
