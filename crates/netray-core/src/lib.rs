@@ -11,6 +11,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod iface;
 pub mod maps;
+pub mod names;
 pub mod pin;
 pub mod probe;
 pub mod tc;

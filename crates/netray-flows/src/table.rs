@@ -86,21 +86,7 @@ impl FlowKey {
     }
 }
 
-/// A protocol number's usual name.
-pub fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        47 => "gre".into(),
-        50 => "esp".into(),
-        51 => "ah".into(),
-        n => format!("ip-{n}"),
-    }
-}
+pub use netray_core::names::proto_name;
 
 /// A flow's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use netray_core::time::MonotonicClock;
+use netray_core::{names::proto_name, time::MonotonicClock};
 use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F};
 use serde::Serialize;
 
@@ -171,22 +171,6 @@ fn pkt_type_name(t: u8) -> &'static str {
 
 fn nr_pkt_type_of(t: u8) -> netray_ebpf::abi::nr_pkt_type {
     netray_ebpf::abi::nr_pkt_type(t as _)
-}
-
-pub(crate) fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        47 => "gre".into(),
-        50 => "esp".into(),
-        51 => "ah".into(),
-        59 => "ipv6-nonxt".into(),
-        n => format!("ip-proto-{n}"),
-    }
 }
 
 fn ethertype_name(t: u16) -> String {

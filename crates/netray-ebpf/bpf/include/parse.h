@@ -300,6 +300,17 @@ static __always_inline int nr_parse_fast(void *data, void *data_end, struct nr_m
 	return 1;
 }
 
+/* The counters every hook keeps for each packet it parses. */
+static __always_inline void nr_count_packet(struct nr_if_stats *stats, const struct nr_meta *m, __u32 len)
+{
+	stats->seen++;
+	stats->bytes_seen += len;
+	if (__builtin_expect(!m->family, 0))
+		stats->non_ip++;
+	if (__builtin_expect(m->flags & NR_PKT_TRUNCATED, 0))
+		stats->truncated++;
+}
+
 /* The monitor record of a parsed frame (addresses copied out of the packet). */
 static __always_inline void nr_meta_to_event(void *data, void *data_end, const struct nr_meta *m,
 					     struct nr_packet_event *ev)

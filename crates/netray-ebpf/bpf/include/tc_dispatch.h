@@ -54,12 +54,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (!nr_parse_fast(data, data_end, &meta))
 		nr_parse(data, data_end, &meta);
 
-	stats->seen++;
-	stats->bytes_seen += len;
-	if (unlikely(!meta.family))
-		stats->non_ip++;
-	if (unlikely(meta.flags & NR_PKT_TRUNCATED))
-		stats->truncated++;
+	nr_count_packet(stats, &meta, len);
 
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
@@ -290,12 +285,7 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 		return 0;
 
 	nr_sk_parse(skb, &meta);
-	stats->seen++;
-	stats->bytes_seen += skb->len;
-	if (unlikely(!meta.family))
-		stats->non_ip++;
-	if (unlikely(meta.flags & NR_PKT_TRUNCATED))
-		stats->truncated++;
+	nr_count_packet(stats, &meta, skb->len);
 	if (!(cfg->socket_features & NR_FEAT_MONITOR))
 		return 0;
 

@@ -40,12 +40,7 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 	if (!nr_parse_fast(data, data_end, &meta))
 		nr_parse(data, data_end, &meta);
 
-	stats->seen++;
-	stats->bytes_seen += len;
-	if (unlikely(!meta.family))
-		stats->non_ip++;
-	if (unlikely(meta.flags & NR_PKT_TRUNCATED))
-		stats->truncated++;
+	nr_count_packet(stats, &meta, len);
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
