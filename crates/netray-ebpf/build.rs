@@ -4,7 +4,7 @@ use std::{env, path::PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["abi", "xdp_dispatch", "bench", "exec", "tc_dispatch", "bench_tc"];
+const PROGRAMS: &[&str] = &["abi", "xdp_dispatch", "bench", "exec", "tc_dispatch", "bench_tc", "capture"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

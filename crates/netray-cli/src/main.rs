@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
     long_about = "netray attaches eBPF programs to network interfaces to filter traffic (firewall), stream \
                   per-packet metadata (monitor) and more. Its state is pinned under /sys/fs/bpf/netray, so an \
                   attached firewall keeps enforcing after netray exits.",
-    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray top -i eth1\n  netray demo"
+    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray dump -i eth1 -w capture.pcapng tcp port 80\n  netray top -i eth1\n  netray demo"
 )]
 struct Cli {
     /// Where pinned state lives (default /sys/fs/bpf/netray; env NETRAY_PIN_DIR).
@@ -39,6 +39,8 @@ enum Command {
     Deny(cmd::deny::DenyCommand),
     /// Print one line per packet seen on an interface.
     Monitor(cmd::monitor::MonitorArgs),
+    /// Capture whole packets at XDP or TC into pcapng, filtered in the kernel (tcpdump syntax).
+    Dump(cmd::dump::DumpArgs),
     /// The flows on an interface, live: per-flow counters and rates, Prometheus metrics.
     Top(cmd::top::TopArgs),
     /// Measure the per-packet cost of netray's kernel programs.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Deny(c) => cmd::deny::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),
+        Command::Dump(a) => cmd::dump::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Exec(a) => netray_exec::cli::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),

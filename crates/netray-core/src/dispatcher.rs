@@ -374,16 +374,18 @@ impl Dispatcher {
         self.set_config(&cfg)
     }
 
-    /// Features in effect; a monitor whose process died, or flows whose
-    /// sessions all died, no longer count.
+    /// Features in effect; a monitor whose process died, or flows or captures
+    /// whose sessions all died, no longer count.
     pub fn active_features(&self) -> Result<u32> {
         let cfg = self.config()?;
         let mut bits = cfg.features;
         if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
             bits &= !Feature::Monitor.bit();
         }
-        if bits & Feature::Flows.bit() != 0 && self.users(Feature::Flows).is_empty() {
-            bits &= !Feature::Flows.bit();
+        for shared in [Feature::Flows, Feature::Capture] {
+            if bits & shared.bit() != 0 && self.users(shared).is_empty() {
+                bits &= !shared.bit();
+            }
         }
         Ok(bits)
     }
@@ -489,8 +491,10 @@ impl Dispatcher {
         if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
             bits &= !Feature::Monitor.bit();
         }
-        if bits & Feature::Flows.bit() != 0 && self.users(Feature::Flows).is_empty() {
-            bits &= !Feature::Flows.bit();
+        for shared in [Feature::Flows, Feature::Capture] {
+            if bits & shared.bit() != 0 && self.users(shared).is_empty() {
+                bits &= !shared.bit();
+            }
         }
         Ok(bits)
     }
@@ -781,7 +785,7 @@ fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> std::result::R
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+pub fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
         Error::Refused(format!("pin path {} contains a NUL byte", path.display()))
     })?;
@@ -827,7 +831,7 @@ fn user_pid(record: &str) -> Option<u32> {
     record.split('-').next()?.parse().ok()
 }
 
-fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     pid != 0 && (unsafe { libc::kill(pid as i32, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }

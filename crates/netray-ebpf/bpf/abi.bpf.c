@@ -31,6 +31,13 @@ enum nr_fw_action nr_abi_fw_action;
 enum nr_fw_layout nr_abi_fw_layout;
 enum nr_pkt_type nr_abi_pkt_type;
 enum nr_stats_slot nr_abi_stats_slot;
+/* capture */
+struct nr_capture_scratch *nr_abi_capture_scratch;
+struct nr_capture_record *nr_abi_capture_record;
+struct nr_capture_stats *nr_abi_capture_stats;
+enum nr_capture_point nr_abi_capture_point;
+enum nr_capture_slot nr_abi_capture_slot;
+enum nr_tc_chain_slot nr_abi_tc_chain_slot;
 /* flows */
 struct nr_flow_key *nr_abi_flow_key;
 struct nr_flow_value *nr_abi_flow_value;

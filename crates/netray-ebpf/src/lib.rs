@@ -43,6 +43,11 @@ skeleton!(
     "exec.skel.rs"
 );
 skeleton!(
+    /// The capture recorders of `netray dump`.
+    capture,
+    "capture.skel.rs"
+);
+skeleton!(
     #[doc(hidden)]
     abi_skel,
     "abi.skel.rs"
@@ -74,7 +79,10 @@ pub mod abi {
         nr_flow_slot,
         nr_exec_event,
         nr_exec_config,
-        nr_exec_stats
+        nr_exec_stats,
+        nr_capture_scratch,
+        nr_capture_record,
+        nr_capture_stats
     );
 
     /// The raw bytes of an ABI value, as the kernel stores it.

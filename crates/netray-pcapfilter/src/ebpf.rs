@@ -62,6 +62,8 @@ pub const R3: u8 = 3;
 pub const R4: u8 = 4;
 pub const R5: u8 = 5;
 pub const R6: u8 = 6;
+pub const R7: u8 = 7;
+pub const R8: u8 = 8;
 pub const R10: u8 = 10;
 
 impl EbpfInsn {
@@ -138,6 +140,13 @@ impl EbpfInsn {
     }
     pub const fn exit() -> Self {
         Self::new(JMP | EXIT, 0, 0, 0, 0)
+    }
+    /// `dst = map` by file descriptor (the two-slot `ld_imm64` with BPF_PSEUDO_MAP_FD,
+    /// which the kernel resolves to the map at load time).
+    pub const fn ld_map_fd(dst: u8, fd: i32) -> [Self; 2] {
+        const LD_IMM64: u8 = 0x18;
+        const PSEUDO_MAP_FD: u8 = 1;
+        [Self::new(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd), Self::new(0, 0, 0, 0, 0)]
     }
 
     /// Is this a jump whose `off` is relative (not call/exit)?

@@ -140,12 +140,37 @@ impl AsRawFd for FilterProgram {
 }
 
 fn load_xdp(prog: &[I]) -> Result<OwnedFd, LoadError> {
+    load_program(prog, &ProgramSpec::xdp("netray_pcapflt"))
+}
+
+/// What kind of program [`load_program`] loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramSpec {
+    /// Kernel name (at most 15 bytes are kept).
+    pub name: &'static str,
+    pub prog_type: libbpf_sys::bpf_prog_type,
+    pub expected_attach_type: libbpf_sys::bpf_attach_type,
+    /// BPF_F_* load flags, e.g. BPF_F_XDP_HAS_FRAGS.
+    pub flags: u32,
+}
+
+impl ProgramSpec {
+    pub fn xdp(name: &'static str) -> Self {
+        Self { name, prog_type: libbpf_sys::BPF_PROG_TYPE_XDP, expected_attach_type: 0, flags: 0 }
+    }
+}
+
+/// Loads hand-assembled instructions (e.g. a fragment wrapped in a prologue and an
+/// epilogue); on failure the error carries the verifier's log.
+pub fn load_program(prog: &[I], spec: &ProgramSpec) -> Result<OwnedFd, LoadError> {
     let raw: Vec<[u8; 8]> = prog.iter().map(I::to_bytes).collect();
-    let name = c"netray_pcapflt";
+    let name = std::ffi::CString::new(&spec.name.as_bytes()[..spec.name.len().min(15)]).unwrap_or_default();
     let license = c"Dual MIT/GPL";
     let try_load = |log: Option<&mut Vec<u8>>| -> Result<OwnedFd, std::io::Error> {
         let mut opts = libbpf_sys::bpf_prog_load_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
+            expected_attach_type: spec.expected_attach_type,
+            prog_flags: spec.flags,
             ..Default::default()
         };
         if let Some(buf) = log {
@@ -159,7 +184,7 @@ fn load_xdp(prog: &[I]) -> Result<OwnedFd, LoadError> {
         // log_size bytes during the call.
         let fd = unsafe {
             libbpf_sys::bpf_prog_load(
-                libbpf_sys::BPF_PROG_TYPE_XDP,
+                spec.prog_type,
                 name.as_ptr(),
                 license.as_ptr(),
                 raw.as_ptr().cast(),

@@ -99,4 +99,21 @@ struct {
 	__type(value, __u32);
 } if_chain SEC(".maps");
 
+/* The TC programs' chain (a PROG_ARRAY holds programs of one type): the exit
+ * capture of each TC hook (enum nr_tc_chain_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, NR_TC_CHAIN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} if_tc_chain SEC(".maps");
+
+/* Verdict handoff to an exit capture (struct nr_capture_scratch). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_capture_scratch);
+} if_cap_scratch SEC(".maps");
+
 #endif /* NETRAY_MAPS_H */

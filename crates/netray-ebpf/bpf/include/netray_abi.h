@@ -77,7 +77,7 @@ enum nr_feature {
 	NR_FEAT_FIREWALL = 1 << 0,
 	NR_FEAT_MONITOR = 1 << 1,
 	NR_FEAT_FLOWS = 1 << 2,
-	NR_FEAT_CAPTURE = 1 << 3,
+	NR_FEAT_CAPTURE = 1 << 3,	/* exit capture (if_chain / if_tc_chain) */
 	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
 };
 
@@ -119,8 +119,15 @@ enum nr_stats_slot {
 /* Slots of the per-interface PROG_ARRAY. */
 enum nr_chain_slot {
 	NR_CHAIN_NEXT = 0,	/* foreign program kept behind netray */
-	NR_CHAIN_CAPTURE = 1,
+	NR_CHAIN_CAPTURE = 1,	/* exit capture: tail-called with the verdict */
 	NR_CHAIN_SLOTS = 4,
+};
+
+/* Slots of the per-interface TC PROG_ARRAY (if_tc_chain). */
+enum nr_tc_chain_slot {
+	NR_TC_CHAIN_CAPTURE_INGRESS = 0,
+	NR_TC_CHAIN_CAPTURE_EGRESS = 1,
+	NR_TC_CHAIN_SLOTS = 2,
 };
 
 /* Per-interface per-CPU counters, one entry per hook (enum nr_stats_slot),
@@ -331,6 +338,59 @@ struct nr_flow_slot {
 	__u32 last_rule;
 	__u8 last_verdict;
 	__u8 _pad[3];
+};
+
+/* ---- capture (netray dump) ------------------------------------------------ */
+
+/* Where on a hook a packet was captured. */
+enum nr_capture_point {
+	NR_POINT_ENTRY = 0,	/* before any program on the hook decided */
+	NR_POINT_EXIT = 1,	/* after netray's program decided: carries the verdict */
+	NR_POINT_SLOTS = 2,
+};
+
+/* Slots of a capture session's PROG_ARRAY (cap_chain). */
+enum nr_capture_slot {
+	NR_CAP_NEXT = 0,	/* the program the capture sits in front of */
+	NR_CAP_RECORD = 1,	/* the recorder, reached from the filter program */
+	NR_CAP_SLOTS = 2,
+};
+
+/* Largest packet body one record carries (the largest size class). */
+#define NR_CAPTURE_MAX_BYTES 65536
+
+/*
+ * Per-CPU handoff between the programs of one packet's path: the filter
+ * program writes the snap length its filter returned and the capture point,
+ * netray's dispatcher writes its verdict before tail-calling the exit capture.
+ */
+struct nr_capture_scratch {
+	__u32 snaplen;		/* filter result: 0 = no match, else bytes to keep */
+	__u32 point;		/* enum nr_capture_point */
+	__s32 verdict;		/* return code decided at the exit point */
+	__u32 _pad;
+};
+
+/* One record on a capture ring; cap_len packet bytes follow. */
+struct nr_capture_record {
+	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 ifindex;
+	__u32 wire_len;		/* bytes on the wire, all fragments */
+	__u32 cap_len;		/* bytes that follow this header */
+	__s32 verdict;		/* exit point: XDP/TC return code; entry: 0 */
+	__u8 hook;		/* enum nr_hook */
+	__u8 point;		/* enum nr_capture_point */
+	__u8 _pad[6];
+};
+
+/* Per-CPU counters of a capture session, one entry per capture point. */
+struct nr_capture_stats {
+	__u64 seen;		/* packets the filter ran on */
+	__u64 matched;		/* packets the filter accepted */
+	__u64 captured;		/* records written to a ring */
+	__u64 lost;		/* matched, but the ring was full: not written */
+	__u64 lost_bytes;	/* wire bytes of the lost packets */
+	__u64 clipped;		/* written shorter than the snap length asked (record size limit) */
 };
 
 #endif /* NETRAY_ABI_H */

@@ -83,6 +83,16 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.rule_id = rule;
 		nr_monitor_emit(&ev, cfg, stats);
 	}
+
+	if (unlikely(features & NR_FEAT_CAPTURE)) {
+		struct nr_capture_scratch *s = bpf_map_lookup_elem(&if_cap_scratch, &zero);
+
+		if (s) {
+			s->verdict = verdict;
+			bpf_tail_call(skb, &if_tc_chain,
+				      egress ? NR_TC_CHAIN_CAPTURE_EGRESS : NR_TC_CHAIN_CAPTURE_INGRESS);
+		}
+	}
 	return verdict;
 }
 

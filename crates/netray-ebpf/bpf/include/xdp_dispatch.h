@@ -20,6 +20,21 @@
 /* Set by the loader: the program is loaded with BPF_F_XDP_HAS_FRAGS. */
 const volatile __u32 cfg_frags = 0;
 
+/* Hands the packet and its verdict to the exit capture (netray dump --point
+ * exit), which records it and returns the verdict itself. Returns only if no
+ * capture program is installed. */
+static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
+{
+	struct nr_capture_scratch *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&if_cap_scratch, &zero);
+	if (!s)
+		return;
+	s->verdict = verdict;
+	bpf_tail_call(ctx, &if_chain, NR_CHAIN_CAPTURE);
+}
+
 static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -66,6 +81,9 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 		ev.rule_id = rule;
 		nr_monitor_emit(&ev, cfg, stats);
 	}
+
+	if (unlikely(features & NR_FEAT_CAPTURE))
+		nr_xdp_exit_capture(ctx, verdict);
 
 	if (verdict == XDP_PASS && (features & NR_FEAT_CHAIN_NEXT))
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);

@@ -1,0 +1,157 @@
+//! The filter program: the first program of a capture point, generated here
+//! because the pcap-filter expression is only known at run time.
+//!
+//! ```text
+//! r6 = ctx
+//! r3 = wire length; r1 = data; r2 = data_end     (per program type)
+//! <fragment>                                      r0 = snap length or 0
+//! scratch.snaplen = r0; scratch.point = POINT
+//! tail_call(cap_chain, NR_CAP_RECORD)             the recorder (capture.bpf.c)
+//! -- only if that slot is empty (e.g. netray was killed) --
+//! entry, XDP: tail_call(cap_chain, NR_CAP_NEXT); return XDP_PASS
+//! entry, TC:  return TC_ACT_UNSPEC (= TCX_NEXT)
+//! exit:       return scratch.verdict               the dispatcher's decision stands
+//! ```
+//!
+//! The fallbacks matter after a crash: a capture left in front of a firewall
+//! must keep handing packets on, and an exit capture must keep the verdict.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use netray_ebpf::abi::{nr_capture_point, nr_capture_slot};
+use netray_pcapfilter::{
+    ebpf::{self as e, EbpfInsn as I, R0, R1, R10, R2, R3, R6, R7, R8},
+    load_program, LoadError, ProgramSpec,
+};
+
+use crate::Point;
+
+/// The program type a capture point runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Xdp,
+    Tc,
+}
+
+/// The load-time properties a program must share with every program it
+/// tail-calls or is tail-called from (the kernel refuses mixed PROG_ARRAYs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// BPF_F_XDP_HAS_FRAGS: the program may see multi-buffer frames.
+    pub frags: bool,
+    /// expected_attach_type: BPF_XDP, or 0 as older loaders (iproute2) set it.
+    pub attach_type: libbpf_sys::bpf_attach_type,
+}
+
+impl Variant {
+    /// Every XDP variant, the most capable first.
+    pub const XDP: [Variant; 4] = [
+        Variant { frags: true, attach_type: libbpf_sys::BPF_XDP },
+        Variant { frags: false, attach_type: libbpf_sys::BPF_XDP },
+        Variant { frags: true, attach_type: 0 },
+        Variant { frags: false, attach_type: 0 },
+    ];
+    pub const TC: Variant = Variant { frags: false, attach_type: 0 };
+
+    pub fn flags(self) -> u32 {
+        if self.frags {
+            libbpf_sys::BPF_F_XDP_HAS_FRAGS
+        } else {
+            0
+        }
+    }
+}
+
+const XDP_PASS: i32 = 2;
+const TC_ACT_UNSPEC: i32 = -1;
+/// Offsets in struct __sk_buff (UAPI, fixed).
+const SKB_LEN: i16 = 0;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+/// Stack slot of the map key, below the fragment's 72 bytes.
+const KEY_SLOT: i16 = -80;
+
+/// Assembles the filter program around `fragment` (see the module docs).
+pub fn assemble(kind: Kind, point: Point, fragment: &[I], scratch: BorrowedFd<'_>, chain: BorrowedFd<'_>) -> Vec<I> {
+    let mut p = vec![I::mov64_reg(R6, R1)];
+    match kind {
+        Kind::Xdp => {
+            p.push(I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32));
+            p.push(I::mov32_reg(R3, R0));
+            p.push(I::ldx(e::W, R1, R6, 0)); // xdp_md.data
+            p.push(I::ldx(e::W, R2, R6, 4)); // xdp_md.data_end
+        }
+        Kind::Tc => {
+            p.push(I::ldx(e::W, R3, R6, SKB_LEN));
+            p.push(I::ldx(e::W, R1, R6, SKB_DATA));
+            p.push(I::ldx(e::W, R2, R6, SKB_DATA_END));
+        }
+    }
+    p.extend_from_slice(fragment);
+    p.push(I::mov64_reg(R7, R0));
+    // r8 = &scratch (a per-CPU array: the lookup of key 0 cannot fail, but
+    // the verifier wants the check).
+    p.push(I::st_imm(e::W, R10, KEY_SLOT, 0));
+    p.push(I::mov64_reg(R2, R10));
+    p.push(I::alu64_imm(e::ADD, R2, KEY_SLOT as i32));
+    p.extend(I::ld_map_fd(R1, scratch.as_raw_fd()));
+    p.push(I::call(libbpf_sys::BPF_FUNC_map_lookup_elem as i32));
+    p.push(I::mov64_reg(R8, R0));
+    let no_scratch = p.len();
+    p.push(I::ja(0)); // patched below: if r8 == 0 goto pass
+    p.push(I::stx(e::W, R8, 0, R7)); // scratch.snaplen
+    let point_code = match point {
+        Point::Entry => nr_capture_point::NR_POINT_ENTRY.0,
+        Point::Exit => nr_capture_point::NR_POINT_EXIT.0,
+    };
+    p.push(I::st_imm(e::W, R8, 4, point_code as i32)); // scratch.point
+    tail_call(&mut p, chain, nr_capture_slot::NR_CAP_RECORD.0);
+    // Only reached when the recorder is gone.
+    if point == Point::Exit {
+        p.push(I::ldx(e::W, R0, R8, 8)); // scratch.verdict
+        p.push(I::exit());
+    } else if kind == Kind::Xdp {
+        tail_call(&mut p, chain, nr_capture_slot::NR_CAP_NEXT.0);
+    }
+    let pass = p.len();
+    p[no_scratch] = I::jmp_imm(e::JEQ, R8, 0, (pass - no_scratch - 1) as i16);
+    p.push(match kind {
+        Kind::Xdp => I::mov32_imm(R0, XDP_PASS),
+        // TC's return value is a signed int: -1 needs all 64 bits.
+        Kind::Tc => I::alu64_imm(e::MOV, R0, TC_ACT_UNSPEC),
+    });
+    p.push(I::exit());
+    p
+}
+
+fn tail_call(p: &mut Vec<I>, chain: BorrowedFd<'_>, slot: u32) {
+    p.push(I::mov64_reg(R1, R6));
+    p.extend(I::ld_map_fd(R2, chain.as_raw_fd()));
+    p.push(I::mov32_imm(R3, slot as i32));
+    p.push(I::call(libbpf_sys::BPF_FUNC_tail_call as i32));
+}
+
+/// Loads the filter program.
+pub fn load(
+    kind: Kind,
+    point: Point,
+    variant: Variant,
+    fragment: &[I],
+    scratch: BorrowedFd<'_>,
+    chain: BorrowedFd<'_>,
+) -> Result<OwnedFd, LoadError> {
+    let insns = assemble(kind, point, fragment, scratch, chain);
+    let spec = ProgramSpec {
+        name: match point {
+            Point::Entry => "netray_cap_in",
+            Point::Exit => "netray_cap_out",
+        },
+        prog_type: match kind {
+            Kind::Xdp => libbpf_sys::BPF_PROG_TYPE_XDP,
+            Kind::Tc => libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
+        },
+        expected_attach_type: variant.attach_type,
+        flags: variant.flags(),
+    };
+    load_program(&insns, &spec)
+}

@@ -1,0 +1,18 @@
+//! `netray dump`: whole packets captured in the kernel at XDP and TC, filtered there by
+//! pcap-filter expressions, and written as pcapng (or printed one line per packet).
+
+pub mod packet;
+
+pub use packet::{CaptureIf, Packet, Point};
+pub mod line;
+pub mod offline;
+pub mod pcapng;
+pub use pcapng::PcapngWriter;
+pub mod front;
+pub mod recorder;
+pub mod xdp_front;
+pub mod reader;
+pub mod session;
+pub use session::{Capture, CaptureSpec, PointStats};
+pub mod output;
+pub use output::Output;

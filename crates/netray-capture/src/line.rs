@@ -1,0 +1,481 @@
+//! One line per packet, the way `tcpdump -nn -i any` prints it, and the same decoding as JSON.
+//!
+//! The decoded part ("IP 198.18.0.1.40000 > 198.18.0.2.9: UDP, length 18") follows tcpdump's
+//! wording for the common protocols so that users can read it with the habits they have;
+//! rarer cases keep tcpdump's address/protocol part and say less after it. Lengths after the
+//! colon come from the headers (what was on the wire), not from what was captured, as in
+//! tcpdump. The decoder reads only what is there: short or lying headers end the line with a
+//! tcpdump-style "[|proto]" marker instead of failing.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use etherparse::{
+    ArpOperation, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type,
+    IpNumber, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanSlice,
+    TcpOptionElement, TcpSlice, UdpHeaderSlice,
+};
+use serde_json::{json, Value};
+
+use crate::packet::{Direction, Packet};
+
+/// The text line: local time with nanoseconds, interface, hook-point, direction, the decoded
+/// packet, and at exit points the verdict in brackets.
+pub fn format_line(pkt: &Packet) -> String {
+    let mut line = DateTime::<Local>::from(pkt.ts).format("%H:%M:%S%.9f").to_string();
+    line.push(' ');
+    line.push_str(&pkt.iface.ifname);
+    if let Some(hook) = pkt.iface.hook {
+        let _ = write!(line, " {}-{}", hook.name(), pkt.iface.point.name());
+    }
+    match pkt.iface.direction() {
+        Some(Direction::In) => line.push_str(" In "),
+        Some(Direction::Out) => line.push_str(" Out"),
+        None => {}
+    }
+    line.push(' ');
+    line.push_str(&decode(pkt.data, pkt.wire_len).summary);
+    if let Some(verdict) = pkt.verdict_name() {
+        let _ = write!(line, " [{verdict}]");
+    }
+    line
+}
+
+/// The packet as one JSON object for `--json`; fields that could not be decoded are absent.
+pub fn to_json(pkt: &Packet) -> Value {
+    let ts = DateTime::<Utc>::from(pkt.ts);
+    let d = decode(pkt.data, pkt.wire_len);
+    let mut v = json!({
+        "ts": ts.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        "ts_ns": ts.timestamp_nanos_opt(),
+        "ifname": pkt.iface.ifname,
+        "ifindex": pkt.iface.ifindex,
+        "hook": pkt.iface.hook,
+        "point": pkt.iface.point,
+        "verdict": pkt.verdict_name(),
+        "wire_len": pkt.wire_len,
+        "cap_len": pkt.data.len(),
+        "summary": d.summary,
+    });
+    let fields = [
+        ("src", d.src.map(|a| json!(a.to_string()))),
+        ("dst", d.dst.map(|a| json!(a.to_string()))),
+        ("sport", d.sport.map(|p| json!(p))),
+        ("dport", d.dport.map(|p| json!(p))),
+        ("proto", d.proto.map(|p| json!(p))),
+    ];
+    if let Some(obj) = v.as_object_mut() {
+        for (key, value) in fields {
+            if let Some(value) = value {
+                obj.insert(key.to_owned(), value);
+            }
+        }
+    }
+    v
+}
+
+/// What the decoder learnt about a frame.
+#[derive(Debug, Default)]
+struct Decoded {
+    summary: String,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    proto: Option<Cow<'static, str>>,
+}
+
+/// Decodes what was captured of a frame that was `wire_len` bytes long.
+fn decode(frame: &[u8], wire_len: u32) -> Decoded {
+    let mut d = Decoded::default();
+    let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
+        d.summary.push_str("[|ether]");
+        return d;
+    };
+    let mut ether_type = eth.ether_type();
+    let mut rest = &frame[eth.slice().len()..];
+    while matches!(ether_type, EtherType::VLAN_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING) {
+        let Ok(vlan) = SingleVlanSlice::from_slice(rest) else {
+            d.summary.push_str("[|vlan]");
+            return d;
+        };
+        let _ =
+            write!(d.summary, "vlan {}, p {}, ", vlan.vlan_identifier().value(), vlan.priority_code_point().value());
+        ether_type = vlan.ether_type();
+        rest = vlan.payload_slice();
+    }
+    match ether_type {
+        EtherType::IPV4 => ipv4(&mut d, rest),
+        EtherType::IPV6 => ipv6(&mut d, rest),
+        EtherType::ARP => arp(&mut d, rest),
+        // Like tcpdump for ethertypes it cannot decode: the link header, the type, the length.
+        other => {
+            let _ = write!(
+                d.summary,
+                "{} > {}, ethertype 0x{:04x}, length {wire_len}",
+                mac(&eth.source()),
+                mac(&eth.destination()),
+                other.0
+            );
+        }
+    }
+    d
+}
+
+fn ipv4(d: &mut Decoded, data: &[u8]) {
+    let Ok(ip) = Ipv4HeaderSlice::from_slice(data) else {
+        d.summary.push_str("[|ip]");
+        return;
+    };
+    let hlen = ip.slice().len();
+    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+    d.src = Some(src.into());
+    d.dst = Some(dst.into());
+    // The payload the header claims, cut to what was captured.
+    let claimed = usize::from(ip.total_len()).saturating_sub(hlen);
+    let payload = data.get(hlen..).unwrap_or_default();
+    let payload = &payload[..claimed.min(payload.len())];
+    let proto = ip.protocol();
+    d.summary.push_str("IP ");
+    if ip.fragments_offset().value() != 0 {
+        // Not the first fragment: the transport header is in another packet, so (like
+        // tcpdump) only the protocol number is known.
+        let _ = write!(d.summary, "{src} > {dst}: ip-proto-{}", proto.0);
+        d.proto = Some(proto_word(proto));
+        return;
+    }
+    transport(d, proto, payload, claimed, false);
+}
+
+fn ipv6(d: &mut Decoded, data: &[u8]) {
+    let Ok(ip) = Ipv6HeaderSlice::from_slice(data) else {
+        d.summary.push_str("[|ip6]");
+        return;
+    };
+    d.src = Some(ip.source_addr().into());
+    d.dst = Some(ip.destination_addr().into());
+    let claimed = usize::from(ip.payload_length());
+    let payload = &data[ip.slice().len()..];
+    let mut payload = &payload[..claimed.min(payload.len())];
+    let mut remaining = claimed;
+    let mut next = ip.next_header();
+    let mut ext = String::new();
+    d.summary.push_str("IP6 ");
+    loop {
+        let consumed = match next {
+            IpNumber::IPV6_FRAGMENTATION_HEADER => {
+                let Ok(frag) = Ipv6FragmentHeaderSlice::from_slice(payload) else {
+                    return truncated6(d, ip.source_addr(), ip.destination_addr(), &ext, "frag");
+                };
+                // Offset in 8-byte units: the top 13 bits of bytes 2-3 (RFC 8200). Read
+                // here because etherparse 0.19's fragment_offset() decodes the IPv4 layout.
+                let field = frag.slice().get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                let offset = u32::from(field >> 3) * 8;
+                let _ = write!(ext, "frag ({offset}|{})", remaining.saturating_sub(frag.slice().len()));
+                next = frag.next_header();
+                if offset != 0 {
+                    // The transport header is in the first fragment.
+                    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+                    let _ = write!(d.summary, "{src} > {dst}: {ext}");
+                    d.proto = Some(proto_word(next));
+                    return;
+                }
+                ext.push(' ');
+                frag.slice().len()
+            }
+            IpNumber::IPV6_HEADER_HOP_BY_HOP | IpNumber::IPV6_ROUTE_HEADER | IpNumber::IPV6_DESTINATION_OPTIONS => {
+                let name = match next {
+                    IpNumber::IPV6_HEADER_HOP_BY_HOP => "HBH",
+                    IpNumber::IPV6_ROUTE_HEADER => "srcrt",
+                    _ => "DSTOPT",
+                };
+                let Ok(hdr) = Ipv6RawExtHeaderSlice::from_slice(payload) else {
+                    return truncated6(d, ip.source_addr(), ip.destination_addr(), &ext, name);
+                };
+                let _ = write!(ext, "{name} ");
+                next = hdr.next_header();
+                hdr.slice().len()
+            }
+            _ => break,
+        };
+        payload = &payload[consumed..];
+        remaining = remaining.saturating_sub(consumed);
+    }
+    // tcpdump names the extension headers after the addresses and before the transport.
+    let mut inner = Decoded { src: d.src, dst: d.dst, ..Decoded::default() };
+    transport(&mut inner, next, payload, remaining, true);
+    let (addrs, after) = split_addrs(&inner.summary);
+    let _ = write!(d.summary, "{addrs}{ext}{after}");
+    d.sport = inner.sport;
+    d.dport = inner.dport;
+    d.proto = inner.proto;
+}
+
+/// An IPv6 extension header cut short by the capture.
+fn truncated6(d: &mut Decoded, src: Ipv6Addr, dst: Ipv6Addr, ext: &str, what: &str) {
+    let _ = write!(d.summary, "{src} > {dst}: {ext}[|{what}]");
+}
+
+/// Splits "a.1 > b.2: UDP, length 3" after "a.1 > b.2: ".
+fn split_addrs(s: &str) -> (&str, &str) {
+    match s.find(": ") {
+        Some(i) => s.split_at(i + 2),
+        None => (s, ""),
+    }
+}
+
+/// Decodes the transport header and writes "SRC > DST: ..." (addresses taken from `d`).
+/// `len` is the transport length the IP header claims; `payload` is what was captured of it.
+fn transport(d: &mut Decoded, proto: IpNumber, payload: &[u8], len: usize, v6: bool) {
+    let (src, dst) = match (d.src, d.dst) {
+        (Some(s), Some(t)) => (s, t),
+        _ => return,
+    };
+    let word = proto_word(proto);
+    d.proto = Some(word.clone());
+    match proto {
+        IpNumber::TCP => match TcpSlice::from_slice(payload) {
+            Ok(tcp) => {
+                d.sport = Some(tcp.source_port());
+                d.dport = Some(tcp.destination_port());
+                let _ = write!(d.summary, "{src}.{} > {dst}.{}: ", tcp.source_port(), tcp.destination_port());
+                tcp_details(&mut d.summary, &tcp, len);
+            }
+            Err(_) => tcp_udp_truncated(d, payload, "tcp"),
+        },
+        IpNumber::UDP => match UdpHeaderSlice::from_slice(payload) {
+            Ok(udp) => {
+                d.sport = Some(udp.source_port());
+                d.dport = Some(udp.destination_port());
+                let _ = write!(
+                    d.summary,
+                    "{src}.{} > {dst}.{}: UDP, length {}",
+                    udp.source_port(),
+                    udp.destination_port(),
+                    usize::from(udp.length()).saturating_sub(8)
+                );
+            }
+            Err(_) => tcp_udp_truncated(d, payload, "udp"),
+        },
+        IpNumber::ICMP if !v6 => {
+            let _ = write!(d.summary, "{src} > {dst}: ");
+            match Icmpv4Slice::from_slice(payload) {
+                Ok(icmp) => icmpv4(&mut d.summary, &icmp, len),
+                Err(_) => d.summary.push_str("[|icmp]"),
+            }
+        }
+        IpNumber::IPV6_ICMP if v6 => {
+            let _ = write!(d.summary, "{src} > {dst}: ");
+            match Icmpv6Slice::from_slice(payload) {
+                Ok(icmp) => icmpv6(&mut d.summary, &icmp, len),
+                Err(_) => d.summary.push_str("[|icmp6]"),
+            }
+        }
+        _ => {
+            let _ = write!(d.summary, "{src} > {dst}: {word} {len}");
+        }
+    }
+}
+
+/// A TCP/UDP header cut short: ports are printed when they were captured, like tcpdump.
+fn tcp_udp_truncated(d: &mut Decoded, payload: &[u8], what: &str) {
+    let (Some(src), Some(dst)) = (d.src, d.dst) else { return };
+    match (payload.get(0..2), payload.get(2..4)) {
+        (Some(s), Some(t)) => {
+            let (sport, dport) = (u16::from_be_bytes([s[0], s[1]]), u16::from_be_bytes([t[0], t[1]]));
+            d.sport = Some(sport);
+            d.dport = Some(dport);
+            let _ = write!(d.summary, "{src}.{sport} > {dst}.{dport}: [|{what}]");
+        }
+        _ => {
+            let _ = write!(d.summary, "{src} > {dst}: [|{what}]");
+        }
+    }
+}
+
+/// "Flags [S.], seq 1, ack 2, win 3, options [mss 1460], length 0", absolute sequence
+/// numbers (as `tcpdump -S`: netray keeps no per-connection state).
+fn tcp_details(out: &mut String, tcp: &TcpSlice, len: usize) {
+    let flags: String = [
+        (tcp.fin(), 'F'),
+        (tcp.syn(), 'S'),
+        (tcp.rst(), 'R'),
+        (tcp.psh(), 'P'),
+        (tcp.ack(), '.'),
+        (tcp.urg(), 'U'),
+        (tcp.ece(), 'E'),
+        (tcp.cwr(), 'W'),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|&(_, c)| c)
+    .collect();
+    let flags = if flags.is_empty() { "none".to_owned() } else { flags };
+    let data_len = len.saturating_sub(tcp.header_slice().len());
+    let seq = tcp.sequence_number();
+    let _ = write!(out, "Flags [{flags}]");
+    if data_len > 0 {
+        let _ = write!(out, ", seq {seq}:{}", seq.wrapping_add(data_len as u32));
+    } else if tcp.syn() || tcp.fin() || tcp.rst() {
+        let _ = write!(out, ", seq {seq}");
+    }
+    if tcp.ack() {
+        let _ = write!(out, ", ack {}", tcp.acknowledgment_number());
+    }
+    let _ = write!(out, ", win {}", tcp.window_size());
+    if tcp.urg() {
+        let _ = write!(out, ", urg {}", tcp.urgent_pointer());
+    }
+    if !tcp.options().is_empty() {
+        let opts: Vec<String> = tcp
+            .options_iterator()
+            .map(|o| match o {
+                Ok(TcpOptionElement::Noop) => "nop".to_owned(),
+                Ok(TcpOptionElement::MaximumSegmentSize(m)) => format!("mss {m}"),
+                Ok(TcpOptionElement::WindowScale(w)) => format!("wscale {w}"),
+                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => "sackOK".to_owned(),
+                Ok(TcpOptionElement::SelectiveAcknowledgement(first, more)) => {
+                    let blocks: Vec<String> = std::iter::once(first)
+                        .chain(more.into_iter().flatten())
+                        .map(|(l, r)| format!("{{{l}:{r}}}"))
+                        .collect();
+                    format!("sack {} {}", blocks.len(), blocks.join(""))
+                }
+                Ok(TcpOptionElement::Timestamp(val, ecr)) => format!("TS val {val} ecr {ecr}"),
+                Err(_) => "[bad opt]".to_owned(),
+            })
+            .collect();
+        let _ = write!(out, ", options [{}]", opts.join(","));
+    }
+    let _ = write!(out, ", length {data_len}");
+}
+
+fn icmpv4(out: &mut String, icmp: &Icmpv4Slice, len: usize) {
+    out.push_str("ICMP ");
+    match icmp.icmp_type() {
+        Icmpv4Type::EchoRequest(e) => {
+            let _ = write!(out, "echo request, id {}, seq {}", e.id, e.seq);
+        }
+        Icmpv4Type::EchoReply(e) => {
+            let _ = write!(out, "echo reply, id {}, seq {}", e.id, e.seq);
+        }
+        Icmpv4Type::DestinationUnreachable(_) => {
+            out.push_str(&unreachable_v4(icmp));
+        }
+        Icmpv4Type::TimeExceeded(_) => out.push_str("time exceeded in-transit"),
+        _ => {
+            let _ = write!(out, "type-#{}", icmp.type_u8());
+        }
+    }
+    let _ = write!(out, ", length {len}");
+}
+
+/// "10.0.0.2 udp port 9 unreachable" from the quoted datagram, as tcpdump says it;
+/// without a readable quote just the code.
+fn unreachable_v4(icmp: &Icmpv4Slice) -> String {
+    let quoted = Ipv4HeaderSlice::from_slice(icmp.payload()).ok();
+    let code = icmp.code_u8();
+    match (code, quoted) {
+        (3, Some(q)) => {
+            let l4 = icmp.payload().get(q.slice().len()..).unwrap_or_default();
+            let proto = proto_word(q.protocol());
+            match l4.get(2..4) {
+                Some(p) if matches!(q.protocol(), IpNumber::TCP | IpNumber::UDP) => {
+                    format!("{} {proto} port {} unreachable", q.destination_addr(), u16::from_be_bytes([p[0], p[1]]))
+                }
+                _ => format!("{} {proto} port unreachable", q.destination_addr()),
+            }
+        }
+        (1, Some(q)) => format!("host {} unreachable", q.destination_addr()),
+        (0, Some(q)) => format!("net {} unreachable", q.destination_addr()),
+        (2, Some(q)) => format!("{} protocol {} unreachable", q.destination_addr(), q.protocol().0),
+        _ => format!("unreachable code {code}"),
+    }
+}
+
+fn icmpv6(out: &mut String, icmp: &Icmpv6Slice, len: usize) {
+    out.push_str("ICMP6, ");
+    match icmp.icmp_type() {
+        Icmpv6Type::EchoRequest(e) => {
+            let _ = write!(out, "echo request, id {}, seq {}", e.id, e.seq);
+        }
+        Icmpv6Type::EchoReply(e) => {
+            let _ = write!(out, "echo reply, id {}, seq {}", e.id, e.seq);
+        }
+        Icmpv6Type::DestinationUnreachable(_) => {
+            let _ = write!(out, "destination unreachable, code {}", icmp.code_u8());
+        }
+        Icmpv6Type::PacketTooBig { mtu } => {
+            let _ = write!(out, "packet too big, mtu {mtu}");
+        }
+        Icmpv6Type::TimeExceeded(_) => out.push_str("time exceeded in-transit"),
+        Icmpv6Type::NeighborSolicitation => match icmp.payload().get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            Some(t) => {
+                let _ = write!(out, "neighbor solicitation, who has {}", Ipv6Addr::from(t));
+            }
+            None => out.push_str("neighbor solicitation"),
+        },
+        Icmpv6Type::NeighborAdvertisement(_) => {
+            match icmp.payload().get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                Some(t) => {
+                    let _ = write!(out, "neighbor advertisement, tgt is {}", Ipv6Addr::from(t));
+                }
+                None => out.push_str("neighbor advertisement"),
+            }
+        }
+        Icmpv6Type::RouterSolicitation => out.push_str("router solicitation"),
+        Icmpv6Type::RouterAdvertisement(_) => out.push_str("router advertisement"),
+        _ => {
+            let _ = write!(out, "type-#{}", icmp.type_u8());
+        }
+    }
+    let _ = write!(out, ", length {len}");
+}
+
+fn arp(d: &mut Decoded, data: &[u8]) {
+    let len = data.len();
+    let parsed = ArpPacketSlice::from_slice(data).ok().map(|a| a.to_packet());
+    let Some(eth_ip) = parsed.as_ref().and_then(|p| p.try_eth_ipv4().ok()) else {
+        d.summary.push_str("ARP, [|arp]");
+        return;
+    };
+    let (sender, target) = (Ipv4Addr::from(eth_ip.sender_ipv4), Ipv4Addr::from(eth_ip.target_ipv4));
+    d.proto = Some(Cow::Borrowed("arp"));
+    match eth_ip.operation {
+        ArpOperation::REQUEST => {
+            d.src = Some(sender.into());
+            d.dst = Some(target.into());
+            let _ = write!(d.summary, "ARP, Request who-has {target} tell {sender}, length {len}");
+        }
+        ArpOperation::REPLY => {
+            d.src = Some(sender.into());
+            d.dst = Some(target.into());
+            let _ = write!(d.summary, "ARP, Reply {sender} is-at {}, length {len}", mac(&eth_ip.sender_mac));
+        }
+        op => {
+            let _ = write!(d.summary, "ARP, op {}, length {len}", op.0);
+        }
+    }
+}
+
+fn mac(addr: &[u8; 6]) -> String {
+    addr.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// tcpdump's lower-case protocol names for the ones netray users meet, "ip-proto-N" otherwise.
+fn proto_word(p: IpNumber) -> Cow<'static, str> {
+    let name = match p {
+        IpNumber::TCP => "tcp",
+        IpNumber::UDP => "udp",
+        IpNumber::ICMP => "icmp",
+        IpNumber::IPV6_ICMP => "icmp6",
+        IpNumber::GRE => "gre",
+        IpNumber::ENCAPSULATING_SECURITY_PAYLOAD => "esp",
+        IpNumber::AUTHENTICATION_HEADER => "ah",
+        IpNumber::SCTP => "sctp",
+        _ => return Cow::Owned(format!("ip-proto-{}", p.0)),
+    };
+    Cow::Borrowed(name)
+}

@@ -1,0 +1,250 @@
+//! `netray dump`.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use netray_capture::{
+    offline, reader::Readers, Capture, CaptureSpec, Output, Packet, Point, PointStats,
+};
+use netray_core::{time::MonotonicClock, AttachMode, Hook};
+
+use super::{firewall::parse_mode, Context};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray dump -i eth1\n  netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
+    netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
+    netray dump -i eth1 --point both -c 100 -w fw.pcapng     (what arrived, and the firewall's verdict on it)\n  \
+    netray dump -i eth1 --hook tc-egress -c 10\n  netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\n\
+    The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run inside the\n\
+    kernel: packets it rejects are never copied to userspace.\n\n\
+    Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress, tc-egress (sent).\n\
+    Points: entry (before any program on the hook decides), exit (after netray's program decided: each record\n\
+    carries the verdict, as the pcapng epb_verdict option and a comment). The exit point needs netray's own\n\
+    program on the interface (attached for the capture if absent). A program netray did not load stays attached:\n\
+    the capture goes in front of it and reaches it by tail call, and it is put back exactly when dump exits\n\
+    (also on Ctrl-C, SIGTERM, or at the next dump if netray was killed).\n\n\
+    Output: without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w, pcapng\n\
+    with one interface per (interface, hook, point) and nanosecond timestamps. At the end, like tcpdump:\n\
+    packets captured, received by filter, and dropped by kernel (ring buffer full) — losses are never silent.")]
+pub struct DumpArgs {
+    /// Interface to capture on.
+    #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "read")]
+    iface: Option<String>,
+    /// Write pcapng to FILE ('-' for stdout) instead of printing packets.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Read packets from a pcap or pcapng FILE ('-' for stdin) and filter them with the same
+    /// in-kernel program (BPF_PROG_TEST_RUN).
+    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["iface", "hook", "point"])]
+    read: Option<PathBuf>,
+    /// Exit after this many packets.
+    #[arg(short = 'c', value_name = "COUNT")]
+    count: Option<u64>,
+    /// Bytes kept of each packet (0 = 262144, like tcpdump).
+    #[arg(short = 's', long = "snapshot-length", value_name = "SNAPLEN", default_value_t = CaptureSpec::DEFAULT_SNAPLEN)]
+    snaplen: u32,
+    /// Where to capture: xdp, tc-ingress, tc-egress (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_hook)]
+    hook: Vec<Hook>,
+    /// entry, exit or both.
+    #[arg(long, value_enum)]
+    point: Option<PointArg>,
+    /// Ring buffer size per CPU and hook, in KiB (rounded up to a power of two).
+    #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = CaptureSpec::DEFAULT_RING_BYTES / 1024)]
+    buffer_kib: u32,
+    /// XDP attach mode when netray attaches a program: auto, native or generic.
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    mode: AttachMode,
+    /// One JSON object per packet (without -w), and the summary as JSON on stderr.
+    #[arg(long)]
+    json: bool,
+    /// pcap-filter expression.
+    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    expression: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PointArg {
+    Entry,
+    Exit,
+    Both,
+}
+
+pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
+    let filter = args.expression.join(" ");
+    let snaplen = if args.snaplen == 0 { CaptureSpec::DEFAULT_SNAPLEN } else { args.snaplen };
+    let mut output = open_output(&args)?;
+    if let Some(path) = &args.read {
+        return read_file(path, &filter, snaplen, &mut output, args.json);
+    }
+    let iface = args.iface.clone().unwrap_or_default();
+    let points = match args.point.unwrap_or(PointArg::Entry) {
+        PointArg::Entry => vec![Point::Entry],
+        PointArg::Exit => vec![Point::Exit],
+        PointArg::Both => vec![Point::Entry, Point::Exit],
+    };
+    let hooks = if args.hook.is_empty() { vec![Hook::Xdp] } else { args.hook.clone() };
+    let ring_bytes = ring_size(args.buffer_kib)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let pin = ctx.pin()?;
+    let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode: args.mode };
+    let capture = Arc::new(Capture::start(&pin, &spec)?);
+    for note in &capture.notes {
+        eprintln!("netray: {note}");
+    }
+    if !args.json {
+        let hooks: Vec<&str> = spec.hooks.iter().map(|h| h.name()).collect();
+        let points: Vec<&str> = spec.points.iter().map(|p| p.name()).collect();
+        eprintln!(
+            "netray: capturing on {} at {} ({}), snapshot length {} bytes; Ctrl-C to stop",
+            spec.iface,
+            hooks.join(","),
+            points.join(","),
+            snaplen
+        );
+    }
+
+    for iface in capture.interfaces() {
+        output.declare(iface);
+    }
+    let output = Arc::new(Mutex::new(output));
+    let clock = MonotonicClock::new();
+    let on_record = {
+        let output = Arc::clone(&output);
+        let capture = Arc::clone(&capture);
+        let stop = Arc::clone(&stop);
+        Arc::new(move |rec: &netray_ebpf::abi::nr_capture_record, data: &[u8]| {
+            let Some(iface) = capture.interface_of(rec.hook, rec.point) else { return };
+            let pkt = Packet {
+                iface,
+                ts: clock.to_system(rec.ts_ns),
+                wire_len: rec.wire_len,
+                data,
+                verdict: (iface.point == Point::Exit).then_some(rec.verdict),
+            };
+            let Ok(mut out) = output.lock() else { return };
+            if !out.write(&pkt) {
+                stop.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    let readers = Readers::spawn(capture.rings()?, on_record)?;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(mut out) = output.lock() {
+            out.flush();
+            if out.done() {
+                break;
+            }
+        }
+    }
+
+    // Take the programs down first, then drain what they wrote.
+    let stats = capture.stats();
+    let capture = Arc::into_inner(capture);
+    let stop_result = match capture {
+        Some(c) => c.stop(),
+        None => Ok(Vec::new()),
+    };
+    readers.finish();
+    let stats = stats?;
+    let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
+    let written = out.written();
+    let finished = out.finish();
+    print_summary(written, &stats, args.json)?;
+    for note in stop_result? {
+        eprintln!("netray: {note}");
+    }
+    finished.context("writing the capture")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
+    Ok(match &args.write {
+        Some(p) if p.as_os_str() == "-" => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
+        Some(p) => {
+            let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, f)), args.count)?
+        }
+        None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count),
+    })
+}
+
+/// `-r`: the file's packets through the in-kernel filter program.
+fn read_file(path: &std::path::Path, filter: &str, snaplen: u32, out: &mut Output, json: bool) -> anyhow::Result<ExitCode> {
+    let filter = netray_pcapfilter::Filter::new(filter, snaplen)?;
+    let reader = offline::open(path)?;
+    let (mut read, mut matched) = (0u64, 0u64);
+    for pkt in reader {
+        let pkt = pkt?;
+        read += 1;
+        if filter.matches(&pkt.data)? {
+            matched += 1;
+            let mut p = pkt.as_packet();
+            p.data = &p.data[..p.data.len().min(snaplen as usize)];
+            if !out.write(&p) {
+                break;
+            }
+        }
+    }
+    let written = out.written();
+    out.finish().context("writing the output")?;
+    if json {
+        let summary = serde_json::json!({"type": "summary", "read": read, "matched": matched, "written": written});
+        writeln!(std::io::stderr(), "{summary}")?;
+    } else {
+        eprintln!("{read} packets read\n{matched} packets matched the filter\n{written} packets written");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(written: u64, stats: &[PointStats], json: bool) -> anyhow::Result<()> {
+    let seen: u64 = stats.iter().map(|s| s.seen).sum();
+    let matched: u64 = stats.iter().map(|s| s.matched).sum();
+    let lost: u64 = stats.iter().map(|s| s.lost).sum();
+    let clipped: u64 = stats.iter().map(|s| s.clipped).sum();
+    if json {
+        let summary = serde_json::json!({
+            "type": "summary", "captured": written, "received_by_filter": seen, "matched": matched,
+            "dropped_by_kernel": lost, "clipped": clipped, "points": stats,
+        });
+        writeln!(std::io::stderr(), "{summary}")?;
+        return Ok(());
+    }
+    eprintln!("{written} packets captured");
+    eprintln!("{seen} packets received by filter");
+    eprintln!("{matched} packets matched the filter");
+    eprintln!("{lost} packets dropped by kernel (ring buffer full)");
+    if clipped > 0 {
+        eprintln!("{clipped} packets kept shorter than the snapshot length (64 KiB per record at most)");
+    }
+    Ok(())
+}
+
+fn ring_size(kib: u32) -> anyhow::Result<u32> {
+    let bytes = u64::from(kib.max(64)) * 1024;
+    let bytes = bytes.next_power_of_two();
+    if bytes > 1 << 30 {
+        bail!("-B {kib}: ring buffers are limited to 1 GiB per CPU; use a smaller -B");
+    }
+    Ok(bytes as u32)
+}
+
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    s.parse()
+}

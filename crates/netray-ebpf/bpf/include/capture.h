@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * The capture recorder (netray dump). A capture session is a chain of two
+ * programs per capture point:
+ *
+ *   filter program  -- generated in userspace: the pcap-filter expression,
+ *                      translated from classic BPF, writes its result (snap
+ *                      length or 0) into if_cap_scratch and tail-calls
+ *   recorder        -- this file: counts, copies the packet into this CPU's
+ *                      ring, then hands the packet on: at the entry point to
+ *                      the program the capture sits in front of (cap_chain
+ *                      NR_CAP_NEXT), at the exit point it returns the verdict
+ *                      netray's dispatcher decided.
+ *
+ * Records go to one ring per CPU (an array of ring buffers) and are submitted
+ * without a wakeup unless the ring fills past cfg_wakeup_bytes: userspace
+ * polls on a timer, since a wakeup per record costs microseconds here.
+ * bpf_ringbuf_reserve needs a constant size, so a record takes the smallest
+ * size class its bytes fit in.
+ */
+#ifndef NETRAY_CAPTURE_H
+#define NETRAY_CAPTURE_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "netray_abi.h"
+
+struct nr_cap_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);	/* userspace sizes the template */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);		/* userspace: one per possible CPU */
+	__type(key, __u32);
+	__array(values, struct nr_cap_ring);
+} cap_rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_POINT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct nr_capture_stats);
+} cap_stats SEC(".maps");
+
+/* Named like the dispatcher's map (maps.h): an exit capture reuses that one,
+ * where the dispatcher writes its verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nr_capture_scratch);
+} if_cap_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, NR_CAP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} cap_chain SEC(".maps");
+
+/* Set by the loader. */
+const volatile __u32 cfg_hook = NR_HOOK_XDP;		/* TC: ingress or egress */
+const volatile __u32 cfg_wakeup_bytes = 1 << 20;
+
+static __always_inline long nr_cap_load(void *ctx, void *dst, __u32 len, const int xdp)
+{
+	return xdp ? bpf_xdp_load_bytes(ctx, 0, dst, len) : bpf_skb_load_bytes(ctx, 0, dst, len);
+}
+
+/* Reserve a record of the class SIZE and copy `cap` (1..SIZE) bytes into it. */
+#define NR_CAP_CLASS(SIZE)                                                        \
+	if (cap <= (SIZE)) {                                                      \
+		rec = bpf_ringbuf_reserve(ring, sizeof(*rec) + (SIZE), 0);        \
+		if (!rec)                                                         \
+			goto lost;                                                \
+		if (nr_cap_load(ctx, rec + 1, cap, xdp)) {                       \
+			bpf_ringbuf_discard(rec, BPF_RB_NO_WAKEUP);               \
+			goto lost;                                                \
+		}                                                                 \
+		goto fill;                                                        \
+	}
+
+static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifindex, __u32 wire_len,
+					  const struct nr_capture_scratch *s, struct nr_capture_stats *st)
+{
+	struct nr_capture_record *rec;
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 cap = s->snaplen, flags;
+	void *ring;
+
+	if (cap > wire_len)
+		cap = wire_len;
+	if (cap > NR_CAPTURE_MAX_BYTES) {
+		cap = NR_CAPTURE_MAX_BYTES;
+		st->clipped++;
+	}
+	ring = bpf_map_lookup_elem(&cap_rings, &cpu);
+	if (!ring || cap == 0)
+		goto lost;
+
+	NR_CAP_CLASS(128)
+	NR_CAP_CLASS(256)
+	NR_CAP_CLASS(512)
+	NR_CAP_CLASS(1024)
+	NR_CAP_CLASS(1536)
+	NR_CAP_CLASS(2048)
+	NR_CAP_CLASS(4096)
+	NR_CAP_CLASS(9216)
+	NR_CAP_CLASS(16384)
+	NR_CAP_CLASS(NR_CAPTURE_MAX_BYTES)
+	goto lost;
+
+fill:
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->ifindex = ifindex;
+	rec->wire_len = wire_len;
+	rec->cap_len = cap;
+	rec->verdict = s->point == NR_POINT_EXIT ? s->verdict : 0;
+	rec->hook = cfg_hook;
+	rec->point = s->point;
+	__builtin_memset(rec->_pad, 0, sizeof(rec->_pad));
+	flags = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										: BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+	st->captured++;
+	return;
+lost:
+	st->lost++;
+	st->lost_bytes += wire_len;
+}
+
+/* Counts the packet and records it if the filter matched; returns the
+ * scratch (never NULL in practice) so the caller can hand the packet on. */
+static __always_inline struct nr_capture_scratch *nr_cap_handle(void *ctx, const int xdp, __u32 ifindex,
+								 __u32 wire_len)
+{
+	struct nr_capture_scratch *s;
+	struct nr_capture_stats *st;
+	__u32 zero = 0, point;
+
+	s = bpf_map_lookup_elem(&if_cap_scratch, &zero);
+	if (!s)
+		return 0;
+	point = s->point == NR_POINT_EXIT ? NR_POINT_EXIT : NR_POINT_ENTRY;
+	st = bpf_map_lookup_elem(&cap_stats, &point);
+	if (!st)
+		return s;
+	st->seen++;
+	if (s->snaplen) {
+		st->matched++;
+		nr_cap_record(ctx, xdp, ifindex, wire_len, s, st);
+	}
+	return s;
+}
+
+#endif /* NETRAY_CAPTURE_H */
