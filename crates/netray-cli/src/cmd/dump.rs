@@ -107,9 +107,14 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     for note in &capture.notes {
         eprintln!("netray: {note}");
     }
-    if !args.json {
-        let hooks: Vec<&str> = spec.hooks.iter().map(|h| h.name()).collect();
-        let points: Vec<&str> = spec.points.iter().map(|p| p.name()).collect();
+    let hooks: Vec<&str> = spec.hooks.iter().map(|h| h.name()).collect();
+    let points: Vec<&str> = spec.points.iter().map(|p| p.name()).collect();
+    if args.json {
+        let started = serde_json::json!({
+            "type": "capturing", "interface": spec.iface, "hooks": hooks, "points": points, "snaplen": snaplen,
+        });
+        writeln!(std::io::stderr(), "{started}")?;
+    } else {
         eprintln!(
             "netray: capturing on {} at {} ({}), snapshot length {} bytes; Ctrl-C to stop",
             spec.iface,

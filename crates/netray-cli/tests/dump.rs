@@ -1,0 +1,464 @@
+//! `netray dump` end to end in the lab, with the real binary: what is captured
+//! equals what was sent, byte for byte (read back with tcpdump and tshark);
+//! filters run in the kernel; a foreign XDP program keeps deciding during and
+//! after a capture and survives `kill -9` of netray; exit records carry the
+//! firewall's verdict; SIGINT leaves a valid file; jumbo multi-buffer frames are
+//! captured whole; TC egress; `-r`; bad filters.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::UdpSocket,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::Env;
+use netray_capture::offline;
+use netray_lab::Family;
+
+/// A running `netray dump`, started and ready (its programs are in place).
+struct Dump {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Dump {
+    fn start(env: &Env, args: &[&str]) -> Dump {
+        let mut child = env
+            .cmd(&[&["dump", "-i", env.iface()], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running netray dump");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let t = Instant::now();
+        loop {
+            if stderr.lock().unwrap().contains("capturing") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("netray dump exited early ({status}): {}", stderr.lock().unwrap());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Dump { child, stderr }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to end (after a signal or -c), returns stderr.
+    fn wait(mut self) -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                let err = self.stderr.lock().unwrap().clone();
+                assert!(status.success() || status.code().is_none(), "netray dump failed ({status}): {err}");
+                assert!(!err.contains("panicked"), "{err}");
+                return err;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not exit: {}", self.stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn interrupt(self) -> String {
+        self.signal(libc::SIGINT);
+        self.wait()
+    }
+
+    fn stdout(&mut self) -> String {
+        let mut s = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut s).unwrap();
+        s
+    }
+}
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tmpfile(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netray-dump-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The stderr summary's "N packets <what>".
+fn summary(stderr: &str, what: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_suffix(what).or_else(|| l.split_once(what).map(|(a, _)| a)))
+        .and_then(|n| n.trim().split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no '{what}' in the summary: {stderr}"))
+}
+
+fn tcpdump_read(path: &Path, filter: &[&str]) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(path)
+        .args(filter)
+        .output()
+        .expect("tcpdump is needed for this test (setup/deps.sh installs it)");
+    assert!(out.status.success(), "tcpdump -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark is needed for this test (setup/deps.sh installs it)");
+    assert!(out.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
+/// Checks a captured frame is exactly the lab's UDP datagram: MACs, IPv4
+/// header (with a valid checksum), ports, length and every payload byte.
+fn assert_lab_udp(env: &Env, frame: &[u8], dport: u16, payload_len: usize) {
+    let lab = &env.lab;
+    assert_eq!(frame.len(), 14 + 20 + 8 + payload_len, "frame length");
+    assert_eq!(&frame[0..6], &lab.host_mac(), "destination MAC");
+    assert_eq!(&frame[6..12], &lab.peer_mac(), "source MAC");
+    assert_eq!(&frame[12..14], &[0x08, 0x00], "ethertype");
+    let ip = &frame[14..34];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, 20 + 8 + payload_len);
+    assert_eq!(ip[9], 17, "UDP");
+    assert_eq!(&ip[12..16], &lab.peer_v4().octets());
+    assert_eq!(&ip[16..20], &lab.host_v4().octets());
+    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    assert_eq!((sum + (sum >> 16)) as u16, 0xffff, "IPv4 header checksum");
+    let udp = &frame[34..42];
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), dport);
+    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, 8 + payload_len);
+    assert!(frame[42..].iter().all(|&b| b == 0x6e), "payload bytes");
+}
+
+fn read_capture(path: &Path) -> Vec<offline::OfflinePacket> {
+    offline::open(path).unwrap().map(|p| p.unwrap()).collect()
+}
+
+#[test]
+fn captured_packets_equal_what_was_sent_and_the_file_reads_in_tcpdump_and_tshark() {
+    let env = Env::new("dcap");
+    let file = tmpfile("equal.pcapng");
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "-c", "20", "udp", "port", "4000"]);
+    env.lab.udp_send(Family::V4, 4001, 100, 5).unwrap(); // not matched
+    env.lab.udp_send(Family::V4, 4000, 300, 20).unwrap();
+    let err = dump.wait();
+    assert_eq!(summary(&err, "packets captured"), 20);
+    assert_eq!(summary(&err, "packets dropped by kernel"), 0);
+    assert!(summary(&err, "packets received by filter") >= 25, "{err}");
+
+    let packets = read_capture(&file);
+    assert_eq!(packets.len(), 20);
+    for p in &packets {
+        assert_lab_udp(&env, &p.data, 4000, 300);
+        assert_eq!(p.wire_len as usize, p.data.len());
+    }
+    let lines = tcpdump_read(&file, &[]);
+    assert_eq!(lines.len(), 20, "{lines:?}");
+    assert!(lines[0].contains(&format!("{}.4000: UDP, length 300", env.lab.host_v4())), "{}", lines[0]);
+    let rows = tshark_fields(&file, &["frame.len", "frame.cap_len", "frame.interface_description", "udp.dstport"]);
+    assert_eq!(rows.len(), 20);
+    for r in rows {
+        assert_eq!(r, vec!["342", "342", &format!("{} xdp entry", env.iface()), "4000"]);
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn sigint_leaves_a_valid_file_and_an_honest_summary() {
+    let env = Env::new("dint");
+    let file = tmpfile("sigint.pcapng");
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "-s", "60"]);
+    env.lab.udp_send(Family::V4, 5000, 500, 30).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let err = dump.interrupt();
+    assert_eq!(summary(&err, "packets captured"), 30, "{err}");
+    let packets = read_capture(&file);
+    assert_eq!(packets.len(), 30);
+    for p in &packets {
+        assert_eq!(p.data.len(), 60, "snap length");
+        assert_eq!(p.wire_len, 14 + 20 + 8 + 500, "original length");
+    }
+    assert_eq!(tcpdump_read(&file, &[]).len(), 30);
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn an_empty_capture_is_still_a_valid_file() {
+    let env = Env::new("dnil");
+    let file = tmpfile("empty.pcapng");
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "udp port 1"]);
+    let err = dump.interrupt();
+    assert_eq!(summary(&err, "packets captured"), 0);
+    assert!(tcpdump_read(&file, &[]).is_empty());
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn lines_json_and_pcapng_on_stdout_piped_into_tcpdump() {
+    let env = Env::new("dout");
+    let mut dump = Dump::start(&env, &["-c", "3", "icmp"]);
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    let out = dump.stdout();
+    dump.wait();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let expect = format!("{} xdp-entry In  IP {} > {}: ICMP echo request", env.iface(), env.lab.peer_v4(), env.lab.host_v4());
+    assert!(lines.iter().all(|l| l.contains(&expect)), "{out}");
+
+    let mut dump = Dump::start(&env, &["-c", "2", "--json", "icmp"]);
+    env.lab.ping(Family::V4, 2).unwrap();
+    let out = dump.stdout();
+    dump.wait();
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["hook"], "xdp");
+        assert_eq!(v["point"], "entry");
+        assert_eq!(v["wire_len"], 106);
+        assert_eq!(v["cap_len"], 106);
+    }
+    assert_eq!(out.lines().count(), 2);
+
+    // -w - | tcpdump -r -
+    let mut netray = env
+        .cmd(&["dump", "-i", env.iface(), "-w", "-", "-c", "4", "icmp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tcpdump = Command::new("tcpdump")
+        .args(["-nn", "-r", "-"])
+        .stdin(netray.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump is needed for this test");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && netray.try_wait().unwrap().is_none() {
+        let _ = env.lab.ping(Family::V4, 1);
+    }
+    assert!(netray.wait().unwrap().success());
+    let out = tcpdump.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains("ICMP echo request"), "{text}");
+}
+
+/// A program netray did not load: drops UDP to port 9, passes the rest
+/// (a libpcap filter loaded as XDP: PASS on match, DROP otherwise), attached
+/// over netlink like `ip link set dev X xdp obj ...` does. Detached on drop.
+struct Foreign {
+    prog: netray_pcapfilter::FilterProgram,
+    ifindex: u32,
+}
+
+impl Foreign {
+    fn attach(env: &Env) -> Foreign {
+        let cbpf = netray_pcapfilter::compile("not (udp dst port 9)", 262_144).unwrap();
+        let prog = netray_pcapfilter::FilterProgram::load(&netray_pcapfilter::translate(&cbpf).unwrap()).unwrap();
+        let ifindex = env.lab.host_ifindex();
+        // SAFETY: a valid program fd and ifindex; no opts.
+        let rc = unsafe {
+            libbpf_sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null())
+        };
+        assert_eq!(rc, 0, "attaching the foreign XDP program");
+        Foreign { prog, ifindex }
+    }
+
+    fn id(&self) -> u32 {
+        prog_id(self.prog.as_raw_fd())
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        // SAFETY: detaches whatever is attached in native mode on the lab's interface.
+        unsafe { libbpf_sys::bpf_xdp_detach(self.ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) };
+    }
+}
+
+fn prog_id(fd: i32) -> u32 {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info/len describe a valid buffer.
+    assert_eq!(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) }, 0);
+    info.id
+}
+
+fn attached_id(env: &Env) -> u32 {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts { sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _, ..Default::default() };
+    // SAFETY: opts initialised with its size.
+    assert_eq!(unsafe { libbpf_sys::bpf_xdp_query(env.lab.host_ifindex() as i32, 0, &mut opts) }, 0);
+    opts.prog_id
+}
+
+/// Sends `n` datagrams to ports 9 and 10 of the host end; returns how many
+/// arrived at each (sockets bound on the host end's address).
+fn udp_9_and_10(env: &Env, n: u64) -> (u64, u64) {
+    let bind = |port| {
+        let s = UdpSocket::bind((env.lab.host_v4(), port)).expect("binding a UDP port on the lab's host end");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s
+    };
+    let (s9, s10) = (bind(9), bind(10));
+    env.lab.udp_send(Family::V4, 9, 32, n).unwrap();
+    env.lab.udp_send(Family::V4, 10, 32, n).unwrap();
+    let count = |s: &UdpSocket| {
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while s.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    };
+    (count(&s9), count(&s10))
+}
+
+#[test]
+fn a_foreign_xdp_program_keeps_deciding_during_and_after_a_capture() {
+    let env = Env::new("dfor");
+    let foreign = Foreign::attach(&env);
+    assert_eq!(udp_9_and_10(&env, 10), (0, 10), "the foreign program drops port 9 before any capture");
+
+    let file = tmpfile("foreign.pcapng");
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "udp"]);
+    assert_ne!(attached_id(&env), foreign.id(), "the capture is in front of the foreign program");
+    assert_eq!(udp_9_and_10(&env, 10), (0, 10), "the foreign program still decides during the capture");
+    let err = dump.interrupt();
+    assert_eq!(attached_id(&env), foreign.id(), "the foreign program is back in place, the same program");
+    assert_eq!(udp_9_and_10(&env, 10), (0, 10), "and still decides after");
+
+    assert_eq!(summary(&err, "packets captured"), 20, "both ports are seen at the entry point: {err}");
+    let ports: Vec<u16> = read_capture(&file).iter().map(|p| u16::from_be_bytes([p.data[36], p.data[37]])).collect();
+    assert_eq!(ports.iter().filter(|&&p| p == 9).count(), 10);
+    assert_eq!(ports.iter().filter(|&&p| p == 10).count(), 10);
+    let _ = std::fs::remove_file(file);
+
+    // The exit point needs netray's own program: refused with the reason.
+    let err = env.fails(&["dump", "-i", env.iface(), "--point", "exit", "-c", "1"]);
+    assert!(err.contains("entry point only"), "{err}");
+}
+
+#[test]
+fn kill_9_leaves_the_foreign_program_deciding_and_the_next_dump_restores_it() {
+    let env = Env::new("dkil");
+    let foreign = Foreign::attach(&env);
+    let dump = Dump::start(&env, &["-w", tmpfile("killed.pcapng").to_str().unwrap()]);
+    dump.signal(libc::SIGKILL);
+    let _ = dump.wait();
+    assert_ne!(attached_id(&env), foreign.id(), "the capture program is still in front");
+    assert_eq!(udp_9_and_10(&env, 10), (0, 10), "traffic flows through the original after kill -9");
+
+    let dump = Dump::start(&env, &["-c", "1"]);
+    let err = dump.interrupt();
+    assert!(err.contains("killed before it could clean up"), "{err}");
+    assert_eq!(attached_id(&env), foreign.id(), "the original is back in place");
+    assert_eq!(udp_9_and_10(&env, 5), (0, 5));
+}
+
+#[test]
+fn exit_records_carry_the_firewalls_verdict() {
+    let env = Env::new("dexi");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &format!("{}/32", env.lab.peer_v4()), "--proto", "udp", "--port", "9"]);
+    let file = tmpfile("verdict.pcapng");
+    let dump = Dump::start(&env, &["--point", "both", "-w", file.to_str().unwrap(), "udp"]);
+    assert_eq!(udp_9_and_10(&env, 5), (0, 5));
+    let err = dump.interrupt();
+    assert_eq!(summary(&err, "packets captured"), 20, "{err}");
+
+    let rows = tshark_fields(&file, &["frame.interface_description", "udp.dstport", "frame.verdict.ebpf_xdp", "frame.comment"]);
+    let count = |desc: &str, port: &str, verdict: &str| {
+        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
+    };
+    assert_eq!(count("xdp entry", "9", ""), 5, "{rows:?}");
+    assert_eq!(count("xdp entry", "10", ""), 5, "{rows:?}");
+    assert_eq!(count("xdp exit", "9", "1"), 5, "XDP_DROP: {rows:?}");
+    assert_eq!(count("xdp exit", "10", "2"), 5, "XDP_PASS: {rows:?}");
+    assert!(rows.iter().any(|r| r[3] == "xdp exit: XDP_DROP"), "{rows:?}");
+    // Taken down: the dispatcher runs the firewall alone again.
+    let status = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
+
+    // -r runs the same in-kernel filter over the file.
+    let out_file = tmpfile("verdict-port9.pcapng");
+    let out = env
+        .cmd(&["dump", "-r", file.to_str().unwrap(), "-w", out_file.to_str().unwrap(), "udp", "dst", "port", "9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("20 packets read") && err.contains("10 packets matched"), "{err}");
+    assert_eq!(tcpdump_read(&out_file, &[]).len(), 10);
+    assert_eq!(tcpdump_read(&out_file, &["udp", "dst", "port", "9"]).len(), 10);
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(out_file);
+}
+
+#[test]
+fn jumbo_multi_buffer_frames_are_captured_whole() {
+    let env = Env::new("djum");
+    env.lab.set_mtu(9000).unwrap();
+    let file = tmpfile("jumbo.pcapng");
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "-c", "3", "udp"]);
+    env.lab.udp_send(Family::V4, 7000, 8000, 3).unwrap();
+    let err = dump.wait();
+    assert_eq!(summary(&err, "packets captured"), 3, "{err}");
+    let packets = read_capture(&file);
+    assert_eq!(packets.len(), 3);
+    for p in &packets {
+        assert_eq!(p.wire_len, 8042);
+        assert_lab_udp(&env, &p.data, 7000, 8000);
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn tc_egress_captures_what_the_host_sends() {
+    let env = Env::new("dtce");
+    let mut dump = Dump::start(&env, &["--hook", "tc-egress", "-c", "3", "icmp"]);
+    assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
+    let out = dump.stdout();
+    dump.wait();
+    let expect = format!("{} tc-egress-entry Out IP {} > {}: ICMP echo reply", env.iface(), env.lab.host_v4(), env.lab.peer_v4());
+    assert_eq!(out.lines().filter(|l| l.contains(&expect)).count(), 3, "{out}");
+}
+
+#[test]
+fn bad_filters_and_arguments_are_clear_errors() {
+    let env = Env::new("dbad");
+    let err = env.fails(&["dump", "-i", env.iface(), "tcp", "port"]);
+    assert!(err.contains("syntax error"), "libpcap's message: {err}");
+    let err = env.fails(&["dump", "-i", "nr-nosuch0", "-c", "1"]);
+    assert!(err.contains("no interface named"), "{err}");
+    let err = env.fails(&["dump", "-r", "/nonexistent/file.pcap"]);
+    assert!(err.contains("/nonexistent/file.pcap"), "{err}");
+    assert_eq!(attached_id(&env), 0, "nothing left attached");
+}
