@@ -16,3 +16,5 @@ pub mod session;
 pub use session::{Capture, CaptureSpec, PointStats};
 pub mod output;
 pub use output::Output;
+pub mod live;
+pub use live::{LiveCapture, OnPacket, Stopped};

@@ -217,6 +217,9 @@ impl Capture {
                 d.set_feature(Feature::Capture, true)?;
                 self.undo.push(Undo::Exit { hook: Hook::Xdp, user });
             }
+            if entry_front.is_some() && occupant.prog().is_some() {
+                self.notes.push(fexit_note(recorder.prog.as_fd(), occupant.prog_id()));
+            }
             if let Some(front) = entry_front {
                 let installed = Front::install(&self.pin, &self.iface, occupant, front, recorder.chain.as_fd(), spec.mode)?;
                 self.undo.push(Undo::XdpFront(installed));
@@ -287,9 +290,15 @@ impl Capture {
         Ok(out)
     }
 
-    /// The pcapng interface of a record's (hook, point).
+    /// The capture interface of a record's (hook code, point).
     pub fn interface_of(&self, hook_code: u8, point: u8) -> Option<&CaptureIf> {
         self.interfaces.get(&(hook_code, point))
+    }
+
+    /// The capture interface of each (enum nr_hook code, enum nr_capture_point)
+    /// a record can carry.
+    pub fn interface_table(&self) -> &BTreeMap<(u8, u8), CaptureIf> {
+        &self.interfaces
     }
 
     /// Every (hook, point) captured, for a writer that declares them up front.
@@ -378,6 +387,21 @@ impl Drop for Capture {
                 let _ = self.take_down();
             }
         }
+    }
+}
+
+/// Says whether fexit (the non-intrusive way to watch an XDP program) is
+/// available: probed against the recorder, which has BTF (the program in
+/// place may not).
+fn fexit_note(probe_target: std::os::fd::BorrowedFd<'_>, original_id: u32) -> String {
+    match netray_core::probe::fexit_on_prog(probe_target) {
+        Err(errno) => format!(
+            "this kernel refuses fexit on XDP programs ({}): capturing by chaining in front of XDP program id              {original_id}, which keeps deciding",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        Ok(()) => format!(
+            "this kernel allows fexit on XDP programs, but netray captures by chaining only: in front of XDP              program id {original_id}, which keeps deciding"
+        ),
     }
 }
 

@@ -1,9 +1,14 @@
 //! `netray bench`.
 
-use std::process::ExitCode;
+use std::{
+    process::ExitCode,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
 
 use clap::{Args, Subcommand};
 use netray_bench::{
+    capture::{self, DumpBenchOptions},
     tc,
     xdp::{self, XdpBenchOptions},
 };
@@ -19,7 +24,8 @@ use crate::output::json_line;
     Then the TC programs against an empty TC program: ingress and egress with every feature off, and the egress\n\
     firewall (\"out\" rules) with up to 1,000 rules.\n\
     Nothing is attached to any interface; the benchmark's pins are removed when it ends.\n\n\
-    `netray bench exec` measures the added cost per exec of `netray exec` instead.")]
+    `netray bench exec` measures the added cost per exec of `netray exec` instead;\n\
+    `netray bench dump` the highest rate `netray dump -w` captures without loss, beside tcpdump.")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -42,12 +48,53 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Added cost per exec with `netray exec` tracing, against none.
     Exec(netray_exec::cli::BenchArgs),
+    /// Highest packet rate `netray dump -w` writes to a file with zero loss, beside tcpdump.
+    Dump(DumpBenchArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray bench dump\n  netray bench dump --sizes 64 --rates 100000,400000,1000000 --seconds 3\n  \
+    netray bench dump --json --dir /srv/scratch\n\n\
+    In a throwaway lab (namespace + veth pair), an in-kernel generator (an XDP program run with BPF_PROG_TEST_RUN\n\
+    and live frames, paced by a thread) sends UDP/IPv4 frames of each size at each rate into the host end, where\n\
+    they are counted at XDP and dropped at tcx ingress after the packet taps. At each rate, one after another:\n\
+    no capture (the receive path's own limit), `netray dump -w FILE` (the netray-capture library, XDP entry point,\n\
+    no filter) and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for --seconds. A step is lossless when every frame\n\
+    the generator sent is in the file; the rate the generator really achieved is reported, and rates it cannot\n\
+    reach are not claimed. Capture files go to --dir (a disk, not tmpfs) and are deleted after each step.\n\
+    Needs root and tcpdump; lab, programs, pins and files are removed when it ends (also on Ctrl-C).")]
+pub struct DumpBenchArgs {
+    /// Frame sizes in bytes, Ethernet header included.
+    #[arg(long, value_delimiter = ',', default_value = "64,1500")]
+    sizes: Vec<usize>,
+    /// Offered rates in packets per second; stepping stops above the generator's limit.
+    #[arg(long, value_delimiter = ',', default_value = "50000,100000,200000,300000,400000,600000,800000,1000000")]
+    rates: Vec<u64>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Most frames per BPF_PROG_TEST_RUN call of the generator.
+    #[arg(long, default_value_t = 1024)]
+    batch: u32,
+    /// Directory for the capture files (on a disk).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: std::path::PathBuf,
+    /// Skip the no-capture baseline at each rate.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(BenchWhat::Exec(a)) = args.what {
-        netray_exec::cli::run_bench(a)?;
-        return Ok(ExitCode::SUCCESS);
+    match args.what {
+        Some(BenchWhat::Exec(a)) => {
+            netray_exec::cli::run_bench(a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(BenchWhat::Dump(a)) => return run_dump(a),
+        None => {}
     }
     anyhow::ensure!(args.repeat > 0 && args.rounds > 0, "--repeat and --rounds must be at least 1");
     let mut rules = args.rules.clone();
@@ -109,5 +156,80 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.flows_added_random_ns
     );
     println!("compiling {} rules in userspace took {:.0} ms", opts.rule_counts.last().unwrap_or(&0), report.compile_ms_largest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.seconds > 0.0 && args.seconds <= 60.0, "--seconds must be above 0 and at most 60");
+    let mut rates = args.rates.clone();
+    rates.sort_unstable();
+    rates.dedup();
+    anyhow::ensure!(rates.first().is_some_and(|&r| r > 0), "--rates must be positive");
+    let abort = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&abort))?;
+    }
+    let opts = DumpBenchOptions {
+        frame_sizes: args.sizes.clone(),
+        rates,
+        step: Duration::from_secs_f64(args.seconds),
+        batch: args.batch,
+        dir: args.dir.clone(),
+        baseline: !args.no_baseline,
+        abort,
+    };
+    let json = args.json;
+    if !json {
+        println!(
+            "Capture to a file with zero loss, netray dump -w beside tcpdump -w, {} s per step, UDP/IPv4 frames from an \
+             in-kernel generator (BPF_PROG_TEST_RUN live frames, <= {} per call) into a veth",
+            args.seconds, args.batch
+        );
+        println!(
+            "  {:>5}  {:<7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
+            "bytes", "tool", "offered", "achieved", "generated", "arrived", "captured", "reported", "missing", "loss", "file MB"
+        );
+    }
+    let report = capture::run(&opts, &mut |s| {
+        if json {
+            return;
+        }
+        let captured = if s.tool == capture::Tool::None { "-".to_string() } else { s.captured.to_string() };
+        println!(
+            "  {:>5}  {:<7}  {:>9}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6.2}%  {:>8.1}{}",
+            s.frame_len,
+            s.tool.name(),
+            s.offered_pps,
+            s.achieved_pps,
+            s.generated,
+            s.arrived,
+            captured,
+            s.reported_lost,
+            s.missing,
+            s.missing_pct,
+            s.file_bytes as f64 / 1e6,
+            if s.generator_limited { "  (generator below the offered rate)" } else { "" }
+        );
+    })?;
+    if json {
+        json_line(&serde_json::to_value(&report)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("  (arrived: reached the host end's XDP hook; captured: in the file (baseline: none); reported: what the tool");
+    println!("   says it dropped; missing: generated - captured (baseline: generated - delivered past the taps))");
+    println!("Highest offered rate with zero loss ({}):", report.tcpdump_version);
+    println!("  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}", "bytes", "no capture", "netray", "tcpdump", "netray/tcpdump");
+    let pps = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+    for b in &report.best {
+        println!(
+            "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}{}",
+            b.frame_len,
+            pps(b.baseline_pps),
+            pps(b.netray_pps),
+            pps(b.tcpdump_pps),
+            b.ratio.map_or("-".to_string(), |r| format!("{r:.1}x")),
+            if b.netray_at_generator_limit { "  (netray: no loss at the highest rate measured, a lower bound)" } else { "" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

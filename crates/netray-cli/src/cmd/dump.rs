@@ -14,10 +14,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use netray_capture::{
-    offline, reader::Readers, Capture, CaptureSpec, Output, Packet, Point, PointStats,
-};
-use netray_core::{time::MonotonicClock, AttachMode, Hook};
+use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Packet, Point, PointStats};
+use netray_core::{AttachMode, Hook};
 
 use super::{firewall::parse_mode, Context};
 
@@ -103,7 +101,7 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     }
     let pin = ctx.pin()?;
     let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode: args.mode };
-    let capture = Arc::new(Capture::start(&pin, &spec)?);
+    let capture = Capture::start(&pin, &spec)?;
     for note in &capture.notes {
         eprintln!("netray: {note}");
     }
@@ -128,51 +126,25 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         output.declare(iface);
     }
     let output = Arc::new(Mutex::new(output));
-    let clock = MonotonicClock::new();
-    let on_record = {
-        let output = Arc::clone(&output);
-        let capture = Arc::clone(&capture);
-        let stop = Arc::clone(&stop);
-        Arc::new(move |rec: &netray_ebpf::abi::nr_capture_record, data: &[u8]| {
-            let Some(iface) = capture.interface_of(rec.hook, rec.point) else { return };
-            let pkt = Packet {
-                iface,
-                ts: clock.to_system(rec.ts_ns),
-                wire_len: rec.wire_len,
-                data,
-                verdict: (iface.point == Point::Exit).then_some(rec.verdict),
-            };
-            let Ok(mut out) = output.lock() else { return };
-            if !out.write(&pkt) {
-                stop.store(true, Ordering::SeqCst);
-            }
-        })
-    };
-    let readers = Readers::spawn(capture.rings()?, on_record)?;
-    while !stop.load(Ordering::SeqCst) {
+    let sink = Arc::clone(&output);
+    let live = LiveCapture::start(
+        capture,
+        Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
+    )?;
+    while !stop.load(Ordering::SeqCst) && !live.done() {
         std::thread::sleep(Duration::from_millis(50));
         if let Ok(mut out) = output.lock() {
             out.flush();
-            if out.done() {
-                break;
-            }
         }
     }
-
     // Take the programs down first, then drain what they wrote.
-    let stats = capture.stats();
-    let capture = Arc::into_inner(capture);
-    let stop_result = match capture {
-        Some(c) => c.stop(),
-        None => Ok(Vec::new()),
-    };
-    readers.finish();
-    let stats = stats?;
+    let stopped = live.stop();
     let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
     let written = out.written();
     let finished = out.finish();
-    print_summary(written, &stats, args.json)?;
-    for note in stop_result? {
+    let stopped = stopped?;
+    print_summary(written, &stopped.stats, args.json)?;
+    for note in stopped.notes {
         eprintln!("netray: {note}");
     }
     finished.context("writing the capture")?;
