@@ -62,6 +62,51 @@ fn packet_stream_delivers_lab_pings_and_forgets_gone_clients() {
 }
 
 #[test]
+fn filtered_packet_stream_runs_the_filter_in_the_kernel() {
+    let env = Env::new("dflt");
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let path = format!("/v1/events/packets?interface={iface}&filter=udp%20dst%20port%204000");
+    let mut s = c.sse(&path);
+    let (ev, data) = s.next().expect("ready event");
+    assert_eq!(ev, "ready", "{data}");
+    assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["filter"], "udp dst port 4000");
+    // A second client with the same filter shares the capture; another filter is refused.
+    let mut s2 = c.sse(&path);
+    assert_eq!(s2.next().unwrap().0, "ready");
+    let e = c.get(&format!("/v1/events/packets?interface={iface}&filter=icmp")).error(409);
+    assert!(e.contains("another filter"), "{e}");
+
+    env.lab.udp_send(Family::V4, 4001, 10, 5).unwrap();
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 2);
+    env.lab.udp_send(Family::V4, 4000, 10, 3).unwrap();
+    for stream in [&mut s, &mut s2] {
+        for _ in 0..3 {
+            let (ev, data) = stream.next().expect("packet events");
+            assert_eq!(ev, "packet", "{data}");
+            let p: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(p["dport"], 4000, "only what the filter accepts arrives: {p}");
+            assert_eq!(p["ifname"], iface.as_str());
+            assert_eq!(p["wire_len"], 14 + 20 + 8 + 10);
+        }
+    }
+    let st = c.get("/v1/stats").json();
+    let streams = st["events"]["packet_streams"].as_array().unwrap().clone();
+    assert!(streams.iter().any(|h| h["source"] == format!("{iface} filter=udp dst port 4000")), "{st}");
+
+    // Both clients gone: the capture is taken down and nothing is left in front of XDP.
+    drop(s);
+    drop(s2);
+    let gone = wait_for(Duration::from_secs(10), || {
+        let st = c.get("/v1/stats").json();
+        st["events"]["packet_streams"].as_array().unwrap().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "the filtered stream was not stopped: {}", c.get("/v1/stats").text);
+    let other = c.sse(&format!("/v1/events/packets?interface={iface}&filter=icmp")).next().unwrap();
+    assert_eq!(other.0, "ready", "another filter works once the first is gone");
+}
+
+#[test]
 fn slow_client_loses_events_counted_and_reported_without_stalling() {
     let cfg = Config { sse_queue: Some(2), ..Config::default() };
     let env = Env::with_config("dslow", cfg);

@@ -121,6 +121,10 @@ impl Hub {
 pub struct Hubs {
     queue: usize,
     packets: Mutex<HashMap<String, Arc<Hub>>>,
+    /// Packet streams with a pcap-filter expression, by interface: a capture
+    /// at XDP with the filter run in the kernel. One filter per interface at
+    /// a time (one capture program can sit in front of XDP).
+    filtered: Mutex<HashMap<String, (String, Arc<Hub>)>>,
     exec: Mutex<Option<Arc<Hub>>>,
     pub dropped_total: AtomicU64,
 }
@@ -138,13 +142,21 @@ pub struct EventStats {
 
 impl Hubs {
     pub fn new(queue: usize) -> Hubs {
-        Hubs { queue, packets: Mutex::default(), exec: Mutex::default(), dropped_total: AtomicU64::new(0) }
+        Hubs {
+            queue,
+            packets: Mutex::default(),
+            filtered: Mutex::default(),
+            exec: Mutex::default(),
+            dropped_total: AtomicU64::new(0),
+        }
     }
 
     pub fn stats(&self) -> EventStats {
         let packet_streams: Vec<HubStats> = {
             let m = self.packets.lock().unwrap_or_else(|e| e.into_inner());
             let mut v: Vec<HubStats> = m.iter().map(|(k, h)| h.stats(k)).collect();
+            let f = self.filtered.lock().unwrap_or_else(|e| e.into_inner());
+            v.extend(f.iter().map(|(k, (filter, h))| h.stats(&format!("{k} filter={filter}"))));
             v.sort_by(|a, b| a.source.cmp(&b.source));
             v
         };
@@ -198,6 +210,49 @@ impl Hubs {
         }
     }
 
+    /// Joins (or starts) the filtered capture of `ifname`; a different filter
+    /// already running there is a conflict.
+    fn subscribe_filtered(
+        d: &Arc<Daemon>,
+        ifname: &str,
+        filter: &str,
+    ) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
+        let hubs = &d.hubs;
+        let mut map = hubs.filtered.lock().unwrap_or_else(|e| e.into_inner());
+        let (sub, rx, dropped) = hubs.new_sub(ExecFilter::default());
+        if let Some((running, hub)) = map.get(ifname) {
+            if running != filter {
+                return Err(ApiError::conflict(format!(
+                    "a packet stream with another filter ('{running}') is open on {ifname}"
+                ))
+                .hint("one in-kernel filter per interface at a time: use the same filter=, or none"));
+            }
+            hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
+            return Ok((rx, dropped));
+        }
+        let hub = Arc::new(Hub::default());
+        hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<(), netray_core::Error>>(1);
+        let (d2, hub2, name, expr) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string(), filter.to_string());
+        std::thread::Builder::new()
+            .name(format!("sse-f-{ifname}"))
+            .spawn(move || filtered_reader(d2, hub2, name, expr, ready_tx))
+            .map_err(|e| ApiError::internal(format!("starting the capture thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {
+                map.insert(ifname.to_string(), (filter.to_string(), hub));
+                Ok((rx, dropped))
+            }
+            Ok(Err(e)) => Err(match e {
+                netray_core::Error::Refused(m) if m.contains("another netray dump") => {
+                    ApiError::conflict(m).hint("a `netray dump` holds the interface's XDP capture slot: stop it first")
+                }
+                e => ApiError::from_core(e),
+            }),
+            Err(_) => Err(ApiError::internal("the capture thread ended before starting")),
+        }
+    }
+
     fn subscribe_exec(d: &Arc<Daemon>, filter: ExecFilter) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
         let hubs = &d.hubs;
         let mut slot = hubs.exec.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,6 +282,9 @@ impl Hubs {
     /// Stops every source (daemon shutdown).
     pub fn stop_all(&self) {
         for h in self.packets.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            h.stop.store(true, Ordering::Relaxed);
+        }
+        for (_, h) in self.filtered.lock().unwrap_or_else(|e| e.into_inner()).values() {
             h.stop.store(true, Ordering::Relaxed);
         }
         if let Some(h) = self.exec.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -293,6 +351,71 @@ fn packet_reader(
     }
     // Leaves the dispatcher attached if the firewall (or anything) uses it.
     let _ = session.stop();
+}
+
+/// Longest filter= accepted.
+const MAX_FILTER_LEN: usize = 4096;
+
+/// Bytes of each packet a filtered stream copies: enough for the headers its
+/// events describe.
+const FILTERED_SNAPLEN: u32 = 256;
+
+/// A capture at the XDP entry point with the client's filter in the kernel;
+/// each packet becomes an event shaped like `netray dump --json`'s.
+fn filtered_reader(
+    d: Arc<Daemon>,
+    hub: Arc<Hub>,
+    ifname: String,
+    filter: String,
+    ready: std_mpsc::SyncSender<Result<(), netray_core::Error>>,
+) {
+    let spec = netray_capture::CaptureSpec {
+        iface: ifname.clone(),
+        hooks: vec![netray_core::Hook::Xdp],
+        points: vec![netray_capture::Point::Entry],
+        snaplen: FILTERED_SNAPLEN,
+        filter,
+        ring_bytes: 4 << 20,
+        mode: netray_core::AttachMode::Auto,
+    };
+    let started = netray_capture::Capture::start(&d.pin, &spec).and_then(|capture| {
+        let (hub, d) = (Arc::clone(&hub), Arc::clone(&d));
+        netray_capture::LiveCapture::start(
+            capture,
+            Arc::new(move |pkt: &netray_capture::Packet| {
+                let mut ev = netray_capture::line::to_json(pkt);
+                ev["type"] = "packet".into();
+                hub.broadcast(&Msg::Event(ev.to_string().into()), &d.hubs.dropped_total, |_| true);
+                true
+            }),
+        )
+    });
+    let live = match started {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(stats) = live.capture().stats() {
+            hub.kernel_lost.store(stats.iter().map(|s| s.lost).sum(), Ordering::Relaxed);
+        }
+        let mut map = d.hubs.filtered.lock().unwrap_or_else(|e| e.into_inner());
+        if should_stop(&hub, || {
+            if map.get(&ifname).is_some_and(|(_, h)| Arc::ptr_eq(h, &hub)) {
+                map.remove(&ifname);
+            }
+        }) {
+            break;
+        }
+    }
+    // Puts back the program that was in front of (the dispatcher, or another).
+    let _ = live.stop();
 }
 
 fn exec_matches(f: &ExecFilter, ev: &netray_exec::ExecEvent) -> bool {
@@ -390,20 +513,28 @@ pub async fn packets(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<Strin
         return Err(ApiError::bad_request("missing query parameter 'interface'")
             .hint("GET /v1/events/packets?interface=eth1"));
     };
-    if q.contains_key("filter") {
-        return Err(ApiError::not_implemented("filter= (pcap-filter expressions) is not yet supported")
-            .hint("omit filter= and filter the JSON events on the client side"));
+    let filter = q.get("filter").map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
+    if let Some(f) = &filter {
+        if f.len() > MAX_FILTER_LEN {
+            return Err(ApiError::bad_request(format!("filter= is longer than {MAX_FILTER_LEN} bytes")));
+        }
+        netray_pcapfilter::compile(f, FILTERED_SNAPLEN)
+            .map_err(|e| ApiError::bad_request(format!("filter '{f}': {e}")).hint("pcap-filter syntax, e.g. filter=tcp%20port%2080"))?;
     }
     if netray_core::Interface::resolve(&ifname).is_err() {
         return Err(ApiError::not_found(format!("no interface named '{ifname}'"))
             .hint("GET /v1/interfaces lists the interfaces netray is attached to"));
     }
     let d2 = Arc::clone(&d);
-    let name = ifname.clone();
-    let (rx, dropped) = tokio::task::spawn_blocking(move || Hubs::subscribe_packets(&d2, &name))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(sse("packet", serde_json::json!({"stream": "packets", "interface": ifname, "queue": d.sse_queue}), rx, dropped))
+    let (name, expr) = (ifname.clone(), filter.clone());
+    let (rx, dropped) = tokio::task::spawn_blocking(move || match expr {
+        Some(f) => Hubs::subscribe_filtered(&d2, &name, &f),
+        None => Hubs::subscribe_packets(&d2, &name),
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let ready = serde_json::json!({"stream": "packets", "interface": ifname, "filter": filter, "queue": d.sse_queue});
+    Ok(sse("packet", ready, rx, dropped))
 }
 
 pub async fn exec(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {

@@ -104,14 +104,20 @@ to make a change conditional (412 if someone changed something meanwhile). Error
         },
         "/v1/events/packets": {
           "get": {"summary": "Server-Sent Events: one `packet` event per packet seen on an interface", "operationId": "packetEvents",
-            "description": "Events: `ready` (first), `packet` (the monitor's JSON event), `dropped` ({dropped, dropped_total}: \
-events this client lost because it read too slowly), `error` (the stream ends).",
+            "description": "Events: `ready` (first), `packet`, `dropped` ({dropped, dropped_total}: events this client \
+lost because it read too slowly), `error` (the stream ends). Without filter= a `packet` is the monitor's JSON event \
+(`netray monitor --json`). With filter= the expression runs in the kernel, in a capture program put in front of the \
+interface's XDP program, and a `packet` is shaped like `netray dump --json` (ts, ifname, hook, point, wire_len, \
+cap_len, summary, src, dst, sport, dport, proto). One filter per interface at a time: clients with the same filter \
+share the capture, another filter is a 409.",
             "parameters": [
               {"name": "interface", "in": "query", "required": true, "schema": {"type": "string"}},
-              {"name": "filter", "in": "query", "schema": {"type": "string"}, "description": "pcap-filter expression: not yet supported (501)"}],
-            "responses": {"200": sse("The event stream"), "400": err("Missing or unknown parameter"),
-              "404": err("Unknown interface"), "409": err("Another monitor reads the interface"),
-              "501": err("filter= is not yet supported")}}
+              {"name": "filter", "in": "query", "schema": {"type": "string", "maxLength": 4096},
+               "description": "pcap-filter expression (man 7 pcap-filter), e.g. `tcp port 80 or icmp`"}],
+            "responses": {"200": sse("The event stream"),
+              "400": err("Missing or unknown parameter, or a filter libpcap cannot compile (its message is in `error`)"),
+              "404": err("Unknown interface"),
+              "409": err("Another monitor reads the interface, or a stream with another filter (or a `netray dump`) captures there")}}
         },
         "/v1/events/exec": {
           "get": {"summary": "Server-Sent Events: one `exec` event per process exec", "operationId": "execEvents",
