@@ -20,21 +20,29 @@ use netray_core::{AttachMode, Hook};
 use super::{firewall::parse_mode, Context};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  netray dump -i eth1\n  netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
-    netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
-    netray dump -i eth1 --point both -c 100 -w fw.pcapng     (what arrived, and the firewall's verdict on it)\n  \
-    netray dump -i eth1 --hook tc-egress -c 10\n  netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\n\
-    The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run inside the\n\
-    kernel: packets it rejects are never copied to userspace.\n\n\
-    Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress, tc-egress (sent).\n\
-    Points: entry (before any program on the hook decides), exit (after netray's program decided: each record\n\
-    carries the verdict, as the pcapng epb_verdict option and a comment). The exit point needs netray's own\n\
-    program on the interface (attached for the capture if absent). A program netray did not load stays attached:\n\
-    the capture goes in front of it and reaches it by tail call, and it is put back exactly when dump exits\n\
-    (also on Ctrl-C, SIGTERM, or at the next dump if netray was killed).\n\n\
-    Output: without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w, pcapng\n\
-    with one interface per (interface, hook, point) and nanosecond timestamps. At the end, like tcpdump:\n\
-    packets captured, received by filter, and dropped by kernel (ring buffer full) — losses are never silent.")]
+#[command(after_help = "Examples:
+  netray dump -i eth1
+  netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp
+  netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -
+  netray dump -i eth1 --point both -c 100 -w fw.pcapng
+  netray dump -i eth1 --hook tc-egress -c 10
+  netray dump -r capture.pcapng -w https.pcapng tcp port 443
+
+The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run inside the kernel: \
+packets it rejects are never copied to userspace.
+
+Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress, tc-egress (sent). \
+Points: entry (before any program on the hook decides), exit (after netray's program decided; each record carries \
+the verdict, as the pcapng epb_verdict option and a comment). The exit point needs netray's own program on the \
+interface (attached for the capture if absent).
+
+A program netray did not load stays attached: the capture goes in front of it, reaches it by tail call, and puts it \
+back exactly when dump exits (also on Ctrl-C and SIGTERM; after kill -9, traffic keeps flowing through it and the \
+next dump on the interface puts it back).
+
+Without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w, pcapng with one \
+interface per (interface, hook, point) and nanosecond timestamps. At the end, like tcpdump: packets captured, \
+received by filter, matched, and dropped by kernel (ring buffer full): losses are never silent. See docs/dump.md.")]
 pub struct DumpArgs {
     /// Interface to capture on.
     #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "read")]
@@ -53,11 +61,11 @@ pub struct DumpArgs {
     #[arg(short = 's', long = "snapshot-length", value_name = "SNAPLEN", default_value_t = CaptureSpec::DEFAULT_SNAPLEN)]
     snaplen: u32,
     /// Where to capture: xdp, tc-ingress, tc-egress (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',', value_parser = parse_hook)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_hook, default_value = "xdp")]
     hook: Vec<Hook>,
     /// entry, exit or both.
-    #[arg(long, value_enum)]
-    point: Option<PointArg>,
+    #[arg(long, value_enum, default_value = "entry")]
+    point: PointArg,
     /// Ring buffer size per CPU and hook, in KiB (rounded up to a power of two).
     #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = CaptureSpec::DEFAULT_RING_BYTES / 1024)]
     buffer_kib: u32,
@@ -87,12 +95,13 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         return read_file(path, &filter, snaplen, &mut output, args.json);
     }
     let iface = args.iface.clone().unwrap_or_default();
-    let points = match args.point.unwrap_or(PointArg::Entry) {
+    let points = match args.point {
         PointArg::Entry => vec![Point::Entry],
         PointArg::Exit => vec![Point::Exit],
         PointArg::Both => vec![Point::Entry, Point::Exit],
     };
-    let hooks = if args.hook.is_empty() { vec![Hook::Xdp] } else { args.hook.clone() };
+    let mut hooks = args.hook.clone();
+    hooks.dedup();
     let ring_bytes = ring_size(args.buffer_kib)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,8 +110,8 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     }
     let pin = ctx.pin()?;
     let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode: args.mode };
-    let capture = Capture::start(&pin, &spec)?;
-    for note in &capture.notes {
+    let mut capture = Capture::start(&pin, &spec)?;
+    for note in capture.notes.drain(..) {
         eprintln!("netray: {note}");
     }
     let hooks: Vec<&str> = spec.hooks.iter().map(|h| h.name()).collect();
