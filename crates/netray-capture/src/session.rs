@@ -396,11 +396,13 @@ impl Drop for Capture {
 fn fexit_note(probe_target: std::os::fd::BorrowedFd<'_>, original_id: u32) -> String {
     match netray_core::probe::fexit_on_prog(probe_target) {
         Err(errno) => format!(
-            "this kernel refuses fexit on XDP programs ({}): capturing by chaining in front of XDP program id              {original_id}, which keeps deciding",
+            "this kernel refuses fexit on XDP programs ({}): capturing by chaining in front of XDP program id \
+             {original_id}, which keeps deciding",
             std::io::Error::from_raw_os_error(errno)
         ),
         Ok(()) => format!(
-            "this kernel allows fexit on XDP programs, but netray captures by chaining only: in front of XDP              program id {original_id}, which keeps deciding"
+            "this kernel allows fexit on XDP programs, but netray captures by chaining only: in front of XDP \
+             program id {original_id}, which keeps deciding"
         ),
     }
 }

@@ -22,7 +22,8 @@ use crate::output::table_indented;
 #[command(after_help = "Example:\n  netray demo\n\n\
     Creates a lab (a network namespace joined to this one by a veth pair), attaches the firewall to the lab's\n\
     interface, sends ICMP, UDP and TCP over IPv4 and IPv6 from the namespace while the monitor prints what XDP\n\
-    sees, adds and removes deny rules and checks that traffic stops and resumes. Uses a private pin directory;\n\
+    sees, adds and removes deny rules and checks that traffic stops and resumes, and captures packets with their\n\
+    firewall verdicts into pcapng (netray dump --point both). Uses a private pin directory;\n\
     nothing outside the lab is touched, and everything is removed at the end.")]
 pub struct DemoArgs {
     /// Monitor lines to print per traffic round.
@@ -82,9 +83,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     fw.delete(&[peer4.clone(), peer6])?;
     let udp7 = Rule::parse(&lab.peer_v4().to_string(), Some("udp"), Some(7), None)?;
     fw.add(&[udp7.clone()])?;
-    let (report, _) = traffic_round(&lab, &mut monitor, 0)?;
+    let file = std::env::temp_dir().join(format!("netray-demo-{}.pcapng", std::process::id()));
+    step(&format!("netray dump -i {iface} --point both -w {} udp port 7   (during the same traffic)", file.display()));
+    let (report, capture) = capture_round(&pin.0, &lab, &mut monitor, &file)?;
     print_report(&report);
     ensure!(report.answered(Proto::Udp, Family::V4) == 0, "UDP port 7 over IPv4 should be dropped");
+    println!(
+        "    {} packets written: {} at the entry point, {} at the exit point ({} XDP_DROP, {} XDP_PASS), {} lost",
+        capture.written, capture.entry, capture.exit_drop + capture.exit_pass, capture.exit_drop, capture.exit_pass, capture.lost
+    );
+    ensure!(
+        capture.exit_drop == report.sent(Proto::Udp, Family::V4)
+            && capture.exit_pass == report.sent(Proto::Udp, Family::V6)
+            && capture.entry == capture.exit_drop + capture.exit_pass
+            && capture.lost == 0,
+        "the capture should see every UDP/7 packet at entry, and the firewall's verdict on each at exit"
+    );
+    show_tcpdump(&file, 4);
+    let _ = std::fs::remove_file(&file);
     ensure!(
         report.answered(Proto::Udp, Family::V6) == report.sent(Proto::Udp, Family::V6)
             && report.answered(Proto::Icmp, Family::Both) == report.sent(Proto::Icmp, Family::Both)
@@ -154,6 +170,80 @@ fn traffic_round(lab: &Lab, monitor: &mut MonitorSession, lines: usize) -> anyho
         println!("    ... {} more", events.len() - lines);
     }
     Ok((report, events))
+}
+
+/// What the demo's capture saw.
+#[derive(Default)]
+struct CaptureCounts {
+    written: u64,
+    entry: u64,
+    exit_drop: u64,
+    exit_pass: u64,
+    lost: u64,
+}
+
+/// One traffic round with `netray dump --point both udp port 7` writing to `file`.
+fn capture_round(
+    pin: &PinDir,
+    lab: &Lab,
+    monitor: &mut MonitorSession,
+    file: &std::path::Path,
+) -> anyhow::Result<(TrafficReport, CaptureCounts)> {
+    use std::sync::{Arc, Mutex};
+
+    use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Packet, Point};
+
+    let spec = CaptureSpec {
+        iface: lab.host_if().to_string(),
+        hooks: vec![netray_core::Hook::Xdp],
+        points: vec![Point::Entry, Point::Exit],
+        snaplen: CaptureSpec::DEFAULT_SNAPLEN,
+        filter: "udp port 7".into(),
+        ring_bytes: 4 << 20,
+        mode: AttachMode::Auto,
+    };
+    let capture = Capture::start(pin, &spec)?;
+    let out = std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    let mut output = Output::pcapng(Box::new(std::io::BufWriter::new(out)), None)?;
+    for iface in capture.interfaces() {
+        output.declare(iface);
+    }
+    let state = Arc::new(Mutex::new((output, CaptureCounts::default())));
+    let sink = Arc::clone(&state);
+    let live = LiveCapture::start(
+        capture,
+        Arc::new(move |pkt: &Packet| {
+            let Ok(mut st) = sink.lock() else { return false };
+            let (output, counts) = &mut *st;
+            match pkt.verdict {
+                None => counts.entry += 1,
+                Some(1) => counts.exit_drop += 1,
+                Some(_) => counts.exit_pass += 1,
+            }
+            output.write(pkt)
+        }),
+    )?;
+    let (report, _) = traffic_round(lab, monitor, 0)?;
+    let stopped = live.stop()?;
+    let mut st = state.lock().map_err(|_| anyhow::anyhow!("capture state poisoned"))?;
+    let (output, counts) = &mut *st;
+    output.finish()?;
+    counts.written = output.written();
+    counts.lost = stopped.stats.iter().map(|s| s.lost).sum();
+    Ok((report, std::mem::take(counts)))
+}
+
+/// The first lines `tcpdump -r` prints for the file: the capture is a file tcpdump reads.
+fn show_tcpdump(file: &std::path::Path, lines: usize) {
+    match std::process::Command::new("tcpdump").arg("-nn").arg("-r").arg(file).output() {
+        Ok(out) if out.status.success() => {
+            println!("    $ tcpdump -nn -r {}", file.display());
+            for l in String::from_utf8_lossy(&out.stdout).lines().take(lines) {
+                println!("    {l}");
+            }
+        }
+        _ => println!("    (tcpdump is not installed: skipping the read-back)"),
+    }
 }
 
 fn print_report(r: &TrafficReport) {
