@@ -5,7 +5,7 @@
 //! handlers call it through `spawn_blocking`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::{
         atomic::AtomicU64,
@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use netray_core::{dispatcher::FwCapacity, AttachMode, Dispatcher, DispatcherStatus, Interface, PinDir};
+use netray_core::{dispatcher::FwCapacity, AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
 use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
 use serde::Serialize;
 
@@ -185,17 +185,39 @@ impl Daemon {
         self.fw.list()
     }
 
-    /// Reads the pinned rules (the source of truth) and, if they changed
-    /// since last seen (e.g. through the CLI), bumps the revision.
+    /// The interfaces the firewall is attached to now, whoever attached it.
+    fn attached_now(&self) -> netray_core::Result<BTreeSet<String>> {
+        let _lock = self.pin.lock()?;
+        let mut out = BTreeSet::new();
+        for d in Dispatcher::list(&self.pin)? {
+            if d.active_features()? & Feature::Firewall.bit() != 0 {
+                out.insert(d.interface().name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the pinned rules (the source of truth) and where the firewall is
+    /// attached; if either changed since last seen (e.g. through the CLI),
+    /// bumps the revision.
     fn sync(&self, st: &mut State) -> ApiResult<Vec<RuleStatus>> {
         let list = self.pinned_rules()?;
         let now = stored(&list);
-        if now != st.rules {
+        let attached = self.attached_now()?;
+        if now != st.rules || attached != st.attached {
             st.rules = now;
+            st.attached = attached;
             st.revision += 1;
             self.save(st)?;
         }
         Ok(list)
+    }
+
+    /// Records where the firewall is attached after a change the daemon made
+    /// itself (which has bumped the revision already).
+    fn note_attached(&self, st: &mut State) -> ApiResult<()> {
+        st.attached = self.attached_now()?;
+        Ok(())
     }
 
     /// Applies the config and the state file to the kernel: only what is
@@ -261,6 +283,11 @@ impl Daemon {
             st.rules = now;
             st.revision += 1;
         }
+        let attached = self.attached_now()?;
+        if attached != st.attached {
+            st.attached = attached;
+            st.revision += 1;
+        }
         self.store.save(&st)?;
         *self.reconcile.lock().unwrap_or_else(|e| e.into_inner()) = report.clone();
         Ok(report)
@@ -324,7 +351,8 @@ impl Daemon {
     // ---- interfaces ----
 
     pub fn interfaces(&self) -> ApiResult<(u64, Vec<InterfaceView>)> {
-        let st = self.lock();
+        let mut st = self.lock();
+        self.sync(&mut st)?;
         let attached: Vec<DispatcherStatus> = {
             let _lock = self.pin.lock()?;
             Dispatcher::list(&self.pin)?.iter().map(Dispatcher::status).collect::<netray_core::Result<_>>()?
@@ -374,6 +402,9 @@ impl Daemon {
         spec.validate().map_err(|e| ApiError::unprocessable(e).hint("mode is auto, native or generic"))?;
         {
             let mut st = self.lock();
+            if if_match.is_some() {
+                self.sync(&mut st)?;
+            }
             check_if_match(if_match, st.revision)?;
             if Interface::resolve(&spec.name).is_err() {
                 return Err(ApiError::unprocessable(format!("no interface named '{}'", spec.name))
@@ -384,6 +415,7 @@ impl Daemon {
             if changed || attached_now {
                 st.interfaces.insert(spec.name.clone(), spec.mode.clone());
                 st.revision += 1;
+                self.note_attached(&mut st)?;
                 self.save(&st)?;
             }
             self.flows.start(&spec.name, &spec.mode);
@@ -395,6 +427,9 @@ impl Daemon {
 
     pub fn detach(&self, if_match: Option<&str>, name: &str) -> ApiResult<u64> {
         let mut st = self.lock();
+        if if_match.is_some() {
+            self.sync(&mut st)?;
+        }
         check_if_match(if_match, st.revision)?;
         let desired = st.interfaces.contains_key(name);
         let exists = Interface::resolve(name).is_ok();
@@ -416,6 +451,7 @@ impl Daemon {
         }
         st.interfaces.remove(name);
         st.revision += 1;
+        self.note_attached(&mut st)?;
         self.save(&st)?;
         Ok(st.revision)
     }

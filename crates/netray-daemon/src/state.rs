@@ -37,11 +37,15 @@ pub struct State {
     pub interfaces: BTreeMap<String, String>,
     /// The pinned rules as last seen; restored if the pins are gone (reboot).
     pub rules: Vec<StoredRule>,
+    /// Interfaces the firewall was seen attached to (by the daemon or the
+    /// CLI): a change seen here bumps the revision too.
+    #[serde(default)]
+    pub attached: std::collections::BTreeSet<String>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new() }
+        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), attached: Default::default() }
     }
 }
 

@@ -89,3 +89,32 @@ fn racing_clients_with_the_same_if_match_one_wins() {
     }
     assert_eq!(c.get("/v1/rules").json()["rules"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn interface_changes_made_with_the_cli_bump_the_revision() {
+    let env = Env::new("dcifc");
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let rev0 = c.get("/v1/interfaces").revision();
+
+    // `netray firewall attach` (the firewall API the CLI calls), behind the daemon's back.
+    env.pins.firewall().attach(&iface, netray_core::AttachMode::Auto).unwrap();
+    let r = c.get("/v1/interfaces");
+    let rev1 = r.revision();
+    assert_eq!(rev1, rev0 + 1, "seen once: {}", r.text);
+    assert_eq!(c.get("/v1/interfaces").revision(), rev1, "and only once");
+    let listed = r.json()["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == iface.as_str() && i["firewall"] == true);
+    assert!(listed, "{}", r.text);
+
+    // A change based on the revision from before the CLI's change is refused.
+    let e = c
+        .request("POST", "/v1/rules", Some(TOKEN), Some(&rev0.to_string()), Some(r#"{"cidr": "192.0.2.0/24"}"#))
+        .error(412);
+    assert!(e.contains("revision conflict"), "{e}");
+
+    // `netray firewall detach`: bumps again; the API agrees it is gone.
+    env.pins.firewall().detach(&iface).unwrap();
+    let r = c.get("/v1/interfaces");
+    assert_eq!(r.revision(), rev1 + 1, "{}", r.text);
+    assert!(!r.text.contains(&format!("\"name\":\"{iface}\"")), "{}", r.text);
+}
