@@ -28,6 +28,7 @@
 //! tcpdump, each with a new capture file on a local disk that is deleted after.
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     fs::{self, File},
     io::{BufRead, BufReader, BufWriter},
@@ -42,7 +43,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use netray_capture::{reader::Readers, Capture, CaptureSpec, Output, Packet, Point};
+use netray_capture::{reader::Readers, session::hook_code, Capture, CaptureIf, CaptureSpec, Output, Packet, Point};
 use netray_core::{time::MonotonicClock, AttachMode, Hook, PinDir};
 use netray_lab::Lab;
 use netray_pcapfilter::{
@@ -74,6 +75,8 @@ pub struct DumpBenchOptions {
     pub batch: u32,
     /// Where capture files go (must not be tmpfs).
     pub dir: PathBuf,
+    /// netray's ring buffer per CPU, in bytes (`netray dump -B`).
+    pub ring_bytes: u32,
     /// Measure the receive path without any capture at each rate too.
     pub baseline: bool,
     /// Set (e.g. by SIGINT) to stop between steps; everything is cleaned up.
@@ -84,10 +87,11 @@ impl Default for DumpBenchOptions {
     fn default() -> Self {
         DumpBenchOptions {
             frame_sizes: vec![64, 1500],
-            rates: vec![50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000],
+            rates: vec![50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000],
             step: Duration::from_secs(2),
             batch: 1024,
             dir: PathBuf::from("/var/tmp"),
+            ring_bytes: CaptureSpec::DEFAULT_RING_BYTES,
             baseline: true,
             abort: Arc::new(AtomicBool::new(false)),
         }
@@ -163,8 +167,10 @@ pub struct Best {
     pub tcpdump_pps: Option<u64>,
     /// netray / tcpdump.
     pub ratio: Option<f64>,
-    /// A lower bound only: netray had no loss at the highest rate the generator reached.
-    pub netray_at_generator_limit: bool,
+    /// netray lost nothing at any rate measured: its figure is a lower bound (the
+    /// generator, or the rates asked for, ran out first).
+    pub netray_lower_bound: bool,
+    pub tcpdump_lower_bound: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +181,10 @@ pub struct DumpBenchReport {
     pub batch: u32,
     pub dir: PathBuf,
     pub tcpdump_version: String,
+    /// netray's ring buffer per CPU.
+    pub ring_bytes: u32,
+    /// Where the generator and the captures ran.
+    pub cpus: String,
 }
 
 /// Runs the benchmark; `on_step` sees each step as it completes.
@@ -195,34 +205,56 @@ pub fn run(opts: &DumpBenchOptions, on_step: &mut dyn FnMut(&Step)) -> anyhow::R
     let sink = Sink::attach(&lab)?;
     let generator = Generator::new(&lab)?;
 
-    let mut steps = Vec::new();
+    // The generator, and with it the receive path (the veth's NAPI runs in its softirq),
+    // on one CPU; the capture's readers and writer, tcpdump, and this thread on the others.
+    let cpus = Cpus::split()?;
+
+    let mut steps: Vec<Step> = Vec::new();
     for &frame_len in &opts.frame_sizes {
         let frame = build_frame(&lab, frame_len)?;
+        let mut failures = [0usize; 3];
         for &rate in &opts.rates {
-            let mut limited = false;
-            let tools: &[Tool] =
-                if opts.baseline { &[Tool::None, Tool::Netray, Tool::Tcpdump] } else { &[Tool::Netray, Tool::Tcpdump] };
-            for &tool in tools {
+            let mut tools = Vec::new();
+            if opts.baseline {
+                tools.push(Tool::None);
+            }
+            // A capture tool is measured until its second failing rate.
+            tools.extend([Tool::Netray, Tool::Tcpdump].into_iter().filter(|&t| failures[t as usize] < 2));
+            if tools.iter().all(|&t| t == Tool::None) {
+                break;
+            }
+            let mut generator_limit = false;
+            for tool in tools {
                 if opts.abort.load(Ordering::SeqCst) {
                     bail!("interrupted; the lab, programs, pins and files are removed");
                 }
-                let path = files.path.join(format!("{}-{frame_len}-{rate}.pcap{}", tool.name(), if tool == Tool::Netray { "ng" } else { "" }));
-                let run = Run { lab: &lab, sink: &sink, generator: &generator, frame: &frame, rate, opts };
+                let ext = if tool == Tool::Netray { "pcapng" } else { "pcap" };
+                let path = files.path.join(format!("{}-{frame_len}-{rate}.{ext}", tool.name()));
+                let run = Run { lab: &lab, sink: &sink, generator: &generator, frame: &frame, rate, opts, cpus: &cpus };
                 let step = match tool {
                     Tool::None => run.baseline()?,
                     Tool::Netray => run.netray(pin.dir(), &path)?,
                     Tool::Tcpdump => run.tcpdump(&path)?,
                 };
                 let _ = fs::remove_file(&path);
-                limited |= step.generator_limited;
+                if opts.abort.load(Ordering::SeqCst) {
+                    bail!("interrupted; the lab, programs, pins and files are removed");
+                }
+                if !step.lossless() {
+                    failures[tool as usize] += 1;
+                }
+                // Without a capture, falling short of the rate is the generator's own limit.
+                generator_limit |= tool == Tool::None && step.generator_limited;
                 on_step(&step);
                 steps.push(step);
             }
-            if limited {
+            if generator_limit {
                 break;
             }
         }
     }
+    let cpus_note = cpus.note.clone();
+    drop(cpus);
     drop(generator);
     drop(sink);
     drop(lab);
@@ -234,6 +266,8 @@ pub fn run(opts: &DumpBenchOptions, on_step: &mut dyn FnMut(&Step)) -> anyhow::R
         batch: opts.batch,
         dir: opts.dir.clone(),
         tcpdump_version,
+        ring_bytes: opts.ring_bytes,
+        cpus: cpus_note,
     })
 }
 
@@ -241,20 +275,11 @@ fn summarize(sizes: &[usize], steps: &[Step]) -> Vec<Best> {
     sizes
         .iter()
         .map(|&len| {
-            let best = |tool: Tool| {
-                // The highest rate below which every step was lossless.
-                let mut best = None;
-                for s in steps.iter().filter(|s| s.tool == tool && s.frame_len == len) {
-                    if !s.lossless() {
-                        break;
-                    }
-                    best = Some(s.offered_pps);
-                }
-                best
-            };
+            let of = |tool: Tool| steps.iter().filter(move |s| s.tool == tool && s.frame_len == len);
+            // The highest rate up to which every step was lossless.
+            let best = |tool: Tool| of(tool).take_while(|s| s.lossless()).last().map(|s| s.offered_pps);
+            let never_lost = |tool: Tool| of(tool).next().is_some() && of(tool).all(|s| s.lossless());
             let (netray, tcpdump) = (best(Tool::Netray), best(Tool::Tcpdump));
-            let last_netray = steps.iter().filter(|s| s.tool == Tool::Netray && s.frame_len == len).last();
-            let limited_after = steps.iter().any(|s| s.frame_len == len && s.generator_limited);
             Best {
                 frame_len: len,
                 baseline_pps: best(Tool::None),
@@ -264,12 +289,75 @@ fn summarize(sizes: &[usize], steps: &[Step]) -> Vec<Best> {
                     (Some(n), Some(t)) if t > 0 => Some(n as f64 / t as f64),
                     _ => None,
                 },
-                netray_at_generator_limit: netray.is_some()
-                    && (limited_after || last_netray.is_some_and(|s| s.lossless()))
-                    && last_netray.map(|s| s.offered_pps) >= netray,
+                netray_lower_bound: never_lost(Tool::Netray),
+                tcpdump_lower_bound: never_lost(Tool::Tcpdump),
             }
         })
         .collect()
+}
+
+/// CPU placement: the generator on the first online CPU, everything else on the
+/// others; the calling thread's affinity is restored on drop.
+struct Cpus {
+    generator: Option<libc::cpu_set_t>,
+    saved: libc::cpu_set_t,
+    /// e.g. "generator and receive path on CPU 0, captures on CPUs 1"
+    pub note: String,
+}
+
+impl Cpus {
+    fn split() -> anyhow::Result<Cpus> {
+        // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
+        let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: saved is a valid cpu_set_t of the size given.
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut saved) } != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: CPU_ISSET reads within the set.
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &saved) }).collect();
+        if allowed.len() < 2 {
+            return Ok(Cpus { generator: None, saved, note: "one CPU: generator and captures share it".into() });
+        }
+        // SAFETY: as above; CPU_SET writes within the sets.
+        let (mut gen, mut rest): (libc::cpu_set_t, libc::cpu_set_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        unsafe { libc::CPU_SET(allowed[0], &mut gen) };
+        for &c in &allowed[1..] {
+            unsafe { libc::CPU_SET(c, &mut rest) };
+        }
+        set_affinity(&rest)?;
+        let others: Vec<String> = allowed[1..].iter().map(|c| c.to_string()).collect();
+        Ok(Cpus {
+            generator: Some(gen),
+            saved,
+            note: format!(
+                "generator and receive path on CPU {}, captures (readers, writers, tcpdump) on CPU {}",
+                allowed[0],
+                others.join(",")
+            ),
+        })
+    }
+
+    /// Moves the calling thread (the generator) to its CPU.
+    fn enter_generator(&self) -> anyhow::Result<()> {
+        match &self.generator {
+            Some(set) => set_affinity(set),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Cpus {
+    fn drop(&mut self) {
+        let _ = set_affinity(&self.saved);
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> anyhow::Result<()> {
+    // SAFETY: set is a valid cpu_set_t of the size given; 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One step's context.
@@ -280,13 +368,17 @@ struct Run<'a> {
     frame: &'a [u8],
     rate: u64,
     opts: &'a DumpBenchOptions,
+    cpus: &'a Cpus,
 }
 
 impl Run<'_> {
     fn generate(&self) -> anyhow::Result<Generated> {
         let (frame, rate, batch, dur, abort) = (self.frame, self.rate, self.opts.batch, self.opts.step, &self.opts.abort);
         self.lab
-            .in_netns(|| self.generator.paced(frame, rate, batch, dur, abort))
+            .in_netns(|| {
+                self.cpus.enter_generator()?;
+                self.generator.paced(frame, rate, batch, dur, abort)
+            })
             .context("entering the lab's namespace")?
     }
 
@@ -327,12 +419,12 @@ impl Run<'_> {
             points: vec![Point::Entry],
             snaplen: CaptureSpec::DEFAULT_SNAPLEN,
             filter: String::new(),
-            ring_bytes: CaptureSpec::DEFAULT_RING_BYTES,
+            ring_bytes: self.opts.ring_bytes,
             mode: AttachMode::Auto,
         };
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;
-        let capture = Arc::new(Capture::start(pin, &spec).context("starting netray's capture")?);
+        let capture = Capture::start(pin, &spec).context("starting netray's capture")?;
         for i in capture.interfaces() {
             output.declare(i);
         }
@@ -348,15 +440,14 @@ impl Run<'_> {
         // Let the readers drain the rings: everything the kernel wrote there is in the file.
         let drained = drain(&capture, &output);
         let stats = capture.stats();
-        let stopped = Arc::into_inner(capture).map(Capture::stop);
+        // Programs down first, then the readers' last drain.
+        let stopped = capture.stop();
         readers.finish();
         let gen = gen?;
         settled?;
         drained?;
         let stats = stats?;
-        if let Some(stopped) = stopped {
-            stopped.context("taking netray's capture down")?;
-        }
+        stopped.context("taking netray's capture down")?;
         let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
         out.finish().context("writing the capture file")?;
         let captured = out.written();
@@ -374,11 +465,13 @@ impl Run<'_> {
             Ok(g) => self.sink.settle(&before, g.sent),
             Err(_) => Ok(()),
         };
-        // tcpdump hands a ring block over when it is full or its 1 s timeout expires, and
-        // writes through stdio: wait until the file holds what arrived, or stops growing.
+        // tcpdump gets a ring block when it is full or its 1 s timeout expires (TPACKET_V3),
+        // and writes through stdio; SIGINT drops what it has not been handed yet. So wait
+        // past the block timeout until the file holds what was sent (but for the stdio
+        // buffer), or stops growing.
         if let Ok(g) = &gen {
             let want = 24 + g.sent * (16 + self.frame.len() as u64);
-            wait_file(path, want.saturating_sub(8192));
+            wait_file(path, want.saturating_sub(8192), Duration::from_millis(1100));
         }
         let summary = td.stop()?;
         let gen = gen?;
@@ -394,14 +487,19 @@ impl Run<'_> {
 /// The reading half of `netray dump -w`: each record becomes a [`Packet`] of its
 /// capture interface and is written to `output`.
 ///
-/// The same closure as `netray dump`'s (crates/netray-cli/src/cmd/dump.rs), without
-/// its `-c` limit; it belongs in netray-capture so both can share it.
-pub fn write_records(capture: &Arc<Capture>, output: &Arc<Mutex<Output>>) -> netray_capture::reader::OnRecord {
-    let capture = Arc::clone(capture);
+/// The same as `netray dump`'s closure (crates/netray-cli/src/cmd/dump.rs) without its
+/// `-c` limit, and holding copies of the capture interfaces rather than the `Capture`
+/// itself: a closure that holds an `Arc<Capture>` keeps `Arc::into_inner` from ever
+/// succeeding while the readers run, so `Capture::stop` is never called there.
+pub fn write_records(capture: &Capture, output: &Arc<Mutex<Output>>) -> netray_capture::reader::OnRecord {
+    let interfaces: BTreeMap<(u8, u8), CaptureIf> = capture
+        .interfaces()
+        .filter_map(|i| Some(((hook_code(i.hook?), i.point as u8), i.clone())))
+        .collect();
     let output = Arc::clone(output);
     let clock = MonotonicClock::new();
     Arc::new(move |rec: &netray_ebpf::abi::nr_capture_record, data: &[u8]| {
-        let Some(iface) = capture.interface_of(rec.hook, rec.point) else { return };
+        let Some(iface) = interfaces.get(&(rec.hook, rec.point)) else { return };
         let pkt = Packet {
             iface,
             ts: clock.to_system(rec.ts_ns),
@@ -415,14 +513,15 @@ pub fn write_records(capture: &Arc<Capture>, output: &Arc<Mutex<Output>>) -> net
     })
 }
 
-/// Waits until `path` holds `want` bytes, or has not grown for 1.5 s.
-fn wait_file(path: &Path, want: u64) {
+/// Waits at least `min` and until `path` holds `want` bytes, or has not grown for 1.5 s.
+fn wait_file(path: &Path, want: u64, min: Duration) {
+    let start = Instant::now();
     let size = || fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let (mut last, mut since) = (size(), Instant::now());
     while since.elapsed() < Duration::from_millis(1500) {
         std::thread::sleep(Duration::from_millis(20));
         let now = size();
-        if now >= want {
+        if now >= want && start.elapsed() >= min {
             return;
         }
         if now != last {
@@ -539,6 +638,7 @@ impl Generator {
         let total = (rate as f64 * dur.as_secs_f64()) as u64;
         let start = Instant::now();
         let mut sent = 0u64;
+        let (mut dbg_send, mut dbg_sleep, mut dbg_calls, mut dbg_sleeps, mut dbg_max) = (Duration::ZERO, Duration::ZERO, 0, 0, Duration::ZERO);
         while sent < total && !abort.load(Ordering::Relaxed) {
             let elapsed = start.elapsed();
             if elapsed > dur + Duration::from_secs(2) {
@@ -548,16 +648,21 @@ impl Generator {
             let owed = due.saturating_sub(sent);
             if owed >= chunk || (due == total && owed > 0) {
                 let n = owed.min(u64::from(batch)) as u32;
+                let t = Instant::now();
                 self.send(frame, n)?;
+                dbg_send += t.elapsed(); dbg_calls += 1; dbg_max = dbg_max.max(t.elapsed());
                 sent += u64::from(n);
             } else {
                 // Sleep until the next chunk is due.
                 let next = Duration::from_secs_f64((sent + chunk) as f64 / rate as f64);
                 if let Some(wait) = next.checked_sub(elapsed) {
+                    let t = Instant::now();
                     std::thread::sleep(wait.min(Duration::from_millis(2)));
+                    dbg_sleep += t.elapsed(); dbg_sleeps += 1;
                 }
             }
         }
+        eprintln!("DBG sent {sent} in {:?}: send {:?} in {dbg_calls} calls (max {:?}), sleep {:?} in {dbg_sleeps}", start.elapsed(), dbg_send, dbg_max, dbg_sleep);
         // The rate achieved: the frames sent over the time it took (the step's length at best).
         let elapsed = start.elapsed().max(dur.mul_f64(sent as f64 / total.max(1) as f64));
         Ok(Generated { sent, elapsed })

@@ -462,3 +462,21 @@ fn bad_filters_and_arguments_are_clear_errors() {
     assert!(err.contains("/nonexistent/file.pcap"), "{err}");
     assert_eq!(attached_id(&env), 0, "nothing left attached");
 }
+
+#[test]
+fn tc_egress_exit_records_carry_the_out_rules_verdict() {
+    let env = Env::new("dtcx");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &format!("{}/32", env.lab.peer_v4()), "--dir", "out", "--proto", "icmp"]);
+    let mut dump = Dump::start(&env, &["--hook", "tc-egress", "--point", "both", "-c", "4", "icmp"]);
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0, "the replies are dropped at egress");
+    let out = dump.stdout();
+    dump.wait();
+    let reply = format!("IP {} > {}: ICMP echo reply", env.lab.host_v4(), env.lab.peer_v4());
+    let entry = out.lines().filter(|l| l.contains("tc-egress-entry Out") && l.contains(&reply)).count();
+    let shot = out.lines().filter(|l| l.contains("tc-egress-exit Out") && l.contains(&reply) && l.ends_with("[TC_ACT_SHOT]")).count();
+    assert_eq!((entry, shot), (2, 2), "{out}");
+    // Taken down: TC egress runs the firewall alone again.
+    let status = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
+}

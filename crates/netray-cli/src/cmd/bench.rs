@@ -53,22 +53,28 @@ enum BenchWhat {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  netray bench dump\n  netray bench dump --sizes 64 --rates 100000,400000,1000000 --seconds 3\n  \
+#[command(after_help = "Examples:\n  netray bench dump\n  \
+    netray bench dump --sizes 64 --rates 100000,400000,1000000 --seconds 3\n  \
     netray bench dump --json --dir /srv/scratch\n\n\
-    In a throwaway lab (namespace + veth pair), an in-kernel generator (an XDP program run with BPF_PROG_TEST_RUN\n\
-    and live frames, paced by a thread) sends UDP/IPv4 frames of each size at each rate into the host end, where\n\
-    they are counted at XDP and dropped at tcx ingress after the packet taps. At each rate, one after another:\n\
-    no capture (the receive path's own limit), `netray dump -w FILE` (the netray-capture library, XDP entry point,\n\
-    no filter) and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for --seconds. A step is lossless when every frame\n\
-    the generator sent is in the file; the rate the generator really achieved is reported, and rates it cannot\n\
-    reach are not claimed. Capture files go to --dir (a disk, not tmpfs) and are deleted after each step.\n\
-    Needs root and tcpdump; lab, programs, pins and files are removed when it ends (also on Ctrl-C).")]
+    In a throwaway lab (namespace + veth pair), an in-kernel generator (an XDP program run\n\
+    with BPF_PROG_TEST_RUN and live frames, paced by a thread) sends UDP/IPv4 frames of each\n\
+    size at each rate into the host end, where they are counted at XDP and dropped at tcx\n\
+    ingress, after the packet taps. At each rate, one after another: no capture (the receive\n\
+    path's own limit), netray's capture into a pcapng file (what `netray dump -w FILE` runs:\n\
+    XDP entry point, no filter), and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for\n\
+    --seconds. A step is lossless when every frame the generator sent is in the file and the\n\
+    generator reached the offered rate (it shares its CPU with the receive path, so a costly\n\
+    capture slows it down); rates it did not reach are never claimed.\n\
+    Capture files go to --dir (a disk, not tmpfs) and are deleted after each step. Needs root\n\
+    and tcpdump; the lab, programs, pins (a private directory under /sys/fs/bpf) and files are\n\
+    removed when it ends, also on Ctrl-C.")]
 pub struct DumpBenchArgs {
     /// Frame sizes in bytes, Ethernet header included.
     #[arg(long, value_delimiter = ',', default_value = "64,1500")]
     sizes: Vec<usize>,
-    /// Offered rates in packets per second; stepping stops above the generator's limit.
-    #[arg(long, value_delimiter = ',', default_value = "50000,100000,200000,300000,400000,600000,800000,1000000")]
+    /// Offered rates in packets per second. Stepping up stops where the generator cannot reach the
+    /// rate, and for each tool after its second rate with loss.
+    #[arg(long, value_delimiter = ',', default_value = "50000,100000,200000,300000,400000,600000,800000,1000000,1500000,2000000")]
     rates: Vec<u64>,
     /// Seconds per step.
     #[arg(long, default_value_t = 2.0)]
@@ -76,6 +82,9 @@ pub struct DumpBenchArgs {
     /// Most frames per BPF_PROG_TEST_RUN call of the generator.
     #[arg(long, default_value_t = 1024)]
     batch: u32,
+    /// netray's ring buffer per CPU in KiB, as `netray dump -B` (a power of two).
+    #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = netray_capture::CaptureSpec::DEFAULT_RING_BYTES / 1024)]
+    buffer_kib: u32,
     /// Directory for the capture files (on a disk).
     #[arg(long, default_value = "/var/tmp")]
     dir: std::path::PathBuf,
@@ -175,6 +184,11 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
         step: Duration::from_secs_f64(args.seconds),
         batch: args.batch,
         dir: args.dir.clone(),
+        ring_bytes: {
+            let bytes = (u64::from(args.buffer_kib.max(64)) * 1024).next_power_of_two();
+            anyhow::ensure!(bytes <= 1 << 30, "-B {}: at most 1 GiB per CPU", args.buffer_kib);
+            bytes as u32
+        },
         baseline: !args.no_baseline,
         abort,
     };
@@ -208,15 +222,20 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             s.missing,
             s.missing_pct,
             s.file_bytes as f64 / 1e6,
-            if s.generator_limited { "  (generator below the offered rate)" } else { "" }
+            match (s.generator_limited, s.tool) {
+                (false, _) => "",
+                (true, capture::Tool::None) => "  (the generator's limit)",
+                (true, _) => "  (rate not reached: the receive path was slower with this capture)",
+            }
         );
     })?;
     if json {
         json_line(&serde_json::to_value(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("  (arrived: reached the host end's XDP hook; captured: in the file (baseline: none); reported: what the tool");
-    println!("   says it dropped; missing: generated - captured (baseline: generated - delivered past the taps))");
+    println!("  (arrived: reached the host end's XDP hook; captured: in the file; reported: what the tool says it dropped;");
+    println!("   missing: generated - captured, or for \"none\" generated - delivered past the taps. A step counts when nothing");
+    println!("   is missing and the generator reached 97% of the offered rate: it shares its CPU with the receive path)");
     println!("Highest offered rate with zero loss ({}):", report.tcpdump_version);
     println!("  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}", "bytes", "no capture", "netray", "tcpdump", "netray/tcpdump");
     let pps = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
@@ -228,8 +247,14 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             pps(b.netray_pps),
             pps(b.tcpdump_pps),
             b.ratio.map_or("-".to_string(), |r| format!("{r:.1}x")),
-            if b.netray_at_generator_limit { "  (netray: no loss at the highest rate measured, a lower bound)" } else { "" }
+            match (b.netray_lower_bound, b.tcpdump_lower_bound) {
+                (true, true) => "  (neither lost anything: lower bounds)",
+                (true, false) => "  (netray lost nothing at any rate measured: a lower bound)",
+                (false, true) => "  (tcpdump lost nothing at any rate measured: a lower bound)",
+                (false, false) => "",
+            }
         );
     }
+    println!("  ({}; netray ring {} KiB per CPU)", report.cpus, report.ring_bytes / 1024);
     Ok(ExitCode::SUCCESS)
 }
