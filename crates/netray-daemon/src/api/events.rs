@@ -189,24 +189,16 @@ impl Hubs {
         }
         let hub = Arc::new(Hub::default());
         hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
-        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<(), netray_core::Error>>(1);
         let (d2, hub2, name) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string());
-        std::thread::Builder::new()
-            .name(format!("sse-{ifname}"))
-            .spawn(move || packet_reader(d2, hub2, name, ready_tx))
-            .map_err(|e| ApiError::internal(format!("starting the monitor thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {
+        match start_source(format!("sse-{ifname}"), "monitor", move |ready| packet_reader(d2, hub2, name, ready))? {
+            Ok(()) => {
                 map.insert(ifname.to_string(), hub);
                 Ok((rx, dropped))
             }
-            Ok(Err(e)) => Err(match e {
-                netray_core::Error::Refused(m) if m.contains("another monitor") => {
-                    ApiError::conflict(m).hint("one monitor per interface: stop the other `netray monitor` first")
-                }
-                e => ApiError::from_core(e),
-            }),
-            Err(_) => Err(ApiError::internal("the monitor thread ended before starting")),
+            Err(netray_core::Error::Refused(m)) if m.contains("another monitor") => {
+                Err(ApiError::conflict(m).hint("one monitor per interface: stop the other `netray monitor` first"))
+            }
+            Err(e) => Err(ApiError::from_core(e)),
         }
     }
 
@@ -232,24 +224,16 @@ impl Hubs {
         }
         let hub = Arc::new(Hub::default());
         hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
-        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<(), netray_core::Error>>(1);
         let (d2, hub2, name, expr) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string(), filter.to_string());
-        std::thread::Builder::new()
-            .name(format!("sse-f-{ifname}"))
-            .spawn(move || filtered_reader(d2, hub2, name, expr, ready_tx))
-            .map_err(|e| ApiError::internal(format!("starting the capture thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {
+        let reader = move |ready| filtered_reader(d2, hub2, name, expr, ready);
+        match start_source(format!("sse-f-{ifname}"), "capture", reader)? {
+            Ok(()) => {
                 map.insert(ifname.to_string(), (filter.to_string(), hub));
                 Ok((rx, dropped))
             }
-            Ok(Err(e)) => Err(match e {
-                netray_core::Error::Refused(m) if m.contains("another netray dump") => {
-                    ApiError::conflict(m).hint("a `netray dump` holds the interface's XDP capture slot: stop it first")
-                }
-                e => ApiError::from_core(e),
-            }),
-            Err(_) => Err(ApiError::internal("the capture thread ended before starting")),
+            Err(netray_core::Error::Refused(m)) if m.contains("another netray dump") => Err(ApiError::conflict(m)
+                .hint("a `netray dump` holds the interface's XDP capture slot: stop it first")),
+            Err(e) => Err(ApiError::from_core(e)),
         }
     }
 
@@ -291,6 +275,21 @@ impl Hubs {
             h.stop.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Runs a packet source's reader on a thread of its own and waits until it
+/// says whether it started (its error, if not).
+fn start_source(
+    thread: String,
+    what: &str,
+    reader: impl FnOnce(std_mpsc::SyncSender<Result<(), netray_core::Error>>) + Send + 'static,
+) -> ApiResult<Result<(), netray_core::Error>> {
+    let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(thread)
+        .spawn(move || reader(ready_tx))
+        .map_err(|e| ApiError::internal(format!("starting the {what} thread: {e}")))?;
+    ready_rx.recv().map_err(|_| ApiError::internal(format!("the {what} thread ended before starting")))
 }
 
 /// Whether a source should stop: asked to, or no client left. Decided under

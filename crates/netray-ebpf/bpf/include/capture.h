@@ -25,6 +25,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "netray_abi.h"
+#include "capture_scratch.h"
 
 struct nr_cap_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -45,14 +46,6 @@ struct {
 	__type(value, struct nr_capture_stats);
 } cap_stats SEC(".maps");
 
-/* Named like the dispatcher's map (maps.h): an exit capture reuses that one,
- * where the dispatcher writes its verdict. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct nr_capture_scratch);
-} if_cap_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);

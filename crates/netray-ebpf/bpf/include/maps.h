@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "netray_abi.h"
+#include "capture_scratch.h"
 
 /* ---- firewall: shared by every interface ---- */
 struct {
@@ -108,12 +109,5 @@ struct {
 	__type(value, __u32);
 } if_tc_chain SEC(".maps");
 
-/* Verdict handoff to an exit capture (struct nr_capture_scratch). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct nr_capture_scratch);
-} if_cap_scratch SEC(".maps");
 
 #endif /* NETRAY_MAPS_H */
