@@ -24,6 +24,13 @@
 //! overflowed: the receive path, not the capture, was too slow) from frames the
 //! capture lost. A third run with no capture at each rate is the baseline.
 //!
+//! The generator thread runs on one CPU, and the veth's NAPI (so the receive
+//! path, netray's XDP program and tcpdump's packet tap) runs in its softirq
+//! there too; netray's readers and writer and tcpdump run on the other CPUs. A
+//! capture that makes the receive path slower therefore slows the generator
+//! down: such a step is reported with the rate achieved and never counts as
+//! reaching the offered rate (on a real NIC those frames would be dropped).
+//!
 //! Runs never overlap: per frame size and rate, baseline, then netray, then
 //! tcpdump, each with a new capture file on a local disk that is deleted after.
 
@@ -638,7 +645,6 @@ impl Generator {
         let total = (rate as f64 * dur.as_secs_f64()) as u64;
         let start = Instant::now();
         let mut sent = 0u64;
-        let (mut dbg_send, mut dbg_sleep, mut dbg_calls, mut dbg_sleeps, mut dbg_max) = (Duration::ZERO, Duration::ZERO, 0, 0, Duration::ZERO);
         while sent < total && !abort.load(Ordering::Relaxed) {
             let elapsed = start.elapsed();
             if elapsed > dur + Duration::from_secs(2) {
@@ -648,21 +654,16 @@ impl Generator {
             let owed = due.saturating_sub(sent);
             if owed >= chunk || (due == total && owed > 0) {
                 let n = owed.min(u64::from(batch)) as u32;
-                let t = Instant::now();
                 self.send(frame, n)?;
-                dbg_send += t.elapsed(); dbg_calls += 1; dbg_max = dbg_max.max(t.elapsed());
                 sent += u64::from(n);
             } else {
                 // Sleep until the next chunk is due.
                 let next = Duration::from_secs_f64((sent + chunk) as f64 / rate as f64);
                 if let Some(wait) = next.checked_sub(elapsed) {
-                    let t = Instant::now();
                     std::thread::sleep(wait.min(Duration::from_millis(2)));
-                    dbg_sleep += t.elapsed(); dbg_sleeps += 1;
                 }
             }
         }
-        eprintln!("DBG sent {sent} in {:?}: send {:?} in {dbg_calls} calls (max {:?}), sleep {:?} in {dbg_sleeps}", start.elapsed(), dbg_send, dbg_max, dbg_sleep);
         // The rate achieved: the frames sent over the time it took (the step's length at best).
         let elapsed = start.elapsed().max(dur.mul_f64(sent as f64 / total.max(1) as f64));
         Ok(Generated { sent, elapsed })

@@ -285,13 +285,20 @@ impl Dispatcher {
             return Ok((d, AttachOutcome::AlreadyAttached));
         }
         let query = xdp_query(iface.index)?;
+        let name = prog_name(query.prog_id).unwrap_or_default();
+        if query.prog_id != 0 && name.starts_with("netray_cap") {
+            return Err(Error::Refused(format!(
+                "a `netray dump` is capturing on {} with its own program (id {}); stop it, then attach",
+                iface.name, query.prog_id
+            )));
+        }
         if query.prog_id != 0 {
             return Err(Error::Refused(format!(
                 "{} already has an XDP program that netray did not load (id {}, '{}'); netray will not replace it. \
                  Remove it first (`ip link set dev {} xdp off`) if it is not needed",
                 iface.name,
                 query.prog_id,
-                prog_name(query.prog_id).unwrap_or_default(),
+                name,
                 iface.name
             )));
         }
