@@ -45,18 +45,20 @@ impl Dump {
                 s.push('\n');
             }
         });
+        // Owned by a Dump from here on, so that a failed start still kills it.
+        let mut dump = Dump { child, stderr };
         let t = Instant::now();
         loop {
-            if stderr.lock().unwrap().contains("capturing") {
+            if dump.stderr.lock().unwrap().contains("capturing") {
                 break;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("netray dump exited early ({status}): {}", stderr.lock().unwrap());
+            if let Ok(Some(status)) = dump.child.try_wait() {
+                panic!("netray dump exited early ({status}): {}", dump.stderr.lock().unwrap());
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", stderr.lock().unwrap());
+            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", dump.stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         }
-        Dump { child, stderr }
+        dump
     }
 
     fn signal(&self, sig: i32) {

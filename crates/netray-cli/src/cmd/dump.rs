@@ -140,10 +140,15 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         capture,
         Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
     )?;
+    let mut vanished = false;
     while !stop.load(Ordering::SeqCst) && !live.done() {
         std::thread::sleep(Duration::from_millis(50));
         if let Ok(mut out) = output.lock() {
             out.flush();
+        }
+        if netray_core::Interface::resolve(&spec.iface).is_err() {
+            vanished = true;
+            break;
         }
     }
     // Take the programs down first, then drain what they wrote.
@@ -157,6 +162,9 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         eprintln!("netray: {note}");
     }
     finished.context("writing the capture")?;
+    if vanished {
+        bail!("{} went away while capturing (the capture up to then is complete)", spec.iface);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
