@@ -35,7 +35,6 @@
 //! tcpdump, each with a new capture file on a local disk that is deleted after.
 
 use std::{
-    collections::BTreeMap,
     ffi::CString,
     fs::{self, File},
     io::{BufRead, BufReader, BufWriter},
@@ -50,8 +49,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use netray_capture::{reader::Readers, session::hook_code, Capture, CaptureIf, CaptureSpec, Output, Packet, Point};
-use netray_core::{time::MonotonicClock, AttachMode, Hook, PinDir};
+use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Packet, Point};
+use netray_core::{AttachMode, Hook, PinDir};
 use netray_lab::Lab;
 use netray_pcapfilter::{
     ebpf::{self as e, EbpfInsn as I, R0, R1, R2, R10},
@@ -436,7 +435,11 @@ impl Run<'_> {
             output.declare(i);
         }
         let output = Arc::new(Mutex::new(output));
-        let readers = Readers::spawn(capture.rings()?, write_records(&capture, &output))?;
+        let sink = Arc::clone(&output);
+        let live = LiveCapture::start(
+            capture,
+            Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
+        )?;
 
         let before = self.sink.counts()?;
         let gen = self.generate();
@@ -445,16 +448,13 @@ impl Run<'_> {
             Err(_) => Ok(()),
         };
         // Let the readers drain the rings: everything the kernel wrote there is in the file.
-        let drained = drain(&capture, &output);
-        let stats = capture.stats();
+        let drained = drain(live.capture(), &output);
         // Programs down first, then the readers' last drain.
-        let stopped = capture.stop();
-        readers.finish();
+        let stopped = live.stop();
         let gen = gen?;
         settled?;
         drained?;
-        let stats = stats?;
-        stopped.context("taking netray's capture down")?;
+        let stats = stopped.context("taking netray's capture down")?.stats;
         let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
         out.finish().context("writing the capture file")?;
         let captured = out.written();
@@ -489,35 +489,6 @@ impl Run<'_> {
         step.tool_lines = summary.lines;
         Ok(step)
     }
-}
-
-/// The reading half of `netray dump -w`: each record becomes a [`Packet`] of its
-/// capture interface and is written to `output`.
-///
-/// The same as `netray dump`'s closure (crates/netray-cli/src/cmd/dump.rs) without its
-/// `-c` limit, and holding copies of the capture interfaces rather than the `Capture`
-/// itself: a closure that holds an `Arc<Capture>` keeps `Arc::into_inner` from ever
-/// succeeding while the readers run, so `Capture::stop` is never called there.
-pub fn write_records(capture: &Capture, output: &Arc<Mutex<Output>>) -> netray_capture::reader::OnRecord {
-    let interfaces: BTreeMap<(u8, u8), CaptureIf> = capture
-        .interfaces()
-        .filter_map(|i| Some(((hook_code(i.hook?), i.point as u8), i.clone())))
-        .collect();
-    let output = Arc::clone(output);
-    let clock = MonotonicClock::new();
-    Arc::new(move |rec: &netray_ebpf::abi::nr_capture_record, data: &[u8]| {
-        let Some(iface) = interfaces.get(&(rec.hook, rec.point)) else { return };
-        let pkt = Packet {
-            iface,
-            ts: clock.to_system(rec.ts_ns),
-            wire_len: rec.wire_len,
-            data,
-            verdict: (iface.point == Point::Exit).then_some(rec.verdict),
-        };
-        if let Ok(mut out) = output.lock() {
-            out.write(&pkt);
-        }
-    })
 }
 
 /// Waits at least `min` and until `path` holds `want` bytes, or has not grown for 1.5 s.

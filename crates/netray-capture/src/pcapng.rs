@@ -7,7 +7,6 @@
 //! is held back: what `write` returned for is in the output once the caller flushes it.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -42,7 +41,9 @@ pub struct PcapngWriter<W: Write> {
     /// Encodes blocks into a scratch buffer; tracks the section's interfaces for us.
     enc: PcapNgWriter<Vec<u8>>,
     /// Interface id of every capture interface already described.
-    ifaces: HashMap<CaptureIf, u32>,
+    /// Interface id = position; a capture has a handful, so a linear search
+    /// beats hashing the interface on every packet.
+    ifaces: Vec<(CaptureIf, u32)>,
     packets: u64,
 }
 
@@ -59,14 +60,14 @@ impl<W: Write> PcapngWriter<W> {
         let mut enc = PcapNgWriter::with_section_header(Vec::new(), shb).map_err(to_io)?;
         out.write_all(enc.get_ref())?;
         enc.get_mut().clear();
-        Ok(Self { out, enc, ifaces: HashMap::new(), packets: 0 })
+        Ok(Self { out, enc, ifaces: Vec::new(), packets: 0 })
     }
 
     /// Writes one packet, preceded by its interface's description if this is the first
     /// packet of that capture interface.
     pub fn write(&mut self, pkt: &Packet) -> io::Result<()> {
-        let interface_id = match self.ifaces.get(pkt.iface) {
-            Some(&id) => id,
+        let interface_id = match self.interface_id(pkt.iface) {
+            Some(id) => id,
             None => self.describe(pkt.iface)?,
         };
 
@@ -89,10 +90,14 @@ impl<W: Write> PcapngWriter<W> {
     /// sees nothing still leaves a file readers accept (tcpdump refuses a pcapng
     /// without an Interface Description Block).
     pub fn declare(&mut self, iface: &CaptureIf) -> io::Result<()> {
-        if !self.ifaces.contains_key(iface) {
+        if self.interface_id(iface).is_none() {
             self.describe(iface)?;
         }
         Ok(())
+    }
+
+    fn interface_id(&self, iface: &CaptureIf) -> Option<u32> {
+        self.ifaces.iter().find(|(i, _)| i == iface).map(|&(_, id)| id)
     }
 
     /// Flushes the output (a pipe's reader sees every packet written so far).
@@ -132,7 +137,7 @@ impl<W: Write> PcapngWriter<W> {
         };
         self.enc.write_pcapng_block(idb).map_err(to_io)?;
         self.emit()?;
-        self.ifaces.insert(iface.clone(), id);
+        self.ifaces.push((iface.clone(), id));
         Ok(id)
     }
 

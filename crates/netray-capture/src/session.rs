@@ -290,11 +290,6 @@ impl Capture {
         Ok(out)
     }
 
-    /// The capture interface of a record's (hook code, point).
-    pub fn interface_of(&self, hook_code: u8, point: u8) -> Option<&CaptureIf> {
-        self.interfaces.get(&(hook_code, point))
-    }
-
     /// The capture interface of each (enum nr_hook code, enum nr_capture_point)
     /// a record can carry.
     pub fn interface_table(&self) -> &BTreeMap<(u8, u8), CaptureIf> {

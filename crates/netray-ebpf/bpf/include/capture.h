@@ -81,7 +81,7 @@ static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifinde
 {
 	struct nr_capture_record *rec;
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u64 cap = s->snaplen, flags;
+	__u64 cap = s->snaplen, flags, avail;
 	void *ring;
 
 	if (cap > wire_len)
@@ -115,8 +115,12 @@ fill:
 	rec->hook = cfg_hook;
 	rec->point = s->point;
 	__builtin_memset(rec->_pad, 0, sizeof(rec->_pad));
-	flags = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										: BPF_RB_NO_WAKEUP;
+	/* Wake the reader once, when this record makes the backlog cross the
+	 * mark; waking on every record above it would send an interrupt per
+	 * packet exactly when the reader is behind. */
+	avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	flags = avail < cfg_wakeup_bytes && avail + sizeof(*rec) + cap + 8 >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+											   : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(rec, flags);
 	st->captured++;
 	return;
