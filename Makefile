@@ -1,7 +1,8 @@
 # netray — the two commands of the README, and a few more.
 #   make demo   build, then run the end-to-end demo against the built-in lab
 #   make test   build, then run every test (what CI runs)
-#   make bench  per-packet cost of the kernel programs (BPF_PROG_TEST_RUN)
+#   make bench  per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), and
+#               capture to a file beside tcpdump (netray bench dump, ~3 min)
 
 CARGO ?= cargo
 NETRAY := target/release/netray
@@ -26,6 +27,7 @@ test: deps
 
 bench: build
 	$(NETRAY) bench
+	$(NETRAY) bench dump
 
 clean:
 	$(CARGO) clean
