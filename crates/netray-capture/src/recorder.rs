@@ -12,7 +12,7 @@ use libbpf_rs::{
 };
 use netray_core::{maps, Error, Hook, Result};
 use netray_ebpf::{
-    abi::{nr_capture_slot, nr_capture_stats, nr_hook},
+    abi::{nr_capture_slot, nr_capture_stats},
     capture::CaptureSkelBuilder,
 };
 
@@ -54,7 +54,7 @@ impl Recorder {
         let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
             Error::Refused("the capture recorder has no read-only data section".into())
         })?;
-        rodata.cfg_hook = hook_code(spec.hook);
+        rodata.cfg_hook = u32::from(crate::session::hook_code(spec.hook));
         rodata.cfg_wakeup_bytes = spec.wakeup_bytes;
 
         let cpus = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting possible CPUs"))? as u32;
@@ -138,14 +138,4 @@ pub fn kind_of(hook: Hook) -> Kind {
         Hook::Xdp => Kind::Xdp,
         _ => Kind::Tc,
     }
-}
-
-fn hook_code(hook: Hook) -> u32 {
-    (match hook {
-        Hook::Xdp => nr_hook::NR_HOOK_XDP,
-        Hook::TcIngress => nr_hook::NR_HOOK_TC_INGRESS,
-        Hook::TcEgress => nr_hook::NR_HOOK_TC_EGRESS,
-        Hook::Socket => nr_hook::NR_HOOK_SOCKET,
-    })
-    .0 as u32
 }

@@ -170,6 +170,13 @@ impl Capture {
             None
         };
         let occupant = if entry { Occupant::find(self.iface.index)? } else { Occupant::Empty };
+        if xdp_front::is_capture_front(occupant.prog_id()) {
+            return Err(Error::Refused(format!(
+                "another netray dump is capturing at the XDP entry point on {} (program id {}); stop it first",
+                self.iface.name,
+                occupant.prog_id()
+            )));
+        }
         let scratch = match &dispatcher {
             Some(d) => Some(maps::open_pinned(&d.map_path("if_cap_scratch"))?),
             None => None,

@@ -204,7 +204,8 @@ pub fn recover(pin: &PinDir, iface: &Interface) -> Result<Option<String>> {
     Ok(Some(note))
 }
 
-fn is_capture_front(prog_id: u32) -> bool {
+/// Is the program with this id one of netray dump's?
+pub fn is_capture_front(prog_id: u32) -> bool {
     netray_core::dispatcher::prog_name(prog_id).is_some_and(|n| n.starts_with("netray_cap"))
 }
 

@@ -213,10 +213,13 @@ fn sigint_leaves_a_valid_file_and_an_honest_summary() {
 }
 
 #[test]
-fn an_empty_capture_is_still_a_valid_file() {
+fn an_empty_capture_is_still_a_valid_file_and_a_second_capture_is_refused() {
     let env = Env::new("dnil");
     let file = tmpfile("empty.pcapng");
     let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "udp port 1"]);
+    // One capture at the XDP entry point at a time: a second is refused, the first goes on.
+    let err = env.fails(&["dump", "-i", env.iface(), "-c", "1"]);
+    assert!(err.contains("another netray dump is capturing"), "{err}");
     let err = dump.interrupt();
     assert_eq!(summary(&err, "packets captured"), 0);
     assert!(tcpdump_read(&file, &[]).is_empty());
