@@ -205,6 +205,9 @@ pub struct DispatcherStatus {
     /// "native", "generic", or "detached" when the interface is gone.
     pub mode: String,
     pub prog_id: u32,
+    /// A `netray dump` capture program attached in front of the dispatcher
+    /// (its id; `prog_id` is then that program's, too).
+    pub capture_front: Option<u32>,
     pub features: Vec<&'static str>,
     pub monitor_pid: Option<u32>,
     pub stats: IfStats,
@@ -549,6 +552,7 @@ impl Dispatcher {
             ifindex: self.iface.index,
             mode: mode_name(query.attach_mode as u32).to_string(),
             prog_id: query.prog_id,
+            capture_front: prog_name(query.prog_id).is_some_and(|n| n.starts_with("netray_cap")).then_some(query.prog_id),
             features: Feature::names(self.active_features()?),
             monitor_pid: (cfg.monitor_pid != 0 && process_alive(cfg.monitor_pid)).then_some(cfg.monitor_pid),
             stats: self.stats()?,

@@ -136,7 +136,13 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table( &["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
+                table(&["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
+                for i in st.interfaces.iter().filter(|i| i.capture_front.is_some()) {
+                    println!(
+                        "{}: PROG is a `netray dump` capture in front of netray's program, which it reaches by tail call",
+                        i.interface
+                    );
+                }
             }
             let t = &st.table;
             println!(
