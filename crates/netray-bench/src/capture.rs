@@ -49,7 +49,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Packet, Point};
+use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Point};
 use netray_core::{AttachMode, Hook, PinDir};
 use netray_lab::Lab;
 use netray_pcapfilter::{
@@ -429,17 +429,9 @@ impl Run<'_> {
             mode: AttachMode::Auto,
         };
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;
+        let output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;
         let capture = Capture::start(pin, &spec).context("starting netray's capture")?;
-        for i in capture.interfaces() {
-            output.declare(i);
-        }
-        let output = Arc::new(Mutex::new(output));
-        let sink = Arc::clone(&output);
-        let live = LiveCapture::start(
-            capture,
-            Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
-        )?;
+        let (live, output) = LiveCapture::write_to(capture, output)?;
 
         let before = self.sink.counts()?;
         let gen = self.generate();
@@ -787,18 +779,7 @@ impl Counter {
 }
 
 fn link_create(prog: BorrowedFd<'_>, ifindex: u32, at: libbpf_sys::bpf_attach_type, flags: u32) -> anyhow::Result<OwnedFd> {
-    let opts = libbpf_sys::bpf_link_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
-        flags,
-        ..Default::default()
-    };
-    // SAFETY: prog is a valid program fd; opts is initialised with its size.
-    let fd = unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, at, &opts) };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd).into());
-    }
-    // SAFETY: a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    netray_core::link::create(prog, ifindex, at, flags).map_err(|e| std::io::Error::from_raw_os_error(e).into())
 }
 
 // ---------------------------------------------------------------------------

@@ -6,14 +6,14 @@ use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
 use netray_core::{time::MonotonicClock, Error, Result};
 use netray_ebpf::abi::nr_capture_record;
 
-use crate::{reader::Readers, Capture, CaptureIf, Packet, Point, PointStats};
+use crate::{reader::Readers, Capture, CaptureIf, Output, Packet, Point, PointStats};
 
 /// Called for each captured packet, from the reader threads (one per ring,
 /// so possibly concurrently). Returns false once it wants no more packets.
@@ -59,6 +59,22 @@ impl LiveCapture {
         let readers = Readers::spawn(capture.rings()?, on_record)
             .map_err(|e| Error::Refused(format!("starting the capture readers: {e}")))?;
         Ok(LiveCapture { capture, readers, done })
+    }
+
+    /// Starts `capture` writing every packet to `output`, with the capture's
+    /// interfaces declared first (so even an empty capture is a valid file).
+    /// Returns the running capture and the output, shared with the readers.
+    pub fn write_to(capture: Capture, mut output: Output) -> Result<(LiveCapture, Arc<Mutex<Output>>)> {
+        for iface in capture.interfaces() {
+            output.declare(iface);
+        }
+        let output = Arc::new(Mutex::new(output));
+        let sink = Arc::clone(&output);
+        let live = LiveCapture::start(
+            capture,
+            Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
+        )?;
+        Ok((live, output))
     }
 
     /// The consumer said it has enough.

@@ -236,18 +236,10 @@ fn attach_own_link(prog: BorrowedFd<'_>, iface: &Interface, mode: AttachMode) ->
     };
     let mut last = 0;
     for &flags in tries {
-        let opts = libbpf_sys::bpf_link_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
-            flags,
-            ..Default::default()
-        };
-        // SAFETY: prog is a valid program fd; opts is initialised with its size.
-        let fd = unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), iface.index as i32, libbpf_sys::BPF_XDP, &opts) };
-        if fd >= 0 {
-            // SAFETY: a fresh fd we now own.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        match netray_core::link::create(prog, iface.index, libbpf_sys::BPF_XDP, flags) {
+            Ok(link) => return Ok(link),
+            Err(errno) => last = errno,
         }
-        last = -fd;
     }
     Err(Error::Refused(format!(
         "the kernel refused to attach the capture program to {} at XDP: {}",

@@ -717,7 +717,7 @@ fn create_xdp_link(
 ) -> Result<(OwnedFd, &'static str, Option<String>)> {
     let errstr = |e: i32| std::io::Error::from_raw_os_error(e).to_string();
     let generic = |note: Option<String>| {
-        link_create(prog, iface.index, libbpf_sys::XDP_FLAGS_SKB_MODE)
+        crate::link::create(prog, iface.index, libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_SKB_MODE)
             .map(|fd| (fd, "generic", note))
             .map_err(|e| {
                 Error::Refused(format!(
@@ -729,7 +729,7 @@ fn create_xdp_link(
     };
     match mode {
         AttachMode::Generic => generic(None),
-        AttachMode::Native | AttachMode::Auto => match link_create(prog, iface.index, libbpf_sys::XDP_FLAGS_DRV_MODE) {
+        AttachMode::Native | AttachMode::Auto => match crate::link::create(prog, iface.index, libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_DRV_MODE) {
             Ok(fd) => Ok((fd, "native", None)),
             Err(e) => {
                 // bpf_link_create gives only an errno; the kernel's own reason
@@ -781,20 +781,6 @@ fn native_refusal_reason(prog: BorrowedFd<'_>, ifindex: u32) -> Option<String> {
     })
 }
 
-fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> std::result::Result<OwnedFd, i32> {
-    let opts = libbpf_sys::bpf_link_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
-        flags,
-        ..Default::default()
-    };
-    // SAFETY: prog is a valid program fd; opts is initialised with its size.
-    let fd = unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
-    if fd < 0 {
-        return Err(-fd);
-    }
-    // SAFETY: a non-negative return is a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
 pub fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {

@@ -209,34 +209,14 @@ pub fn attach(pin: &PinDir, iface: &Interface, dir: &Path, hook: Hook) -> Result
 }
 
 fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32, at: libbpf_sys::bpf_attach_type) -> std::result::Result<OwnedFd, i32> {
-    tcx_link_create_with(prog, ifindex, at, 0)
+    crate::link::create(prog, ifindex, at, 0)
 }
 
 /// Attaches `prog` at `hook` through a tcx link that runs before every other
 /// program there (a capture's entry point). The link is not pinned: it goes
 /// with the process. Returns the errno on failure.
 pub fn tcx_attach_first(prog: BorrowedFd<'_>, ifindex: u32, hook: Hook) -> std::result::Result<OwnedFd, i32> {
-    tcx_link_create_with(prog, ifindex, hook.tcx_attach_type(), libbpf_sys::BPF_F_BEFORE)
-}
-
-fn tcx_link_create_with(
-    prog: BorrowedFd<'_>,
-    ifindex: u32,
-    at: libbpf_sys::bpf_attach_type,
-    flags: u32,
-) -> std::result::Result<OwnedFd, i32> {
-    let opts = libbpf_sys::bpf_link_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
-        flags,
-        ..Default::default()
-    };
-    // SAFETY: prog is a valid program fd; opts is initialised with its size.
-    let fd = unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, at, &opts) };
-    if fd < 0 {
-        return Err(-fd);
-    }
-    // SAFETY: a non-negative return is a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::link::create(prog, ifindex, hook.tcx_attach_type(), libbpf_sys::BPF_F_BEFORE)
 }
 
 fn tc_hook(ifindex: u32, point: libbpf_sys::bpf_tc_attach_point) -> libbpf_sys::bpf_tc_hook {

@@ -7,14 +7,14 @@ use std::{
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Packet, Point, PointStats};
+use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Point, PointStats};
 use netray_core::{AttachMode, Hook};
 
 use super::{firewall::parse_mode, Context};
@@ -131,15 +131,7 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    for iface in capture.interfaces() {
-        output.declare(iface);
-    }
-    let output = Arc::new(Mutex::new(output));
-    let sink = Arc::clone(&output);
-    let live = LiveCapture::start(
-        capture,
-        Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
-    )?;
+    let (live, output) = LiveCapture::write_to(capture, output)?;
     let mut vanished = false;
     while !stop.load(Ordering::SeqCst) && !live.done() {
         std::thread::sleep(Duration::from_millis(50));
