@@ -115,6 +115,14 @@ impl Capture {
     }
 
     fn install_all(&mut self, spec: &CaptureSpec, fragment: &[EbpfInsn]) -> Result<()> {
+        if let Some(d) = Dispatcher::open(&self.pin, &self.iface)? {
+            if d.clear_stale_capture()? {
+                self.notes.push(format!(
+                    "an exit capture on {} was killed before it could clean up: its hook is switched off",
+                    self.iface.name
+                ));
+            }
+        }
         let entry = spec.points.contains(&Point::Entry);
         let exit = spec.points.contains(&Point::Exit);
         for &hook in &spec.hooks {

@@ -485,3 +485,22 @@ fn tc_egress_exit_records_carry_the_out_rules_verdict() {
     let status = env.json(&["firewall", "status", "--json"]);
     assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
 }
+
+#[test]
+fn a_killed_exit_capture_keeps_every_verdict_and_the_next_dump_switches_it_off() {
+    let env = Env::new("dkex");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &format!("{}/32", env.lab.peer_v4()), "--proto", "udp", "--port", "9"]);
+    let dump = Dump::start(&env, &["--point", "exit", "-w", tmpfile("killed-exit.pcapng").to_str().unwrap()]);
+    dump.signal(libc::SIGKILL);
+    let _ = dump.wait();
+    // Its filter program is still in the dispatcher's path, its recorder gone: the verdicts stand.
+    assert_eq!(udp_9_and_10(&env, 10), (0, 10), "the firewall still drops port 9 and passes port 10");
+
+    let dump = Dump::start(&env, &["-c", "1"]);
+    let err = dump.interrupt();
+    assert!(err.contains("exit capture") && err.contains("switched off"), "{err}");
+    assert_eq!(udp_9_and_10(&env, 5), (0, 5));
+    let status = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
+}

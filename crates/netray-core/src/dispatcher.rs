@@ -560,6 +560,43 @@ impl Dispatcher {
         })
     }
 
+    /// Switches off the exit-capture hook of captures whose process is gone
+    /// (killed before they could clean up): their filter programs keep every
+    /// verdict, but should not stay in the path. Returns whether it did.
+    pub fn clear_stale_capture(&self) -> Result<bool> {
+        self.remove_user(Feature::Capture, None)?;
+        if !self.users(Feature::Capture).is_empty() {
+            return Ok(false);
+        }
+        let mut cfg = self.config()?;
+        let bit = Feature::Capture.bit();
+        let stale = (cfg.features | cfg.tc_ingress_features | cfg.tc_egress_features) & bit != 0;
+        if !stale {
+            return Ok(false);
+        }
+        cfg.features &= !bit;
+        cfg.tc_ingress_features &= !bit;
+        cfg.tc_egress_features &= !bit;
+        self.set_config(&cfg)?;
+        use netray_ebpf::abi::{nr_chain_slot, nr_tc_chain_slot};
+        let clear = |map: &str, slots: &[u32]| -> Result<()> {
+            let path = self.map_path(map);
+            if path.exists() {
+                let m = maps::open_pinned(&path)?;
+                for slot in slots {
+                    let _ = m.delete(&slot.to_ne_bytes());
+                }
+            }
+            Ok(())
+        };
+        clear("if_chain", &[nr_chain_slot::NR_CHAIN_CAPTURE.0])?;
+        clear(
+            "if_tc_chain",
+            &[nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_INGRESS.0, nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_EGRESS.0],
+        )?;
+        Ok(true)
+    }
+
     /// Removes the program from the interface and every pin of it.
     pub fn detach(self) -> Result<()> {
         for hook in Hook::TC {
