@@ -463,6 +463,10 @@ fn bad_filters_and_arguments_are_clear_errors() {
     assert!(err.contains("syntax error"), "libpcap's message: {err}");
     let err = env.fails(&["dump", "-i", "nr-nosuch0", "-c", "1"]);
     assert!(err.contains("no interface named"), "{err}");
+    let err = env.fails(&["dump", "-i", env.iface(), "-c", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+    let err = env.fails(&["dump", "-i", env.iface(), "-w", "/nonexistent/dir/x.pcapng"]);
+    assert!(err.contains("/nonexistent/dir/x.pcapng"), "{err}");
     let err = env.fails(&["dump", "-r", "/nonexistent/file.pcap"]);
     assert!(err.contains("/nonexistent/file.pcap"), "{err}");
     assert_eq!(attached_id(&env), 0, "nothing left attached");

@@ -161,6 +161,13 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
+    use std::io::IsTerminal;
+    if args.count == Some(0) {
+        bail!("-c 0: the count must be at least 1 (leave -c out to capture until Ctrl-C)");
+    }
+    if args.write.as_deref().is_some_and(|p| p.as_os_str() == "-") && std::io::stdout().is_terminal() {
+        bail!("-w - writes binary pcapng to stdout, which is a terminal: pipe it (`| tcpdump -r -`) or use -w FILE");
+    }
     Ok(match &args.write {
         Some(p) if p.as_os_str() == "-" => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
         Some(p) => {
