@@ -71,9 +71,7 @@ impl Drop for TempPin {
 pub struct XdpHarness {
     skel: XdpDispatchSkel<'static>,
     pub tmp: TempPin,
-    config: MapHandle,
-    stats: MapHandle,
-    events: MapHandle,
+    maps: IfMaps,
 }
 
 /// What one BPF_PROG_TEST_RUN returned.
@@ -104,11 +102,8 @@ impl XdpHarness {
         configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &flows)
             .expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher (verifier)");
-        let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
-        let config = maps::open_pinned(&dir.join("if_config")).unwrap();
-        let stats = maps::open_pinned(&dir.join("if_stats")).unwrap();
-        let events = maps::open_pinned(&dir.join("if_events")).unwrap();
-        let h = XdpHarness { skel, tmp, config, stats, events };
+        let maps = IfMaps::open(&tmp);
+        let h = XdpHarness { skel, tmp, maps };
         h.set_features(&[Feature::Firewall, Feature::Monitor]);
         h
     }
@@ -137,7 +132,7 @@ impl XdpHarness {
             monitor_pid: 0,
             ..Default::default()
         };
-        maps::put(&self.config, 0, &cfg).unwrap();
+        maps::put(&self.maps.config, 0, &cfg).unwrap();
     }
 
     /// Runs the dispatcher once on `frame`.
@@ -145,6 +140,32 @@ impl XdpHarness {
         let mut input = ProgramInput::default();
         input.data_in = Some(frame);
         let out = self.skel.progs.netray_xdp.test_run(input).expect("BPF_PROG_TEST_RUN");
+        RunResult { verdict: out.return_value, event: self.maps.take_event() }
+    }
+
+    /// Per-CPU counters summed.
+    pub fn stats(&self) -> nr_if_stats {
+        self.maps.stats(0)
+    }
+}
+
+/// The per-interface maps both harnesses read: configuration, counters and
+/// the monitor's event ring.
+struct IfMaps {
+    config: MapHandle,
+    stats: MapHandle,
+    events: MapHandle,
+}
+
+impl IfMaps {
+    fn open(tmp: &TempPin) -> IfMaps {
+        let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
+        let open = |name: &str| maps::open_pinned(&dir.join(name)).unwrap();
+        IfMaps { config: open("if_config"), stats: open("if_stats"), events: open("if_events") }
+    }
+
+    /// The monitor event one program run wrote, if any (at most one).
+    fn take_event(&self) -> Option<nr_packet_event> {
         let mut events = Vec::new();
         {
             let mut b = RingBufferBuilder::new();
@@ -156,12 +177,12 @@ impl XdpHarness {
             b.build().unwrap().consume().unwrap();
         }
         assert!(events.len() <= 1, "one frame produced {} events", events.len());
-        RunResult { verdict: out.return_value, event: events.pop() }
+        events.pop()
     }
 
-    /// Per-CPU counters summed.
-    pub fn stats(&self) -> nr_if_stats {
-        let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, 0).unwrap();
+    /// One stats slot's per-CPU counters summed.
+    fn stats(&self, slot: u32) -> nr_if_stats {
+        let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, slot).unwrap();
         netray_core::dispatcher::sum_if_stats(&per_cpu)
     }
 }
@@ -182,9 +203,7 @@ pub fn require_root() {
 pub struct TcHarness {
     skel: TcDispatchSkel<'static>,
     pub tmp: TempPin,
-    config: MapHandle,
-    stats: MapHandle,
-    events: MapHandle,
+    maps: IfMaps,
 }
 
 impl TcHarness {
@@ -198,11 +217,8 @@ impl TcHarness {
         configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &FlowCapacity::default())
             .expect("configuring maps");
         let skel = open.load().expect("loading the TC dispatcher (verifier)");
-        let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
-        let config = maps::open_pinned(&dir.join("if_config")).unwrap();
-        let stats = maps::open_pinned(&dir.join("if_stats")).unwrap();
-        let events = maps::open_pinned(&dir.join("if_events")).unwrap();
-        let h = TcHarness { skel, tmp, config, stats, events };
+        let maps = IfMaps::open(&tmp);
+        let h = TcHarness { skel, tmp, maps };
         let all = [Feature::Firewall, Feature::Monitor];
         h.set_features(&all, &all, &[Feature::Monitor]);
         h
@@ -222,7 +238,7 @@ impl TcHarness {
             socket_features: bits(socket),
             ..Default::default()
         };
-        maps::put(&self.config, 0, &cfg).unwrap();
+        maps::put(&self.maps.config, 0, &cfg).unwrap();
     }
 
     /// Runs the program of `hook` (tc-ingress, tc-egress or socket) once.
@@ -245,23 +261,11 @@ impl TcHarness {
         let out = prog
             .test_run(input)
             .map_err(|e| format!("BPF_PROG_TEST_RUN of {} on a {}-byte frame: {e}", hook.name(), frame.len()))?;
-        let mut events = Vec::new();
-        {
-            let mut b = RingBufferBuilder::new();
-            b.add(&self.events, |d: &[u8]| {
-                events.push(from_bytes::<nr_packet_event>(d).expect("short event"));
-                0
-            })
-            .unwrap();
-            b.build().unwrap().consume().unwrap();
-        }
-        assert!(events.len() <= 1, "one frame produced {} events", events.len());
-        Ok(RunResult { verdict: out.return_value, event: events.pop() })
+        Ok(RunResult { verdict: out.return_value, event: self.maps.take_event() })
     }
 
     /// One hook's per-CPU counters summed.
     pub fn stats(&self, hook: Hook) -> nr_if_stats {
-        let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, hook.stats_slot()).unwrap();
-        netray_core::dispatcher::sum_if_stats(&per_cpu)
+        self.maps.stats(hook.stats_slot())
     }
 }
