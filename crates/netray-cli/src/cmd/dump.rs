@@ -226,6 +226,19 @@ fn print_summary(written: u64, stats: &[PointStats], json: bool) -> anyhow::Resu
     if clipped > 0 {
         eprintln!("{clipped} packets kept shorter than the snapshot length (64 KiB per record at most)");
     }
+    if stats.len() > 1 {
+        for s in stats {
+            eprintln!(
+                "  {} {}: {} received by filter, {} matched, {} written to the ring, {} dropped by kernel",
+                s.hook.name(),
+                s.point.name(),
+                s.seen,
+                s.matched,
+                s.captured,
+                s.lost
+            );
+        }
+    }
     Ok(())
 }
 
