@@ -508,3 +508,69 @@ fn a_killed_exit_capture_keeps_every_verdict_and_the_next_dump_switches_it_off()
     let status = env.json(&["firewall", "status", "--json"]);
     assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
 }
+
+/// Sends one raw Ethernet frame from the lab's namespace end (AF_PACKET).
+fn send_raw(env: &Env, frame: &[u8]) {
+    let ifname = std::ffi::CString::new(env.lab.peer_if()).unwrap();
+    let frame = frame.to_vec();
+    env.lab
+        .in_netns(move || {
+            // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+                sll.sll_halen = 6;
+                let sent = libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                libc::close(fd);
+                assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            }
+        })
+        .unwrap();
+}
+
+#[test]
+fn vlan_tags_are_in_the_captured_bytes_at_xdp_and_at_tc() {
+    let env = Env::new("dvln");
+    let lab = &env.lab;
+    // Ethernet / 802.1Q (VID 10, PCP 5) / IPv4 / UDP to port 4242, 20 bytes of payload.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&lab.host_mac());
+    frame.extend_from_slice(&lab.peer_mac());
+    frame.extend_from_slice(&[0x81, 0x00, 0xa0, 0x0a, 0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 48, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&lab.peer_v4().octets());
+    ip.extend_from_slice(&lab.host_v4().octets());
+    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&[0x30, 0x39, 0x10, 0x92, 0, 28, 0, 0]);
+    frame.extend_from_slice(&[0x6e; 20]);
+
+    let file = tmpfile("vlan.pcapng");
+    let dump = Dump::start(&env, &["--hook", "xdp,tc-ingress", "-c", "2", "-w", file.to_str().unwrap()]);
+    send_raw(&env, &frame);
+    dump.wait();
+    let packets = read_capture(&file);
+    assert_eq!(packets.len(), 2, "one record at XDP, one at TC ingress");
+    for p in &packets {
+        assert_eq!(p.data, frame, "{}: the bytes as sent, tag included", p.iface.ifname);
+        assert_eq!(p.wire_len as usize, frame.len());
+    }
+    let vids = tshark_fields(&file, &["frame.interface_description", "vlan.id", "vlan.priority", "udp.dstport"]);
+    assert_eq!(vids.len(), 2);
+    for r in &vids {
+        assert_eq!(&r[1..], &["10", "5", "4242"], "{vids:?}");
+    }
+    let _ = std::fs::remove_file(file);
+}

@@ -24,6 +24,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "netray_abi.h"
 #include "capture_scratch.h"
 
@@ -63,13 +64,42 @@ static __always_inline long nr_cap_load(void *ctx, void *dst, __u32 len, const i
 	return xdp ? bpf_xdp_load_bytes(ctx, 0, dst, len) : bpf_skb_load_bytes(ctx, 0, dst, len);
 }
 
+/*
+ * At TC the stack has already taken an 802.1Q/802.1ad tag out of a received
+ * frame into skb metadata (skb_vlan_untag, before tc ingress) and may carry a
+ * tag to be sent there too. The record puts it back after the MAC addresses,
+ * as it is on the wire (libpcap does the same for tcpdump). Returns the tag as
+ * TPID << 16 | TCI, 0 for none.
+ */
+static __always_inline __u32 nr_cap_vlan_tag(void *ctx, const int xdp)
+{
+	struct __sk_buff *skb = ctx;
+
+	if (xdp || !skb->vlan_present)
+		return 0;
+	return (__u32)bpf_ntohs(skb->vlan_proto) << 16 | (skb->vlan_tci & 0xffff);
+}
+
+/* The first `cap` (>= 18) bytes of the frame with `tag` put back at offset 12. */
+static __always_inline long nr_cap_load_tagged(void *ctx, __u8 *dst, __u64 cap, __u32 tag)
+{
+	if (bpf_skb_load_bytes(ctx, 0, dst, 12))
+		return -1;
+	dst[12] = tag >> 24;
+	dst[13] = tag >> 16;
+	dst[14] = tag >> 8;
+	dst[15] = tag;
+	return bpf_skb_load_bytes(ctx, 12, dst + 16, cap - 16);
+}
+
 /* Reserve a record of the class SIZE and copy `cap` (1..SIZE) bytes into it. */
 #define NR_CAP_CLASS(SIZE)                                                        \
 	if (cap <= (SIZE)) {                                                      \
 		rec = bpf_ringbuf_reserve(ring, sizeof(*rec) + (SIZE), 0);        \
 		if (!rec)                                                         \
 			goto lost;                                                \
-		if (nr_cap_load(ctx, rec + 1, cap, xdp)) {                       \
+		if (tag ? nr_cap_load_tagged(ctx, (__u8 *)(rec + 1), cap, tag)    \
+			: nr_cap_load(ctx, rec + 1, cap, xdp)) {                  \
 			bpf_ringbuf_discard(rec, BPF_RB_NO_WAKEUP);               \
 			goto lost;                                                \
 		}                                                                 \
@@ -82,10 +112,15 @@ static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifinde
 	struct nr_capture_record *rec;
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 cap = s->snaplen, flags, avail;
+	__u32 tag = nr_cap_vlan_tag(ctx, xdp);
 	void *ring;
 
+	if (tag)
+		wire_len += 4;
 	if (cap > wire_len)
 		cap = wire_len;
+	if (cap < 18)
+		tag = 0;	/* a snap length too short to hold the tag: bytes as they are */
 	if (cap > NR_CAPTURE_MAX_BYTES) {
 		cap = NR_CAPTURE_MAX_BYTES;
 		st->clipped++;
