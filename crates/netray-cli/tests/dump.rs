@@ -29,8 +29,13 @@ struct Dump {
 
 impl Dump {
     fn start(env: &Env, args: &[&str]) -> Dump {
+        Self::start_with(env, &[&["dump", "-i", env.iface()], args].concat(), "capturing")
+    }
+
+    /// Any netray command, ready once `marker` appears on its stderr.
+    fn start_with(env: &Env, args: &[&str], marker: &str) -> Dump {
         let mut child = env
-            .cmd(&[&["dump", "-i", env.iface()], args].concat())
+            .cmd(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -49,7 +54,7 @@ impl Dump {
         let mut dump = Dump { child, stderr };
         let t = Instant::now();
         loop {
-            if dump.stderr.lock().unwrap().contains("capturing") {
+            if dump.stderr.lock().unwrap().contains(marker) {
                 break;
             }
             if let Ok(Some(status)) = dump.child.try_wait() {
@@ -573,4 +578,11 @@ fn vlan_tags_are_in_the_captured_bytes_at_xdp_and_at_tc() {
         assert_eq!(&r[1..], &["10", "5", "4242"], "{vids:?}");
     }
     let _ = std::fs::remove_file(file);
+
+    // The monitor reports the tag at both hooks too.
+    let mut monitor = Dump::start_with(&env, &["monitor", "-i", env.iface(), "--hook", "xdp,tc-ingress", "-c", "2"], "monitoring");
+    send_raw(&env, &frame);
+    let out = monitor.stdout();
+    monitor.wait();
+    assert_eq!(out.lines().filter(|l| l.contains("vlan 10 len 66")).count(), 2, "tag and wire length at both hooks: {out}");
 }

@@ -29,6 +29,20 @@
  * parser handles in practice). */
 #define NR_TC_PULL 128
 
+/* By TC the stack has moved the outer 802.1Q/802.1ad tag of a frame into skb
+ * metadata: count it as the outer tag, as XDP sees it in the frame. Returns
+ * whether there was one. */
+static __always_inline int nr_tc_vlan_from_metadata(struct __sk_buff *skb, struct nr_meta *m)
+{
+	if (!skb->vlan_present)
+		return 0;
+	m->vlan_inner = m->vlan_outer;
+	m->vlan_outer = skb->vlan_tci & 0x0fff;
+	if (m->vlan_depth < 2)
+		m->vlan_depth++;
+	return 1;
+}
+
 static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egress)
 {
 	void *data, *data_end;
@@ -53,6 +67,8 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 
 	if (!nr_parse_fast(data, data_end, &meta))
 		nr_parse(data, data_end, &meta);
+	if (nr_tc_vlan_from_metadata(skb, &meta))
+		len += 4;	/* the tag is part of the frame on the wire */
 
 	nr_count_packet(stats, &meta, len);
 
