@@ -579,10 +579,11 @@ fn vlan_tags_are_in_the_captured_bytes_at_xdp_and_at_tc() {
     }
     let _ = std::fs::remove_file(file);
 
-    // The monitor reports the tag at both hooks too.
-    let mut monitor = Dump::start_with(&env, &["monitor", "-i", env.iface(), "--hook", "xdp,tc-ingress", "-c", "2"], "monitoring");
+    // The monitor reports the tag at every hook too.
+    let mut monitor =
+        Dump::start_with(&env, &["monitor", "-i", env.iface(), "--hook", "xdp,tc-ingress,socket", "-c", "3"], "monitoring");
     send_raw(&env, &frame);
     let out = monitor.stdout();
     monitor.wait();
-    assert_eq!(out.lines().filter(|l| l.contains("vlan 10 len 66")).count(), 2, "tag and wire length at both hooks: {out}");
+    assert_eq!(out.lines().filter(|l| l.contains("vlan 10 len 66")).count(), 3, "tag and wire length at every hook: {out}");
 }

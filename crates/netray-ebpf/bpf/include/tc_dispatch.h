@@ -303,7 +303,7 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 	struct nr_meta meta = {};
 	struct nr_if_config *cfg;
 	struct nr_if_stats *stats;
-	__u32 zero = 0, slot = NR_STATS_SOCKET;
+	__u32 zero = 0, slot = NR_STATS_SOCKET, len = skb->len;
 
 	cfg = bpf_map_lookup_elem(&if_config, &zero);
 	stats = bpf_map_lookup_elem(&if_stats, &slot);
@@ -311,7 +311,9 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 		return 0;
 
 	nr_sk_parse(skb, &meta);
-	nr_count_packet(stats, &meta, skb->len);
+	if (nr_tc_vlan_from_metadata(skb, &meta))
+		len += 4;
+	nr_count_packet(stats, &meta, len);
 	if (!(cfg->socket_features & NR_FEAT_MONITOR))
 		return 0;
 
@@ -341,7 +343,7 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 	}
 	ev.ts_ns = bpf_ktime_get_ns();
 	ev.ifindex = skb->ifindex;
-	ev.pkt_len = skb->len;
+	ev.pkt_len = len;
 	ev.hook = NR_HOOK_SOCKET;
 	ev.pkt_type = skb->pkt_type;
 	ev.direction = skb->pkt_type == NR_PKT_OUTGOING;
