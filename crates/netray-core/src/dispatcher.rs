@@ -387,17 +387,7 @@ impl Dispatcher {
     /// Features in effect; a monitor whose process died, or flows or captures
     /// whose sessions all died, no longer count.
     pub fn active_features(&self) -> Result<u32> {
-        let cfg = self.config()?;
-        let mut bits = cfg.features;
-        if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
-            bits &= !Feature::Monitor.bit();
-        }
-        for shared in [Feature::Flows, Feature::Capture] {
-            if bits & shared.bit() != 0 && self.users(shared).is_empty() {
-                bits &= !shared.bit();
-            }
-        }
-        Ok(bits)
+        self.active_hook_features(Hook::Xdp)
     }
 
     /// Records this process as a user of a feature that several processes
@@ -491,11 +481,8 @@ impl Dispatcher {
         self.set_config(&cfg)
     }
 
-    /// The features in effect at a non-XDP hook (a dead monitor no longer counts).
+    /// The features in effect at a hook (see `active_features`).
     pub fn active_hook_features(&self, hook: Hook) -> Result<u32> {
-        if hook == Hook::Xdp {
-            return self.active_features();
-        }
         let cfg = self.config()?;
         let mut bits = Self::hook_features(&cfg, hook);
         if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {

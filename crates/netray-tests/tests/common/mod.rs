@@ -822,3 +822,27 @@ impl Want {
         self.ev
     }
 }
+
+/// Frame shapes whose every header boundary the parse tests sweep, at XDP and
+/// at the TC hooks: tags, options, fragments, extension chains, non-IP.
+pub fn header_shapes() -> Vec<(&'static str, Pkt)> {
+    vec![
+        ("sctp4", v4(A4, B4, sctp(1, 2))),
+        ("udplite4", v4(A4, B4, udplite(3, 4, b"x"))),
+        ("tcp6", v6(A6, B6, vec![], tcp(5, 6))),
+        ("icmp6", v6(A6, B6, vec![], icmp6(128, 0))),
+        ("qinq tcp4 ihl 7", v4(A4, B4, tcp(7, 8)).ihl(7, &[1; 8]).tag(TPID_8021AD, 10).tag(TPID_8021Q, 20)),
+        ("ihl 15 udp4", v4(A4, B4, udp(9, 10, b"")).ihl(15, &[1; 40])),
+        ("first fragment udp4", v4(A4, B4, udp(11, 12, b"abcd")).frag(0, true)),
+        ("later fragment udp4 ihl 8", v4(A4, B4, raw_l4(P_UDP, &[0, 53, 0, 53, 1, 2])).ihl(8, &[1; 12]).frag(100, true)),
+        ("dot1q udp6", v6(A6, B6, vec![], udp(13, 14, b"")).tag(TPID_8021Q, 5)),
+        ("three tags udp4", v4(A4, B4, udp(1, 1, b"")).tag(TPID_8021AD, 1).tag(TPID_8021Q, 2).tag(TPID_8021Q, 3)),
+        (
+            "ipv6 chain udp",
+            v6(A6, B6, vec![Ext::hop(0), Ext::routing(2), Ext::frag(0, true), Ext::ah(3), Ext::dest(1)], udp(15, 16, b"z")),
+        ),
+        ("ipv6 later fragment", v6(A6, B6, vec![Ext::hop(0), Ext::frag(3, false)], raw_l4(P_TCP, &[0, 22, 0, 22]))),
+        ("ipv6 9 ext", v6(A6, B6, vec![Ext::dest(0); 9], udp(17, 18, b""))),
+        ("arp", non_ip(ETH_ARP, &[0; 28])),
+    ]
+}
