@@ -22,12 +22,13 @@ use crate::front::{Kind, Variant};
 #[derive(Debug)]
 pub struct Recorder {
     pub prog: OwnedFd,
-    /// One ring per possible CPU, indexed by CPU id.
+    /// One ring per possible CPU, indexed by CPU id (see [`Recorder::add_rings`]).
     pub rings: Vec<MapHandle>,
+    /// The array of rings the recorder looks its CPU's ring up in.
+    outer: MapHandle,
     pub stats: MapHandle,
     pub scratch: MapHandle,
     pub chain: MapHandle,
-    pub variant: Variant,
 }
 
 /// How the recorder is loaded.
@@ -35,8 +36,6 @@ pub struct Recorder {
 pub struct RecorderSpec<'a> {
     pub hook: Hook,
     pub variant: Variant,
-    /// Bytes per CPU ring (a power of two, multiple of the page size).
-    pub ring_bytes: u32,
     /// Fill level at which the kernel wakes the reader early.
     pub wakeup_bytes: u32,
     /// The dispatcher's if_cap_scratch, for exit captures (the dispatcher writes
@@ -59,8 +58,8 @@ impl Recorder {
 
         let cpus = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting possible CPUs"))? as u32;
         open.maps.cap_rings.set_max_entries(cpus).map_err(Error::bpf("sizing the capture rings"))?;
-        // The inner rings are created below at the size asked: the kernel does not
-        // compare a ring's size with the template's.
+        // The inner rings are created by add_rings at the size asked: the kernel
+        // does not compare a ring's size with the template's.
         if let Some(fd) = spec.scratch {
             open.maps
                 .if_cap_scratch
@@ -86,23 +85,6 @@ impl Recorder {
         .try_clone_to_owned()
         .map_err(Error::io("recorder program fd"))?;
         let outer = MapHandle::try_from(&skel.maps.cap_rings).map_err(Error::bpf("capture rings"))?;
-        let mut rings = Vec::with_capacity(cpus as usize);
-        for cpu in 0..cpus {
-            let opts = libbpf_sys::bpf_map_create_opts {
-                sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-                ..Default::default()
-            };
-            let ring = MapHandle::create(MapType::RingBuf, Some(format!("nr_cap_ring{cpu}")), 0, 0, spec.ring_bytes, &opts)
-                .map_err(Error::bpf(format!(
-                    "creating a {} KiB capture ring (lower -B, or raise the locked-memory limit)",
-                    spec.ring_bytes / 1024
-                )))?;
-            let fd = ring.as_fd().as_raw_fd() as u32;
-            outer
-                .update(&cpu.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-                .map_err(Error::bpf("installing a capture ring"))?;
-            rings.push(ring);
-        }
         let chain = MapHandle::try_from(&skel.maps.cap_chain).map_err(Error::bpf("capture chain"))?;
         let record_slot = nr_capture_slot::NR_CAP_RECORD.0;
         chain
@@ -110,12 +92,35 @@ impl Recorder {
             .map_err(Error::bpf("installing the recorder in the capture chain"))?;
         Ok(Recorder {
             prog,
-            rings,
+            rings: Vec::new(),
+            outer,
             stats: MapHandle::try_from(&skel.maps.cap_stats).map_err(Error::bpf("capture counters"))?,
             scratch: MapHandle::try_from(&skel.maps.if_cap_scratch).map_err(Error::bpf("capture scratch"))?,
             chain,
-            variant: spec.variant,
         })
+    }
+
+    /// Creates one ring of `ring_bytes` per possible CPU. Apart from loading,
+    /// so that program variants the kernel refuses to chain cost no ring memory.
+    pub fn add_rings(&mut self, ring_bytes: u32) -> Result<()> {
+        let cpus = self.outer.max_entries();
+        for cpu in 0..cpus {
+            let opts = libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+                ..Default::default()
+            };
+            let ring = MapHandle::create(MapType::RingBuf, Some(format!("nr_cap_ring{cpu}")), 0, 0, ring_bytes, &opts)
+                .map_err(Error::bpf(format!(
+                    "creating a {} KiB capture ring (lower -B, or raise the locked-memory limit)",
+                    ring_bytes / 1024
+                )))?;
+            let fd = ring.as_fd().as_raw_fd() as u32;
+            self.outer
+                .update(&cpu.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+                .map_err(Error::bpf("installing a capture ring"))?;
+            self.rings.push(ring);
+        }
+        Ok(())
     }
 
     /// Counters of one capture point, summed over CPUs.

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::{
     front::{self, Kind, Variant},
-    recorder::{kind_of, Recorder, RecorderSpec},
+    recorder::{Recorder, RecorderSpec},
     xdp_front::{self, Front, Occupant},
     CaptureIf, Point,
 };
@@ -196,10 +196,9 @@ impl Capture {
 
         let mut refusals = Vec::new();
         for variant in Variant::XDP {
-            let recorder = Recorder::load(&RecorderSpec {
+            let mut recorder = Recorder::load(&RecorderSpec {
                 hook: Hook::Xdp,
                 variant,
-                ring_bytes: spec.ring_bytes,
                 wakeup_bytes: spec.ring_bytes / 4,
                 scratch: scratch.as_ref().map(|m| m.as_fd()),
             })?;
@@ -227,6 +226,7 @@ impl Capture {
                     r => r.map_err(Error::bpf("installing the exit capture"))?,
                 }
             }
+            recorder.add_rings(spec.ring_bytes)?;
             if let (Some(d), true) = (&dispatcher, exit) {
                 let user = d.add_user(Feature::Capture)?;
                 d.set_feature(Feature::Capture, true)?;
@@ -257,13 +257,13 @@ impl Capture {
             Some(d) => Some(maps::open_pinned(&d.map_path("if_cap_scratch"))?),
             None => None,
         };
-        let recorder = Recorder::load(&RecorderSpec {
+        let mut recorder = Recorder::load(&RecorderSpec {
             hook,
             variant: Variant::TC,
-            ring_bytes: spec.ring_bytes,
             wakeup_bytes: spec.ring_bytes / 4,
             scratch: scratch.as_ref().map(|m| m.as_fd()),
         })?;
+        recorder.add_rings(spec.ring_bytes)?;
         if let Some(d) = &dispatcher {
             let front = load_front(Kind::Tc, Point::Exit, Variant::TC, fragment, &recorder)?;
             let chain = maps::open_pinned(&d.map_path("if_tc_chain"))?;
@@ -418,7 +418,6 @@ fn fexit_note(probe_target: std::os::fd::BorrowedFd<'_>, original_id: u32) -> St
 }
 
 fn load_front(kind: Kind, point: Point, variant: Variant, fragment: &[EbpfInsn], r: &Recorder) -> Result<OwnedFd> {
-    debug_assert_eq!(kind, kind_of(if kind == Kind::Xdp { Hook::Xdp } else { Hook::TcIngress }));
     front::load(kind, point, variant, fragment, r.scratch.as_fd(), r.chain.as_fd())
         .map_err(|e| Error::Refused(format!("loading the capture filter program: {e}")))
 }
