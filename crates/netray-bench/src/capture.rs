@@ -53,7 +53,7 @@ use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Point};
 use netray_core::{AttachMode, Hook, PinDir};
 use netray_lab::Lab;
 use netray_pcapfilter::{
-    ebpf::{self as e, EbpfInsn as I, R0, R1, R2, R10},
+    ebpf::{self as e, EbpfInsn as I, R0, R1, R10, R2},
     load_program, ProgramSpec,
 };
 use serde::Serialize;
@@ -93,7 +93,10 @@ impl Default for DumpBenchOptions {
     fn default() -> Self {
         DumpBenchOptions {
             frame_sizes: vec![64, 1500],
-            rates: vec![50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000],
+            rates: vec![
+                50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000, 1_500_000,
+                2_000_000,
+            ],
             step: Duration::from_secs(2),
             batch: 1024,
             dir: PathBuf::from("/var/tmp"),
@@ -158,7 +161,11 @@ impl Step {
     /// Zero loss: every generated frame is in the file (or, for the baseline,
     /// reached the end of the receive path), at the offered rate.
     pub fn lossless(&self) -> bool {
-        let got = if self.tool == Tool::None { self.delivered } else { self.captured };
+        let got = if self.tool == Tool::None {
+            self.delivered
+        } else {
+            self.captured
+        };
         !self.generator_limited && self.generated > 0 && got >= self.generated
     }
 }
@@ -194,15 +201,24 @@ pub struct DumpBenchReport {
 }
 
 /// Runs the benchmark; `on_step` sees each step as it completes.
-pub fn run(opts: &DumpBenchOptions, on_step: &mut dyn FnMut(&Step)) -> anyhow::Result<DumpBenchReport> {
-    anyhow::ensure!(!opts.frame_sizes.is_empty() && !opts.rates.is_empty(), "no frame sizes or rates to measure");
+pub fn run(
+    opts: &DumpBenchOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> anyhow::Result<DumpBenchReport> {
+    anyhow::ensure!(
+        !opts.frame_sizes.is_empty() && !opts.rates.is_empty(),
+        "no frame sizes or rates to measure"
+    );
     for &len in &opts.frame_sizes {
         anyhow::ensure!(
             (MIN_FRAME..=MAX_FRAME).contains(&len),
             "frame size {len}: use {MIN_FRAME} to {MAX_FRAME} bytes (the veth MTU is 1500)"
         );
     }
-    anyhow::ensure!(opts.batch > 0 && opts.batch <= 1 << 20, "batch must be 1 to 1048576 frames");
+    anyhow::ensure!(
+        opts.batch > 0 && opts.batch <= 1 << 20,
+        "batch must be 1 to 1048576 frames"
+    );
     let tcpdump_version = tcpdump_version()?;
     let files = TempDir::new(&opts.dir)?;
     let pin = PinGuard::new()?;
@@ -225,7 +241,11 @@ pub fn run(opts: &DumpBenchOptions, on_step: &mut dyn FnMut(&Step)) -> anyhow::R
                 tools.push(Tool::None);
             }
             // A capture tool is measured until its second failing rate.
-            tools.extend([Tool::Netray, Tool::Tcpdump].into_iter().filter(|&t| failures[t as usize] < 2));
+            tools.extend(
+                [Tool::Netray, Tool::Tcpdump]
+                    .into_iter()
+                    .filter(|&t| failures[t as usize] < 2),
+            );
             if tools.iter().all(|&t| t == Tool::None) {
                 break;
             }
@@ -234,9 +254,23 @@ pub fn run(opts: &DumpBenchOptions, on_step: &mut dyn FnMut(&Step)) -> anyhow::R
                 if opts.abort.load(Ordering::SeqCst) {
                     bail!("interrupted; the lab, programs, pins and files are removed");
                 }
-                let ext = if tool == Tool::Netray { "pcapng" } else { "pcap" };
-                let path = files.path.join(format!("{}-{frame_len}-{rate}.{ext}", tool.name()));
-                let run = Run { lab: &lab, sink: &sink, generator: &generator, frame: &frame, rate, opts, cpus: &cpus };
+                let ext = if tool == Tool::Netray {
+                    "pcapng"
+                } else {
+                    "pcap"
+                };
+                let path = files
+                    .path
+                    .join(format!("{}-{frame_len}-{rate}.{ext}", tool.name()));
+                let run = Run {
+                    lab: &lab,
+                    sink: &sink,
+                    generator: &generator,
+                    frame: &frame,
+                    rate,
+                    opts,
+                    cpus: &cpus,
+                };
                 let step = match tool {
                     Tool::None => run.baseline()?,
                     Tool::Netray => run.netray(pin.dir(), &path)?,
@@ -281,10 +315,20 @@ fn summarize(sizes: &[usize], steps: &[Step]) -> Vec<Best> {
     sizes
         .iter()
         .map(|&len| {
-            let of = |tool: Tool| steps.iter().filter(move |s| s.tool == tool && s.frame_len == len);
+            let of = |tool: Tool| {
+                steps
+                    .iter()
+                    .filter(move |s| s.tool == tool && s.frame_len == len)
+            };
             // The highest rate up to which every step was lossless.
-            let best = |tool: Tool| of(tool).take_while(|s| s.lossless()).last().map(|s| s.offered_pps);
-            let never_lost = |tool: Tool| of(tool).next().is_some() && of(tool).all(|s| s.lossless());
+            let best = |tool: Tool| {
+                of(tool)
+                    .take_while(|s| s.lossless())
+                    .last()
+                    .map(|s| s.offered_pps)
+            };
+            let never_lost =
+                |tool: Tool| of(tool).next().is_some() && of(tool).all(|s| s.lossless());
             let (netray, tcpdump) = (best(Tool::Netray), best(Tool::Tcpdump));
             Best {
                 frame_len: len,
@@ -316,16 +360,25 @@ impl Cpus {
         // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
         let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         // SAFETY: saved is a valid cpu_set_t of the size given.
-        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut saved) } != 0 {
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut saved) }
+            != 0
+        {
             bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
         }
         // SAFETY: CPU_ISSET reads within the set.
-        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &saved) }).collect();
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &saved) })
+            .collect();
         if allowed.len() < 2 {
-            return Ok(Cpus { generator: None, saved, note: "one CPU: generator and captures share it".into() });
+            return Ok(Cpus {
+                generator: None,
+                saved,
+                note: "one CPU: generator and captures share it".into(),
+            });
         }
         // SAFETY: as above; CPU_SET writes within the sets.
-        let (mut gen, mut rest): (libc::cpu_set_t, libc::cpu_set_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let (mut gen, mut rest): (libc::cpu_set_t, libc::cpu_set_t) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
         unsafe { libc::CPU_SET(allowed[0], &mut gen) };
         for &c in &allowed[1..] {
             unsafe { libc::CPU_SET(c, &mut rest) };
@@ -379,7 +432,13 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn generate(&self) -> anyhow::Result<Generated> {
-        let (frame, rate, batch, dur, abort) = (self.frame, self.rate, self.opts.batch, self.opts.step, &self.opts.abort);
+        let (frame, rate, batch, dur, abort) = (
+            self.frame,
+            self.rate,
+            self.opts.batch,
+            self.opts.step,
+            &self.opts.abort,
+        );
         self.lab
             .in_netns(|| {
                 self.cpus.enter_generator()?;
@@ -388,10 +447,21 @@ impl Run<'_> {
             .context("entering the lab's namespace")?
     }
 
-    fn step(&self, tool: Tool, gen: &Generated, before: Counts, captured: u64, reported_lost: u64) -> anyhow::Result<Step> {
+    fn step(
+        &self,
+        tool: Tool,
+        gen: &Generated,
+        before: Counts,
+        captured: u64,
+        reported_lost: u64,
+    ) -> anyhow::Result<Step> {
         let after = self.sink.counts()?;
         let delivered = after.delivered - before.delivered;
-        let got = if tool == Tool::None { delivered } else { captured };
+        let got = if tool == Tool::None {
+            delivered
+        } else {
+            captured
+        };
         let missing = gen.sent.saturating_sub(got);
         Ok(Step {
             tool,
@@ -404,7 +474,11 @@ impl Run<'_> {
             captured,
             reported_lost,
             missing,
-            missing_pct: if gen.sent > 0 { 100.0 * missing as f64 / gen.sent as f64 } else { 0.0 },
+            missing_pct: if gen.sent > 0 {
+                100.0 * missing as f64 / gen.sent as f64
+            } else {
+                0.0
+            },
             file_bytes: 0,
             generator_limited: gen.achieved_pps() < GENERATOR_OK * self.rate as f64,
             tool_lines: Vec::new(),
@@ -447,7 +521,9 @@ impl Run<'_> {
         settled?;
         drained?;
         let stats = stopped.context("taking netray's capture down")?.stats;
-        let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
+        let mut out = output
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
         out.finish().context("writing the capture file")?;
         let captured = out.written();
         let lost = stats.iter().map(|s| s.lost).sum();
@@ -553,19 +629,38 @@ struct Generator {
 impl Generator {
     fn new(lab: &Lab) -> anyhow::Result<Generator> {
         let peer = lab.peer_if().to_string();
-        let peer_ifindex = lab.in_netns(move || ifindex(&peer)).context("entering the lab's namespace")??;
+        let peer_ifindex = lab
+            .in_netns(move || ifindex(&peer))
+            .context("entering the lab's namespace")??;
         let insns = [
             I::mov32_imm(R1, peer_ifindex as i32),
             I::mov32_imm(R2, 0),
             I::call(libbpf_sys::BPF_FUNC_redirect as i32),
             I::exit(),
         ];
-        let prog = load_program(&insns, &ProgramSpec::xdp("nr_bench_gen")).context("loading the generator program")?;
+        let prog = load_program(&insns, &ProgramSpec::xdp("nr_bench_gen"))
+            .context("loading the generator program")?;
         let attached = lab
-            .in_netns(|| link_create(prog.as_fd(), peer_ifindex, libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_DRV_MODE))
+            .in_netns(|| {
+                link_create(
+                    prog.as_fd(),
+                    peer_ifindex,
+                    libbpf_sys::BPF_XDP,
+                    libbpf_sys::XDP_FLAGS_DRV_MODE,
+                )
+            })
             .context("entering the lab's namespace")?
-            .with_context(|| format!("attaching the generator program to {} (see Generator)", lab.peer_if()))?;
-        Ok(Generator { prog, peer_ifindex, _attached: attached })
+            .with_context(|| {
+                format!(
+                    "attaching the generator program to {} (see Generator)",
+                    lab.peer_if()
+                )
+            })?;
+        Ok(Generator {
+            prog,
+            peer_ifindex,
+            _attached: attached,
+        })
     }
 
     /// Sends `count` frames in one test run; call from inside the lab's namespace.
@@ -580,7 +675,11 @@ impl Generator {
             rx_queue_index: u32,
             egress_ifindex: u32,
         }
-        let ctx = XdpMd { data_end: frame.len() as u32, ingress_ifindex: self.peer_ifindex, ..Default::default() };
+        let ctx = XdpMd {
+            data_end: frame.len() as u32,
+            ingress_ifindex: self.peer_ifindex,
+            ..Default::default()
+        };
         let mut opts = libbpf_sys::bpf_test_run_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
             data_in: frame.as_ptr().cast(),
@@ -596,14 +695,24 @@ impl Generator {
         let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.prog.as_raw_fd(), &mut opts) };
         if rc != 0 {
             let err = std::io::Error::from_raw_os_error(-rc);
-            bail!("BPF_PROG_TEST_RUN with live frames ({} bytes x {count}) failed: {err}", frame.len());
+            bail!(
+                "BPF_PROG_TEST_RUN with live frames ({} bytes x {count}) failed: {err}",
+                frame.len()
+            );
         }
         Ok(())
     }
 
     /// Sends frames at `rate` per second for `dur`: whenever at least `min(batch, rate/1000)`
     /// frames are due, one test run sends them (at most `batch`). Call inside the namespace.
-    fn paced(&self, frame: &[u8], rate: u64, batch: u32, dur: Duration, abort: &AtomicBool) -> anyhow::Result<Generated> {
+    fn paced(
+        &self,
+        frame: &[u8],
+        rate: u64,
+        batch: u32,
+        dur: Duration,
+        abort: &AtomicBool,
+    ) -> anyhow::Result<Generated> {
         let chunk = (rate / 1000).clamp(1, u64::from(batch));
         let total = (rate as f64 * dur.as_secs_f64()) as u64;
         let start = Instant::now();
@@ -628,7 +737,9 @@ impl Generator {
             }
         }
         // The rate achieved: the frames sent over the time it took (the step's length at best).
-        let elapsed = start.elapsed().max(dur.mul_f64(sent as f64 / total.max(1) as f64));
+        let elapsed = start
+            .elapsed()
+            .max(dur.mul_f64(sent as f64 / total.max(1) as f64));
         Ok(Generated { sent, elapsed })
     }
 }
@@ -650,7 +761,9 @@ fn build_frame(lab: &Lab, len: usize) -> anyhow::Result<Vec<u8>> {
         .ipv4(lab.peer_v4().octets(), lab.host_v4().octets(), 64)
         .udp(SRC_PORT, DST_PORT);
     let mut frame = Vec::with_capacity(len);
-    builder.write(&mut frame, &payload).context("building the test frame")?;
+    builder
+        .write(&mut frame, &payload)
+        .context("building the test frame")?;
     debug_assert_eq!(frame.len(), len);
     Ok(frame)
 }
@@ -679,8 +792,11 @@ impl Sink {
         let arrived = Counter::new()?;
         let delivered = Counter::new()?;
         // XDP_PASS = 2, TC_ACT_SHOT = 2.
-        let xdp_prog = load_program(&counting(arrived.fd.as_fd(), 2), &ProgramSpec::xdp("nr_bench_rx"))
-            .context("loading the receive counter")?;
+        let xdp_prog = load_program(
+            &counting(arrived.fd.as_fd(), 2),
+            &ProgramSpec::xdp("nr_bench_rx"),
+        )
+        .context("loading the receive counter")?;
         let tc_prog = load_program(
             &counting(delivered.fd.as_fd(), 2),
             &ProgramSpec {
@@ -692,15 +808,39 @@ impl Sink {
         )
         .context("loading the tcx drop program")?;
         // A native XDP program on the host end also makes the veth accept redirected frames.
-        let xdp = link_create(xdp_prog.as_fd(), ifindex, libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_DRV_MODE)
-            .with_context(|| format!("attaching the receive counter to {} in native XDP mode", lab.host_if()))?;
+        let xdp = link_create(
+            xdp_prog.as_fd(),
+            ifindex,
+            libbpf_sys::BPF_XDP,
+            libbpf_sys::XDP_FLAGS_DRV_MODE,
+        )
+        .with_context(|| {
+            format!(
+                "attaching the receive counter to {} in native XDP mode",
+                lab.host_if()
+            )
+        })?;
         let tcx = link_create(tc_prog.as_fd(), ifindex, libbpf_sys::BPF_TCX_INGRESS, 0)
-            .with_context(|| format!("attaching the drop program to {} at tcx ingress", lab.host_if()))?;
-        Ok(Sink { arrived, delivered, _xdp: xdp, _tcx: tcx, _progs: [xdp_prog, tc_prog] })
+            .with_context(|| {
+                format!(
+                    "attaching the drop program to {} at tcx ingress",
+                    lab.host_if()
+                )
+            })?;
+        Ok(Sink {
+            arrived,
+            delivered,
+            _xdp: xdp,
+            _tcx: tcx,
+            _progs: [xdp_prog, tc_prog],
+        })
     }
 
     fn counts(&self) -> anyhow::Result<Counts> {
-        Ok(Counts { arrived: self.arrived.read()?, delivered: self.delivered.read()? })
+        Ok(Counts {
+            arrived: self.arrived.read()?,
+            delivered: self.delivered.read()?,
+        })
     }
 
     /// Waits until the receive path has handled what was sent (the veth's NAPI may lag
@@ -723,7 +863,11 @@ impl Sink {
 
 /// `counter[0]++ ; return verdict`, for XDP and TC alike.
 fn counting(map: BorrowedFd<'_>, verdict: i32) -> Vec<I> {
-    let mut p = vec![I::st_imm(e::W, R10, -4, 0), I::mov64_reg(R2, R10), I::alu64_imm(e::ADD, R2, -4)];
+    let mut p = vec![
+        I::st_imm(e::W, R10, -4, 0),
+        I::mov64_reg(R2, R10),
+        I::alu64_imm(e::ADD, R2, -4),
+    ];
     p.extend(I::ld_map_fd(R1, map.as_raw_fd()));
     p.extend([
         I::call(libbpf_sys::BPF_FUNC_map_lookup_elem as i32),
@@ -747,17 +891,34 @@ impl Counter {
     fn new() -> anyhow::Result<Counter> {
         // SAFETY: a plain query.
         let cpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
-        anyhow::ensure!(cpus > 0, "cannot tell the number of possible CPUs: {}", std::io::Error::from_raw_os_error(-cpus));
+        anyhow::ensure!(
+            cpus > 0,
+            "cannot tell the number of possible CPUs: {}",
+            std::io::Error::from_raw_os_error(-cpus)
+        );
         let name = c"nr_bench_cnt";
         // SAFETY: name is NUL-terminated; null opts mean defaults.
         let fd = unsafe {
-            libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY, name.as_ptr(), 4, 8, 1, std::ptr::null())
+            libbpf_sys::bpf_map_create(
+                libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+                name.as_ptr(),
+                4,
+                8,
+                1,
+                std::ptr::null(),
+            )
         };
         if fd < 0 {
-            bail!("creating a counter map: {}", std::io::Error::from_raw_os_error(-fd));
+            bail!(
+                "creating a counter map: {}",
+                std::io::Error::from_raw_os_error(-fd)
+            );
         }
         // SAFETY: a fresh fd we own.
-        Ok(Counter { fd: unsafe { OwnedFd::from_raw_fd(fd) }, cpus: cpus as usize })
+        Ok(Counter {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            cpus: cpus as usize,
+        })
     }
 
     fn read(&self) -> anyhow::Result<u64> {
@@ -772,14 +933,23 @@ impl Counter {
             )
         };
         if rc != 0 {
-            bail!("reading a counter: {}", std::io::Error::from_raw_os_error(-rc));
+            bail!(
+                "reading a counter: {}",
+                std::io::Error::from_raw_os_error(-rc)
+            );
         }
         Ok(values.iter().sum())
     }
 }
 
-fn link_create(prog: BorrowedFd<'_>, ifindex: u32, at: libbpf_sys::bpf_attach_type, flags: u32) -> anyhow::Result<OwnedFd> {
-    netray_core::link::create(prog, ifindex, at, flags).map_err(|e| std::io::Error::from_raw_os_error(e).into())
+fn link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    at: libbpf_sys::bpf_attach_type,
+    flags: u32,
+) -> anyhow::Result<OwnedFd> {
+    netray_core::link::create(prog, ifindex, at, flags)
+        .map_err(|e| std::io::Error::from_raw_os_error(e).into())
 }
 
 // ---------------------------------------------------------------------------
@@ -804,7 +974,8 @@ fn tcpdump_version() -> anyhow::Result<String> {
     let out = Command::new("tcpdump").arg("--version").output().map_err(|e| {
         anyhow::anyhow!("tcpdump is needed to compare against ({e}); install it (setup/deps.sh, or apt-get install tcpdump)")
     })?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     Ok(text.lines().next().unwrap_or("tcpdump").trim().to_string())
 }
 
@@ -828,11 +999,17 @@ impl Tcpdump {
                 }
             }
         });
-        let td = Tcpdump { child: Some(child), stderr: rx };
+        let td = Tcpdump {
+            child: Some(child),
+            stderr: rx,
+        };
         // Wait for "listening on ...": only then is the socket bound.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match td.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match td
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) if line.contains("listening on") => return Ok(td),
                 Ok(_) => {}
                 Err(_) => bail!("tcpdump did not start listening on {iface} within 10 s"),
@@ -847,7 +1024,12 @@ impl Tcpdump {
         let status = child.wait().context("waiting for tcpdump")?;
         let mut s = TcpdumpSummary::default();
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
-            let n = || line.split_whitespace().next().and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+            let n = || {
+                line.split_whitespace()
+                    .next()
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             if line.ends_with("packets captured") || line.ends_with("packet captured") {
                 s.captured = n();
             } else if line.contains("received by filter") {
@@ -920,7 +1102,10 @@ impl TempDir {
         const TMPFS_MAGIC: i64 = 0x0102_1994;
         const RAMFS_MAGIC: i64 = 0x8584_58f6;
         if matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC) {
-            bail!("{} is in memory (tmpfs): give a directory on a disk with --dir", parent.display());
+            bail!(
+                "{} is in memory (tmpfs): give a directory on a disk with --dir",
+                parent.display()
+            );
         }
         let path = parent.join(format!("netray-bench-dump-{}", std::process::id()));
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;

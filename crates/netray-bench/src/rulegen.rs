@@ -29,8 +29,14 @@ pub fn blocklist(n: usize, seed: u64) -> Vec<Rule> {
 
 /// A random address inside a rule's prefix.
 pub fn address_in(rule: &Rule, rng: &mut StdRng) -> [u8; 4] {
-    let IpNet::V4(net) = rule.net else { return [192, 0, 2, 1] };
+    let IpNet::V4(net) = rule.net else {
+        return [192, 0, 2, 1];
+    };
     let host_bits = 32 - net.prefix_len() as u32;
-    let mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
+    let mask = if host_bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << host_bits) - 1
+    };
     (u32::from(net.network()) | (rng.random::<u32>() & mask)).to_be_bytes()
 }

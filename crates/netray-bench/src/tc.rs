@@ -11,7 +11,7 @@ use std::{mem::MaybeUninit, path::PathBuf};
 use anyhow::Context as _;
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    ProgramInput, ProgramMut,
+    ProgramMut,
 };
 use netray_core::{
     dispatcher::{configure_maps, ensure_fw_maps, FwCapacity},
@@ -54,7 +54,12 @@ impl Drop for BenchPin {
 }
 
 /// Runs the TC benchmark; `progress` receives a line per figure.
-pub fn run(repeat: u32, rounds: usize, rule_counts: &[usize], progress: &mut dyn FnMut(&str)) -> anyhow::Result<TcReport> {
+pub fn run(
+    repeat: u32,
+    rounds: usize,
+    rule_counts: &[usize],
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<TcReport> {
     netray_core::probe::require_bpf()?;
     let pin = BenchPin(PinDir::resolve(Some(&PathBuf::from(format!(
         "/sys/fs/bpf/netray-bench-tc-{}",
@@ -63,18 +68,25 @@ pub fn run(repeat: u32, rounds: usize, rule_counts: &[usize], progress: &mut dyn
     let largest = rule_counts.iter().copied().max().unwrap_or(0);
     let all_rules: Vec<Rule> = rulegen::blocklist(largest, 42)
         .into_iter()
-        .map(|r| Rule { dir: Direction::Out, ..r })
+        .map(|r| Rule {
+            dir: Direction::Out,
+            ..r
+        })
         .collect();
     let cap = FwCapacity {
         max_rules: (largest as u32 + 16).max(FwCapacity::default().max_rules),
-        ranges_per_bank: FwCapacity::default().ranges_per_bank.max(largest as u32 * 2),
+        ranges_per_bank: FwCapacity::default()
+            .ranges_per_bank
+            .max(largest as u32 * 2),
         ..FwCapacity::default()
     };
     ensure_fw_maps(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);
 
     let mut storage = MaybeUninit::uninit();
-    let mut open = BenchTcSkelBuilder::default().open(&mut storage).context("opening the TC benchmark programs")?;
+    let mut open = BenchTcSkelBuilder::default()
+        .open(&mut storage)
+        .context("opening the TC benchmark programs")?;
     configure_maps(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap)?;
     let skel = open.load().context("loading the TC benchmark programs")?;
     let progs = &skel.progs;
@@ -91,29 +103,32 @@ pub fn run(repeat: u32, rounds: usize, rule_counts: &[usize], progress: &mut dyn
         Ok(maps::put(&config, 0, &cfg)?)
     };
 
-    let measure = |prog: &ProgramMut<'_>, frame: &[u8]| -> anyhow::Result<f64> {
-        let mut samples = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            let mut input = ProgramInput::default();
-            input.data_in = Some(frame);
-            input.repeat = repeat;
-            let out = prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
-            samples.push(out.duration.as_nanos() as f64);
-        }
-        samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
-    };
+    let measure = |prog: &ProgramMut<'_>, frame: &[u8]| crate::best_of(prog, frame, repeat, rounds);
 
     let base = udp_frame([198, 18, 0, 1]);
     let empty_ns = measure(&progs.bench_tc_empty, &base)?;
     progress(&format!("empty TC program: {empty_ns:.0} ns/packet"));
     let mut rows = Vec::new();
     let mut row = |name: &str, rules: usize, ns: f64| {
-        progress(&format!("{:<34} {:>5.0} ns {:>5.2}x", format!("{name}, {rules} rules"), ns, ns / empty_ns));
-        rows.push(TcRow { name: name.into(), rules, ns, ratio: ns / empty_ns });
+        progress(&format!(
+            "{:<34} {:>5.0} ns {:>5.2}x",
+            format!("{name}, {rules} rules"),
+            ns,
+            ns / empty_ns
+        ));
+        rows.push(TcRow {
+            name: name.into(),
+            rules,
+            ns,
+            ratio: ns / empty_ns,
+        });
     };
     set(&[], &[])?;
-    row("tc-ingress idle", 0, measure(&progs.bench_tc_ingress, &base)?);
+    row(
+        "tc-ingress idle",
+        0,
+        measure(&progs.bench_tc_ingress, &base)?,
+    );
     row("tc-egress idle", 0, measure(&progs.bench_tc_egress, &base)?);
 
     let mut rng = StdRng::seed_from_u64(7);
@@ -126,14 +141,28 @@ pub fn run(repeat: u32, rounds: usize, rule_counts: &[usize], progress: &mut dyn
         let rules = &all_rules[..n];
         let mut frame = base.clone();
         // The destination of a sent packet: inside the most specific rule.
-        if let Some(host) = rules.iter().find(|r| r.net.prefix_len() == 32).or(rules.first()) {
+        if let Some(host) = rules
+            .iter()
+            .find(|r| r.net.prefix_len() == 32)
+            .or(rules.first())
+        {
             frame[30..34].copy_from_slice(&rulegen::address_in(host, &mut rng));
         }
         set(&[], &[Feature::Firewall])?;
-        row("tc-egress firewall", n, measure(&progs.bench_tc_egress, &frame)?);
+        row(
+            "tc-egress firewall",
+            n,
+            measure(&progs.bench_tc_egress, &frame)?,
+        );
     }
     set(&[], &[])?;
-    Ok(TcReport { frame_bytes: base.len(), repeat, rounds, empty_ns, rows })
+    Ok(TcReport {
+        frame_bytes: base.len(),
+        repeat,
+        rounds,
+        empty_ns,
+        rows,
+    })
 }
 
 /// A 60-byte Ethernet/IPv4/UDP frame to `dst`.

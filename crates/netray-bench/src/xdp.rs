@@ -13,6 +13,7 @@
 
 use std::{
     mem::MaybeUninit,
+    os::fd::AsFd,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -24,7 +25,7 @@ use std::{
 use anyhow::Context as _;
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    MapCore, MapFlags, ProgramInput, ProgramMut, RingBufferBuilder,
+    MapCore, MapFlags, OpenObject, ProgramInput, ProgramMut, RingBufferBuilder,
 };
 use netray_core::{
     dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
@@ -32,7 +33,7 @@ use netray_core::{
 };
 use netray_ebpf::{
     abi::{nr_if_config, nr_if_stats},
-    bench::BenchSkelBuilder,
+    bench::{BenchSkel, BenchSkelBuilder},
 };
 use netray_firewall::{compile, Firewall, Rule};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -47,15 +48,24 @@ const FAKE_IFINDEX: u32 = 999_998;
 pub struct XdpBenchOptions {
     /// Runs per measurement (one BPF_PROG_TEST_RUN call).
     pub repeat: u32,
-    /// Measurements per figure; the median is reported.
+    /// Measurements per figure on each load; the fastest counts.
     pub rounds: usize,
+    /// Times the programs are loaded (over the same maps); each figure is the
+    /// median over the loads. Where the JIT places a program changes its cost
+    /// by up to ~15 ns here, so one load is one draw of that lottery.
+    pub loads: usize,
     /// Rule-set sizes to measure, ascending.
     pub rule_counts: Vec<usize>,
 }
 
 impl Default for XdpBenchOptions {
     fn default() -> Self {
-        XdpBenchOptions { repeat: 1_000_000, rounds: 5, rule_counts: vec![0, 1_000, 100_000] }
+        XdpBenchOptions {
+            repeat: 500_000,
+            rounds: 3,
+            loads: 5,
+            rule_counts: vec![0, 1_000, 100_000],
+        }
     }
 }
 
@@ -72,6 +82,9 @@ pub struct Row {
     pub random_ratio: f64,
     /// random_ns / (empty program + source rewrite)
     pub random_ratio_vs_rewrite: f64,
+    /// The same figures with their fastest and slowest load.
+    pub repeated_spread: Spread,
+    pub random_spread: Spread,
     pub events_delivered: Option<u64>,
     pub events_lost: Option<u64>,
 }
@@ -81,6 +94,7 @@ pub struct XdpReport {
     pub frame_bytes: usize,
     pub repeat: u32,
     pub rounds: usize,
+    pub loads: usize,
     pub empty_ns: f64,
     pub empty_rewrite_ns: f64,
     pub rows: Vec<Row>,
@@ -91,6 +105,45 @@ pub struct XdpReport {
     /// sources (65,536 flows, against the idle dispatcher on the same sources).
     pub flows_added_ns: f64,
     pub flows_added_random_ns: f64,
+}
+
+/// Which benchmark program a figure runs.
+#[derive(Debug, Clone, Copy)]
+enum Prog {
+    Empty,
+    RandEmpty,
+    Dispatch,
+    RandDispatch,
+}
+
+/// A figure measured on every load of the programs: the median over the
+/// loads, and the fastest and slowest of them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut per_load: Vec<f64>) -> Spread {
+        per_load.sort_by(f64::total_cmp);
+        Spread {
+            median: per_load[per_load.len() / 2],
+            min: per_load[0],
+            max: per_load[per_load.len() - 1],
+        }
+    }
+
+    /// "37 ns (30-45)", or "37 ns" when every load agrees.
+    fn show(&self) -> String {
+        let (med, lo, hi) = (self.median.round(), self.min.round(), self.max.round());
+        if lo == hi {
+            format!("{med:.0} ns")
+        } else {
+            format!("{med:.0} ns ({lo:.0}-{hi:.0})")
+        }
+    }
 }
 
 /// A private pin dir for the benchmark, removed on drop.
@@ -116,25 +169,67 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     let all_rules = rulegen::blocklist(largest, 42);
     // Size the tables for the largest set (the compiler says how much it needs).
     let t0 = Instant::now();
-    let indexed: Vec<(u32, Rule)> = all_rules.iter().cloned().zip(1..).map(|(r, i)| (i, r)).collect();
-    let needed = compile::compile(&indexed, compile::Capacity::UNLIMITED).map_err(anyhow::Error::msg)?;
+    let indexed: Vec<(u32, Rule)> = all_rules
+        .iter()
+        .cloned()
+        .zip(1..)
+        .map(|(r, i)| (i, r))
+        .collect();
+    let needed =
+        compile::compile(&indexed, compile::Capacity::UNLIMITED).map_err(anyhow::Error::msg)?;
     let compile_ms_largest = t0.elapsed().as_secs_f64() * 1e3;
+    progress(&format!(
+        "{largest} rules compile to {} trie chunks ({} KiB) and {} range blocks ({} KiB)",
+        needed.chunks.len(),
+        needed.chunks.len() * std::mem::size_of::<compile::Chunk>() / 1024,
+        needed.ranges.len(),
+        needed.ranges.len() * std::mem::size_of::<netray_ebpf::abi::nr_fw_range>() / 1024
+    ));
     let cap = FwCapacity {
-        chunks_per_bank: (needed.chunks.len() as u32 + 1024).max(FwCapacity::default().chunks_per_bank),
-        ranges_per_bank: (needed.ranges.len() as u32 + 1024).max(FwCapacity::default().ranges_per_bank),
+        chunks_per_bank: (needed.chunks.len() as u32 + 1024)
+            .max(FwCapacity::default().chunks_per_bank),
+        ranges_per_bank: (needed.ranges.len() as u32 + 1024)
+            .max(FwCapacity::default().ranges_per_bank),
         max_rules: (largest as u32 + 16).max(1024),
     };
     ensure_fw_maps(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);
 
-    let mut storage = MaybeUninit::uninit();
-    let mut open = BenchSkelBuilder::default().open(&mut storage).context("opening the benchmark programs")?;
-    // Room for the flows of both random runs (2 x SOURCES): no eviction while measuring.
-    let flows_cap = FlowCapacity { max_flows: 2 * SOURCES };
-    configure_maps_with(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap, &flows_cap)?;
-    open.maps.bench_sources.set_max_entries(SOURCES)?;
-    open.maps.rodata_data.as_deref_mut().context("bench rodata")?.bench_sources_mask = SOURCES - 1;
-    let skel = open.load().context("loading the benchmark programs")?;
+    // The programs, loaded opts.loads times over the same pinned maps (the
+    // first load's source table is shared too).
+    let mut storages: Vec<MaybeUninit<OpenObject>> = (0..opts.loads.max(1))
+        .map(|_| MaybeUninit::uninit())
+        .collect();
+    let mut skels: Vec<BenchSkel<'_>> = Vec::with_capacity(storages.len());
+    for storage in storages.iter_mut() {
+        let mut open = BenchSkelBuilder::default()
+            .open(storage)
+            .context("opening the benchmark programs")?;
+        // Room for the flows of both random runs (2 x SOURCES): no eviction while measuring.
+        let flows_cap = FlowCapacity {
+            max_flows: 2 * SOURCES,
+        };
+        configure_maps_with(
+            open.open_object_mut(),
+            &pin.0,
+            Some(FAKE_IFINDEX),
+            &cap,
+            &flows_cap,
+        )?;
+        open.maps.bench_sources.set_max_entries(SOURCES)?;
+        if let Some(first) = skels.first() {
+            open.maps
+                .bench_sources
+                .reuse_fd(first.maps.bench_sources.as_fd())?;
+        }
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .context("bench rodata")?
+            .bench_sources_mask = SOURCES - 1;
+        skels.push(open.load().context("loading the benchmark programs")?);
+    }
+    let skel = &skels[0];
     let progs = &skel.progs;
 
     let if_dir = pin.0.if_dir(FAKE_IFINDEX);
@@ -153,17 +248,20 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
 
     let mut rng = StdRng::seed_from_u64(7);
     let base_frame = udp_frame([198, 51, 100, 1]);
-    let measure = |prog: &ProgramMut<'_>, frame: &[u8]| -> anyhow::Result<f64> {
-        let mut samples = Vec::with_capacity(opts.rounds);
-        for _ in 0..opts.rounds {
-            let mut input = ProgramInput::default();
-            input.data_in = Some(frame);
-            input.repeat = opts.repeat;
-            let out = prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
-            samples.push(out.duration.as_nanos() as f64);
+    // A figure: the fastest of opts.rounds on every load, then the median
+    // (and the spread) over the loads.
+    let measure = |which: Prog, frame: &[u8]| -> anyhow::Result<Spread> {
+        let mut per_load = Vec::with_capacity(skels.len());
+        for s in &skels {
+            let prog = match which {
+                Prog::Empty => &s.progs.bench_empty,
+                Prog::RandEmpty => &s.progs.bench_rand_empty,
+                Prog::Dispatch => &s.progs.bench_dispatch,
+                Prog::RandDispatch => &s.progs.bench_rand_dispatch,
+            };
+            per_load.push(crate::best_of(prog, frame, opts.repeat, opts.rounds)?);
         }
-        samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
+        Ok(Spread::of(per_load))
     };
 
     // Baselines.
@@ -174,22 +272,30 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             } else {
                 rulegen::address_in(&rules[rng.random_range(0..rules.len())], rng)
             };
-            skel.maps.bench_sources.update(&i.to_ne_bytes(), &src, MapFlags::ANY)?;
+            skel.maps
+                .bench_sources
+                .update(&i.to_ne_bytes(), &src, MapFlags::ANY)?;
         }
         Ok(())
     };
     fill_sources(&[], &mut rng)?;
-    let empty_ns = measure(&progs.bench_empty, &base_frame)?;
-    let empty_rewrite_ns = measure(&progs.bench_rand_empty, &base_frame)?;
+    let empty = measure(Prog::Empty, &base_frame)?;
+    let empty_rewrite = measure(Prog::RandEmpty, &base_frame)?;
+    let (empty_ns, empty_rewrite_ns) = (empty.median, empty_rewrite.median);
     progress(&format!(
-        "empty XDP program: {empty_ns:.0} ns/packet; with the source rewrite of the random runs: {empty_rewrite_ns:.0} ns"
+        "empty XDP program: {}; with the source rewrite of the random runs: {}",
+        empty.show(),
+        empty_rewrite.show()
     ));
 
     let mut rows = Vec::new();
     let mut installed = 0usize;
     set_features(&[])?;
-    let idle_ns = measure(&progs.bench_dispatch, &base_frame)?;
-    let idle_rand_ns = measure(&progs.bench_rand_dispatch, &base_frame)?;
+    let idle = measure(Prog::Dispatch, &base_frame)?;
+    let (idle_ns, idle_rand_ns) = (
+        idle.median,
+        measure(Prog::RandDispatch, &base_frame)?.median,
+    );
     // Runs every random source through the program twice, so each is a flow
     // in the table before flows are measured.
     let warm_flows = |prog: &ProgramMut<'_>, frame: &[u8]| -> anyhow::Result<()> {
@@ -199,36 +305,43 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
         Ok(())
     };
-    progress(&format!("dispatcher with every feature off (parse + counters): {idle_ns:.0} ns, {:.2}x", idle_ns / empty_ns));
-    let mut row = |name: &str, rules: usize, repeated_ns: f64, random_ns: f64, ev: Option<(u64, u64)>| {
-        let r = Row {
-            name: name.to_string(),
-            rules,
-            repeated_ns,
-            random_ns,
-            repeated_ratio: repeated_ns / empty_ns,
-            random_ratio: random_ns / empty_ns,
-            random_ratio_vs_rewrite: random_ns / empty_rewrite_ns,
-            events_delivered: ev.map(|e| e.0),
-            events_lost: ev.map(|e| e.1),
+    progress(&format!(
+        "dispatcher with every feature off (parse + counters): {}, {:.2}x",
+        idle.show(),
+        idle_ns / empty_ns
+    ));
+    let mut row =
+        |name: &str, rules: usize, repeated: Spread, random: Spread, ev: Option<(u64, u64)>| {
+            let r = Row {
+                name: name.to_string(),
+                rules,
+                repeated_ns: repeated.median,
+                random_ns: random.median,
+                repeated_ratio: repeated.median / empty_ns,
+                random_ratio: random.median / empty_ns,
+                random_ratio_vs_rewrite: random.median / empty_rewrite_ns,
+                repeated_spread: repeated,
+                random_spread: random,
+                events_delivered: ev.map(|e| e.0),
+                events_lost: ev.map(|e| e.1),
+            };
+            progress(&format!(
+                "{:<32} repeated {:>16} {:>5.2}x   random {:>18} {:>5.2}x",
+                format!("{name}, {rules} rules"),
+                repeated.show(),
+                r.repeated_ratio,
+                random.show(),
+                r.random_ratio
+            ));
+            rows.push(r);
         };
-        progress(&format!(
-            "{:<34} repeated {:>5.0} ns {:>5.2}x   random {:>5.0} ns {:>5.2}x",
-            format!("{name}, {rules} rules"),
-            r.repeated_ns,
-            r.repeated_ratio,
-            r.random_ns,
-            r.random_ratio
-        ));
-        rows.push(r);
-    };
 
     // Flow accounting alone (firewall off): one flow for the repeated frame,
     // 65,536 for the random sources.
     set_features(&[Feature::Flows])?;
     warm_flows(&progs.bench_rand_dispatch, &base_frame)?;
-    let flows_repeated = measure(&progs.bench_dispatch, &base_frame)?;
-    let flows_random = measure(&progs.bench_rand_dispatch, &base_frame)?;
+    let flows_repeated = measure(Prog::Dispatch, &base_frame)?;
+    let flows_random = measure(Prog::RandDispatch, &base_frame)?;
     row("flows", 0, flows_repeated, flows_random, None);
 
     for &n in &opts.rule_counts {
@@ -240,14 +353,18 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         // The repeated frame comes from the most specific rule there is (the
         // deepest walk), or an unmatched address when there are no rules.
         let mut frame = base_frame.clone();
-        if let Some(host) = rules.iter().find(|r| r.net.prefix_len() == 32).or(rules.first()) {
+        if let Some(host) = rules
+            .iter()
+            .find(|r| r.net.prefix_len() == 32)
+            .or(rules.first())
+        {
             frame[26..30].copy_from_slice(&rulegen::address_in(host, &mut rng));
         }
         fill_sources(rules, &mut rng)?;
 
         set_features(&[Feature::Firewall])?;
-        let repeated = measure(&progs.bench_dispatch, &frame)?;
-        let random = measure(&progs.bench_rand_dispatch, &frame)?;
+        let repeated = measure(Prog::Dispatch, &frame)?;
+        let random = measure(Prog::RandDispatch, &frame)?;
         row("firewall", n, repeated, random, None);
 
         if n == largest {
@@ -255,8 +372,8 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             // is a flow: the table is filled first, then measured).
             set_features(&[Feature::Firewall, Feature::Flows])?;
             warm_flows(&progs.bench_rand_dispatch, &frame)?;
-            let repeated = measure(&progs.bench_dispatch, &frame)?;
-            let random = measure(&progs.bench_rand_dispatch, &frame)?;
+            let repeated = measure(Prog::Dispatch, &frame)?;
+            let random = measure(Prog::RandDispatch, &frame)?;
             row("firewall + flows", n, repeated, random, None);
         }
     }
@@ -292,10 +409,12 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     if let Some(r) = all_rules.iter().find(|r| r.net.prefix_len() == 32) {
         frame[26..30].copy_from_slice(&rulegen::address_in(r, &mut rng));
     }
-    let repeated = measure(&progs.bench_dispatch, &frame)?;
-    let random = measure(&progs.bench_rand_dispatch, &frame)?;
+    let repeated = measure(Prog::Dispatch, &frame)?;
+    let random = measure(Prog::RandDispatch, &frame)?;
     stop.store(true, Ordering::Relaxed);
-    let delivered = reader.join().map_err(|_| anyhow::anyhow!("ring reader panicked"))??;
+    let delivered = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("ring reader panicked"))??;
     let after = sum_stats(&stats)?;
     set_features(&[])?;
     row(
@@ -310,13 +429,14 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         frame_bytes: base_frame.len(),
         repeat: opts.repeat,
         rounds: opts.rounds,
+        loads: skels.len(),
         empty_ns,
         empty_rewrite_ns,
         rows,
         compile_ms_largest,
         idle_ns,
-        flows_added_ns: flows_repeated - idle_ns,
-        flows_added_random_ns: flows_random - idle_rand_ns,
+        flows_added_ns: flows_repeated.median - idle_ns,
+        flows_added_random_ns: flows_random.median - idle_rand_ns,
     })
 }
 
@@ -339,7 +459,10 @@ fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, applied to this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize, &mut set);
+        libc::CPU_SET(
+            cpu % libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize,
+            &mut set,
+        );
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
