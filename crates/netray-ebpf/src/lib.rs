@@ -89,7 +89,9 @@ pub mod abi {
     pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
         // SAFETY: T is Plain (no padding-dependent invariants), so viewing it
         // as bytes is sound.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
     }
 
     /// Reads an ABI value from the kernel's bytes (which may be longer, e.g. a
