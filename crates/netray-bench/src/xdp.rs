@@ -35,6 +35,7 @@ use netray_ebpf::{
     abi::{nr_if_config, nr_if_stats},
     bench::{BenchSkel, BenchSkelBuilder},
 };
+use ipnet::IpNet;
 use netray_firewall::{compile, Firewall, Rule};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
@@ -114,6 +115,10 @@ enum Prog {
     RandEmpty,
     Dispatch,
     RandDispatch,
+    Hash,
+    RandHash,
+    Lpm,
+    RandLpm,
 }
 
 /// A figure measured on every load of the programs: the median over the
@@ -217,10 +222,12 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             &flows_cap,
         )?;
         open.maps.bench_sources.set_max_entries(SOURCES)?;
+        open.maps.bench_ref_hash.set_max_entries(largest.max(1) as u32)?;
+        open.maps.bench_ref_lpm.set_max_entries(largest.max(1) as u32)?;
         if let Some(first) = skels.first() {
-            open.maps
-                .bench_sources
-                .reuse_fd(first.maps.bench_sources.as_fd())?;
+            open.maps.bench_sources.reuse_fd(first.maps.bench_sources.as_fd())?;
+            open.maps.bench_ref_hash.reuse_fd(first.maps.bench_ref_hash.as_fd())?;
+            open.maps.bench_ref_lpm.reuse_fd(first.maps.bench_ref_lpm.as_fd())?;
         }
         open.maps
             .rodata_data
@@ -258,6 +265,10 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
                 Prog::RandEmpty => &s.progs.bench_rand_empty,
                 Prog::Dispatch => &s.progs.bench_dispatch,
                 Prog::RandDispatch => &s.progs.bench_rand_dispatch,
+                Prog::Hash => &s.progs.bench_hash,
+                Prog::RandHash => &s.progs.bench_rand_hash,
+                Prog::Lpm => &s.progs.bench_lpm,
+                Prog::RandLpm => &s.progs.bench_rand_lpm,
             };
             per_load.push(crate::best_of(prog, frame, opts.repeat, opts.rounds)?);
         }
@@ -375,6 +386,16 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             let repeated = measure(Prog::Dispatch, &frame)?;
             let random = measure(Prog::RandDispatch, &frame)?;
             row("firewall + flows", n, repeated, random, None);
+
+            // Reference points: the same sources looked up once in a kernel
+            // hash map (exact match, as xdp-filter does) and LPM trie.
+            fill_reference_maps(skel, rules)?;
+            let repeated = measure(Prog::Hash, &frame)?;
+            let random = measure(Prog::RandHash, &frame)?;
+            row("(reference) one hash lookup", n, repeated, random, None);
+            let repeated = measure(Prog::Lpm, &frame)?;
+            let random = measure(Prog::RandLpm, &frame)?;
+            row("(reference) one LPM-trie lookup", n, repeated, random, None);
         }
     }
 
@@ -438,6 +459,21 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         flows_added_ns: flows_repeated.median - idle_ns,
         flows_added_random_ns: flows_random.median - idle_rand_ns,
     })
+}
+
+/// The reference maps hold every rule: its network address in the hash
+/// map, its prefix in the LPM trie.
+fn fill_reference_maps(skel: &BenchSkel<'_>, rules: &[Rule]) -> anyhow::Result<()> {
+    use netray_ebpf::{abi::bytes_of, bench::types::bench_lpm_key};
+    for (i, rule) in rules.iter().enumerate() {
+        let IpNet::V4(net) = rule.net else { continue };
+        let value = (i as u32 + 1).to_ne_bytes();
+        let addr = net.network().octets();
+        skel.maps.bench_ref_hash.update(&addr, &value, MapFlags::ANY)?;
+        let key = bench_lpm_key { prefixlen: u32::from(net.prefix_len()), addr };
+        skel.maps.bench_ref_lpm.update(bytes_of(&key), &value, MapFlags::ANY)?;
+    }
+    Ok(())
 }
 
 fn sum_stats(map: &libbpf_rs::MapHandle) -> anyhow::Result<nr_if_stats> {

@@ -4,7 +4,8 @@
  * The *_rand variants overwrite the frame's IPv4 source with the next address
  * of bench_sources before doing their work, so successive runs look up
  * different addresses (cache-cold, like real traffic); bench_rand_empty is the
- * baseline that pays for that rewrite and nothing else.
+ * baseline that pays for that rewrite and nothing else. bench_*hash and
+ * bench_*lpm are reference points (see below).
  */
 #include "xdp_dispatch.h"
 
@@ -58,6 +59,77 @@ int bench_rand_dispatch(struct xdp_md *ctx)
 	if (bench_rewrite_source(ctx))
 		return XDP_ABORTED;
 	return nr_xdp_dispatch(ctx);
+}
+
+/*
+ * Reference points, not netray code: one lookup of the frame's IPv4 source in
+ * the kernel's own hash and LPM-trie maps, filled with the same rule set, as a
+ * hash- or trie-based filter would do it. Measured beside the firewall, under
+ * the same memory conditions, they say what its figure is worth.
+ */
+struct bench_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_ref_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct bench_lpm_key);
+	__type(value, __u32);
+} bench_ref_lpm SEC(".maps");
+
+static __always_inline int bench_ref_lookup(struct xdp_md *ctx, int lpm)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bench_lpm_key key = { .prefixlen = 32 };
+	__u32 *hit;
+
+	if (data + 14 + 20 > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(key.addr, data + 14 + 12, 4);
+	if (lpm)
+		hit = bpf_map_lookup_elem(&bench_ref_lpm, &key);
+	else
+		hit = bpf_map_lookup_elem(&bench_ref_hash, key.addr);
+	return hit ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int bench_hash(struct xdp_md *ctx)
+{
+	return bench_ref_lookup(ctx, 0);
+}
+
+SEC("xdp")
+int bench_rand_hash(struct xdp_md *ctx)
+{
+	if (bench_rewrite_source(ctx))
+		return XDP_ABORTED;
+	return bench_ref_lookup(ctx, 0);
+}
+
+SEC("xdp")
+int bench_lpm(struct xdp_md *ctx)
+{
+	return bench_ref_lookup(ctx, 1);
+}
+
+SEC("xdp")
+int bench_rand_lpm(struct xdp_md *ctx)
+{
+	if (bench_rewrite_source(ctx))
+		return XDP_ABORTED;
+	return bench_ref_lookup(ctx, 1);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

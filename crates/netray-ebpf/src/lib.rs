@@ -37,6 +37,10 @@ skeleton!(
     bench,
     "bench.skel.rs"
 );
+// SAFETY: the benchmark's LPM-trie key (bench.bpf.c) is a u32 and four
+// bytes, no padding: every byte pattern is a valid value.
+unsafe impl plain::Plain for bench::types::bench_lpm_key {}
+
 skeleton!(
     /// The exec tracer (execve/execveat events), used by netray-exec.
     exec,
