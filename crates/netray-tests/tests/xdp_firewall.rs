@@ -318,6 +318,63 @@ fn many_rules_in_one_node() {
     fw.verify_hits("after deletions");
 }
 
+/// Random IPv4 rule sets packed into a few /16s (wide range blocks, chunks
+/// and their children, nested prefixes): the kernel's verdict equals a plain
+/// longest-prefix match at every run boundary and either side of it.
+#[test]
+fn random_rule_sets_agree_with_longest_prefix_match() {
+    require_root();
+    // xorshift: deterministic, no dependency.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3u32 {
+        let mut fw = Fw::new(&format!("fw-rand{round}"));
+        // (network, length) of distinct prefixes, a few /12-/16 around them.
+        let mut nets: Vec<(u32, u8)> = Vec::new();
+        let per_16 = [3usize, 9, 40][round as usize];
+        for sixteen in 0..4u32 {
+            let base = 0x0a00_0000 | (sixteen * 7 + round) << 16;
+            for _ in 0..per_16 {
+                let len = 17 + (next() % 16) as u8;
+                let net = (base | (next() as u32 & 0xffff)) & (u32::MAX << (32 - len));
+                if !nets.contains(&(net, len)) {
+                    nets.push((net, len));
+                }
+            }
+        }
+        nets.push((0x0a00_0000 | round << 16, 16));
+        nets.push((0x0a00_0000, 12));
+        let rules: Vec<Rule> = nets
+            .iter()
+            .map(|&(net, len)| rule(&format!("{}/{len}", Ipv4Addr::from(net)), None, None))
+            .collect();
+        let ids = fw.add(&rules);
+        let lpm = |a: u32| {
+            nets.iter()
+                .zip(&ids)
+                .filter(|((net, len), _)| a & (u32::MAX << (32 - len)) == *net)
+                .max_by_key(|((_, len), _)| *len)
+                .map_or(0, |(_, id)| *id)
+        };
+        let mut probes: Vec<u32> = Vec::new();
+        for &(net, len) in &nets {
+            let last = net | (u32::MAX >> len);
+            probes.extend([net.wrapping_sub(1), net, net + 1, last - 1, last, last.wrapping_add(1)]);
+        }
+        probes.extend((0..64).map(|_| 0x0a00_0000 | (next() as u32 & 0x001f_ffff)));
+        for (i, a) in probes.into_iter().enumerate() {
+            let src = Ipv4Addr::from(a).to_string();
+            fw.check(&mixed(&src, i), lpm(a), &format!("round {round}: {src}"));
+        }
+        fw.verify_hits(&format!("round {round}"));
+    }
+}
+
 // ---- protocols and ports ---------------------------------------------------------
 
 #[test]
