@@ -184,7 +184,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         let reference = |name: &str| report.rows.iter().find(|r| r.name == name && r.rules == big.rules);
         if let (Some(hash), Some(lpm)) =
-            (reference("(reference) one hash lookup"), reference("(reference) one LPM-trie lookup"))
+            (reference("ref: hash lookup"), reference("ref: LPM trie lookup"))
         {
             println!(
                 "  same random sources, same run: one hash lookup {:.2}x, one LPM-trie lookup {:.2}x; \
