@@ -126,15 +126,7 @@ impl Recorder {
     /// Counters of one capture point, summed over CPUs.
     pub fn stats(&self, point: crate::Point) -> Result<nr_capture_stats> {
         let per_cpu: Vec<nr_capture_stats> = maps::get_percpu(&self.stats, point as u32)?;
-        Ok(per_cpu.iter().fold(nr_capture_stats::default(), |mut t, s| {
-            t.seen += s.seen;
-            t.matched += s.matched;
-            t.captured += s.captured;
-            t.lost += s.lost;
-            t.lost_bytes += s.lost_bytes;
-            t.clipped += s.clipped;
-            t
-        }))
+        Ok(netray_ebpf::abi::sum_counters(&per_cpu))
     }
 }
 

@@ -185,16 +185,7 @@ impl IfStats {
 
 /// The per-CPU values of an if_stats slot added up.
 pub fn sum_if_stats(per_cpu: &[nr_if_stats]) -> nr_if_stats {
-    per_cpu.iter().fold(nr_if_stats::default(), |a, c| nr_if_stats {
-        seen: a.seen + c.seen,
-        dropped: a.dropped + c.dropped,
-        bytes_seen: a.bytes_seen + c.bytes_seen,
-        bytes_dropped: a.bytes_dropped + c.bytes_dropped,
-        events_sent: a.events_sent + c.events_sent,
-        events_lost: a.events_lost + c.events_lost,
-        non_ip: a.non_ip + c.non_ip,
-        truncated: a.truncated + c.truncated,
-    })
+    netray_ebpf::abi::sum_counters(per_cpu)
 }
 
 /// One interface's dispatcher as seen from userspace.

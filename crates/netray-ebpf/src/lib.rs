@@ -105,4 +105,44 @@ pub mod abi {
         plain::copy_from_bytes(&mut v, b).ok()?;
         Some(v)
     }
+
+    /// Per-CPU counter structs made of nothing but `__u64` counters (see
+    /// netray_abi.h and exec_abi.h): their CPU copies add up word by word, so a
+    /// counter added to the header is summed without being listed here.
+    pub trait Counters: plain::Plain + Default {}
+    impl Counters for nr_if_stats {}
+    impl Counters for nr_capture_stats {}
+    impl Counters for nr_exec_stats {}
+
+    /// The per-CPU copies of a counter struct added up.
+    pub fn sum_counters<T: Counters>(per_cpu: &[T]) -> T {
+        const { assert!(std::mem::size_of::<T>() % 8 == 0, "counter structs are whole u64 words") };
+        let mut total = vec![0u64; std::mem::size_of::<T>() / 8];
+        for c in per_cpu {
+            for (t, word) in total.iter_mut().zip(bytes_of(c).chunks_exact(8)) {
+                *t = t.wrapping_add(u64::from_ne_bytes(word.try_into().expect("8-byte chunk")));
+            }
+        }
+        let bytes: Vec<u8> = total.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        from_bytes(&bytes).expect("the words of a T fill a T")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn counters_add_up_field_by_field() {
+            let a = nr_capture_stats { seen: 1, matched: 2, captured: 3, lost: 4, lost_bytes: 5, clipped: 6 };
+            let b = nr_capture_stats { seen: 10, matched: 20, captured: 30, lost: 40, lost_bytes: 50, clipped: 60 };
+            let t = sum_counters(&[a, b]);
+            assert_eq!(
+                (t.seen, t.matched, t.captured, t.lost, t.lost_bytes, t.clipped),
+                (11, 22, 33, 44, 55, 66)
+            );
+            let e = sum_counters(&[nr_exec_stats { entered: 1, sent: 2, lost: 3, pending_full: u64::MAX }; 2]);
+            assert_eq!((e.entered, e.sent, e.lost, e.pending_full), (2, 4, 6, u64::MAX - 1));
+            assert_eq!(sum_counters::<nr_if_stats>(&[]).seen, 0);
+        }
+    }
 }

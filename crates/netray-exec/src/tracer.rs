@@ -204,15 +204,10 @@ impl ExecTracer {
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| ExecError::Bpf("reading exec_stats", format!("{e:#}")))?
             .unwrap_or_default();
-        let mut sum = ExecStats::default();
-        for bytes in per_cpu {
-            let s: nr_exec_stats = abi::from_bytes(&bytes).unwrap_or_default();
-            sum.entered += s.entered;
-            sum.sent += s.sent;
-            sum.lost += s.lost;
-            sum.pending_full += s.pending_full;
-        }
-        Ok(sum)
+        let per_cpu: Vec<nr_exec_stats> =
+            per_cpu.iter().map(|b| abi::from_bytes(b).unwrap_or_default()).collect();
+        let s = abi::sum_counters(&per_cpu);
+        Ok(ExecStats { entered: s.entered, sent: s.sent, lost: s.lost, pending_full: s.pending_full })
     }
 
     /// Records lost because the ring was full (counted in the kernel).
