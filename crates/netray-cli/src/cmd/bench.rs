@@ -17,14 +17,21 @@ use crate::output::json_line;
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  netray bench\n  netray bench --rounds 3 --repeat 200000 --json\n\n\
-    Measures with BPF_PROG_TEST_RUN, in one run, the per-packet cost of netray's XDP dispatcher against an empty XDP\n\
-    program: the firewall with 0, 1,000 and 100,000 rules, flow accounting alone and with the firewall, and firewall +\n\
-    monitor events, each for one repeated frame and for frames whose sources are drawn at random across the rule set\n\
-    (cache-cold, as real traffic is).\n\
-    Then the TC programs against an empty TC program: ingress and egress with every feature off, and the egress\n\
-    firewall (\"out\" rules) with up to 1,000 rules.\n\
-    Nothing is attached to any interface; the benchmark's pins are removed when it ends.\n\n\
+    after_help = "Examples:\n  netray bench\n  netray bench --rules 1000 --loads 3 --json\n\n\
+    Measures with BPF_PROG_TEST_RUN, in one run, the per-packet cost of netray's XDP dispatcher\n\
+    against an empty XDP program: the firewall with 0, 1,000 and 100,000 rules, flow accounting\n\
+    alone and with the firewall, and firewall + monitor events, each for one repeated frame and\n\
+    for frames whose sources are drawn at random across the rule set (cache-cold, as real\n\
+    traffic is). For scale, the same frames are also looked up once in a kernel hash map and LPM\n\
+    trie holding the same rules (rows \"ref:\"). Every XDP figure is measured on --loads loads of\n\
+    the programs (where the JIT places a program moves its cost): the median is shown with the\n\
+    fastest and slowest load, and ratios are to the empty program's fastest load. See\n\
+    docs/performance.md.\n\
+    \n\
+    Then the TC programs against an empty TC program: ingress and egress with every feature off,\n\
+    and the egress firewall (\"out\" rules) with up to 1,000 rules. Nothing is attached to any\n\
+    interface; the benchmark's pins are removed when it ends.\n\
+    \n\
     `netray bench exec` measures the added cost per exec of `netray exec` instead;\n\
     `netray bench dump` the highest rate `netray dump -w` captures without loss, beside tcpdump."
 )]
