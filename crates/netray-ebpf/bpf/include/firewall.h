@@ -136,8 +136,68 @@ static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule
 	}
 }
 
+/* The rule a leaf of the walk (nonzero) stands for, given the packet's
+ * protocol and destination port: the catch-all rule, or the match's
+ * protocol/port rule (exact port first, then the whole protocol), or 0. */
+static __always_inline __u32 nr_fw_leaf_rule(const struct nr_fw_state *st, __u32 bank, __u32 leaf,
+					     __u32 proto, int has_ports, __u32 dport)
+{
+	struct nr_fw_match *match;
+	struct nr_fw_l4_key key;
+	__u32 mkey, *rule;
+
+	if (!(leaf & NR_FW_LEAF_L4))
+		return leaf;		/* the rule dropping everything here */
+	leaf &= ~NR_FW_LEAF_L4;
+	mkey = bank * st->matches_per_bank + leaf;
+	match = bpf_map_lookup_elem(&fw_matches, &mkey);
+	if (!match || !(match->flags & NR_FW_MATCH_L4))
+		return 0;
+
+	key.match_id = leaf;
+	key.bank = bank;
+	key.proto = proto;
+	if (has_ports) {
+		key.port = dport;
+		rule = bpf_map_lookup_elem(&fw_l4, &key);
+		if (rule)
+			return *rule;
+	}
+	key.port = 0;
+	rule = bpf_map_lookup_elem(&fw_l4, &key);
+	return rule ? *rule : 0;
+}
+
+/* Each family's address pointer is derived and checked in its own branch,
+ * so the verifier sees it in bounds. */
 static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst,
-					const struct nr_fw_state *st);
+					const struct nr_fw_state *st)
+{
+	__u32 bank, leaf, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
+	const __u8 *addr;
+
+	if (!m->family)
+		return 0;
+	bank = st->active_bank & 1;
+	if (m->family == NR_FAMILY_IPV6) {
+		__u64 hi, lo;
+
+		addr = data + off + 8 + (dst ? 16 : 0);
+		if ((void *)(addr + 16) > data_end)
+			return 0;
+		__builtin_memcpy(&hi, addr, 8);
+		__builtin_memcpy(&lo, addr + 8, 8);
+		leaf = nr_fw_match_v6(hi, lo, bank, dst);
+	} else {
+		addr = data + off + 12 + (dst ? 4 : 0);
+		if ((void *)(addr + 4) > data_end)
+			return 0;
+		leaf = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0));
+	}
+	if (!leaf)
+		return 0;
+	return nr_fw_leaf_rule(st, bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+}
 
 /* The rule id (slot + 1) that denies this packet, or 0; counts the hit.
  * dst = 0: an "in" verdict on the source address (received packets);
@@ -155,56 +215,25 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 	return rule;
 }
 
-/* Each family's address pointer is derived and checked in its own branch,
- * so the verifier sees it in bounds. */
-static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst,
-					const struct nr_fw_state *st)
+/* nr_fw_decide for a received IPv4 packet whose source address (4 bytes,
+ * in bounds), protocol and destination port the caller already holds in
+ * registers: the dispatcher's short path (see xdp_dispatch.h). */
+static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
+						__u32 len)
 {
-	__u32 bank, mid, mkey, *rule, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
-	const __u8 *addr;
-	struct nr_fw_match *match;
-	struct nr_fw_l4_key key;
+	__u32 zero = 0, bank, leaf, rule;
+	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
 
-	if (!m->family)
+	if (!st)
 		return 0;
 	bank = st->active_bank & 1;
-	if (m->family == NR_FAMILY_IPV6) {
-		__u64 hi, lo;
-
-		addr = data + off + 8 + (dst ? 16 : 0);
-		if ((void *)(addr + 16) > data_end)
-			return 0;
-		__builtin_memcpy(&hi, addr, 8);
-		__builtin_memcpy(&lo, addr + 8, 8);
-		mid = nr_fw_match_v6(hi, lo, bank, dst);
-	} else {
-		addr = data + off + 12 + (dst ? 4 : 0);
-		if ((void *)(addr + 4) > data_end)
-			return 0;
-		mid = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0));
-	}
-	if (!mid)
+	leaf = nr_fw_match_v4(st, bank, saddr, NR_FW_ROOT_V4);
+	if (!leaf)
 		return 0;
-	if (!(mid & NR_FW_LEAF_L4))
-		return mid;		/* 0, or the rule dropping everything here */
-	mid &= ~NR_FW_LEAF_L4;
-	mkey = bank * st->matches_per_bank + mid;
-	match = bpf_map_lookup_elem(&fw_matches, &mkey);
-	if (!match || !(match->flags & NR_FW_MATCH_L4))
-		return 0;
-
-	key.match_id = mid;
-	key.bank = bank;
-	key.proto = m->l4_proto;
-	if (m->flags & NR_PKT_HAS_PORTS) {
-		key.port = m->dport;
-		rule = bpf_map_lookup_elem(&fw_l4, &key);
-		if (rule)
-			return *rule;
-	}
-	key.port = 0;
-	rule = bpf_map_lookup_elem(&fw_l4, &key);
-	return rule ? *rule : 0;
+	rule = nr_fw_leaf_rule(st, bank, leaf, proto, has_ports, dport);
+	if (rule)
+		nr_fw_count(st, rule, len);
+	return rule;
 }
 
 #endif /* NETRAY_FIREWALL_H */

@@ -264,39 +264,49 @@ static __attribute__((noinline)) void nr_parse(void *data, void *data_end, struc
 		nr_parse_ipv6(data, data_end, off, ev);
 }
 
-/* The common frame — untagged IPv4 without options, not a fragment, with a
- * complete TCP, UDP or ICMP header — parsed inline in a few instructions.
- * Returns 0 for anything else, which the full parser then handles; for the
- * frames it accepts, the result is exactly the full parser's. */
+/* The common frame: untagged IPv4 without options, not a fragment, TCP, UDP
+ * or ICMP with at least 20 bytes of it present. Returns its IP protocol, or
+ * 0 for any other frame (which the full parser handles). */
+#define NR_COMMON_L3_OFF sizeof(struct ethhdr)
+#define NR_COMMON_L4_OFF (NR_COMMON_L3_OFF + sizeof(struct iphdr))
+static __always_inline __u32 nr_common_ipv4(void *data, void *data_end)
+{
+	struct iphdr *ip = data + NR_COMMON_L3_OFF;
+	__u32 proto;
+
+	if (data + NR_COMMON_L4_OFF + 20 > data_end)
+		return 0;
+	/* ethertype as one 16-bit load (struct ethhdr is packed: byte loads) */
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 ||
+	    (ip->frag_off & bpf_htons(0x3fff)))
+		return 0;
+	proto = ip->protocol;
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP ? proto : 0;
+}
+
+/* The common frame parsed inline in a few instructions. Returns 0 for
+ * anything else, which the full parser then handles; for the frames it
+ * accepts, the result is exactly the full parser's. */
 static __always_inline int nr_parse_fast(void *data, void *data_end, struct nr_meta *m)
 {
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(*eth);
-	__u8 *l4 = (__u8 *)(ip + 1);
+	__u32 proto = nr_common_ipv4(data, data_end);
+	__u8 *l4 = data + NR_COMMON_L4_OFF;
 
-	if ((void *)(l4 + 20) > data_end)
+	if (!proto || (void *)(l4 + 20) > data_end)	/* the second test is for the verifier */
 		return 0;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
-		return 0;
-	switch (ip->protocol) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-		m->sport = bpf_ntohs(*(__be16 *)l4);
-		m->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
-		m->flags = NR_PKT_HAS_PORTS;
-		break;
-	case IPPROTO_ICMP:
+	if (proto == IPPROTO_ICMP) {
 		m->icmp_type = l4[0];
 		m->icmp_code = l4[1];
 		m->flags = NR_PKT_HAS_ICMP;
-		break;
-	default:
-		return 0;
+	} else {
+		m->sport = bpf_ntohs(*(__be16 *)l4);
+		m->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
+		m->flags = NR_PKT_HAS_PORTS;
 	}
 	m->ethertype = ETH_P_IP;
 	m->family = NR_FAMILY_IPV4;
-	m->l4_proto = ip->protocol;
-	m->l3_off = sizeof(*eth);
+	m->l4_proto = proto;
+	m->l3_off = NR_COMMON_L3_OFF;
 	return 1;
 }
 
