@@ -125,7 +125,7 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, _
 	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
-static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u32 len)
+static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u64 len)
 {
 	__u32 idx = bpf_get_smp_processor_id() * st->counter_slots + rule_id;
 	struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
@@ -219,7 +219,7 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
  * in bounds), protocol and destination port the caller already holds in
  * registers: the dispatcher's short path (see xdp_dispatch.h). */
 static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
-						__u32 len)
+						__u64 len)
 {
 	__u32 zero = 0, bank, leaf, rule;
 	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);

@@ -281,7 +281,11 @@ static __always_inline __u32 nr_common_ipv4(void *data, void *data_end)
 	    (ip->frag_off & bpf_htons(0x3fff)))
 		return 0;
 	proto = ip->protocol;
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP ? proto : 0;
+	/* TCP, UDP or ICMP, as one bit test (clang turns three compares into a
+	 * dozen instructions of flag arithmetic) */
+	if (proto >= 32 || !((1u << IPPROTO_TCP | 1u << IPPROTO_UDP | 1u << IPPROTO_ICMP) >> proto & 1))
+		return 0;
+	return proto;
 }
 
 /* The common frame parsed inline in a few instructions. Returns 0 for

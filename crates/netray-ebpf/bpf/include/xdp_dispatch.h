@@ -45,7 +45,7 @@ static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
  * of a struct nr_meta on the stack. This is most of the traffic a firewall
  * sees, and the general path costs about 4 ns more per packet. */
 static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *data_end, __u32 proto,
-					__u32 features, struct nr_if_stats *stats, __u32 len)
+					__u32 features, struct nr_if_stats *stats, __u64 len)
 {
 	struct iphdr *ip = data + NR_COMMON_L3_OFF;
 	__be16 *ports = data + NR_COMMON_L4_OFF;
@@ -69,29 +69,16 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 	return XDP_PASS;
 }
 
-static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
+/* Every other frame, or every frame while the monitor, flows or capture is
+ * on: the full parser, then each feature in turn. */
+static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *data_end,
+					  struct nr_if_config *cfg, struct nr_if_stats *stats,
+					  __u32 features, __u32 len)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct nr_meta meta = {};
-	struct nr_if_config *cfg;
-	struct nr_if_stats *stats;
-	__u32 zero = 0, features, rule = 0, len;
+	__u32 rule = 0;
 	int verdict = XDP_PASS;
 
-	cfg = bpf_map_lookup_elem(&if_config, &zero);
-	stats = bpf_map_lookup_elem(&if_stats, &zero);
-	if (!cfg || !stats)
-		return XDP_PASS;
-	features = cfg->features;
-
-	len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
-	if (!(features & ~NR_XDP_SHORT_FEATURES)) {
-		__u32 proto = nr_common_ipv4(data, data_end);
-
-		if (proto)
-			return nr_xdp_short(ctx, data, data_end, proto, features, stats, len);
-	}
 	if (!nr_parse_fast(data, data_end, &meta))
 		nr_parse(data, data_end, &meta);
 
@@ -128,6 +115,33 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 	if (verdict == XDP_PASS && (features & NR_FEAT_CHAIN_NEXT))
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);
 	return verdict;
+}
+
+static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nr_if_config *cfg;
+	struct nr_if_stats *stats;
+	__u32 zero = 0, features;
+	/* 64-bit: the counters are, and a truncated length would cost two
+	 * zero-extending shifts per use */
+	__u64 len;
+
+	cfg = bpf_map_lookup_elem(&if_config, &zero);
+	stats = bpf_map_lookup_elem(&if_stats, &zero);
+	if (!cfg || !stats)
+		return XDP_PASS;
+	features = cfg->features;
+
+	len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
+	if (!(features & ~NR_XDP_SHORT_FEATURES)) {
+		__u32 proto = nr_common_ipv4(data, data_end);
+
+		if (proto)
+			return nr_xdp_short(ctx, data, data_end, proto, features, stats, len);
+	}
+	return nr_xdp_general(ctx, data, data_end, cfg, stats, features, len);
 }
 
 #endif /* NETRAY_XDP_DISPATCH_H */
