@@ -171,7 +171,7 @@ impl IfStats {
         let c = sum_if_stats(per_cpu);
         IfStats {
             seen: c.seen,
-            passed: c.seen - c.dropped,
+            passed: c.seen.saturating_sub(c.dropped),
             dropped: c.dropped,
             bytes_seen: c.bytes_seen,
             bytes_dropped: c.bytes_dropped,
@@ -661,7 +661,11 @@ pub fn configure_maps_with(
         fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     }
     for mut map in obj.maps_mut() {
-        let name = map.name().to_string_lossy().into_owned();
+        let section = map.name().to_string_lossy().into_owned();
+        // fw_state and if_config are global variables, each in its own data
+        // section ".data.<name>" (see maps.h); they pin as <name>.
+        let is_data = section.starts_with(".data.");
+        let name = section.strip_prefix(".data.").unwrap_or(&section).to_string();
         let path = if name.starts_with("fw_") {
             fw_dir.join(&name)
         } else if name.starts_with("if_") {
@@ -676,7 +680,15 @@ pub fn configure_maps_with(
             continue;
         };
         let entries = if path.exists() {
-            maps::open_pinned(&path)?.max_entries()
+            let pinned = maps::open_pinned(&path)?;
+            if is_data && pinned.info().map_err(Error::bpf("reading a pinned map"))?.info.map_flags & libbpf_sys::BPF_F_MMAPABLE == 0 {
+                return Err(Error::Refused(format!(
+                    "{} was pinned by an older netray (a plain map, not a global variable's): \
+                     remove the old state with `netray firewall detach --all`, then attach again",
+                    path.display()
+                )));
+            }
+            pinned.max_entries()
         } else {
             match name.as_str() {
                 "fw_pool" => 2 * cap.chunks_per_bank,

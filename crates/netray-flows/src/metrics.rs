@@ -190,14 +190,14 @@ impl Collector for NetrayCollector {
             "netray_interface_packets",
             "Packets netray saw, by direction (ingress: XDP, egress: TC) and verdict",
             Counter,
-            &by_verdict(|s| s.seen - s.dropped, |s| s.dropped),
+            &by_verdict(|s| s.seen.saturating_sub(s.dropped), |s| s.dropped),
         )?;
         family(
             &mut enc,
             "netray_interface_bytes",
             "Bytes netray saw, by direction (ingress: XDP, egress: TC) and verdict",
             Counter,
-            &by_verdict(|s| s.bytes_seen - s.bytes_dropped, |s| s.bytes_dropped),
+            &by_verdict(|s| s.bytes_seen.saturating_sub(s.bytes_dropped), |s| s.bytes_dropped),
         )?;
         let up = |f: fn(&IfSample) -> u64| move |s: &IfSample| s.up.then(|| f(s));
         family(&mut enc, "netray_interface_non_ip_packets", "Frames that were not IPv4/IPv6", Counter, &per_if(&up(|s| s.stats.non_ip)))?;

@@ -116,13 +116,9 @@ static __always_inline __u32 nr_fw_match_id(const struct nr_fw_state *st, __u32 
  * scalars holding its 16 bytes in memory order. */
 __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, __u32 out)
 {
-	__u32 zero = 0;
 	__u64 addr[2] = { hi, lo };
-	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
 
-	if (!st)
-		return 0;
-	return nr_fw_match_id(st, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
+	return nr_fw_match_id(&fw_state, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
 static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u64 len)
@@ -204,14 +200,10 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
  * dst = 1: an "out" verdict on the destination address (sent packets). */
 static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
 {
-	__u32 zero = 0, rule;
-	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
+	__u32 rule = nr_fw_rule(data, data_end, m, dst, &fw_state);
 
-	if (!st)
-		return 0;
-	rule = nr_fw_rule(data, data_end, m, dst, st);
 	if (rule)
-		nr_fw_count(st, rule, len);
+		nr_fw_count(&fw_state, rule, len);
 	return rule;
 }
 
@@ -221,18 +213,14 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
 						__u64 len)
 {
-	__u32 zero = 0, bank, leaf, rule;
-	struct nr_fw_state *st = bpf_map_lookup_elem(&fw_state, &zero);
+	__u32 bank = fw_state.active_bank & 1, leaf, rule;
 
-	if (!st)
-		return 0;
-	bank = st->active_bank & 1;
-	leaf = nr_fw_match_v4(st, bank, saddr, NR_FW_ROOT_V4);
+	leaf = nr_fw_match_v4(&fw_state, bank, saddr, NR_FW_ROOT_V4);
 	if (!leaf)
 		return 0;
-	rule = nr_fw_leaf_rule(st, bank, leaf, proto, has_ports, dport);
+	rule = nr_fw_leaf_rule(&fw_state, bank, leaf, proto, has_ports, dport);
 	if (rule)
-		nr_fw_count(st, rule, len);
+		nr_fw_count(&fw_state, rule, len);
 	return rule;
 }
 

@@ -53,9 +53,9 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	__u32 features, rule = 0, len = skb->len;
 	int verdict = TC_ACT_UNSPEC;
 
-	cfg = bpf_map_lookup_elem(&if_config, &zero);
+	cfg = &if_config;
 	stats = bpf_map_lookup_elem(&if_stats, &slot);
-	if (!cfg || !stats)
+	if (!stats)
 		return TC_ACT_UNSPEC;
 	features = egress ? cfg->tc_egress_features : cfg->tc_ingress_features;
 
@@ -303,11 +303,11 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 	struct nr_meta meta = {};
 	struct nr_if_config *cfg;
 	struct nr_if_stats *stats;
-	__u32 zero = 0, slot = NR_STATS_SOCKET, len = skb->len;
+	__u32 slot = NR_STATS_SOCKET, len = skb->len;
 
-	cfg = bpf_map_lookup_elem(&if_config, &zero);
+	cfg = &if_config;
 	stats = bpf_map_lookup_elem(&if_stats, &slot);
-	if (!cfg || !stats)
+	if (!stats)
 		return 0;
 
 	nr_sk_parse(skb, &meta);

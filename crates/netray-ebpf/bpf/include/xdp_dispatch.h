@@ -128,9 +128,9 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 	 * zero-extending shifts per use */
 	__u64 len;
 
-	cfg = bpf_map_lookup_elem(&if_config, &zero);
+	cfg = &if_config;
 	stats = bpf_map_lookup_elem(&if_stats, &zero);
-	if (!cfg || !stats)
+	if (!stats)
 		return XDP_PASS;
 	features = cfg->features;
 
