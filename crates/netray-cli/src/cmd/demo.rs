@@ -19,12 +19,15 @@ use netray_monitor::{MonitorSession, PacketEvent, Verdict};
 use crate::output::table_indented;
 
 #[derive(Args)]
-#[command(after_help = "Example:\n  netray demo\n\n\
-    Creates a lab (a network namespace joined to this one by a veth pair), attaches the firewall to the lab's\n\
-    interface, sends ICMP, UDP and TCP over IPv4 and IPv6 from the namespace while the monitor prints what XDP\n\
-    sees, adds and removes deny rules and checks that traffic stops and resumes, and captures packets with their\n\
-    firewall verdicts into pcapng (netray dump --point both). Uses a private pin directory;\n\
-    nothing outside the lab is touched, and everything is removed at the end.")]
+#[command(after_help = "Example:\n  \
+    netray demo\n\
+    \n\
+    Creates a lab (a network namespace joined to this one by a veth pair), attaches the firewall to\n\
+    the lab's interface, sends ICMP, UDP and TCP over IPv4 and IPv6 from the namespace while the\n\
+    monitor prints what XDP sees, adds and removes deny rules and checks that traffic stops and\n\
+    resumes, and captures packets with their firewall verdicts into pcapng (netray dump --point both).\n\
+    Uses a private pin directory; nothing outside the lab is touched, and everything is removed at the\n\
+    end.")]
 pub struct DemoArgs {
     /// Monitor lines to print per traffic round.
     #[arg(long, default_value_t = 8)]

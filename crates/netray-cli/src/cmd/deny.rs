@@ -14,9 +14,10 @@ pub enum DenyCommand {
     /// Drop traffic from a prefix (optionally only one protocol/port).
     #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
         netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n\n\
-        A rule matches the source address of received packets (--dir in, the default), or the destination of sent\n\
-        packets (--dir out), or both. --port is the destination port; without --proto it means tcp, udp and sctp.\n\
-        The change takes effect on the next packet, on every interface the firewall is attached to.")]
+        A rule matches the source address of received packets (--dir in, the default), or the\n\
+        destination of sent packets (--dir out), or both. --port is the destination port; without\n\
+        --proto it means tcp, udp and sctp. The change takes effect on the next packet, on every\n\
+        interface the firewall is attached to.")]
     Add {
         #[command(flatten)]
         spec: RuleArgs,

@@ -20,29 +20,30 @@ use netray_core::{AttachMode, Hook};
 use super::{firewall::parse_mode, Context};
 
 #[derive(Args)]
-#[command(after_help = "Examples:
-  netray dump -i eth1
-  netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp
-  netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -
-  netray dump -i eth1 --point both -c 100 -w fw.pcapng
-  netray dump -i eth1 --hook tc-egress -c 10
-  netray dump -r capture.pcapng -w https.pcapng tcp port 443
-
-The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run inside the kernel: \
-packets it rejects are never copied to userspace.
-
-Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress, tc-egress (sent). \
-Points: entry (before any program on the hook decides), exit (after netray's program decided; each record carries \
-the verdict, as the pcapng epb_verdict option and a comment). The exit point needs netray's own program on the \
-interface (attached for the capture if absent).
-
-A program netray did not load stays attached: the capture goes in front of it, reaches it by tail call, and puts it \
-back exactly when dump exits (also on Ctrl-C and SIGTERM; after kill -9, traffic keeps flowing through it and the \
-next dump on the interface puts it back).
-
-Without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w, pcapng with one \
-interface per (interface, hook, point) and nanosecond timestamps. At the end, like tcpdump: packets captured, \
-received by filter, matched, and dropped by kernel (ring buffer full): losses are never silent. See docs/dump.md.")]
+#[command(after_help = "Examples:\n  \
+    netray dump -i eth1\n  \
+    netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
+    netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
+    netray dump -i eth1 --point both -c 100 -w fw.pcapng\n  \
+    netray dump -i eth1 --hook tc-egress -c 10\n  \
+    netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\
+    \n\
+    The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run\n\
+    inside the kernel: packets it rejects are never copied to userspace.\n\
+    \n\
+    Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress,\n\
+    tc-egress (sent). Points: entry (before any program on the hook decides), exit (after netray's\n\
+    program decided; each record carries the verdict, as the pcapng epb_verdict option and a comment).\n\
+    The exit point needs netray's own program on the interface (attached for the capture if absent).\n\
+    \n\
+    A program netray did not load stays attached: the capture goes in front of it, reaches it by tail\n\
+    call, and puts it back exactly when dump exits (also on Ctrl-C and SIGTERM; after kill -9, traffic\n\
+    keeps flowing through it and the next dump on the interface puts it back).\n\
+    \n\
+    Without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w,\n\
+    pcapng with one interface per (interface, hook, point) and nanosecond timestamps. At the end, like\n\
+    tcpdump: packets captured, received by filter, matched, and dropped by kernel (ring buffer full):\n\
+    losses are never silent. See docs/dump.md.")]
 pub struct DumpArgs {
     /// Interface to capture on.
     #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "read")]

@@ -11,12 +11,16 @@ use crate::output::{json_line, table};
 #[derive(Subcommand)]
 pub enum FirewallCommand {
     /// Start enforcing the deny rules on an interface (XDP ingress, TC egress).
-    #[command(after_help = "Examples:\n  netray firewall attach -i eth1\n  netray firewall attach -i veth0 --mode generic\n\n\
-        \"in\" rules are enforced by the XDP program, \"out\" rules (--dir out) by a TC egress program, which is always\n\
-        attached with it: through a tcx link where the kernel has tcx (Linux 6.6+), else as a direct-action filter on a\n\
-        clsact qdisc (NETRAY_TC_LEGACY=1 forces that). Filters of other tools on the interface are left alone.\n\
-        The firewall keeps enforcing after netray exits: its program and maps are pinned under the pin directory.\n\
-        --fw-chunks and --max-rules size the shared rule tables when they are first created.")]
+    #[command(after_help = "Examples:\n  \
+        netray firewall attach -i eth1\n  \
+        netray firewall attach -i veth0 --mode generic\n\
+        \n\
+        \"in\" rules are enforced by the XDP program, \"out\" rules (--dir out) by a TC egress program, which\n\
+        is always attached with it: through a tcx link where the kernel has tcx (Linux 6.6+), else as a\n\
+        direct-action filter on a clsact qdisc (NETRAY_TC_LEGACY=1 forces that). Filters of other tools on\n\
+        the interface are left alone. The firewall keeps enforcing after netray exits: its program and\n\
+        maps are pinned under the pin directory. --fw-chunks and --max-rules size the shared rule tables\n\
+        when they are first created.")]
     Attach {
         /// Interface to protect.
         #[arg(short, long = "interface", value_name = "IFACE")]

@@ -17,15 +17,20 @@ use super::{firewall::parse_mode, Context};
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  netray monitor -i eth1\n  netray monitor -i eth1 -c 100 --json | jq .src\n  \
-    netray monitor -i eth1 --hook tc-ingress,tc-egress\n  netray monitor -i eth1 --hook socket\n\n\
-    Hooks: xdp (received, before the stack), tc-ingress / tc-egress (TC, received / sent), socket (a packet socket\n\
-    bound to the interface: both directions, with the packet type: host, broadcast, multicast, other-host, outgoing).\n\
-    Each line: time, interface, hook, protocol, source -> destination, length, verdict (and the rule that dropped it).\n\
-    With --json: one object per packet ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...})\n\
-    and a {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events the\n\
-    kernel could not deliver because the ring was full; they are never dropped silently.\n\
-    If netray is not attached to the interface, the monitor attaches it and detaches again when it exits.")]
+#[command(after_help = "Examples:\n  \
+    netray monitor -i eth1\n  \
+    netray monitor -i eth1 -c 100 --json | jq .src\n  \
+    netray monitor -i eth1 --hook tc-ingress,tc-egress\n  \
+    netray monitor -i eth1 --hook socket\n\
+    \n\
+    Hooks: xdp (received, before the stack), tc-ingress / tc-egress (TC, received / sent), socket (a\n\
+    packet socket bound to the interface: both directions, with the packet type: host, broadcast,\n\
+    multicast, other-host, outgoing). Each line: time, interface, hook, protocol, source ->\n\
+    destination, length, verdict (and the rule that dropped it). With --json: one object per packet\n\
+    ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...}) and a\n\
+    {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events\n\
+    the kernel could not deliver because the ring was full; they are never dropped silently. If netray\n\
+    is not attached to the interface, the monitor attaches it and detaches again when it exits.")]
 pub struct MonitorArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]

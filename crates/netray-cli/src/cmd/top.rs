@@ -24,23 +24,31 @@ use super::{firewall::parse_mode, Context};
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  netray top -i eth1\n  netray top -i eth1 --sort rate --interval 2s\n  \
-    netray top -i eth1 --once --json | jq '.flows[0]'\n  netray top -i eth1 --metrics 127.0.0.1:9810\n  \
-    netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n\n\
-    Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the kernel, at XDP on\n\
-    ingress. In a terminal: a live table with per-flow rates, interface totals and a rate history; keys b, p, r sort by\n\
-    bytes, packets or rate; q, Esc or Ctrl-C quit. When stdout is not a terminal, a plain table is printed every\n\
-    interval (one JSON object per interval with --json). --once prints one snapshot taken after one interval (at once\n\
-    with --interval 0) and exits.\n\n\
-    JSON: {\"type\":\"flows\", interface, totals (the interface's counters: seen, passed, dropped, bytes_seen, ...),\n\
-    table {capacity, entries, inserts, evictions, insert_failed}, flow_packets, flow_bytes, flows: [{proto, src, dst,\n\
-    sport, dport, icmp_type, icmp_code, packets, bytes, dropped, last_verdict, pps, bps, ...}]}. packets and bytes are\n\
-    exact and cumulative since the flow entered the table. The table is an LRU: when it is full the least recently seen\n\
-    flows are evicted, and counted (evictions = inserts - entries). Non-IP frames are not flows (see totals.non_ip).\n\n\
-    --metrics ADDR serves Prometheus metrics at http://ADDR/metrics while netray top runs (port 0: any free port,\n\
-    printed on stderr). Flow accounting stays on while any `netray top` runs on the interface; the first one starts\n\
-    from an empty table. If netray is not attached to the interface, it is attached, and detached at exit when\n\
-    nothing else uses it.")]
+#[command(after_help = "Examples:\n  \
+    netray top -i eth1\n  \
+    netray top -i eth1 --sort rate --interval 2s\n  \
+    netray top -i eth1 --once --json | jq '.flows[0]'\n  \
+    netray top -i eth1 --metrics 127.0.0.1:9810\n  \
+    netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n\
+    \n\
+    Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the\n\
+    kernel, at XDP on ingress. In a terminal: a live table with per-flow rates, interface totals and a\n\
+    rate history; keys b, p, r sort by bytes, packets or rate; q, Esc or Ctrl-C quit. When stdout is\n\
+    not a terminal, a plain table is printed every interval (one JSON object per interval with\n\
+    --json). --once prints one snapshot taken after one interval (at once with --interval 0) and\n\
+    exits.\n\
+    \n\
+    JSON: {\"type\":\"flows\", interface, totals (the interface's counters: seen, passed, dropped,\n\
+    bytes_seen, ...), table {capacity, entries, inserts, evictions, insert_failed}, flow_packets,\n\
+    flow_bytes, flows: [{proto, src, dst, sport, dport, icmp_type, icmp_code, packets, bytes, dropped,\n\
+    last_verdict, pps, bps, ...}]}. packets and bytes are exact and cumulative since the flow entered\n\
+    the table. The table is an LRU: when it is full the least recently seen flows are evicted, and\n\
+    counted (evictions = inserts - entries). Non-IP frames are not flows (see totals.non_ip).\n\
+    \n\
+    --metrics ADDR serves Prometheus metrics at http://ADDR/metrics while netray top runs (port 0: any\n\
+    free port, printed on stderr). Flow accounting stays on while any `netray top` runs on the\n\
+    interface; the first one starts from an empty table. If netray is not attached to the interface,\n\
+    it is attached, and detached at exit when nothing else uses it.")]
 pub struct TopArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
