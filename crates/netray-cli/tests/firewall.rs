@@ -175,8 +175,20 @@ fn bad_input_gets_one_clear_error_line() {
     env.ok(&["deny", "add", "10.0.0.0/8"]);
     let e = env.fails(&["deny", "add", "10.0.0.0/8"]);
     assert!(e.contains("already exists as id 1"), "{e}");
+    let e = env.fails(&["deny", "add", "10.1.0.0/16", "10.1.0.0/16"]);
+    assert!(e.contains("rule given twice: 10.1.0.0/16"), "{e}");
     let e = env.fails(&["deny", "del", "10.9.0.0/16"]);
     assert!(e.contains("no rule 10.9.0.0/16"), "{e}");
+    let bad = std::env::temp_dir().join(format!("netray-bad-rules-{}.txt", std::process::id()));
+    std::fs::write(&bad, "192.0.2.0/24\n# fine\n198.51.100.0/24 udp\n").unwrap();
+    let e = env.fails(&["deny", "add", "--file", bad.to_str().unwrap()]);
+    assert!(e.contains(":3: unexpected 'udp' after the prefix"), "{e}");
+    std::fs::write(&bad, "192.0.2.0/24\n198.51.100.0/33\n").unwrap();
+    let e = env.fails(&["deny", "add", "--file", bad.to_str().unwrap()]);
+    assert!(e.contains(":2: '198.51.100.0/33' is not an IPv4/IPv6 address"), "{e}");
+    std::fs::remove_file(&bad).unwrap();
+    let e = env.fails(&["deny", "add", "--file", "/nonexistent/rules.txt"]);
+    assert!(e.contains("reading prefixes from /nonexistent/rules.txt"), "{e}");
     let e = env.fails(&["deny", "del", "--id", "42"]);
     assert!(e.contains("no rule with id 42"), "{e}");
     let e = env.fails(&["firewall", "detach", "-i", env.iface()]);
@@ -193,4 +205,40 @@ fn bad_input_gets_one_clear_error_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not running as root"), "{err}");
+}
+
+/// A blocklist read from a file (comments, blank lines, Spamhaus DROP style
+/// "; SBL" notes) in one compile, deleted again the same way; stdin too.
+#[test]
+fn rules_from_a_file_or_stdin() {
+    let env = Env::new("file");
+    let path = std::env::temp_dir().join(format!("netray-rules-{}.txt", std::process::id()));
+    let mut text = String::from("; Spamhaus-style header\n\n");
+    for i in 0..3000u32 {
+        text.push_str(&format!("10.{}.{}.0/24 ; SBL{i}\n", i / 256, i % 256));
+    }
+    text.push_str("2001:db8::/32  # and IPv6\n");
+    std::fs::write(&path, &text).unwrap();
+    let out = env.ok(&["deny", "add", "--proto", "udp", "--file", path.to_str().unwrap()]);
+    assert_eq!(out.trim(), "added 3001 rules (ids 1-3001)");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["deny", "list", "--json"])).unwrap();
+    let rules = list.as_array().unwrap();
+    assert_eq!(rules.len(), 3001);
+    assert!(rules.iter().all(|r| r["proto"] == "udp"), "--proto applies to every line");
+    let out = env.ok(&["deny", "del", "--proto", "udp", "--file", path.to_str().unwrap()]);
+    assert_eq!(out.trim(), "deleted 3001 rules (ids 1-3001)");
+    assert_eq!(env.ok(&["deny", "list"]).trim(), "no rules");
+    std::fs::remove_file(&path).unwrap();
+
+    let mut child = env
+        .cmd(&["deny", "add", "--file", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"192.0.2.0/24\n198.51.100.7\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"added":[1,2]}"#);
 }

@@ -151,9 +151,11 @@ impl Firewall {
         let mut next = 1u32;
         for rule in new {
             if let Some(id) = existing.get(rule) {
-                return Err(Error::Refused(format!(
-                    "rule already exists as id {id}: {rule}"
-                )));
+                return Err(Error::Refused(if used.contains(id) {
+                    format!("rule already exists as id {id}: {rule}")
+                } else {
+                    format!("rule given twice: {rule}")
+                }));
             }
             // Ids are dense: take the lowest free one.
             while used.contains(&next) {
@@ -171,9 +173,7 @@ impl Firewall {
         }
         rules.extend(ids.iter().copied().zip(new.iter().cloned()));
         let compiled = maps.compile(&rules)?;
-        for (id, rule) in ids.iter().zip(new) {
-            maps.store_rule(*id, rule)?;
-        }
+        maps.store_rules(ids.iter().copied().zip(new))?;
         if let Err(e) = maps.publish(&compiled) {
             for id in &ids {
                 let _ = maps.remove_rule(*id);
@@ -186,12 +186,12 @@ impl Firewall {
     /// Deletes rules given as written; all or none. Returns their ids.
     pub fn delete(&self, gone: &[Rule]) -> Result<Vec<u32>> {
         self.delete_where(|rules| {
+            let by_rule: HashMap<&Rule, u32> = rules.iter().map(|(id, r)| (r, *id)).collect();
             gone.iter()
                 .map(|g| {
-                    rules
-                        .iter()
-                        .find(|(_, r)| r == g)
-                        .map(|(id, _)| *id)
+                    by_rule
+                        .get(g)
+                        .copied()
                         .ok_or_else(|| {
                             Error::Refused(format!(
                                 "no rule {g} — `netray deny list` shows the rules"
@@ -205,11 +205,10 @@ impl Firewall {
     /// Deletes rules by id; all or none.
     pub fn delete_ids(&self, gone: &[u32]) -> Result<Vec<u32>> {
         self.delete_where(|rules| {
+            let ids: HashSet<u32> = rules.iter().map(|(id, _)| *id).collect();
             gone.iter()
                 .map(|g| {
-                    rules
-                        .iter()
-                        .any(|(id, _)| id == g)
+                    ids.contains(g)
                         .then_some(*g)
                         .ok_or_else(|| {
                             Error::Refused(format!(
@@ -237,8 +236,8 @@ impl Firewall {
         maps.publish(&maps.compile(&rules)?)?;
         for id in &ids {
             maps.remove_rule(*id)?;
-            maps.reset_hits(*id)?;
         }
+        maps.reset_hits(&ids)?;
         Ok(ids)
     }
 

@@ -83,6 +83,9 @@ impl FwMaps {
 
     /// Every stored rule with its id, sorted by id.
     pub fn load_rules(&self) -> Result<Vec<(u32, Rule)>> {
+        // Key by key: libbpf-rs 0.27's batched lookup ends at the first batch the
+        // kernel returns short (a hash batch stops at a bucket boundary), which
+        // would silently drop rules.
         let mut out = Vec::new();
         for key in self.rules.keys() {
             let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else {
@@ -99,13 +102,19 @@ impl FwMaps {
         Ok(out)
     }
 
-    pub fn store_rule(&self, id: u32, rule: &Rule) -> Result<()> {
+    /// Stores new rules under their ids, their hit counters at zero.
+    pub fn store_rules<'a>(&self, new: impl IntoIterator<Item = (u32, &'a Rule)>) -> Result<()> {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        maps::put(&self.rules, id, &rule.to_abi(created))?;
-        self.reset_hits(id)
+        // Mapped once: mapping the counters costs a page-table entry per page.
+        let mut counters = self.counters()?;
+        for (id, rule) in new {
+            maps::put(&self.rules, id, &rule.to_abi(created))?;
+            counters.reset(id);
+        }
+        Ok(())
     }
 
     pub fn remove_rule(&self, id: u32) -> Result<()> {
@@ -128,8 +137,12 @@ impl FwMaps {
         Ok(self.counters()?.get(id))
     }
 
-    pub fn reset_hits(&self, id: u32) -> Result<()> {
-        self.counters()?.reset(id);
+    /// Zeroes the hit counters of these rule ids.
+    pub fn reset_hits(&self, ids: &[u32]) -> Result<()> {
+        let mut counters = self.counters()?;
+        for id in ids {
+            counters.reset(*id);
+        }
         Ok(())
     }
 

@@ -1,7 +1,11 @@
 //! `netray deny add|del|list`.
 
-use std::process::ExitCode;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use netray_core::dispatcher::FwCapacity;
 use netray_firewall::Rule;
@@ -13,7 +17,8 @@ use crate::output::{json_line, table};
 pub enum DenyCommand {
     /// Drop traffic from a prefix (optionally only one protocol/port).
     #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
-        netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n\n\
+        netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n  \
+        netray deny add --file drop.txt          # a blocklist, compiled once\n\n\
         A rule matches the source address of received packets (--dir in, the default), or the\n\
         destination of sent packets (--dir out), or both. --port is the destination port; without\n\
         --proto it means tcp, udp and sctp. The change takes effect on the next packet, on every\n\
@@ -51,8 +56,12 @@ pub enum DenyCommand {
 #[derive(Args)]
 pub struct RuleArgs {
     /// Address or CIDR prefix (IPv4 or IPv6); several allowed.
-    #[arg(required = true, value_name = "CIDR")]
+    #[arg(required_unless_present = "file", value_name = "CIDR")]
     cidr: Vec<String>,
+    /// Also read prefixes from FILE ('-' for stdin): one per line; blank lines and text after
+    /// '#' or ';' are ignored (blocklists such as Spamhaus DROP read as they are).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -60,8 +69,11 @@ pub struct RuleArgs {
 #[derive(Args)]
 pub struct RuleArgsOptional {
     /// Address or CIDR prefix (IPv4 or IPv6); several allowed.
-    #[arg(value_name = "CIDR", required_unless_present = "ids")]
+    #[arg(value_name = "CIDR", required_unless_present_any = ["ids", "file"])]
     cidr: Vec<String>,
+    /// Also read prefixes from FILE ('-' for stdin), as `deny add --file`.
+    #[arg(long, value_name = "FILE", conflicts_with = "ids")]
+    file: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -80,39 +92,74 @@ struct FilterArgs {
     dir: String,
 }
 
-fn parse_rules(cidrs: &[String], f: &FilterArgs) -> anyhow::Result<Vec<Rule>> {
-    cidrs
-        .iter()
-        .map(|c| Ok(Rule::parse(c, f.proto.as_deref(), f.port, Some(&f.dir))?))
-        .collect()
+/// The rules named on the command line, then those of the file (each with
+/// the same protocol, port and direction).
+fn parse_rules(cidrs: &[String], file: Option<&Path>, f: &FilterArgs) -> anyhow::Result<Vec<Rule>> {
+    let parse = |c: &str| Rule::parse(c, f.proto.as_deref(), f.port, Some(&f.dir));
+    let mut rules = cidrs.iter().map(|c| parse(c)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = file {
+        let name = path.display().to_string();
+        let text = if name == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading prefixes from stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading prefixes from {name}"))?
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split(['#', ';']).next().unwrap_or("").trim();
+            let mut words = line.split_whitespace();
+            let Some(cidr) = words.next() else { continue };
+            if let Some(extra) = words.next() {
+                anyhow::bail!(
+                    "{name}:{}: unexpected '{extra}' after the prefix: one prefix per line (--proto, --port \
+                     and --dir apply to the whole file)",
+                    n + 1
+                );
+            }
+            rules.push(parse(cidr).with_context(|| format!("{name}:{}", n + 1))?);
+        }
+    }
+    Ok(rules)
+}
+
+/// "added rule 3: deny 192.0.2.0/24" per rule, or one line for many.
+fn report(verb: &str, ids: &[u32], rules: Option<&[Rule]>) {
+    match rules {
+        Some(rules) if ids.len() <= 20 => {
+            for (id, r) in ids.iter().zip(rules) {
+                println!("{verb} rule {id}: deny {r}");
+            }
+        }
+        _ if ids.len() <= 20 => {
+            for id in ids {
+                println!("{verb} rule {id}");
+            }
+        }
+        _ => println!("{verb} {} rules (ids {}-{})", ids.len(), ids.iter().min().unwrap_or(&0), ids.iter().max().unwrap_or(&0)),
+    }
 }
 
 pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DenyCommand::Add { spec, cap, json } => {
-            let rules = parse_rules(&spec.cidr, &spec.filter)?;
+            let rules = parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?;
             let ids = ctx.firewall(cap.capacity()?)?.add(&rules)?;
             if json {
                 json_line(&serde_json::json!({ "added": ids }))?;
             } else {
-                for (id, r) in ids.iter().zip(&rules) {
-                    println!("added rule {id}: deny {r}");
-                }
+                report("added", &ids, Some(&rules));
             }
         }
         DenyCommand::Del { spec, ids, json } => {
             let fw = ctx.firewall(FwCapacity::default())?;
             let deleted = if ids.is_empty() {
-                fw.delete(&parse_rules(&spec.cidr, &spec.filter)?)?
+                fw.delete(&parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?)?
             } else {
                 fw.delete_ids(&ids)?
             };
             if json {
                 json_line(&serde_json::json!({ "deleted": deleted }))?;
             } else {
-                for id in deleted {
-                    println!("deleted rule {id}");
-                }
+                report("deleted", &deleted, None);
             }
         }
         DenyCommand::List { json } => {
