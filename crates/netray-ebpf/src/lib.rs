@@ -77,6 +77,7 @@ pub mod abi {
         nr_fw_state,
         nr_fw_rule,
         nr_rule_counter,
+        nr_fw_pending,
         nr_flow_key,
         nr_flow_value,
         nr_flow_stats,

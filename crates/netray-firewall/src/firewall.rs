@@ -147,6 +147,9 @@ impl Firewall {
             existing.insert(r, *id);
         }
         let used: HashSet<u32> = rules.iter().map(|(id, _)| *id).collect();
+        // An id whose deleted rule still has a hit pending on some CPU is not
+        // reused yet: that hit would be added to the new rule's counter.
+        let pending: HashSet<u32> = maps.pending()?.into_iter().map(|(id, _)| id).collect();
         let mut ids = Vec::with_capacity(new.len());
         let mut next = 1u32;
         for rule in new {
@@ -158,7 +161,7 @@ impl Firewall {
                 }));
             }
             // Ids are dense: take the lowest free one.
-            while used.contains(&next) {
+            while used.contains(&next) || pending.contains(&next) {
                 next += 1;
             }
             if next > maps.max_rules() {

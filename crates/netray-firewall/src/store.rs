@@ -13,8 +13,8 @@ use netray_core::{
     Error, PinDir, Result,
 };
 use netray_ebpf::abi::{
-    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_range, nr_fw_rule,
-    nr_fw_state, nr_rule_counter,
+    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_pending, nr_fw_range,
+    nr_fw_rule, nr_fw_state, nr_rule_counter,
 };
 
 use crate::{
@@ -31,21 +31,28 @@ pub struct FwMaps {
     pool: MapHandle,
     ranges: MapHandle,
     matches: MapHandle,
+    pending: Option<MapHandle>,
 }
 
 /// The mapped per-CPU runs of rule counters.
 pub struct RuleCounters {
     map: MmapArray<nr_rule_counter>,
     slots: usize,
+    /// Hits the kernel has not added yet (struct nr_fw_pending): (rule, bytes).
+    pending: Vec<(u32, u64)>,
 }
 
 impl RuleCounters {
-    /// (packets, bytes) of a rule, summed over CPUs.
+    /// (packets, bytes) of a rule, summed over CPUs, pending hits included.
     pub fn get(&self, id: u32) -> (u64, u64) {
         let all = self.map.slice();
-        (id as usize..all.len())
+        let counted = (id as usize..all.len())
             .step_by(self.slots.max(1))
-            .fold((0, 0), |(p, b), i| (p + all[i].packets, b + all[i].bytes))
+            .fold((0, 0), |(p, b), i| (p + all[i].packets, b + all[i].bytes));
+        self.pending
+            .iter()
+            .filter(|(rule, _)| *rule == id)
+            .fold(counted, |(p, b), (_, len)| (p + 1, b + len))
     }
 
     pub fn reset(&mut self, id: u32) {
@@ -70,6 +77,7 @@ impl FwMaps {
             pool: open("fw_pool")?,
             ranges: open("fw_ranges")?,
             matches: open("fw_matches")?,
+            pending: maps::open_pinned(&dir.join("fw_pending")).ok(),
         })
     }
 
@@ -129,7 +137,25 @@ impl FwMaps {
         Ok(RuleCounters {
             map: MmapArray::new(&self.rule_stats)?,
             slots,
+            pending: self.pending()?,
         })
+    }
+
+    /// Each CPU's hit not yet added to the counters (rule id, bytes).
+    pub fn pending(&self) -> Result<Vec<(u32, u64)>> {
+        // Created after fw_state (libbpf orders data sections its own way):
+        // absent for an instant while a first load is creating the maps.
+        let Some(map) = &self.pending else { return Ok(Vec::new()) };
+        let raw: Option<Vec<u8>> = map
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(Error::bpf("reading fw_pending"))?;
+        Ok(raw
+            .unwrap_or_default()
+            .chunks_exact(std::mem::size_of::<nr_fw_pending>())
+            .filter_map(from_bytes::<nr_fw_pending>)
+            .filter(|p| p.rule != 0)
+            .map(|p| (p.rule, u64::from(p.len)))
+            .collect())
     }
 
     /// Hits of one rule, summed over CPUs.

@@ -132,6 +132,28 @@ static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule
 	}
 }
 
+/* This CPU's pending hit (struct nr_fw_pending), added to its counter now;
+ * NULL on a CPU beyond NR_FW_PENDING_CPUS, whose hits are counted at once. */
+static __always_inline struct nr_fw_pending *nr_fw_take_pending(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct nr_fw_pending *p;
+
+	if (cpu >= NR_FW_PENDING_CPUS)
+		return 0;
+	p = &fw_pending[cpu];
+	if (p->rule) {
+		__u32 idx = cpu * fw_state.counter_slots + p->rule;
+		struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
+
+		if (c) {
+			c->packets++;
+			c->bytes += p->len;
+		}
+	}
+	return p;
+}
+
 /* The rule a leaf of the walk (nonzero) stands for, given the packet's
  * protocol and destination port: the catch-all rule, or the match's
  * protocol/port rule (exact port first, then the whole protocol), or 0. */
@@ -209,18 +231,24 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 
 /* nr_fw_decide for a received IPv4 packet whose source address (4 bytes,
  * in bounds), protocol and destination port the caller already holds in
- * registers: the dispatcher's short path (see xdp_dispatch.h). */
+ * registers: the dispatcher's short path (see xdp_dispatch.h). The hit is
+ * counted when this CPU decides its next packet (struct nr_fw_pending). */
 static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
 						__u64 len)
 {
-	__u32 bank = fw_state.active_bank & 1, leaf, rule;
+	__u32 bank = fw_state.active_bank & 1, leaf, rule = 0;
+	/* first, so the previous hit's counter is fetched during this walk */
+	struct nr_fw_pending *p = nr_fw_take_pending();
 
 	leaf = nr_fw_match_v4(&fw_state, bank, saddr, NR_FW_ROOT_V4);
-	if (!leaf)
-		return 0;
-	rule = nr_fw_leaf_rule(&fw_state, bank, leaf, proto, has_ports, dport);
-	if (rule)
+	if (leaf)
+		rule = nr_fw_leaf_rule(&fw_state, bank, leaf, proto, has_ports, dport);
+	if (p) {
+		p->rule = rule;
+		p->len = len;
+	} else if (rule) {
 		nr_fw_count(&fw_state, rule, len);
+	}
 	return rule;
 }
 

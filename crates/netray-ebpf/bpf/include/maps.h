@@ -72,11 +72,14 @@ struct {
  * Non-static on purpose: clang may fold reads of a static variable that this
  * file never writes.
  *
+ * fw_pending (see struct nr_fw_pending) is one too.
+ *
  * fw_state is the last firewall map to be created: libbpf creates the data
- * sections' maps after every .maps map, so once fw_state is pinned every
- * firewall map is, and readers that test for it (Firewall::list, status)
- * never see a half-created set.
+ * sections' maps after every .maps map, in the order of their sections, so
+ * once fw_state is pinned every firewall map is, and readers that test for it
+ * (Firewall::list, status) never see a half-created set.
  */
+struct nr_fw_pending fw_pending[NR_FW_PENDING_CPUS] SEC(".data.fw_pending");	/* before fw_state: see above */
 struct nr_fw_state fw_state SEC(".data.fw_state");
 
 /* ---- per interface ---- */
