@@ -133,6 +133,8 @@ impl Firewall {
                 _ => {}
             }
         }
+        // The root too, unless something else lives there (another tool's pins).
+        let _ = std::fs::remove_dir(self.pin.root());
         Ok(())
     }
 
