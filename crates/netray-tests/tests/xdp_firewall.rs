@@ -367,11 +367,26 @@ fn random_rule_sets_agree_with_longest_prefix_match() {
             probes.extend([net.wrapping_sub(1), net, net + 1, last - 1, last, last.wrapping_add(1)]);
         }
         probes.extend((0..64).map(|_| 0x0a00_0000 | (next() as u32 & 0x001f_ffff)));
-        for (i, a) in probes.into_iter().enumerate() {
-            let src = Ipv4Addr::from(a).to_string();
-            fw.check(&mixed(&src, i), lpm(a), &format!("round {round}: {src}"));
+        for (i, a) in probes.iter().enumerate() {
+            let src = Ipv4Addr::from(*a).to_string();
+            fw.check(&mixed(&src, i), lpm(*a), &format!("round {round}: {src}"));
         }
         fw.verify_hits(&format!("round {round}"));
+        // The firewall alone, frames long enough for the short path, each sent
+        // twice: the second search of a wide block scans it with branches.
+        fw.h.set_features(&[Feature::Firewall]);
+        for a in &probes {
+            let pkt = from(&Ipv4Addr::from(*a).to_string(), udp(1, 2, &[0; 12]));
+            let want = if lpm(*a) == 0 { XDP_PASS } else { XDP_DROP };
+            for n in 0..2 {
+                assert_eq!(fw.h.run(&pkt.bytes()).verdict, want, "round {round}: {} run {n}", Ipv4Addr::from(*a));
+                if let Some(e) = fw.hits.get_mut(&lpm(*a)) {
+                    e.0 += 1;
+                    e.1 += pkt.len() as u64;
+                }
+            }
+        }
+        fw.verify_hits(&format!("round {round}, short path"));
     }
 }
 

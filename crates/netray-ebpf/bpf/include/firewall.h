@@ -35,10 +35,27 @@ static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u3
 	return r->entry[n];
 }
 
+/* nr_fw_range_entry by a scan with a branch per key: cheaper when the
+ * branches are predicted, i.e. when this CPU's previous packet searched the
+ * same block (a burst from one source). */
+static __always_inline __u32 nr_fw_range_entry_scan(const struct nr_fw_range *r, __u32 k)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int i = 1; i < NR_FW_RANGE_KEYS; i++) {
+		if (k < r->key[i])
+			break;
+		n = i;
+	}
+	return r->entry[n];
+}
+
 /* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
- * 2-3 at once) or up to two byte-wide nodes. */
+ * 2-3 at once) or up to two byte-wide nodes. last_range (NULL: none) holds
+ * the wide block this CPU searched last. */
 static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 bank, const __u8 *addr,
-					    __u32 root)
+					    __u32 root, __u32 *last_range)
 {
 	__u32 chunk_base = bank * st->chunks_per_bank;
 	__u32 range_base = bank * st->ranges_per_bank;
@@ -65,8 +82,16 @@ static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 
 			range = bpf_map_lookup_elem(&fw_ranges, &idx);
 			if (!range)
 				return 0;
-			if (entry & NR_FW_WIDE)
-				return nr_fw_range_entry(range, (__u32)addr[2] << 8 | addr[3]);
+			if (entry & NR_FW_WIDE) {
+				__u32 k = (__u32)addr[2] << 8 | addr[3];
+
+				if (last_range) {
+					if (*last_range == idx)
+						return nr_fw_range_entry_scan(range, k);
+					*last_range = idx;
+				}
+				return nr_fw_range_entry(range, k);
+			}
 			entry = nr_fw_range_entry(range, addr[i]);
 		} else {
 			return entry;
@@ -210,7 +235,7 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 		addr = data + off + 12 + (dst ? 4 : 0);
 		if ((void *)(addr + 4) > data_end)
 			return 0;
-		leaf = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0));
+		leaf = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0), 0);
 	}
 	if (!leaf)
 		return 0;
@@ -240,7 +265,7 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, 
 	/* first, so the previous hit's counter is fetched during this walk */
 	struct nr_fw_pending *p = nr_fw_take_pending();
 
-	leaf = nr_fw_match_v4(&fw_state, bank, saddr, NR_FW_ROOT_V4);
+	leaf = nr_fw_match_v4(&fw_state, bank, saddr, NR_FW_ROOT_V4, p ? &p->last_range : 0);
 	if (leaf)
 		rule = nr_fw_leaf_rule(&fw_state, bank, leaf, proto, has_ports, dport);
 	if (p) {

@@ -273,7 +273,8 @@ struct nr_rule_counter {
 struct nr_fw_pending {
 	__u32 rule;		/* rule id, 0 = none */
 	__u32 len;		/* bytes of that packet */
-	__u8 _pad[56];
+	__u32 last_range;	/* the wide range block this CPU searched last */
+	__u8 _pad[52];
 };
 
 /* ---- flows ---------------------------------------------------------------- */
