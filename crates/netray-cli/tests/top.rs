@@ -51,9 +51,12 @@ impl Top {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("netray top never said where its metrics are");
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                // Not left running when the test fails.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("netray top never said where its metrics are");
+            };
             if let Some(rest) = line.split("metrics at http://").nth(1) {
                 let addr = rest.trim_end_matches("/metrics").parse().expect("metrics address");
                 return Top { child, metrics: addr };

@@ -65,7 +65,7 @@ impl<T: Plain> MmapArray<T> {
     /// Maps the whole array. T must be the map's value type (its size is checked).
     pub fn new(map: &MapHandle) -> Result<MmapArray<T>> {
         let value_size = map.value_size() as usize;
-        if value_size != std::mem::size_of::<T>() || value_size % 8 != 0 {
+        if value_size != std::mem::size_of::<T>() || !value_size.is_multiple_of(8) {
             return Err(Error::Refused(format!(
                 "map {} holds {value_size}-byte values, not {}: pinned state is from another netray version — remove it with `netray firewall detach --all`",
                 map_name(map),

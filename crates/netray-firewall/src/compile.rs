@@ -178,8 +178,7 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
     }
 
     let mut prefixes: Vec<&Prefix> = own.keys().collect();
-    prefixes
-        .sort_by(|a, b| (a.len, a.out, a.family, a.addr).cmp(&(b.len, b.out, b.family, b.addr)));
+    prefixes.sort_by_key(|p| (p.len, p.out, p.family, p.addr));
 
     let needed_matches = prefixes.len() + 1;
     if needed_matches > cap.matches {

@@ -85,7 +85,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     step(&format!("netray deny del {} {}; netray deny add {} --proto udp --port 7", peer4.net, peer6.net, peer4.net));
     fw.delete(&[peer4.clone(), peer6])?;
     let udp7 = Rule::parse(&lab.peer_v4().to_string(), Some("udp"), Some(7), None)?;
-    fw.add(&[udp7.clone()])?;
+    fw.add(std::slice::from_ref(&udp7))?;
     let file = std::env::temp_dir().join(format!("netray-demo-{}.pcapng", std::process::id()));
     step(&format!("netray dump -i {iface} --point both -w {} udp port 7   (during the same traffic)", file.display()));
     let (report, capture) = capture_round(&pin.0, &lab, &mut monitor, &file)?;
