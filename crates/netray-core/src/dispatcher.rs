@@ -662,8 +662,8 @@ pub fn configure_maps_with(
     }
     for mut map in obj.maps_mut() {
         let section = map.name().to_string_lossy().into_owned();
-        // fw_state and if_config are global variables, each in its own data
-        // section ".data.<name>" (see maps.h); they pin as <name>.
+        // fw_state, fw_pending and if_config are global variables, each in its
+        // own data section ".data.<name>" (see maps.h); they pin as <name>.
         let is_data = section.starts_with(".data.");
         let name = section.strip_prefix(".data.").unwrap_or(&section).to_string();
         let path = if name.starts_with("fw_") {
@@ -681,7 +681,8 @@ pub fn configure_maps_with(
         };
         let entries = if path.exists() {
             let pinned = maps::open_pinned(&path)?;
-            if is_data && pinned.info().map_err(Error::bpf("reading a pinned map"))?.info.map_flags & libbpf_sys::BPF_F_MMAPABLE == 0 {
+            let flags = pinned.info().map_err(Error::bpf("reading a pinned map"))?.info.map_flags;
+            if is_data && flags & libbpf_sys::BPF_F_MMAPABLE == 0 {
                 return Err(Error::Refused(format!(
                     "{} was pinned by an older netray (a plain map, not a global variable's): \
                      remove the old state with `netray firewall detach --all`, then attach again",

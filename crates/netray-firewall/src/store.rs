@@ -117,7 +117,7 @@ impl FwMaps {
             .unwrap_or_default()
             .as_nanos() as u64;
         // Mapped once: mapping the counters costs a page-table entry per page.
-        let mut counters = self.counters()?;
+        let mut counters = self.counters_to_reset()?;
         for (id, rule) in new {
             maps::put(&self.rules, id, &rule.to_abi(created))?;
             counters.reset(id);
@@ -131,20 +131,24 @@ impl FwMaps {
             .map_err(Error::bpf(format!("deleting rule {id}")))
     }
 
-    /// The hit counters of every CPU (see struct nr_rule_counter).
+    /// The hit counters of every CPU (see struct nr_rule_counter), with the
+    /// hits still pending (struct nr_fw_pending).
     pub fn counters(&self) -> Result<RuleCounters> {
+        let mut counters = self.counters_to_reset()?;
+        counters.pending = self.pending()?;
+        Ok(counters)
+    }
+
+    /// The counters mapped for zeroing: pending hits are not read.
+    fn counters_to_reset(&self) -> Result<RuleCounters> {
         let slots = self.state()?.counter_slots as usize;
-        Ok(RuleCounters {
-            map: MmapArray::new(&self.rule_stats)?,
-            slots,
-            pending: self.pending()?,
-        })
+        Ok(RuleCounters { map: MmapArray::new(&self.rule_stats)?, slots, pending: Vec::new() })
     }
 
     /// Each CPU's hit not yet added to the counters (rule id, bytes).
     pub fn pending(&self) -> Result<Vec<(u32, u64)>> {
-        // Created after fw_state (libbpf orders data sections its own way):
-        // absent for an instant while a first load is creating the maps.
+        // May be created after fw_state (see maps.h): absent for an instant
+        // while a first load is creating the maps.
         let Some(map) = &self.pending else { return Ok(Vec::new()) };
         let raw: Option<Vec<u8>> = map
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
@@ -158,14 +162,9 @@ impl FwMaps {
             .collect())
     }
 
-    /// Hits of one rule, summed over CPUs.
-    pub fn hits(&self, id: u32) -> Result<(u64, u64)> {
-        Ok(self.counters()?.get(id))
-    }
-
     /// Zeroes the hit counters of these rule ids.
     pub fn reset_hits(&self, ids: &[u32]) -> Result<()> {
-        let mut counters = self.counters()?;
+        let mut counters = self.counters_to_reset()?;
         for id in ids {
             counters.reset(*id);
         }

@@ -54,11 +54,10 @@ static __always_inline __u32 nr_fw_range_entry_scan(const struct nr_fw_range *r,
 /* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
  * 2-3 at once) or up to two byte-wide nodes. last_range (NULL: none) holds
  * the wide block this CPU searched last. */
-static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 bank, const __u8 *addr,
-					    __u32 root, __u32 *last_range)
+static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 root, __u32 *last_range)
 {
-	__u32 chunk_base = bank * st->chunks_per_bank;
-	__u32 range_base = bank * st->ranges_per_bank;
+	__u32 chunk_base = bank * fw_state.chunks_per_bank;
+	__u32 range_base = bank * fw_state.ranges_per_bank;
 	__u32 idx = chunk_base + root + addr[0];
 	struct nr_fw_chunk *chunk;
 	struct nr_fw_range *range;
@@ -103,11 +102,10 @@ static __always_inline __u32 nr_fw_match_v4(const struct nr_fw_state *st, __u32 
 /* Longest-prefix match of an address of nbytes (4 or 16, a constant so the
  * walk unrolls) in one bank: the leaf (see netray_abi.h), 0 when no rule
  * prefix covers the address. */
-static __always_inline __u32 nr_fw_match_id(const struct nr_fw_state *st, __u32 bank,
-					    const __u8 *addr, __u32 root, const __u32 nbytes)
+static __always_inline __u32 nr_fw_match_id(__u32 bank, const __u8 *addr, __u32 root, const __u32 nbytes)
 {
-	__u32 chunk_base = bank * st->chunks_per_bank;
-	__u32 range_base = bank * st->ranges_per_bank;
+	__u32 chunk_base = bank * fw_state.chunks_per_bank;
+	__u32 range_base = bank * fw_state.ranges_per_bank;
 	__u32 entry = NR_FW_PTR | (root + addr[0]);
 
 #pragma unroll
@@ -143,18 +141,24 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, _
 {
 	__u64 addr[2] = { hi, lo };
 
-	return nr_fw_match_id(&fw_state, bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
+	return nr_fw_match_id(bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
-static __always_inline void nr_fw_count(const struct nr_fw_state *st, __u32 rule_id, __u64 len)
+/* Adds packets and bytes to a rule's counter on this CPU. */
+static __always_inline void nr_fw_count_on(__u32 cpu, __u32 rule_id, __u64 packets, __u64 bytes)
 {
-	__u32 idx = bpf_get_smp_processor_id() * st->counter_slots + rule_id;
+	__u32 idx = cpu * fw_state.counter_slots + rule_id;
 	struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
 
 	if (c) {
-		c->packets++;
-		c->bytes += len;
+		c->packets += packets;
+		c->bytes += bytes;
 	}
+}
+
+static __always_inline void nr_fw_count(__u32 rule_id, __u64 len)
+{
+	nr_fw_count_on(bpf_get_smp_processor_id(), rule_id, 1, len);
 }
 
 /* This CPU's pending hit (struct nr_fw_pending), added to its counter now;
@@ -167,22 +171,15 @@ static __always_inline struct nr_fw_pending *nr_fw_take_pending(void)
 	if (cpu >= NR_FW_PENDING_CPUS)
 		return 0;
 	p = &fw_pending[cpu];
-	if (p->rule) {
-		__u32 idx = cpu * fw_state.counter_slots + p->rule;
-		struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
-
-		if (c) {
-			c->packets++;
-			c->bytes += p->len;
-		}
-	}
+	if (p->rule)
+		nr_fw_count_on(cpu, p->rule, 1, p->len);
 	return p;
 }
 
 /* The rule a leaf of the walk (nonzero) stands for, given the packet's
  * protocol and destination port: the catch-all rule, or the match's
  * protocol/port rule (exact port first, then the whole protocol), or 0. */
-static __always_inline __u32 nr_fw_leaf_rule(const struct nr_fw_state *st, __u32 bank, __u32 leaf,
+static __always_inline __u32 nr_fw_leaf_rule(__u32 bank, __u32 leaf,
 					     __u32 proto, int has_ports, __u32 dport)
 {
 	struct nr_fw_match *match;
@@ -192,7 +189,7 @@ static __always_inline __u32 nr_fw_leaf_rule(const struct nr_fw_state *st, __u32
 	if (!(leaf & NR_FW_LEAF_L4))
 		return leaf;		/* the rule dropping everything here */
 	leaf &= ~NR_FW_LEAF_L4;
-	mkey = bank * st->matches_per_bank + leaf;
+	mkey = bank * fw_state.matches_per_bank + leaf;
 	match = bpf_map_lookup_elem(&fw_matches, &mkey);
 	if (!match || !(match->flags & NR_FW_MATCH_L4))
 		return 0;
@@ -213,15 +210,14 @@ static __always_inline __u32 nr_fw_leaf_rule(const struct nr_fw_state *st, __u32
 
 /* Each family's address pointer is derived and checked in its own branch,
  * so the verifier sees it in bounds. */
-static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst,
-					const struct nr_fw_state *st)
+static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst)
 {
 	__u32 bank, leaf, off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
 	const __u8 *addr;
 
 	if (!m->family)
 		return 0;
-	bank = st->active_bank & 1;
+	bank = fw_state.active_bank & 1;
 	if (m->family == NR_FAMILY_IPV6) {
 		__u64 hi, lo;
 
@@ -235,11 +231,11 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 		addr = data + off + 12 + (dst ? 4 : 0);
 		if ((void *)(addr + 4) > data_end)
 			return 0;
-		leaf = nr_fw_match_v4(st, bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0), 0);
+		leaf = nr_fw_match_v4(bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0), 0);
 	}
 	if (!leaf)
 		return 0;
-	return nr_fw_leaf_rule(st, bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+	return nr_fw_leaf_rule(bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
 }
 
 /* The rule id (slot + 1) that denies this packet, or 0; counts the hit.
@@ -247,10 +243,10 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
  * dst = 1: an "out" verdict on the destination address (sent packets). */
 static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
 {
-	__u32 rule = nr_fw_rule(data, data_end, m, dst, &fw_state);
+	__u32 rule = nr_fw_rule(data, data_end, m, dst);
 
 	if (rule)
-		nr_fw_count(&fw_state, rule, len);
+		nr_fw_count(rule, len);
 	return rule;
 }
 
@@ -265,14 +261,14 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, 
 	/* first, so the previous hit's counter is fetched during this walk */
 	struct nr_fw_pending *p = nr_fw_take_pending();
 
-	leaf = nr_fw_match_v4(&fw_state, bank, saddr, NR_FW_ROOT_V4, p ? &p->last_range : 0);
+	leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, p ? &p->last_range : 0);
 	if (leaf)
-		rule = nr_fw_leaf_rule(&fw_state, bank, leaf, proto, has_ports, dport);
+		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
 	if (p) {
 		p->rule = rule;
 		p->len = len;
 	} else if (rule) {
-		nr_fw_count(&fw_state, rule, len);
+		nr_fw_count(rule, len);
 	}
 	return rule;
 }

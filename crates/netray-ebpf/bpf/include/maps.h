@@ -74,12 +74,13 @@ struct {
  *
  * fw_pending (see struct nr_fw_pending) is one too.
  *
- * fw_state is the last firewall map to be created: libbpf creates the data
- * sections' maps after every .maps map, in the order of their sections, so
- * once fw_state is pinned every firewall map is, and readers that test for it
- * (Firewall::list, status) never see a half-created set.
+ * libbpf creates the data sections' maps after every .maps map, so once
+ * fw_state is pinned every .maps firewall map is, and readers that test for
+ * it (Firewall::list, status) never see a half-created set. Whether
+ * fw_pending comes before or after fw_state depends on the order clang emits
+ * the sections in, so readers take a missing fw_pending as "nothing pending".
  */
-struct nr_fw_pending fw_pending[NR_FW_PENDING_CPUS] SEC(".data.fw_pending");	/* before fw_state: see above */
+struct nr_fw_pending fw_pending[NR_FW_PENDING_CPUS] SEC(".data.fw_pending");
 struct nr_fw_state fw_state SEC(".data.fw_state");
 
 /* ---- per interface ---- */

@@ -266,7 +266,7 @@ struct nr_rule_counter {
 /* A hit the dispatcher's short path has not added to fw_rule_stats yet: it
  * is added when the next packet on the same CPU is decided, so that the
  * counter's cache line is fetched while that packet walks the tables instead
- * of after its own walk (random traffic: about 20% less per packet). Readers
+ * of after its own walk (random traffic: 10-20% less per packet). Readers
  * add the pending hits to the counters. One per CPU (fw_pending[cpu]), a
  * cache line each, so CPUs never share one. */
 #define NR_FW_PENDING_CPUS 256	/* CPUs beyond count at once */

@@ -72,8 +72,7 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 /* Every other frame, or every frame while the monitor, flows or capture is
  * on: the full parser, then each feature in turn. */
 static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *data_end,
-					  struct nr_if_config *cfg, struct nr_if_stats *stats,
-					  __u32 features, __u32 len)
+					  struct nr_if_stats *stats, __u32 features, __u32 len)
 {
 	struct nr_meta meta = {};
 	__u32 rule = 0;
@@ -94,7 +93,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 	}
 
 	if (features & NR_FEAT_FLOWS)
-		nr_flow_account(data, data_end, &meta, cfg->ifindex, len, rule, NR_FLOW_INGRESS);
+		nr_flow_account(data, data_end, &meta, if_config.ifindex, len, rule, NR_FLOW_INGRESS);
 
 	if (features & NR_FEAT_MONITOR) {
 		struct nr_packet_event ev = {};
@@ -106,7 +105,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.hook = NR_HOOK_XDP;
 		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : NR_VERDICT_PASS;
 		ev.rule_id = rule;
-		nr_monitor_emit(&ev, cfg, stats);
+		nr_monitor_emit(&ev, &if_config, stats);
 	}
 
 	if (unlikely(features & NR_FEAT_CAPTURE))
@@ -121,18 +120,15 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct nr_if_config *cfg;
 	struct nr_if_stats *stats;
-	__u32 zero = 0, features;
+	__u32 zero = 0, features = if_config.features;
 	/* 64-bit: the counters are, and a truncated length would cost two
 	 * zero-extending shifts per use */
 	__u64 len;
 
-	cfg = &if_config;
 	stats = bpf_map_lookup_elem(&if_stats, &zero);
 	if (!stats)
 		return XDP_PASS;
-	features = cfg->features;
 
 	len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
 	if (!(features & ~NR_XDP_SHORT_FEATURES)) {
@@ -141,7 +137,7 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 		if (proto)
 			return nr_xdp_short(ctx, data, data_end, proto, features, stats, len);
 	}
-	return nr_xdp_general(ctx, data, data_end, cfg, stats, features, len);
+	return nr_xdp_general(ctx, data, data_end, stats, features, len);
 }
 
 #endif /* NETRAY_XDP_DISPATCH_H */
