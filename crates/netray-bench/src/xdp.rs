@@ -29,6 +29,7 @@ use libbpf_rs::{
 };
 use netray_core::{
     dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    if_stats::IfCounters,
     maps, Feature, PinDir,
 };
 use netray_ebpf::{
@@ -241,7 +242,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
 
     let if_dir = pin.0.if_dir(FAKE_IFINDEX);
     let config = maps::open_pinned(&if_dir.join("if_config"))?;
-    let stats = maps::open_pinned(&if_dir.join("if_stats"))?;
+    let stats = IfCounters::open(&if_dir)?;
     let set_features = |features: &[Feature]| -> anyhow::Result<()> {
         let cfg = nr_if_config {
             features: features.iter().fold(0, |a, f| a | f.bit()),
@@ -478,9 +479,8 @@ fn fill_reference_maps(skel: &BenchSkel<'_>, rules: &[Rule]) -> anyhow::Result<(
     Ok(())
 }
 
-fn sum_stats(map: &libbpf_rs::MapHandle) -> anyhow::Result<nr_if_stats> {
-    let per_cpu: Vec<nr_if_stats> = maps::get_percpu(map, 0)?;
-    Ok(netray_core::dispatcher::sum_if_stats(&per_cpu))
+fn sum_stats(counters: &IfCounters) -> anyhow::Result<nr_if_stats> {
+    Ok(counters.slot(0)?)
 }
 
 /// A 60-byte Ethernet/IPv4/UDP frame (the minimum frame without FCS).

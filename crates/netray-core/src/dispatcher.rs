@@ -14,7 +14,7 @@
 //! Next to the XDP program, TC ingress/egress programs (see [`crate::tc`]) are
 //! attached on demand, when a hook has features on (`sync_tc`): they share the
 //! interface's maps, read their own feature words in if_config, count in their
-//! own if_stats slot, and are removed with the dispatcher.
+//! own counter slot ([`crate::if_stats`]), and are removed with the dispatcher.
 
 use std::{
     ffi::CString,
@@ -35,7 +35,7 @@ use netray_ebpf::{
 };
 use serde::Serialize;
 
-use crate::{maps, tc, tc::Hook, Error, Interface, PinDir, Result};
+use crate::{if_stats::IfCounters, maps, tc, tc::Hook, Error, Interface, PinDir, Result};
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,9 +166,8 @@ pub struct IfStats {
     pub truncated: u64,
 }
 
-impl IfStats {
-    fn sum(per_cpu: &[nr_if_stats]) -> IfStats {
-        let c = sum_if_stats(per_cpu);
+impl From<nr_if_stats> for IfStats {
+    fn from(c: nr_if_stats) -> IfStats {
         IfStats {
             seen: c.seen,
             passed: c.seen.saturating_sub(c.dropped),
@@ -181,11 +180,6 @@ impl IfStats {
             truncated: c.truncated,
         }
     }
-}
-
-/// The per-CPU values of an if_stats slot added up.
-pub fn sum_if_stats(per_cpu: &[nr_if_stats]) -> nr_if_stats {
-    netray_ebpf::abi::sum_counters(per_cpu)
 }
 
 /// One interface's dispatcher as seen from userspace.
@@ -224,7 +218,7 @@ pub struct Dispatcher {
     iface: Interface,
     dir: PathBuf,
     config: MapHandle,
-    stats: MapHandle,
+    stats: IfCounters,
 }
 
 /// Default fill level (bytes) at which the kernel wakes the monitor early.
@@ -250,7 +244,7 @@ impl Dispatcher {
         Ok(Some(Dispatcher {
             iface: iface.clone(),
             config: maps::open_pinned(&dir.join("if_config"))?,
-            stats: maps::open_pinned(&dir.join("if_stats"))?,
+            stats: IfCounters::open(&dir)?,
             dir,
         }))
     }
@@ -424,16 +418,13 @@ impl Dispatcher {
     }
 
     pub fn stats(&self) -> Result<IfStats> {
-        Ok(IfStats::sum(&maps::get_percpu::<nr_if_stats>(&self.stats, 0)?))
+        self.hook_stats(Hook::Xdp)
     }
 
     /// The counters of one hook (XDP's are `stats`). Zero when the pinned
-    /// if_stats predates per-hook counters.
+    /// counters predate per-hook counters.
     pub fn hook_stats(&self, hook: Hook) -> Result<IfStats> {
-        if hook.stats_slot() >= self.stats.max_entries() {
-            return Ok(IfStats::default());
-        }
-        Ok(IfStats::sum(&maps::get_percpu::<nr_if_stats>(&self.stats, hook.stats_slot())?))
+        Ok(IfStats::from(self.stats.slot(hook.stats_slot())?))
     }
 
     /// The feature bits of one hook as configured (a dead monitor included).

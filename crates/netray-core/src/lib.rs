@@ -10,6 +10,7 @@
 pub mod dispatcher;
 pub mod error;
 pub mod iface;
+pub mod if_stats;
 pub mod link;
 pub mod maps;
 pub mod names;

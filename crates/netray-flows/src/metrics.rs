@@ -37,7 +37,8 @@ use std::{
 
 use libbpf_rs::MapHandle;
 use netray_core::{
-    dispatcher::{sum_if_stats, FwCapacity},
+    dispatcher::FwCapacity,
+    if_stats::IfCounters,
     maps, Hook, Interface, PinDir, Result,
 };
 use netray_ebpf::abi::nr_if_stats;
@@ -110,10 +111,8 @@ impl NetrayCollector {
             return s;
         }
         let read = || -> Result<IfSample> {
-            let stats_map = open(&dir, "if_stats")?;
-            let slot = |hook: Hook| -> Result<nr_if_stats> {
-                Ok(sum_if_stats(&maps::get_percpu::<nr_if_stats>(&stats_map, hook.stats_slot())?))
-            };
+            let counters = IfCounters::open(&dir)?;
+            let slot = |hook: Hook| -> Result<nr_if_stats> { counters.slot(hook.stats_slot()) };
             let stats = slot(Hook::Xdp)?;
             let egress = slot(Hook::TcEgress)?;
             let mut events_lost = 0;

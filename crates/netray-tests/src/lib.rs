@@ -16,6 +16,7 @@ use libbpf_rs::{
 };
 use netray_core::{
     dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    if_stats::IfCounters,
     maps, Feature, Hook, PinDir,
 };
 use netray_ebpf::{
@@ -153,7 +154,7 @@ impl XdpHarness {
 /// the monitor's event ring.
 struct IfMaps {
     config: MapHandle,
-    stats: MapHandle,
+    stats: IfCounters,
     events: MapHandle,
 }
 
@@ -161,7 +162,7 @@ impl IfMaps {
     fn open(tmp: &TempPin) -> IfMaps {
         let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
         let open = |name: &str| maps::open_pinned(&dir.join(name)).unwrap();
-        IfMaps { config: open("if_config"), stats: open("if_stats"), events: open("if_events") }
+        IfMaps { config: open("if_config"), stats: IfCounters::open(&dir).unwrap(), events: open("if_events") }
     }
 
     /// The monitor event one program run wrote, if any (at most one).
@@ -182,8 +183,7 @@ impl IfMaps {
 
     /// One stats slot's per-CPU counters summed.
     fn stats(&self, slot: u32) -> nr_if_stats {
-        let per_cpu: Vec<nr_if_stats> = maps::get_percpu(&self.stats, slot).unwrap();
-        netray_core::dispatcher::sum_if_stats(&per_cpu)
+        self.stats.slot(slot).unwrap()
     }
 }
 

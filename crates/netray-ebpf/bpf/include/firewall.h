@@ -161,19 +161,11 @@ static __always_inline void nr_fw_count(__u32 rule_id, __u64 len)
 	nr_fw_count_on(bpf_get_smp_processor_id(), rule_id, 1, len);
 }
 
-/* This CPU's pending hit (struct nr_fw_pending), added to its counter now;
- * NULL on a CPU beyond NR_FW_PENDING_CPUS, whose hits are counted at once. */
-static __always_inline struct nr_fw_pending *nr_fw_take_pending(void)
+/* Adds this CPU's pending hit (struct nr_fw_pending) to its counter. */
+static __always_inline void nr_fw_take_pending(struct nr_fw_pending *p, __u32 cpu)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct nr_fw_pending *p;
-
-	if (cpu >= NR_FW_PENDING_CPUS)
-		return 0;
-	p = &fw_pending[cpu];
 	if (p->rule)
 		nr_fw_count_on(cpu, p->rule, 1, p->len);
-	return p;
 }
 
 /* The rule a leaf of the walk (nonzero) stands for, given the packet's
@@ -252,24 +244,21 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 
 /* nr_fw_decide for a received IPv4 packet whose source address (4 bytes,
  * in bounds), protocol and destination port the caller already holds in
- * registers: the dispatcher's short path (see xdp_dispatch.h). The hit is
- * counted when this CPU decides its next packet (struct nr_fw_pending). */
+ * registers: the dispatcher's short path (see xdp_dispatch.h), on a CPU with
+ * a pending slot p. The hit is counted when this CPU decides its next packet
+ * (struct nr_fw_pending). */
 static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
-						__u64 len)
+						__u64 len, struct nr_fw_pending *p, __u32 cpu)
 {
 	__u32 bank = fw_state.active_bank & 1, leaf, rule = 0;
-	/* first, so the previous hit's counter is fetched during this walk */
-	struct nr_fw_pending *p = nr_fw_take_pending();
 
-	leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, p ? &p->last_range : 0);
+	/* first, so the previous hit's counter is fetched during this walk */
+	nr_fw_take_pending(p, cpu);
+	leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, &p->last_range);
 	if (leaf)
 		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
-	if (p) {
-		p->rule = rule;
-		p->len = len;
-	} else if (rule) {
-		nr_fw_count(rule, len);
-	}
+	p->rule = rule;
+	p->len = len;
 	return rule;
 }
 

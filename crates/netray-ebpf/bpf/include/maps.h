@@ -72,7 +72,10 @@ struct {
  * Non-static on purpose: clang may fold reads of a static variable that this
  * file never writes.
  *
- * fw_pending (see struct nr_fw_pending) is one too.
+ * fw_pending (see struct nr_fw_pending) and if_cpu_stats are global arrays
+ * with a row per CPU, for the same reason: indexed by the CPU number, they
+ * replace a per-CPU map's lookup (key on the stack, bounds and null tests,
+ * the per-CPU pointer) with one address computation.
  *
  * libbpf creates the data sections' maps after every .maps map, so once
  * fw_state is pinned every .maps firewall map is, and readers that test for
@@ -80,11 +83,15 @@ struct {
  * fw_pending comes before or after fw_state depends on the order clang emits
  * the sections in, so readers take a missing fw_pending as "nothing pending".
  */
-struct nr_fw_pending fw_pending[NR_FW_PENDING_CPUS] SEC(".data.fw_pending");
+struct nr_fw_pending fw_pending[NR_DIRECT_CPUS] SEC(".data.fw_pending");
 struct nr_fw_state fw_state SEC(".data.fw_state");
 
 /* ---- per interface ---- */
 struct nr_if_config if_config SEC(".data.if_config");	/* see fw_state above */
+
+/* The interface's counters: a row per CPU for the first NR_DIRECT_CPUS CPUs
+ * (see fw_state above), the per-CPU map for any CPU beyond. Readers add both. */
+struct nr_if_stats if_cpu_stats[NR_STATS_SLOTS][NR_DIRECT_CPUS] SEC(".data.if_cpu_stats");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -92,6 +99,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nr_if_stats);
 } if_stats SEC(".maps");
+
+/* A hook's counters (slot: enum nr_stats_slot) on this CPU; NULL only if the
+ * per-CPU map has no such slot. */
+static __always_inline struct nr_if_stats *nr_if_stats_on(__u32 slot, __u32 cpu)
+{
+	if (cpu < NR_DIRECT_CPUS && slot < NR_STATS_SLOTS)
+		return &if_cpu_stats[slot][cpu];
+	return bpf_map_lookup_elem(&if_stats, &slot);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -107,7 +107,7 @@ enum nr_pkt_type {
 	NR_PKT_OUTGOING = 4,
 };
 
-/* Keys of if_stats: one set of counters per hook. XDP keeps key 0. */
+/* Counter sets of an interface: one per hook. XDP keeps slot 0. */
 enum nr_stats_slot {
 	NR_STATS_XDP = 0,
 	NR_STATS_TC_INGRESS = 1,
@@ -130,8 +130,17 @@ enum nr_tc_chain_slot {
 	NR_TC_CHAIN_SLOTS = 2,
 };
 
-/* Per-interface per-CPU counters, one entry per hook (enum nr_stats_slot),
- * summed over CPUs. */
+/* CPUs whose per-CPU state is a row of a global array, addressed without a
+ * map lookup (if_cpu_stats, fw_pending: see maps.h). A CPU beyond keeps its
+ * interface counters in the per-CPU map if_stats and counts firewall hits
+ * at once. */
+enum nr_direct_cpus {
+	NR_DIRECT_CPUS = 256,
+};
+
+/* Per-interface per-CPU counters, one set per hook (enum nr_stats_slot),
+ * summed over CPUs: if_cpu_stats[slot][cpu] for the first NR_DIRECT_CPUS
+ * CPUs, if_stats[slot] (per-CPU) for any beyond. */
 struct nr_if_stats {
 	__u64 seen;		/* passed = seen - dropped */
 	__u64 dropped;
@@ -267,9 +276,8 @@ struct nr_rule_counter {
  * is added when the next packet on the same CPU is decided, so that the
  * counter's cache line is fetched while that packet walks the tables instead
  * of after its own walk (random traffic: 10-20% less per packet). Readers
- * add the pending hits to the counters. One per CPU (fw_pending[cpu]), a
- * cache line each, so CPUs never share one. */
-#define NR_FW_PENDING_CPUS 256	/* CPUs beyond count at once */
+ * add the pending hits to the counters. One per CPU (fw_pending[cpu], for
+ * NR_DIRECT_CPUS of them), a cache line each, so CPUs never share one. */
 struct nr_fw_pending {
 	__u32 rule;		/* rule id, 0 = none */
 	__u32 len;		/* bytes of that packet */

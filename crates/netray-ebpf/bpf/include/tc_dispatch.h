@@ -4,9 +4,9 @@
  *
  * They share the interface's maps with the XDP dispatcher (same names, same
  * pins): if_config says what each hook does (tc_ingress_features,
- * tc_egress_features; `features` stays the XDP program's), if_stats holds one
- * set of counters per hook (enum nr_stats_slot) and every hook writes its
- * monitor records to the one if_events ring.
+ * tc_egress_features; `features` stays the XDP program's), every hook keeps
+ * its own set of counters (enum nr_stats_slot) and writes its monitor
+ * records to the one if_events ring.
  *
  * TC programs pass with TC_ACT_UNSPEC (tcx: TCX_NEXT), never TC_ACT_OK, so
  * the programs and filters behind netray's — another tool's tcx program or a
@@ -54,7 +54,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	int verdict = TC_ACT_UNSPEC;
 
 	cfg = &if_config;
-	stats = bpf_map_lookup_elem(&if_stats, &slot);
+	stats = nr_if_stats_on(slot, bpf_get_smp_processor_id());
 	if (!stats)
 		return TC_ACT_UNSPEC;
 	features = egress ? cfg->tc_egress_features : cfg->tc_ingress_features;
@@ -306,7 +306,7 @@ static __always_inline int nr_socket_monitor(struct __sk_buff *skb)
 	__u32 slot = NR_STATS_SOCKET, len = skb->len;
 
 	cfg = &if_config;
-	stats = bpf_map_lookup_elem(&if_stats, &slot);
+	stats = nr_if_stats_on(slot, bpf_get_smp_processor_id());
 	if (!stats)
 		return 0;
 

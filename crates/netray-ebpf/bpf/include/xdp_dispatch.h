@@ -40,13 +40,15 @@ static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
 #define NR_XDP_SHORT_FEATURES (NR_FEAT_FIREWALL | NR_FEAT_CHAIN_NEXT)
 
 /* The common frame (see nr_common_ipv4) when at most the firewall and the
- * foreign-program chain are on: the same counters and verdict as the general
- * path, with the source address, protocol and port kept in registers instead
- * of a struct nr_meta on the stack. This is most of the traffic a firewall
- * sees, and the general path costs about 4 ns more per packet. */
+ * foreign-program chain are on, on a CPU with rows in the global per-CPU
+ * arrays: the same counters and verdict as the general path, with the source
+ * address, protocol and port kept in registers instead of a struct nr_meta on
+ * the stack. This is most of the traffic a firewall sees, and the general
+ * path costs about 4 ns more per packet. */
 static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *data_end, __u32 proto,
-					__u32 features, struct nr_if_stats *stats, __u64 len)
+					__u32 features, __u32 cpu, __u64 len)
 {
+	struct nr_if_stats *stats = &if_cpu_stats[NR_STATS_XDP][cpu];
 	struct iphdr *ip = data + NR_COMMON_L3_OFF;
 	__be16 *ports = data + NR_COMMON_L4_OFF;
 
@@ -56,7 +58,7 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 	stats->bytes_seen += len;
 	if (features & NR_FEAT_FIREWALL) {
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, proto, proto != IPPROTO_ICMP,
-						 bpf_ntohs(ports[1]), len);
+						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
 		if (rule) {
 			stats->dropped++;
@@ -121,22 +123,20 @@ static __always_inline int nr_xdp_dispatch(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct nr_if_stats *stats;
-	__u32 zero = 0, features = if_config.features;
+	__u32 cpu = bpf_get_smp_processor_id(), features = if_config.features;
 	/* 64-bit: the counters are, and a truncated length would cost two
 	 * zero-extending shifts per use */
-	__u64 len;
+	__u64 len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
 
-	stats = bpf_map_lookup_elem(&if_stats, &zero);
-	if (!stats)
-		return XDP_PASS;
-
-	len = cfg_frags ? bpf_xdp_get_buff_len(ctx) : data_end - data;
-	if (!(features & ~NR_XDP_SHORT_FEATURES)) {
+	if (!(features & ~NR_XDP_SHORT_FEATURES) && cpu < NR_DIRECT_CPUS) {
 		__u32 proto = nr_common_ipv4(data, data_end);
 
 		if (proto)
-			return nr_xdp_short(ctx, data, data_end, proto, features, stats, len);
+			return nr_xdp_short(ctx, data, data_end, proto, features, cpu, len);
 	}
+	stats = nr_if_stats_on(NR_STATS_XDP, cpu);
+	if (!stats)
+		return XDP_PASS;
 	return nr_xdp_general(ctx, data, data_end, stats, features, len);
 }
 

@@ -1,0 +1,71 @@
+//! An interface's packet counters (struct nr_if_stats), one set per hook
+//! (enum nr_stats_slot), as userspace reads them.
+//!
+//! The first NR_DIRECT_CPUS CPUs count in their rows of the global array
+//! `if_cpu_stats`, which the programs address without a map lookup; any CPU
+//! beyond counts in the per-CPU map `if_stats` (see bpf/include/maps.h). A
+//! reader adds both.
+
+use std::path::Path;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use netray_ebpf::abi::{from_bytes, nr_direct_cpus, nr_if_stats, nr_stats_slot, sum_counters};
+
+use crate::{maps, Error, Result};
+
+const ROW: usize = std::mem::size_of::<nr_if_stats>();
+const DIRECT_CPUS: usize = nr_direct_cpus::NR_DIRECT_CPUS.0 as usize;
+const SLOTS: usize = nr_stats_slot::NR_STATS_SLOTS.0 as usize;
+
+/// The two maps holding one interface's counters.
+#[derive(Debug)]
+pub struct IfCounters {
+    per_cpu: MapHandle,
+    /// None for an instant while a first load is creating the maps (data
+    /// sections are created after the others, see maps.h).
+    direct: Option<MapHandle>,
+}
+
+impl IfCounters {
+    /// Opens the counters pinned in an interface's directory.
+    pub fn open(if_dir: &Path) -> Result<IfCounters> {
+        let per_cpu = maps::open_pinned(&if_dir.join("if_stats"))?;
+        let direct_path = if_dir.join("if_cpu_stats");
+        let direct = match direct_path.exists() {
+            true => Some(maps::open_pinned(&direct_path)?),
+            false => None,
+        };
+        if let Some(d) = &direct {
+            if d.value_size() as usize != SLOTS * DIRECT_CPUS * ROW {
+                return Err(Error::Refused(format!(
+                    "{} holds {} bytes, not {}: it was pinned by another netray version — \
+                     remove the old state with `netray firewall detach --all`, then attach again",
+                    direct_path.display(),
+                    d.value_size(),
+                    SLOTS * DIRECT_CPUS * ROW
+                )));
+            }
+        }
+        Ok(IfCounters { per_cpu, direct })
+    }
+
+    /// One hook's counters summed over CPUs; zero for a slot the pinned maps
+    /// predate.
+    pub fn slot(&self, slot: u32) -> Result<nr_if_stats> {
+        let mut rows: Vec<nr_if_stats> = if slot < self.per_cpu.max_entries() {
+            maps::get_percpu(&self.per_cpu, slot)?
+        } else {
+            Vec::new()
+        };
+        if let Some(direct) = &self.direct {
+            let raw = direct
+                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .map_err(Error::bpf("reading if_cpu_stats"))?
+                .unwrap_or_default();
+            let start = slot as usize * DIRECT_CPUS * ROW;
+            let slot_rows = raw.get(start..start + DIRECT_CPUS * ROW).unwrap_or_default();
+            rows.extend(slot_rows.chunks_exact(ROW).filter_map(from_bytes::<nr_if_stats>));
+        }
+        Ok(sum_counters(&rows))
+    }
+}
