@@ -185,7 +185,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         compile::compile(&indexed, compile::Capacity::UNLIMITED).map_err(anyhow::Error::msg)?;
     let compile_ms_largest = t0.elapsed().as_secs_f64() * 1e3;
     progress(&format!(
-        "{largest} rules compile to {} trie chunks ({} KiB) and {} range blocks ({} KiB)",
+        "{largest} rules compile to {} trie chunks ({} KiB) and {} range slots ({} KiB)",
         needed.chunks.len(),
         needed.chunks.len() * std::mem::size_of::<compile::Chunk>() / 1024,
         needed.ranges.len(),

@@ -5,7 +5,8 @@
 //! family). Leaves are pushed down, so every entry holds either a child node
 //! or the *match id* of the longest rule prefix covering it. Below the roots a
 //! node is emitted as a range block (at most NR_FW_RANGE_KEYS runs, one cache
-//! line) or, when denser, as a 256-entry chunk. A match carries what applies
+//! line; at most NR_FW_HALF_KEYS, half of one) or, when denser, as a 256-entry
+//! chunk. A match carries what applies
 //! there, ancestors included: the most specific catch-all rule, or else the
 //! protocol/port rules, which go to the fw_l4 hash. The per-packet lookup is
 //! at most 3 (IPv4) or 15 (IPv6) inlined array loads, whatever the number of
@@ -13,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netray_ebpf::abi::{nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range};
+use netray_ebpf::abi::{bytes_of, from_bytes, nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range, nr_fw_range_half};
 
 use crate::rule::Rule;
 
@@ -23,11 +24,17 @@ pub const ROOT_V6: usize = nr_fw_layout::NR_FW_ROOT_V6.0 as usize;
 pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
 pub const ROOT_OUT: usize = nr_fw_layout::NR_FW_ROOT_OUT.0 as usize;
 pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
+pub const HALF_KEYS: usize = nr_fw_layout::NR_FW_HALF_KEYS.0 as usize;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
 pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
 /// Range pointer flag: the block's keys span IPv4 bytes 2-3 at once.
 pub const WIDE: u32 = 1 << nr_fw_layout::NR_FW_WIDE_SHIFT.0;
-pub const INDEX_MASK: u32 = WIDE - 1;
+/// Range pointer flag: a half block, of its element's first half...
+pub const HALF: u32 = 1 << nr_fw_layout::NR_FW_HALF_SHIFT.0;
+/// ...or, with this flag, of its second.
+pub const SECOND: u32 = 1 << nr_fw_layout::NR_FW_SECOND_SHIFT.0;
+/// A pointer's index: a chunk's, or a range element's.
+pub const INDEX_MASK: u32 = SECOND - 1;
 /// Leaf flag: a match id whose protocol/port rules are in fw_l4.
 pub const LEAF_L4: u32 = 1 << nr_fw_layout::NR_FW_LEAF_L4_SHIFT.0;
 
@@ -48,7 +55,8 @@ pub struct L4Entry {
 pub struct Compiled {
     /// Chunk i goes to pool index bank_base + i; 0..ROOT_CHUNKS are the roots.
     pub chunks: Vec<Chunk>,
-    /// Range block i goes to fw_ranges index bank_base + i.
+    /// Range element i goes to fw_ranges index bank_base + i: one range
+    /// block, or two half blocks.
     pub ranges: Vec<nr_fw_range>,
     /// Indexed by match id (leaves with LEAF_L4); entry 0 is unused.
     pub matches: Vec<nr_fw_match>,
@@ -81,7 +89,7 @@ pub enum CompileError {
     )]
     ChunksFull { needed: usize, capacity: usize },
     #[error(
-        "the rule set needs {needed} range blocks but the firewall holds {capacity} per bank; remove all state \
+        "the rule set needs {needed} range slots but the firewall holds {capacity} per bank; remove all state \
          (`netray firewall detach --all`) and attach again with a larger --fw-ranges"
     )]
     RangesFull { needed: usize, capacity: usize },
@@ -355,7 +363,7 @@ impl Builder {
         }
     }
 
-    /// Final chunks (roots first) and range blocks, pointers renumbered.
+    /// Final chunks (roots first) and range slots, pointers renumbered.
     fn emit(self, cap: Capacity) -> Result<(Vec<Chunk>, Vec<nr_fw_range>), CompileError> {
         const ABSORBED: u32 = u32::MAX;
         // Where each node goes: a wide range block (an IPv4 second-level node
@@ -363,7 +371,8 @@ impl Builder {
         // Children always come after their parent, so a parent decides first.
         let mut placed = vec![0u32; self.nodes.len()];
         let mut wide: HashMap<usize, Vec<(u16, u32)>> = HashMap::new();
-        let (mut n_chunks, mut n_ranges) = (ROOT_CHUNKS as u32, 0u32);
+        let mut n_chunks = ROOT_CHUNKS as u32;
+        let mut units = RangeUnits::default();
         for (i, node) in self.nodes.iter().enumerate() {
             if placed[i] == ABSORBED {
                 continue;
@@ -376,20 +385,19 @@ impl Builder {
                             placed[(e & INDEX_MASK) as usize] = ABSORBED;
                         }
                     }
+                    placed[i] = WIDE | units.place(runs.len());
                     wide.insert(i, runs);
-                    placed[i] = RANGE | WIDE | n_ranges;
-                    n_ranges += 1;
                     continue;
                 }
             }
             if node.0.len() <= RANGE_KEYS {
-                placed[i] = RANGE | n_ranges;
-                n_ranges += 1;
+                placed[i] = units.place(node.0.len());
             } else {
                 placed[i] = PTR | n_chunks;
                 n_chunks += 1;
             }
         }
+        let n_ranges = units.elements;
         if n_chunks as usize > cap.chunks {
             return Err(CompileError::ChunksFull {
                 needed: n_chunks as usize,
@@ -416,7 +424,7 @@ impl Builder {
                 *e = fix(*e);
             }
         }
-        let mut ranges = Vec::with_capacity(n_ranges as usize);
+        let mut ranges = vec![nr_fw_range::default(); n_ranges as usize];
         for (i, node) in self.nodes.iter().enumerate() {
             let at = placed[i];
             if at == ABSORBED {
@@ -424,7 +432,8 @@ impl Builder {
             }
             if at & RANGE != 0 {
                 let runs = wide.get(&i).unwrap_or(&node.0);
-                ranges.push(range_block(runs.iter().map(|&(k, e)| (k, fix(e)))));
+                let element = &mut ranges[(at & INDEX_MASK) as usize];
+                write_block(element, at, runs.iter().map(|&(k, e)| (k, fix(e))));
             } else {
                 let mut c = [0u32; CHUNK_ENTRIES];
                 for (j, &(start, e)) in node.0.iter().enumerate() {
@@ -438,26 +447,83 @@ impl Builder {
     }
 }
 
-/// A range block from at most RANGE_KEYS runs; unused slots repeat the last
-/// run, so counting the keys <= k still lands on it.
-fn range_block(runs: impl Iterator<Item = (u16, u32)>) -> nr_fw_range {
-    let mut r = nr_fw_range::default();
-    let mut n = 0;
-    for (k, e) in runs {
-        r.key[n] = k;
-        r.entry[n] = e;
-        n += 1;
-    }
-    for i in n..RANGE_KEYS {
-        r.key[i] = r.key[n - 1];
-        r.entry[i] = r.entry[n - 1];
-    }
-    r
+/// Hands out fw_ranges elements: a block takes one, two half blocks share one.
+#[derive(Default)]
+struct RangeUnits {
+    elements: u32,
+    /// The element whose second half is free.
+    free_half: Option<u32>,
 }
 
-/// The entry of the run holding key k (nr_fw_range_entry() in firewall.h).
-fn range_pick(r: &nr_fw_range, k: u16) -> u32 {
-    r.entry[r.key[1..].iter().filter(|&&key| key <= k).count()]
+impl RangeUnits {
+    /// The range pointer (RANGE, HALF, SECOND, element) of a new block of
+    /// `runs` runs.
+    fn place(&mut self, runs: usize) -> u32 {
+        if runs <= HALF_KEYS {
+            if let Some(e) = self.free_half.take() {
+                return RANGE | HALF | SECOND | e;
+            }
+        }
+        let e = self.elements;
+        self.elements += 1;
+        if runs > HALF_KEYS {
+            return RANGE | e;
+        }
+        self.free_half = Some(e);
+        RANGE | HALF | e
+    }
+}
+
+/// Keys and entries of a block from its runs; unused slots repeat the last
+/// run, so counting the keys <= k still lands on it.
+fn fill_block<const N: usize>(keys: &mut [u16; N], entries: &mut [u32; N], runs: impl Iterator<Item = (u16, u32)>) {
+    let mut n = 0;
+    for (k, e) in runs {
+        keys[n] = k;
+        entries[n] = e;
+        n += 1;
+    }
+    for i in n..N {
+        keys[i] = keys[n - 1];
+        entries[i] = entries[n - 1];
+    }
+}
+
+/// Writes the block a range pointer `at` names into its element.
+fn write_block(element: &mut nr_fw_range, at: u32, runs: impl Iterator<Item = (u16, u32)>) {
+    if at & HALF == 0 {
+        fill_block(&mut element.key, &mut element.entry, runs);
+        return;
+    }
+    let mut half = nr_fw_range_half::default();
+    fill_block(&mut half.key, &mut half.entry, runs);
+    let mut bytes = bytes_of(element).to_vec();
+    let off = half_offset(at);
+    bytes[off..off + HALF_BYTES].copy_from_slice(bytes_of(&half));
+    *element = from_bytes(&bytes).expect("a whole element");
+}
+
+const HALF_BYTES: usize = std::mem::size_of::<nr_fw_range_half>();
+const _: () = assert!(2 * HALF_BYTES == std::mem::size_of::<nr_fw_range>());
+
+/// Where in its element the half block of a range pointer starts.
+fn half_offset(at: u32) -> usize {
+    if at & SECOND != 0 {
+        HALF_BYTES
+    } else {
+        0
+    }
+}
+
+/// The entry of the run holding key k in the block a range pointer `at`
+/// names (nr_fw_block_entry() in firewall.h).
+fn block_pick(element: &nr_fw_range, at: u32, k: u16) -> u32 {
+    if at & HALF == 0 {
+        return element.entry[element.key[1..].iter().filter(|&&key| key <= k).count()];
+    }
+    let off = half_offset(at);
+    let h: nr_fw_range_half = from_bytes(&bytes_of(element)[off..off + HALF_BYTES]).expect("a whole half");
+    h.entry[h.key[1..].iter().filter(|&&key| key <= k).count()]
 }
 
 impl Compiled {
@@ -477,10 +543,11 @@ impl Compiled {
             entry = if entry & PTR != 0 {
                 self.chunks[idx][b as usize]
             } else if entry & RANGE != 0 {
+                let element = &self.ranges[idx];
                 if entry & WIDE != 0 {
-                    return range_pick(&self.ranges[idx], u16::from_be_bytes([addr[2], addr[3]]));
+                    return block_pick(element, entry, u16::from_be_bytes([addr[2], addr[3]]));
                 }
-                range_pick(&self.ranges[idx], b as u16)
+                block_pick(element, entry, b as u16)
             } else {
                 return entry;
             };
@@ -695,21 +762,21 @@ mod tests {
 
     #[test]
     fn capacity_is_enforced() {
-        // Each /32 in its own /16 needs two sparse nodes: two range blocks.
         let rules: Vec<_> = (0..10u32)
             .map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None)))
             .collect();
         let c = compile(&rules, Capacity::UNLIMITED).unwrap();
-        // Each /32 alone in its /16: one wide range block each.
-        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 10));
+        // Each /32 alone in its /16: one wide half block (3 runs) each, two
+        // to an element.
+        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 5));
         let cap = |chunks, ranges, matches| Capacity {
             chunks,
             ranges,
             matches,
         };
         assert!(matches!(
-            compile(&rules, cap(10_000, 9, 100)),
-            Err(CompileError::RangesFull { needed: 10, .. })
+            compile(&rules, cap(10_000, 4, 100)),
+            Err(CompileError::RangesFull { needed: 5, .. })
         ));
         assert!(matches!(
             compile(&rules, cap(10_000, 100, 5)),
@@ -732,6 +799,32 @@ mod tests {
                 i % 2 == 1,
                 "10.0.0.{i}"
             );
+        }
+    }
+
+    #[test]
+    fn half_blocks_share_an_element_and_whole_blocks_take_their_own() {
+        let mut u = RangeUnits::default();
+        assert_eq!(u.place(3), RANGE | HALF);
+        assert_eq!(u.place(HALF_KEYS + 1), RANGE | 1);
+        assert_eq!(u.place(HALF_KEYS), RANGE | HALF | SECOND);
+        assert_eq!(u.place(2), RANGE | HALF | 2);
+        assert_eq!(u.elements, 3);
+
+        // Both halves of one element and a whole block, looked up.
+        let mut element = nr_fw_range::default();
+        write_block(&mut element, RANGE | HALF, [(0, 0), (100, 7), (200, 0)].into_iter());
+        write_block(&mut element, RANGE | HALF | SECOND, [(0, 9), (50, 8)].into_iter());
+        for (k, lo, hi) in [(0, 0, 9), (99, 0, 8), (100, 7, 8), (199, 7, 8), (200, 0, 8), (65535, 0, 8)] {
+            assert_eq!(block_pick(&element, RANGE | HALF, k), lo, "first half, key {k}");
+            assert_eq!(block_pick(&element, RANGE | HALF | SECOND, k), hi, "second half, key {k}");
+        }
+        let mut whole = nr_fw_range::default();
+        let runs: Vec<(u16, u32)> = (0..RANGE_KEYS as u16).map(|i| (i * 10, u32::from(i) + 1)).collect();
+        write_block(&mut whole, RANGE, runs.iter().copied());
+        for &(k, e) in &runs {
+            assert_eq!(block_pick(&whole, RANGE, k), e);
+            assert_eq!(block_pick(&whole, RANGE, k + 9), e);
         }
     }
 

@@ -59,7 +59,7 @@ pub struct CapacityArgs {
     /// Dense trie chunks per bank (1 KiB each, 1024 of them roots; two banks).
     #[arg(long, default_value_t = FwCapacity::default().chunks_per_bank, value_name = "N")]
     pub fw_chunks: u32,
-    /// Sparse trie nodes per bank (64 bytes each; two banks).
+    /// Range slots per bank (64 bytes: a sparse trie node of up to 10 runs, or two of up to 5; two banks).
     #[arg(long, default_value_t = FwCapacity::default().ranges_per_bank, value_name = "N")]
     pub fw_ranges: u32,
     /// Maximum number of rules.
@@ -150,7 +150,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             }
             let t = &st.table;
             println!(
-                "rules: {} of {} · trie: {} of {} chunks, {} of {} range blocks per bank · generation {}",
+                "rules: {} of {} · trie: {} of {} chunks, {} of {} range slots per bank · generation {}",
                 t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.ranges_used, t.ranges_per_bank, t.generation
             );
         }

@@ -35,9 +35,45 @@ static __always_inline __u32 nr_fw_range_entry(const struct nr_fw_range *r, __u3
 	return r->entry[n];
 }
 
-/* nr_fw_range_entry by a scan with a branch per key: cheaper when the
- * branches are predicted, i.e. when this CPU's previous packet searched the
- * same block (a burst from one source). */
+/* nr_fw_range_entry for a half block. */
+static __always_inline __u32 nr_fw_half_entry(const struct nr_fw_range_half *h, __u32 k)
+{
+	__u32 above[NR_FW_HALF_KEYS], n;
+
+#pragma unroll
+	for (int i = 1; i < NR_FW_HALF_KEYS; i++) {
+		__u32 d = k - (__u32)h->key[i];
+
+		asm volatile("" : "+r"(d));
+		above[i] = d >> 31;
+	}
+	_Static_assert(NR_FW_HALF_KEYS == 5, "the sum below adds keys 1-4");
+	n = NR_FW_HALF_KEYS - 1 - ((above[1] + above[2]) + (above[3] + above[4]));
+	if (n >= NR_FW_HALF_KEYS)
+		return 0;
+	return h->entry[n];
+}
+
+_Static_assert(2 * sizeof(struct nr_fw_range_half) == sizeof(struct nr_fw_range), "two halves make a block");
+
+/* The half block a range pointer with NR_FW_HALF selects in its element. */
+static __always_inline const struct nr_fw_range_half *nr_fw_half_of(const struct nr_fw_range *r, __u32 entry)
+{
+	_Static_assert(NR_FW_SECOND >> (NR_FW_SECOND_SHIFT - 5) == sizeof(struct nr_fw_range_half), "offset by shift");
+	return (const void *)r + ((entry & NR_FW_SECOND) >> (NR_FW_SECOND_SHIFT - 5));
+}
+
+/* The entry for key k of the block a range pointer selects in its element r. */
+static __always_inline __u32 nr_fw_block_entry(const struct nr_fw_range *r, __u32 entry, __u32 k)
+{
+	if (entry & NR_FW_HALF)
+		return nr_fw_half_entry(nr_fw_half_of(r, entry), k);
+	return nr_fw_range_entry(r, k);
+}
+
+/* nr_fw_range_entry and nr_fw_half_entry by a scan with a branch per key:
+ * cheaper when the branches are predicted, i.e. when this CPU's previous
+ * packet searched the same block (a burst from one source). */
 static __always_inline __u32 nr_fw_range_entry_scan(const struct nr_fw_range *r, __u32 k)
 {
 	__u32 n = 0;
@@ -51,9 +87,22 @@ static __always_inline __u32 nr_fw_range_entry_scan(const struct nr_fw_range *r,
 	return r->entry[n];
 }
 
+static __always_inline __u32 nr_fw_half_entry_scan(const struct nr_fw_range_half *h, __u32 k)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int i = 1; i < NR_FW_HALF_KEYS; i++) {
+		if (k < h->key[i])
+			break;
+		n = i;
+	}
+	return h->entry[n];
+}
+
 /* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
  * 2-3 at once) or up to two byte-wide nodes. last_range (NULL: none) holds
- * the wide block this CPU searched last. */
+ * the wide block this CPU searched last (fw_ranges index | NR_FW_SECOND). */
 static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 root, __u32 *last_range)
 {
 	__u32 chunk_base = bank * fw_state.chunks_per_bank;
@@ -82,16 +131,22 @@ static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 
 			if (!range)
 				return 0;
 			if (entry & NR_FW_WIDE) {
-				__u32 k = (__u32)addr[2] << 8 | addr[3];
+				__u32 k = (__u32)addr[2] << 8 | addr[3], block = idx | (entry & NR_FW_SECOND);
+				int again = 0;
 
 				if (last_range) {
-					if (*last_range == idx)
-						return nr_fw_range_entry_scan(range, k);
-					*last_range = idx;
+					again = *last_range == block;
+					if (!again)
+						*last_range = block;
 				}
-				return nr_fw_range_entry(range, k);
+				if (entry & NR_FW_HALF) {
+					const struct nr_fw_range_half *h = nr_fw_half_of(range, entry);
+
+					return again ? nr_fw_half_entry_scan(h, k) : nr_fw_half_entry(h, k);
+				}
+				return again ? nr_fw_range_entry_scan(range, k) : nr_fw_range_entry(range, k);
 			}
-			entry = nr_fw_range_entry(range, addr[i]);
+			entry = nr_fw_block_entry(range, entry, addr[i]);
 		} else {
 			return entry;
 		}
@@ -125,7 +180,7 @@ static __always_inline __u32 nr_fw_match_id(__u32 bank, const __u8 *addr, __u32 
 			range = bpf_map_lookup_elem(&fw_ranges, &idx);
 			if (!range)
 				return 0;
-			entry = nr_fw_range_entry(range, addr[i]);
+			entry = nr_fw_block_entry(range, entry, addr[i]);
 		} else {
 			return entry;
 		}

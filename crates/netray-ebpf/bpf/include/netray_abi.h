@@ -160,12 +160,15 @@ struct nr_if_stats {
  * of verifier-inlined array loads instead of an LPM-trie or hash helper call.
  * Below the roots, a node is either a chunk (256 direct entries, 1 KiB) or,
  * when its 256 entries form at most NR_FW_RANGE_KEYS runs, a range block: the
- * runs' start keys and entries in one 64-byte cache line (DXR-style). Real rule
- * sets are sparse, so nearly every node is a range block and the structure
- * stays small enough for the CPU caches even with 100,000 rules.
+ * runs' start keys and entries in one 64-byte cache line (DXR-style), or in
+ * half of one when there are at most NR_FW_HALF_KEYS runs. Real rule sets are
+ * sparse, so nearly every node is a range block (most of them halves) and the
+ * structure stays small enough for the CPU caches even with 100,000 rules.
  *
- * An entry points to a chunk (NR_FW_PTR) or a range block (NR_FW_RANGE), by
- * index within its bank, or is a leaf for the longest rule prefix covering the
+ * An entry points to a chunk (NR_FW_PTR) or a range block (NR_FW_RANGE: an
+ * element of fw_ranges, or with NR_FW_HALF one half of it, the second with
+ * NR_FW_SECOND), by index within its bank, or is a leaf for the longest rule
+ * prefix covering the
  * address, ancestors folded in: 0 (no rule), the id of the rule that drops
  * everything there, or NR_FW_LEAF_L4 | a match id when only protocol/port
  * rules apply (see nr_fw_match and fw_l4). Catch-all verdicts thus need no
@@ -181,7 +184,10 @@ enum nr_fw_layout {
 	NR_FW_RANGE_SHIFT = 30,	/* entry bit 30: a range block index (low 30 bits) */
 	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
 	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: keys span 16 bits (IPv4 bytes 2-3) */
+	NR_FW_HALF_SHIFT = 28,	/* range pointer bit 28: a half block (struct nr_fw_range_half) */
+	NR_FW_SECOND_SHIFT = 27, /* range pointer bit 27: the element's second half */
 	NR_FW_RANGE_KEYS = 10,	/* runs per range block */
+	NR_FW_HALF_KEYS = 5,	/* runs per half block */
 	/* Root chunks of a bank, by direction and family (256 each, by first byte).
 	 * "in" rules match the source of received packets, "out" rules the
 	 * destination of sent ones. */
@@ -193,7 +199,9 @@ enum nr_fw_layout {
 #define NR_FW_PTR (1u << NR_FW_PTR_SHIFT)
 #define NR_FW_RANGE (1u << NR_FW_RANGE_SHIFT)
 #define NR_FW_WIDE (1u << NR_FW_WIDE_SHIFT)
-#define NR_FW_INDEX_MASK (NR_FW_WIDE - 1)
+#define NR_FW_HALF (1u << NR_FW_HALF_SHIFT)
+#define NR_FW_SECOND (1u << NR_FW_SECOND_SHIFT)
+#define NR_FW_INDEX_MASK (NR_FW_SECOND - 1)
 #define NR_FW_LEAF_L4 (1u << NR_FW_LEAF_L4_SHIFT)
 
 struct nr_fw_chunk {
@@ -209,6 +217,14 @@ struct nr_fw_range {
 	__u16 key[NR_FW_RANGE_KEYS];
 	__u32 entry[NR_FW_RANGE_KEYS];
 	__u32 _pad;
+};
+
+/* A range block of at most NR_FW_HALF_KEYS runs, the same way, in either
+ * half of a struct nr_fw_range (a range pointer with NR_FW_HALF). */
+struct nr_fw_range_half {
+	__u16 key[NR_FW_HALF_KEYS];
+	__u16 _pad;
+	__u32 entry[NR_FW_HALF_KEYS];
 };
 
 enum nr_fw_match_flags {
@@ -281,7 +297,7 @@ struct nr_rule_counter {
 struct nr_fw_pending {
 	__u32 rule;		/* rule id, 0 = none */
 	__u32 len;		/* bytes of that packet */
-	__u32 last_range;	/* the wide range block this CPU searched last */
+	__u32 last_range;	/* the wide range block this CPU searched last: fw_ranges index | NR_FW_SECOND */
 	__u8 _pad[52];
 };
 
