@@ -688,7 +688,7 @@ pub fn configure_maps_with(
                 "fw_matches" => 2 * (cap.max_rules + 1),
                 "fw_l4" => 4 * cap.max_rules,
                 "fw_rules" => cap.max_rules,
-                "fw_rule_stats" => counter_cpus()? * (cap.max_rules + 1),
+                "fw_rule_stats" | "fw_rule_hits" => counter_cpus()? * (cap.max_rules + 1),
                 "if_flows" => flows.max_flows,
                 _ => map.max_entries(),
             }

@@ -61,18 +61,35 @@ pub struct MmapArray<T> {
     map_len: usize,
 }
 
+fn wrong_size(map: &MapHandle, want: usize) -> Error {
+    Error::Refused(format!(
+        "map {} holds {}-byte values, not {want}: pinned state is from another netray version — remove it with `netray firewall detach --all`",
+        map_name(map),
+        map.value_size()
+    ))
+}
+
 impl<T: Plain> MmapArray<T> {
     /// Maps the whole array. T must be the map's value type (its size is checked).
     pub fn new(map: &MapHandle) -> Result<MmapArray<T>> {
         let value_size = map.value_size() as usize;
         if value_size != std::mem::size_of::<T>() || !value_size.is_multiple_of(8) {
-            return Err(Error::Refused(format!(
-                "map {} holds {value_size}-byte values, not {}: pinned state is from another netray version — remove it with `netray firewall detach --all`",
-                map_name(map),
-                std::mem::size_of::<T>()
-            )));
+            return Err(wrong_size(map, std::mem::size_of::<T>()));
         }
-        let len = map.max_entries() as usize;
+        Self::map_all(map, map.max_entries() as usize, value_size)
+    }
+
+    /// Maps a one-element map whose value is an array of `len` T (a global
+    /// array variable's data section).
+    pub fn of_global(map: &MapHandle, len: usize) -> Result<MmapArray<T>> {
+        let value_size = map.value_size() as usize;
+        if map.max_entries() != 1 || value_size != len * std::mem::size_of::<T>() {
+            return Err(wrong_size(map, len * std::mem::size_of::<T>()));
+        }
+        Self::map_all(map, len, std::mem::size_of::<T>())
+    }
+
+    fn map_all(map: &MapHandle, len: usize, value_size: usize) -> Result<MmapArray<T>> {
         let page = 4096usize;
         let map_len = (len * value_size).div_ceil(page) * page;
         // SAFETY: mapping a BPF array map fd shared and read-write, as the
@@ -103,6 +120,17 @@ impl<T: Plain> MmapArray<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Element i as it is now: a volatile read, since the kernel writes
+    /// the array concurrently.
+    pub fn read(&self, i: usize) -> T
+    where
+        T: Copy,
+    {
+        assert!(i < self.len, "index {i} out of {}", self.len);
+        // SAFETY: i is in bounds of the mapping, which holds initialised T.
+        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(i)) }
     }
 
     pub fn slice(&self) -> &[T] {

@@ -34,6 +34,7 @@ enum nr_fw_layout nr_abi_fw_layout;
 enum nr_pkt_type nr_abi_pkt_type;
 enum nr_stats_slot nr_abi_stats_slot;
 enum nr_direct_cpus nr_abi_direct_cpus;
+enum nr_fw_hits_layout nr_abi_fw_hits_layout;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;

@@ -5,7 +5,10 @@
 //! fw_l4 and then flips fw_state.active_bank: one map write, so the next
 //! packet sees either the old set or the new one, never a mix.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{fence, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use netray_core::{
@@ -13,8 +16,8 @@ use netray_core::{
     Error, PinDir, Result,
 };
 use netray_ebpf::abi::{
-    bytes_of, from_bytes, nr_fw_chunk, nr_fw_l4_key, nr_fw_match, nr_fw_pending, nr_fw_range,
-    nr_fw_rule, nr_fw_state, nr_rule_counter,
+    bytes_of, from_bytes, nr_direct_cpus, nr_fw_chunk, nr_fw_hits_layout, nr_fw_l4_key, nr_fw_match,
+    nr_fw_pending, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter,
 };
 
 use crate::{
@@ -25,6 +28,7 @@ use crate::{
 /// Handles on the firewall's pinned maps.
 pub struct FwMaps {
     pub rules: MapHandle,
+    pub rule_hits: MapHandle,
     pub rule_stats: MapHandle,
     pub state: MapHandle,
     pub l4: MapHandle,
@@ -34,32 +38,60 @@ pub struct FwMaps {
     pending: Option<MapHandle>,
 }
 
-/// The mapped per-CPU runs of rule counters.
+/// The mapped per-CPU runs of rule counters (see struct nr_rule_counter):
+/// packed words, and the wide counters they spill into.
 pub struct RuleCounters {
-    map: MmapArray<nr_rule_counter>,
+    hits: MmapArray<u64>,
+    wide: MmapArray<nr_rule_counter>,
+    /// fw_pending, for each CPU's spill_seq; None for an instant while a
+    /// first load creates the maps (nothing spills then).
+    spills: Option<MmapArray<nr_fw_pending>>,
     slots: usize,
     /// Hits the kernel has not added yet (struct nr_fw_pending): (rule, bytes).
     pending: Vec<(u32, u64)>,
 }
 
+const HIT_BYTE_BITS: u32 = nr_fw_hits_layout::NR_FW_HITS_BYTE_BITS.0 as u32;
+
 impl RuleCounters {
     /// (packets, bytes) of a rule, summed over CPUs, pending hits included.
     pub fn get(&self, id: u32) -> (u64, u64) {
-        let all = self.map.slice();
-        let counted = (id as usize..all.len())
-            .step_by(self.slots.max(1))
-            .fold((0, 0), |(p, b), i| (p + all[i].packets, b + all[i].bytes));
+        let slots = self.slots.max(1);
+        let counted = (id as usize..self.wide.len())
+            .step_by(slots)
+            .map(|i| self.on_cpu(i / slots, i))
+            .fold((0, 0), |(p, b), (cp, cb)| (p + cp, b + cb));
         self.pending
             .iter()
             .filter(|(rule, _)| *rule == id)
             .fold(counted, |(p, b), (_, len)| (p + 1, b + len))
     }
 
+    /// Counter i (of CPU `cpu`): the wide counter plus the packed word, read
+    /// again if that CPU was spilling the one into the other meanwhile.
+    fn on_cpu(&self, cpu: usize, i: usize) -> (u64, u64) {
+        let seq = || self.spills.as_ref().filter(|s| cpu < s.len()).map(|s| s.read(cpu).spill_seq);
+        loop {
+            let before = seq();
+            if before.is_some_and(|s| s % 2 == 1) {
+                std::hint::spin_loop();
+                continue;
+            }
+            fence(Ordering::Acquire);
+            let (wide, hits) = (self.wide.read(i), self.hits.read(i));
+            fence(Ordering::Acquire);
+            if seq() == before {
+                return (wide.packets + (hits >> HIT_BYTE_BITS), wide.bytes + (hits & ((1 << HIT_BYTE_BITS) - 1)));
+            }
+        }
+    }
+
     pub fn reset(&mut self, id: u32) {
         let slots = self.slots.max(1);
-        let all = self.map.slice_mut();
-        for i in (id as usize..all.len()).step_by(slots) {
-            all[i] = nr_rule_counter::default();
+        let (hits, wide) = (self.hits.slice_mut(), self.wide.slice_mut());
+        for i in (id as usize..wide.len()).step_by(slots) {
+            hits[i] = 0;
+            wide[i] = nr_rule_counter::default();
         }
     }
 }
@@ -71,6 +103,13 @@ impl FwMaps {
         let open = |name: &str| maps::open_pinned(&dir.join(name));
         Ok(FwMaps {
             rules: open("fw_rules")?,
+            rule_hits: open("fw_rule_hits").map_err(|_| {
+                Error::Refused(format!(
+                    "{} has no fw_rule_hits: it was pinned by an older netray — remove the old state with \
+                     `netray firewall detach --all`, then attach again",
+                    dir.display()
+                ))
+            })?,
             rule_stats: open("fw_rule_stats")?,
             state: open("fw_state")?,
             l4: open("fw_l4")?,
@@ -142,7 +181,17 @@ impl FwMaps {
     /// The counters mapped for zeroing: pending hits are not read.
     fn counters_to_reset(&self) -> Result<RuleCounters> {
         let slots = self.state()?.counter_slots as usize;
-        Ok(RuleCounters { map: MmapArray::new(&self.rule_stats)?, slots, pending: Vec::new() })
+        let spills = match &self.pending {
+            Some(map) => Some(MmapArray::of_global(map, nr_direct_cpus::NR_DIRECT_CPUS.0 as usize)?),
+            None => None,
+        };
+        Ok(RuleCounters {
+            hits: MmapArray::new(&self.rule_hits)?,
+            wide: MmapArray::new(&self.rule_stats)?,
+            spills,
+            slots,
+            pending: Vec::new(),
+        })
     }
 
     /// Each CPU's hit not yet added to the counters (rule id, bytes).

@@ -15,6 +15,7 @@ use std::{
 use common::*;
 use netray_core::Feature;
 use netray_firewall::Rule;
+use netray_ebpf::abi::nr_rule_counter;
 use netray_tests::{require_root, XdpHarness, XDP_DROP, XDP_PASS};
 
 // ---- helpers ---------------------------------------------------------------
@@ -675,18 +676,22 @@ fn short_path_agrees_with_the_general_path() {
 /// its next packet (struct nr_fw_pending); until then readers add it
 /// themselves. A deleted rule's pending hit must never land on a new rule:
 /// its id is not reused while the hit is pending.
-#[test]
-fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
-    require_root();
-    // Pending hits are per CPU: run every packet of this test on one, so the
-    // packet meant to take the pending hit runs where that hit waits. (Tests
-    // run on their own threads; this pins only this one.)
+/// Pending hits and packed counters are per CPU: runs every packet of the
+/// calling test on CPU 0, so the packet meant to take a pending hit runs where
+/// that hit waits. (Tests run on their own threads; this pins only this one.)
+fn run_on_cpu0() {
     // SAFETY: a zeroed cpu_set_t is valid; the calls only read it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
         assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU 0");
     }
+}
+
+#[test]
+fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
+    require_root();
+    run_on_cpu0();
     let mut fw = Fw::new("fw-pending");
     fw.h.set_features(&[Feature::Firewall]);
     let a = fw.add1("192.0.2.0/24", None, None);
@@ -713,6 +718,58 @@ fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
     assert_eq!(fw.h.run(&from("192.0.2.9", tcp(1, 2)).bytes()).verdict, XDP_DROP);
     fw.hits.insert(c, (1, from("192.0.2.9", tcp(1, 2)).len() as u64));
     fw.verify_hits("end");
+}
+
+/// A packed hit counter (struct nr_rule_counter) whose packets or bytes field
+/// would pass half its range is spilled into the rule's wide counter: the
+/// totals stay exact, and the packed word starts again from zero.
+#[test]
+fn packed_hit_counters_spill_into_wide_ones_exactly() {
+    require_root();
+    run_on_cpu0();
+    let mut fw = Fw::new("fw-spill");
+    fw.h.set_features(&[Feature::Firewall]);
+    let a = fw.add1("192.0.2.0/24", None, None);
+    let hit = from("192.0.2.1", udp(1, 2, &[1; 12]));
+    let miss = from("198.51.100.1", udp(1, 2, &[2; 12]));
+    let len = hit.len() as u64;
+    let dir = fw.h.tmp.pin.fw_dir();
+    let open = |name: &str| netray_core::maps::open_pinned(&dir.join(name)).unwrap();
+    let mut hits = netray_core::maps::MmapArray::<u64>::new(&open("fw_rule_hits")).unwrap();
+    let wide = netray_core::maps::MmapArray::<nr_rule_counter>::new(&open("fw_rule_stats")).unwrap();
+    // CPU 0's counter of rule a.
+    let i = a as usize;
+    const BYTE_BITS: u32 = 40;
+    let mut send_one = |fw: &mut Fw| {
+        assert_eq!(fw.h.run(&hit.bytes()).verdict, XDP_DROP);
+        // The next packet adds the pending hit.
+        assert_eq!(fw.h.run(&miss.bytes()).verdict, XDP_PASS);
+    };
+    // (packets, bytes) already in the packed word -> spilled by one more hit?
+    let cases: [(u64, u64, bool); 4] = [
+        ((1 << 23) - 2, 100, false),
+        ((1 << 23) - 1, 100, true),
+        (3, (1 << 39) - len - 1, false),
+        (3, (1 << 39) - len, true),
+    ];
+    let (mut want_wide_p, mut want_wide_b) = (0u64, 0u64);
+    for (packets, bytes, spills) in cases {
+        hits.slice_mut()[i] = packets << BYTE_BITS | bytes;
+        fw.hits.insert(a, (packets + want_wide_p, bytes + want_wide_b));
+        fw.verify_hits(&format!("{packets} packets, {bytes} bytes set"));
+        send_one(&mut fw);
+        let (p, b) = (packets + 1, bytes + len);
+        if spills {
+            (want_wide_p, want_wide_b) = (want_wide_p + p, want_wide_b + b);
+            assert_eq!(hits.read(i), 0, "{packets}/{bytes}: the packed word restarts from zero");
+        } else {
+            assert_eq!(hits.read(i), p << BYTE_BITS | b, "{packets}/{bytes}: counted in the packed word");
+        }
+        let w = wide.read(i);
+        assert_eq!((w.packets, w.bytes), (want_wide_p, want_wide_b), "{packets}/{bytes}: the wide counter");
+        fw.hits.insert(a, (want_wide_p + if spills { 0 } else { p }, want_wide_b + if spills { 0 } else { b }));
+        fw.verify_hits(&format!("{packets} packets, {bytes} bytes, one more hit"));
+    }
 }
 
 // ---- what the parser can see ---------------------------------------------------------------

