@@ -22,9 +22,7 @@ pub fn best_of(
 ) -> anyhow::Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..rounds.max(1) {
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
-        input.repeat = repeat;
+        let input = ProgramInput { data_in: Some(frame), repeat, ..Default::default() };
         let out = prog.test_run(input).context("BPF_PROG_TEST_RUN")?;
         best = best.min(out.duration.as_nanos() as f64);
     }

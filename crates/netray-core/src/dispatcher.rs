@@ -94,7 +94,7 @@ impl Feature {
             Feature::Capture => F::NR_FEAT_CAPTURE,
             Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
         })
-        .0 as u32
+        .0
     }
 
     pub fn name(self) -> &'static str {

@@ -97,6 +97,8 @@ pub struct PinLock {
     _fd: OwnedFd,
 }
 
+// The statfs magic is i64 here, a narrower integer on other targets.
+#[allow(clippy::unnecessary_cast)]
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)

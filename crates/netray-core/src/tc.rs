@@ -77,7 +77,7 @@ impl Hook {
             Hook::TcEgress => S::NR_STATS_TC_EGRESS,
             Hook::Socket => S::NR_STATS_SOCKET,
         })
-        .0 as u32
+        .0
     }
 
     fn pin_base(self) -> &'static str {

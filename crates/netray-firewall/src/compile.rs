@@ -222,7 +222,7 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
             m.any_rule = r;
             r
         } else {
-            m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0 as u32;
+            m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0;
             l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry {
                 match_id: mid,
                 proto,

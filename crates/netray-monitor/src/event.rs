@@ -61,7 +61,7 @@ impl PacketEvent {
             6 => (Some(IpAddr::V6(Ipv6Addr::from(raw.src))), Some(IpAddr::V6(Ipv6Addr::from(raw.dst)))),
             _ => (None, None),
         };
-        let has = |f: F| raw.flags as u32 & f.0 as u32 != 0;
+        let has = |f: F| raw.flags as u32 & f.0 != 0;
         let ports = has(F::NR_PKT_HAS_PORTS);
         let icmp = has(F::NR_PKT_HAS_ICMP);
         let mut vlan = Vec::new();

@@ -138,8 +138,7 @@ impl XdpHarness {
 
     /// Runs the dispatcher once on `frame`.
     pub fn run(&self, frame: &[u8]) -> RunResult {
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
+        let input = ProgramInput { data_in: Some(frame), ..Default::default() };
         let out = self.skel.progs.netray_xdp.test_run(input).expect("BPF_PROG_TEST_RUN");
         RunResult { verdict: out.return_value, event: self.maps.take_event() }
     }
@@ -249,8 +248,7 @@ impl TcHarness {
     /// `run`, or the kernel's refusal of the frame (it refuses an skb whose
     /// ethertype says IPv4/IPv6 but that is shorter than the IP header).
     pub fn try_run(&self, hook: Hook, frame: &[u8]) -> Result<RunResult, String> {
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
+        let input = ProgramInput { data_in: Some(frame), ..Default::default() };
         let p = &self.skel.progs;
         let prog = match hook {
             Hook::TcIngress => &p.netray_tc_ingress,
