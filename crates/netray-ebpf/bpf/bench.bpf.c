@@ -29,7 +29,12 @@ static __always_inline int bench_rewrite_source(struct xdp_md *ctx)
 	/* Ethernet (14) + IPv4 source at offset 12 */
 	if (!src || data + 14 + 16 > data_end)
 		return -1;
-	__builtin_memcpy(data + 14 + 12, src, 4);
+	/* One 4-byte store (unaligned packet stores are allowed here), not the
+	 * four byte stores memcpy() becomes: a program that then loads the
+	 * address as one word (the dispatcher, the hash reference) would wait
+	 * about 5 ns for the pieces to leave the store buffer, which a frame
+	 * written by a NIC never costs. */
+	*(__u32 *)(data + 14 + 12) = *src;
 	return 0;
 }
 

@@ -51,7 +51,7 @@ pub struct RuleCounters {
     pending: Vec<(u32, u64)>,
 }
 
-const HIT_BYTE_BITS: u32 = nr_fw_hits_layout::NR_FW_HITS_BYTE_BITS.0 as u32;
+const HIT_BYTE_BITS: u32 = nr_fw_hits_layout::NR_FW_HITS_BYTE_BITS.0;
 
 impl RuleCounters {
     /// (packets, bytes) of a rule, summed over CPUs, pending hits included.

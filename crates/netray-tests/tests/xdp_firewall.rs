@@ -720,6 +720,39 @@ fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
     fw.verify_hits("end");
 }
 
+/// The short path remembers each CPU's last source and the leaf the walk
+/// found for it (struct nr_fw_pending): the same source again is decided
+/// without the walk, with its own protocol and port, and any rule change is
+/// seen by the very next packet.
+#[test]
+fn a_remembered_source_follows_rule_changes_and_ports() {
+    require_root();
+    run_on_cpu0();
+    let mut fw = Fw::new("fw-last-src");
+    fw.h.set_features(&[Feature::Firewall]);
+    let udp53 = from("192.0.2.7", udp(1, 53, &[0; 12]));
+    let udp54 = from("192.0.2.7", udp(1, 54, &[0; 12]));
+    let tcp53 = from("192.0.2.7", tcp(1, 53));
+    let other = from("192.0.2.8", udp(1, 53, &[0; 12]));
+    let verdicts = |fw: &Fw| -> Vec<u32> {
+        [&udp53, &udp53, &udp54, &udp54, &tcp53, &udp53, &other, &other, &udp53]
+            .iter()
+            .map(|p| fw.h.run(&p.bytes()).verdict)
+            .collect()
+    };
+    let (d, p) = (XDP_DROP, XDP_PASS);
+    assert_eq!(verdicts(&fw), [p, p, p, p, p, p, p, p, p], "no rules");
+    let port = fw.add1("192.0.2.0/24", Some("udp"), Some(53));
+    assert_eq!(verdicts(&fw), [d, d, p, p, p, d, d, d, d], "udp 53 from the /24");
+    let host = fw.add1("192.0.2.7/32", None, None);
+    assert_eq!(verdicts(&fw), [d, d, d, d, d, d, d, d, d], "and everything from .7");
+    fw.delete(&[rule("192.0.2.7/32", None, None)]);
+    assert_eq!(verdicts(&fw), [d, d, p, p, p, d, d, d, d], "the /32 deleted");
+    fw.delete(&[rule("192.0.2.0/24", Some("udp"), Some(53))]);
+    assert_eq!(verdicts(&fw), [p, p, p, p, p, p, p, p, p], "all deleted");
+    assert_ne!(port, host);
+}
+
 /// A packed hit counter (struct nr_rule_counter) whose packets or bytes field
 /// would pass half its range is spilled into the rule's wide counter: the
 /// totals stay exact, and the packed word starts again from zero.
@@ -740,7 +773,7 @@ fn packed_hit_counters_spill_into_wide_ones_exactly() {
     // CPU 0's counter of rule a.
     let i = a as usize;
     const BYTE_BITS: u32 = 40;
-    let mut send_one = |fw: &mut Fw| {
+    let send_one = |fw: &mut Fw| {
         assert_eq!(fw.h.run(&hit.bytes()).verdict, XDP_DROP);
         // The next packet adds the pending hit.
         assert_eq!(fw.h.run(&miss.bytes()).verdict, XDP_PASS);

@@ -189,6 +189,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             big.random_ratio,
             verdict(big.random_ratio <= 3.0)
         );
+        if let Some(turns) = &report.two_sources {
+            println!(
+                "  the repeated frame is decided from the CPU's last source; two sources in turn walk the \
+                 tables on every packet: {}, {:.2}x ({:.2}x the empty program with the same source rewrite)",
+                turns.show(),
+                turns.median / report.empty_ns,
+                turns.median / report.empty_rewrite_ns
+            );
+        }
         let reference = |name: &str| report.rows.iter().find(|r| r.name == name && r.rules == big.rules);
         if let (Some(hash), Some(lpm)) =
             (reference("ref: hash lookup"), reference("ref: LPM trie lookup"))

@@ -337,18 +337,25 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 }
 
 /* nr_fw_decide for a received IPv4 packet whose source address (4 bytes,
- * in bounds), protocol and destination port the caller already holds in
- * registers: the dispatcher's short path (see xdp_dispatch.h), on a CPU with
- * a pending slot p. The hit is counted when this CPU decides its next packet
- * (struct nr_fw_pending). */
-static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 proto, int has_ports, __u32 dport,
-						__u64 len, struct nr_fw_pending *p, __u32 cpu)
+ * in bounds, and as one word), protocol and destination port the caller
+ * already holds in registers: the dispatcher's short path (see
+ * xdp_dispatch.h), on a CPU with a pending slot p. The hit is counted when
+ * this CPU decides its next packet (struct nr_fw_pending). */
+static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 src, __u32 proto, int has_ports,
+						__u32 dport, __u64 len, struct nr_fw_pending *p, __u32 cpu)
 {
 	__u32 bank = fw_state.active_bank & 1, leaf, rule = 0;
+	__u64 key = (__u64)fw_state.generation << 32 | src;
 
 	/* first, so the previous hit's counter is fetched during this walk */
 	nr_fw_take_pending(p, cpu);
-	leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, &p->last_range);
+	if (p->last_src == key) {
+		leaf = p->last_leaf;
+	} else {
+		p->last_src = key;
+		leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, &p->last_range);
+		p->last_leaf = leaf;
+	}
 	if (leaf)
 		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
 	p->rule = rule;

@@ -57,7 +57,7 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 	stats->seen++;
 	stats->bytes_seen += len;
 	if (features & NR_FEAT_FIREWALL) {
-		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, proto, proto != IPPROTO_ICMP,
+		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
 		if (rule) {
