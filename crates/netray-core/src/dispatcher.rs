@@ -688,7 +688,8 @@ pub fn configure_maps_with(
                 "fw_matches" => 2 * (cap.max_rules + 1),
                 "fw_l4" => 4 * cap.max_rules,
                 "fw_rules" => cap.max_rules,
-                "fw_rule_stats" | "fw_rule_hits" => counter_cpus()? * (cap.max_rules + 1),
+                "fw_rule_stats" => counter_cpus()? * (cap.max_rules + 1),
+                "fw_rule_hits" => (counter_cpus()? * (cap.max_rules + 1)).div_ceil(HITS_PER_ELEM),
                 "if_flows" => flows.max_flows,
                 _ => map.max_entries(),
             }
@@ -722,6 +723,9 @@ fn init_fw_state(pin: &PinDir) -> Result<()> {
     };
     maps::put(&state_map, 0, &init)
 }
+
+/// Packed rule counters per fw_rule_hits element (struct nr_rule_hits).
+const HITS_PER_ELEM: u32 = netray_ebpf::abi::nr_fw_hits_layout::NR_FW_HITS_PER_ELEM.0;
 
 /// CPUs the per-rule counters are laid out for: every possible CPU, so
 /// bpf_get_smp_processor_id() always has a run of its own.

@@ -20,6 +20,7 @@ struct nr_fw_l4_key *nr_abi_fw_l4_key;
 struct nr_fw_state *nr_abi_fw_state;
 struct nr_fw_rule *nr_abi_fw_rule;
 struct nr_rule_counter *nr_abi_rule_counter;
+struct nr_rule_hits *nr_abi_rule_hits;
 struct nr_fw_pending *nr_abi_fw_pending;
 enum nr_hook nr_abi_hook;
 enum nr_verdict nr_abi_verdict;

@@ -78,6 +78,7 @@ pub mod abi {
         nr_fw_state,
         nr_fw_rule,
         nr_rule_counter,
+        nr_rule_hits,
         nr_fw_pending,
         nr_flow_key,
         nr_flow_value,

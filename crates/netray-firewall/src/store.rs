@@ -17,7 +17,7 @@ use netray_core::{
 };
 use netray_ebpf::abi::{
     bytes_of, from_bytes, nr_direct_cpus, nr_fw_chunk, nr_fw_hits_layout, nr_fw_l4_key, nr_fw_match,
-    nr_fw_pending, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter,
+    nr_fw_pending, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter, nr_rule_hits,
 };
 
 use crate::{
@@ -41,7 +41,7 @@ pub struct FwMaps {
 /// The mapped per-CPU runs of rule counters (see struct nr_rule_counter):
 /// packed words, and the wide counters they spill into.
 pub struct RuleCounters {
-    hits: MmapArray<u64>,
+    hits: MmapArray<nr_rule_hits>,
     wide: MmapArray<nr_rule_counter>,
     /// fw_pending, for each CPU's spill_seq; None for an instant while a
     /// first load creates the maps (nothing spills then).
@@ -52,6 +52,7 @@ pub struct RuleCounters {
 }
 
 const HIT_BYTE_BITS: u32 = nr_fw_hits_layout::NR_FW_HITS_BYTE_BITS.0;
+const HITS_PER_ELEM: usize = nr_fw_hits_layout::NR_FW_HITS_PER_ELEM.0 as usize;
 
 impl RuleCounters {
     /// (packets, bytes) of a rule, summed over CPUs, pending hits included.
@@ -78,10 +79,11 @@ impl RuleCounters {
                 continue;
             }
             fence(Ordering::Acquire);
-            let (wide, hits) = (self.wide.read(i), self.hits.read(i));
+            let (wide, hits) = (self.wide.read(i), self.hits.read(i / HITS_PER_ELEM).word[i % HITS_PER_ELEM]);
             fence(Ordering::Acquire);
             if seq() == before {
-                return (wide.packets + (hits >> HIT_BYTE_BITS), wide.bytes + (hits & ((1 << HIT_BYTE_BITS) - 1)));
+                let (packets, bytes) = (hits >> HIT_BYTE_BITS, hits & ((1 << HIT_BYTE_BITS) - 1));
+                return (wide.packets + u64::from(packets), wide.bytes + u64::from(bytes));
             }
         }
     }
@@ -90,7 +92,7 @@ impl RuleCounters {
         let slots = self.slots.max(1);
         let (hits, wide) = (self.hits.slice_mut(), self.wide.slice_mut());
         for i in (id as usize..wide.len()).step_by(slots) {
-            hits[i] = 0;
+            hits[i / HITS_PER_ELEM].word[i % HITS_PER_ELEM] = 0;
             wide[i] = nr_rule_counter::default();
         }
     }

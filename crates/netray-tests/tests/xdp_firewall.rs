@@ -15,7 +15,7 @@ use std::{
 use common::*;
 use netray_core::Feature;
 use netray_firewall::Rule;
-use netray_ebpf::abi::nr_rule_counter;
+use netray_ebpf::abi::{nr_rule_counter, nr_rule_hits};
 use netray_tests::{require_root, XdpHarness, XDP_DROP, XDP_PASS};
 
 // ---- helpers ---------------------------------------------------------------
@@ -755,7 +755,8 @@ fn a_remembered_source_follows_rule_changes_and_ports() {
 
 /// A packed hit counter (struct nr_rule_counter) whose packets or bytes field
 /// would pass half its range is spilled into the rule's wide counter: the
-/// totals stay exact, and the packed word starts again from zero.
+/// totals stay exact, and the packed word starts again from zero. A jumbo
+/// frame is counted in the wide counter at once.
 #[test]
 fn packed_hit_counters_spill_into_wide_ones_exactly() {
     require_root();
@@ -763,45 +764,55 @@ fn packed_hit_counters_spill_into_wide_ones_exactly() {
     let mut fw = Fw::new("fw-spill");
     fw.h.set_features(&[Feature::Firewall]);
     let a = fw.add1("192.0.2.0/24", None, None);
-    let hit = from("192.0.2.1", udp(1, 2, &[1; 12]));
+    let small = from("192.0.2.1", udp(1, 2, &[1; 12]));
+    let jumbo = from("192.0.2.1", udp(1, 2, &[1; 2100]));
     let miss = from("198.51.100.1", udp(1, 2, &[2; 12]));
-    let len = hit.len() as u64;
     let dir = fw.h.tmp.pin.fw_dir();
     let open = |name: &str| netray_core::maps::open_pinned(&dir.join(name)).unwrap();
-    let mut hits = netray_core::maps::MmapArray::<u64>::new(&open("fw_rule_hits")).unwrap();
+    let mut hits = netray_core::maps::MmapArray::<nr_rule_hits>::new(&open("fw_rule_hits")).unwrap();
     let wide = netray_core::maps::MmapArray::<nr_rule_counter>::new(&open("fw_rule_stats")).unwrap();
     // CPU 0's counter of rule a.
     let i = a as usize;
-    const BYTE_BITS: u32 = 40;
-    let send_one = |fw: &mut Fw| {
+    const BYTE_BITS: u32 = 20;
+    let send_one = |fw: &mut Fw, hit: &Pkt| {
         assert_eq!(fw.h.run(&hit.bytes()).verdict, XDP_DROP);
         // The next packet adds the pending hit.
         assert_eq!(fw.h.run(&miss.bytes()).verdict, XDP_PASS);
     };
-    // (packets, bytes) already in the packed word -> spilled by one more hit?
-    let cases: [(u64, u64, bool); 4] = [
-        ((1 << 23) - 2, 100, false),
-        ((1 << 23) - 1, 100, true),
-        (3, (1 << 39) - len - 1, false),
-        (3, (1 << 39) - len, true),
+    let len = small.len() as u32;
+    // (packets, bytes) already in the packed word, the packet, and where it
+    // is counted: in the packed word, by a spill, or in the wide counter.
+    let cases = [
+        ((1 << 11) - 2, 100, &small, "packed"),
+        ((1 << 11) - 1, 100, &small, "spill"),
+        (3, (1 << 19) - len - 1, &small, "packed"),
+        (3, (1 << 19) - len, &small, "spill"),
+        (5, 1000, &jumbo, "wide"),
     ];
-    let (mut want_wide_p, mut want_wide_b) = (0u64, 0u64);
-    for (packets, bytes, spills) in cases {
-        hits.slice_mut()[i] = packets << BYTE_BITS | bytes;
-        fw.hits.insert(a, (packets + want_wide_p, bytes + want_wide_b));
-        fw.verify_hits(&format!("{packets} packets, {bytes} bytes set"));
-        send_one(&mut fw);
-        let (p, b) = (packets + 1, bytes + len);
-        if spills {
-            (want_wide_p, want_wide_b) = (want_wide_p + p, want_wide_b + b);
-            assert_eq!(hits.read(i), 0, "{packets}/{bytes}: the packed word restarts from zero");
-        } else {
-            assert_eq!(hits.read(i), p << BYTE_BITS | b, "{packets}/{bytes}: counted in the packed word");
-        }
+    let (mut wide_p, mut wide_b) = (0u64, 0u64);
+    for (packets, bytes, pkt, how) in cases {
+        let ctx = format!("{packets} packets, {bytes} bytes, a {}-byte packet", pkt.len());
+        hits.slice_mut()[i / 16].word[i % 16] = packets << BYTE_BITS | bytes;
+        fw.hits.insert(a, (u64::from(packets) + wide_p, u64::from(bytes) + wide_b));
+        fw.verify_hits(&format!("{ctx}: set"));
+        send_one(&mut fw, pkt);
+        let (p, b) = (packets + 1, bytes + pkt.len() as u32);
+        let packed = match how {
+            "packed" => p << BYTE_BITS | b,
+            "spill" => {
+                (wide_p, wide_b) = (wide_p + u64::from(p), wide_b + u64::from(b));
+                0
+            }
+            _ => {
+                (wide_p, wide_b) = (wide_p + 1, wide_b + pkt.len() as u64);
+                packets << BYTE_BITS | bytes
+            }
+        };
+        assert_eq!(hits.read(i / 16).word[i % 16], packed, "{ctx}: the packed word ({how})");
         let w = wide.read(i);
-        assert_eq!((w.packets, w.bytes), (want_wide_p, want_wide_b), "{packets}/{bytes}: the wide counter");
-        fw.hits.insert(a, (want_wide_p + if spills { 0 } else { p }, want_wide_b + if spills { 0 } else { b }));
-        fw.verify_hits(&format!("{packets} packets, {bytes} bytes, one more hit"));
+        assert_eq!((w.packets, w.bytes), (wide_p, wide_b), "{ctx}: the wide counter ({how})");
+        fw.hits.insert(a, (wide_p + u64::from(packed >> BYTE_BITS), wide_b + u64::from(packed & ((1 << BYTE_BITS) - 1))));
+        fw.verify_hits(&format!("{ctx}: counted"));
     }
 }
 

@@ -199,16 +199,17 @@ __attribute__((noinline)) __u32 nr_fw_match_v6(__u64 hi, __u64 lo, __u32 bank, _
 	return nr_fw_match_id(bank & 1, (const __u8 *)addr, NR_FW_ROOT_V6 + (out ? NR_FW_ROOT_OUT : 0), 16);
 }
 
-/* The packed hit counter (see struct nr_rule_counter). A packet adds fewer
- * than 2^39 bytes, so a word stored with neither top bit set takes one more
- * hit without overflowing either field. */
-#define NR_FW_HIT_PACKET (1ULL << NR_FW_HITS_BYTE_BITS)
+/* The packed hit counter (see struct nr_rule_counter). A word stored with
+ * neither top bit set takes one more packet of fewer than NR_FW_HITS_BIG
+ * bytes without overflowing either field. */
+#define NR_FW_HIT_PACKET (1u << NR_FW_HITS_BYTE_BITS)
 #define NR_FW_HIT_BYTES (NR_FW_HIT_PACKET - 1)
-#define NR_FW_HIT_SPILL (1ULL << 63 | 1ULL << (NR_FW_HITS_BYTE_BITS - 1))
+#define NR_FW_HIT_SPILL (1u << 31 | 1u << (NR_FW_HITS_BYTE_BITS - 1))
+_Static_assert(NR_FW_HITS_BIG <= 1u << (NR_FW_HITS_BYTE_BITS - 1), "a packet fits the bytes field's spare half");
 
 /* Moves a packed counter's value v (with a top bit set) to the rule's wide
  * counter, inside the CPU's spill_seq window (see struct nr_rule_counter). */
-static __always_inline void nr_fw_spill(struct nr_fw_pending *p, __u32 idx, __u64 *hits, __u64 v)
+static __always_inline void nr_fw_spill(struct nr_fw_pending *p, __u32 idx, __u32 *hits, __u32 v)
 {
 	struct nr_rule_counter *wide = bpf_map_lookup_elem(&fw_rule_stats, &idx);
 	__u32 seq;
@@ -231,12 +232,14 @@ static __always_inline void nr_fw_count_on(__u32 cpu, __u32 rule_id, __u64 bytes
 	__u32 idx = cpu * fw_state.counter_slots + rule_id;
 	struct nr_rule_counter *wide;
 
-	if (cpu < NR_DIRECT_CPUS) {
-		__u64 *hits = bpf_map_lookup_elem(&fw_rule_hits, &idx), v;
+	if (cpu < NR_DIRECT_CPUS && bytes < NR_FW_HITS_BIG) {
+		__u32 elem = idx / NR_FW_HITS_PER_ELEM, *hits, v;
+		struct nr_rule_hits *h = bpf_map_lookup_elem(&fw_rule_hits, &elem);
 
-		if (!hits)
+		if (!h)
 			return;
-		v = *hits + NR_FW_HIT_PACKET + bytes;
+		hits = &h->word[idx % NR_FW_HITS_PER_ELEM];
+		v = *hits + NR_FW_HIT_PACKET + (__u32)bytes;
 		if (__builtin_expect(v & NR_FW_HIT_SPILL, 0))
 			nr_fw_spill(&fw_pending[cpu], idx, hits, v);
 		else

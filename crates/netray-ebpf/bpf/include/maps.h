@@ -60,7 +60,7 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 4097);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct nr_rule_hits);
 } fw_rule_hits SEC(".maps");
 
 struct {

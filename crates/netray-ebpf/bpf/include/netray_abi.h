@@ -284,18 +284,28 @@ struct nr_fw_rule {
  * allocated one by one and cost a TLB miss per hit when traffic is spread
  * over many rules. Each CPU writes only its own run, so no atomics are needed.
  *
- * A hit is added to a packed word of fw_rule_hits: bytes in the low
- * NR_FW_HITS_BYTE_BITS bits, packets above. At 8 bytes instead of 16, the
- * counters of 100,000 rules take 0.8 MB per CPU, and the counter of a random
- * packet's rule is more often in cache (about 12% less per packet with
- * random sources). Before either field can overflow (its top bit set) the
+ * A packet of fewer than NR_FW_HITS_BIG bytes is added to a packed word of
+ * fw_rule_hits: bytes in the low NR_FW_HITS_BYTE_BITS bits, packets above.
+ * At 4 bytes instead of 16, the counters of 100,000 rules take 0.4 MB per
+ * CPU, and the counter of a random packet's rule is more often in cache.
+ * Before either field can overflow (its top bit set) the
  * word is added to the rule's struct nr_rule_counter in fw_rule_stats and
  * zeroed, between two increments of the CPU's nr_fw_pending.spill_seq: a
  * reader that sees the same even value before and after reading a CPU's
  * counters saw no half-done spill. A CPU beyond NR_DIRECT_CPUS (no pending
- * slot) counts in fw_rule_stats directly. Readers add both. */
+ * slot) counts in fw_rule_stats directly, as does a bigger packet (a jumbo
+ * frame would fill the bytes field within a few hundred packets). Readers
+ * add both. */
 enum nr_fw_hits_layout {
-	NR_FW_HITS_BYTE_BITS = 40,
+	NR_FW_HITS_BYTE_BITS = 20,
+	NR_FW_HITS_BIG = 2048,
+	NR_FW_HITS_PER_ELEM = 16,	/* an array map strides its values by 8 bytes at least */
+};
+
+/* An element of fw_rule_hits: packed counter i is word[i % 16] of element
+ * i / 16. */
+struct nr_rule_hits {
+	__u32 word[NR_FW_HITS_PER_ELEM];
 };
 
 struct nr_rule_counter {
