@@ -15,6 +15,7 @@ struct nr_if_stats *nr_abi_if_stats;
 struct nr_fw_chunk *nr_abi_fw_chunk;
 struct nr_fw_range *nr_abi_fw_range;
 struct nr_fw_range_half *nr_abi_fw_range_half;
+struct nr_fw_range_quarter *nr_abi_fw_range_quarter;
 struct nr_fw_match *nr_abi_fw_match;
 struct nr_fw_l4_key *nr_abi_fw_l4_key;
 struct nr_fw_state *nr_abi_fw_state;

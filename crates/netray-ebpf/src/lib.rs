@@ -73,6 +73,7 @@ pub mod abi {
         nr_fw_chunk,
         nr_fw_range,
         nr_fw_range_half,
+        nr_fw_range_quarter,
         nr_fw_match,
         nr_fw_l4_key,
         nr_fw_state,

@@ -5,8 +5,8 @@
 //! family). Leaves are pushed down, so every entry holds either a child node
 //! or the *match id* of the longest rule prefix covering it. Below the roots a
 //! node is emitted as a range block (at most NR_FW_RANGE_KEYS runs, one cache
-//! line; at most NR_FW_HALF_KEYS, half of one) or, when denser, as a 256-entry
-//! chunk. A match carries what applies
+//! line; at most NR_FW_HALF_KEYS, half of one; at most three, a quarter) or,
+//! when denser, as a 256-entry chunk. A match carries what applies
 //! there, ancestors included: the most specific catch-all rule, or else the
 //! protocol/port rules, which go to the fw_l4 hash. The per-packet lookup is
 //! at most 3 (IPv4) or 15 (IPv6) inlined array loads, whatever the number of
@@ -14,7 +14,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netray_ebpf::abi::{bytes_of, from_bytes, nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range, nr_fw_range_half};
+use netray_ebpf::abi::{
+    bytes_of, from_bytes, nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range, nr_fw_range_half,
+    nr_fw_range_quarter,
+};
 
 use crate::rule::Rule;
 
@@ -25,6 +28,7 @@ pub const ROOT_CHUNKS: usize = nr_fw_layout::NR_FW_ROOT_CHUNKS.0 as usize;
 pub const ROOT_OUT: usize = nr_fw_layout::NR_FW_ROOT_OUT.0 as usize;
 pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
 pub const HALF_KEYS: usize = nr_fw_layout::NR_FW_HALF_KEYS.0 as usize;
+pub const QUARTER_RUNS: usize = nr_fw_layout::NR_FW_QUARTER_RUNS.0 as usize;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
 pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
 /// Range pointer flag: the block's keys span IPv4 bytes 2-3 at once.
@@ -33,8 +37,12 @@ pub const WIDE: u32 = 1 << nr_fw_layout::NR_FW_WIDE_SHIFT.0;
 pub const HALF: u32 = 1 << nr_fw_layout::NR_FW_HALF_SHIFT.0;
 /// ...or, with this flag, of its second.
 pub const SECOND: u32 = 1 << nr_fw_layout::NR_FW_SECOND_SHIFT.0;
+/// Range pointer flag: a quarter block, in the half SECOND says...
+pub const QUARTER: u32 = 1 << nr_fw_layout::NR_FW_QUARTER_SHIFT.0;
+/// ...and, with this flag, that half's second quarter.
+pub const ODD: u32 = 1 << nr_fw_layout::NR_FW_ODD_SHIFT.0;
 /// A pointer's index: a chunk's, or a range element's.
-pub const INDEX_MASK: u32 = SECOND - 1;
+pub const INDEX_MASK: u32 = ODD - 1;
 /// Leaf flag: a match id whose protocol/port rules are in fw_l4.
 pub const LEAF_L4: u32 = 1 << nr_fw_layout::NR_FW_LEAF_L4_SHIFT.0;
 
@@ -447,30 +455,42 @@ impl Builder {
     }
 }
 
-/// Hands out fw_ranges elements: a block takes one, two half blocks share one.
+/// Hands out fw_ranges elements: a block takes one, two half blocks or four
+/// quarter blocks share one.
 #[derive(Default)]
 struct RangeUnits {
     elements: u32,
     /// The element whose second half is free.
     free_half: Option<u32>,
+    /// The element with free quarters, and the next of them (1-3).
+    free_quarter: Option<(u32, u32)>,
 }
 
 impl RangeUnits {
-    /// The range pointer (RANGE, HALF, SECOND, element) of a new block of
-    /// `runs` runs.
+    /// The range pointer (RANGE, HALF/QUARTER, SECOND, ODD, element) of a
+    /// new block of `runs` runs.
     fn place(&mut self, runs: usize) -> u32 {
+        if runs <= QUARTER_RUNS {
+            let (e, q) = self.free_quarter.take().unwrap_or_else(|| (self.new_element(), 0));
+            if q < 3 {
+                self.free_quarter = Some((e, q + 1));
+            }
+            return RANGE | QUARTER | if q & 2 != 0 { SECOND } else { 0 } | if q & 1 != 0 { ODD } else { 0 } | e;
+        }
         if runs <= HALF_KEYS {
             if let Some(e) = self.free_half.take() {
                 return RANGE | HALF | SECOND | e;
             }
+            let e = self.new_element();
+            self.free_half = Some(e);
+            return RANGE | HALF | e;
         }
-        let e = self.elements;
+        RANGE | self.new_element()
+    }
+
+    fn new_element(&mut self) -> u32 {
         self.elements += 1;
-        if runs > HALF_KEYS {
-            return RANGE | e;
-        }
-        self.free_half = Some(e);
-        RANGE | HALF | e
+        self.elements - 1
     }
 }
 
@@ -491,37 +511,47 @@ fn fill_block<const N: usize>(keys: &mut [u16; N], entries: &mut [u32; N], runs:
 
 /// Writes the block a range pointer `at` names into its element.
 fn write_block(element: &mut nr_fw_range, at: u32, runs: impl Iterator<Item = (u16, u32)>) {
-    if at & HALF == 0 {
+    let mut bytes = bytes_of(element).to_vec();
+    let off = part_offset(at);
+    if at & QUARTER != 0 {
+        // Keys of runs 1 and 2 (run 0 starts at 0), from the padded runs.
+        let (mut keys, mut entries) = ([0u16; QUARTER_RUNS], [0u32; QUARTER_RUNS]);
+        fill_block(&mut keys, &mut entries, runs);
+        let q = nr_fw_range_quarter { key: [keys[1], keys[2]], entry: entries };
+        bytes[off..off + QUARTER_BYTES].copy_from_slice(bytes_of(&q));
+    } else if at & HALF != 0 {
+        let mut half = nr_fw_range_half::default();
+        fill_block(&mut half.key, &mut half.entry, runs);
+        bytes[off..off + HALF_BYTES].copy_from_slice(bytes_of(&half));
+    } else {
         fill_block(&mut element.key, &mut element.entry, runs);
         return;
     }
-    let mut half = nr_fw_range_half::default();
-    fill_block(&mut half.key, &mut half.entry, runs);
-    let mut bytes = bytes_of(element).to_vec();
-    let off = half_offset(at);
-    bytes[off..off + HALF_BYTES].copy_from_slice(bytes_of(&half));
     *element = from_bytes(&bytes).expect("a whole element");
 }
 
 const HALF_BYTES: usize = std::mem::size_of::<nr_fw_range_half>();
+const QUARTER_BYTES: usize = std::mem::size_of::<nr_fw_range_quarter>();
 const _: () = assert!(2 * HALF_BYTES == std::mem::size_of::<nr_fw_range>());
+const _: () = assert!(4 * QUARTER_BYTES == std::mem::size_of::<nr_fw_range>());
 
-/// Where in its element the half block of a range pointer starts.
-fn half_offset(at: u32) -> usize {
-    if at & SECOND != 0 {
-        HALF_BYTES
-    } else {
-        0
-    }
+/// Where in its element the half or quarter block of a range pointer starts.
+fn part_offset(at: u32) -> usize {
+    (if at & SECOND != 0 { HALF_BYTES } else { 0 }) + (if at & ODD != 0 { QUARTER_BYTES } else { 0 })
 }
 
 /// The entry of the run holding key k in the block a range pointer `at`
 /// names (nr_fw_block_entry() in firewall.h).
 fn block_pick(element: &nr_fw_range, at: u32, k: u16) -> u32 {
+    let off = part_offset(at);
+    if at & QUARTER != 0 {
+        let q: nr_fw_range_quarter =
+            from_bytes(&bytes_of(element)[off..off + QUARTER_BYTES]).expect("a whole quarter");
+        return q.entry[q.key.iter().filter(|&&key| key <= k).count()];
+    }
     if at & HALF == 0 {
         return element.entry[element.key[1..].iter().filter(|&&key| key <= k).count()];
     }
-    let off = half_offset(at);
     let h: nr_fw_range_half = from_bytes(&bytes_of(element)[off..off + HALF_BYTES]).expect("a whole half");
     h.entry[h.key[1..].iter().filter(|&&key| key <= k).count()]
 }
@@ -766,17 +796,17 @@ mod tests {
             .map(|i| (i + 1, rule(&format!("10.{i}.0.1"), None, None)))
             .collect();
         let c = compile(&rules, Capacity::UNLIMITED).unwrap();
-        // Each /32 alone in its /16: one wide half block (3 runs) each, two
-        // to an element.
-        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 5));
+        // Each /32 alone in its /16: one wide quarter block (3 runs) each,
+        // four to an element.
+        assert_eq!((c.chunks.len(), c.ranges.len()), (ROOT_CHUNKS, 3));
         let cap = |chunks, ranges, matches| Capacity {
             chunks,
             ranges,
             matches,
         };
         assert!(matches!(
-            compile(&rules, cap(10_000, 4, 100)),
-            Err(CompileError::RangesFull { needed: 5, .. })
+            compile(&rules, cap(10_000, 2, 100)),
+            Err(CompileError::RangesFull { needed: 3, .. })
         ));
         assert!(matches!(
             compile(&rules, cap(10_000, 100, 5)),
@@ -803,21 +833,49 @@ mod tests {
     }
 
     #[test]
-    fn half_blocks_share_an_element_and_whole_blocks_take_their_own() {
+    fn small_blocks_share_an_element_and_whole_blocks_take_their_own() {
         let mut u = RangeUnits::default();
-        assert_eq!(u.place(3), RANGE | HALF);
-        assert_eq!(u.place(HALF_KEYS + 1), RANGE | 1);
-        assert_eq!(u.place(HALF_KEYS), RANGE | HALF | SECOND);
-        assert_eq!(u.place(2), RANGE | HALF | 2);
-        assert_eq!(u.elements, 3);
+        assert_eq!(u.place(3), RANGE | QUARTER);
+        assert_eq!(u.place(HALF_KEYS), RANGE | HALF | 1);
+        assert_eq!(u.place(2), RANGE | QUARTER | ODD);
+        assert_eq!(u.place(HALF_KEYS + 1), RANGE | 2);
+        assert_eq!(u.place(1), RANGE | QUARTER | SECOND);
+        assert_eq!(u.place(4), RANGE | HALF | SECOND | 1);
+        assert_eq!(u.place(3), RANGE | QUARTER | SECOND | ODD);
+        assert_eq!(u.place(3), RANGE | QUARTER | 3);
+        assert_eq!(u.elements, 4);
 
-        // Both halves of one element and a whole block, looked up.
-        let mut element = nr_fw_range::default();
-        write_block(&mut element, RANGE | HALF, [(0, 0), (100, 7), (200, 0)].into_iter());
-        write_block(&mut element, RANGE | HALF | SECOND, [(0, 9), (50, 8)].into_iter());
+        // Both halves of one element, four quarters of another and a whole
+        // block, looked up.
+        let mut halves = nr_fw_range::default();
+        write_block(&mut halves, RANGE | HALF, [(0, 0), (100, 7), (200, 0)].into_iter());
+        write_block(&mut halves, RANGE | HALF | SECOND, [(0, 9), (50, 8)].into_iter());
         for (k, lo, hi) in [(0, 0, 9), (99, 0, 8), (100, 7, 8), (199, 7, 8), (200, 0, 8), (65535, 0, 8)] {
-            assert_eq!(block_pick(&element, RANGE | HALF, k), lo, "first half, key {k}");
-            assert_eq!(block_pick(&element, RANGE | HALF | SECOND, k), hi, "second half, key {k}");
+            assert_eq!(block_pick(&halves, RANGE | HALF, k), lo, "first half, key {k}");
+            assert_eq!(block_pick(&halves, RANGE | HALF | SECOND, k), hi, "second half, key {k}");
+        }
+        let mut quarters = nr_fw_range::default();
+        let parts = [0, ODD, SECOND, SECOND | ODD];
+        for (q, &part) in parts.iter().enumerate() {
+            let q = q as u32;
+            let runs: Vec<(u16, u32)> = [(0, q), (10 * q as u16 + 10, q + 10), (20 * q as u16 + 30, q + 20)]
+                .into_iter()
+                .take(q as usize % 3 + 1)
+                .collect();
+            write_block(&mut quarters, RANGE | QUARTER | part, runs.iter().copied());
+        }
+        for (q, &part) in parts.iter().enumerate() {
+            let q = q as u32;
+            let at = RANGE | QUARTER | part;
+            let (k1, k2) = (10 * q as u16 + 10, 20 * q as u16 + 30);
+            let runs = q % 3 + 1;
+            assert_eq!(block_pick(&quarters, at, 0), q, "quarter {q}, key 0");
+            assert_eq!(block_pick(&quarters, at, k1 - 1), q, "quarter {q}, before its second run");
+            let second = if runs > 1 { q + 10 } else { q };
+            assert_eq!(block_pick(&quarters, at, k1), second, "quarter {q}, its second run");
+            let third = if runs > 2 { q + 20 } else { second };
+            assert_eq!(block_pick(&quarters, at, k2), third, "quarter {q}, its third run");
+            assert_eq!(block_pick(&quarters, at, 65535), third, "quarter {q}, key 65535");
         }
         let mut whole = nr_fw_range::default();
         let runs: Vec<(u16, u32)> = (0..RANGE_KEYS as u16).map(|i| (i * 10, u32::from(i) + 1)).collect();

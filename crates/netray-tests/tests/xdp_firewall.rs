@@ -319,8 +319,8 @@ fn many_rules_in_one_node() {
     fw.verify_hits("after deletions");
 }
 
-/// Random IPv4 rule sets packed into a few /16s (wide range blocks and half
-/// blocks, chunks and their children, nested prefixes): the kernel's verdict equals a plain
+/// Random IPv4 rule sets packed into a few /16s (wide range blocks, half and
+/// quarter blocks, chunks and their children, nested prefixes): the kernel's verdict equals a plain
 /// longest-prefix match at every run boundary and either side of it.
 #[test]
 fn random_rule_sets_agree_with_longest_prefix_match() {
@@ -337,7 +337,8 @@ fn random_rule_sets_agree_with_longest_prefix_match() {
         let mut fw = Fw::new(&format!("fw-rand{round}"));
         // (network, length) of distinct prefixes, a few /12-/16 around them.
         let mut nets: Vec<(u32, u8)> = Vec::new();
-        // 1-2 prefixes in a /16 make half blocks, 3 and more whole ones.
+        // 1 prefix in a /16 makes a quarter block, 2 a quarter or half one,
+        // 3 and more whole ones.
         let per_16 = [1usize, 2, 3, 9, 40][round as usize];
         for sixteen in 0..4u32 {
             let base = 0x0a00_0000 | (sixteen * 7 + round) << 16;

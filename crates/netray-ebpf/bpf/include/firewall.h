@@ -63,9 +63,30 @@ static __always_inline const struct nr_fw_range_half *nr_fw_half_of(const struct
 	return (const void *)r + ((entry & NR_FW_SECOND) >> (NR_FW_SECOND_SHIFT - 5));
 }
 
+/* nr_fw_range_entry for a quarter block. */
+static __always_inline __u32 nr_fw_quarter_entry(const struct nr_fw_range *r, __u32 entry, __u32 k)
+{
+	const struct nr_fw_range_quarter *q;
+	__u32 d0, d1, n;
+
+	_Static_assert(4 * sizeof(struct nr_fw_range_quarter) == sizeof(struct nr_fw_range), "four quarters make a block");
+	_Static_assert(NR_FW_ODD >> (NR_FW_ODD_SHIFT - 4) == sizeof(struct nr_fw_range_quarter), "offset by shift");
+	q = (const void *)r + ((entry & NR_FW_SECOND) >> (NR_FW_SECOND_SHIFT - 5)) +
+	    ((entry & NR_FW_ODD) >> (NR_FW_ODD_SHIFT - 4));
+	d0 = k - (__u32)q->key[0];
+	d1 = k - (__u32)q->key[1];
+	asm volatile("" : "+r"(d0), "+r"(d1));	/* no branches (see nr_fw_range_entry) */
+	n = 2 - (d0 >> 31) - (d1 >> 31);
+	if (n >= NR_FW_QUARTER_RUNS)
+		return 0;
+	return q->entry[n];
+}
+
 /* The entry for key k of the block a range pointer selects in its element r. */
 static __always_inline __u32 nr_fw_block_entry(const struct nr_fw_range *r, __u32 entry, __u32 k)
 {
+	if (entry & NR_FW_QUARTER)
+		return nr_fw_quarter_entry(r, entry, k);
 	if (entry & NR_FW_HALF)
 		return nr_fw_half_entry(nr_fw_half_of(r, entry), k);
 	return nr_fw_range_entry(r, k);
@@ -134,6 +155,8 @@ static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 
 				__u32 k = (__u32)addr[2] << 8 | addr[3], block = idx | (entry & NR_FW_SECOND);
 				int again = 0;
 
+				if (entry & NR_FW_QUARTER)
+					return nr_fw_quarter_entry(range, entry, k);
 				if (last_range) {
 					again = *last_range == block;
 					if (!again)

@@ -167,8 +167,8 @@ struct nr_if_stats {
  *
  * An entry points to a chunk (NR_FW_PTR) or a range block (NR_FW_RANGE: an
  * element of fw_ranges, or with NR_FW_HALF one half of it, the second with
- * NR_FW_SECOND), by index within its bank, or is a leaf for the longest rule
- * prefix covering the
+ * NR_FW_SECOND, or with NR_FW_QUARTER one quarter), by index within its
+ * bank, or is a leaf for the longest rule prefix covering the
  * address, ancestors folded in: 0 (no rule), the id of the rule that drops
  * everything there, or NR_FW_LEAF_L4 | a match id when only protocol/port
  * rules apply (see nr_fw_match and fw_l4). Catch-all verdicts thus need no
@@ -185,9 +185,12 @@ enum nr_fw_layout {
 	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
 	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: keys span 16 bits (IPv4 bytes 2-3) */
 	NR_FW_HALF_SHIFT = 28,	/* range pointer bit 28: a half block (struct nr_fw_range_half) */
-	NR_FW_SECOND_SHIFT = 27, /* range pointer bit 27: the element's second half */
+	NR_FW_SECOND_SHIFT = 27, /* range pointer bit 27: in the element's second half */
+	NR_FW_QUARTER_SHIFT = 26, /* range pointer bit 26: a quarter block (struct nr_fw_range_quarter) */
+	NR_FW_ODD_SHIFT = 25,	/* range pointer bit 25: the half's second quarter */
 	NR_FW_RANGE_KEYS = 10,	/* runs per range block */
 	NR_FW_HALF_KEYS = 5,	/* runs per half block */
+	NR_FW_QUARTER_RUNS = 3,	/* runs per quarter block */
 	/* Root chunks of a bank, by direction and family (256 each, by first byte).
 	 * "in" rules match the source of received packets, "out" rules the
 	 * destination of sent ones. */
@@ -201,7 +204,9 @@ enum nr_fw_layout {
 #define NR_FW_WIDE (1u << NR_FW_WIDE_SHIFT)
 #define NR_FW_HALF (1u << NR_FW_HALF_SHIFT)
 #define NR_FW_SECOND (1u << NR_FW_SECOND_SHIFT)
-#define NR_FW_INDEX_MASK (NR_FW_SECOND - 1)
+#define NR_FW_QUARTER (1u << NR_FW_QUARTER_SHIFT)
+#define NR_FW_ODD (1u << NR_FW_ODD_SHIFT)
+#define NR_FW_INDEX_MASK (NR_FW_ODD - 1)
 #define NR_FW_LEAF_L4 (1u << NR_FW_LEAF_L4_SHIFT)
 
 struct nr_fw_chunk {
@@ -225,6 +230,15 @@ struct nr_fw_range_half {
 	__u16 key[NR_FW_HALF_KEYS];
 	__u16 _pad;
 	__u32 entry[NR_FW_HALF_KEYS];
+};
+
+/* A range block of at most NR_FW_QUARTER_RUNS runs in a quarter of a struct
+ * nr_fw_range (a range pointer with NR_FW_QUARTER; NR_FW_SECOND and
+ * NR_FW_ODD say which): run i + 1 starts at key[i] (run 0 at 0). A prefix
+ * alone in its IPv4 /16 is three runs, the commonest block there is. */
+struct nr_fw_range_quarter {
+	__u16 key[NR_FW_QUARTER_RUNS - 1];
+	__u32 entry[NR_FW_QUARTER_RUNS];
 };
 
 enum nr_fw_match_flags {
