@@ -8,12 +8,14 @@
 
 use std::path::Path;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
-use netray_ebpf::abi::{from_bytes, nr_direct_cpus, nr_if_stats, nr_stats_slot, sum_counters};
+use libbpf_rs::{MapCore, MapHandle};
+use netray_ebpf::abi::{nr_direct_cpus, nr_if_stats, nr_stats_slot, sum_counters};
 
-use crate::{maps, Error, Result};
+use crate::{
+    maps::{self, MmapArray},
+    Result,
+};
 
-const ROW: usize = std::mem::size_of::<nr_if_stats>();
 const DIRECT_CPUS: usize = nr_direct_cpus::NR_DIRECT_CPUS.0 as usize;
 const SLOTS: usize = nr_stats_slot::NR_STATS_SLOTS.0 as usize;
 
@@ -21,9 +23,10 @@ const SLOTS: usize = nr_stats_slot::NR_STATS_SLOTS.0 as usize;
 #[derive(Debug)]
 pub struct IfCounters {
     per_cpu: MapHandle,
-    /// None for an instant while a first load is creating the maps (data
-    /// sections are created after the others, see maps.h).
-    direct: Option<MapHandle>,
+    /// if_cpu_stats mapped, slot by slot; None for an instant while a first
+    /// load is creating the maps (data sections are created after the others,
+    /// see maps.h).
+    direct: Option<MmapArray<nr_if_stats>>,
 }
 
 impl IfCounters {
@@ -32,20 +35,10 @@ impl IfCounters {
         let per_cpu = maps::open_pinned(&if_dir.join("if_stats"))?;
         let direct_path = if_dir.join("if_cpu_stats");
         let direct = match direct_path.exists() {
-            true => Some(maps::open_pinned(&direct_path)?),
+            // Its size is checked: state pinned by another version is refused.
+            true => Some(MmapArray::of_global(&maps::open_pinned(&direct_path)?, SLOTS * DIRECT_CPUS)?),
             false => None,
         };
-        if let Some(d) = &direct {
-            if d.value_size() as usize != SLOTS * DIRECT_CPUS * ROW {
-                return Err(Error::Refused(format!(
-                    "{} holds {} bytes, not {}: it was pinned by another netray version — \
-                     remove the old state with `netray firewall detach --all`, then attach again",
-                    direct_path.display(),
-                    d.value_size(),
-                    SLOTS * DIRECT_CPUS * ROW
-                )));
-            }
-        }
         Ok(IfCounters { per_cpu, direct })
     }
 
@@ -58,13 +51,10 @@ impl IfCounters {
             Vec::new()
         };
         if let Some(direct) = &self.direct {
-            let raw = direct
-                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-                .map_err(Error::bpf("reading if_cpu_stats"))?
-                .unwrap_or_default();
-            let start = slot as usize * DIRECT_CPUS * ROW;
-            let slot_rows = raw.get(start..start + DIRECT_CPUS * ROW).unwrap_or_default();
-            rows.extend(slot_rows.chunks_exact(ROW).filter_map(from_bytes::<nr_if_stats>));
+            let first = slot as usize * DIRECT_CPUS;
+            if first < direct.len() {
+                rows.extend((first..first + DIRECT_CPUS).map(|i| direct.read(i)));
+            }
         }
         Ok(sum_counters(&rows))
     }

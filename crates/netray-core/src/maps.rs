@@ -144,6 +144,18 @@ impl<T: Plain> MmapArray<T> {
     }
 }
 
+// SAFETY: the mapping belongs to this value alone (unmapped on drop) and holds
+// plain data, so it may move to and be read from other threads like a Vec<T>;
+// writes need &mut self.
+unsafe impl<T: Send> Send for MmapArray<T> {}
+unsafe impl<T: Sync> Sync for MmapArray<T> {}
+
+impl<T> std::fmt::Debug for MmapArray<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmapArray").field("len", &self.len).finish()
+    }
+}
+
 impl<T> Drop for MmapArray<T> {
     fn drop(&mut self) {
         // SAFETY: ptr/map_len are exactly what mmap returned.

@@ -98,6 +98,15 @@ impl RuleCounters {
     }
 }
 
+/// The pending hits in a mapped fw_pending: (rule id, bytes).
+fn pending_hits(slots: &MmapArray<nr_fw_pending>) -> Vec<(u32, u64)> {
+    (0..slots.len())
+        .map(|cpu| slots.read(cpu))
+        .filter(|p| p.rule != 0)
+        .map(|p| (p.rule, u64::from(p.len)))
+        .collect()
+}
+
 impl FwMaps {
     /// Opens the maps under `<pin>/fw/` (they must exist).
     pub fn open(pin: &PinDir) -> Result<FwMaps> {
@@ -176,41 +185,35 @@ impl FwMaps {
     /// hits still pending (struct nr_fw_pending).
     pub fn counters(&self) -> Result<RuleCounters> {
         let mut counters = self.counters_to_reset()?;
-        counters.pending = self.pending()?;
+        counters.pending = counters.spills.as_ref().map(pending_hits).unwrap_or_default();
         Ok(counters)
     }
 
     /// The counters mapped for zeroing: pending hits are not read.
     fn counters_to_reset(&self) -> Result<RuleCounters> {
         let slots = self.state()?.counter_slots as usize;
-        let spills = match &self.pending {
-            Some(map) => Some(MmapArray::of_global(map, nr_direct_cpus::NR_DIRECT_CPUS.0 as usize)?),
-            None => None,
-        };
         Ok(RuleCounters {
             hits: MmapArray::new(&self.rule_hits)?,
             wide: MmapArray::new(&self.rule_stats)?,
-            spills,
+            spills: self.pending_slots()?,
             slots,
             pending: Vec::new(),
         })
     }
 
+    /// fw_pending mapped: each CPU's pending hit and spill sequence. None for
+    /// an instant while a first load is creating the maps (it may come after
+    /// fw_state, see maps.h).
+    fn pending_slots(&self) -> Result<Option<MmapArray<nr_fw_pending>>> {
+        self.pending
+            .as_ref()
+            .map(|map| MmapArray::of_global(map, nr_direct_cpus::NR_DIRECT_CPUS.0 as usize))
+            .transpose()
+    }
+
     /// Each CPU's hit not yet added to the counters (rule id, bytes).
     pub fn pending(&self) -> Result<Vec<(u32, u64)>> {
-        // May be created after fw_state (see maps.h): absent for an instant
-        // while a first load is creating the maps.
-        let Some(map) = &self.pending else { return Ok(Vec::new()) };
-        let raw: Option<Vec<u8>> = map
-            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(Error::bpf("reading fw_pending"))?;
-        Ok(raw
-            .unwrap_or_default()
-            .chunks_exact(std::mem::size_of::<nr_fw_pending>())
-            .filter_map(from_bytes::<nr_fw_pending>)
-            .filter(|p| p.rule != 0)
-            .map(|p| (p.rule, u64::from(p.len)))
-            .collect())
+        Ok(self.pending_slots()?.as_ref().map(pending_hits).unwrap_or_default())
     }
 
     /// Zeroes the hit counters of these rule ids.
