@@ -338,14 +338,15 @@ struct nr_fw_pending {
 	__u32 len;		/* bytes of that packet */
 	__u32 last_range;	/* the wide range block this CPU searched last: fw_ranges index | NR_FW_SECOND */
 	__u32 spill_seq;	/* odd while a packed hit counter is being spilled (see nr_rule_counter) */
-	__u32 last_leaf;
 	/* The last IPv4 source this CPU walked the "in" tables for (network
 	 * order, low half) under fw_state.generation (high half), and the leaf
 	 * it found: a burst from one source is decided without the walk until
 	 * the rules change. */
 	__u64 last_src;
-	__u8 _pad[32];
+	__u32 last_leaf;
+	__u8 _pad[36];
 };
+_Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
 
 /* ---- flows ---------------------------------------------------------------- */
 /*
