@@ -193,6 +193,8 @@ fn bad_input_gets_one_clear_error_line() {
     assert!(e.contains("no rule with id 42"), "{e}");
     let e = env.fails(&["firewall", "detach", "-i", env.iface()]);
     assert!(e.contains("not attached"), "{e}");
+    let e = env.fails(&["firewall", "attach", "-i", env.iface(), "--max-rules", "2000000"]);
+    assert!(e.contains("--max-rules must be at most 1048575"), "{e}");
     // Usage errors come from clap, in its usual format, with exit code 2.
     let out = env.cmd(&["firewall", "attach", "-i", env.iface(), "--mode", "turbo"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -205,6 +207,31 @@ fn bad_input_gets_one_clear_error_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not running as root"), "{err}");
+}
+
+/// Rule tables compiled by a netray with another table layout are refused,
+/// with the way out, instead of being misread by this one's programs.
+#[test]
+fn tables_of_another_format_are_refused_until_reset() {
+    use netray_core::maps;
+    use netray_ebpf::abi::nr_fw_state;
+
+    let env = Env::new("fmt");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", "192.0.2.0/24"]);
+    let state_map = maps::open_pinned(&env.pin.join("fw/fw_state")).unwrap();
+    let mut state: nr_fw_state = maps::get(&state_map, 0).unwrap().unwrap();
+    let format = state.table_format;
+    state.table_format = format - 1;
+    maps::put(&state_map, 0, &state).unwrap();
+    for args in [&["deny", "list"][..], &["firewall", "attach", "-i", env.iface()]] {
+        let e = env.fails(args);
+        assert!(e.contains(&format!("in format {} and this netray reads format {format}", format - 1)), "{e}");
+        assert!(e.contains("netray firewall detach --all"), "{e}");
+    }
+    env.ok(&["firewall", "detach", "--all"]);
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    assert_eq!(env.json(&["deny", "list", "--json"]), serde_json::json!([]));
 }
 
 /// A blocklist read from a file (comments, blank lines, Spamhaus DROP style

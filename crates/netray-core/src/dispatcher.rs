@@ -615,7 +615,8 @@ impl Dispatcher {
 /// attaching anything (so rules can be added before any interface is).
 pub fn ensure_fw_maps(pin: &PinDir, cap: &FwCapacity) -> Result<()> {
     if pin.fw_dir().join("fw_state").exists() {
-        return Ok(());
+        // Tables another netray version made are refused here, once for all callers.
+        return init_fw_state(pin);
     }
     let mut storage = MaybeUninit::uninit();
     let mut open = XdpDispatchSkelBuilder::default()
@@ -700,12 +701,13 @@ pub fn configure_maps_with(
     Ok(())
 }
 
-/// Writes the firewall's layout into fw_state the first time.
+/// Writes the firewall's layout into fw_state the first time; checks the
+/// format of tables that exist.
 fn init_fw_state(pin: &PinDir) -> Result<()> {
     let state_map = maps::open_pinned(&pin.fw_dir().join("fw_state"))?;
     let state: nr_fw_state = maps::get(&state_map, 0)?.unwrap_or_default();
     if state.chunks_per_bank != 0 {
-        return Ok(());
+        return check_table_format(&state, pin);
     }
     let pool = maps::open_pinned(&pin.fw_dir().join("fw_pool"))?;
     let matches = maps::open_pinned(&pin.fw_dir().join("fw_matches"))?;
@@ -720,8 +722,26 @@ fn init_fw_state(pin: &PinDir) -> Result<()> {
         chunks_used: 0,
         ranges_used: 0,
         rules: 0,
+        table_format: TABLE_FORMAT,
     };
     maps::put(&state_map, 0, &init)
+}
+
+const TABLE_FORMAT: u32 = netray_ebpf::abi::nr_fw_table_format::NR_FW_TABLE_FORMAT.0;
+
+/// Refuses rule tables compiled in another layout (by another netray
+/// version): this one's programs would misread them.
+pub fn check_table_format(state: &nr_fw_state, pin: &PinDir) -> Result<()> {
+    if state.table_format == TABLE_FORMAT {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the rule tables under {} are in format {} and this netray reads format {TABLE_FORMAT}: \
+         they were made by another netray version — remove the old state with `netray firewall detach --all`, \
+         then attach again and re-add the rules",
+        pin.fw_dir().display(),
+        state.table_format
+    )))
 }
 
 /// Packed rule counters per fw_rule_hits element (struct nr_rule_hits).

@@ -16,6 +16,9 @@ struct nr_fw_chunk *nr_abi_fw_chunk;
 struct nr_fw_range *nr_abi_fw_range;
 struct nr_fw_range_half *nr_abi_fw_range_half;
 struct nr_fw_range_quarter *nr_abi_fw_range_quarter;
+struct nr_fw_isles *nr_abi_fw_isles;
+struct nr_fw_isles_half *nr_abi_fw_isles_half;
+struct nr_fw_isles_quarter *nr_abi_fw_isles_quarter;
 struct nr_fw_match *nr_abi_fw_match;
 struct nr_fw_l4_key *nr_abi_fw_l4_key;
 struct nr_fw_state *nr_abi_fw_state;
@@ -37,6 +40,8 @@ enum nr_pkt_type nr_abi_pkt_type;
 enum nr_stats_slot nr_abi_stats_slot;
 enum nr_direct_cpus nr_abi_direct_cpus;
 enum nr_fw_hits_layout nr_abi_fw_hits_layout;
+enum nr_fw_isle_layout nr_abi_fw_isle_layout;
+enum nr_fw_table_format nr_abi_fw_table_format;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;

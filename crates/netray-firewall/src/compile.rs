@@ -6,7 +6,10 @@
 //! or the *match id* of the longest rule prefix covering it. Below the roots a
 //! node is emitted as a range block (at most NR_FW_RANGE_KEYS runs, one cache
 //! line; at most NR_FW_HALF_KEYS, half of one; at most three, a quarter) or,
-//! when denser, as a 256-entry chunk. A match carries what applies
+//! when denser, as a 256-entry chunk. An IPv4 node right below a root covers
+//! address bytes 2-3 at once, children included, as an island block: up to 8
+//! key ranges with their own leaf on a background leaf, in a whole, half or
+//! quarter element by their number. A match carries what applies
 //! there, ancestors included: the most specific catch-all rule, or else the
 //! protocol/port rules, which go to the fw_l4 hash. The per-packet lookup is
 //! at most 3 (IPv4) or 15 (IPv6) inlined array loads, whatever the number of
@@ -15,8 +18,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use netray_ebpf::abi::{
-    bytes_of, from_bytes, nr_fw_layout, nr_fw_match, nr_fw_match_flags, nr_fw_range, nr_fw_range_half,
-    nr_fw_range_quarter,
+    bytes_of, from_bytes, nr_fw_isle_layout, nr_fw_isles, nr_fw_isles_half, nr_fw_isles_quarter, nr_fw_layout,
+    nr_fw_match, nr_fw_match_flags, nr_fw_range, nr_fw_range_half, nr_fw_range_quarter,
 };
 
 use crate::rule::Rule;
@@ -29,9 +32,18 @@ pub const ROOT_OUT: usize = nr_fw_layout::NR_FW_ROOT_OUT.0 as usize;
 pub const RANGE_KEYS: usize = nr_fw_layout::NR_FW_RANGE_KEYS.0 as usize;
 pub const HALF_KEYS: usize = nr_fw_layout::NR_FW_HALF_KEYS.0 as usize;
 pub const QUARTER_RUNS: usize = nr_fw_layout::NR_FW_QUARTER_RUNS.0 as usize;
+pub const ISLES: usize = nr_fw_isle_layout::NR_FW_ISLES.0 as usize;
+pub const ISLES_HALF: usize = nr_fw_isle_layout::NR_FW_ISLES_HALF.0 as usize;
+pub const ISLES_QUARTER: usize = nr_fw_isle_layout::NR_FW_ISLES_QUARTER.0 as usize;
+const ISLE_LEAF_BITS: u32 = nr_fw_isle_layout::NR_FW_ISLE_LEAF_BITS.0;
+const ISLE_ID_BITS: u32 = nr_fw_isle_layout::NR_FW_ISLE_ID_BITS.0;
+const ISLE_LEAVES_PER_WORD: usize = nr_fw_isle_layout::NR_FW_ISLE_LEAVES_PER_WORD.0 as usize;
+/// The most rules a firewall holds: rule and match ids must fit the 20 bits
+/// of a packed island leaf.
+pub const MAX_RULES: u32 = nr_fw_isle_layout::NR_FW_MAX_RULES.0;
 pub const PTR: u32 = 1 << nr_fw_layout::NR_FW_PTR_SHIFT.0;
 pub const RANGE: u32 = 1 << nr_fw_layout::NR_FW_RANGE_SHIFT.0;
-/// Range pointer flag: the block's keys span IPv4 bytes 2-3 at once.
+/// Range pointer flag: an island block over IPv4 bytes 2-3.
 pub const WIDE: u32 = 1 << nr_fw_layout::NR_FW_WIDE_SHIFT.0;
 /// Range pointer flag: a half block, of its element's first half...
 pub const HALF: u32 = 1 << nr_fw_layout::NR_FW_HALF_SHIFT.0;
@@ -103,6 +115,8 @@ pub enum CompileError {
     RangesFull { needed: usize, capacity: usize },
     #[error("the rule set needs {needed} match entries but the firewall holds {capacity}; recreate it with a larger --max-rules")]
     MatchesFull { needed: usize, capacity: usize },
+    #[error("rule id {id} is beyond the {MAX_RULES} rules a netray firewall holds; delete rules and add them again")]
+    IdTooLarge { id: u32 },
 }
 
 /// A rule prefix in one direction's trie: direction (0 in, 1 out), family,
@@ -196,7 +210,13 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
     let mut prefixes: Vec<&Prefix> = own.keys().collect();
     prefixes.sort_by_key(|p| (p.len, p.out, p.family, p.addr));
 
+    if let Some(&(id, _)) = rules.iter().find(|(id, _)| *id > MAX_RULES) {
+        return Err(CompileError::IdTooLarge { id });
+    }
     let needed_matches = prefixes.len() + 1;
+    if needed_matches > MAX_RULES as usize + 1 {
+        return Err(CompileError::IdTooLarge { id: needed_matches as u32 - 1 });
+    }
     if needed_matches > cap.matches {
         return Err(CompileError::MatchesFull {
             needed: needed_matches,
@@ -378,7 +398,7 @@ impl Builder {
         // with its children, when they fit one), a range block, or a chunk.
         // Children always come after their parent, so a parent decides first.
         let mut placed = vec![0u32; self.nodes.len()];
-        let mut wide: HashMap<usize, Vec<(u16, u32)>> = HashMap::new();
+        let mut wide: HashMap<usize, Isles> = HashMap::new();
         let mut n_chunks = ROOT_CHUNKS as u32;
         let mut units = RangeUnits::default();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -386,20 +406,20 @@ impl Builder {
                 continue;
             }
             if self.v4_second[i] {
-                let runs = self.wide_runs(i);
-                if runs.len() <= RANGE_KEYS {
+                let isles = Isles::of(&self.wide_runs(i));
+                if let Some(size) = BlockSize::for_islands(isles.islands.len()) {
                     for &(_, e) in &node.0 {
                         if e & PTR != 0 {
                             placed[(e & INDEX_MASK) as usize] = ABSORBED;
                         }
                     }
-                    placed[i] = WIDE | units.place(runs.len());
-                    wide.insert(i, runs);
+                    placed[i] = WIDE | units.place(size);
+                    wide.insert(i, isles);
                     continue;
                 }
             }
-            if node.0.len() <= RANGE_KEYS {
-                placed[i] = units.place(node.0.len());
+            if let Some(size) = BlockSize::for_runs(node.0.len()) {
+                placed[i] = units.place(size);
             } else {
                 placed[i] = PTR | n_chunks;
                 n_chunks += 1;
@@ -439,9 +459,12 @@ impl Builder {
                 continue;
             }
             if at & RANGE != 0 {
-                let runs = wide.get(&i).unwrap_or(&node.0);
                 let element = &mut ranges[(at & INDEX_MASK) as usize];
-                write_block(element, at, runs.iter().map(|&(k, e)| (k, fix(e))));
+                match wide.get(&i) {
+                    // Their leaves are leaves: children were folded in.
+                    Some(isles) => write_isles(element, at, isles),
+                    None => write_block(element, at, node.0.iter().map(|&(k, e)| (k, fix(e)))),
+                }
             } else {
                 let mut c = [0u32; CHUNK_ENTRIES];
                 for (j, &(start, e)) in node.0.iter().enumerate() {
@@ -468,16 +491,16 @@ struct RangeUnits {
 
 impl RangeUnits {
     /// The range pointer (RANGE, HALF/QUARTER, SECOND, ODD, element) of a
-    /// new block of `runs` runs.
-    fn place(&mut self, runs: usize) -> u32 {
-        if runs <= QUARTER_RUNS {
+    /// new block of `size`.
+    fn place(&mut self, size: BlockSize) -> u32 {
+        if size == BlockSize::Quarter {
             let (e, q) = self.free_quarter.take().unwrap_or_else(|| (self.new_element(), 0));
             if q < 3 {
                 self.free_quarter = Some((e, q + 1));
             }
             return RANGE | QUARTER | if q & 2 != 0 { SECOND } else { 0 } | if q & 1 != 0 { ODD } else { 0 } | e;
         }
-        if runs <= HALF_KEYS {
+        if size == BlockSize::Half {
             if let Some(e) = self.free_half.take() {
                 return RANGE | HALF | SECOND | e;
             }
@@ -492,6 +515,141 @@ impl RangeUnits {
         self.elements += 1;
         self.elements - 1
     }
+}
+
+/// How much of a fw_ranges element a block takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockSize {
+    Quarter,
+    Half,
+    Whole,
+}
+
+impl BlockSize {
+    /// The smallest run block for `runs` runs, if any.
+    fn for_runs(runs: usize) -> Option<BlockSize> {
+        BlockSize::smallest(runs, [QUARTER_RUNS, HALF_KEYS, RANGE_KEYS])
+    }
+
+    /// The smallest island block for `islands` islands, if any.
+    fn for_islands(islands: usize) -> Option<BlockSize> {
+        BlockSize::smallest(islands, [ISLES_QUARTER, ISLES_HALF, ISLES])
+    }
+
+    /// The smallest size whose capacity (quarter, half, whole) holds `n`.
+    fn smallest(n: usize, capacity: [usize; 3]) -> Option<BlockSize> {
+        [BlockSize::Quarter, BlockSize::Half, BlockSize::Whole]
+            .into_iter()
+            .zip(capacity)
+            .find(|&(_, c)| n <= c)
+            .map(|(size, _)| size)
+    }
+}
+
+/// An IPv4 /16 as islands (struct nr_fw_isles): key ranges (start, last
+/// key, leaf) over address bytes 2-3, sorted and disjoint, on a background
+/// leaf that holds everywhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Isles {
+    background: u32,
+    islands: Vec<(u16, u16, u32)>,
+}
+
+impl Isles {
+    /// The islands of a node's runs over 16-bit keys. The background is the
+    /// leaf of the most runs (the first run's on a tie), which leaves the
+    /// fewest islands.
+    fn of(runs: &[(u16, u32)]) -> Isles {
+        let mut counts: Vec<(u32, usize)> = Vec::new();
+        for &(_, leaf) in runs {
+            match counts.iter_mut().find(|(l, _)| *l == leaf) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((leaf, 1)),
+            }
+        }
+        // max_by_key keeps the last maximum: search reversed for the first.
+        let background = counts.iter().rev().max_by_key(|(_, n)| *n).map_or(0, |(l, _)| *l);
+        let islands = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, leaf))| *leaf != background)
+            .map(|(j, &(start, leaf))| (start, runs.get(j + 1).map_or(u16::MAX, |next| next.0 - 1), leaf))
+            .collect();
+        Isles { background, islands }
+    }
+
+    /// start, last and the packed leaves (background first) of a block of
+    /// N islands, unused ones padded as netray_abi.h says.
+    fn layout<const N: usize, const W: usize>(&self) -> ([u16; N], [u16; N], [u64; W]) {
+        let pad = match self.islands.last() {
+            Some(&(_, u16::MAX, leaf)) => (u16::MAX, u16::MAX, leaf),
+            _ => (u16::MAX, u16::MAX - 1, self.background),
+        };
+        let (mut start, mut last, mut leaves) = ([0u16; N], [0u16; N], [0u64; W]);
+        let mut put = |i: usize, leaf: u32| {
+            leaves[i / ISLE_LEAVES_PER_WORD] |= pack_leaf(leaf) << (ISLE_LEAF_BITS as usize * (i % ISLE_LEAVES_PER_WORD));
+        };
+        put(0, self.background);
+        for i in 0..N {
+            let (s, l, leaf) = self.islands.get(i).copied().unwrap_or(pad);
+            start[i] = s;
+            last[i] = l;
+            put(i + 1, leaf);
+        }
+        (start, last, leaves)
+    }
+}
+
+/// A leaf in the 21 bits of an island block: the id, and LEAF_L4 as bit 20.
+fn pack_leaf(leaf: u32) -> u64 {
+    let id = leaf & !LEAF_L4;
+    assert!(id < 1 << ISLE_ID_BITS, "leaf ids are checked against MAX_RULES before compiling");
+    u64::from(id | if leaf & LEAF_L4 != 0 { 1 << ISLE_ID_BITS } else { 0 })
+}
+
+fn unpack_leaf(packed: u64) -> u32 {
+    let id = (packed & ((1 << ISLE_ID_BITS) - 1)) as u32;
+    id | if packed >> ISLE_ID_BITS & 1 != 0 { LEAF_L4 } else { 0 }
+}
+
+/// Writes the island block a wide range pointer `at` names into its element.
+fn write_isles(element: &mut nr_fw_range, at: u32, isles: &Isles) {
+    let mut bytes = bytes_of(element).to_vec();
+    let off = part_offset(at);
+    let part: Vec<u8> = if at & QUARTER != 0 {
+        let (start, last, [leaves]) = isles.layout::<ISLES_QUARTER, 1>();
+        bytes_of(&nr_fw_isles_quarter { start, last, leaves }).to_vec()
+    } else if at & HALF != 0 {
+        let (start, last, leaves) = isles.layout::<ISLES_HALF, 2>();
+        bytes_of(&nr_fw_isles_half { start, last, leaves }).to_vec()
+    } else {
+        let (start, last, leaves) = isles.layout::<ISLES, 3>();
+        bytes_of(&nr_fw_isles { start, last, leaves, _pad: 0 }).to_vec()
+    };
+    bytes[off..off + part.len()].copy_from_slice(&part);
+    *element = from_bytes(&bytes).expect("a whole element");
+}
+
+/// The leaf of key k in the island block a wide range pointer `at` names:
+/// the kernel's search (nr_fw_isle_leaf() in firewall.h), step for step.
+fn isles_pick(element: &nr_fw_range, at: u32, k: u16) -> u32 {
+    fn pick(start: &[u16], last: &[u16], leaves: &[u64], k: u16) -> u32 {
+        let count = start.iter().filter(|&&s| s <= k).count();
+        let candidate = count.wrapping_sub(1) & (start.len() - 1);
+        let pos = if k <= last[candidate] { count } else { 0 };
+        unpack_leaf(leaves[pos / ISLE_LEAVES_PER_WORD] >> (ISLE_LEAF_BITS as usize * (pos % ISLE_LEAVES_PER_WORD)))
+    }
+    let bytes = &bytes_of(element)[part_offset(at)..];
+    if at & QUARTER != 0 {
+        let q: nr_fw_isles_quarter = from_bytes(bytes).expect("a quarter");
+        return pick(&q.start, &q.last, &[q.leaves], k);
+    }
+    if at & HALF != 0 {
+        let h: nr_fw_isles_half = from_bytes(bytes).expect("a half");
+        return pick(&h.start, &h.last, &h.leaves, k);
+    }
+    let w: nr_fw_isles = from_bytes(bytes).expect("a whole element");
+    pick(&w.start, &w.last, &w.leaves, k)
 }
 
 /// Keys and entries of a block from its runs; unused slots repeat the last
@@ -575,7 +733,7 @@ impl Compiled {
             } else if entry & RANGE != 0 {
                 let element = &self.ranges[idx];
                 if entry & WIDE != 0 {
-                    return block_pick(element, entry, u16::from_be_bytes([addr[2], addr[3]]));
+                    return isles_pick(element, entry, u16::from_be_bytes([addr[2], addr[3]]));
                 }
                 block_pick(element, entry, b as u16)
             } else {
@@ -835,14 +993,16 @@ mod tests {
     #[test]
     fn small_blocks_share_an_element_and_whole_blocks_take_their_own() {
         let mut u = RangeUnits::default();
-        assert_eq!(u.place(3), RANGE | QUARTER);
-        assert_eq!(u.place(HALF_KEYS), RANGE | HALF | 1);
-        assert_eq!(u.place(2), RANGE | QUARTER | ODD);
-        assert_eq!(u.place(HALF_KEYS + 1), RANGE | 2);
-        assert_eq!(u.place(1), RANGE | QUARTER | SECOND);
-        assert_eq!(u.place(4), RANGE | HALF | SECOND | 1);
-        assert_eq!(u.place(3), RANGE | QUARTER | SECOND | ODD);
-        assert_eq!(u.place(3), RANGE | QUARTER | 3);
+        let size = |runs| BlockSize::for_runs(runs).unwrap();
+        assert_eq!(u.place(size(3)), RANGE | QUARTER);
+        assert_eq!(u.place(size(HALF_KEYS)), RANGE | HALF | 1);
+        assert_eq!(u.place(size(2)), RANGE | QUARTER | ODD);
+        assert_eq!(u.place(size(HALF_KEYS + 1)), RANGE | 2);
+        assert_eq!(u.place(size(1)), RANGE | QUARTER | SECOND);
+        assert_eq!(u.place(size(4)), RANGE | HALF | SECOND | 1);
+        assert_eq!(u.place(size(3)), RANGE | QUARTER | SECOND | ODD);
+        assert_eq!(u.place(size(3)), RANGE | QUARTER | 3);
+        assert_eq!(BlockSize::for_runs(RANGE_KEYS + 1), None);
         assert_eq!(u.elements, 4);
 
         // Both halves of one element, four quarters of another and a whole
@@ -884,6 +1044,66 @@ mod tests {
             assert_eq!(block_pick(&whole, RANGE, k), e);
             assert_eq!(block_pick(&whole, RANGE, k + 9), e);
         }
+    }
+
+    #[test]
+    fn island_blocks_find_every_key() {
+        // Background, islands touching each other and both ends of the key
+        // space, an L4 leaf and the largest id, in every block size.
+        let big = MAX_RULES;
+        let cases: Vec<Vec<(u16, u32)>> = vec![
+            vec![(0, 0)],
+            vec![(0, 5)],
+            vec![(0, 0), (256, 7), (512, 0)],
+            vec![(0, 9), (65535, 4)],
+            vec![(0, 3), (10, 0)],
+            vec![(0, 0), (100, 1), (200, 2), (300, 0)],
+            vec![(0, 2), (1, LEAF_L4 | 6), (2, 2), (40000, big), (40001, 2), (65535, 8)],
+            (0..16u16).map(|i| (i * 4000, if i % 2 == 1 { u32::from(i) } else { 77 })).collect(),
+            (0..9u16).map(|i| (i * 7000, u32::from(i) + 100)).collect(),
+        ];
+        for runs in cases {
+            let isles = Isles::of(&runs);
+            let Some(size) = BlockSize::for_islands(isles.islands.len()) else {
+                assert!(isles.islands.len() > ISLES, "{runs:?}");
+                continue;
+            };
+            let mut u = RangeUnits::default();
+            // Place a block of each smaller size first, so this one lands in
+            // a second half or a last quarter (offsets are exercised).
+            let at = match size {
+                BlockSize::Quarter => {
+                    for _ in 0..3 {
+                        u.place(BlockSize::Quarter);
+                    }
+                    WIDE | u.place(size)
+                }
+                BlockSize::Half => {
+                    u.place(BlockSize::Half);
+                    WIDE | u.place(size)
+                }
+                BlockSize::Whole => WIDE | u.place(size),
+            };
+            let mut element = nr_fw_range::default();
+            write_isles(&mut element, at, &isles);
+            let want = |k: u16| runs[runs.partition_point(|&(s, _)| s <= k) - 1].1;
+            let mut keys: Vec<u16> = vec![0, 1, 65534, 65535];
+            for &(s, _) in &runs {
+                keys.extend([s.saturating_sub(1), s, s.saturating_add(1)]);
+            }
+            for k in keys {
+                assert_eq!(isles_pick(&element, at, k), want(k), "{runs:?} in {size:?}: key {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_beyond_a_packed_leaf_are_refused() {
+        let rules = vec![(MAX_RULES + 1, rule("10.0.0.1", None, None))];
+        assert_eq!(
+            compile(&rules, Capacity::UNLIMITED).unwrap_err(),
+            CompileError::IdTooLarge { id: MAX_RULES + 1 }
+        );
     }
 
     #[test]

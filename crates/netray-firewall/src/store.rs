@@ -112,7 +112,7 @@ impl FwMaps {
     pub fn open(pin: &PinDir) -> Result<FwMaps> {
         let dir = pin.fw_dir();
         let open = |name: &str| maps::open_pinned(&dir.join(name));
-        Ok(FwMaps {
+        FwMaps {
             rules: open("fw_rules")?,
             rule_hits: open("fw_rule_hits").map_err(|_| {
                 Error::Refused(format!(
@@ -128,7 +128,17 @@ impl FwMaps {
             ranges: open("fw_ranges")?,
             matches: open("fw_matches")?,
             pending: maps::open_pinned(&dir.join("fw_pending")).ok(),
-        })
+        }
+        .checked(pin)
+    }
+
+    /// Refuses tables another netray version compiled (see check_table_format).
+    fn checked(self, pin: &PinDir) -> Result<FwMaps> {
+        let state = self.state()?;
+        if state.chunks_per_bank != 0 {
+            netray_core::dispatcher::check_table_format(&state, pin)?;
+        }
+        Ok(self)
     }
 
     pub fn state(&self) -> Result<nr_fw_state> {

@@ -59,7 +59,7 @@ pub struct CapacityArgs {
     /// Dense trie chunks per bank (1 KiB each, 1024 of them roots; two banks).
     #[arg(long, default_value_t = FwCapacity::default().chunks_per_bank, value_name = "N")]
     pub fw_chunks: u32,
-    /// Range slots per bank (64 bytes: a sparse trie node of up to 10 runs, or two of up to 5; two banks).
+    /// Range slots per bank (64 bytes: an IPv4 /16 of up to 8 prefixes or another sparse trie node; smaller ones share a slot; two banks).
     #[arg(long, default_value_t = FwCapacity::default().ranges_per_bank, value_name = "N")]
     pub fw_ranges: u32,
     /// Maximum number of rules.
@@ -72,6 +72,11 @@ impl CapacityArgs {
         anyhow::ensure!(self.fw_chunks >= 1536, "--fw-chunks must be at least 1536 (1024 are roots)");
         anyhow::ensure!(self.fw_ranges >= 1, "--fw-ranges must be at least 1");
         anyhow::ensure!(self.max_rules >= 1, "--max-rules must be at least 1");
+        anyhow::ensure!(
+            self.max_rules <= netray_firewall::compile::MAX_RULES,
+            "--max-rules must be at most {} (rule ids are packed in 20 bits in the kernel's tables)",
+            netray_firewall::compile::MAX_RULES
+        );
         Ok(FwCapacity { chunks_per_bank: self.fw_chunks, ranges_per_bank: self.fw_ranges, max_rules: self.max_rules })
     }
 }

@@ -59,23 +59,30 @@ static __always_inline __u32 nr_fw_half_entry(const struct nr_fw_range_half *h, 
 
 _Static_assert(2 * sizeof(struct nr_fw_range_half) == sizeof(struct nr_fw_range), "two halves make a block");
 
-/* The half block a range pointer with NR_FW_HALF selects in its element. */
-static __always_inline const struct nr_fw_range_half *nr_fw_half_of(const struct nr_fw_range *r, __u32 entry)
+/* The half block a range pointer with NR_FW_HALF selects in its element
+ * (NR_FW_SECOND: +32 bytes). */
+static __always_inline const void *nr_fw_half_of(const struct nr_fw_range *r, __u32 entry)
 {
 	_Static_assert(NR_FW_SECOND >> (NR_FW_SECOND_SHIFT - 5) == sizeof(struct nr_fw_range_half), "offset by shift");
 	return (const void *)r + ((entry & NR_FW_SECOND) >> (NR_FW_SECOND_SHIFT - 5));
 }
 
+/* The quarter block a range pointer with NR_FW_QUARTER selects (NR_FW_ODD:
+ * +16 bytes more). Apart from nr_fw_half_of so the verifier sees a half
+ * within its element. */
+static __always_inline const void *nr_fw_quarter_of(const struct nr_fw_range *r, __u32 entry)
+{
+	_Static_assert(4 * sizeof(struct nr_fw_range_quarter) == sizeof(struct nr_fw_range), "four quarters make a block");
+	_Static_assert(NR_FW_ODD >> (NR_FW_ODD_SHIFT - 4) == sizeof(struct nr_fw_range_quarter), "offset by shift");
+	return nr_fw_half_of(r, entry) + ((entry & NR_FW_ODD) >> (NR_FW_ODD_SHIFT - 4));
+}
+
 /* nr_fw_range_entry for a quarter block. */
 static __always_inline __u32 nr_fw_quarter_entry(const struct nr_fw_range *r, __u32 entry, __u32 k)
 {
-	const struct nr_fw_range_quarter *q;
+	const struct nr_fw_range_quarter *q = nr_fw_quarter_of(r, entry);
 	__u32 d0, d1, n;
 
-	_Static_assert(4 * sizeof(struct nr_fw_range_quarter) == sizeof(struct nr_fw_range), "four quarters make a block");
-	_Static_assert(NR_FW_ODD >> (NR_FW_ODD_SHIFT - 4) == sizeof(struct nr_fw_range_quarter), "offset by shift");
-	q = (const void *)r + ((entry & NR_FW_SECOND) >> (NR_FW_SECOND_SHIFT - 5)) +
-	    ((entry & NR_FW_ODD) >> (NR_FW_ODD_SHIFT - 4));
 	d0 = k - (__u32)q->key[0];
 	d1 = k - (__u32)q->key[1];
 	asm volatile("" : "+r"(d0), "+r"(d1));	/* no branches (see nr_fw_range_entry) */
@@ -95,39 +102,67 @@ static __always_inline __u32 nr_fw_block_entry(const struct nr_fw_range *r, __u3
 	return nr_fw_range_entry(r, k);
 }
 
-/* nr_fw_range_entry and nr_fw_half_entry by a scan with a branch per key:
- * cheaper when the branches are predicted, i.e. when this CPU's previous
- * packet searched the same block (a burst from one source). */
-static __always_inline __u32 nr_fw_range_entry_scan(const struct nr_fw_range *r, __u32 k)
+/* The leaf of key k in an island block of n islands (struct nr_fw_isles):
+ * count the island starts <= k without branches (as in nr_fw_range_entry),
+ * then k is in the last of those islands or on the background. One function
+ * for the three sizes: n is a constant, so each use unrolls on its own. */
+static __always_inline __u32 nr_fw_isle_leaf(const __u16 *start, const __u16 *last, const __u64 *leaves,
+					     const __u32 n, __u32 k)
 {
-	__u32 n = 0;
+	__u32 before[NR_FW_ISLES], count, in, pos, word, packed;
+	__s32 d;
 
 #pragma unroll
-	for (int i = 1; i < NR_FW_RANGE_KEYS; i++) {
-		if (k < r->key[i])
-			break;
-		n = i;
+	for (__u32 i = 0; i < n; i++) {
+		__u32 diff = k - (__u32)start[i];
+
+		asm volatile("" : "+r"(diff));
+		before[i] = diff >> 31;	/* k < start[i] */
 	}
-	return r->entry[n];
-}
-
-static __always_inline __u32 nr_fw_half_entry_scan(const struct nr_fw_range_half *h, __u32 k)
-{
-	__u32 n = 0;
-
+	/* Summed as a tree, not a chain: this is on every lookup's critical path. */
 #pragma unroll
-	for (int i = 1; i < NR_FW_HALF_KEYS; i++) {
-		if (k < h->key[i])
-			break;
-		n = i;
-	}
-	return h->entry[n];
+	for (__u32 w = 1; w < n; w *= 2)
+#pragma unroll
+		for (__u32 i = 0; i + w < n; i += 2 * w)
+			before[i] += before[i + w];
+	count = n - before[0];
+	/* inside island count - 1 when k <= its last key; count 0: background */
+	d = (__s32)last[(count - 1) & (n - 1)] - (__s32)k;
+	asm volatile("" : "+r"(d));
+	in = 1 - ((__u32)d >> 31);
+	pos = count & -in;
+	/* pos / 3 for pos <= 8, and the leaf's bit offset in its word */
+	_Static_assert(NR_FW_ISLE_LEAVES_PER_WORD == 3 && NR_FW_ISLES <= 8, "the division below");
+	word = (pos * 11) >> 5;
+	if (word > n / 3)
+		return 0;
+	packed = leaves[word] >> (NR_FW_ISLE_LEAF_BITS * (pos - 3 * word));
+	return (packed & ((1u << NR_FW_ISLE_ID_BITS) - 1)) |
+	       (packed >> NR_FW_ISLE_ID_BITS & 1) << NR_FW_LEAF_L4_SHIFT;
 }
 
-/* The IPv4 walk: the root chunk (bytes 0-1), then a wide range block (bytes
- * 2-3 at once) or up to two byte-wide nodes. last_range (NULL: none) holds
- * the wide block this CPU searched last (fw_ranges index | NR_FW_SECOND). */
-static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 root, __u32 *last_range)
+/* The leaf of key k (IPv4 bytes 2-3) in the island block a wide range
+ * pointer selects in its element r. */
+static __always_inline __u32 nr_fw_isles_leaf(const struct nr_fw_range *r, __u32 entry, __u32 k)
+{
+	if (entry & NR_FW_QUARTER) {
+		const struct nr_fw_isles_quarter *q = nr_fw_quarter_of(r, entry);
+
+		return nr_fw_isle_leaf(q->start, q->last, &q->leaves, NR_FW_ISLES_QUARTER, k);
+	}
+	if (entry & NR_FW_HALF) {
+		const struct nr_fw_isles_half *h = nr_fw_half_of(r, entry);
+
+		return nr_fw_isle_leaf(h->start, h->last, h->leaves, NR_FW_ISLES_HALF, k);
+	}
+	const struct nr_fw_isles *w = (const void *)r;
+
+	return nr_fw_isle_leaf(w->start, w->last, w->leaves, NR_FW_ISLES, k);
+}
+
+/* The IPv4 walk: the root chunk (bytes 0-1), then an island block (bytes
+ * 2-3 at once) or up to two byte-wide nodes. */
+static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 root)
 {
 	__u32 chunk_base = bank * fw_state.chunks_per_bank;
 	__u32 range_base = bank * fw_state.ranges_per_bank;
@@ -154,24 +189,8 @@ static __always_inline __u32 nr_fw_match_v4(__u32 bank, const __u8 *addr, __u32 
 			range = bpf_map_lookup_elem(&fw_ranges, &idx);
 			if (!range)
 				return 0;
-			if (entry & NR_FW_WIDE) {
-				__u32 k = (__u32)addr[2] << 8 | addr[3], block = idx | (entry & NR_FW_SECOND);
-				int again = 0;
-
-				if (entry & NR_FW_QUARTER)
-					return nr_fw_quarter_entry(range, entry, k);
-				if (last_range) {
-					again = *last_range == block;
-					if (!again)
-						*last_range = block;
-				}
-				if (entry & NR_FW_HALF) {
-					const struct nr_fw_range_half *h = nr_fw_half_of(range, entry);
-
-					return again ? nr_fw_half_entry_scan(h, k) : nr_fw_half_entry(h, k);
-				}
-				return again ? nr_fw_range_entry_scan(range, k) : nr_fw_range_entry(range, k);
-			}
+			if (entry & NR_FW_WIDE)
+				return nr_fw_isles_leaf(range, entry, (__u32)addr[2] << 8 | addr[3]);
 			entry = nr_fw_block_entry(range, entry, addr[i]);
 		} else {
 			return entry;
@@ -346,7 +365,7 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 		addr = data + off + 12 + (dst ? 4 : 0);
 		if ((void *)(addr + 4) > data_end)
 			return 0;
-		leaf = nr_fw_match_v4(bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0), 0);
+		leaf = nr_fw_match_v4(bank, addr, NR_FW_ROOT_V4 + (dst ? NR_FW_ROOT_OUT : 0));
 	}
 	if (!leaf)
 		return 0;
@@ -382,7 +401,7 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 src, __
 		leaf = p->last_leaf;
 	} else {
 		p->last_src = key;
-		leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4, &p->last_range);
+		leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4);
 		p->last_leaf = leaf;
 	}
 	if (leaf)

@@ -161,13 +161,16 @@ struct nr_if_stats {
  * Below the roots, a node is either a chunk (256 direct entries, 1 KiB) or,
  * when its 256 entries form at most NR_FW_RANGE_KEYS runs, a range block: the
  * runs' start keys and entries in one 64-byte cache line (DXR-style), or in
- * half of one when there are at most NR_FW_HALF_KEYS runs. Real rule sets are
- * sparse, so nearly every node is a range block (most of them halves) and the
+ * half of one when there are at most NR_FW_HALF_KEYS runs. An IPv4 node right
+ * below a root covers address bytes 2-3 at once, children included, as an
+ * island block (struct nr_fw_isles). Real rule sets are sparse, so nearly
+ * every node is a block of a quarter or half of a cache line and the
  * structure stays small enough for the CPU caches even with 100,000 rules.
  *
  * An entry points to a chunk (NR_FW_PTR) or a range block (NR_FW_RANGE: an
  * element of fw_ranges, or with NR_FW_HALF one half of it, the second with
- * NR_FW_SECOND, or with NR_FW_QUARTER one quarter), by index within its
+ * NR_FW_SECOND, or with NR_FW_QUARTER one quarter; with NR_FW_WIDE an island
+ * block of the same size), by index within its
  * bank, or is a leaf for the longest rule prefix covering the
  * address, ancestors folded in: 0 (no rule), the id of the rule that drops
  * everything there, or NR_FW_LEAF_L4 | a match id when only protocol/port
@@ -183,7 +186,7 @@ enum nr_fw_layout {
 	NR_FW_PTR_SHIFT = 31,	/* entry bit 31: a chunk index (low 30 bits) */
 	NR_FW_RANGE_SHIFT = 30,	/* entry bit 30: a range block index (low 30 bits) */
 	NR_FW_LEAF_L4_SHIFT = 29, /* leaf bit 29: a match id with protocol/port rules */
-	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: keys span 16 bits (IPv4 bytes 2-3) */
+	NR_FW_WIDE_SHIFT = 29,	/* range pointer bit 29: an island block over IPv4 bytes 2-3 */
 	NR_FW_HALF_SHIFT = 28,	/* range pointer bit 28: a half block (struct nr_fw_range_half) */
 	NR_FW_SECOND_SHIFT = 27, /* range pointer bit 27: in the element's second half */
 	NR_FW_QUARTER_SHIFT = 26, /* range pointer bit 26: a quarter block (struct nr_fw_range_quarter) */
@@ -215,9 +218,7 @@ struct nr_fw_chunk {
 
 /* A node whose entries form few runs: run i covers keys [key[i], key[i+1])
  * and holds entry[i]. key[0] is 0; unused slots repeat the last run's key and
- * entry, so counting the keys <= k finds the run. Keys are one address byte,
- * or two (IPv4 bytes 2-3) when the pointer has NR_FW_WIDE: an IPv4 /16 with a
- * few rules below it then costs one cache line and one load. */
+ * entry, so counting the keys <= k finds the run. Keys are one address byte. */
 struct nr_fw_range {
 	__u16 key[NR_FW_RANGE_KEYS];
 	__u32 entry[NR_FW_RANGE_KEYS];
@@ -240,6 +241,53 @@ struct nr_fw_range_quarter {
 	__u16 key[NR_FW_QUARTER_RUNS - 1];
 	__u32 entry[NR_FW_QUARTER_RUNS];
 };
+
+/*
+ * An IPv4 /16 below its root entry (range pointer with NR_FW_WIDE), keyed by
+ * address bytes 2-3: a background leaf and up to NR_FW_ISLES islands, the
+ * key ranges [start[i], last[i]] (sorted, disjoint, possibly touching) that
+ * hold another leaf. A prefix alone in its /16 is one island, so a block
+ * holds as many prefixes as islands, about twice what runs would.
+ * Leaves are packed in NR_FW_ISLE_LEAF_BITS, three to a word: leaf 0 (bits
+ * 0-20 of leaves[0]) is the background, leaf i + 1 island i's. Unused
+ * islands at the end start at 0xffff and repeat the last island when it
+ * reaches 0xffff (else they end at 0xfffe, empty), so counting the starts
+ * <= k and testing the last of those islands finds the leaf.
+ * Whole (64 bytes), half (NR_FW_HALF) and quarter (NR_FW_QUARTER) blocks
+ * share elements of fw_ranges as run blocks do.
+ */
+enum nr_fw_isle_layout {
+	NR_FW_ISLES = 8,
+	NR_FW_ISLES_HALF = 4,
+	NR_FW_ISLES_QUARTER = 2,
+	NR_FW_ISLE_LEAF_BITS = 21,	/* a leaf id in bits 0-19, NR_FW_LEAF_L4 as bit 20 */
+	NR_FW_ISLE_ID_BITS = 20,
+	NR_FW_ISLE_LEAVES_PER_WORD = 3,
+	/* Rule and match ids must fit a packed leaf: the most rules a firewall holds. */
+	NR_FW_MAX_RULES = (1 << NR_FW_ISLE_ID_BITS) - 1,
+};
+
+struct nr_fw_isles {
+	__u16 start[NR_FW_ISLES];
+	__u16 last[NR_FW_ISLES];
+	__u64 leaves[3];
+	__u64 _pad;
+};
+
+struct nr_fw_isles_half {
+	__u16 start[NR_FW_ISLES_HALF];
+	__u16 last[NR_FW_ISLES_HALF];
+	__u64 leaves[2];
+};
+
+struct nr_fw_isles_quarter {
+	__u16 start[NR_FW_ISLES_QUARTER];
+	__u16 last[NR_FW_ISLES_QUARTER];
+	__u64 leaves;
+};
+_Static_assert(sizeof(struct nr_fw_isles) == sizeof(struct nr_fw_range), "an element");
+_Static_assert(sizeof(struct nr_fw_isles_half) == sizeof(struct nr_fw_range_half), "half an element");
+_Static_assert(sizeof(struct nr_fw_isles_quarter) == sizeof(struct nr_fw_range_quarter), "a quarter");
 
 enum nr_fw_match_flags {
 	NR_FW_MATCH_L4 = 1 << 0, /* protocol/port rules apply: consult fw_l4 */
@@ -268,6 +316,13 @@ struct nr_fw_state {
 	__u32 chunks_used;	/* by the active bank, roots included */
 	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
+	__u32 table_format;	/* NR_FW_TABLE_FORMAT of the netray that created the tables */
+};
+
+/* Bumped whenever the compiled tables' layout changes: pinned tables of
+ * another format are refused rather than misread. */
+enum nr_fw_table_format {
+	NR_FW_TABLE_FORMAT = 2,	/* island blocks for IPv4 /16s */
 };
 
 enum nr_fw_dir {
@@ -336,15 +391,14 @@ struct nr_rule_counter {
 struct nr_fw_pending {
 	__u32 rule;		/* rule id, 0 = none */
 	__u32 len;		/* bytes of that packet */
-	__u32 last_range;	/* the wide range block this CPU searched last: fw_ranges index | NR_FW_SECOND */
 	__u32 spill_seq;	/* odd while a packed hit counter is being spilled (see nr_rule_counter) */
 	/* The last IPv4 source this CPU walked the "in" tables for (network
 	 * order, low half) under fw_state.generation (high half), and the leaf
 	 * it found: a burst from one source is decided without the walk until
 	 * the rules change. */
-	__u64 last_src;
 	__u32 last_leaf;
-	__u8 _pad[36];
+	__u64 last_src;
+	__u8 _pad[40];
 };
 _Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
 
