@@ -214,13 +214,12 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
         return Err(CompileError::IdTooLarge { id });
     }
     let needed_matches = prefixes.len() + 1;
-    if needed_matches > MAX_RULES as usize + 1 {
-        return Err(CompileError::IdTooLarge { id: needed_matches as u32 - 1 });
-    }
-    if needed_matches > cap.matches {
+    // Match ids are packed in 20 bits too, whatever the capacity.
+    let match_capacity = cap.matches.min(MAX_RULES as usize + 1);
+    if needed_matches > match_capacity {
         return Err(CompileError::MatchesFull {
             needed: needed_matches,
-            capacity: cap.matches,
+            capacity: match_capacity,
         });
     }
 
