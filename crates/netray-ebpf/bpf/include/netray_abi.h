@@ -235,8 +235,7 @@ struct nr_fw_range_half {
 
 /* A range block of at most NR_FW_QUARTER_RUNS runs in a quarter of a struct
  * nr_fw_range (a range pointer with NR_FW_QUARTER; NR_FW_SECOND and
- * NR_FW_ODD say which): run i + 1 starts at key[i] (run 0 at 0). A prefix
- * alone in its IPv4 /16 is three runs, the commonest block there is. */
+ * NR_FW_ODD say which): run i + 1 starts at key[i] (run 0 at 0). */
 struct nr_fw_range_quarter {
 	__u16 key[NR_FW_QUARTER_RUNS - 1];
 	__u32 entry[NR_FW_QUARTER_RUNS];
