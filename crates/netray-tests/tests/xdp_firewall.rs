@@ -393,6 +393,55 @@ fn random_rule_sets_agree_with_longest_prefix_match() {
     }
 }
 
+/// Every leaf position of whole, half and quarter island blocks (the packed
+/// leaves span three words), catch-all and protocol/port leaves alike, on
+/// both paths: 8, 4 and 2 hosts alone in their /16s.
+#[test]
+fn every_leaf_of_an_island_block_is_found() {
+    require_root();
+    let mut fw = Fw::new("fw-isles");
+    // (host, Some(port) for a UDP port rule, its id)
+    let mut hosts: Vec<(Ipv4Addr, Option<u16>, u32)> = Vec::new();
+    for (sixteen, n) in [(1u8, 8u8), (2, 4), (3, 2)] {
+        for i in 0..n {
+            let host = Ipv4Addr::new(10, sixteen, i * 30, i + 1);
+            let port = (i % 2 == 1).then_some(1000 + u16::from(i));
+            let id = fw.add1(&format!("{host}/32"), port.map(|_| "udp"), port);
+            hosts.push((host, port, id));
+        }
+    }
+    let runs = |fw: &mut Fw, short: bool| {
+        for &(host, port, id) in &hosts {
+            let [a, b, c, d] = host.octets();
+            let cases = [
+                (host, port.unwrap_or(7), id),
+                (host, port.map_or(7, |p| p + 1), if port.is_some() { 0 } else { id }),
+                (Ipv4Addr::new(a, b, c, d - 1), port.unwrap_or(7), 0),
+                (Ipv4Addr::new(a, b, c, d + 1), port.unwrap_or(7), 0),
+            ];
+            for (src, dport, want) in cases {
+                let pkt = from(&src.to_string(), udp(1, dport, &[0; 12]));
+                let ctx = format!("{src} to port {dport}, short path {short}");
+                if short {
+                    let verdict = if want == 0 { XDP_PASS } else { XDP_DROP };
+                    assert_eq!(fw.h.run(&pkt.bytes()).verdict, verdict, "{ctx}");
+                    if let Some(e) = fw.hits.get_mut(&want) {
+                        e.0 += 1;
+                        e.1 += pkt.len() as u64;
+                    }
+                } else {
+                    fw.check(&pkt, want, &ctx);
+                }
+            }
+        }
+    };
+    runs(&mut fw, false);
+    fw.verify_hits("islands");
+    fw.h.set_features(&[Feature::Firewall]);
+    runs(&mut fw, true);
+    fw.verify_hits("islands, short path");
+}
+
 // ---- protocols and ports ---------------------------------------------------------
 
 #[test]
