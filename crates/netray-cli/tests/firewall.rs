@@ -232,6 +232,38 @@ fn tables_of_another_format_are_refused_until_reset() {
     env.ok(&["firewall", "detach", "--all"]);
     env.ok(&["firewall", "attach", "-i", env.iface()]);
     assert_eq!(env.json(&["deny", "list", "--json"]), serde_json::json!([]));
+
+    // fw_state as a netray before the format field pinned it: 36-byte values.
+    let path = env.pin.join("fw/fw_state");
+    std::fs::remove_file(&path).unwrap();
+    let fd = old_size_state_map(36);
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: fd is a map fd we own; the path is a valid C string.
+    assert_eq!(unsafe { libbpf_sys::bpf_obj_pin(fd, c_path.as_ptr()) }, 0, "pinning the old-size fw_state");
+    // SAFETY: closing our own fd; the pin keeps the map.
+    unsafe { libc::close(fd) };
+    for args in [&["deny", "list"][..], &["deny", "add", "192.0.2.0/24"], &["firewall", "attach", "-i", env.iface()]] {
+        let e = env.fails(args);
+        assert!(e.contains("holds 36-byte values, not 40"), "{args:?}: {e}");
+        assert!(e.contains("netray firewall detach --all"), "{e}");
+    }
+    env.ok(&["firewall", "detach", "--all"]);
+}
+
+/// A one-element mmapable array map with `value_size`-byte values, like the
+/// global-variable maps netray pins; returns its fd.
+fn old_size_state_map(value_size: u32) -> i32 {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: libbpf_sys::BPF_F_MMAPABLE,
+        ..Default::default()
+    };
+    // SAFETY: valid name and opts; the kernel checks the rest.
+    let fd = unsafe {
+        libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_ARRAY, c"fw_state".as_ptr(), 4, value_size, 1, &opts)
+    };
+    assert!(fd >= 0, "creating a map: {}", std::io::Error::last_os_error());
+    fd
 }
 
 /// A blocklist read from a file (comments, blank lines, Spamhaus DROP style

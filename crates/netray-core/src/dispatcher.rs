@@ -117,7 +117,7 @@ impl Feature {
 pub struct FwCapacity {
     /// Dense trie chunks (1 KiB each) per bank, 1024 of them roots; two banks.
     pub chunks_per_bank: u32,
-    /// Range slots per bank (64 bytes: one range block, or two half blocks); two banks.
+    /// Range slots per bank (64 bytes: a block, or two halves, or four quarters); two banks.
     pub ranges_per_bank: u32,
     /// Rules the firewall can hold.
     pub max_rules: u32,

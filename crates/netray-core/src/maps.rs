@@ -18,8 +18,12 @@ pub fn open_pinned(path: &Path) -> Result<MapHandle> {
     MapHandle::from_pinned_path(path).map_err(Error::bpf(format!("opening pinned map {}", path.display())))
 }
 
-/// Reads the value at a u32 key.
+/// Reads the value at a u32 key. A map whose values are not exactly a T
+/// (pinned by another netray version) is refused, not read as nothing.
 pub fn get<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<Option<T>> {
+    if map.value_size() as usize != std::mem::size_of::<T>() {
+        return Err(wrong_size(map, std::mem::size_of::<T>()));
+    }
     let raw = map
         .lookup(&key.to_ne_bytes(), MapFlags::ANY)
         .map_err(Error::bpf(format!("reading map {}", map_name(map))))?;

@@ -51,6 +51,15 @@ impl Fw {
         Fw { h: XdpHarness::new(tag), hits: BTreeMap::new() }
     }
 
+    /// The firewall alone (the dispatcher's short path, which keeps a
+    /// per-CPU slot), with this test's thread on CPU 0 (see run_on_cpu0).
+    fn short_path_on_cpu0(tag: &str) -> Fw {
+        run_on_cpu0();
+        let fw = Fw::new(tag);
+        fw.h.set_features(&[Feature::Firewall]);
+        fw
+    }
+
     fn add(&mut self, rules: &[Rule]) -> Vec<u32> {
         let ids = self.h.firewall().add(rules).unwrap();
         for id in &ids {
@@ -741,9 +750,7 @@ fn run_on_cpu0() {
 #[test]
 fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
     require_root();
-    run_on_cpu0();
-    let mut fw = Fw::new("fw-pending");
-    fw.h.set_features(&[Feature::Firewall]);
+    let mut fw = Fw::short_path_on_cpu0("fw-pending");
     let a = fw.add1("192.0.2.0/24", None, None);
     // Long enough for the short path (20 bytes of transport header and payload).
     let hit = from("192.0.2.1", udp(1, 2, &[1; 12]));
@@ -777,9 +784,7 @@ fn pending_hits_are_counted_and_never_move_to_a_new_rule() {
 #[test]
 fn a_remembered_source_follows_rule_changes_and_ports() {
     require_root();
-    run_on_cpu0();
-    let mut fw = Fw::new("fw-last-src");
-    fw.h.set_features(&[Feature::Firewall]);
+    let mut fw = Fw::short_path_on_cpu0("fw-last-src");
     let udp53 = from("192.0.2.7", udp(1, 53, &[0; 12]));
     let udp54 = from("192.0.2.7", udp(1, 54, &[0; 12]));
     let tcp53 = from("192.0.2.7", tcp(1, 53));
@@ -810,9 +815,7 @@ fn a_remembered_source_follows_rule_changes_and_ports() {
 #[test]
 fn packed_hit_counters_spill_into_wide_ones_exactly() {
     require_root();
-    run_on_cpu0();
-    let mut fw = Fw::new("fw-spill");
-    fw.h.set_features(&[Feature::Firewall]);
+    let mut fw = Fw::short_path_on_cpu0("fw-spill");
     let a = fw.add1("192.0.2.0/24", None, None);
     let small = from("192.0.2.1", udp(1, 2, &[1; 12]));
     let jumbo = from("192.0.2.1", udp(1, 2, &[1; 2100]));
