@@ -62,7 +62,7 @@ pub struct CapacityArgs {
     /// Range slots per bank (64 bytes: an IPv4 /16 of up to 8 prefixes or another sparse trie node; smaller ones share a slot; two banks).
     #[arg(long, default_value_t = FwCapacity::default().ranges_per_bank, value_name = "N")]
     pub fw_ranges: u32,
-    /// Maximum number of rules.
+    /// Maximum number of rules (at most 1048575).
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
 }
