@@ -20,14 +20,14 @@ use std::{
     ffi::CString,
     fmt, fs,
     mem::MaybeUninit,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     str::FromStr,
 };
 
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    Link, MapCore, MapHandle, OpenObject,
+    MapCore, MapHandle, OpenObject,
 };
 use netray_ebpf::{
     abi::{nr_fw_state, nr_if_config, nr_if_stats},
@@ -35,7 +35,7 @@ use netray_ebpf::{
 };
 use serde::Serialize;
 
-use crate::{if_stats::IfCounters, maps, tc, tc::Hook, Error, Interface, PinDir, Result};
+use crate::{if_stats::IfCounters, link::PinnedLink, maps, tc, tc::Hook, Error, Interface, PinDir, Result};
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -839,23 +839,16 @@ pub fn bpf_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// The ifindex a pinned XDP link is attached to, None if it is defunct.
 fn link_ifindex(path: &Path) -> Option<u32> {
-    let mut link = Link::open(path).ok()?;
-    let info = link.info().ok();
-    link.disconnect();
-    match info?.info {
-        libbpf_rs::query::LinkTypeInfo::Xdp(x) if x.ifindex != 0 => Some(x.ifindex),
-        _ => None,
-    }
+    PinnedLink::open(path).ok()?.xdp_ifindex()
 }
 
 fn detach_link(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let mut link = Link::open(path).map_err(Error::bpf(format!("opening link {}", path.display())))?;
+    let link = PinnedLink::open(path).map_err(Error::io(path))?;
     // A link whose interface vanished is already detached: that is fine.
     let _ = link.detach();
-    link.disconnect();
     Ok(())
 }
 
@@ -905,22 +898,8 @@ fn mode_name(attach_mode: u32) -> &'static str {
 
 /// The name of a loaded program, by id.
 pub fn prog_name(id: u32) -> Option<String> {
-    // SAFETY: plain syscall wrappers; the fd is closed by OwnedFd.
-    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info/len describe a valid buffer.
-    let rc = unsafe {
-        libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
-    };
-    if rc != 0 {
-        return None;
-    }
+    let fd = crate::link::prog_by_id(id).ok()?;
+    let info = crate::link::prog_info(fd.as_fd()).ok()?;
     // SAFETY: the kernel NUL-terminates name within its 16 bytes.
     let name = unsafe { std::ffi::CStr::from_ptr(info.name.as_ptr()) };
     Some(name.to_string_lossy().into_owned())

@@ -17,24 +17,21 @@
 //! tool installed on the same hook still sees them.
 
 use std::{
-    ffi::CString,
     fs,
     mem::MaybeUninit,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
     process::Command,
     str::FromStr,
 };
 
-use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    Link,
-};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use netray_ebpf::tc_dispatch::TcDispatchSkelBuilder;
 use serde::Serialize;
 
 use crate::{
     dispatcher::{configure_maps, FwCapacity},
+    link::{self, PinnedLink},
     Error, Interface, PinDir, Result,
 };
 
@@ -161,9 +158,7 @@ fn clsact_marker(dir: &Path) -> std::path::PathBuf {
 pub fn attached(dir: &Path, hook: Hook) -> Option<(TcBackend, u32)> {
     let link = link_pin(dir, hook);
     if link.exists() {
-        let mut l = Link::open(&link).ok()?;
-        let info = l.info().ok();
-        l.disconnect();
+        let info = PinnedLink::open(&link).ok()?.info().ok();
         return Some((TcBackend::Tcx, info.map_or(0, |i| i.prog_id)));
     }
     let prog = prog_pin(dir, hook);
@@ -279,9 +274,8 @@ fn attach_legacy(iface: &Interface, dir: &Path, hook: Hook, prog: BorrowedFd<'_>
 pub fn detach(dir: &Path, ifindex: u32, hook: Hook) -> Result<()> {
     let link = link_pin(dir, hook);
     if link.exists() {
-        if let Ok(mut l) = Link::open(&link) {
+        if let Ok(l) = PinnedLink::open(&link) {
             let _ = l.detach();
-            l.disconnect();
         }
         let _ = fs::remove_file(&link);
     }
@@ -332,17 +326,6 @@ fn no_tc_filters(ifname: &str) -> bool {
 }
 
 fn pinned_prog_id(path: &Path) -> Option<u32> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: c is NUL-terminated.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info/len describe a valid buffer.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    (rc == 0).then_some(info.id)
+    let fd = link::open_pinned(path).ok()?;
+    link::prog_info(fd.as_fd()).ok().map(|i| i.id)
 }

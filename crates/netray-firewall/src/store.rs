@@ -114,12 +114,18 @@ impl FwMaps {
         let open = |name: &str| maps::open_pinned(&dir.join(name));
         FwMaps {
             rules: open("fw_rules")?,
-            rule_hits: open("fw_rule_hits").map_err(|_| {
-                Error::Refused(format!(
-                    "{} has no fw_rule_hits: it was pinned by an older netray — remove the old state with \
-                     `netray firewall detach --all`, then attach again",
-                    dir.display()
-                ))
+            // Only a missing map means older state: any other failure (out of
+            // fds, say) is reported as itself, never as advice to wipe it.
+            rule_hits: open("fw_rule_hits").map_err(|e| {
+                if dir.exists() && !dir.join("fw_rule_hits").exists() {
+                    Error::Refused(format!(
+                        "{} has no fw_rule_hits: it was pinned by an older netray — remove the old state with \
+                         `netray firewall detach --all`, then attach again",
+                        dir.display()
+                    ))
+                } else {
+                    e
+                }
             })?,
             rule_stats: open("fw_rule_stats")?,
             state: open("fw_state")?,
