@@ -30,6 +30,61 @@ pub fn get<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<Option<T>> {
     Ok(raw.and_then(|b| from_bytes(&b)))
 }
 
+/// Every (key, value) of a hash map, read in batches (a few syscalls for
+/// thousands of entries, where a key-by-key walk takes two per entry).
+/// Written here because libbpf-rs 0.27's batched lookup stops at the first
+/// batch the kernel returns short, which a hash map does at bucket boundaries.
+pub fn dump<K: Plain + Default + Copy, V: Plain + Default + Copy>(map: &MapHandle) -> Result<Vec<(K, V)>> {
+    let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+    if map.key_size() as usize != ks || map.value_size() as usize != vs {
+        return Err(wrong_size(map, vs));
+    }
+    let mut out = Vec::new();
+    let mut chunk = 256usize;
+    // The batch token: a bucket number for hash maps, a key for arrays.
+    let (mut token_in, mut token_out) = ([0u8; 64], [0u8; 64]);
+    let mut first = true;
+    loop {
+        let mut keys = vec![K::default(); chunk];
+        let mut values = vec![V::default(); chunk];
+        let mut count = chunk as u32;
+        let opts = libbpf_sys::bpf_map_batch_opts { sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _, ..Default::default() };
+        // SAFETY: keys/values hold `count` elements of the map's key and value
+        // sizes; the tokens are larger than any bucket number or key we use.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                if first { std::ptr::null_mut() } else { token_in.as_mut_ptr().cast() },
+                token_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let err = if rc < 0 { -rc } else { 0 };
+        if err == libc::ENOSPC && count == 0 {
+            // One bucket holds more entries than the batch: a larger batch.
+            chunk *= 4;
+            continue;
+        }
+        if err != 0 && err != libc::ENOENT {
+            return Err(Error::Refused(format!(
+                "reading map {} in batches: {}",
+                map_name(map),
+                std::io::Error::from_raw_os_error(err)
+            )));
+        }
+        let n = (count as usize).min(chunk);
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if err == libc::ENOENT {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
 /// Writes the value at a u32 key.
 pub fn put<T: Plain>(map: &MapHandle, key: u32, value: &T) -> Result<()> {
     map.update(&key.to_ne_bytes(), bytes_of(value), MapFlags::ANY)

@@ -23,6 +23,7 @@ use crate::{
     config::{Config, InterfaceSpec, RuleSpec},
     error::{ApiError, ApiResult},
     flows::Flows,
+    persist::{PersistStatus, Persister, MAX_UNSAVED},
     state::{State, StateStore, StoredRule},
 };
 
@@ -102,6 +103,7 @@ pub struct Daemon {
     pub fw: Firewall,
     store: StateStore,
     state: Mutex<State>,
+    persist: Persister,
     pub token: String,
     pub body_limit: usize,
     pub sse_queue: usize,
@@ -144,13 +146,22 @@ impl Daemon {
     pub fn new(opts: Options) -> anyhow::Result<Daemon> {
         netray_core::probe::require_bpf()?;
         let store = StateStore::open(&opts.state_dir)?;
-        let state = store.load()?;
+        let mut state = store.load()?;
+        if !state.clean {
+            // Stopped without writing its last revisions: never hand out
+            // one of those again (see persist.rs).
+            state.revision += MAX_UNSAVED + 1;
+        }
+        state.clean = false;
+        let persist = Persister::start(store.clone(), state.revision)
+            .map_err(|e| anyhow::anyhow!("starting the state writer thread: {e}"))?;
         let flows_cfg = opts.config.flows.clone();
         Ok(Daemon {
             fw: Firewall::new(opts.pin.clone(), FwCapacity::default()),
             pin: opts.pin.clone(),
             store,
             state: Mutex::new(state),
+            persist,
             token: opts.token,
             body_limit: opts.body_limit,
             hubs: Hubs::new(opts.sse_queue),
@@ -167,10 +178,20 @@ impl Daemon {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records a change of state: written to the state file behind the answer.
     fn save(&self, st: &State) -> ApiResult<()> {
-        self.store.save(st).map_err(|e| {
-            ApiError::internal(format!("saving the state file: {e:#}")).hint("check the --state-dir's disk and permissions")
-        })
+        self.persist.save(st).map_err(|e| ApiError::internal(e).hint("check the --state-dir's disk and permissions"))
+    }
+
+    /// The state file: the revision it holds, and any write error.
+    pub fn persist_status(&self) -> PersistStatus {
+        self.persist.status(self.revision())
+    }
+
+    /// Writes the last state (marked as a clean stop) and ends the writer.
+    pub fn finish_state(&self) {
+        let st = self.lock().clone();
+        self.persist.finish(st);
     }
 
     pub fn revision(&self) -> u64 {
@@ -288,7 +309,10 @@ impl Daemon {
             st.attached = attached;
             st.revision += 1;
         }
+        // Written now, not behind: it says `clean = false` before any
+        // revision is handed out.
         self.store.save(&st)?;
+        self.persist.mark_saved(st.revision);
         *self.reconcile.lock().unwrap_or_else(|e| e.into_inner()) = report.clone();
         Ok(report)
     }

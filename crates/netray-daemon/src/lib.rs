@@ -5,7 +5,8 @@
 //! links keep enforcing when it is not running.
 //!
 //! - [`config`]: the TOML file (docs/daemon.example.toml)
-//! - [`state`]: the state file (atomic writes) and its revision
+//! - [`state`]: the state file (atomic writes) and its revision; [`persist`]:
+//!   writing it behind the answers
 //! - [`auth`]: bearer tokens
 //! - [`daemon`]: the operations, reconciliation at startup
 //! - [`api`]: the HTTP handlers; [`server`]: routes and serving
@@ -18,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod flows;
+pub mod persist;
 pub mod server;
 pub mod state;
 

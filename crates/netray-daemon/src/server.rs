@@ -135,6 +135,7 @@ impl DaemonHandle {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+            self.daemon.finish_state();
         }
         self.daemon.flows_stop_all();
     }

@@ -41,11 +41,15 @@ pub struct State {
     /// CLI): a change seen here bumps the revision too.
     #[serde(default)]
     pub attached: std::collections::BTreeSet<String>,
+    /// Written by a graceful stop: the file then holds the last revision.
+    /// Otherwise up to persist::MAX_UNSAVED revisions may be missing from it.
+    #[serde(default)]
+    pub clean: bool,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), attached: Default::default() }
+        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), attached: Default::default(), clean: true }
     }
 }
 

@@ -1,7 +1,11 @@
 //! The firewall operations offered to the CLI and the daemon. Each change
 //! holds the pin lock, so concurrent netray processes serialise.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    sync::Mutex,
+};
 
 use netray_core::{
     dispatcher::{ensure_fw_maps, AttachOutcome, FwCapacity},
@@ -55,12 +59,36 @@ pub struct AttachReport {
 pub struct Firewall {
     pin: PinDir,
     cap: FwCapacity,
+    /// The pinned maps, opened (and their arrays mapped) once and reused while
+    /// the same maps stay pinned: a long-lived Firewall (the daemon's) pays
+    /// for that once, not on every change and read.
+    maps: Mutex<Option<(MapsIdentity, FwMaps)>>,
 }
+
+/// Which pinned maps an FwMaps opened: the inodes of fw_state and fw_pending.
+/// New maps (after `detach --all`, or a first load finishing) get new inodes.
+type MapsIdentity = (u64, u64);
 
 impl Firewall {
     /// `cap` only matters when the firewall's maps do not exist yet.
     pub fn new(pin: PinDir, cap: FwCapacity) -> Firewall {
-        Firewall { pin, cap }
+        Firewall { pin, cap, maps: Mutex::new(None) }
+    }
+
+    /// Runs `f` on the pinned maps, opened afresh only if they changed.
+    fn with_maps<R>(&self, f: impl FnOnce(&mut FwMaps) -> Result<R>) -> Result<R> {
+        let dir = self.pin.fw_dir();
+        let ino = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.ino());
+        let identity = (ino("fw_state"), ino("fw_pending"));
+        let mut cache = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *cache {
+            Some((id, maps)) if *id == identity => f(maps),
+            _ => {
+                *cache = None;
+                let (_, maps) = cache.insert((identity, FwMaps::open(&self.pin)?));
+                f(maps)
+            }
+        }
     }
 
     pub fn pin(&self) -> &PinDir {
@@ -142,7 +170,10 @@ impl Firewall {
     pub fn add(&self, new: &[Rule]) -> Result<Vec<u32>> {
         let _lock = self.pin.lock()?;
         ensure_fw_maps(&self.pin, &self.cap)?;
-        let maps = FwMaps::open(&self.pin)?;
+        self.with_maps(|maps| Self::add_to(maps, new))
+    }
+
+    fn add_to(maps: &mut FwMaps, new: &[Rule]) -> Result<Vec<u32>> {
         let mut rules = maps.load_rules()?;
         let mut existing: HashMap<&Rule, u32> = HashMap::with_capacity(rules.len() + new.len());
         for (id, r) in &rules {
@@ -185,6 +216,8 @@ impl Firewall {
             }
             return Err(e);
         }
+        rules.sort_by_key(|(id, _)| *id);
+        maps.remember_rules(rules)?;
         Ok(ids)
     }
 
@@ -233,17 +266,20 @@ impl Firewall {
         if !self.pin.fw_dir().join("fw_state").exists() {
             return pick(&[]);
         }
-        let maps = FwMaps::open(&self.pin)?;
-        let mut rules = maps.load_rules()?;
-        let ids = pick(&rules)?;
-        let gone: HashSet<u32> = ids.iter().copied().collect();
-        rules.retain(|(id, _)| !gone.contains(id));
-        maps.publish(&maps.compile(&rules)?)?;
-        for id in &ids {
-            maps.remove_rule(*id)?;
-        }
-        maps.reset_hits(&ids)?;
-        Ok(ids)
+        self.with_maps(|maps| {
+            let mut rules = maps.load_rules()?;
+            let ids = pick(&rules)?;
+            let gone: HashSet<u32> = ids.iter().copied().collect();
+            rules.retain(|(id, _)| !gone.contains(id));
+            let compiled = maps.compile(&rules)?;
+            maps.publish(&compiled)?;
+            for id in &ids {
+                maps.remove_rule(*id)?;
+            }
+            maps.reset_hits(&ids)?;
+            maps.remember_rules(rules)?;
+            Ok(ids)
+        })
     }
 
     /// Every rule with its hits.
@@ -251,21 +287,17 @@ impl Firewall {
         if !self.pin.fw_dir().join("fw_state").exists() {
             return Ok(Vec::new());
         }
-        let maps = FwMaps::open(&self.pin)?;
-        let counters = maps.counters()?;
-        Ok(maps
-            .load_rules()?
-            .into_iter()
-            .map(|(id, rule)| {
-                let (packets, bytes) = counters.get(id);
-                RuleStatus {
-                    id,
-                    rule,
-                    packets,
-                    bytes,
-                }
-            })
-            .collect())
+        self.with_maps(|maps| {
+            let rules = maps.load_rules()?;
+            let counters = maps.counters()?;
+            Ok(rules
+                .into_iter()
+                .map(|(id, rule)| {
+                    let (packets, bytes) = counters.get(id);
+                    RuleStatus { id, rule, packets, bytes }
+                })
+                .collect())
+        })
     }
 
     /// Interfaces where the firewall is on, and table usage.
@@ -276,17 +308,18 @@ impl Firewall {
             .map(Dispatcher::status)
             .collect::<Result<Vec<_>>>()?;
         let table = if self.pin.fw_dir().join("fw_state").exists() {
-            let maps = FwMaps::open(&self.pin)?;
-            let st = maps.state()?;
-            TableUsage {
-                rules: st.rules,
-                max_rules: maps.max_rules(),
-                chunks_used: st.chunks_used,
-                chunks_per_bank: st.chunks_per_bank,
-                ranges_used: st.ranges_used,
-                ranges_per_bank: st.ranges_per_bank,
-                generation: st.generation,
-            }
+            self.with_maps(|maps| {
+                let st = maps.state()?;
+                Ok(TableUsage {
+                    rules: st.rules,
+                    max_rules: maps.max_rules(),
+                    chunks_used: st.chunks_used,
+                    chunks_per_bank: st.chunks_per_bank,
+                    ranges_used: st.ranges_used,
+                    ranges_per_bank: st.ranges_per_bank,
+                    generation: st.generation,
+                })
+            })?
         } else {
             TableUsage::default()
         };

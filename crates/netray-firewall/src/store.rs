@@ -36,16 +36,45 @@ pub struct FwMaps {
     ranges: MapHandle,
     matches: MapHandle,
     pending: Option<MapHandle>,
+    /// The arrays mapped into this process, each on first use: a mapping
+    /// costs a page-table entry per page, so a long-lived FwMaps (the
+    /// daemon's) maps them once.
+    mapped: Mapped,
+    /// The rules as this FwMaps left them, with the generation its publish
+    /// made: while fw_state still says that generation, nobody changed them.
+    known_rules: Option<(u32, Vec<(u32, Rule)>)>,
+    /// Per bank, the protocol/port keys this FwMaps wrote there and the
+    /// generation that publish made (so the next publish into the bank
+    /// deletes them without walking the whole hash table).
+    known_l4: [Option<(u32, Vec<nr_fw_l4_key>)>; 2],
+}
+
+#[derive(Default)]
+struct Mapped {
+    hits: Option<MmapArray<nr_rule_hits>>,
+    wide: Option<MmapArray<nr_rule_counter>>,
+    spills: Option<MmapArray<nr_fw_pending>>,
+    pool: Option<MmapArray<nr_fw_chunk>>,
+    ranges: Option<MmapArray<nr_fw_range>>,
+    matches: Option<MmapArray<nr_fw_match>>,
+}
+
+/// The mapping of `map` in `slot`, made on first use.
+fn mapped<'a, T: plain::Plain>(slot: &'a mut Option<MmapArray<T>>, map: &MapHandle) -> Result<&'a mut MmapArray<T>> {
+    if slot.is_none() {
+        *slot = Some(MmapArray::new(map)?);
+    }
+    Ok(slot.as_mut().expect("just mapped"))
 }
 
 /// The mapped per-CPU runs of rule counters (see struct nr_rule_counter):
 /// packed words, and the wide counters they spill into.
-pub struct RuleCounters {
-    hits: MmapArray<nr_rule_hits>,
-    wide: MmapArray<nr_rule_counter>,
+pub struct RuleCounters<'a> {
+    hits: &'a mut MmapArray<nr_rule_hits>,
+    wide: &'a mut MmapArray<nr_rule_counter>,
     /// fw_pending, for each CPU's spill_seq; None for an instant while a
     /// first load creates the maps (nothing spills then).
-    spills: Option<MmapArray<nr_fw_pending>>,
+    spills: Option<&'a MmapArray<nr_fw_pending>>,
     slots: usize,
     /// Hits the kernel has not added yet (struct nr_fw_pending): (rule, bytes).
     pending: Vec<(u32, u64)>,
@@ -54,7 +83,7 @@ pub struct RuleCounters {
 const HIT_BYTE_BITS: u32 = nr_fw_hits_layout::NR_FW_HITS_BYTE_BITS.0;
 const HITS_PER_ELEM: usize = nr_fw_hits_layout::NR_FW_HITS_PER_ELEM.0 as usize;
 
-impl RuleCounters {
+impl RuleCounters<'_> {
     /// (packets, bytes) of a rule, summed over CPUs, pending hits included.
     pub fn get(&self, id: u32) -> (u64, u64) {
         let slots = self.slots.max(1);
@@ -134,6 +163,9 @@ impl FwMaps {
             ranges: open("fw_ranges")?,
             matches: open("fw_matches")?,
             pending: maps::open_pinned(&dir.join("fw_pending")).ok(),
+            mapped: Mapped::default(),
+            known_rules: None,
+            known_l4: [None, None],
         }
         .checked(pin)
     }
@@ -157,38 +189,38 @@ impl FwMaps {
 
     /// Every stored rule with its id, sorted by id.
     pub fn load_rules(&self) -> Result<Vec<(u32, Rule)>> {
-        // Key by key: libbpf-rs 0.27's batched lookup ends at the first batch the
-        // kernel returns short (a hash batch stops at a bucket boundary), which
-        // would silently drop rules.
-        let mut out = Vec::new();
-        for key in self.rules.keys() {
-            let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else {
-                continue;
-            };
-            let id = u32::from_ne_bytes(k);
-            let raw: Option<nr_fw_rule> = maps::get(&self.rules, id)?;
-            // A rule deleted between keys() and lookup is simply gone.
-            if let Some(rule) = raw.as_ref().and_then(Rule::from_abi) {
-                out.push((id, rule));
+        if let Some((generation, rules)) = &self.known_rules {
+            if self.state()?.generation == *generation {
+                return Ok(rules.clone());
             }
         }
+        let mut out: Vec<(u32, Rule)> = maps::dump::<u32, nr_fw_rule>(&self.rules)?
+            .into_iter()
+            .filter_map(|(id, raw)| Some((id, Rule::from_abi(&raw)?)))
+            .collect();
         out.sort_by_key(|(id, _)| *id);
         Ok(out)
     }
 
+    /// Records `rules` as the stored set after this FwMaps published it (the
+    /// caller holds the pin lock, so nobody else changed them meanwhile).
+    pub fn remember_rules(&mut self, rules: Vec<(u32, Rule)>) -> Result<()> {
+        self.known_rules = Some((self.state()?.generation, rules));
+        Ok(())
+    }
+
     /// Stores new rules under their ids, their hit counters at zero.
-    pub fn store_rules<'a>(&self, new: impl IntoIterator<Item = (u32, &'a Rule)>) -> Result<()> {
+    pub fn store_rules<'a>(&mut self, new: impl IntoIterator<Item = (u32, &'a Rule)>) -> Result<()> {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        // Mapped once: mapping the counters costs a page-table entry per page.
-        let mut counters = self.counters_to_reset()?;
+        let mut ids = Vec::new();
         for (id, rule) in new {
             maps::put(&self.rules, id, &rule.to_abi(created))?;
-            counters.reset(id);
+            ids.push(id);
         }
-        Ok(())
+        self.reset_hits(&ids)
     }
 
     pub fn remove_rule(&self, id: u32) -> Result<()> {
@@ -199,41 +231,43 @@ impl FwMaps {
 
     /// The hit counters of every CPU (see struct nr_rule_counter), with the
     /// hits still pending (struct nr_fw_pending).
-    pub fn counters(&self) -> Result<RuleCounters> {
+    pub fn counters(&mut self) -> Result<RuleCounters<'_>> {
         let mut counters = self.counters_to_reset()?;
-        counters.pending = counters.spills.as_ref().map(pending_hits).unwrap_or_default();
+        counters.pending = counters.spills.map(pending_hits).unwrap_or_default();
         Ok(counters)
     }
 
     /// The counters mapped for zeroing: pending hits are not read.
-    fn counters_to_reset(&self) -> Result<RuleCounters> {
+    fn counters_to_reset(&mut self) -> Result<RuleCounters<'_>> {
         let slots = self.state()?.counter_slots as usize;
+        self.map_pending_slots()?;
+        let m = &mut self.mapped;
         Ok(RuleCounters {
-            hits: MmapArray::new(&self.rule_hits)?,
-            wide: MmapArray::new(&self.rule_stats)?,
-            spills: self.pending_slots()?,
+            hits: mapped(&mut m.hits, &self.rule_hits)?,
+            wide: mapped(&mut m.wide, &self.rule_stats)?,
+            spills: m.spills.as_ref(),
             slots,
             pending: Vec::new(),
         })
     }
 
-    /// fw_pending mapped: each CPU's pending hit and spill sequence. None for
-    /// an instant while a first load is creating the maps (it may come after
-    /// fw_state, see maps.h).
-    fn pending_slots(&self) -> Result<Option<MmapArray<nr_fw_pending>>> {
-        self.pending
-            .as_ref()
-            .map(|map| MmapArray::of_global(map, nr_direct_cpus::NR_DIRECT_CPUS.0 as usize))
-            .transpose()
+    /// Maps fw_pending: each CPU's pending hit and spill sequence. Not there
+    /// for an instant while a first load is creating the maps (it may come
+    /// after fw_state, see maps.h).
+    fn map_pending_slots(&mut self) -> Result<Option<&MmapArray<nr_fw_pending>>> {
+        if let (None, Some(map)) = (&self.mapped.spills, &self.pending) {
+            self.mapped.spills = Some(MmapArray::of_global(map, nr_direct_cpus::NR_DIRECT_CPUS.0 as usize)?);
+        }
+        Ok(self.mapped.spills.as_ref())
     }
 
     /// Each CPU's hit not yet added to the counters (rule id, bytes).
-    pub fn pending(&self) -> Result<Vec<(u32, u64)>> {
-        Ok(self.pending_slots()?.as_ref().map(pending_hits).unwrap_or_default())
+    pub fn pending(&mut self) -> Result<Vec<(u32, u64)>> {
+        Ok(self.map_pending_slots()?.map(pending_hits).unwrap_or_default())
     }
 
     /// Zeroes the hit counters of these rule ids.
-    pub fn reset_hits(&self, ids: &[u32]) -> Result<()> {
+    pub fn reset_hits(&mut self, ids: &[u32]) -> Result<()> {
         let mut counters = self.counters_to_reset()?;
         for id in ids {
             counters.reset(*id);
@@ -253,11 +287,11 @@ impl FwMaps {
     }
 
     /// Writes `c` into the idle bank, then makes it the active one.
-    pub fn publish(&self, c: &Compiled) -> Result<()> {
+    pub fn publish(&mut self, c: &Compiled) -> Result<()> {
         let mut st = self.state()?;
         let target = 1 - (st.active_bank & 1);
 
-        let mut pool = MmapArray::<nr_fw_chunk>::new(&self.pool)?;
+        let pool = mapped(&mut self.mapped.pool, &self.pool)?;
         let base = (target * st.chunks_per_bank) as usize;
         for (dst, src) in pool.slice_mut()[base..base + c.chunks.len()]
             .iter_mut()
@@ -265,14 +299,14 @@ impl FwMaps {
         {
             dst.entry = *src;
         }
-        let mut ranges = MmapArray::<nr_fw_range>::new(&self.ranges)?;
+        let ranges = mapped(&mut self.mapped.ranges, &self.ranges)?;
         let base = (target * st.ranges_per_bank) as usize;
         ranges.slice_mut()[base..base + c.ranges.len()].copy_from_slice(&c.ranges);
-        let mut matches = MmapArray::<nr_fw_match>::new(&self.matches)?;
+        let matches = mapped(&mut self.mapped.matches, &self.matches)?;
         let base = (target * st.matches_per_bank) as usize;
         matches.slice_mut()[base..base + c.matches.len()].copy_from_slice(&c.matches);
 
-        self.replace_l4(target as u8, c)?;
+        self.replace_l4(target as u8, st.generation, c)?;
 
         st.active_bank = target;
         st.generation = st.generation.wrapping_add(1);
@@ -282,16 +316,20 @@ impl FwMaps {
         maps::put(&self.state, 0, &st)
     }
 
-    /// Replaces the protocol/port entries of one bank.
-    fn replace_l4(&self, bank: u8, c: &Compiled) -> Result<()> {
-        let stale: Vec<Vec<u8>> = self
-            .l4
-            .keys()
-            .filter(|k| from_bytes::<nr_fw_l4_key>(k).is_some_and(|k| k.bank == bank))
-            .collect();
-        for k in stale {
-            let _ = self.l4.delete(&k);
+    /// Replaces the protocol/port entries of one bank; `generation` is the
+    /// one being replaced.
+    fn replace_l4(&mut self, bank: u8, generation: u32, c: &Compiled) -> Result<()> {
+        let slot = &mut self.known_l4[usize::from(bank & 1)];
+        // Banks alternate: if the only publish since ours into this bank went
+        // to the other bank, what is here is exactly what we wrote.
+        let stale: Vec<nr_fw_l4_key> = match slot.take() {
+            Some((ours, keys)) if generation == ours.wrapping_add(1) => keys,
+            _ => self.l4.keys().filter_map(|k| from_bytes::<nr_fw_l4_key>(&k)).filter(|k| k.bank == bank).collect(),
+        };
+        for k in &stale {
+            let _ = self.l4.delete(bytes_of(k));
         }
+        let mut written = Vec::with_capacity(c.l4.len());
         for e in &c.l4 {
             let key = nr_fw_l4_key {
                 match_id: e.match_id,
@@ -299,15 +337,20 @@ impl FwMaps {
                 proto: e.proto,
                 port: e.port,
             };
-            self.l4
-                .update(bytes_of(&key), &e.rule_id.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|err| {
-                    Error::Refused(format!(
-                        "the protocol/port table is full ({} entries, {err}): recreate the firewall with a larger --max-rules",
-                        self.l4.max_entries()
-                    ))
-                })?;
+            if let Err(err) = self.l4.update(bytes_of(&key), &e.rule_id.to_ne_bytes(), MapFlags::ANY) {
+                // Leave the idle bank without this failed set's keys, so that
+                // whoever publishes next finds only what it expects there.
+                for k in &written {
+                    let _ = self.l4.delete(bytes_of(k));
+                }
+                return Err(Error::Refused(format!(
+                    "the protocol/port table is full ({} entries, {err}): recreate the firewall with a larger --max-rules",
+                    self.l4.max_entries()
+                )));
+            }
+            written.push(key);
         }
+        self.known_l4[usize::from(bank & 1)] = Some((generation.wrapping_add(1), written));
         Ok(())
     }
 }
