@@ -1,6 +1,13 @@
 //! Bearer tokens: read from the token file, or generated there (mode 0600)
-//! when it does not exist. Every mutating request must carry
-//! `Authorization: Bearer <token>`.
+//! when it does not exist, and who must show one.
+//!
+//! The model (docs/daemon.md): anything that changes the kernel or the
+//! daemon (POST, DELETE, ...) and the event streams (they attach programs and
+//! reveal packets and every process's command line) need
+//! `Authorization: Bearer <token>`. Plain reads of rules, interfaces, stats,
+//! flows and the OpenAPI document are open on a loopback listen address and
+//! need the token on any other. /healthz and /metrics never need it (probes
+//! and scrapers carry no secrets).
 
 use std::{
     fs,
@@ -63,16 +70,31 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Whether a request changes something (and so needs the token).
+/// Whether a request changes something.
 pub fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Checks the bearer token in constant time.
-pub fn check(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+/// Why a request needs the token, or None if it is open to anyone who
+/// reaches the port. `open_reads`: the daemon listens on loopback.
+pub fn token_needed(method: &Method, path: &str, open_reads: bool) -> Option<&'static str> {
+    if is_mutating(method) {
+        return Some("this request changes state and needs a bearer token");
+    }
+    if path == "/healthz" || path == "/metrics" {
+        return None;
+    }
+    if path.starts_with("/v1/events/") {
+        return Some("event streams attach programs and reveal packets and command lines: they need a bearer token");
+    }
+    (!open_reads).then_some("this daemon listens beyond loopback: every request but /healthz and /metrics needs a bearer token")
+}
+
+/// Checks the bearer token in constant time; `why` says why it is needed.
+pub fn check(headers: &HeaderMap, token: &str, why: &str) -> Result<(), ApiError> {
     let hint = "send `Authorization: Bearer <token>`, the token being the content of the daemon's --token-file";
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized("this request changes state and needs a bearer token").hint(hint));
+        return Err(ApiError::unauthorized(why).hint(hint));
     };
     let given = value
         .to_str()
@@ -115,11 +137,28 @@ mod tests {
     #[test]
     fn bearer_check() {
         let mut h = HeaderMap::new();
-        assert_eq!(check(&h, "secret-token-123456").unwrap_err().status, 401);
+        assert_eq!(check(&h, "secret-token-123456", "why").unwrap_err().status, 401);
         h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(check(&h, "secret-token-123456").unwrap_err().status, 401);
+        assert_eq!(check(&h, "secret-token-123456", "why").unwrap_err().status, 401);
         h.insert(header::AUTHORIZATION, "Bearer secret-token-123456".parse().unwrap());
-        assert!(check(&h, "secret-token-123456").is_ok());
+        assert!(check(&h, "secret-token-123456", "why").is_ok());
         assert!(is_mutating(&Method::POST) && is_mutating(&Method::DELETE) && !is_mutating(&Method::GET));
+    }
+
+    #[test]
+    fn who_needs_the_token() {
+        let get = &Method::GET;
+        for open in [true, false] {
+            assert!(token_needed(&Method::POST, "/v1/rules", open).is_some());
+            assert!(token_needed(&Method::DELETE, "/v1/interfaces/x", open).is_some());
+            assert!(token_needed(get, "/v1/events/packets", open).is_some());
+            assert!(token_needed(get, "/v1/events/exec", open).is_some());
+            assert!(token_needed(get, "/healthz", open).is_none());
+            assert!(token_needed(get, "/metrics", open).is_none());
+        }
+        for read in ["/v1/rules", "/v1/rules/1", "/v1/stats", "/v1/flows", "/v1/interfaces", "/openapi.json", "/nope"] {
+            assert!(token_needed(get, read, true).is_none(), "{read}");
+            assert!(token_needed(get, read, false).is_some(), "{read}");
+        }
     }
 }

@@ -105,6 +105,8 @@ pub struct Daemon {
     state: Mutex<State>,
     persist: Persister,
     pub token: String,
+    /// Plain reads need no token (the daemon listens on loopback); see auth.rs.
+    pub open_reads: bool,
     pub body_limit: usize,
     pub sse_queue: usize,
     pub config: Config,
@@ -163,6 +165,7 @@ impl Daemon {
             state: Mutex::new(state),
             persist,
             token: opts.token,
+            open_reads: true,
             body_limit: opts.body_limit,
             hubs: Hubs::new(opts.sse_queue),
             sse_queue: opts.sse_queue,

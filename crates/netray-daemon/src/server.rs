@@ -37,14 +37,14 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/events/packets", get(api::events::packets))
         .route("/v1/events/exec", get(api::events::exec))
         .route("/metrics", get(api::metrics::metrics))
-        .route("/healthz", get(api::stats::healthz))
+        .route("/healthz", get(api::health::healthz))
         .route("/openapi.json", get(api::openapi::openapi))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&d), gate))
         .with_state(d)
 }
 
-/// Authentication of mutating requests, early refusal of oversized bodies,
+/// Authentication (who needs the token: auth::token_needed), early refusal of oversized bodies,
 /// request accounting, and JSON bodies for every error (also axum's own:
 /// unknown route, wrong method, bad query).
 async fn gate(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
@@ -54,7 +54,10 @@ async fn gate(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Respons
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let authorized = if auth::is_mutating(req.method()) { auth::check(req.headers(), &d.token) } else { Ok(()) };
+    let authorized = match auth::token_needed(req.method(), req.uri().path(), d.open_reads) {
+        Some(why) => auth::check(req.headers(), &d.token, why),
+        None => Ok(()),
+    };
     let resp = if let Err(e) = authorized {
         discard_body(req, declared).await;
         e.into_response()
@@ -150,7 +153,9 @@ impl Drop for DaemonHandle {
 /// Creates the daemon, reconciles the kernel with its desired state, binds
 /// `listen` and serves from a background thread.
 pub fn spawn(opts: Options, listen: SocketAddr) -> anyhow::Result<DaemonHandle> {
-    let daemon = Arc::new(Daemon::new(opts)?);
+    let mut daemon = Daemon::new(opts)?;
+    daemon.open_reads = listen.ip().is_loopback();
+    let daemon = Arc::new(daemon);
     daemon.reconcile()?;
     let listener = std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
     listener.set_nonblocking(true)?;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Env, TOKEN};
 use netray_lab::Family;
 use serde_json::{json, Value};
@@ -167,12 +169,12 @@ fn every_endpoint_answers_as_documented() {
     assert!(m.text.trim_end().ends_with("# EOF"));
 
     // Event streams: parameters are checked before anything starts.
-    c.get("/v1/events/packets").error(400);
-    c.get("/v1/events/packets?interface=nrnope0").error(404);
-    let e = c.get(&format!("/v1/events/packets?interface={iface}&filter=tcp%20port")).error(400);
+    c.get_auth("/v1/events/packets").error(400);
+    c.get_auth("/v1/events/packets?interface=nrnope0").error(404);
+    let e = c.get_auth(&format!("/v1/events/packets?interface={iface}&filter=tcp%20port")).error(400);
     assert!(e.contains("syntax error"), "libpcap's message: {e}");
-    c.get(&format!("/v1/events/packets?interface={iface}&colour=red")).error(400);
-    c.get("/v1/events/exec?pid=abc").error(400);
+    c.get_auth(&format!("/v1/events/packets?interface={iface}&colour=red")).error(400);
+    c.get_auth("/v1/events/exec?pid=abc").error(400);
 
     // Unknown routes and methods: JSON errors too.
     c.get("/v1/nowhere").error(404);
@@ -197,8 +199,13 @@ fn every_endpoint_answers_as_documented() {
     c.get(&format!("/v1/interfaces/{iface}")).error(404);
     c.delete(&format!("/v1/interfaces/{iface}")).error(404);
 
-    // The state file has what the daemon wants.
-    let st: Value = serde_json::from_str(&std::fs::read_to_string(env.state.path().join("state.json")).unwrap()).unwrap();
+    // The state file has what the daemon wants, written behind the answers.
+    let path = env.state.path().join("state.json");
+    let st: Value = common::wait_for(Duration::from_secs(5), || {
+        let st: Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+        (st["revision"] == rev3 + 2).then_some(st)
+    })
+    .expect("the state file reaches the last revision");
     assert_eq!(st["revision"], rev3 + 2);
     assert_eq!(st["rules"].as_array().unwrap().len(), 2);
     assert_eq!(st["interfaces"], json!({}));

@@ -74,7 +74,7 @@ fn filtered_packet_stream_runs_the_filter_in_the_kernel() {
     // A second client with the same filter shares the capture; another filter is refused.
     let mut s2 = c.sse(&path);
     assert_eq!(s2.next().unwrap().0, "ready");
-    let e = c.get(&format!("/v1/events/packets?interface={iface}&filter=icmp")).error(409);
+    let e = c.get_auth(&format!("/v1/events/packets?interface={iface}&filter=icmp")).error(409);
     assert!(e.contains("another filter"), "{e}");
 
     env.lab.udp_send(Family::V4, 4001, 10, 5).unwrap();

@@ -64,7 +64,18 @@ pub struct Hub {
     dropped: AtomicU64,
     /// Records the kernel could not write (ring full), since the source started.
     kernel_lost: AtomicU64,
+    /// When the reader last went round its loop (ms since the Unix epoch):
+    /// /healthz calls a source stalled when this gets old.
+    beat_ms: AtomicU64,
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A reader that has not gone round its loop (at most ~100 ms a turn) for
+/// this long is stalled.
+const STALLED_AFTER_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HubStats {
@@ -149,6 +160,26 @@ impl Hubs {
             exec: Mutex::default(),
             dropped_total: AtomicU64::new(0),
         }
+    }
+
+    /// The sources whose reader stopped going round its loop, by name.
+    pub fn stalled(&self) -> (usize, Vec<String>) {
+        let now = now_ms();
+        let mut all: Vec<(String, Arc<Hub>)> = Vec::new();
+        all.extend(self.packets.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, h)| (k.clone(), Arc::clone(h))));
+        all.extend(
+            self.filtered.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, (f, h))| (format!("{k} filter={f}"), Arc::clone(h))),
+        );
+        all.extend(self.exec.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|h| ("exec".to_string(), Arc::clone(h))));
+        let stalled = all
+            .iter()
+            .filter(|(_, h)| {
+                let beat = h.beat_ms.load(Ordering::Relaxed);
+                beat != 0 && now.saturating_sub(beat) > STALLED_AFTER_MS
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        (all.len(), stalled)
     }
 
     pub fn stats(&self) -> EventStats {
@@ -295,6 +326,7 @@ fn start_source(
 /// Whether a source should stop: asked to, or no client left. Decided under
 /// the map's lock so that a client joining meanwhile is never orphaned.
 fn should_stop(hub: &Hub, remove: impl FnOnce()) -> bool {
+    hub.beat_ms.store(now_ms(), Ordering::Relaxed);
     let mut subs = hub.subs.lock().unwrap_or_else(|e| e.into_inner());
     subs.retain(|s| !s.tx.is_closed());
     if hub.stop.load(Ordering::Relaxed) || subs.is_empty() {

@@ -1,6 +1,7 @@
 //! The HTTP API under /v1, plus /metrics, /healthz and /openapi.json.
 
 pub mod events;
+pub mod health;
 pub mod interfaces;
 pub mod metrics;
 pub mod openapi;

@@ -1,4 +1,4 @@
-//! /v1/stats (per interface, per rule, event streams, API), /v1/flows and /healthz.
+//! /v1/stats (per interface, per rule, event streams, API) and /v1/flows.
 
 use std::{collections::HashMap, sync::{atomic::Ordering, Arc}};
 
@@ -55,19 +55,4 @@ pub async fn flows(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String,
     }
     let body = blocking(move || d.flows.top(interface.as_deref(), &sort, limit)).await?;
     Ok(axum::response::IntoResponse::into_response(Json(body)))
-}
-
-pub async fn healthz(State(d): State<Arc<Daemon>>) -> ApiResult<Json<serde_json::Value>> {
-    let rev = d.revision();
-    let pins_ok = d.pin.root().exists();
-    if !pins_ok {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the pin directory {} is gone", d.pin.root().display())));
-    }
-    Ok(Json(serde_json::json!({
-        "status": "ok",
-        "revision": rev,
-        "uptime_seconds": d.started.elapsed().as_secs(),
-        "flows": d.flows.available(),
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
 }

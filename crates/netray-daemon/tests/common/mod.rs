@@ -7,7 +7,8 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -90,8 +91,12 @@ impl Env {
     }
 
     pub fn start(&mut self, config: Config) {
+        self.start_on(config, "127.0.0.1:0".parse().unwrap());
+    }
+
+    pub fn start_on(&mut self, config: Config, listen: std::net::SocketAddr) {
         let opts = self.options(config);
-        self.daemon = Some(netray_daemon::spawn(opts, "127.0.0.1:0".parse().unwrap()).expect("starting the daemon"));
+        self.daemon = Some(netray_daemon::spawn(opts, listen).expect("starting the daemon"));
     }
 
     pub fn stop(&mut self) {
@@ -189,6 +194,11 @@ impl Client {
         self.request("GET", path, None, None, None)
     }
 
+    /// A GET with the token.
+    pub fn get_auth(&self, path: &str) -> Resp {
+        self.request("GET", path, Some(TOKEN), None, None)
+    }
+
     pub fn post(&self, path: &str, body: &str) -> Resp {
         self.request("POST", path, Some(TOKEN), None, Some(body))
     }
@@ -197,12 +207,13 @@ impl Client {
         self.request("DELETE", path, Some(TOKEN), None, None)
     }
 
-    /// Opens an event stream; events are read with [`Sse::next`].
+    /// Opens an event stream (with the token); events are read with [`Sse::next`].
     pub fn sse(&self, path: &str) -> Sse {
         let resp = ureq::AgentBuilder::new()
             .timeout_read(Duration::from_secs(20))
             .build()
             .get(&self.url(path))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert_eq!(resp.content_type(), "text/event-stream");
@@ -252,4 +263,81 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The daemon as a process of its own (netray-daemon-test-bin), for tests
+/// that kill it or limit its resources; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub client: Client,
+}
+
+impl Proc {
+    pub fn start(pins: &Pins, state: &Path) -> Proc {
+        Proc::start_with(pins, state, &[])
+    }
+
+    /// Starts it behind `wrapper` (e.g. `prlimit --nofile=256`).
+    pub fn start_with(pins: &Pins, state: &Path, wrapper: &[&str]) -> Proc {
+        let bin = env!("CARGO_BIN_EXE_netray-daemon-test-bin");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--pin-dir")
+            .arg(&pins.path)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--token-file")
+            .arg(state.join("token"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the daemon");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Proc { client: Client { base: format!("http://{addr}") }, child }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    /// Open file descriptors and resident memory (KiB) of the daemon now.
+    pub fn fds_and_rss(&self) -> (usize, u64) {
+        let pid = self.child.id();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        (fds, rss)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A state directory holding the test token (mode 0600).
+pub fn state_dir_with_token() -> tempfile::TempDir {
+    let state = tempfile::tempdir().expect("tempdir");
+    let path = state.path().join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    state
 }
