@@ -185,8 +185,10 @@ pub fn spawn(opts: Options, listen: SocketAddr) -> anyhow::Result<DaemonHandle> 
 /// Runs in the foreground until SIGINT or SIGTERM. `on_listen` is told the
 /// address once the socket is bound.
 pub fn run(opts: Options, listen: SocketAddr, on_listen: impl FnOnce(SocketAddr, &Daemon)) -> anyhow::Result<()> {
+    raise_fd_limit();
     let handle = spawn(opts, listen)?;
     on_listen(handle.addr, &handle.daemon);
+    systemd_notify(&handle.daemon);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -198,4 +200,41 @@ pub fn run(opts: Options, listen: SocketAddr, on_listen: impl FnOnce(SocketAddr,
     })?;
     handle.stop();
     Ok(())
+}
+
+/// File descriptors the daemon asks for: the soft limit is raised towards the
+/// hard one (what Go's runtime does too), since the default 1,024 is small for
+/// a process holding BPF objects, connections and event rings.
+const WANTED_FDS: u64 = 65_536;
+
+fn raise_fd_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a valid rlimit to fill, then to set.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < WANTED_FDS.min(r.rlim_max) {
+            r.rlim_cur = WANTED_FDS.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Under systemd (Type=notify): READY=1 once serving, and with WatchdogSec a
+/// thread that pings the watchdog only while /healthz's checks pass, so that
+/// systemd restarts a daemon that has stopped being able to do its job.
+fn systemd_notify(d: &Arc<Daemon>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let Some(period) = sd_notify::watchdog_enabled() else { return };
+    let d = Arc::clone(d);
+    let _ = std::thread::Builder::new().name("netray-watchdog".into()).spawn(move || loop {
+        let (_, problems) = api::health::check(&d);
+        if problems.is_empty() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            eprintln!("netray daemon: unhealthy, not pinging systemd's watchdog: {}", problems.join("; "));
+        }
+        std::thread::sleep(period / 2);
+    });
 }

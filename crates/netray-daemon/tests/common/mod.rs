@@ -279,6 +279,11 @@ impl Proc {
 
     /// Starts it behind `wrapper` (e.g. `prlimit --nofile=256`).
     pub fn start_with(pins: &Pins, state: &Path, wrapper: &[&str]) -> Proc {
+        Proc::start_env(pins, state, wrapper, &[])
+    }
+
+    /// ... with environment variables set.
+    pub fn start_env(pins: &Pins, state: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Proc {
         let bin = env!("CARGO_BIN_EXE_netray-daemon-test-bin");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -297,6 +302,7 @@ impl Proc {
             .arg(state)
             .arg("--token-file")
             .arg(state.join("token"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
