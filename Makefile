@@ -1,8 +1,9 @@
 # netray — the two commands of the README, and a few more.
 #   make demo   build, then run the end-to-end demo against the built-in lab
 #   make test   build, then run every test (what CI runs)
-#   make bench  per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), and
-#               capture to a file beside tcpdump (netray bench dump, ~3 min)
+#   make bench  per-packet cost of the kernel programs (BPF_PROG_TEST_RUN),
+#               capture to a file beside tcpdump (netray bench dump, ~3 min),
+#               and the daemon's API (rule adds/s, reads/s, POST to first drop)
 
 CARGO ?= cargo
 NETRAY := target/release/netray
@@ -28,6 +29,7 @@ test: deps
 bench: build
 	$(NETRAY) bench
 	$(NETRAY) bench dump
+	$(CARGO) run --release --locked -p netray-daemon --example daemon_bench
 
 clean:
 	$(CARGO) clean
