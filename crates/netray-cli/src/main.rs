@@ -56,8 +56,22 @@ enum Command {
     Daemon(netray_daemon::cli::DaemonArgs),
 }
 
+/// Commands that change or read state and print: nothing of theirs is left
+/// half done if a closed pipe ends them at their first line of output.
+fn prints_only(c: &Command) -> bool {
+    matches!(c, Command::Firewall(_) | Command::Deny(_))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if prints_only(&cli.command) {
+        // A closed pipe (`netray deny list | head -1`) ends these quietly, as
+        // it ends ls or grep: they hold nothing that needs cleaning up. The
+        // commands that stream (monitor, dump, top, exec) handle it
+        // themselves, to detach and print their closing stats first.
+        // SAFETY: resetting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let ctx = cmd::Context { pin_dir: cli.pin_dir };
     let result = match cli.command {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
