@@ -179,7 +179,17 @@ fn parse_openmetrics(body: &str) -> Metrics {
                     assert!(types.insert(name.to_string(), rest.to_string()).is_none(), "family {name} twice");
                     current = Some(name.to_string());
                 }
-                "HELP" | "UNIT" => {}
+                "HELP" => {
+                    // Escaped as label values are: \\, \n and \" only.
+                    let mut c = rest.chars();
+                    while let Some(x) = c.next() {
+                        assert!(x != '"', "unescaped quote in {l:?}");
+                        if x == '\\' {
+                            assert!(matches!(c.next(), Some('\\' | 'n' | '"')), "bad escape in {l:?}");
+                        }
+                    }
+                }
+                "UNIT" => {}
                 _ => panic!("unknown metadata line {l:?}"),
             }
             continue;

@@ -140,12 +140,12 @@ pub fn rules<R: RuleHits>(out: &mut Scrape, rules: &[R], sel: RuleSeries) {
     bytes.push((other, other_b));
     out.counter(
         "netray_firewall_rule_packets",
-        "Packets dropped by each of the deny rules with the most hits; the others summed under rule_id=\"other\"",
+        "Packets dropped by each of the deny rules with the most hits; the other rules summed as rule_id other",
         packets,
     );
     out.counter(
         "netray_firewall_rule_bytes",
-        "Bytes dropped by each of the deny rules with the most hits; the others summed under rule_id=\"other\"",
+        "Bytes dropped by each of the deny rules with the most hits; the other rules summed as rule_id other",
         bytes,
     );
     out.source("rules", Ok(()));

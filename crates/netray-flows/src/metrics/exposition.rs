@@ -75,6 +75,9 @@ impl Scrape {
     pub fn push(&mut self, name: &'static str, help: &'static str, kind: Kind, series: Vec<(Labels, Value)>) {
         debug_assert!(!name.ends_with("_total"), "{name}: counters are named without _total");
         debug_assert!(self.families.iter().all(|f| f.name != name), "{name} twice");
+        // OpenMetrics wants `"` escaped in HELP, which prometheus-client's
+        // encoder does not do: help texts hold none of `"`, `\`, newline.
+        debug_assert!(!help.contains(['"', '\\', '\n']), "{name}: help {help:?}");
         if !series.is_empty() {
             self.families.push(Family { name, help, kind, series });
         }
@@ -242,7 +245,7 @@ mod tests {
 
     fn sample() -> Scrape {
         let mut s = Scrape::default();
-        s.counter("x_packets", "Packets \\ seen\nby x", vec![(vec![("if", "a\"b".to_string())], 3u64)]);
+        s.counter("x_packets", "Packets seen by x", vec![(vec![("if", "a\"b".to_string())], 3u64)]);
         s.gauge("x_up", "1 while x is up", vec![(Vec::new(), 1u64)]);
         s.counter("x_cpu_seconds", "CPU time", vec![(Vec::new(), 1.5f64)]);
         s.gauge::<u64>("x_empty", "Never shown", Vec::new());
@@ -259,7 +262,7 @@ mod tests {
         assert_eq!(s.errors().collect::<Vec<_>>(), [("b", "boom")]);
         assert_eq!(
             s.clone().encode(Format::Text).unwrap(),
-            "# HELP x_packets_total Packets \\\\ seen\\nby x\n\
+            "# HELP x_packets_total Packets seen by x\n\
              # TYPE x_packets_total counter\n\
              x_packets_total{if=\"a\\\"b\"} 3\n\
              # HELP x_up 1 while x is up\n\
