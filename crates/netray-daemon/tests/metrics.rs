@@ -66,6 +66,15 @@ fn bpftool_pin(from: &std::path::Path, to: &std::path::Path) {
     assert!(out.status.success(), "bpftool map pin: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Pins the map pinned at `path` anew (another inode, the same map).
+fn repin(path: &std::path::Path) {
+    let tmp = path.with_file_name(format!("{}_repin", path.file_name().unwrap().to_str().unwrap()));
+    bpftool_pin(path, &tmp);
+    std::fs::remove_file(path).unwrap();
+    bpftool_pin(&tmp, path);
+    std::fs::remove_file(&tmp).unwrap();
+}
+
 fn config(top_rules: usize) -> Config {
     Config { metrics: MetricsConfig { top_rules, ..Default::default() }, ..Default::default() }
 }
@@ -160,11 +169,13 @@ fn a_failed_read_is_reported_not_zeroed() {
     // opened): no rule count, no rule series, and the source says it failed.
     // (bpffs renames nothing and refuses dots in names: the map is pinned a
     // second time, kept alive by that pin while the first is gone, then
-    // pinned back.)
+    // pinned back. fw_state is pinned anew so that the daemon, which keeps
+    // the maps open while it is the same pin, opens them again.)
     let fw = env.pins.path.join("fw");
     let (pin, away) = (fw.join("fw_rules"), fw.join("fw_rules_away"));
     bpftool_pin(&pin, &away);
     std::fs::remove_file(&pin).unwrap();
+    repin(&fw.join("fw_state"));
     let (_, text_away) = get(&env, None);
     bpftool_pin(&away, &pin);
     std::fs::remove_file(&away).unwrap();
