@@ -51,9 +51,11 @@ use crate::output::{json_line, line};
     asks for application/openmetrics-text. Per-rule series for the --metrics-top-rules rules with the\n\
     most hits (the others summed under rule_id=\"other\"), per-flow series only with\n\
     --metrics-top-flows, process_* metrics; a source that cannot be read is reported by\n\
-    netray_scrape_collector_success 0, never as zeros. Flow accounting stays on while any `netray top` runs on the\n\
-    interface; the first one starts from an empty table. If netray is not attached to the interface,\n\
-    it is attached, and detached at exit when nothing else uses it.")]
+    netray_scrape_collector_success 0, never as zeros.\n\
+    \n\
+    Flow accounting stays on while any `netray top` runs on the interface; the first one starts from\n\
+    an empty table. If netray is not attached to the interface, it is attached, and detached at exit\n\
+    when nothing else uses it.")]
 pub struct TopArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
