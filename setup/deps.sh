@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what netray needs to build, test and run on Debian (as root):
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
-# the lab, tcpdump/tshark to check captures. Does nothing when all is there.
+# the lab, tcpdump/tshark to check captures, promtool to check /metrics. Does
+# nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
@@ -22,6 +23,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     # tshark asks whether non-root users may capture: answer no, quietly.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# promtool, which the metrics tests run on /metrics (`promtool check metrics`).
+# Debian ships it in the prometheus package, whose installation would start a
+# Prometheus server: only promtool is taken from the package, into a private
+# directory (NETRAY_PROMTOOL names another promtool).
+promtool_dir=/var/cache/netray/promtool
+if [ -z "${NETRAY_PROMTOOL:-}" ] && [ ! -x "$promtool_dir/promtool" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: promtool missing in $promtool_dir — run as root" >&2
+        exit 1
+    fi
+    echo "setup: extracting promtool from Debian's prometheus package into $promtool_dir" >&2
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) ||
+        { apt-get update -qq && (cd "$tmp" && apt-get download -qq prometheus >/dev/null); }
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p "$promtool_dir"
+    install -m 0755 "$tmp/x/usr/bin/promtool" "$promtool_dir/promtool"
+    rm -rf "$tmp"
+    trap - EXIT
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

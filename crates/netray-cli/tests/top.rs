@@ -30,6 +30,9 @@ const TCP: u64 = 20;
 /// ICMP echo header + the lab's default 64-byte payload.
 const ECHO: u64 = 8 + 64;
 
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// A `netray top` running in the background, serving metrics; stopped with
 /// SIGINT (killed if it does not stop) when dropped.
 struct Top {
@@ -65,16 +68,31 @@ impl Top {
         }
     }
 
-    fn metrics(&self) -> Metrics {
+    /// GET /metrics with this Accept header: 200, and (Content-Type, body).
+    fn get(&self, accept: Option<&str>) -> (String, String) {
         let mut s = TcpStream::connect(self.metrics).expect("connecting to /metrics");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: netray\r\n\r\n").unwrap();
+        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: netray\r\n{accept}\r\n").unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
         assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
-        parse_openmetrics(body)
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        assert_eq!(header("vary").as_deref(), Some("accept"), "{head}");
+        (header("content-type").unwrap_or_default(), body.to_string())
+    }
+
+    /// The metrics in OpenMetrics, checked strictly.
+    fn metrics(&self) -> Metrics {
+        let (content_type, body) = self.get(Some("application/openmetrics-text"));
+        assert_eq!(content_type, OPENMETRICS);
+        parse_openmetrics(&body)
     }
 
     fn stop(mut self) {
@@ -161,7 +179,17 @@ fn parse_openmetrics(body: &str) -> Metrics {
                     assert!(types.insert(name.to_string(), rest.to_string()).is_none(), "family {name} twice");
                     current = Some(name.to_string());
                 }
-                "HELP" | "UNIT" => {}
+                "HELP" => {
+                    // Escaped as label values are: \\, \n and \" only.
+                    let mut c = rest.chars();
+                    while let Some(x) = c.next() {
+                        assert!(x != '"', "unescaped quote in {l:?}");
+                        if x == '\\' {
+                            assert!(matches!(c.next(), Some('\\' | 'n' | '"')), "bad escape in {l:?}");
+                        }
+                    }
+                }
+                "UNIT" => {}
                 _ => panic!("unknown metadata line {l:?}"),
             }
             continue;
@@ -532,4 +560,118 @@ fn top_text_output_help_errors_and_a_killed_session() {
     let e = env.fails(&["top", "-i", env.iface(), "--metrics", "203.0.113.1:9", "--once"]);
     assert!(e.contains("serving metrics on 203.0.113.1:9"), "{e}");
     assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+}
+
+// ---- what Prometheus reads ----------------------------------------------------------
+
+/// promtool from setup/deps.sh (or $NETRAY_PROMTOOL).
+fn promtool() -> std::path::PathBuf {
+    let p = std::env::var_os("NETRAY_PROMTOOL").map_or_else(|| "/var/cache/netray/promtool/promtool".into(), Into::into);
+    assert!(std::path::Path::new(&p).exists(), "{p:?} is missing: run setup/deps.sh (make deps), or set NETRAY_PROMTOOL");
+    p
+}
+
+/// `promtool check metrics` on `text`: insists on exit 0 and no complaint.
+fn promtool_clean(text: &str) {
+    let mut child = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {}\n{said}\non:\n{text}", out.status);
+}
+
+/// The value of the one line that starts with `series` (name and labels as
+/// written, up to the value).
+fn text_value(text: &str, series: &str) -> f64 {
+    let found: Vec<&str> = text.lines().filter(|l| l.starts_with(series)).collect();
+    assert_eq!(found.len(), 1, "{series}: {found:?}\n{text}");
+    found[0].rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+#[test]
+fn top_metrics_are_negotiated_promtool_clean_and_bounded() {
+    let env = Env::new("topmet");
+    let peer = env.lab.peer_v4().to_string();
+    // 50 rules: 45 prefixes nobody sends from, and 5 that the lab's peer hits
+    // 1 to 5 times each (UDP to ports 9001..9005): ids 46..50.
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    let idle: Vec<String> = (1..=45).map(|i| format!("203.0.113.{i}")).collect();
+    let mut args = vec!["deny", "add"];
+    args.extend(idle.iter().map(String::as_str));
+    env.ok(&args);
+    for port in 9001..=9005 {
+        env.ok(&["deny", "add", &peer, "--proto", "udp", "--port", &port.to_string()]);
+    }
+    let top = Top::spawn(&env, &["--metrics-top-rules", "3"]);
+    let all = Top::spawn(&env, &["--metrics-top-rules", "8", "--metrics-zero-hit-rules"]);
+    for p in 1..=5u16 {
+        assert_eq!(env.lab.udp_send(Family::V4, 9000 + p, 10, u64::from(p)).unwrap(), u64::from(p));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Content-Type follows the Accept header; the 0.0.4 text by default.
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                      text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    for (accept, want) in [
+        (None, TEXT),
+        (Some("text/plain;version=0.0.4"), TEXT),
+        (Some("*/*"), TEXT),
+        (Some("application/openmetrics-text"), OPENMETRICS),
+        (Some("application/openmetrics-text;q=0.2, text/plain"), TEXT),
+        (Some(prometheus), OPENMETRICS),
+    ] {
+        assert_eq!(top.get(accept).0, want, "Accept: {accept:?}");
+    }
+
+    // promtool finds nothing to say about the text format, with every kind
+    // of series there (per-flow ones too).
+    let text = top.get(None).1;
+    promtool_clean(&text);
+    let with_flows = Top::spawn(&env, &["--metrics-top-flows", "5"]);
+    promtool_clean(&with_flows.get(None).1);
+    with_flows.stop();
+    // OpenMetrics passes the strict parser, and says the same.
+    let om = top.metrics();
+    let i = ("interface", env.iface());
+    assert_eq!(om.get("netray_interface_packets_total", &[i, ("direction", "ingress"), ("verdict", "drop")]), 15.0);
+    assert_eq!(text_value(&text, &format!("netray_interface_packets_total{{interface=\"{}\",direction=\"ingress\",verdict=\"drop\"}}", env.iface())), 15.0);
+
+    // The rules with the most hits, and the others summed.
+    assert_eq!(om.get("netray_firewall_rules", &[]), 50.0);
+    assert_eq!(om.names("netray_firewall_rule_packets_total"), 4);
+    for (id, port, n) in [("48", 9003, 3.0), ("49", 9004, 4.0), ("50", 9005, 5.0)] {
+        let rule = format!("{peer}/32 proto udp port {port}");
+        assert_eq!(om.get("netray_firewall_rule_packets_total", &[("rule_id", id), ("rule", rule.as_str())]), n);
+    }
+    assert_eq!(om.get("netray_firewall_rule_packets_total", &[("rule_id", "other")]), 3.0);
+    assert_eq!(om.get("netray_firewall_rule_bytes_total", &[("rule_id", "other")]), (3 * (ETH + IP4 + UDP + 10)) as f64);
+    // Asked for: the top 8 filled with idle rules.
+    let m = all.metrics();
+    let ids = ["1", "2", "3", "46", "47", "48", "49", "50"];
+    for id in ids {
+        m.get("netray_firewall_rule_packets_total", &[("rule_id", id)]);
+    }
+    assert_eq!(m.names("netray_firewall_rule_packets_total"), ids.len() + 1);
+    assert_eq!(m.get("netray_firewall_rule_packets_total", &[("rule_id", "other")]), 0.0);
+    all.stop();
+
+    // process_*: the netray top process.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", top.child.id())).unwrap().count() as f64;
+    let open = om.get("process_open_fds", &[]);
+    assert!(open >= 5.0 && (open - fds).abs() <= 8.0, "process_open_fds {open}, /proc/PID/fd has {fds}");
+    assert!(om.get("process_max_fds", &[]) >= open);
+    assert!(om.get("process_resident_memory_bytes", &[]) > 1e6);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let start = om.get("process_start_time_seconds", &[]);
+    assert!(start <= now && start > now - 120.0, "start {start}, now {now}");
+    for source in ["interfaces", "flow_tables", "rules", "process"] {
+        assert_eq!(om.get("netray_scrape_collector_success", &[("collector", source)]), 1.0, "{source}");
+    }
+    top.stop();
 }

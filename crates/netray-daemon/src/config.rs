@@ -87,6 +87,32 @@ impl Default for FlowsConfig {
     }
 }
 
+/// What /metrics reports beyond the totals: `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Rules with their own series: the ones with the most hits; the others
+    /// are summed under `rule_id="other"` (0: none).
+    #[serde(default = "default_top_rules")]
+    pub top_rules: usize,
+    /// Also give rules without a hit a series (up to `top_rules` in all).
+    #[serde(default)]
+    pub zero_hit_rules: bool,
+    /// Per-flow series for this many flows per interface (0: none).
+    #[serde(default)]
+    pub top_flows: usize,
+}
+
+fn default_top_rules() -> usize {
+    netray_flows::metrics::DEFAULT_TOP_RULES
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { top_rules: default_top_rules(), zero_hit_rules: false, top_flows: 0 }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -100,6 +126,8 @@ pub struct Config {
     pub sse_queue: Option<usize>,
     #[serde(default)]
     pub flows: FlowsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default, rename = "interface")]
     pub interfaces: Vec<InterfaceSpec>,
     #[serde(default, rename = "rule")]

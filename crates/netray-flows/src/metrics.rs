@@ -1,16 +1,20 @@
-//! Prometheus metrics of netray's kernel counters, read at scrape time.
+//! Prometheus metrics of netray's kernel counters, read at scrape time, and
+//! the exposition both `netray top --metrics` and the daemon serve.
 //!
-//! [`NetrayCollector`] is a prometheus-client `Collector`: register it in any
-//! `Registry` (the future daemon registers it beside its own metrics). It reads
-//! the pinned maps directly on each scrape, without taking the pin lock, so a
-//! scrape never waits for a rule change. [`serve`] exposes a registry at
-//! `/metrics` with a small axum server on its own thread.
+//! - [`exposition`]: what a scrape read ([`Scrape`]), the 0.0.4 text and
+//!   OpenMetrics encoders and the `Accept` negotiation between them;
+//! - [`process`]: the standard `process_*` metrics;
+//! - [`server`]: the small HTTP server of `netray top --metrics`, and the
+//!   HTTP answer the daemon gives too ([`server::respond`]);
+//! - here: [`NetrayCollector`], which reads the pinned maps directly on each
+//!   scrape, without taking the pin lock, so a scrape never waits for a rule
+//!   change; and [`rules`], the bounded per-rule series.
 //!
-//! Series (OpenMetrics text; counters end in `_total`):
-//! - `netray_interface_up{interface}`: 1 while netray is attached there
+//! Series (counters are named here without `_total`; both formats add it):
+//! - `netray_interface_up{interface}`: 1 while netray is attached there, 0 if not
 //! - `netray_interface_packets_total{interface,direction,verdict}` and
 //!   `netray_interface_bytes_total{...}`: every packet the dispatcher saw
-//!   (XDP: direction "ingress"), verdict "pass" or "drop"
+//!   (direction "ingress": XDP, "egress": TC), verdict "pass" or "drop"
 //! - `netray_interface_non_ip_packets_total`, `netray_interface_truncated_packets_total`
 //! - `netray_monitor_events_total` / `netray_monitor_events_lost_total{interface}`:
 //!   monitor records written to / lost on the event ring (ring full)
@@ -18,45 +22,134 @@
 //!   `netray_flows_inserts_total`, `netray_flows_evictions_total`,
 //!   `netray_flows_insert_failures_total{interface}`
 //! - `netray_firewall_rules` (gauge), `netray_firewall_rule_packets_total{rule_id,rule}`
-//!   and `netray_firewall_rule_bytes_total{...}`: hits of the `max_rules` rules with
-//!   the lowest ids; the others are summed under `rule_id="other"`
+//!   and `netray_firewall_rule_bytes_total{...}`: the K rules with the most hits
+//!   (see [`RuleSeries`]), the others summed under `rule_id="other"`
 //! - with `top_flows` K > 0 only: `netray_flow_packets_total` and
 //!   `netray_flow_bytes_total{interface,direction,proto,icmp,src,dst,sport,dport}` for the K
-//!   flows with the most bytes.
+//!   flows with the most bytes
+//! - `netray_scrape_collector_success{collector}`: 0 when a source
+//!   ("interfaces", "flow_tables", "rules", "process") could not be read; its
+//!   series are then left out, never reported as zeros.
 //!
-//! Label cardinality is bounded by the number of interfaces, by `max_rules`
-//! and by `top_flows`: no per-flow series unless asked for.
+//! Label cardinality is bounded by the number of interfaces, by the top-K of
+//! rules and by `top_flows`: no per-flow series unless asked for.
 
-use std::{
-    fmt::Write as _,
-    net::{SocketAddr, TcpListener},
-    path::Path,
-    sync::Arc,
-    thread::JoinHandle,
-};
+pub mod exposition;
+pub mod process;
+pub mod server;
+
+use std::path::Path;
 
 use libbpf_rs::MapHandle;
-use netray_core::{
-    dispatcher::FwCapacity,
-    if_stats::IfCounters,
-    maps, Hook, Interface, PinDir, Result,
-};
+use netray_core::{dispatcher::FwCapacity, if_stats::IfCounters, maps, Hook, Interface, PinDir, Result};
 use netray_ebpf::abi::nr_if_stats;
-use netray_firewall::Firewall;
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
-    registry::Registry,
-};
+use netray_firewall::{Firewall, RuleStatus};
+
+pub use exposition::{Format, Kind, Labels, Scrape, Value};
+pub use server::{respond, serve, MetricsServer};
 
 use crate::{
     snapshot::{top_k, FlowRate, SortBy},
     table::{proto_name, FlowTable, TableCounters},
 };
 
-/// Default cap on per-rule series.
-pub const DEFAULT_MAX_RULES: usize = 1000;
+/// Default number of rules with their own series.
+pub const DEFAULT_TOP_RULES: usize = 20;
+
+/// Which rules get their own series: the `top` rules with the most hits
+/// (packets, then bytes, then the lower id); `top = 0`: none. Rules without
+/// a hit get none unless `zero_hits` is set, which fills the `top` with them
+/// (lowest ids first). Every other rule is summed in one `rule_id="other"`
+/// series, so a sum over the rules is always every hit.
+///
+/// When a rule enters the top, `other` drops by its count (and rises when one
+/// leaves): rate() reads such a drop as a counter reset. For the drop rate of
+/// the whole firewall use `netray_interface_packets_total{verdict="drop"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleSeries {
+    pub top: usize,
+    pub zero_hits: bool,
+}
+
+impl Default for RuleSeries {
+    fn default() -> Self {
+        RuleSeries { top: DEFAULT_TOP_RULES, zero_hits: false }
+    }
+}
+
+/// A rule's hits, as any reader of the rules has them.
+pub trait RuleHits {
+    fn id(&self) -> u32;
+    fn packets(&self) -> u64;
+    fn bytes(&self) -> u64;
+    /// The rule as written (`netray deny list`'s form), for its `rule` label.
+    fn text(&self) -> String;
+}
+
+impl RuleHits for RuleStatus {
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn packets(&self) -> u64 {
+        self.packets
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn text(&self) -> String {
+        self.rule.to_string()
+    }
+}
+
+/// The indices of the rules that get their own series, by id.
+pub fn select_rules<R: RuleHits>(rules: &[R], sel: RuleSeries) -> Vec<usize> {
+    let mut hit: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].packets() > 0 || rules[i].bytes() > 0).collect();
+    hit.sort_by_key(|&i| (std::cmp::Reverse(rules[i].packets()), std::cmp::Reverse(rules[i].bytes()), rules[i].id()));
+    hit.truncate(sel.top);
+    if sel.zero_hits && hit.len() < sel.top {
+        let mut idle: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].packets() == 0 && rules[i].bytes() == 0).collect();
+        idle.sort_by_key(|&i| rules[i].id());
+        idle.truncate(sel.top - hit.len());
+        hit.extend(idle);
+    }
+    hit.sort_by_key(|&i| rules[i].id());
+    hit
+}
+
+/// The rule families: `netray_firewall_rules` and the per-rule hits of the
+/// selected rules plus `other` (source "rules").
+pub fn rules<R: RuleHits>(out: &mut Scrape, rules: &[R], sel: RuleSeries) {
+    out.gauge("netray_firewall_rules", "Deny rules installed", vec![(Vec::new(), rules.len() as u64)]);
+    let shown = select_rules(rules, sel);
+    let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+    let (mut other_p, mut other_b) = (0u64, 0u64);
+    for r in rules {
+        other_p += r.packets();
+        other_b += r.bytes();
+    }
+    for &i in &shown {
+        let r = &rules[i];
+        other_p -= r.packets();
+        other_b -= r.bytes();
+        let labels: Labels = vec![("rule_id", r.id().to_string()), ("rule", r.text())];
+        packets.push((labels.clone(), r.packets()));
+        bytes.push((labels, r.bytes()));
+    }
+    let other: Labels = vec![("rule_id", "other".to_string()), ("rule", "other".to_string())];
+    packets.push((other.clone(), other_p));
+    bytes.push((other, other_b));
+    out.counter(
+        "netray_firewall_rule_packets",
+        "Packets dropped by each of the deny rules with the most hits; the other rules summed as rule_id other",
+        packets,
+    );
+    out.counter(
+        "netray_firewall_rule_bytes",
+        "Bytes dropped by each of the deny rules with the most hits; the other rules summed as rule_id other",
+        bytes,
+    );
+    out.source("rules", Ok(()));
+}
 
 /// What the collector reports on.
 #[derive(Debug, Clone)]
@@ -65,31 +158,39 @@ pub struct MetricsConfig {
     pub interfaces: Vec<Interface>,
     /// Per-flow series for this many flows per interface (0: none).
     pub top_flows: usize,
-    /// Per-rule series for at most this many rules.
-    pub max_rules: usize,
+    /// Which rules get their own series.
+    pub rules: RuleSeries,
+    /// Report the interfaces' flow tables (`netray_flows_*`, per-flow series).
+    pub flow_tables: bool,
 }
 
-type Labels = Vec<(&'static str, String)>;
-
-/// One interface's counters as read for a scrape.
-#[derive(Debug, Default)]
+/// One attached interface's counters as read for a scrape.
+#[derive(Debug)]
 struct IfSample {
     name: String,
-    up: bool,
     /// The XDP dispatcher's counters: received packets.
     stats: nr_if_stats,
     /// The TC egress program's counters: sent packets (zero while it is not attached).
     egress: nr_if_stats,
     /// Monitor records lost at any hook.
     events_lost: u64,
-    table: Option<TableCounters>,
+}
+
+/// One interface's flow table as read for a scrape.
+struct TableSample {
+    name: String,
+    table: TableCounters,
     top: Vec<FlowRate>,
 }
 
 /// Reads netray's counters on every scrape.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NetrayCollector {
     cfg: MetricsConfig,
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapHandle> {
+    maps::open_pinned(&dir.join(name))
 }
 
 impl NetrayCollector {
@@ -97,78 +198,89 @@ impl NetrayCollector {
         NetrayCollector { cfg }
     }
 
-    /// A registry holding only this collector.
-    pub fn registry(cfg: MetricsConfig) -> Registry {
-        let mut r = Registry::default();
-        r.register_collector(Box::new(NetrayCollector::new(cfg)));
-        r
+    /// Interfaces, flow tables and rules (the rules read from the pins).
+    pub fn scrape(&self, out: &mut Scrape) {
+        self.scrape_interfaces(out);
+        match Firewall::new(self.cfg.pin.clone(), FwCapacity::default()).list() {
+            Ok(list) => rules(out, &list, self.cfg.rules),
+            Err(e) => out.source("rules", Err(format!("reading the rules: {e}"))),
+        }
     }
 
-    fn interface(&self, iface: &Interface) -> IfSample {
-        let dir = self.cfg.pin.if_dir(iface.index);
-        let s = IfSample { name: iface.name.clone(), ..Default::default() };
-        if !dir.join("link").exists() {
-            return s;
+    /// The interfaces' counters and, with `flow_tables`, their flow tables
+    /// (sources "interfaces" and "flow_tables").
+    pub fn scrape_interfaces(&self, out: &mut Scrape) {
+        let mut up = Vec::new();
+        let mut ifs = Vec::new();
+        let mut tables = Vec::new();
+        out.source("interfaces", Ok(()));
+        if self.cfg.flow_tables {
+            out.source("flow_tables", Ok(()));
         }
-        let read = || -> Result<IfSample> {
-            let counters = IfCounters::open(&dir)?;
-            let slot = |hook: Hook| -> Result<nr_if_stats> { counters.slot(hook.stats_slot()) };
-            let stats = slot(Hook::Xdp)?;
-            let egress = slot(Hook::TcEgress)?;
-            let mut events_lost = 0;
-            for hook in Hook::ALL {
-                events_lost += slot(hook)?.events_lost;
+        for iface in &self.cfg.interfaces {
+            let dir = self.cfg.pin.if_dir(iface.index);
+            let label = || vec![("interface", iface.name.clone())];
+            match dir.join("link").try_exists() {
+                Ok(false) => {
+                    up.push((label(), 0u64));
+                    continue;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    out.source("interfaces", Err(format!("{}: {e}", iface.name)));
+                    continue;
+                }
             }
-            let table =
-                FlowTable::from_maps(open(&dir, "if_flows")?, open(&dir, "if_flow_stats")?, open(&dir, "if_flow_cache")?)?;
-            let (flows, counters) = table.read()?;
-            let top = if self.cfg.top_flows > 0 {
-                let rates = flows.into_iter().map(|flow| FlowRate { flow, pps: None, bps: None }).collect();
-                top_k(rates, SortBy::Bytes, self.cfg.top_flows)
-            } else {
-                Vec::new()
-            };
-            Ok(IfSample { name: iface.name.clone(), up: true, stats, egress, events_lost, table: Some(counters), top })
-        };
-        read().unwrap_or(s)
-    }
-}
-
-fn open(dir: &Path, name: &str) -> Result<MapHandle> {
-    maps::open_pinned(&dir.join(name))
-}
-
-fn family(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    ty: MetricType,
-    samples: &[(Labels, u64)],
-) -> std::result::Result<(), std::fmt::Error> {
-    if samples.is_empty() {
-        return Ok(());
-    }
-    let mut m = enc.encode_descriptor(name, help, None, ty)?;
-    for (labels, v) in samples {
-        let fam = m.encode_family(labels)?;
-        match ty {
-            MetricType::Counter => ConstCounter::new(*v).encode(fam)?,
-            _ => ConstGauge::new(*v as i64).encode(fam)?,
+            match self.read_interface(&dir, &iface.name) {
+                Ok(s) => {
+                    up.push((label(), 1));
+                    ifs.push(s);
+                }
+                Err(e) => {
+                    out.source("interfaces", Err(format!("{}: {e}", iface.name)));
+                    continue;
+                }
+            }
+            if self.cfg.flow_tables {
+                match self.read_table(&dir, &iface.name) {
+                    Ok(t) => tables.push(t),
+                    Err(e) => out.source("flow_tables", Err(format!("{}: {e}", iface.name))),
+                }
+            }
         }
+        self.interface_families(out, up, &ifs);
+        self.table_families(out, &tables);
     }
-    Ok(())
-}
 
-impl Collector for NetrayCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
-        let ifs: Vec<IfSample> = self.cfg.interfaces.iter().map(|i| self.interface(i)).collect();
-        let per_if = |f: &dyn Fn(&IfSample) -> Option<u64>| -> Vec<(Labels, u64)> {
-            ifs.iter().filter_map(|s| Some((vec![("interface", s.name.clone())], f(s)?))).collect()
+    fn read_interface(&self, dir: &Path, name: &str) -> Result<IfSample> {
+        let counters = IfCounters::open(dir)?;
+        let slot = |hook: Hook| -> Result<nr_if_stats> { counters.slot(hook.stats_slot()) };
+        let mut events_lost = 0;
+        for hook in Hook::ALL {
+            events_lost += slot(hook)?.events_lost;
+        }
+        Ok(IfSample { name: name.to_string(), stats: slot(Hook::Xdp)?, egress: slot(Hook::TcEgress)?, events_lost })
+    }
+
+    fn read_table(&self, dir: &Path, name: &str) -> Result<TableSample> {
+        let table = FlowTable::from_maps(open(dir, "if_flows")?, open(dir, "if_flow_stats")?, open(dir, "if_flow_cache")?)?;
+        let (flows, table) = table.read()?;
+        let top = if self.cfg.top_flows > 0 {
+            let rates = flows.into_iter().map(|flow| FlowRate { flow, pps: None, bps: None }).collect();
+            top_k(rates, SortBy::Bytes, self.cfg.top_flows)
+        } else {
+            Vec::new()
+        };
+        Ok(TableSample { name: name.to_string(), table, top })
+    }
+
+    fn interface_families(&self, out: &mut Scrape, up: Vec<(Labels, u64)>, ifs: &[IfSample]) {
+        let per_if = |f: fn(&IfSample) -> u64| -> Vec<(Labels, u64)> {
+            ifs.iter().map(|s| (vec![("interface", s.name.clone())], f(s))).collect()
         };
         let by_verdict = |pass: fn(&nr_if_stats) -> u64, drop: fn(&nr_if_stats) -> u64| -> Vec<(Labels, u64)> {
             let mut v = Vec::new();
-            for s in ifs.iter().filter(|s| s.up) {
+            for s in ifs {
                 for (direction, st) in [("ingress", &s.stats), ("egress", &s.egress)] {
                     for (verdict, n) in [("pass", pass(st)), ("drop", drop(st))] {
                         let labels = vec![
@@ -182,185 +294,125 @@ impl Collector for NetrayCollector {
             }
             v
         };
-
-        family(&mut enc, "netray_interface_up", "1 while netray is attached to the interface", Gauge, &per_if(&|s| Some(s.up as u64)))?;
-        family(
-            &mut enc,
+        out.gauge("netray_interface_up", "1 while netray is attached to the interface, 0 if not", up);
+        out.counter(
             "netray_interface_packets",
             "Packets netray saw, by direction (ingress: XDP, egress: TC) and verdict",
-            Counter,
-            &by_verdict(|s| s.seen.saturating_sub(s.dropped), |s| s.dropped),
-        )?;
-        family(
-            &mut enc,
+            by_verdict(|s| s.seen.saturating_sub(s.dropped), |s| s.dropped),
+        );
+        out.counter(
             "netray_interface_bytes",
             "Bytes netray saw, by direction (ingress: XDP, egress: TC) and verdict",
-            Counter,
-            &by_verdict(|s| s.bytes_seen.saturating_sub(s.bytes_dropped), |s| s.bytes_dropped),
-        )?;
-        let up = |f: fn(&IfSample) -> u64| move |s: &IfSample| s.up.then(|| f(s));
-        family(&mut enc, "netray_interface_non_ip_packets", "Frames that were not IPv4/IPv6", Counter, &per_if(&up(|s| s.stats.non_ip)))?;
-        family(
-            &mut enc,
+            by_verdict(|s| s.bytes_seen.saturating_sub(s.bytes_dropped), |s| s.bytes_dropped),
+        );
+        out.counter("netray_interface_non_ip_packets", "Frames that were not IPv4/IPv6", per_if(|s| s.stats.non_ip));
+        out.counter(
             "netray_interface_truncated_packets",
             "Frames that ended inside a header the parser needed",
-            Counter,
-            &per_if(&up(|s| s.stats.truncated)),
-        )?;
-        family(&mut enc, "netray_monitor_events", "Monitor records written to the event ring", Counter, &per_if(&up(|s| s.stats.events_sent)))?;
-        family(
-            &mut enc,
+            per_if(|s| s.stats.truncated),
+        );
+        out.counter("netray_monitor_events", "Monitor records written to the event ring", per_if(|s| s.stats.events_sent));
+        out.counter(
             "netray_monitor_events_lost",
             "Monitor records lost because the event ring was full",
-            Counter,
-            &per_if(&up(|s| s.events_lost)),
-        )?;
-        let table = |f: fn(&TableCounters) -> u64| move |s: &IfSample| s.table.as_ref().map(f);
-        family(&mut enc, "netray_flows_entries", "Flows in the flow table", Gauge, &per_if(&table(|t| t.entries)))?;
-        family(&mut enc, "netray_flows_capacity", "Flows the flow table holds at most", Gauge, &per_if(&table(|t| t.capacity.into())))?;
-        family(&mut enc, "netray_flows_inserts", "Flow table entries created", Counter, &per_if(&table(|t| t.inserts)))?;
-        family(
-            &mut enc,
+            per_if(|s| s.events_lost),
+        );
+    }
+
+    fn table_families(&self, out: &mut Scrape, tables: &[TableSample]) {
+        let per_if = |f: fn(&TableCounters) -> u64| -> Vec<(Labels, u64)> {
+            tables.iter().map(|t| (vec![("interface", t.name.clone())], f(&t.table))).collect()
+        };
+        out.gauge("netray_flows_entries", "Flows in the flow table", per_if(|t| t.entries));
+        out.gauge("netray_flows_capacity", "Flows the flow table holds at most", per_if(|t| t.capacity.into()));
+        out.counter("netray_flows_inserts", "Flow table entries created", per_if(|t| t.inserts));
+        out.counter(
             "netray_flows_evictions",
             "Flows evicted from the full flow table (inserts - entries)",
-            Counter,
-            &per_if(&table(|t| t.evictions)),
-        )?;
-        family(
-            &mut enc,
+            per_if(|t| t.evictions),
+        );
+        out.counter(
             "netray_flows_insert_failures",
             "Packets of new flows the flow table could not store",
-            Counter,
-            &per_if(&table(|t| t.insert_failed)),
-        )?;
-
-        let mut rules = Firewall::new(self.cfg.pin.clone(), FwCapacity::default()).list().unwrap_or_default();
-        rules.sort_by_key(|r| r.id);
-        family(&mut enc, "netray_firewall_rules", "Deny rules installed", Gauge, &[(Vec::new(), rules.len() as u64)])?;
-        let mut packets = Vec::new();
-        let mut bytes = Vec::new();
-        let (mut other_p, mut other_b) = (0u64, 0u64);
-        for (i, r) in rules.iter().enumerate() {
-            if i < self.cfg.max_rules {
-                let labels: Labels = vec![("rule_id", r.id.to_string()), ("rule", r.rule.to_string())];
-                packets.push((labels.clone(), r.packets));
-                bytes.push((labels, r.bytes));
-            } else {
-                other_p += r.packets;
-                other_b += r.bytes;
+            per_if(|t| t.insert_failed),
+        );
+        if self.cfg.top_flows == 0 {
+            return;
+        }
+        let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+        for t in tables {
+            for f in &t.top {
+                let k = &f.flow.key;
+                let (sport, dport) = k.ports().unwrap_or((0, 0));
+                // Direction and ICMP type/code are part of a flow's
+                // identity: without them an echo reply and an error
+                // between the same hosts would be one series twice.
+                let icmp = k.icmp().map_or("-".to_string(), |(t, c)| format!("{t}/{c}"));
+                let labels: Labels = vec![
+                    ("interface", t.name.clone()),
+                    ("direction", format!("{:?}", k.direction).to_lowercase()),
+                    ("proto", proto_name(k.proto)),
+                    ("icmp", icmp),
+                    ("src", k.src.to_string()),
+                    ("dst", k.dst.to_string()),
+                    ("sport", sport.to_string()),
+                    ("dport", dport.to_string()),
+                ];
+                packets.push((labels.clone(), f.flow.packets));
+                bytes.push((labels, f.flow.bytes));
             }
         }
-        if rules.len() > self.cfg.max_rules {
-            let labels: Labels = vec![("rule_id", "other".to_string()), ("rule", "other".to_string())];
-            packets.push((labels.clone(), other_p));
-            bytes.push((labels, other_b));
-        }
-        family(&mut enc, "netray_firewall_rule_packets", "Packets dropped by each deny rule", Counter, &packets)?;
-        family(&mut enc, "netray_firewall_rule_bytes", "Bytes dropped by each deny rule", Counter, &bytes)?;
-
-        if self.cfg.top_flows > 0 {
-            let mut packets = Vec::new();
-            let mut bytes = Vec::new();
-            for s in &ifs {
-                for f in &s.top {
-                    let k = &f.flow.key;
-                    let (sport, dport) = k.ports().unwrap_or((0, 0));
-                    // Direction and ICMP type/code are part of a flow's
-                    // identity: without them an echo reply and an error
-                    // between the same hosts would be one series twice.
-                    let icmp = k.icmp().map_or("-".to_string(), |(t, c)| format!("{t}/{c}"));
-                    let labels: Labels = vec![
-                        ("interface", s.name.clone()),
-                        ("direction", format!("{:?}", k.direction).to_lowercase()),
-                        ("proto", proto_name(k.proto)),
-                        ("icmp", icmp),
-                        ("src", k.src.to_string()),
-                        ("dst", k.dst.to_string()),
-                        ("sport", sport.to_string()),
-                        ("dport", dport.to_string()),
-                    ];
-                    packets.push((labels.clone(), f.flow.packets));
-                    bytes.push((labels, f.flow.bytes));
-                }
-            }
-            family(&mut enc, "netray_flow_packets", "Packets of the top flows (by bytes)", Counter, &packets)?;
-            family(&mut enc, "netray_flow_bytes", "Bytes of the top flows (by bytes)", Counter, &bytes)?;
-        }
-        Ok(())
+        out.counter("netray_flow_packets", "Packets of the top flows (by bytes)", packets);
+        out.counter("netray_flow_bytes", "Bytes of the top flows (by bytes)", bytes);
     }
 }
 
-/// The registry's metrics in the OpenMetrics text format.
-pub fn render(registry: &Registry) -> String {
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
-        out.clear();
-        let _ = writeln!(out, "# EOF");
-    }
-    out
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    struct R(u32, u64);
 
-/// An HTTP server exposing a registry at `/metrics`, on its own thread;
-/// stopped when dropped.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    /// The address it listens on (with the actual port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+    impl RuleHits for R {
+        fn id(&self) -> u32 {
+            self.0
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        fn packets(&self) -> u64 {
+            self.1
+        }
+        fn bytes(&self) -> u64 {
+            self.1 * 100
+        }
+        fn text(&self) -> String {
+            format!("10.0.0.{}/32", self.0)
         }
     }
-}
 
-/// Listens on `addr` (binding here, so errors are reported at once) and
-/// serves `registry` at `/metrics` from a background thread.
-pub fn serve(addr: SocketAddr, registry: Registry) -> std::io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let local = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let registry = Arc::new(registry);
-    let thread = std::thread::Builder::new().name("netray-metrics".into()).spawn(move || {
-        runtime.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-            let metrics = {
-                let registry = Arc::clone(&registry);
-                move || {
-                    let registry = Arc::clone(&registry);
-                    async move {
-                        // Reading the kernel's maps blocks briefly: fine on this
-                        // thread, which serves nothing else.
-                        ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render(&registry))
-                    }
-                }
-            };
-            let app = axum::Router::new()
-                .route("/metrics", axum::routing::get(metrics))
-                .route("/", axum::routing::get(|| async { "netray: metrics at /metrics\n" }));
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-    })?;
-    Ok(MetricsServer { addr: local, shutdown: Some(tx), thread: Some(thread) })
+    fn ids(rules: &[R], sel: RuleSeries) -> Vec<u32> {
+        select_rules(rules, sel).into_iter().map(|i| rules[i].0).collect()
+    }
+
+    #[test]
+    fn the_rules_with_the_most_hits_get_series_and_the_rest_sum_in_other() {
+        // 50 rules, of which 5 have hits.
+        let rules: Vec<R> = (1..=50).map(|id| R(id, [(7, 5), (9, 50), (20, 1), (33, 50), (40, 2)]
+            .iter().find(|(i, _)| *i == id).map_or(0, |(_, n)| *n))).collect();
+        assert_eq!(ids(&rules, RuleSeries { top: 20, zero_hits: false }), [7, 9, 20, 33, 40]);
+        // Ties go to the lower id; zero-hit rules are not among the top.
+        assert_eq!(ids(&rules, RuleSeries { top: 3, zero_hits: false }), [7, 9, 33]);
+        assert_eq!(ids(&rules, RuleSeries { top: 0, zero_hits: true }), Vec::<u32>::new());
+        // Asked for: the top filled with idle rules, lowest ids first.
+        assert_eq!(ids(&rules, RuleSeries { top: 8, zero_hits: true }), [1, 2, 3, 7, 9, 20, 33, 40]);
+
+        let mut s = Scrape::default();
+        super::rules(&mut s, &rules, RuleSeries { top: 2, zero_hits: false });
+        let fam = |name: &str| s.families().iter().find(|f| f.name == name).unwrap().series.clone();
+        let packets = fam("netray_firewall_rule_packets");
+        let got: Vec<(String, Value)> = packets.iter().map(|(l, v)| (l[0].1.clone(), *v)).collect();
+        assert_eq!(got, [("9".into(), Value::Int(50)), ("33".into(), Value::Int(50)), ("other".into(), Value::Int(8))]);
+        assert_eq!(packets[0].0[1], ("rule", "10.0.0.9/32".to_string()));
+        assert_eq!(fam("netray_firewall_rule_bytes")[2].1, Value::Int(800));
+        assert_eq!(fam("netray_firewall_rules"), [(Vec::new(), Value::Int(50))]);
+        assert_eq!(s.errors().count(), 0);
+    }
 }

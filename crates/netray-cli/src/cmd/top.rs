@@ -15,7 +15,7 @@ use std::{
 use clap::Args;
 use netray_core::AttachMode;
 use netray_flows::{
-    metrics::{self, MetricsConfig, NetrayCollector},
+    metrics::{self, MetricsConfig, NetrayCollector, RuleSeries, Scrape},
     snapshot::{interface_rates, FlowJson},
     FlowCapacity, FlowSession, Snapshot, SnapshotJson, SortBy,
 };
@@ -29,7 +29,8 @@ use crate::output::{json_line, line};
     netray top -i eth1 --sort rate --interval 2s\n  \
     netray top -i eth1 --once --json | jq '.flows[0]'\n  \
     netray top -i eth1 --metrics 127.0.0.1:9810\n  \
-    netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n\
+    netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n  \
+    curl -H 'Accept: application/openmetrics-text' http://127.0.0.1:9810/metrics\n\
     \n\
     Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the\n\
     kernel, at XDP on ingress. In a terminal: a live table with per-flow rates, interface totals and a\n\
@@ -46,9 +47,15 @@ use crate::output::{json_line, line};
     counted (evictions = inserts - entries). Non-IP frames are not flows (see totals.non_ip).\n\
     \n\
     --metrics ADDR serves Prometheus metrics at http://ADDR/metrics while netray top runs (port 0: any\n\
-    free port, printed on stderr). Flow accounting stays on while any `netray top` runs on the\n\
-    interface; the first one starts from an empty table. If netray is not attached to the interface,\n\
-    it is attached, and detached at exit when nothing else uses it.")]
+    free port, printed on stderr): the text format 0.0.4, or OpenMetrics 1.0.0 when the Accept header\n\
+    asks for application/openmetrics-text. Per-rule series for the --metrics-top-rules rules with the\n\
+    most hits (the others summed under rule_id=\"other\"), per-flow series only with\n\
+    --metrics-top-flows, process_* metrics; a source that cannot be read is reported by\n\
+    netray_scrape_collector_success 0, never as zeros.\n\
+    \n\
+    Flow accounting stays on while any `netray top` runs on the interface; the first one starts from\n\
+    an empty table. If netray is not attached to the interface, it is attached, and detached at exit\n\
+    when nothing else uses it.")]
 pub struct TopArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
@@ -74,6 +81,12 @@ pub struct TopArgs {
     /// Also export per-flow series for the K largest flows (bounded label cardinality).
     #[arg(long, value_name = "K", default_value_t = 0)]
     metrics_top_flows: usize,
+    /// Per-rule series for the N rules with the most hits; the others are summed under rule_id="other" (0: none).
+    #[arg(long, value_name = "N", default_value_t = metrics::DEFAULT_TOP_RULES)]
+    metrics_top_rules: usize,
+    /// Also give rules without a hit a series (up to --metrics-top-rules in all).
+    #[arg(long)]
+    metrics_zero_hit_rules: bool,
     /// Flows the kernel's table holds (LRU), if netray attaches to the interface now.
     #[arg(long, value_name = "N", default_value_t = FlowCapacity::default().max_flows)]
     flow_table_size: u32,
@@ -119,13 +132,20 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
     }
     let _server = match args.metrics {
         Some(addr) => {
-            let registry = NetrayCollector::registry(MetricsConfig {
+            let collector = NetrayCollector::new(MetricsConfig {
                 pin: pin.clone(),
                 interfaces: vec![session.interface().clone()],
                 top_flows: args.metrics_top_flows,
-                max_rules: metrics::DEFAULT_MAX_RULES,
+                rules: RuleSeries { top: args.metrics_top_rules, zero_hits: args.metrics_zero_hit_rules },
+                flow_tables: true,
             });
-            let server = metrics::serve(addr, registry)
+            let scrape = move || {
+                let mut s = Scrape::default();
+                collector.scrape(&mut s);
+                metrics::process::scrape(&mut s);
+                s
+            };
+            let server = metrics::serve(addr, scrape)
                 .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
             eprintln!("netray: serving Prometheus metrics at http://{}/metrics", server.local_addr());
             Some(server)
