@@ -16,7 +16,7 @@
 //! Run: `cargo test --release -p netray-daemon --test schema -- --nocapture`
 //! (as root, after `bash setup/deps.sh`). NETRAY_SCHEMATHESIS_SEED picks the
 //! seed (default 1; `random` for a new one), NETRAY_SCHEMATHESIS_EXAMPLES the
-//! examples per operation, NETRAY_BIN the daemon (`netray daemon`; default:
+//! examples per operation (default 500: about 45 s here), NETRAY_BIN the daemon (`netray daemon`; default:
 //! this crate's netray-daemon-test-bin, the same code), NETRAY_SCHEMATHESIS
 //! the `st` executable.
 
@@ -165,7 +165,7 @@ fn schemathesis_finds_nothing() {
         Ok(s) => s.to_string(),
         Err(_) => "1".to_string(),
     };
-    let examples = std::env::var("NETRAY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "150".to_string());
+    let examples = std::env::var("NETRAY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "500".to_string());
     let junit = work.path().join("junit.xml");
     let started = Instant::now();
     let out = Command::new(&st)
