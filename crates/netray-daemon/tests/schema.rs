@@ -168,7 +168,10 @@ fn schemathesis_finds_nothing() {
     let examples = std::env::var("NETRAY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "500".to_string());
     let junit = work.path().join("junit.xml");
     let started = Instant::now();
-    let out = Command::new(&st)
+    // A bound on the whole run (coreutils' timeout), so a hang fails the test.
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", "600"])
+        .arg(&st)
         .current_dir(work.path())
         .arg("--config-file")
         .arg(&config)
