@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what netray needs to build, test and run on Debian (as root):
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
-# the lab, tcpdump/tshark to check captures, promtool to check /metrics. Does
-# nothing when all is there.
+# the lab, tcpdump/tshark to check captures, promtool to check /metrics, and
+# schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
+# Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
-          iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps)
+          iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
+          python3 python3-venv util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -55,3 +57,27 @@ fi
 # bpffs and tracefs, which netray also mounts itself when missing.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+
+# schemathesis for crates/netray-daemon/tests/schema.rs, pinned, in a venv of
+# its own (the path names the version, so a new pin gets a new venv). The test
+# finds it there, or at $NETRAY_SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+venv=/var/cache/netray/schemathesis-$SCHEMATHESIS_VERSION
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: schemathesis is missing in $venv — run as root" >&2
+        exit 1
+    fi
+    mkdir -p /var/cache/netray
+    (
+        # One installer at a time (several work trees may run this at once).
+        flock 9
+        if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+            echo "setup: installing schemathesis==$SCHEMATHESIS_VERSION into $venv" >&2
+            rm -rf "$venv"
+            /usr/bin/python3 -m venv "$venv"
+            "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+            "$venv/bin/st" --version >/dev/null
+        fi
+    ) 9>/var/cache/netray/schemathesis.lock
+fi

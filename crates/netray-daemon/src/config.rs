@@ -7,11 +7,99 @@ use anyhow::{bail, Context};
 use netray_core::AttachMode;
 use netray_firewall::Rule;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9810";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netray";
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_SSE_QUEUE: usize = 1024;
+
+/// Bounds of what the API accepts, stated in its OpenAPI document too.
+pub mod bounds {
+    /// Longest `cidr` (an IPv6 address in its longest spelling, with /128).
+    pub const CIDR_MAX_LEN: usize = 49;
+    /// Longest `proto` ("icmpv6").
+    pub const PROTO_MAX_LEN: usize = 6;
+    /// Longest interface name, in bytes (the kernel's IFNAMSIZ less its NUL).
+    pub const IFNAME_MAX_LEN: usize = 15;
+    /// Lowest and highest `port`.
+    pub const PORT_MIN: u64 = 1;
+    pub const PORT_MAX: u64 = 65535;
+    /// XDP modes an interface can be attached in (drv and skb are iproute2's
+    /// names for native and generic).
+    pub const MODES: [&str; 5] = ["auto", "native", "generic", "drv", "skb"];
+    /// Directions of a rule.
+    pub const DIRS: [&str; 3] = ["in", "out", "both"];
+}
+
+/// A field of a request (or of the config file) that is not valid: the
+/// message names the field, e.g. `field 'port': 70000 is out of range 1-65535`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    /// Not a JSON object where one was expected.
+    NotAnObject { got: &'static str, example: &'static str },
+    UnknownField { given: String, expected: &'static str },
+    Missing(&'static str),
+    Invalid { field: &'static str, problem: String },
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::NotAnObject { got, example } => write!(f, "expected an object such as {example}, got {got}"),
+            SpecError::UnknownField { given, expected } => write!(f, "unknown field '{given}' (expected {expected})"),
+            SpecError::Missing(field) => write!(f, "field '{field}' is required"),
+            SpecError::Invalid { field, problem } => write!(f, "field '{field}': {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl From<SpecError> for String {
+    fn from(e: SpecError) -> String {
+        e.to_string()
+    }
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> SpecError {
+    SpecError::Invalid { field, problem: problem.into() }
+}
+
+/// What kind of JSON value this is, for messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The object's fields, refusing any that is not `expected`.
+fn fields<'a>(v: &'a Value, expected: &[&str], expected_text: &'static str, example: &'static str)
+    -> Result<&'a Map<String, Value>, SpecError> {
+    let obj = v.as_object().ok_or(SpecError::NotAnObject { got: json_kind(v), example })?;
+    if let Some(k) = obj.keys().find(|k| !expected.contains(&k.as_str())) {
+        return Err(SpecError::UnknownField { given: short(k), expected: expected_text });
+    }
+    Ok(obj)
+}
+
+/// A string field of at most `max` bytes; `None` when absent (or null, if `nullable`).
+fn string_field(obj: &Map<String, Value>, field: &'static str, max: usize, nullable: bool)
+    -> Result<Option<String>, SpecError> {
+    match obj.get(field) {
+        None => Ok(None),
+        Some(Value::Null) if nullable => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(invalid(field, "must not be empty")),
+        Some(Value::String(s)) if s.len() > max => Err(invalid(field, format!("longer than {max} bytes"))),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(invalid(field, format!("expected a string, got {}", json_kind(v)))),
+    }
+}
 
 /// An interface as declared (config file, state file or API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,13 +114,44 @@ fn default_mode() -> String {
     "auto".into()
 }
 
+pub const INTERFACE_EXAMPLE: &str = r#"{"name": "eth1", "mode": "auto"}"#;
+
 impl InterfaceSpec {
-    pub fn validate(&self) -> Result<AttachMode, String> {
-        if self.name.is_empty() || self.name.len() > 15 || self.name.contains(['/', '\0', ' ']) {
-            return Err(format!("'{}' is not a valid interface name (1-15 characters, no '/' or spaces)", self.name));
-        }
-        self.mode.parse::<AttachMode>()
+    /// An interface from the API's JSON; every problem names its field.
+    pub fn from_json(v: &Value) -> Result<InterfaceSpec, SpecError> {
+        let obj = fields(v, &["name", "mode"], "name, mode", INTERFACE_EXAMPLE)?;
+        let name = string_field(obj, "name", usize::MAX, false)?.ok_or(SpecError::Missing("name"))?;
+        let mode = string_field(obj, "mode", usize::MAX, false)?.unwrap_or_else(default_mode);
+        let spec = InterfaceSpec { name, mode };
+        spec.validate()?;
+        Ok(spec)
     }
+
+    /// Checks the name as the kernel would (dev_valid_name) and the mode.
+    pub fn validate(&self) -> Result<AttachMode, SpecError> {
+        check_ifname(&self.name).map_err(|problem| invalid("name", problem))?;
+        if !bounds::MODES.contains(&self.mode.as_str()) {
+            return Err(invalid("mode", format!("unknown XDP mode '{}': use auto, native or generic", short(&self.mode))));
+        }
+        self.mode.parse::<AttachMode>().map_err(|e| invalid("mode", e))
+    }
+}
+
+/// Whether the kernel would accept this as an interface name (what is wrong if not).
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    let max = bounds::IFNAME_MAX_LEN;
+    if name.is_empty() || name.len() > max {
+        return Err(format!("'{}' is not a valid interface name: 1-{max} bytes", short(name)));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
+        return Err(format!("'{}' is not a valid interface name: no '/', ':', spaces, '.' or '..'", short(name)));
+    }
+    Ok(())
+}
+
+/// A value quoted in a message, shortened when long.
+pub fn short(s: &str) -> String {
+    if s.chars().count() > 40 { format!("{}...", s.chars().take(40).collect::<String>()) } else { s.to_string() }
 }
 
 /// A rule as declared: `{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}`.
@@ -48,9 +167,51 @@ pub struct RuleSpec {
     pub dir: Option<String>,
 }
 
+pub const RULE_EXAMPLE: &str = r#"{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}"#;
+
 impl RuleSpec {
+    /// A rule from the API's JSON, its fields' types and bounds checked
+    /// (`rule()` checks their values); every problem names its field.
+    /// `proto`, `port` and `dir` may be null, meaning absent.
+    pub fn from_json(v: &Value) -> Result<RuleSpec, SpecError> {
+        use bounds::*;
+        let obj = fields(v, &["cidr", "proto", "port", "dir"], "cidr, proto, port, dir", RULE_EXAMPLE)?;
+        let cidr = string_field(obj, "cidr", CIDR_MAX_LEN, false)?.ok_or(SpecError::Missing("cidr"))?;
+        let proto = string_field(obj, "proto", PROTO_MAX_LEN, true)?;
+        let port = match obj.get("port") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(p) if (PORT_MIN..=PORT_MAX).contains(&p) => Some(p as u16),
+                _ if n.is_f64() => return Err(invalid("port", format!("{n} is not an integer ({PORT_MIN}-{PORT_MAX})"))),
+                _ => return Err(invalid("port", format!("{n} is out of range {PORT_MIN}-{PORT_MAX}"))),
+            },
+            Some(v) => return Err(invalid("port", format!("expected an integer {PORT_MIN}-{PORT_MAX}, got {}", json_kind(v)))),
+        };
+        let dir = match obj.get("dir") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) if DIRS.contains(&d.as_str()) => Some(d.clone()),
+            Some(Value::String(d)) => return Err(invalid("dir", format!("'{}' is not one of in, out, both", short(d)))),
+            Some(v) => return Err(invalid("dir", format!("expected one of in, out, both, got {}", json_kind(v)))),
+        };
+        Ok(RuleSpec { cidr, proto, port, dir })
+    }
+
     pub fn to_rule(&self) -> Result<Rule, netray_firewall::RuleError> {
         Rule::parse(&self.cidr, self.proto.as_deref(), self.port, self.dir.as_deref())
+    }
+
+    /// The rule, or what is wrong with it naming the field.
+    pub fn rule(&self) -> Result<Rule, SpecError> {
+        use netray_firewall::RuleError as E;
+        self.to_rule().map_err(|e| match e {
+            E::BadCidr(_) | E::HostBits { .. } => invalid("cidr", e.to_string()),
+            E::BadProto(p) => invalid("proto", format!("unknown protocol '{}': use tcp, udp, sctp, icmp or a protocol number 1-255", short(&p))),
+            E::PortWithoutPorts(p) => {
+                invalid("port", format!("protocol {p} has no ports: give proto tcp, udp or sctp, or no proto (all three)"))
+            }
+            E::PortZero => invalid("port", format!("0 is out of range {}-{}", bounds::PORT_MIN, bounds::PORT_MAX)),
+            E::BadDir(d) => invalid("dir", format!("unknown direction '{}': use in (received packets, by source), out (sent packets, by destination) or both", short(&d))),
+        })
     }
 
     pub fn from_rule(r: &Rule) -> RuleSpec {
@@ -156,7 +317,7 @@ impl Config {
             }
         }
         for r in &self.rules {
-            if let Err(e) = r.to_rule() {
+            if let Err(e) = r.rule() {
                 bail!("[[rule]] {}: {e}", r.cidr);
             }
         }
@@ -188,5 +349,36 @@ mod tests {
         assert!(format!("{e:#}").contains("unknown XDP mode"), "{e:#}");
         assert!(Config::parse("lisen = \"x\"").is_err());
         assert!(Config::parse("listen = \"nowhere\"").is_err());
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let rule = |j: &str| RuleSpec::from_json(&serde_json::from_str(j).unwrap()).and_then(|s| s.rule().map(|_| s));
+        let msg = |j: &str| rule(j).unwrap_err().to_string();
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 70000}"#), "field 'port': 70000 is out of range 1-65535");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": -1}"#), "field 'port': -1 is out of range 1-65535");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 5.5}"#), "field 'port': 5.5 is not an integer (1-65535)");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir)");
+        assert_eq!(msg(r#"{"proto": "udp"}"#), "field 'cidr' is required");
+        assert_eq!(msg(r#"{"cidr": null}"#), "field 'cidr': expected a string, got null");
+        assert_eq!(msg(r#"{"cidr": ""}"#), "field 'cidr': must not be empty");
+        assert!(msg(r#"{"cidr": "10.0.0.1/8"}"#).starts_with("field 'cidr': '10.0.0.1/8' has host bits set"));
+        assert!(msg(r#"{"cidr": "::/0", "proto": "nope"}"#).starts_with("field 'proto': unknown protocol 'nope'"));
+        assert!(msg(r#"{"cidr": "::/0", "proto": "icmp", "port": 1}"#).starts_with("field 'port': protocol icmp has no ports"));
+        assert_eq!(msg(r#"{"cidr": "::/0", "dir": 1}"#), "field 'dir': expected one of in, out, both, got a number");
+        assert!(msg("[1]").starts_with("expected an object such as {\"cidr\""));
+        let ok = rule(r#"{"cidr": "10.0.0.0/8", "proto": null, "port": null, "dir": null}"#).unwrap();
+        assert_eq!((ok.proto, ok.port, ok.dir), (None, None, None));
+
+        let iface = |j: &str| InterfaceSpec::from_json(&serde_json::from_str(j).unwrap()).map_err(|e| e.to_string());
+        assert_eq!(iface(r#"{"mode": "auto"}"#).unwrap_err(), "field 'name' is required");
+        assert_eq!(iface(r#"{"name": "x", "mod": "auto"}"#).unwrap_err(), "unknown field 'mod' (expected name, mode)");
+        assert_eq!(iface(r#"{"name": "x", "mode": null}"#).unwrap_err(), "field 'mode': expected a string, got null");
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "a\tb", "sixteen-bytes-xx"] {
+            let e = iface(&serde_json::json!({"name": bad}).to_string()).unwrap_err();
+            assert!(e.starts_with("field 'name'"), "{bad:?}: {e}");
+        }
+        assert_eq!(iface(r#"{"name": "eth1"}"#).unwrap(), InterfaceSpec { name: "eth1".into(), mode: "auto".into() });
+        assert!(iface(r#"{"name": "eth1", "mode": "skb"}"#).is_ok());
     }
 }

@@ -385,7 +385,7 @@ fn packet_reader(
 }
 
 /// Longest filter= accepted.
-const MAX_FILTER_LEN: usize = 4096;
+pub(crate) const MAX_FILTER_LEN: usize = 4096;
 
 /// Bytes of each packet a filtered stream copies: enough for the headers its
 /// events describe.
@@ -537,20 +537,23 @@ fn sse(kind: &'static str, ready: serde_json::Value, rx: mpsc::Receiver<Msg>, dr
 pub async fn packets(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     for k in q.keys() {
         if k != "interface" && k != "filter" {
-            return Err(ApiError::bad_request(format!("unknown query parameter '{k}'")).hint("use ?interface=NAME"));
+            return Err(ApiError::bad_request(format!("unknown query parameter '{}'", crate::config::short(k)))
+                .hint("/v1/events/packets takes interface=NAME and filter=EXPR"));
         }
     }
     let Some(ifname) = q.get("interface").cloned() else {
         return Err(ApiError::bad_request("missing query parameter 'interface'")
             .hint("GET /v1/events/packets?interface=eth1"));
     };
+    if q.get("filter").is_some_and(|f| f.len() > MAX_FILTER_LEN) {
+        return Err(ApiError::bad_request(format!("query parameter 'filter': longer than {MAX_FILTER_LEN} bytes")));
+    }
     let filter = q.get("filter").map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
     if let Some(f) = &filter {
-        if f.len() > MAX_FILTER_LEN {
-            return Err(ApiError::bad_request(format!("filter= is longer than {MAX_FILTER_LEN} bytes")));
-        }
-        netray_pcapfilter::compile(f, FILTERED_SNAPLEN)
-            .map_err(|e| ApiError::bad_request(format!("filter '{f}': {e}")).hint("pcap-filter syntax, e.g. filter=tcp%20port%2080"))?;
+        netray_pcapfilter::compile(f, FILTERED_SNAPLEN).map_err(|e| {
+            ApiError::bad_request(format!("query parameter 'filter': '{}': {e}", crate::config::short(f)))
+                .hint("pcap-filter syntax, e.g. filter=tcp%20port%2080")
+        })?;
     }
     if netray_core::Interface::resolve(&ifname).is_err() {
         return Err(ApiError::not_found(format!("no interface named '{ifname}'"))
@@ -568,23 +571,34 @@ pub async fn packets(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<Strin
     Ok(sse("packet", ready, rx, dropped))
 }
 
+/// Longest comm= (the kernel's TASK_COMM_LEN less its NUL).
+pub(crate) const COMM_MAX_LEN: usize = 15;
+
 pub async fn exec(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let mut f = ExecFilter::default();
     for (k, v) in &q {
         match k.as_str() {
+            "comm" if v.is_empty() || v.len() > COMM_MAX_LEN => {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter 'comm': '{}' is not a command name (1-{COMM_MAX_LEN} bytes, as the kernel keeps it)",
+                    crate::config::short(v)
+                )))
+            }
             "comm" => f.comm = Some(v.clone()),
             "pid" => {
-                f.pid = Some(v.parse().map_err(|_| ApiError::bad_request(format!("pid '{v}' is not a process id")))?)
+                f.pid = Some(v.parse::<u32>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                    ApiError::bad_request(format!("query parameter 'pid': '{}' is not a process id (1-{})", crate::config::short(v), u32::MAX))
+                })?)
             }
             "failed" => {
                 f.failed_only = match v.as_str() {
                     "true" | "1" => true,
                     "false" | "0" => false,
-                    _ => return Err(ApiError::bad_request(format!("failed '{v}' is not true or false"))),
+                    _ => return Err(ApiError::bad_request(format!("query parameter 'failed': '{}' is not true or false", crate::config::short(v)))),
                 }
             }
             _ => {
-                return Err(ApiError::bad_request(format!("unknown query parameter '{k}'"))
+                return Err(ApiError::bad_request(format!("unknown query parameter '{}'", crate::config::short(k)))
                     .hint("the exec stream takes comm=, pid= and failed="))
             }
         }

@@ -10,9 +10,13 @@ use axum::{
 };
 
 use super::{blocking, if_match, json_body, with_etag};
-use crate::{config::InterfaceSpec, daemon::Daemon, error::ApiResult};
+use crate::{
+    config::{InterfaceSpec, INTERFACE_EXAMPLE},
+    daemon::Daemon,
+    error::{ApiError, ApiResult},
+};
 
-pub const EXAMPLE: &str = r#"{"name": "eth1", "mode": "auto"}"#;
+pub const EXAMPLE: &str = INTERFACE_EXAMPLE;
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
     let (rev, list) = blocking(move || d.interfaces()).await?;
@@ -29,15 +33,17 @@ pub async fn attach(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let spec: InterfaceSpec = json_body(body, d.body_limit, EXAMPLE)?;
-    let im = if_match(&headers);
+    let im = if_match(&headers)?;
+    let posted: serde_json::Value = json_body(body, d.body_limit, EXAMPLE)?;
+    let spec = InterfaceSpec::from_json(&posted)
+        .map_err(|e| ApiError::unprocessable(e).hint(format!("example: {EXAMPLE}")))?;
     let (rev, view, attached_now) = blocking(move || d.attach(im.as_deref(), &spec)).await?;
     let status = if attached_now { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_etag(status, rev, serde_json::json!({ "revision": rev, "attached_now": attached_now, "interface": view })))
 }
 
 pub async fn detach(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Response> {
-    let im = if_match(&headers);
+    let im = if_match(&headers)?;
     let n = name.clone();
     let rev = blocking(move || d.detach(im.as_deref(), &n)).await?;
     Ok(with_etag(StatusCode::OK, rev, serde_json::json!({ "revision": rev, "detached": name })))

@@ -50,9 +50,38 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit
     })
 }
 
-/// The `If-Match` header, if any.
-pub fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("?").to_string())
+/// Longest revision accepted in `If-Match` (digits): u64 holds every one.
+pub const IF_MATCH_MAX_DIGITS: usize = 19;
+/// What `If-Match` may be, as the OpenAPI document states it.
+pub const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#;
+
+/// The `If-Match` header, if any: an ETag this API gave (`"12"`, also
+/// `W/"12"` or a bare `12`) or `*`. Anything else is a 400, answered before
+/// anything is looked at. Returned as the ETag, quoted (or `*`).
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let mut all = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = all.next() else { return Ok(None) };
+    let hint = "send the ETag of a previous response, e.g. If-Match: \"12\", or * (any revision)";
+    if all.next().is_some() {
+        return Err(ApiError::bad_request("more than one If-Match header: send one ETag").hint(hint));
+    }
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(Some(text.to_string()));
+    }
+    let digits = match text.strip_prefix("W/\"").or_else(|| text.strip_prefix('"')) {
+        Some(quoted) => quoted.strip_suffix('"'),
+        None => Some(text),
+    };
+    match digits {
+        Some(d) if !d.is_empty() && d.len() <= IF_MATCH_MAX_DIGITS && d.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(format!("\"{d}\"")))
+        }
+        _ => {
+            let shown: String = String::from_utf8_lossy(value.as_bytes()).chars().take(40).collect();
+            Err(ApiError::bad_request(format!("If-Match '{shown}' is not a revision (an ETag such as \"12\", or *)")).hint(hint))
+        }
+    }
 }
 
 /// A JSON answer carrying the revision as its ETag.

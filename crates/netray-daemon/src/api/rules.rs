@@ -8,26 +8,20 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use serde::Deserialize;
+use netray_firewall::Rule;
 
 use super::{blocking, if_match, json_body, with_etag};
 use crate::{
-    config::RuleSpec,
+    config::{json_kind, short, RuleSpec, RULE_EXAMPLE},
     daemon::Daemon,
     error::{ApiError, ApiResult},
 };
 
-pub const EXAMPLE: &str = r#"{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}"#;
+pub const EXAMPLE: &str = RULE_EXAMPLE;
 /// Rules accepted in one request.
 pub const MAX_RULES_PER_REQUEST: usize = 1000;
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Posted {
-    One(RuleSpec),
-    Many(Vec<RuleSpec>),
-    Wrapped { rules: Vec<RuleSpec> },
-}
+/// Rule ids are u32s from 1.
+pub const MAX_RULE_ID: u64 = u32::MAX as u64;
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
     let (rev, rules) = blocking(move || d.rules()).await?;
@@ -48,46 +42,62 @@ pub async fn add(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let posted: Posted = json_body(body, d.body_limit, EXAMPLE).map_err(|mut e| {
-        if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-            e.body.error = e.body.error.replace("data did not match any variant of untagged enum Posted",
-                "expected a rule object {\"cidr\": ..., \"proto\": ..., \"port\": ..., \"dir\": ...} (cidr required, no other fields), or a list of them");
-        }
-        e
-    })?;
-    let specs = match posted {
-        Posted::One(s) => vec![s],
-        Posted::Many(v) | Posted::Wrapped { rules: v } => v,
-    };
-    if specs.is_empty() {
-        return Err(ApiError::unprocessable("no rule given").hint(format!("example: {EXAMPLE}")));
-    }
-    if specs.len() > MAX_RULES_PER_REQUEST {
-        return Err(ApiError::unprocessable(format!("at most {MAX_RULES_PER_REQUEST} rules per request")));
-    }
-    let mut rules = Vec::with_capacity(specs.len());
-    for (i, s) in specs.iter().enumerate() {
-        let r = s.to_rule().map_err(|e| {
-            let at = if specs.len() > 1 { format!("rule {i}: ") } else { String::new() };
-            ApiError::unprocessable(format!("{at}{e}")).hint(format!("example: {EXAMPLE}"))
-        })?;
-        rules.push(r);
-    }
-    let im = if_match(&headers);
+    let im = if_match(&headers)?;
+    let posted: serde_json::Value = json_body(body, d.body_limit, EXAMPLE)?;
+    let rules = parse_rules(&posted).map_err(|e| ApiError::unprocessable(e).hint(format!("example: {EXAMPLE}")))?;
     let (rev, added) = blocking(move || d.add_rules(im.as_deref(), &rules)).await?;
     Ok(with_etag(StatusCode::CREATED, rev, serde_json::json!({ "revision": rev, "added": added })))
 }
 
 pub async fn delete(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    let im = if_match(&headers)?;
     let id = parse_id(&id)?;
-    let im = if_match(&headers);
     let (rev, gone) = blocking(move || d.delete_rule(im.as_deref(), id)).await?;
     Ok(with_etag(StatusCode::OK, rev, serde_json::json!({ "revision": rev, "deleted": gone })))
+}
+
+/// The rules of a POST body: one rule object, a list of them, or
+/// `{"rules": [...]}`. What is wrong names the rule (by its index in the
+/// list, from 0) and the field.
+fn parse_rules(posted: &serde_json::Value) -> Result<Vec<Rule>, String> {
+    use serde_json::Value;
+    let list = match posted {
+        Value::Array(list) => list,
+        Value::Object(o) if o.contains_key("rules") => {
+            if let Some(k) = o.keys().find(|k| *k != "rules") {
+                return Err(format!("unknown field '{}' beside 'rules' (send {{\"rules\": [...]}} or one rule)", short(k)));
+            }
+            match &o["rules"] {
+                Value::Array(list) => list,
+                v => return Err(format!("field 'rules': expected an array of rules, got {}", json_kind(v))),
+            }
+        }
+        Value::Object(_) => return RuleSpec::from_json(posted).and_then(|s| s.rule()).map(|r| vec![r]).map_err(String::from),
+        v => {
+            return Err(format!(
+                "expected a rule object such as {EXAMPLE}, a list of them or {{\"rules\": [...]}}, got {}",
+                json_kind(v)
+            ))
+        }
+    };
+    if list.is_empty() {
+        return Err("no rule given: the list is empty".into());
+    }
+    if list.len() > MAX_RULES_PER_REQUEST {
+        return Err(format!("{} rules in one request: at most {MAX_RULES_PER_REQUEST}", list.len()));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| RuleSpec::from_json(v).and_then(|s| s.rule()).map_err(|e| format!("rule {i}: {e}")))
+        .collect()
 }
 
 fn parse_id(s: &str) -> ApiResult<u32> {
     s.parse::<u32>()
         .ok()
         .filter(|&n| n > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{s}' is not a rule id (a positive integer)")).hint("GET /v1/rules lists the ids"))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("'{}' is not a rule id (an integer from 1 to {MAX_RULE_ID})", short(s)))
+                .hint("GET /v1/rules lists the ids")
+        })
 }

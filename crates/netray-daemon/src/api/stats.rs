@@ -11,7 +11,7 @@ use axum::{
 
 use super::{blocking, with_etag};
 
-use crate::{daemon::Daemon, error::{ApiError, ApiResult}};
+use crate::{config::short, daemon::Daemon, error::{ApiError, ApiResult}};
 
 pub async fn stats(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
     let (rev, body) = blocking(move || {
@@ -36,20 +36,29 @@ pub async fn stats(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
     Ok(with_etag(StatusCode::OK, rev, body))
 }
 
+/// Most flows /v1/flows lists per interface.
+pub const FLOWS_MAX_LIMIT: usize = 10_000;
+
 pub async fn flows(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let mut interface = None;
     let mut sort = "bytes".to_string();
     let mut limit = None;
     for (k, v) in q {
         match k.as_str() {
+            // A name the kernel would not take has no flows either: 404.
             "interface" => interface = Some(v),
-            "sort" => sort = v,
+            "sort" if ["bytes", "packets", "rate"].contains(&v.as_str()) => sort = v,
+            "sort" => {
+                return Err(ApiError::bad_request(format!("query parameter 'sort': '{}' is not bytes, packets or rate",
+                    short(&v))))
+            }
             "limit" => {
-                limit = Some(v.parse::<usize>().ok().filter(|&n| (1..=10_000).contains(&n)).ok_or_else(|| {
-                    ApiError::bad_request(format!("limit '{v}' is not a number from 1 to 10000"))
+                limit = Some(v.parse::<usize>().ok().filter(|&n| (1..=FLOWS_MAX_LIMIT).contains(&n)).ok_or_else(|| {
+                    ApiError::bad_request(format!("query parameter 'limit': '{}' is not an integer from 1 to {FLOWS_MAX_LIMIT}",
+                        short(&v)))
                 })?)
             }
-            _ => return Err(ApiError::bad_request(format!("unknown query parameter '{k}'"))
+            _ => return Err(ApiError::bad_request(format!("unknown query parameter '{}'", short(&k)))
                 .hint("/v1/flows takes interface=, sort=bytes|packets|rate and limit=")),
         }
     }
