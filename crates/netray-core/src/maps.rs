@@ -30,32 +30,34 @@ pub fn get<T: Plain + Default>(map: &MapHandle, key: u32) -> Result<Option<T>> {
     Ok(raw.and_then(|b| from_bytes(&b)))
 }
 
-/// Every (key, value) of a hash map, read in batches (a few syscalls for
-/// thousands of entries, where a key-by-key walk takes two per entry).
+/// Every entry of a map as raw bytes, read in batches (a few syscalls for
+/// thousands of entries, where a key-by-key walk takes two per entry):
+/// `each(key, value)` per entry, the value being `value_bytes` long (for a
+/// per-CPU map, every possible CPU's value, each rounded up to 8 bytes).
 /// Written here because libbpf-rs 0.27's batched lookup stops at the first
 /// batch the kernel returns short, which a hash map does at bucket boundaries.
-pub fn dump<K: Plain + Default + Copy, V: Plain + Default + Copy>(map: &MapHandle) -> Result<Vec<(K, V)>> {
-    let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
-    if map.key_size() as usize != ks || map.value_size() as usize != vs {
-        return Err(wrong_size(map, vs));
-    }
-    let mut out = Vec::new();
-    let mut chunk = 256usize;
-    // The batch token: a bucket number for hash maps, a key for arrays.
-    let (mut token_in, mut token_out) = ([0u8; 64], [0u8; 64]);
-    let mut first = true;
+pub fn lookup_all_raw(map: &MapHandle, value_bytes: usize, mut each: impl FnMut(&[u8], &[u8])) -> Result<()> {
+    let key_size = map.key_size() as usize;
+    let mut batch = (map.max_entries() as usize).clamp(1, 4096);
+    // The batch token: a 4-byte bucket number for hash maps, a key for arrays.
+    let mut token: Option<Vec<u8>> = None;
+    let mut next = vec![0u8; key_size.max(8)];
     loop {
-        let mut keys = vec![K::default(); chunk];
-        let mut values = vec![V::default(); chunk];
-        let mut count = chunk as u32;
-        let opts = libbpf_sys::bpf_map_batch_opts { sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _, ..Default::default() };
-        // SAFETY: keys/values hold `count` elements of the map's key and value
-        // sizes; the tokens are larger than any bucket number or key we use.
+        let mut keys = vec![0u8; batch * key_size];
+        let mut values = vec![0u8; batch * value_bytes];
+        let mut count = batch as u32;
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        let in_batch = token.as_mut().map_or(std::ptr::null_mut(), |t| t.as_mut_ptr().cast());
+        // SAFETY: the buffers hold `batch` keys and `batch` values as the
+        // kernel writes them; `next` is at least key_size and 8 bytes.
         let rc = unsafe {
             libbpf_sys::bpf_map_lookup_batch(
                 map.as_fd().as_raw_fd(),
-                if first { std::ptr::null_mut() } else { token_in.as_mut_ptr().cast() },
-                token_out.as_mut_ptr().cast(),
+                in_batch,
+                next.as_mut_ptr().cast(),
                 keys.as_mut_ptr().cast(),
                 values.as_mut_ptr().cast(),
                 &mut count,
@@ -64,8 +66,8 @@ pub fn dump<K: Plain + Default + Copy, V: Plain + Default + Copy>(map: &MapHandl
         };
         let err = if rc < 0 { -rc } else { 0 };
         if err == libc::ENOSPC && count == 0 {
-            // One bucket holds more entries than the batch: a larger batch.
-            chunk *= 4;
+            // One hash bucket holds more entries than the batch: grow it.
+            batch *= 2;
             continue;
         }
         if err != 0 && err != libc::ENOENT {
@@ -75,14 +77,28 @@ pub fn dump<K: Plain + Default + Copy, V: Plain + Default + Copy>(map: &MapHandl
                 std::io::Error::from_raw_os_error(err)
             )));
         }
-        let n = (count as usize).min(chunk);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
-        if err == libc::ENOENT {
-            return Ok(out);
+        for i in 0..(count as usize).min(batch) {
+            each(&keys[i * key_size..][..key_size], &values[i * value_bytes..][..value_bytes]);
         }
-        token_in = token_out;
-        first = false;
+        if err == libc::ENOENT {
+            return Ok(());
+        }
+        token = Some(next.clone());
     }
+}
+
+/// Every (key, value) of a map whose keys are K and values V.
+pub fn dump<K: Plain + Default, V: Plain + Default>(map: &MapHandle) -> Result<Vec<(K, V)>> {
+    if map.key_size() as usize != std::mem::size_of::<K>() || map.value_size() as usize != std::mem::size_of::<V>() {
+        return Err(wrong_size(map, std::mem::size_of::<V>()));
+    }
+    let mut out = Vec::new();
+    lookup_all_raw(map, std::mem::size_of::<V>(), |k, v| {
+        if let (Some(k), Some(v)) = (from_bytes(k), from_bytes(v)) {
+            out.push((k, v));
+        }
+    })?;
+    Ok(out)
 }
 
 /// Writes the value at a u32 key.

@@ -23,7 +23,6 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsFd, AsRawFd},
 };
 
 use libbpf_rs::{MapCore, MapHandle};
@@ -307,60 +306,13 @@ fn lookup_all<K: plain::Plain + Default, V: plain::Plain + Default>(
     map: &MapHandle,
     ncpu: usize,
 ) -> Result<Vec<(K, Vec<V>)>> {
-    let key_size = size_of::<K>();
     let stride = size_of::<V>().next_multiple_of(8);
-    let mut batch = (map.max_entries() as usize).clamp(1, 4096);
     let mut out = Vec::new();
-    let mut token: Option<Vec<u8>> = None;
-    let mut next = vec![0u8; key_size.max(8)];
-    loop {
-        let mut keys = vec![0u8; batch * key_size];
-        let mut values = vec![0u8; batch * stride * ncpu];
-        let mut count = batch as u32;
-        let opts = libbpf_sys::bpf_map_batch_opts {
-            sz: size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-            ..Default::default()
-        };
-        let in_batch = token.as_mut().map_or(std::ptr::null_mut(), |t| t.as_mut_ptr().cast());
-        // SAFETY: the buffers hold `batch` keys and `batch` per-CPU values
-        // (round_up(value_size, 8) bytes per possible CPU), as the kernel
-        // writes them; `next` is at least key_size and 8 bytes (the batch
-        // token of hash maps is a 4-byte bucket index, of arrays a key).
-        let rc = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
-                map.as_fd().as_raw_fd(),
-                in_batch,
-                next.as_mut_ptr().cast(),
-                keys.as_mut_ptr().cast(),
-                values.as_mut_ptr().cast(),
-                &mut count,
-                &opts,
-            )
-        };
-        let err = if rc < 0 { -rc } else { 0 };
-        if err == libc::ENOSPC && count == 0 {
-            // One hash bucket holds more entries than the batch: grow it.
-            batch *= 2;
-            continue;
-        }
-        if err != 0 && err != libc::ENOENT {
-            return Err(Error::Refused(format!(
-                "reading map {}: {}",
-                maps::map_name(map),
-                std::io::Error::from_raw_os_error(err)
-            )));
-        }
-        for i in 0..count as usize {
-            let key: K = from_bytes(&keys[i * key_size..][..key_size]).unwrap_or_default();
-            let per_cpu: Vec<V> =
-                values[i * stride * ncpu..][..stride * ncpu].chunks(stride).filter_map(from_bytes).collect();
-            out.push((key, per_cpu));
-        }
-        if err == libc::ENOENT {
-            return Ok(out);
-        }
-        token = Some(next.clone());
-    }
+    maps::lookup_all_raw(map, stride * ncpu, |key, values| {
+        let key: K = from_bytes(key).unwrap_or_default();
+        out.push((key, values.chunks(stride).filter_map(from_bytes).collect()));
+    })?;
+    Ok(out)
 }
 
 /// The kernel's tick (jiffy) in ns: the resolution of CLOCK_MONOTONIC_COARSE.
