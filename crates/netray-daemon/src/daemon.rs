@@ -5,7 +5,7 @@
 //! handlers call it through `spawn_blocking`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::{
         atomic::AtomicU64,
@@ -104,6 +104,8 @@ pub struct Daemon {
     store: StateStore,
     state: Mutex<State>,
     persist: Persister,
+    /// See `stored`.
+    specs: Mutex<HashMap<u32, (Rule, RuleSpec)>>,
     pub token: String,
     /// Plain reads need no token (the daemon listens on loopback); see auth.rs.
     pub open_reads: bool,
@@ -140,8 +142,28 @@ pub fn check_if_match(if_match: Option<&str>, revision: u64) -> ApiResult<()> {
     Ok(())
 }
 
-fn stored(list: &[RuleStatus]) -> Vec<StoredRule> {
-    list.iter().map(|r| StoredRule { id: r.id, spec: RuleSpec::from_rule(&r.rule) }).collect()
+/// The pinned rules as the state file stores them, or None if `current`
+/// already says the same. `specs` remembers each rule's conversion (by id):
+/// formatting every prefix again on every read cost more than the read.
+fn stored(specs: &mut HashMap<u32, (Rule, RuleSpec)>, list: &[RuleStatus], current: &[StoredRule]) -> Option<Vec<StoredRule>> {
+    for r in list {
+        match specs.get(&r.id) {
+            Some((rule, _)) if *rule == r.rule => {}
+            _ => {
+                specs.insert(r.id, (r.rule.clone(), RuleSpec::from_rule(&r.rule)));
+            }
+        }
+    }
+    let spec = |id: u32| &specs[&id].1;
+    if list.len() == current.len() && list.iter().zip(current).all(|(r, s)| r.id == s.id && *spec(r.id) == s.spec) {
+        return None;
+    }
+    let out = list.iter().map(|r| StoredRule { id: r.id, spec: spec(r.id).clone() }).collect();
+    if specs.len() > list.len() {
+        let ids: std::collections::HashSet<u32> = list.iter().map(|r| r.id).collect();
+        specs.retain(|id, _| ids.contains(id));
+    }
+    Some(out)
 }
 
 impl Daemon {
@@ -164,6 +186,7 @@ impl Daemon {
             store,
             state: Mutex::new(state),
             persist,
+            specs: Mutex::default(),
             token: opts.token,
             open_reads: true,
             body_limit: opts.body_limit,
@@ -226,10 +249,12 @@ impl Daemon {
     /// bumps the revision.
     fn sync(&self, st: &mut State) -> ApiResult<Vec<RuleStatus>> {
         let list = self.pinned_rules()?;
-        let now = stored(&list);
+        let now = stored(&mut self.specs.lock().unwrap_or_else(|e| e.into_inner()), &list, &st.rules);
         let attached = self.attached_now()?;
-        if now != st.rules || attached != st.attached {
-            st.rules = now;
+        if now.is_some() || attached != st.attached {
+            if let Some(now) = now {
+                st.rules = now;
+            }
             st.attached = attached;
             st.revision += 1;
             self.save(st)?;
@@ -302,8 +327,7 @@ impl Daemon {
             st.revision += 1;
         }
         let list = self.pinned_rules()?;
-        let now = stored(&list);
-        if now != st.rules {
+        if let Some(now) = stored(&mut self.specs.lock().unwrap_or_else(|e| e.into_inner()), &list, &st.rules) {
             st.rules = now;
             st.revision += 1;
         }
