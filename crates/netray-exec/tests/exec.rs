@@ -287,6 +287,10 @@ const BURST: usize = 2000;
 /// A burst of execs of a uniquely named program, with a comm filter: every
 /// one must be either seen or counted lost, exactly.
 fn burst(ring_bytes: u32, read_during_burst: bool) -> (u64, u64) {
+    burst_on(BackendChoice::Auto, ring_bytes, read_during_burst)
+}
+
+fn burst_on(backend: BackendChoice, ring_bytes: u32, read_during_burst: bool) -> (u64, u64) {
     require_root();
     let prog = UniqueProgram::new("b", "/bin/true");
     let opts = TracerOptions {
@@ -295,6 +299,7 @@ fn burst(ring_bytes: u32, read_during_burst: bool) -> (u64, u64) {
             ..Default::default()
         },
         ring_bytes,
+        backend,
         ..Default::default()
     };
     let mut t = ExecTracer::with_options(opts).expect("start tracer");
@@ -343,6 +348,23 @@ fn burst_is_reported_completely() {
         (BURST as u64, 0),
         "a 4 MiB ring read continuously keeps up"
     );
+}
+
+// The kprobe and fentry backends, with the same exact checks as the tracepoint one. This
+// machine's kernel refuses both, so `make test` lists them as ignored; `make test-kernels`
+// runs them on the kernels that offer them (tests/kernels/subset: needs=kprobe, needs=fentry).
+#[test]
+#[ignore = "needs kprobes: make test-kernels runs it on kernels that have them"]
+fn kprobe_backend_reports_echo_and_every_exec_of_a_burst() {
+    check_echo(BackendChoice::Kprobe);
+    assert_eq!(burst_on(BackendChoice::Kprobe, 4 << 20, true), (BURST as u64, 0));
+}
+
+#[test]
+#[ignore = "needs fentry: make test-kernels runs it on kernels that allow it"]
+fn fentry_backend_reports_echo_and_every_exec_of_a_burst() {
+    check_echo(BackendChoice::Fentry);
+    assert_eq!(burst_on(BackendChoice::Fentry, 4 << 20, true), (BURST as u64, 0));
 }
 
 #[test]
