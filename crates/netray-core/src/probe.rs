@@ -119,18 +119,15 @@ pub fn capabilities() -> Vec<Capability> {
 
 fn try_capabilities() -> Vec<Capability> {
     let mut caps = Vec::new();
-    let mut add = |name, what, r: std::result::Result<String, String>| {
+    let mut add = |name, what, r: Answer| {
         let (available, detail) = match r {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
         caps.push(Capability { name, what, available, detail });
     };
-    let net = in_private_netns(probe_net).unwrap_or_else(|e| {
-        let why = format!("no network namespace for the attach probes: {e}");
-        NetProbes { xdp_native: Err(why.clone()), xdp_generic: Err(why.clone()), xdp_frags: Err(why.clone()),
-                    tcx: Err(why.clone()), clsact: Err(why.clone()), live_frames: Err(why) }
-    });
+    let net = in_private_netns(probe_net)
+        .unwrap_or_else(|e| NetProbes::all_failed(format!("no network namespace for the attach probes: {e}")));
     add("btf", "kernel BTF (/sys/kernel/btf/vmlinux)", probe_btf());
     add("xdp_native", "XDP in the driver (native), on veth", net.xdp_native);
     add("xdp_generic", "XDP in the stack (generic)", net.xdp_generic);
@@ -149,13 +146,23 @@ fn try_capabilities() -> Vec<Capability> {
     caps
 }
 
+/// A probe's answer: how it was tried, or why it failed.
+type Answer = std::result::Result<String, String>;
+
 struct NetProbes {
-    xdp_native: std::result::Result<String, String>,
-    xdp_generic: std::result::Result<String, String>,
-    xdp_frags: std::result::Result<String, String>,
-    tcx: std::result::Result<String, String>,
-    clsact: std::result::Result<String, String>,
-    live_frames: std::result::Result<String, String>,
+    xdp_native: Answer,
+    xdp_generic: Answer,
+    xdp_frags: Answer,
+    tcx: Answer,
+    clsact: Answer,
+    live_frames: Answer,
+}
+
+impl NetProbes {
+    fn all_failed(why: String) -> NetProbes {
+        let e = || Err(why.clone());
+        NetProbes { xdp_native: e(), xdp_generic: e(), xdp_frags: e(), tcx: e(), clsact: e(), live_frames: e() }
+    }
 }
 
 fn errno(e: i32) -> String {
@@ -201,24 +208,22 @@ fn probe_net() -> NetProbes {
     });
     let ifindex = match setup {
         Ok(i) => i,
-        Err(e) => {
-            return NetProbes { xdp_native: Err(e.clone()), xdp_generic: Err(e.clone()), xdp_frags: Err(e.clone()),
-                               tcx: Err(e.clone()), clsact: Err(e.clone()), live_frames: Err(e) }
-        }
+        Err(e) => return NetProbes::all_failed(e),
     };
-    let xdp = |flags: u32| -> std::result::Result<String, String> {
-        let prog = load_insns(libbpf_sys::BPF_PROG_TYPE_XDP, libbpf_sys::BPF_XDP, flags_of(flags), &ret(2))
+    // Loads an XDP program (with BPF_F_XDP_HAS_FRAGS if `frags`) and attaches it in `mode`.
+    let xdp = |mode: u32, frags: bool| -> Answer {
+        let flags = if frags { libbpf_sys::BPF_F_XDP_HAS_FRAGS } else { 0 };
+        let prog = load_insns(libbpf_sys::BPF_PROG_TYPE_XDP, libbpf_sys::BPF_XDP, flags, &ret(2))
             .map_err(|e| format!("load: {}", errno(e)))?;
-        let mode = if flags & libbpf_sys::XDP_FLAGS_SKB_MODE != 0 { libbpf_sys::XDP_FLAGS_SKB_MODE } else { libbpf_sys::XDP_FLAGS_DRV_MODE };
         crate::link::create(prog.as_fd(), ifindex, libbpf_sys::BPF_XDP, mode)
             .map(|_link| "attached to a veth".to_string())
             .map_err(|e| format!("attach: {}", errno(e)))
     };
-    let xdp_native = xdp(libbpf_sys::XDP_FLAGS_DRV_MODE);
-    let xdp_generic = xdp(libbpf_sys::XDP_FLAGS_SKB_MODE);
+    let xdp_native = xdp(libbpf_sys::XDP_FLAGS_DRV_MODE, false);
+    let xdp_generic = xdp(libbpf_sys::XDP_FLAGS_SKB_MODE, false);
     // A non-frags program is refused natively on a veth at MTU 9000; a frags one is not.
     let xdp_frags = ip(&["link", "set", "dev", PROBE_IF, "mtu", "9000"])
-        .and_then(|()| xdp(FRAGS_MARK | libbpf_sys::XDP_FLAGS_DRV_MODE))
+        .and_then(|()| xdp(libbpf_sys::XDP_FLAGS_DRV_MODE, true))
         .map(|_| "a frags program attached natively to a veth at MTU 9000".to_string());
     let tc = load_insns(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, 0, 0, &ret(0));
     let (tcx, clsact) = match tc {
@@ -231,17 +236,6 @@ fn probe_net() -> NetProbes {
         ),
     };
     NetProbes { xdp_native, xdp_generic, xdp_frags, tcx, clsact, live_frames: probe_live_frames() }
-}
-
-/// Not a kernel flag: tells `xdp` above to load with BPF_F_XDP_HAS_FRAGS.
-const FRAGS_MARK: u32 = 1 << 31;
-
-fn flags_of(xdp_flags: u32) -> u32 {
-    if xdp_flags & FRAGS_MARK != 0 {
-        libbpf_sys::BPF_F_XDP_HAS_FRAGS
-    } else {
-        0
-    }
 }
 
 fn clsact_attach(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32) -> std::result::Result<(), String> {
@@ -302,7 +296,7 @@ fn load_insns(
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-fn probe_btf() -> std::result::Result<String, String> {
+fn probe_btf() -> Answer {
     // SAFETY: no arguments; the result is freed below.
     let btf = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
     if btf.is_null() {
@@ -313,7 +307,7 @@ fn probe_btf() -> std::result::Result<String, String> {
     Ok("vmlinux BTF loaded".into())
 }
 
-fn probe_ringbuf() -> std::result::Result<String, String> {
+fn probe_ringbuf() -> Answer {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
@@ -328,13 +322,13 @@ fn probe_ringbuf() -> std::result::Result<String, String> {
     Ok("created one".into())
 }
 
-fn probe_live_frames() -> std::result::Result<String, String> {
+fn probe_live_frames() -> Answer {
     use std::os::fd::AsRawFd;
     // XDP_DROP: the frame goes nowhere (this namespace's loopback, which is down).
     let prog = load_insns(libbpf_sys::BPF_PROG_TYPE_XDP, 0, 0, &ret(1)).map_err(|e| format!("load: {}", errno(e)))?;
     let mut frame = [0u8; 64];
     frame[12] = 0x08; // an IPv4 ethertype: any frame will do
-    let opts = libbpf_sys::bpf_test_run_opts {
+    let mut opts = libbpf_sys::bpf_test_run_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
         data_in: frame.as_ptr() as *const _,
         data_size_in: frame.len() as u32,
@@ -342,7 +336,6 @@ fn probe_live_frames() -> std::result::Result<String, String> {
         flags: libbpf_sys::BPF_F_TEST_XDP_LIVE_FRAMES,
         ..Default::default()
     };
-    let mut opts = opts;
     // SAFETY: opts points at frame, which outlives the call.
     let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
     if rc != 0 {
@@ -351,7 +344,7 @@ fn probe_live_frames() -> std::result::Result<String, String> {
     Ok("one frame sent through BPF_PROG_TEST_RUN".into())
 }
 
-fn probe_bounded_loop() -> std::result::Result<String, String> {
+fn probe_bounded_loop() -> Answer {
     use libbpf_sys::bpf_insn as I;
     // r0 = 0; r1 = 0; loop: r1 += 1; if r1 < 4 goto loop; exit
     let insns = [
@@ -377,7 +370,7 @@ impl WithDst for libbpf_sys::bpf_insn {
     }
 }
 
-fn probe_raw_tracepoint() -> std::result::Result<String, String> {
+fn probe_raw_tracepoint() -> Answer {
     use std::os::fd::AsRawFd;
     let prog = load_insns(libbpf_sys::BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 0, &ret(0)).map_err(|e| format!("load: {}", errno(e)))?;
     // SAFETY: the name is NUL-terminated; the returned fd is closed below.
@@ -390,7 +383,7 @@ fn probe_raw_tracepoint() -> std::result::Result<String, String> {
     Ok("attached to sys_enter".into())
 }
 
-fn probe_syncookie() -> std::result::Result<String, String> {
+fn probe_syncookie() -> Answer {
     let helpers = [
         ("bpf_tcp_raw_gen_syncookie_ipv4", libbpf_sys::BPF_FUNC_tcp_raw_gen_syncookie_ipv4),
         ("bpf_tcp_raw_check_syncookie_ipv4", libbpf_sys::BPF_FUNC_tcp_raw_check_syncookie_ipv4),
@@ -406,7 +399,7 @@ fn probe_syncookie() -> std::result::Result<String, String> {
 }
 
 /// Loads only `name` of the probe object (and attaches it, for kprobes and fentry).
-fn probe_skel_prog(name: &str) -> std::result::Result<String, String> {
+fn probe_skel_prog(name: &str) -> Answer {
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
     let mut storage = std::mem::MaybeUninit::uninit();
     let mut open = netray_ebpf::probe::ProbeSkelBuilder::default().open(&mut storage).map_err(|e| format!("open: {e}"))?;
@@ -424,7 +417,7 @@ fn probe_skel_prog(name: &str) -> std::result::Result<String, String> {
 }
 
 /// fexit (or, with `ext`, freplace) against the probe object's XDP program.
-fn probe_on_xdp_prog(ext: bool) -> std::result::Result<String, String> {
+fn probe_on_xdp_prog(ext: bool) -> Answer {
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
     use std::os::fd::AsFd;
     let mut storage = std::mem::MaybeUninit::uninit();
