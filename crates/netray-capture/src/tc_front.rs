@@ -1,7 +1,8 @@
 //! The entry capture at TC on kernels without tcx (before 6.6, e.g. Debian 12's 6.1): a
 //! direct-action cls_bpf filter on the clsact qdisc at priority 1, so it runs before every
 //! other filter (netray's own runs at 0x6e72). It returns TC_ACT_UNSPEC, which in
-//! direct-action mode hands the packet to the next filter unchanged.
+//! direct-action mode hands the packet to the next filter unchanged. (`netray bench dump`
+//! attaches its drop program the same way there.)
 //!
 //! Unlike a tcx link, a filter outlives the process that attached it: a capture killed
 //! with SIGKILL leaves it (it only records into rings nobody reads, and packets go on);
