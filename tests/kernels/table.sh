@@ -15,7 +15,8 @@ for row in "$@"; do
     passed=$(awk -F'\t' '$2 == "ok"' "$res" | wc -l)
     failed=$(awk -F'\t' '$2 == "FAILED" || $2 == "timeout"' "$res" | wc -l)
     notrun=$(awk -F'\t' '$2 ~ /^lacks:/' "$res" | wc -l)
-    lacks=$(jq -r '[.features[] | select(.available | not) | .name] | join(", ")' "$out/features.json" 2>/dev/null)
+    lacks=$(jq -r '[.features[] | select(.available | not) | .name] | join(", ") | if . == "" then "nothing" else . end' \
+        "$out/features.json" 2>/dev/null)
     printf '%-24s %-9s %6s %6s %8s %8.1f  %s\n' "$kernel" "$where" "$passed" "$failed" "$notrun" \
         "$(awk '{ print $1 / 60 }' "$out/seconds" 2>/dev/null || echo 0)" "${lacks:-?}"
 done
