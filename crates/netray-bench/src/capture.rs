@@ -769,7 +769,7 @@ fn build_frame(lab: &Lab, len: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------
-// The receiving end: count at XDP, drop at tcx ingress.
+// The receiving end: count at XDP, drop at tcx ingress (a clsact filter without tcx).
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
@@ -782,8 +782,15 @@ struct Sink {
     arrived: Counter,
     delivered: Counter,
     _xdp: OwnedFd,
-    _tcx: OwnedFd,
+    _drop: DropAttach,
     _progs: [OwnedFd; 2],
+}
+
+/// How the drop program is attached: a tcx link, or where the kernel has no tcx (before
+/// 6.6) the first clsact filter. Either goes when dropped.
+enum DropAttach {
+    Tcx(#[allow(dead_code)] OwnedFd),
+    Clsact(#[allow(dead_code)] netray_capture::tc_front::ClsactEntry),
 }
 
 impl Sink {
@@ -820,18 +827,23 @@ impl Sink {
                 lab.host_if()
             )
         })?;
-        let tcx = link_create(tc_prog.as_fd(), ifindex, libbpf_sys::BPF_TCX_INGRESS, 0)
-            .with_context(|| {
-                format!(
-                    "attaching the drop program to {} at tcx ingress",
-                    lab.host_if()
-                )
-            })?;
+        let drop = match link_create(tc_prog.as_fd(), ifindex, libbpf_sys::BPF_TCX_INGRESS, 0) {
+            Ok(link) => DropAttach::Tcx(link),
+            Err(tcx) => netray_capture::tc_front::attach(tc_prog.as_fd(), ifindex, netray_core::Hook::TcIngress)
+                .map(DropAttach::Clsact)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "attaching the drop program to {} at TC ingress: tcx refused ({tcx:#}), clsact too ({})",
+                        lab.host_if(),
+                        std::io::Error::from_raw_os_error(e)
+                    )
+                })?,
+        };
         Ok(Sink {
             arrived,
             delivered,
             _xdp: xdp,
-            _tcx: tcx,
+            _drop: drop,
             _progs: [xdp_prog, tc_prog],
         })
     }

@@ -11,6 +11,7 @@ pub use pcapng::PcapngWriter;
 pub mod front;
 pub mod recorder;
 pub mod xdp_front;
+pub mod tc_front;
 pub mod reader;
 pub mod session;
 pub use session::{Capture, CaptureSpec, PointStats};

@@ -72,6 +72,8 @@ pub struct Capture {
 enum Undo {
     XdpFront(Front),
     TcEntry(#[allow(dead_code)] OwnedFd),
+    /// The entry capture as a clsact filter, where the kernel has no tcx.
+    TcEntryClsact(crate::tc_front::ClsactEntry),
     /// An exit capture through netray's own program at `hook`.
     Exit { hook: Hook, user: String },
     /// netray attached its dispatcher for this capture: detach it when idle.
@@ -279,16 +281,35 @@ impl Capture {
         }
         if entry {
             let front = load_front(Kind::Tc, Point::Entry, Variant::TC, fragment, &recorder)?;
-            let link = tc::tcx_attach_first(front.as_fd(), self.iface.index, hook).map_err(|e| {
-                Error::Refused(format!(
-                    "the kernel refused to attach the capture at {} on {} through tcx: {} (netray captures at TC \
-                     with tcx links, Linux 6.6 and later)",
-                    hook.name(),
-                    self.iface.name,
-                    std::io::Error::from_raw_os_error(e)
-                ))
-            })?;
-            self.undo.push(Undo::TcEntry(link));
+            // NETRAY_TC_LEGACY=1 forces clsact here as it does for the firewall.
+            let legacy = std::env::var(tc::TC_LEGACY_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+            let tcx = if legacy { Err(libc::EOPNOTSUPP) } else { tc::tcx_attach_first(front.as_fd(), self.iface.index, hook) };
+            match tcx {
+                Ok(link) => self.undo.push(Undo::TcEntry(link)),
+                // No tcx (before Linux 6.6): the first clsact filter instead, and say so.
+                Err(tcx) => {
+                    let filter = crate::tc_front::attach(front.as_fd(), self.iface.index, hook).map_err(|e| {
+                        Error::Refused(format!(
+                            "the kernel refused to attach the capture at {} on {} through tcx ({}) and as a clsact \
+                             filter ({})",
+                            hook.name(),
+                            self.iface.name,
+                            std::io::Error::from_raw_os_error(tcx),
+                            std::io::Error::from_raw_os_error(e)
+                        ))
+                    })?;
+                    let why = if legacy {
+                        format!("{}=1", tc::TC_LEGACY_ENV)
+                    } else {
+                        format!("no tcx on this kernel: {}", std::io::Error::from_raw_os_error(tcx))
+                    };
+                    self.notes.push(format!(
+                        "{why}: capturing at {} through a clsact filter at priority 1, before every other filter",
+                        hook.name()
+                    ));
+                    self.undo.push(Undo::TcEntryClsact(filter));
+                }
+            }
         }
         self.recorders.push((hook, recorder));
         Ok(())
@@ -359,6 +380,10 @@ impl Capture {
             Undo::XdpFront(front) => front.restore(),
             Undo::TcEntry(link) => {
                 drop(link);
+                Ok(())
+            }
+            Undo::TcEntryClsact(filter) => {
+                filter.detach();
                 Ok(())
             }
             Undo::Exit { hook, user } => {

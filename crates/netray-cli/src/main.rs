@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
     long_about = "netray attaches eBPF programs to network interfaces to filter traffic (firewall), stream \
                   per-packet metadata (monitor) and more. Its state is pinned under /sys/fs/bpf/netray, so an \
                   attached firewall keeps enforcing after netray exits.",
-    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray dump -i eth1 -w capture.pcapng tcp port 80\n  netray top -i eth1\n  netray demo"
+    after_help = "Examples:\n  netray firewall attach -i eth1\n  netray deny add 203.0.113.0/24\n  netray monitor -i eth1 -c 10\n  netray dump -i eth1 -w capture.pcapng tcp port 80\n  netray top -i eth1\n  netray features\n  netray demo"
 )]
 struct Cli {
     /// Where pinned state lives (default /sys/fs/bpf/netray; env NETRAY_PIN_DIR).
@@ -52,6 +52,8 @@ enum Command {
     Lab(netray_lab::cli::LabCommand),
     /// Run the main job end to end against the built-in lab, then clean up.
     Demo(cmd::demo::DemoArgs),
+    /// What this kernel allows that netray uses, tried for real, and which way each command goes.
+    Features(cmd::features::FeaturesArgs),
     /// Serve netray over a REST API: rules, interfaces, stats, flows, live events, metrics.
     Daemon(netray_daemon::cli::DaemonArgs),
 }
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Exec(a) => netray_exec::cli::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Features(a) => cmd::features::run(a),
         Command::Daemon(mut a) => {
             a.pin_dir = ctx.pin_dir.clone();
             netray_daemon::cli::run(a).map(|()| ExitCode::SUCCESS)

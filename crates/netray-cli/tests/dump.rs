@@ -34,8 +34,11 @@ impl Dump {
 
     /// Any netray command, ready once `marker` appears on its stderr.
     fn start_with(env: &Env, args: &[&str], marker: &str) -> Dump {
-        let mut child = env
-            .cmd(args)
+        Self::spawn(env.cmd(args), marker)
+    }
+
+    fn spawn(mut cmd: std::process::Command, marker: &str) -> Dump {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -493,6 +496,43 @@ fn tc_egress_exit_records_carry_the_out_rules_verdict() {
     // Taken down: TC egress runs the firewall alone again.
     let status = env.json(&["firewall", "status", "--json"]);
     assert_eq!(status["interfaces"][0]["features"], serde_json::json!(["firewall"]), "{status}");
+}
+
+/// Kernels without tcx (Debian 12's 6.1) capture at TC through a clsact filter placed before
+/// every other; NETRAY_TC_LEGACY=1 takes that path on this kernel too.
+#[test]
+fn without_tcx_the_tc_capture_is_a_first_clsact_filter_and_goes_with_the_capture() {
+    let env = Env::new("dtcl");
+    let out = env.cmd(&["firewall", "attach", "-i", env.iface()]).env("NETRAY_TC_LEGACY", "1").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TC egress via clsact"), "{out:?}");
+    env.ok(&["deny", "add", &format!("{}/32", env.lab.peer_v4()), "--dir", "out", "--proto", "icmp"]);
+    let mut cmd = env.cmd(&["dump", "-i", env.iface(), "--hook", "tc-egress", "--point", "both", "-c", "4", "icmp"]);
+    cmd.env("NETRAY_TC_LEGACY", "1");
+    let mut dump = Dump::spawn(cmd, "capturing");
+    let filters = tc_filters(&env);
+    assert!(filters.contains("pref 1 bpf") && filters.contains("netray_cap"), "the capture runs first: {filters}");
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0, "the replies are dropped at egress");
+    let out = dump.stdout();
+    let err = dump.wait();
+    assert!(err.contains("through a clsact filter at priority 1"), "says which way it went: {err}");
+    let reply = format!("IP {} > {}: ICMP echo reply", env.lab.host_v4(), env.lab.peer_v4());
+    let entry = out.lines().filter(|l| l.contains("tc-egress-entry Out") && l.contains(&reply)).count();
+    let shot = out.lines().filter(|l| l.contains("tc-egress-exit Out") && l.contains(&reply) && l.ends_with("[TC_ACT_SHOT]")).count();
+    assert_eq!((entry, shot), (2, 2), "{out}");
+    let filters = tc_filters(&env);
+    assert!(!filters.contains("pref 1 "), "the capture's filter went with it: {filters}");
+    env.ok(&["firewall", "detach", "-i", env.iface()]);
+    assert!(!tc_qdiscs(&env).contains("clsact"), "nothing left on the interface");
+}
+
+fn tc_filters(env: &Env) -> String {
+    let out = std::process::Command::new("tc").args(["filter", "show", "dev", env.iface(), "egress"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tc_qdiscs(env: &Env) -> String {
+    let out = std::process::Command::new("tc").args(["qdisc", "show", "dev", env.iface()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

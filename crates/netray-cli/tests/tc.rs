@@ -78,9 +78,10 @@ fn out_rule_drops_replies_at_tc_egress_and_leaves_ingress_alone() {
     let env = Env::new("tcout");
     let peer = env.lab.peer_v4().to_string();
     let out = env.ok(&["firewall", "attach", "-i", env.iface()]);
-    assert!(out.contains("TC egress via tcx"), "this kernel has tcx: {out}");
+    let backend = common::tc_backend();
+    assert!(out.contains(&format!("TC egress via {backend}")), "{out}");
     let eg = tc_entry(&env, "tc-egress").expect("the TC egress program is attached with the firewall");
-    assert_eq!(eg["backend"], "tcx");
+    assert_eq!(eg["backend"], backend);
     assert_eq!(eg["features"], serde_json::json!(["firewall"]));
     assert!(eg["prog_id"].as_u64().unwrap() > 0);
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
@@ -326,5 +327,5 @@ fn native_xdp_refused_with_the_kernels_reason_and_auto_falls_back() {
     assert_eq!(r["mode"], "native");
     assert_eq!(status(&env)["interfaces"][0]["mode"], "native");
     let st = env.ok(&["firewall", "status"]);
-    assert!(st.contains("native") && st.contains("tc-egress:tcx"), "{st}");
+    assert!(st.contains("native") && st.contains(&format!("tc-egress:{}", common::tc_backend())), "{st}");
 }

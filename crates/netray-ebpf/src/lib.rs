@@ -52,6 +52,11 @@ skeleton!(
     "capture.skel.rs"
 );
 skeleton!(
+    /// Tiny programs `netray features` loads to ask the kernel what it allows.
+    probe,
+    "probe.skel.rs"
+);
+skeleton!(
     #[doc(hidden)]
     abi_skel,
     "abi.skel.rs"

@@ -73,7 +73,7 @@ enum BenchWhat {
     In a throwaway lab (namespace + veth pair), an in-kernel generator (an XDP program run\n\
     with BPF_PROG_TEST_RUN and live frames, paced by a thread) sends UDP/IPv4 frames of each\n\
     size at each rate into the host end, where they are counted at XDP and dropped at tcx\n\
-    ingress, after the packet taps. At each rate, one after another: no capture (the receive\n\
+    ingress (a clsact filter on kernels without tcx), after the packet taps. At each rate, one after another: no capture (the receive\n\
     path's own limit), netray's capture into a pcapng file (what `netray dump -w FILE` runs:\n\
     XDP entry point, no filter), and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for\n\
     --seconds. A step is lossless when every frame the generator sent is in the file and the\n\

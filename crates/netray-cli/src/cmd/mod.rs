@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod dump;
 pub mod deny;
+pub mod features;
 pub mod firewall;
 pub mod monitor;
 pub mod top;

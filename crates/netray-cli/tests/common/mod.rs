@@ -7,7 +7,10 @@
 use std::{
     path::PathBuf,
     process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
 };
 
 use netray_lab::Lab;
@@ -78,5 +81,26 @@ impl Drop for Env {
             .args(["firewall", "detach", "--all"])
             .output();
         let _ = std::fs::remove_dir_all(&self.pin);
+    }
+}
+
+/// Whether `netray features` found the capability `name` on this kernel (probed
+/// once per test binary): tests expect what netray will choose, never a version.
+pub fn kernel_has(name: &str) -> bool {
+    static FEATURES: OnceLock<serde_json::Value> = OnceLock::new();
+    let v = FEATURES.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_netray")).args(["features", "--json"]).output().expect("running netray");
+        assert!(out.status.success(), "netray features: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("netray features --json")
+    });
+    v["features"].as_array().expect("a feature list").iter().any(|f| f["name"] == name && f["available"] == true)
+}
+
+/// How netray attaches its TC programs here: a tcx link where the kernel has tcx, else a clsact filter.
+pub fn tc_backend() -> &'static str {
+    if kernel_has("tcx") {
+        "tcx"
+    } else {
+        "clsact"
     }
 }

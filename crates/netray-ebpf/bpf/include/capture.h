@@ -83,6 +83,11 @@ static __always_inline __u32 nr_cap_vlan_tag(void *ctx, const int xdp)
 /* The first `cap` (>= 18) bytes of the frame with `tag` put back at offset 12. */
 static __always_inline long nr_cap_load_tagged(void *ctx, __u8 *dst, __u64 cap, __u32 tag)
 {
+	/* Already true (the caller drops the tag below 18 bytes), but the verifier
+	 * saw that test on another register: say it again here, on the tagged
+	 * path only, so cap - 16 is known to be at least 2. */
+	if (cap < 18)
+		return -1;
 	if (bpf_skb_load_bytes(ctx, 0, dst, 12))
 		return -1;
 	dst[12] = tag >> 24;
@@ -92,14 +97,14 @@ static __always_inline long nr_cap_load_tagged(void *ctx, __u8 *dst, __u64 cap, 
 	return bpf_skb_load_bytes(ctx, 12, dst + 16, cap - 16);
 }
 
-/* Reserve a record of the class SIZE and copy `cap` (1..SIZE) bytes into it. */
+/* Reserve a record of the class SIZE and copy `len1 + 1` (1..SIZE) bytes into it. */
 #define NR_CAP_CLASS(SIZE)                                                        \
-	if (cap <= (SIZE)) {                                                      \
+	if (len1 < (SIZE)) {                                                      \
 		rec = bpf_ringbuf_reserve(ring, sizeof(*rec) + (SIZE), 0);        \
 		if (!rec)                                                         \
 			goto lost;                                                \
-		if (tag ? nr_cap_load_tagged(ctx, (__u8 *)(rec + 1), cap, tag)    \
-			: nr_cap_load(ctx, rec + 1, cap, xdp)) {                  \
+		if (tag ? nr_cap_load_tagged(ctx, (__u8 *)(rec + 1), len1 + 1, tag) \
+			: nr_cap_load(ctx, rec + 1, len1 + 1, xdp)) {             \
 			bpf_ringbuf_discard(rec, BPF_RB_NO_WAKEUP);               \
 			goto lost;                                                \
 		}                                                                 \
@@ -111,7 +116,7 @@ static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifinde
 {
 	struct nr_capture_record *rec;
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u64 cap = s->snaplen, flags, avail;
+	__u64 cap = s->snaplen, len1, flags, avail;
 	__u32 tag = nr_cap_vlan_tag(ctx, xdp);
 	void *ring;
 
@@ -125,8 +130,15 @@ static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifinde
 		cap = NR_CAPTURE_MAX_BYTES;
 		st->clipped++;
 	}
+	/* The copy length must be known to be >= 1 at the load helpers. 6.1's
+	 * verifier learns no lower bound from `cap != 0` (6.18's does), only from
+	 * `<`/`>=`; so the classes test cap - 1, hidden from the compiler (which
+	 * would fold it back into cap), and copy (cap - 1) + 1 bytes. cap == 0
+	 * wraps around and fails every class, as the old `cap == 0` test did. */
+	len1 = cap - 1;
+	asm volatile("" : "+r"(len1));
 	ring = bpf_map_lookup_elem(&cap_rings, &cpu);
-	if (!ring || cap == 0)
+	if (!ring)
 		goto lost;
 
 	NR_CAP_CLASS(128)
