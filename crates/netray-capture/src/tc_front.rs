@@ -11,7 +11,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::process::Command;
 
-use netray_core::Hook;
+use netray_core::{tc::tc_hook, Hook};
 
 /// Handle of the entry capture's filter ("nc").
 const HANDLE: u32 = 0x6e63;
@@ -24,15 +24,6 @@ pub struct ClsactEntry {
     hook: Hook,
     /// The clsact qdisc was created for this capture: remove it too when nothing else uses it.
     created_qdisc: bool,
-}
-
-fn tc_hook(ifindex: u32, point: libbpf_sys::bpf_tc_attach_point) -> libbpf_sys::bpf_tc_hook {
-    libbpf_sys::bpf_tc_hook {
-        sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
-        ifindex: ifindex as i32,
-        attach_point: point,
-        ..Default::default()
-    }
 }
 
 fn point(hook: Hook) -> libbpf_sys::bpf_tc_attach_point {

@@ -214,7 +214,8 @@ pub fn tcx_attach_first(prog: BorrowedFd<'_>, ifindex: u32, hook: Hook) -> std::
     crate::link::create(prog, ifindex, hook.tcx_attach_type(), libbpf_sys::BPF_F_BEFORE)
 }
 
-fn tc_hook(ifindex: u32, point: libbpf_sys::bpf_tc_attach_point) -> libbpf_sys::bpf_tc_hook {
+/// A TC hook (qdisc attach point) of an interface, for libbpf's bpf_tc_* calls.
+pub fn tc_hook(ifindex: u32, point: libbpf_sys::bpf_tc_attach_point) -> libbpf_sys::bpf_tc_hook {
     libbpf_sys::bpf_tc_hook {
         sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
         ifindex: ifindex as i32,
