@@ -20,7 +20,6 @@
 //! ```
 
 mod addr;
-pub mod cli;
 mod error;
 mod icmp;
 mod ip;
@@ -30,6 +29,7 @@ mod responder;
 mod sock;
 mod traffic;
 
+pub use addr::{V4_PREFIX, V6_PREFIX};
 pub use error::LabError;
 pub use lab::{list, prune, remove, unique_name, Lab, LabStatus, MAX_NAME_LEN};
 pub use traffic::{Family, FlowStats, Proto, TrafficReport, TrafficSpec, MAX_PAYLOAD, TAG_LEN};
