@@ -149,8 +149,9 @@ mod tests {
     #[test]
     fn text_quotes_arguments() {
         let line = text_line(&event(), false);
-        assert!(line.ends_with(r#"/bin/echo /bin/echo a "b c""#), "{line}");
-        assert!(line.contains("ENOENT"));
+        assert_eq!(line, r#"10       1        0      echo             ENOENT   /bin/echo /bin/echo a "b c""#);
+        let with_time = text_line(&event(), true);
+        assert_eq!(with_time, format!("{:<13}{line}", clock::time_of_day(event().time, Fraction::Millis)));
         assert_eq!(quote(""), "\"\"");
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
     }

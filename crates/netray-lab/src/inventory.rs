@@ -247,3 +247,13 @@ pub(crate) fn link(netns: Option<&str>, ifname: &str) -> Result<Option<LinkInfo>
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(pid_alive(std::process::id()));
+    }
+}
