@@ -11,12 +11,12 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use chrono::{DateTime, Local, SecondsFormat, Utc};
 use etherparse::{
     ArpOperation, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type,
     IpNumber, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanSlice,
     TcpOptionElement, TcpSlice, UdpHeaderSlice,
 };
+use netray_core::clock::{self, Fraction};
 use serde_json::{json, Value};
 
 use crate::packet::{Direction, Packet};
@@ -24,7 +24,7 @@ use crate::packet::{Direction, Packet};
 /// The text line: local time with nanoseconds, interface, hook-point, direction, the decoded
 /// packet, and at exit points the verdict in brackets.
 pub fn format_line(pkt: &Packet) -> String {
-    let mut line = DateTime::<Local>::from(pkt.ts).format("%H:%M:%S%.9f").to_string();
+    let mut line = clock::time_of_day(pkt.ts, Fraction::Nanos);
     line.push(' ');
     line.push_str(&pkt.iface.ifname);
     if let Some(hook) = pkt.iface.hook {
@@ -45,11 +45,10 @@ pub fn format_line(pkt: &Packet) -> String {
 
 /// The packet as one JSON object for `--json`; fields that could not be decoded are absent.
 pub fn to_json(pkt: &Packet) -> Value {
-    let ts = DateTime::<Utc>::from(pkt.ts);
     let d = decode(pkt.data, pkt.wire_len);
     let mut v = json!({
-        "ts": ts.to_rfc3339_opts(SecondsFormat::Nanos, true),
-        "ts_ns": ts.timestamp_nanos_opt(),
+        "ts": clock::rfc3339(pkt.ts),
+        "ts_ns": clock::unix_nanos(pkt.ts),
         "ifname": pkt.iface.ifname,
         "ifindex": pkt.iface.ifindex,
         "hook": pkt.iface.hook,

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use netray_core::{time::MonotonicClock, Error, Result};
+use netray_core::{clock::MonotonicClock, Error, Result};
 use netray_ebpf::abi::nr_capture_record;
 
 use crate::{reader::Readers, Capture, CaptureIf, Output, Packet, Point, PointStats};

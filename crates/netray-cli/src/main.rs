@@ -46,10 +46,10 @@ enum Command {
     /// Measure the per-packet cost of netray's kernel programs.
     Bench(cmd::bench::BenchArgs),
     /// Print one line per process exec (execve/execveat), from the kernel.
-    Exec(netray_exec::cli::ExecArgs),
+    Exec(cmd::exec::ExecArgs),
     /// Manage the built-in lab: a namespace joined by a veth pair, and traffic.
     #[command(subcommand)]
-    Lab(netray_lab::cli::LabCommand),
+    Lab(cmd::lab::LabCommand),
     /// Run the main job end to end against the built-in lab, then clean up.
     Demo(cmd::demo::DemoArgs),
     /// What this kernel allows that netray uses, tried for real, and which way each command goes.
@@ -58,22 +58,13 @@ enum Command {
     Daemon(netray_daemon::cli::DaemonArgs),
 }
 
-/// Commands that change or read state and print: nothing of theirs is left
-/// half done if a closed pipe ends them at their first line of output.
-fn prints_only(c: &Command) -> bool {
-    matches!(c, Command::Firewall(_) | Command::Deny(_))
-}
-
 fn main() -> ExitCode {
+    // SIGPIPE stays ignored (Rust's default) for every command: a write to a
+    // closed pipe returns an error, the command unwinds (detaching what it
+    // attached, finishing a capture file) and ends quietly below. The daemon
+    // writes to sockets, where a peer that goes must never kill it.
     let cli = Cli::parse();
-    if prints_only(&cli.command) {
-        // A closed pipe (`netray deny list | head -1`) ends these quietly, as
-        // it ends ls or grep: they hold nothing that needs cleaning up. The
-        // commands that stream (monitor, dump, top, exec) handle it
-        // themselves, to detach and print their closing stats first.
-        // SAFETY: resetting a signal disposition before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
+    let is_daemon = matches!(cli.command, Command::Daemon(_));
     let ctx = cmd::Context { pin_dir: cli.pin_dir };
     let result = match cli.command {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
@@ -82,8 +73,8 @@ fn main() -> ExitCode {
         Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Dump(a) => cmd::dump::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
-        Command::Exec(a) => netray_exec::cli::run(a).map(|()| ExitCode::SUCCESS),
-        Command::Lab(c) => netray_lab::cli::run(c).map(|()| ExitCode::SUCCESS),
+        Command::Exec(a) => cmd::exec::run(a),
+        Command::Lab(c) => cmd::lab::run(c),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Features(a) => cmd::features::run(a),
         Command::Daemon(mut a) => {
@@ -93,6 +84,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `netray deny list | head -1`: the reader has all it wanted.
+        Err(e) if !is_daemon && output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("netray: error: {e:#}");
             ExitCode::FAILURE

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Env;
+use common::{
+    expected::{transcript, Normalise},
+    Env,
+};
 use netray_lab::{Family, Proto, TrafficSpec};
 use serde_json::Value;
 
@@ -54,6 +57,8 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// iproute2's `tc` output: not netray's, and it lists whatever else is on the
+/// interface, so the tests look for the entries they care about in it.
 fn tc(args: &[&str]) -> String {
     let out = Command::new("tc").args(args).output().expect("tc (iproute2) is needed for this test");
     assert!(out.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -79,7 +84,8 @@ fn out_rule_drops_replies_at_tc_egress_and_leaves_ingress_alone() {
     let peer = env.lab.peer_v4().to_string();
     let out = env.ok(&["firewall", "attach", "-i", env.iface()]);
     let backend = common::tc_backend();
-    assert!(out.contains(&format!("TC egress via {backend}")), "{out}");
+    let ifindex = env.lab.host_ifindex();
+    assert_eq!(out, format!("firewall attached to {} (ifindex {ifindex}, native XDP, TC egress via {backend})\n", env.iface()));
     let eg = tc_entry(&env, "tc-egress").expect("the TC egress program is attached with the firewall");
     assert_eq!(eg["backend"], backend);
     assert_eq!(eg["features"], serde_json::json!(["firewall"]));
@@ -290,7 +296,10 @@ fn legacy_clsact_that_netray_created_is_removed_on_detach() {
     assert!(!tc(&["qdisc", "show", "dev", env.iface()]).contains("clsact"));
     let out = env.cmd(&["firewall", "attach", "-i", env.iface()]).env("NETRAY_TC_LEGACY", "1").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("TC egress via clsact"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("firewall attached to {} (ifindex {}, native XDP, TC egress via clsact)\n", env.iface(), env.lab.host_ifindex())
+    );
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "no libbpf noise: {}", String::from_utf8_lossy(&out.stderr));
     assert!(tc(&["qdisc", "show", "dev", env.iface()]).contains("clsact"));
     env.ok(&["deny", "add", &env.lab.peer_v4().to_string(), "--dir", "out"]);
@@ -306,16 +315,19 @@ fn native_xdp_refused_with_the_kernels_reason_and_auto_falls_back() {
     // veth refuses native XDP without frags support when the peer's MTU is
     // larger than a page can hold.
     env.lab.set_mtu(9000).unwrap();
-    let e = env.fails(&["firewall", "attach", "-i", env.iface(), "--mode", "native"]);
-    assert!(e.contains("native XDP refused"), "{e}");
-    assert!(e.contains("Peer MTU is too large to set XDP"), "the kernel's reason: {e}");
+    let iface = env.iface().to_string();
+    let mut all = String::new();
+    let args = ["firewall", "attach", "-i", &iface, "--mode", "native"];
+    all.push_str(&transcript(&args, &env.cmd(&args).output().unwrap()));
     assert_eq!(status(&env)["interfaces"], serde_json::json!([]), "nothing left after a refusal");
-
-    let out = env.cmd(&["firewall", "attach", "-i", env.iface(), "--mode", "auto"]).output().unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("note: native XDP refused") && stderr.contains("Peer MTU is too large"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("generic XDP"));
+    let args = ["firewall", "attach", "-i", &iface, "--mode", "auto"];
+    all.push_str(&transcript(&args, &env.cmd(&args).output().unwrap()));
+    // The kernel's reason is part of the message (veth: "Peer MTU is too large to set XDP").
+    Normalise::default()
+        .literal(&iface, "<IFACE>")
+        .literal(&env.lab.host_ifindex().to_string(), "<IFINDEX>")
+        .literal(&format!("TC egress via {}", common::tc_backend()), "TC egress via <TC BACKEND>")
+        .check("firewall-native-refused", &all);
     assert_eq!(status(&env)["interfaces"][0]["mode"], "generic");
     env.ok(&["deny", "add", &env.lab.peer_v4().to_string()]);
     assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0, "generic XDP enforces");
@@ -327,5 +339,7 @@ fn native_xdp_refused_with_the_kernels_reason_and_auto_falls_back() {
     assert_eq!(r["mode"], "native");
     assert_eq!(status(&env)["interfaces"][0]["mode"], "native");
     let st = env.ok(&["firewall", "status"]);
-    assert!(st.contains("native") && st.contains(&format!("tc-egress:{}", common::tc_backend())), "{st}");
+    let row = st.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], [env.iface(), &env.lab.host_ifindex().to_string(), "native", &format!("tc-egress:{}", common::tc_backend())], "{st}");
 }

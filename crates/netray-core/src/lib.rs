@@ -7,6 +7,7 @@
 //! the checks that turn "permission denied" into an actionable message
 //! ([`probe`]).
 
+pub mod clock;
 pub mod dispatcher;
 pub mod error;
 pub mod iface;
@@ -17,7 +18,6 @@ pub mod names;
 pub mod pin;
 pub mod probe;
 pub mod tc;
-pub mod time;
 
 pub use dispatcher::{AttachMode, Dispatcher, DispatcherStatus, Feature};
 pub use tc::Hook;

@@ -2,8 +2,9 @@
 //! BTF) into [`ExecEvent`], and errno names.
 
 use std::mem::{offset_of, size_of};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use netray_core::clock::MonotonicClock;
 use netray_ebpf::abi::{self, nr_exec_event, nr_exec_flags};
 
 /// Which syscall made the exec.
@@ -94,40 +95,9 @@ pub fn errno_name(errno: i32) -> String {
 #[error("exec record of {0} bytes is shorter than its fixed part ({1} bytes)")]
 pub struct DecodeError(usize, usize);
 
-/// Converts the kernel's CLOCK_MONOTONIC stamps to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns, measured once at start.
-    realtime_offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Self {
-        let ns = |id| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: ts is a valid timespec to write to.
-            unsafe { libc::clock_gettime(id, &mut ts) };
-            ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-        };
-        let mono = ns(libc::CLOCK_MONOTONIC);
-        let real = ns(libc::CLOCK_REALTIME);
-        Clock {
-            realtime_offset_ns: real - mono,
-        }
-    }
-
-    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
-        let ns = (monotonic_ns as i128 + self.realtime_offset_ns).max(0);
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    }
-}
-
 /// Decodes one ring record. The kernel sends only the argv rows in use, so the
 /// record may be shorter than `nr_exec_event`; the rest reads as zeros.
-pub fn decode(bytes: &[u8], clock: &Clock) -> Result<ExecEvent, DecodeError> {
+pub fn decode(bytes: &[u8], clock: &MonotonicClock) -> Result<ExecEvent, DecodeError> {
     const FULL: usize = size_of::<nr_exec_event>();
     let fixed = offset_of!(nr_exec_event, argv);
     if bytes.len() < fixed {
@@ -140,7 +110,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<ExecEvent, DecodeError> {
     Ok(from_raw(&raw, clock))
 }
 
-fn from_raw(e: &nr_exec_event, clock: &Clock) -> ExecEvent {
+fn from_raw(e: &nr_exec_event, clock: &MonotonicClock) -> ExecEvent {
     let flags = e.flags;
     let has = |f: nr_exec_flags| flags & f.0 != 0;
     let argc = (e.argc as usize).min(MAX_ARGS);
@@ -168,7 +138,7 @@ fn from_raw(e: &nr_exec_event, clock: &Clock) -> ExecEvent {
         .collect();
 
     ExecEvent {
-        time: clock.wall(e.ts_ns),
+        time: clock.to_system(e.ts_ns),
         monotonic_ns: e.ts_ns,
         duration: Duration::from_nanos(e.duration_ns),
         pid: e.pid,
@@ -233,7 +203,7 @@ mod tests {
         let bytes = abi::bytes_of(&raw);
         // The kernel sends only the rows in use.
         let cut = offset_of!(nr_exec_event, argv) + 2 * (MAX_ARG_LEN + 1);
-        let ev = decode(&bytes[..cut], &Clock::now()).unwrap();
+        let ev = decode(&bytes[..cut], &MonotonicClock::new()).unwrap();
         assert_eq!(ev.pid, 7);
         assert_eq!(ev.comm, "sh");
         assert_eq!(ev.filename, "/bin/x");
@@ -241,6 +211,6 @@ mod tests {
         assert!(ev.argv_truncated);
         assert_eq!(ev.syscall, Syscall::Execveat);
         assert_eq!(ev.result(), "ENOENT");
-        assert!(decode(&bytes[..10], &Clock::now()).is_err());
+        assert!(decode(&bytes[..10], &MonotonicClock::new()).is_err());
     }
 }

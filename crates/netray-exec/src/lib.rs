@@ -21,7 +21,6 @@
 
 pub mod backend;
 pub mod bench;
-pub mod cli;
 pub mod event;
 pub mod filter;
 mod loader;

@@ -1,7 +1,8 @@
 //! How events look on stdout: aligned text lines or one JSON object per line.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use netray_core::clock::{self, Fraction};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -25,7 +26,7 @@ pub fn text_header(timestamp: bool) -> String {
 /// strings stay visible ("b c" is one argument), "..." marks a cut.
 pub fn text_line(ev: &ExecEvent, timestamp: bool) -> String {
     let time = if timestamp {
-        format!("{:<13}", local_time(ev.time))
+        format!("{:<13}", clock::time_of_day(ev.time, Fraction::Millis))
     } else {
         String::new()
     };
@@ -68,7 +69,7 @@ pub fn json_event(ev: &ExecEvent) -> String {
         errno: Option<String>,
     }
     let j = Json {
-        ts: unix_seconds(ev.time),
+        ts: clock::unix_seconds(ev.time),
         pid: ev.pid,
         ppid: ev.ppid,
         uid: ev.uid,
@@ -87,7 +88,7 @@ pub fn json_event(ev: &ExecEvent) -> String {
 pub fn json_stats(backend: &str, printed: u64, stats: &ExecStats) -> Value {
     json!({
         "stats": {
-            "ts": unix_seconds(SystemTime::now()),
+            "ts": clock::unix_seconds(SystemTime::now()),
             "backend": backend,
             "events": printed,
             "sent": stats.sent,
@@ -95,28 +96,6 @@ pub fn json_stats(backend: &str, printed: u64, stats: &ExecStats) -> Value {
             "pending_full": stats.pending_full,
         }
     })
-}
-
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// HH:MM:SS.mmm in local time.
-fn local_time(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
-    // SAFETY: zeroed tm is valid; localtime_r only writes to it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        d.subsec_millis()
-    )
 }
 
 /// Shell-style quoting: bare when safe, else double quotes with escapes.
@@ -146,7 +125,7 @@ pub fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::event::Syscall;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn event() -> ExecEvent {
         ExecEvent {
@@ -170,8 +149,9 @@ mod tests {
     #[test]
     fn text_quotes_arguments() {
         let line = text_line(&event(), false);
-        assert!(line.ends_with(r#"/bin/echo /bin/echo a "b c""#), "{line}");
-        assert!(line.contains("ENOENT"));
+        assert_eq!(line, r#"10       1        0      echo             ENOENT   /bin/echo /bin/echo a "b c""#);
+        let with_time = text_line(&event(), true);
+        assert_eq!(with_time, format!("{:<13}{line}", clock::time_of_day(event().time, Fraction::Millis)));
         assert_eq!(quote(""), "\"\"");
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
     }

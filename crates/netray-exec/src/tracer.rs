@@ -9,7 +9,8 @@ use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use netray_ebpf::abi::{self, nr_exec_stats};
 
 use crate::backend::{self, Backend, BackendChoice, BackendReport, Refusal};
-use crate::event::{self, Clock, ExecEvent};
+use crate::event::{self, ExecEvent};
+use netray_core::clock::MonotonicClock;
 use crate::filter::{Filter, FilterError};
 use crate::loader::{LoadConfig, Loaded};
 
@@ -143,7 +144,7 @@ impl ExecTracer {
             });
         };
 
-        let clock = Clock::now();
+        let clock = MonotonicClock::new();
         let queue = Rc::new(RefCell::new(Vec::new()));
         let decode_errors = Rc::new(Cell::new(0));
         let mut builder = RingBufferBuilder::new();

@@ -12,7 +12,7 @@
 
 use netray_core::{
     dispatcher::{ensure_fw_maps, AttachOutcome, FlowCapacity, FwCapacity},
-    time::monotonic_ns,
+    clock::monotonic_ns,
     AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 

@@ -240,7 +240,7 @@ impl FlowTable {
         let entries = flows.len();
         let slots = lookup_all::<u32, nr_flow_slot>(&self.cache, ncpu)?;
         let refs: Vec<nr_flow_stats> = maps::get_percpu(&self.stats, 0)?;
-        let (tick, now) = (tick_ns(), netray_core::time::monotonic_ns());
+        let (tick, now) = (tick_ns(), netray_core::clock::monotonic_ns());
         let mut index: HashMap<FlowKey, usize> = flows.iter().enumerate().map(|(i, f)| (f.key, i)).collect();
         for (_, per_cpu) in slots {
             for (cpu, slot) in per_cpu.iter().enumerate() {

@@ -26,8 +26,8 @@ pub(crate) const SLOTS: u32 = 1 << 15;
 const V4_BASE: u32 = u32::from_be_bytes([198, 18, 0, 0]);
 /// fd6e:7261:0::/48 — the slot goes into the fourth group.
 const V6_BASE: u128 = 0xfd6e_7261_0000_u128 << 80;
-pub(crate) const V4_PREFIX: u8 = 30;
-pub(crate) const V6_PREFIX: u8 = 64;
+pub const V4_PREFIX: u8 = 30;
+pub const V6_PREFIX: u8 = 64;
 
 pub(crate) const RUN_DIR: &str = "/run/netray-lab";
 

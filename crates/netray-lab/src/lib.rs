@@ -20,16 +20,20 @@
 //! ```
 
 mod addr;
-pub mod cli;
 mod error;
 mod icmp;
+mod inventory;
 mod ip;
 mod lab;
+mod names;
 mod netns;
 mod responder;
 mod sock;
 mod traffic;
 
+pub use addr::{V4_PREFIX, V6_PREFIX};
 pub use error::LabError;
-pub use lab::{list, prune, remove, unique_name, Lab, LabStatus, MAX_NAME_LEN};
+pub use inventory::{list, prune, LabStatus};
+pub use lab::{remove, Lab};
+pub use names::{unique_name, MAX_NAME_LEN};
 pub use traffic::{Family, FlowStats, Proto, TrafficReport, TrafficSpec, MAX_PAYLOAD, TAG_LEN};

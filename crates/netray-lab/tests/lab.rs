@@ -38,7 +38,8 @@ fn up_creates_everything_and_down_removes_it() {
     assert_eq!(lab.host_v6().segments()[..2], [0xfd6e, 0x7261]);
     assert_eq!(u128::from(lab.peer_v6()), u128::from(lab.host_v6()) + 1);
 
-    // What the kernel says matches the getters.
+    // What the kernel says matches the getters (iproute2's text: look for
+    // them in it, it says much more).
     let host_info = ip_ok(None, &["addr", "show", "dev", &host]);
     assert!(
         host_info.contains(&format!("{}/30", lab.host_v4())),
@@ -149,7 +150,13 @@ fn parallel_labs_get_distinct_subnets() {
 fn up_twice_with_the_same_name_fails_and_keeps_the_first() {
     let lab = Lab::up(&unique_name("dup")).unwrap();
     match Lab::up(lab.name()) {
-        Err(e @ LabError::Exists(_)) => assert!(e.to_string().contains("already exists"), "{e}"),
+        Err(e @ LabError::Exists(_)) => assert_eq!(
+            e.to_string(),
+            format!(
+                "lab '{0}' already exists — use it with `Lab::open`, or remove it first with `netray lab down {0}`",
+                lab.name()
+            )
+        ),
         other => panic!("expected Exists, got {other:?}"),
     }
     assert_present(lab.netns(), lab.host_if(), lab.peer_if());
@@ -163,9 +170,9 @@ fn open_of_a_missing_lab_errors() {
         matches!(err, LabError::NotFound(ref n) if *n == name),
         "{err:?}"
     );
-    assert!(
-        err.to_string().contains(&format!("netray lab up {name}")),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        format!("lab '{name}' does not exist — create it with `netray lab up {name}`")
     );
     assert!(matches!(remove(&name), Err(LabError::NotFound(_))));
 }

@@ -3,10 +3,12 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
-use netray_core::{names::proto_name, time::MonotonicClock};
+use netray_core::{
+    clock::{self, Fraction, MonotonicClock},
+    names::proto_name,
+};
 use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F};
 use serde::Serialize;
 
@@ -52,7 +54,7 @@ pub struct PacketEvent {
 impl PacketEvent {
     pub fn decode(raw: &nr_packet_event, ifname: &str, clock: &MonotonicClock) -> PacketEvent {
         let time = clock.to_system(raw.ts_ns);
-        let ts_ns = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let ts_ns = clock::unix_nanos(time);
         let (src, dst) = match raw.family {
             4 => (
                 Some(IpAddr::V4(Ipv4Addr::new(raw.src[0], raw.src[1], raw.src[2], raw.src[3]))),
@@ -84,7 +86,7 @@ impl PacketEvent {
         .collect();
         PacketEvent {
             kind: "packet",
-            ts: rfc3339(time),
+            ts: clock::rfc3339(time),
             ts_ns,
             ifname: ifname.to_string(),
             ifindex: raw.ifindex,
@@ -112,7 +114,7 @@ impl PacketEvent {
 /// tcpdump-like one-line summary.
 impl fmt::Display for PacketEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = self.ts.get(11..26).unwrap_or(&self.ts);
+        let time = clock::time_of_day(clock::from_unix_nanos(self.ts_ns), Fraction::Micros);
         let hook = match (self.hook, self.pkt_type) {
             ("xdp", _) => self.hook.to_string(),
             (h, Some(t)) => format!("{h}/{t}"),
@@ -187,39 +189,13 @@ fn ethertype_name(t: u16) -> String {
     }
 }
 
-/// RFC 3339 UTC with nanoseconds, without pulling in a date crate.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn rfc3339_is_right() {
-        let t = UNIX_EPOCH + std::time::Duration::new(1_795_000_000, 123_456_789);
-        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456789Z");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+    /// The time column a line of `e` starts with.
+    fn time(e: &PacketEvent) -> String {
+        clock::time_of_day(clock::from_unix_nanos(e.ts_ns), Fraction::Micros)
     }
 
     #[test]
@@ -234,10 +210,10 @@ mod tests {
         assert_eq!(e.src, Some("198.18.0.2".parse().unwrap()));
         assert_eq!((e.sport, e.dport, e.verdict, e.rule), (Some(1000), Some(53), Verdict::Drop, Some(3)));
         let line = e.to_string();
-        assert!(line.ends_with("veth0 xdp  udp    198.18.0.2:1000 -> 198.18.0.1:53 len 60 DROP (rule 3)"), "{line}");
+        assert_eq!(line, format!("{} veth0 xdp  udp    198.18.0.2:1000 -> 198.18.0.1:53 len 60 DROP (rule 3)", time(&e)));
         let arp = PacketEvent::decode(&nr_packet_event { ethertype: 0x0806, pkt_len: 42, hook: 1, ..Default::default() }, "v", &MonotonicClock::new());
         assert_eq!(arp.proto, "arp");
-        assert!(arp.to_string().ends_with("arp    len 42 pass"), "{}", arp);
+        assert_eq!(arp.to_string(), format!("{} v xdp  arp    len 42 pass", time(&arp)));
         assert_eq!((arp.direction, arp.pkt_type), ("ingress", None));
     }
 
@@ -247,7 +223,7 @@ mod tests {
         raw.flags = F::NR_PKT_HAS_ICMP.0 as u8;
         let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());
         assert_eq!((e.hook, e.direction, e.pkt_type), ("tc-egress", "egress", None));
-        assert!(e.to_string().contains(" v tc-egress/out icmp "), "{e}");
+        assert_eq!(e.to_string(), format!("{} v tc-egress/out icmp   0.0.0.0 -> 0.0.0.0 type 0 code 0 len 98 pass", time(&e)));
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["direction"], "egress");
         assert!(json.get("pkt_type").is_none());
@@ -256,7 +232,7 @@ mod tests {
         raw.pkt_type = 4;
         let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());
         assert_eq!((e.hook, e.direction, e.pkt_type), ("socket", "egress", Some("outgoing")));
-        assert!(e.to_string().contains(" v socket/outgoing icmp "), "{e}");
+        assert_eq!(e.to_string(), format!("{} v socket/outgoing icmp   0.0.0.0 -> 0.0.0.0 type 0 code 0 len 98 pass", time(&e)));
         raw.pkt_type = 0;
         raw.direction = 0;
         let e = PacketEvent::decode(&raw, "v", &MonotonicClock::new());

@@ -20,7 +20,7 @@ use libbpf_rs::{
 use netray_core::{
     dispatcher::{configure_maps, ensure_fw_maps, FwCapacity, IfStats},
     maps,
-    time::MonotonicClock,
+    clock::MonotonicClock,
     AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 use netray_ebpf::{

@@ -13,7 +13,7 @@ use netray_bench::{
     xdp::{self, XdpBenchOptions},
 };
 
-use crate::output::json_line;
+use crate::output::{json_line, outln};
 
 #[derive(Args)]
 #[command(
@@ -61,7 +61,7 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchWhat {
     /// Added cost per exec with `netray exec` tracing, against none.
-    Exec(netray_exec::cli::BenchArgs),
+    Exec(super::exec::BenchArgs),
     /// Highest packet rate `netray dump -w` writes to a file with zero loss, beside tcpdump.
     Dump(DumpBenchArgs),
 }
@@ -117,7 +117,7 @@ pub struct DumpBenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         Some(BenchWhat::Exec(a)) => {
-            netray_exec::cli::run_bench(a)?;
+            super::exec::run_bench(a)?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(BenchWhat::Dump(a)) => return run_dump(a),
@@ -136,23 +136,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rule_counts: rules,
     };
     if !args.json {
-        println!(
+        outln!(
             "XDP per-packet cost, BPF_PROG_TEST_RUN, 60-byte UDP/IPv4 frame: on each of {} loads the fastest of {} x {} \
              runs; median over the loads (fastest-slowest)",
             opts.loads, opts.rounds, opts.repeat
-        );
+        )?;
     }
     let json = args.json;
-    let report = xdp::run(&opts, &mut |line| {
-        if !json {
-            println!("  {line}");
+    // The progress callbacks cannot fail: keep a closed pipe's error for after the run.
+    let mut closed: Option<std::io::Error> = None;
+    let mut progress = |line: &str| {
+        if !json && closed.is_none() {
+            closed = outln!("  {line}").err();
         }
-    })?;
+    };
+    let report = xdp::run(&opts, &mut progress)?;
     if !json {
-        println!(
+        outln!(
             "TC per-packet cost, BPF_PROG_TEST_RUN, same frame, fastest of {} x {} runs (\"out\" rules at egress)",
             opts.rounds, opts.repeat
-        );
+        )?;
     }
     let tc_rules: Vec<usize> = opts
         .rule_counts
@@ -160,11 +163,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .copied()
         .filter(|&n| n <= 1_000)
         .collect();
-    let tc_report = tc::run(opts.repeat, opts.rounds, &tc_rules, &mut |line| {
-        if !json {
-            println!("  {line}");
-        }
-    })?;
+    let tc_report = tc::run(opts.repeat, opts.rounds, &tc_rules, &mut progress)?;
+    if let Some(e) = closed {
+        return Err(e.into());
+    }
     if json {
         // The XDP report, with the TC figures under "tc".
         let mut v = serde_json::to_value(&report)?;
@@ -173,55 +175,55 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(r) = report.rows.iter().find(|r| r.name == "firewall + monitor") {
-        println!(
+        outln!(
             "  monitor events: {} delivered to the reader, {} lost (ring full, counted)",
             r.events_delivered.unwrap_or(0),
             r.events_lost.unwrap_or(0)
-        );
+        )?;
     }
     if let Some(big) = report.rows.iter().filter(|r| r.name == "firewall").max_by_key(|r| r.rules) {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-        println!(
+        outln!(
             "targets at {} rules: repeated {:.2}x (target <= 1.5x: {}), random {:.2}x (target <= 3x: {})",
             big.rules,
             big.repeated_ratio,
             verdict(big.repeated_ratio <= 1.5),
             big.random_ratio,
             verdict(big.random_ratio <= 3.0)
-        );
+        )?;
         if let Some(turns) = &report.two_sources {
-            println!(
+            outln!(
                 "  the repeated frame is decided from the CPU's last source; two sources in turn walk the \
                  tables on every packet: {}, {:.2}x ({:.2}x the empty program with the same source rewrite)",
                 turns.show(),
                 turns.median / report.empty_ns,
                 turns.median / report.empty_rewrite_ns
-            );
+            )?;
         }
         let reference = |name: &str| report.rows.iter().find(|r| r.name == name && r.rules == big.rules);
         if let (Some(hash), Some(lpm)) =
             (reference("ref: hash lookup"), reference("ref: LPM trie lookup"))
         {
-            println!(
+            outln!(
                 "  same random sources, same run: one hash lookup {:.2}x, one LPM-trie lookup {:.2}x; \
                  the firewall costs {:.2}x a hash lookup",
                 hash.random_ratio,
                 lpm.random_ratio,
                 big.random_ns / hash.random_ns
-            );
+            )?;
         }
     }
-    println!(
+    outln!(
         "flow accounting adds {:.1} ns/packet to the dispatcher (target <= 13 ns: {}); {:.1} ns with 65,536 random flows",
         report.flows_added_ns,
         if report.flows_added_ns <= 13.0 { "met" } else { "MISSED" },
         report.flows_added_random_ns
-    );
-    println!(
+    )?;
+    outln!(
         "compiling {} rules in userspace took {:.0} ms",
         opts.rule_counts.last().unwrap_or(&0),
         report.compile_ms_largest
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -261,12 +263,12 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
     };
     let json = args.json;
     if !json {
-        println!(
+        outln!(
             "Capture to a file with zero loss, netray dump -w beside tcpdump -w, {} s per step, UDP/IPv4 frames from an \
              in-kernel generator (BPF_PROG_TEST_RUN live frames, <= {} per call) into a veth",
             args.seconds, args.batch
-        );
-        println!(
+        )?;
+        outln!(
             "  {:>5}  {:<7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
             "bytes",
             "tool",
@@ -279,10 +281,11 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             "missing",
             "loss",
             "file MB"
-        );
+        )?;
     }
+    let mut closed: Option<std::io::Error> = None;
     let report = capture::run(&opts, &mut |s| {
-        if json {
+        if json || closed.is_some() {
             return;
         }
         let captured = if s.tool == capture::Tool::None {
@@ -290,7 +293,7 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
         } else {
             s.captured.to_string()
         };
-        println!(
+        closed = outln!(
             "  {:>5}  {:<7}  {:>9}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6.2}%  {:>8.1}{}",
             s.frame_len,
             s.tool.name(),
@@ -308,26 +311,30 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
                 (true, capture::Tool::None) => "  (the generator's limit)",
                 (true, _) => "  (rate not reached: the receive path was slower with this capture)",
             }
-        );
+        )
+        .err();
     })?;
+    if let Some(e) = closed {
+        return Err(e.into());
+    }
     if json {
         json_line(&serde_json::to_value(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("  (arrived: reached the host end's XDP hook; captured: in the file; reported: what the tool says it dropped;");
-    println!("   missing: generated - captured, or for \"none\" generated - delivered past the taps. A step counts when nothing");
-    println!("   is missing and the generator reached 97% of the offered rate: it shares its CPU with the receive path)");
-    println!(
+    outln!("  (arrived: reached the host end's XDP hook; captured: in the file; reported: what the tool says it dropped;")?;
+    outln!("   missing: generated - captured, or for \"none\" generated - delivered past the taps. A step counts when nothing")?;
+    outln!("   is missing and the generator reached 97% of the offered rate: it shares its CPU with the receive path)")?;
+    outln!(
         "Highest offered rate with zero loss ({}):",
         report.tcpdump_version
-    );
-    println!(
+    )?;
+    outln!(
         "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}",
         "bytes", "no capture", "netray", "tcpdump", "netray/tcpdump"
-    );
+    )?;
     let pps = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
     for b in &report.best {
-        println!(
+        outln!(
             "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}{}",
             b.frame_len,
             pps(b.baseline_pps),
@@ -340,12 +347,12 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
                 (false, true) => "  (tcpdump lost nothing at any rate measured: a lower bound)",
                 (false, false) => "",
             }
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  ({}; netray ring {} KiB per CPU)",
         report.cpus,
         report.ring_bytes / 1024
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use netray_firewall::{Firewall, Rule};
 use netray_lab::{Family, Lab, Proto, TrafficReport, TrafficSpec};
 use netray_monitor::{MonitorSession, PacketEvent, Verdict};
 
-use crate::output::table_indented;
+use crate::output::{outln, table_indented};
 
 #[derive(Args)]
 #[command(after_help = "Example:\n  \
@@ -52,49 +52,49 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let fw = Firewall::new(pin.0.clone(), FwCapacity::default());
     let iface = lab.host_if().to_string();
 
-    step(&format!("netray lab up  → namespace {} joined by veth {} <-> {}", lab.netns(), iface, lab.peer_if()));
-    println!("    host end {} / {}, namespace end {} / {}", lab.host_v4(), lab.host_v6(), lab.peer_v4(), lab.peer_v6());
+    step(&format!("netray lab up  → namespace {} joined by veth {} <-> {}", lab.netns(), iface, lab.peer_if()))?;
+    outln!("    host end {} / {}, namespace end {} / {}", lab.host_v4(), lab.host_v6(), lab.peer_v4(), lab.peer_v6())?;
 
-    step(&format!("netray firewall attach -i {iface}"));
+    step(&format!("netray firewall attach -i {iface}"))?;
     let r = fw.attach(&iface, AttachMode::Auto)?;
-    println!("    attached to {} (ifindex {}) in {} XDP mode", r.interface, r.ifindex, r.mode);
+    outln!("    attached to {} (ifindex {}) in {} XDP mode", r.interface, r.ifindex, r.mode)?;
     if let Some(note) = r.note {
-        println!("    note: {note}");
+        outln!("    note: {note}")?;
     }
 
     let mut monitor = MonitorSession::start(&pin.0, &iface, AttachMode::Auto)?;
-    step(&format!("netray monitor -i {iface}   (while the namespace sends ICMP, UDP and TCP over IPv4 and IPv6)"));
+    step(&format!("netray monitor -i {iface}   (while the namespace sends ICMP, UDP and TCP over IPv4 and IPv6)"))?;
     let (report, events) = traffic_round(&lab, &mut monitor, args.lines)?;
-    print_report(&report);
+    print_report(&report)?;
     ensure!(report.total_answered() == report.total_sent(), "with no rules every packet should be answered");
     ensure!(events.iter().all(|e| e.verdict == Verdict::Pass), "with no rules nothing should be dropped");
 
     let peer4 = Rule::parse(&lab.peer_v4().to_string(), None, None, None)?;
     let peer6 = Rule::parse(&lab.peer_v6().to_string(), None, None, None)?;
-    step(&format!("netray deny add {} {}", peer4.net, peer6.net));
+    step(&format!("netray deny add {} {}", peer4.net, peer6.net))?;
     let ids = fw.add(&[peer4.clone(), peer6.clone()])?;
-    println!("    added rules {ids:?}; effective from the next packet");
+    outln!("    added rules {ids:?}; effective from the next packet")?;
     let (report, events) = traffic_round(&lab, &mut monitor, args.lines)?;
-    print_report(&report);
+    print_report(&report)?;
     ensure!(report.total_answered() == 0, "traffic from a denied source should get no answer");
     ensure!(events.iter().any(|e| e.verdict == Verdict::Drop), "the monitor should show drops");
 
-    step("netray deny list");
+    step("netray deny list")?;
     print_rules(&fw)?;
 
-    step(&format!("netray deny del {} {}; netray deny add {} --proto udp --port 7", peer4.net, peer6.net, peer4.net));
+    step(&format!("netray deny del {} {}; netray deny add {} --proto udp --port 7", peer4.net, peer6.net, peer4.net))?;
     fw.delete(&[peer4.clone(), peer6])?;
     let udp7 = Rule::parse(&lab.peer_v4().to_string(), Some("udp"), Some(7), None)?;
     fw.add(std::slice::from_ref(&udp7))?;
     let file = std::env::temp_dir().join(format!("netray-demo-{}.pcapng", std::process::id()));
-    step(&format!("netray dump -i {iface} --point both -w {} udp port 7   (during the same traffic)", file.display()));
+    step(&format!("netray dump -i {iface} --point both -w {} udp port 7   (during the same traffic)", file.display()))?;
     let (report, capture) = capture_round(&pin.0, &lab, &mut monitor, &file)?;
-    print_report(&report);
+    print_report(&report)?;
     ensure!(report.answered(Proto::Udp, Family::V4) == 0, "UDP port 7 over IPv4 should be dropped");
-    println!(
+    outln!(
         "    {} packets written: {} at the entry point, {} at the exit point ({} XDP_DROP, {} XDP_PASS), {} lost",
         capture.written, capture.entry, capture.exit_drop + capture.exit_pass, capture.exit_drop, capture.exit_pass, capture.lost
-    );
+    )?;
     ensure!(
         capture.exit_drop == report.sent(Proto::Udp, Family::V4)
             && capture.exit_pass == report.sent(Proto::Udp, Family::V6)
@@ -102,7 +102,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             && capture.lost == 0,
         "the capture should see every UDP/7 packet at entry, and the firewall's verdict on each at exit"
     );
-    show_tcpdump(&file, 4);
+    show_tcpdump(&file, 4)?;
     let _ = std::fs::remove_file(&file);
     ensure!(
         report.answered(Proto::Udp, Family::V6) == report.sent(Proto::Udp, Family::V6)
@@ -111,33 +111,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "a port rule should drop only its own traffic"
     );
 
-    step(&format!("netray deny del {} --proto udp --port 7", peer4.net));
+    step(&format!("netray deny del {} --proto udp --port 7", peer4.net))?;
     fw.delete(&[udp7])?;
     let (report, _) = traffic_round(&lab, &mut monitor, 0)?;
-    print_report(&report);
+    print_report(&report)?;
     ensure!(report.total_answered() == report.total_sent(), "after deleting the rules traffic should flow again");
 
     let stats = monitor.stop()?;
-    step("netray firewall status");
+    step("netray firewall status")?;
     let st = fw.status()?;
     for i in &st.interfaces {
-        println!(
+        outln!(
             "    {} ({} XDP, prog {}): {} packets seen, {} passed, {} dropped",
             i.interface, i.mode, i.prog_id, i.stats.seen, i.stats.passed, i.stats.dropped
-        );
+        )?;
     }
-    println!("    monitor: {} events received, {} lost in the kernel", stats.received, stats.lost);
+    outln!("    monitor: {} events received, {} lost in the kernel", stats.received, stats.lost)?;
 
-    step(&format!("netray firewall detach -i {iface}; netray lab down"));
+    step(&format!("netray firewall detach -i {iface}; netray lab down"))?;
     fw.detach(&iface)?;
     drop(pin);
     lab.down()?;
-    println!("\ndemo finished: every check passed in {:.1} s; lab, programs and pins removed", started.elapsed().as_secs_f64());
+    outln!("\ndemo finished: every check passed in {:.1} s; lab, programs and pins removed", started.elapsed().as_secs_f64())?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn step(s: &str) {
-    println!("\n$ {s}");
+fn step(s: &str) -> std::io::Result<()> {
+    outln!("\n$ {s}")
 }
 
 /// Sends a fixed mix (10 of each protocol and family) while printing up to
@@ -151,12 +151,13 @@ fn traffic_round(lab: &Lab, monitor: &mut MonitorSession, lines: usize) -> anyho
         ..TrafficSpec::default()
     };
     let mut events = Vec::new();
+    let mut closed = None;
     let report = std::thread::scope(|s| -> anyhow::Result<TrafficReport> {
         let sender = s.spawn(|| lab.traffic(&spec));
         while !sender.is_finished() {
             monitor.poll(Duration::from_millis(50), &mut |e| {
-                if events.len() < lines {
-                    println!("    {e}");
+                if events.len() < lines && closed.is_none() {
+                    closed = outln!("    {e}").err();
                 }
                 events.push(e);
                 true
@@ -169,8 +170,11 @@ fn traffic_round(lab: &Lab, monitor: &mut MonitorSession, lines: usize) -> anyho
         })?;
         Ok(sender.join().map_err(|_| anyhow::anyhow!("traffic thread panicked"))??)
     })?;
+    if let Some(e) = closed {
+        return Err(e.into());
+    }
     if events.len() > lines && lines > 0 {
-        println!("    ... {} more", events.len() - lines);
+        outln!("    ... {} more", events.len() - lines)?;
     }
     Ok((report, events))
 }
@@ -237,19 +241,20 @@ fn capture_round(
 }
 
 /// The first lines `tcpdump -r` prints for the file: the capture is a file tcpdump reads.
-fn show_tcpdump(file: &std::path::Path, lines: usize) {
+fn show_tcpdump(file: &std::path::Path, lines: usize) -> std::io::Result<()> {
     match std::process::Command::new("tcpdump").arg("-nn").arg("-r").arg(file).output() {
         Ok(out) if out.status.success() => {
-            println!("    $ tcpdump -nn -r {}", file.display());
+            outln!("    $ tcpdump -nn -r {}", file.display())?;
             for l in String::from_utf8_lossy(&out.stdout).lines().take(lines) {
-                println!("    {l}");
+                outln!("    {l}")?;
             }
         }
-        _ => println!("    (tcpdump is not installed: skipping the read-back)"),
+        _ => outln!("    (tcpdump is not installed: skipping the read-back)")?,
     }
+    Ok(())
 }
 
-fn print_report(r: &TrafficReport) {
+fn print_report(r: &TrafficReport) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = [Proto::Icmp, Proto::Udp, Proto::Tcp]
         .iter()
         .flat_map(|p| [Family::V4, Family::V6].map(|f| (*p, f)))
@@ -262,7 +267,7 @@ fn print_report(r: &TrafficReport) {
             ]
         })
         .collect();
-    table_indented("    ", &["PROTO", "FAMILY", "SENT", "ANSWERED"], &rows);
+    table_indented("    ", &["PROTO", "FAMILY", "SENT", "ANSWERED"], &rows)
 }
 
 fn print_rules(fw: &Firewall) -> anyhow::Result<()> {
@@ -271,6 +276,6 @@ fn print_rules(fw: &Firewall) -> anyhow::Result<()> {
         .iter()
         .map(|r| vec![r.id.to_string(), r.rule.to_string(), r.packets.to_string(), r.bytes.to_string()])
         .collect();
-    table_indented("    ", &["ID", "RULE", "PACKETS", "BYTES"], &rows);
+    table_indented("    ", &["ID", "RULE", "PACKETS", "BYTES"], &rows)?;
     Ok(())
 }

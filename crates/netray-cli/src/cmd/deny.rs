@@ -11,7 +11,7 @@ use netray_core::dispatcher::FwCapacity;
 use netray_firewall::Rule;
 
 use super::{firewall::CapacityArgs, Context};
-use crate::output::{json_line, table};
+use crate::output::{json_line, outln, table};
 
 #[derive(Subcommand)]
 pub enum DenyCommand {
@@ -122,20 +122,21 @@ fn parse_rules(cidrs: &[String], file: Option<&Path>, f: &FilterArgs) -> anyhow:
 }
 
 /// "added rule 3: deny 192.0.2.0/24" per rule, or one line for many.
-fn report(verb: &str, ids: &[u32], rules: Option<&[Rule]>) {
+fn report(verb: &str, ids: &[u32], rules: Option<&[Rule]>) -> std::io::Result<()> {
     match rules {
         Some(rules) if ids.len() <= 20 => {
             for (id, r) in ids.iter().zip(rules) {
-                println!("{verb} rule {id}: deny {r}");
+                outln!("{verb} rule {id}: deny {r}")?;
             }
         }
         _ if ids.len() <= 20 => {
             for id in ids {
-                println!("{verb} rule {id}");
+                outln!("{verb} rule {id}")?;
             }
         }
-        _ => println!("{verb} {} rules (ids {}-{})", ids.len(), ids.iter().min().unwrap_or(&0), ids.iter().max().unwrap_or(&0)),
+        _ => outln!("{verb} {} rules (ids {}-{})", ids.len(), ids.iter().min().unwrap_or(&0), ids.iter().max().unwrap_or(&0))?,
     }
+    Ok(())
 }
 
 pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
@@ -146,7 +147,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 json_line(&serde_json::json!({ "added": ids }))?;
             } else {
-                report("added", &ids, Some(&rules));
+                report("added", &ids, Some(&rules))?;
             }
         }
         DenyCommand::Del { spec, ids, json } => {
@@ -159,7 +160,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 json_line(&serde_json::json!({ "deleted": deleted }))?;
             } else {
-                report("deleted", &deleted, None);
+                report("deleted", &deleted, None)?;
             }
         }
         DenyCommand::List { json } => {
@@ -167,7 +168,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 json_line(&rules)?;
             } else if rules.is_empty() {
-                println!("no rules");
+                outln!("no rules")?;
             } else {
                 let rows: Vec<Vec<String>> = rules
                     .iter()
@@ -183,7 +184,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "PACKETS", "BYTES"], &rows);
+                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "PACKETS", "BYTES"], &rows)?;
             }
         }
     }

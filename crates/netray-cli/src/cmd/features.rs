@@ -7,7 +7,7 @@ use clap::Args;
 use netray_core::probe::{self, Capability};
 use serde::Serialize;
 
-use crate::output::{json_line, table};
+use crate::output::{json_line, outln, table};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -44,16 +44,16 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<ExitCode> {
         json_line(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("kernel {}", report.kernel);
+    outln!("kernel {}", report.kernel)?;
     let rows: Vec<Vec<String>> = report
         .features
         .iter()
         .map(|c| vec![c.name.into(), if c.available { "yes" } else { "NO" }.into(), c.what.into(), c.detail.clone()])
         .collect();
-    table(&["FEATURE", "OK", "WHAT", "HOW IT WAS TRIED / WHY NOT"], &rows);
-    println!();
+    table(&["FEATURE", "OK", "WHAT", "HOW IT WAS TRIED / WHY NOT"], &rows)?;
+    outln!()?;
     let rows: Vec<Vec<String>> = report.commands.iter().map(|w| vec![w.command.into(), w.way.clone()]).collect();
-    table(&["COMMAND", "ON THIS KERNEL"], &rows);
+    table(&["COMMAND", "ON THIS KERNEL"], &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 

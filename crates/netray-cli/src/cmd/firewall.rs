@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use netray_core::{dispatcher::FwCapacity, AttachMode};
 
 use super::Context;
-use crate::output::{json_line, table};
+use crate::output::{json_line, outln, table};
 
 #[derive(Subcommand)]
 pub enum FirewallCommand {
@@ -98,19 +98,19 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 }
                 let verb = if r.already_attached { "enabled on already attached" } else { "attached to" };
                 let tc = r.tc_egress.as_deref().map(|b| format!(", TC egress via {b}")).unwrap_or_default();
-                println!("firewall {verb} {} (ifindex {}, {} XDP{tc})", r.interface, r.ifindex, r.mode);
+                outln!("firewall {verb} {} (ifindex {}, {} XDP{tc})", r.interface, r.ifindex, r.mode)?;
             }
         }
         FirewallCommand::Detach { iface, all } => {
             let fw = ctx.firewall(FwCapacity::default())?;
             if all {
                 fw.reset()?;
-                println!("detached from every interface; all netray state removed");
+                outln!("detached from every interface; all netray state removed")?;
             } else if let Some(iface) = iface {
                 if fw.detach(&iface)? {
-                    println!("firewall detached from {iface}; no netray program left on it");
+                    outln!("firewall detached from {iface}; no netray program left on it")?;
                 } else {
-                    println!("firewall off on {iface}; the netray program stays for the other features running there");
+                    outln!("firewall off on {iface}; the netray program stays for the other features running there")?;
                 }
             }
         }
@@ -122,7 +122,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if st.interfaces.is_empty() {
-                println!("netray is not attached to any interface");
+                outln!("netray is not attached to any interface")?;
             } else {
                 let rows: Vec<Vec<String>> = st
                     .interfaces
@@ -145,19 +145,19 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows);
+                table(&["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows)?;
                 for i in st.interfaces.iter().filter(|i| i.capture_front.is_some()) {
-                    println!(
+                    outln!(
                         "{}: PROG is a `netray dump` capture in front of netray's program, which it reaches by tail call",
                         i.interface
-                    );
+                    )?;
                 }
             }
             let t = &st.table;
-            println!(
+            outln!(
                 "rules: {} of {} · trie: {} of {} chunks, {} of {} range slots per bank · generation {}",
                 t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.ranges_used, t.ranges_per_bank, t.generation
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

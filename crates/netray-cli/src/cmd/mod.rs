@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod demo;
 pub mod dump;
+pub mod exec;
 pub mod deny;
 pub mod features;
 pub mod firewall;
+pub mod lab;
 pub mod monitor;
 pub mod top;
 

@@ -97,13 +97,8 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} events received from the kernel", stats.received);
         eprintln!("{} events lost in the kernel (ring buffer full)", stats.lost);
     }
-    if let Some(e) = write_error {
-        // A closed pipe (e.g. `| head`) is a normal way to stop.
-        if !e.to_string().contains("Broken pipe") {
-            return Err(e);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    // A closed pipe (`| head`) ends the command quietly in main.
+    write_error.map_or(Ok(ExitCode::SUCCESS), Err)
 }
 
 fn parse_hook(s: &str) -> Result<Hook, String> {

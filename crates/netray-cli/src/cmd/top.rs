@@ -161,11 +161,8 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
         periodic(&session, &args, &stop, deadline)
     };
     session.stop()?;
-    match result {
-        // A closed pipe (e.g. `| head`) is a normal way to stop.
-        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
-        r => r.map(|()| ExitCode::SUCCESS),
-    }
+    // A closed pipe (`| head`) ends the command quietly in main.
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Sleeps until `until`, or less when asked to stop. False when stopped.

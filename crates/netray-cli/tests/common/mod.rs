@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod expected;
+
 use std::{
     path::PathBuf,
     process::{Command, Output},
@@ -82,6 +84,12 @@ impl Drop for Env {
             .output();
         let _ = std::fs::remove_dir_all(&self.pin);
     }
+}
+
+/// `netray args...` with no lab and the default pin directory: for what
+/// needs neither (help, parse errors, exec).
+pub fn netray(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netray")).args(args).output().expect("running netray")
 }
 
 /// Whether `netray features` found the capability `name` on this kernel (probed

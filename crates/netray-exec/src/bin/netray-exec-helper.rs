@@ -5,20 +5,10 @@
 //!   netray-exec-helper wait-exec PATH [ARG...]     read a line from stdin, then execve
 //!   netray-exec-helper as-user UID MODE|PATH ...   drop to UID (gid UID, no groups), then run
 //!                                                  one of these modes, or exec PATH
-//!   netray-exec-helper cli [ARGS...]               `netray exec ARGS`, standalone
 //!
 //! On a failed exec it prints the error and exits 127.
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStringExt;
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(name = "netray exec")]
-struct Cli {
-    #[command(flatten)]
-    args: netray_exec::cli::ExecArgs,
-}
 
 fn cstrings(args: &[OsString]) -> Vec<CString> {
     args.iter()
@@ -39,7 +29,7 @@ fn main() {
 
 fn run(mut args: Vec<OsString>) {
     if args.is_empty() {
-        eprintln!("usage: netray-exec-helper execveat|thread-exec|wait-exec|as-user|cli ...");
+        eprintln!("usage: netray-exec-helper execveat|thread-exec|wait-exec|as-user ...");
         std::process::exit(2);
     }
     let mode = args.remove(0).into_string().unwrap_or_default();
@@ -97,19 +87,12 @@ fn run(mut args: Vec<OsString>) {
             nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).expect("setgid");
             // Leaving uid 0 clears the effective capabilities.
             nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).expect("setuid");
-            let known = ["execveat", "thread-exec", "wait-exec", "cli"];
+            let known = ["execveat", "thread-exec", "wait-exec"];
             if args.first().is_some_and(|a| known.iter().any(|k| a == k)) {
                 run(args)
             } else {
                 let c = cstrings(&args);
                 exec(&c[0], &c)
-            }
-        }
-        "cli" => {
-            let cli = Cli::parse_from(std::iter::once(OsString::from("netray exec")).chain(args));
-            if let Err(e) = netray_exec::cli::run(cli.args) {
-                eprintln!("error: {e:#}");
-                std::process::exit(1);
             }
         }
         other => {

@@ -1,16 +1,17 @@
-//! `netray exec` (and `netray bench exec`): arguments and the print loop.
+//! `netray exec` and `netray bench exec`: arguments and the print loop over
+//! netray-exec's tracer.
 
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
-
-use crate::backend::BackendChoice;
-use crate::bench::{self, BenchOptions};
-use crate::filter::Filter;
-use crate::output;
-use crate::tracer::{ExecTracer, TracerOptions};
+use netray_exec::{bench, output, BackendChoice, ExecTracer, Filter, TracerOptions};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -71,9 +72,7 @@ pub struct ExecArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("'{s}' is not a positive number of seconds"));
     }
@@ -82,29 +81,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Longest delay between an exec and its line.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Stop cleanly on SIGINT/SIGTERM so the totals are printed. No SA_RESTART:
-/// the ring's epoll wait returns at once.
-fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(sig, &action) }
-            .with_context(|| format!("installing a {sig} handler"))?;
-    }
-    Ok(())
-}
 
 /// libbpf's own messages (expected failures while probing backends) go to
 /// tracing at debug level rather than straight to stderr.
@@ -119,50 +95,35 @@ fn route_libbpf_logs() {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, log)));
 }
 
-pub fn run(args: ExecArgs) -> anyhow::Result<()> {
+pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     route_libbpf_logs();
-    let filter = Filter {
-        pid: args.pid,
-        uid: args.uid,
-        comm: args.comm.clone(),
-        failed_only: args.failed,
-    };
-    let opts = TracerOptions {
-        filter,
-        backend: args.backend,
-        explain: args.verbose,
-        ..Default::default()
-    };
+    let filter = Filter { pid: args.pid, uid: args.uid, comm: args.comm.clone(), failed_only: args.failed };
+    let opts = TracerOptions { filter, backend: args.backend, explain: args.verbose, ..Default::default() };
     let mut tracer = ExecTracer::with_options(opts)?;
     if args.verbose {
         eprintln!("{}", tracer.report());
     }
-    install_signal_handlers()?;
+    // Stop cleanly on SIGINT/SIGTERM so the totals are printed.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
 
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let printed = match print_loop(&mut tracer, &args, &mut out) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()), // e.g. `| head`
-        Err(e) => return Err(e).context("writing to stdout"),
-    };
-
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let printed = print_loop(&mut tracer, &args, &stop, &mut out)?;
     let stats = tracer.stats()?;
     if args.json {
-        let line = output::json_stats(tracer.backend().name(), printed, &stats);
-        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+        writeln!(out, "{}", output::json_stats(tracer.backend().name(), printed, &stats))?;
+        out.flush()?;
     } else {
-        let _ = out.flush();
-        eprintln!(
-            "{printed} execs printed, {} lost (ring buffer full)",
-            stats.lost
-        );
+        out.flush()?;
+        eprintln!("{printed} execs printed, {} lost (ring buffer full)", stats.lost);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints events until COUNT, the duration, or a signal; returns how many.
-fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) -> io::Result<u64> {
+fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, stop: &AtomicBool, out: &mut impl Write) -> anyhow::Result<u64> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut printed = 0u64;
     let mut lost_reported = 0;
@@ -171,7 +132,7 @@ fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) ->
         writeln!(out, "{}", output::text_header(args.timestamp))?;
         out.flush()?;
     }
-    while !STOP.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             break;
@@ -179,7 +140,7 @@ fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) ->
         // The kernel wakes us only when records pile up: poll at the latency
         // a person watching accepts.
         let wait = deadline.map_or(POLL_INTERVAL, |d| (d - now).min(POLL_INTERVAL));
-        let events = tracer.poll(wait).map_err(io::Error::other)?;
+        let events = tracer.poll(wait)?;
         for ev in &events {
             if args.json {
                 writeln!(out, "{}", output::json_event(ev))?;
@@ -201,11 +162,7 @@ fn print_loop(tracer: &mut ExecTracer, args: &ExecArgs, out: &mut impl Write) ->
             if let Ok(stats) = tracer.stats() {
                 if stats.lost != lost_reported {
                     lost_reported = stats.lost;
-                    writeln!(
-                        out,
-                        "{}",
-                        output::json_stats(tracer.backend().name(), printed, &stats)
-                    )?;
+                    writeln!(out, "{}", output::json_stats(tracer.backend().name(), printed, &stats))?;
                     out.flush()?;
                 }
             }
@@ -237,10 +194,10 @@ pub struct BenchArgs {
 
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     route_libbpf_logs();
-    if !crate::privilege::can_trace() {
-        return Err(crate::ExecError::NotPrivileged.into());
+    if !netray_exec::can_trace() {
+        return Err(netray_exec::ExecError::NotPrivileged.into());
     }
-    let mut opts = BenchOptions {
+    let mut opts = bench::BenchOptions {
         execs: args.execs as usize,
         rounds: args.rounds as usize,
         program: args.program,
@@ -249,73 +206,6 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if !args.backend.is_empty() {
         opts.backends = args.backend;
     }
-    print!("{}", bench::bench(&opts)?);
+    write!(io::stdout(), "{}", bench::bench(&opts)?)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
-
-    #[derive(Parser)]
-    #[command(name = "netray-exec")]
-    struct Cli {
-        #[command(flatten)]
-        args: ExecArgs,
-    }
-
-    #[test]
-    fn help_lists_every_flag_and_an_example() {
-        let help = Cli::command().render_long_help().to_string();
-        for flag in [
-            "--json",
-            "--comm",
-            "--pid",
-            "--uid",
-            "--failed",
-            "--timestamp",
-            "--backend",
-            "--verbose",
-            "-v",
-            "--count",
-            "-c",
-            "--duration",
-            "raw-tracepoint",
-            "kprobe",
-            "fentry",
-            "Examples:",
-        ] {
-            assert!(help.contains(flag), "help lacks {flag}:\n{help}");
-        }
-    }
-
-    #[test]
-    fn bad_values_are_rejected_by_the_parser() {
-        for bad in [
-            &["--pid", "abc"][..],
-            &["--pid", "0"],
-            &["--duration", "-1"],
-            &["--backend", "ebpf"],
-            &["-c", "x"],
-        ] {
-            let argv = std::iter::once("netray-exec").chain(bad.iter().copied());
-            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
-        }
-        let ok = Cli::try_parse_from([
-            "x",
-            "--pid",
-            "7",
-            "--duration",
-            "0.5",
-            "--backend",
-            "raw-tracepoint",
-            "-c",
-            "3",
-        ])
-        .unwrap();
-        assert_eq!(ok.args.pid, Some(7));
-        assert_eq!(ok.args.duration, Some(Duration::from_millis(500)));
-        assert_eq!(ok.args.backend, BackendChoice::RawTracepoint);
-    }
 }

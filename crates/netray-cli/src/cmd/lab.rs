@@ -1,13 +1,13 @@
-//! `netray lab ...`: clap types for the main binary and what each subcommand
-//! does. Every subcommand prints for people by default and JSON with `--json`.
+//! `netray lab ...`: the built-in lab's subcommands over netray-lab. Every
+//! subcommand prints for people by default and JSON with `--json`.
 
-use std::time::Duration;
+use std::{io, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use netray_lab::{list, prune, remove, Family, Lab, LabStatus, Proto, TrafficReport, TrafficSpec, V4_PREFIX, V6_PREFIX};
 
-use crate::addr::{V4_PREFIX, V6_PREFIX};
-use crate::{list, prune, remove, Family, Lab, LabStatus, Proto, TrafficReport, TrafficSpec};
+use crate::output::{json_pretty, outln};
 
 #[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum LabCommand {
@@ -100,28 +100,28 @@ pub enum LabCommand {
 }
 
 /// Runs one `netray lab` subcommand.
-pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
+pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LabCommand::Up { name, json } => {
             let lab = Lab::up(&name)?;
             let status = lab.status()?;
             lab.persist();
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                json_pretty(&status)?;
             } else {
-                print_up(&status);
+                print_up(&status)?;
             }
         }
         LabCommand::Down { name } => {
             remove(&name)?;
-            println!("lab '{name}' removed");
+            outln!("lab '{name}' removed")?;
         }
         LabCommand::Status { json } => {
             let labs = list()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&labs)?);
+                json_pretty(&labs)?;
             } else {
-                print_status(&labs);
+                print_status(&labs)?;
             }
         }
         LabCommand::Traffic {
@@ -153,23 +153,23 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
                 .traffic(&spec)
                 .with_context(|| format!("generating traffic in lab '{name}'"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                json_pretty(&report)?;
             } else {
-                print_report(&report);
+                print_report(&report)?;
             }
         }
         LabCommand::Prune { json } => {
             let pruned = prune()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&pruned)?);
+                json_pretty(&pruned)?;
             } else if pruned.is_empty() {
-                println!("no stale labs");
+                outln!("no stale labs")?;
             } else {
-                println!("removed stale labs: {}", pruned.join(", "));
+                outln!("removed stale labs: {}", pruned.join(", "))?;
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
@@ -183,42 +183,42 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
 }
 
-fn print_up(s: &LabStatus) {
-    println!(
+fn print_up(s: &LabStatus) -> io::Result<()> {
+    outln!(
         "lab '{}' is up; it stays until `netray lab down {}`",
         s.name, s.name
-    );
-    println!(
+    )?;
+    outln!(
         "  namespace  {}   (look inside: ip netns exec {} ip addr)",
         s.netns, s.netns
-    );
-    println!(
+    )?;
+    outln!(
         "  host end   {:<15} ifindex {:<5} {}  {}/{V4_PREFIX}  {}/{V6_PREFIX}",
         s.host_if,
         opt(&s.host_ifindex),
         opt(&s.host_mac),
         opt(&s.host_v4),
         opt(&s.host_v6)
-    );
-    println!(
+    )?;
+    outln!(
         "  peer end   {:<15} (in {})  {}  {}/{V4_PREFIX}  {}/{V6_PREFIX}",
         s.peer_if,
         s.netns,
         opt(&s.peer_mac),
         opt(&s.peer_v4),
         opt(&s.peer_v6)
-    );
+    )?;
+    Ok(())
 }
 
-fn print_status(labs: &[LabStatus]) {
+fn print_status(labs: &[LabStatus]) -> io::Result<()> {
     if labs.is_empty() {
-        println!("no labs (create one with `netray lab up`)");
-        return;
+        return outln!("no labs (create one with `netray lab up`)");
     }
-    println!(
+    outln!(
         "{:<12} {:<15} {:<15} {:<22} {:<6} OWNER",
         "NAME", "HOST IF", "HOST IPv4", "HOST IPv6", "STATE"
-    );
+    )?;
     for s in labs {
         let owner = if s.persistent {
             "persistent".to_string()
@@ -229,7 +229,7 @@ fn print_status(labs: &[LabStatus]) {
                 None => "-".to_string(),
             }
         };
-        println!(
+        outln!(
             "{:<12} {:<15} {:<15} {:<22} {:<6} {}",
             s.name,
             s.host_if,
@@ -237,22 +237,23 @@ fn print_status(labs: &[LabStatus]) {
             opt(&s.host_v6),
             s.state.as_deref().unwrap_or("-"),
             owner
-        );
+        )?;
         if let Some(problem) = &s.problem {
-            println!(
+            outln!(
                 "  broken: {problem} — remove it with `netray lab down {}`",
                 s.name
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
-fn print_report(r: &TrafficReport) {
-    println!("traffic in lab '{}' ({:.1}s):", r.lab, r.elapsed_secs);
-    println!(
+fn print_report(r: &TrafficReport) -> io::Result<()> {
+    outln!("traffic in lab '{}' ({:.1}s):", r.lab, r.elapsed_secs)?;
+    outln!(
         "{:<5} {:<5} {:<28} {:>8} {:>9} {:>7} {:>10} {:>7}",
         "PROTO", "FAM", "DESTINATION", "SENT", "ANSWERED", "LOSS", "BYTES", "ERRORS"
-    );
+    )?;
     for f in &r.flows {
         let dst = match (f.port, f.dst) {
             (Some(p), std::net::IpAddr::V6(a)) => format!("[{a}]:{p}"),
@@ -264,7 +265,7 @@ fn print_report(r: &TrafficReport) {
         } else {
             100.0 * (f.sent - f.answered.min(f.sent)) as f64 / f.sent as f64
         };
-        println!(
+        outln!(
             "{:<5} {:<5} {:<28} {:>8} {:>9} {:>6.1}% {:>10} {:>7}",
             f.proto.to_string(),
             f.family.to_string(),
@@ -274,6 +275,7 @@ fn print_report(r: &TrafficReport) {
             loss,
             f.bytes,
             f.errors
-        );
+        )?;
     }
+    Ok(())
 }
