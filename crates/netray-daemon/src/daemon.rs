@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use netray_core::{dispatcher::FwCapacity, AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
+use netray_core::{AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
 use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
 use serde::Serialize;
 
@@ -181,7 +181,7 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("starting the state writer thread: {e}"))?;
         let flows_cfg = opts.config.flows.clone();
         Ok(Daemon {
-            fw: Firewall::new(opts.pin.clone(), FwCapacity::default()),
+            fw: Firewall::open(opts.pin.clone()),
             pin: opts.pin.clone(),
             store,
             state: Mutex::new(state),
@@ -279,7 +279,7 @@ impl Daemon {
         {
             // Create the shared maps now, so readers never race their creation.
             let _lock = self.pin.lock()?;
-            netray_core::dispatcher::ensure_fw_maps(&self.pin, &FwCapacity::default())?;
+            netray_firewall::tables::ensure_tables(&self.pin, &netray_firewall::FwCapacity::default())?;
         }
         let pinned = self.pinned_rules()?;
         let mut want: Vec<Rule> = Vec::new();

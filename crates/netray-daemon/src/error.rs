@@ -60,19 +60,43 @@ impl ApiError {
             .hint("send smaller requests (e.g. fewer rules per POST)")
     }
 
-    /// A loader/firewall error, with the status that fits it.
+    /// A loader/firewall error, with the status that fits it. Every variant
+    /// is named, so a new one needs a decision here.
     pub fn from_core(e: netray_core::Error) -> ApiError {
         use netray_core::Error as E;
         match &e {
             E::NoSuchInterface(_) => ApiError::not_found(e.to_string()).hint("GET /v1/interfaces lists the interfaces"),
-            E::NotAttached(_) => ApiError::not_found(e.to_string()),
-            E::Refused(m) if m.contains("already exists") => {
-                ApiError::conflict(e.to_string()).hint("GET /v1/rules lists the rules")
-            }
-            E::Refused(m) if m.starts_with("no rule") => ApiError::not_found(e.to_string()),
-            E::Refused(_) => ApiError::unprocessable(e.to_string()),
-            E::NotRoot => ApiError::internal(e.to_string()),
-            _ => ApiError::internal(e.to_string()),
+            E::NotAttached(_) | E::NoSuchRule(_) | E::NoSuchRuleId(_) => ApiError::not_found(e.to_string()),
+            E::RuleExists { .. } => ApiError::conflict(e.to_string()).hint("GET /v1/rules lists the rules"),
+            E::MonitorBusy { .. } => ApiError::conflict(e.to_string())
+                .hint("one monitor per interface: stop the other `netray monitor` first"),
+            E::CaptureBusy { .. } => ApiError::conflict(e.to_string())
+                .hint("a `netray dump` holds the interface's XDP capture slot: stop it first"),
+            E::NotBpffs(_)
+            | E::Syscall { .. }
+            | E::KernelRefused(_)
+            | E::NativeXdpRefused { .. }
+            | E::ForeignXdp { .. }
+            | E::CaptureInFront { .. }
+            | E::DetachedMeanwhile(_)
+            | E::DispatcherVanished(_)
+            | E::PlainMapPin(_)
+            | E::WrongValueSize { .. }
+            | E::NotAFlowTable { .. }
+            | E::TableFormat { .. }
+            | E::NoRuleHits(_)
+            | E::RuleTwice(_)
+            | E::TooManyRules(_)
+            | E::L4TableFull { .. }
+            | E::TablesFull(_)
+            | E::BadRequest(_) => ApiError::unprocessable(e.to_string()),
+            E::NotRoot
+            | E::BpfUnavailable(_)
+            | E::BpffsMissing(..)
+            | E::Io { .. }
+            | E::Bpf { .. }
+            | E::NoTableOwner { .. }
+            | E::Internal(_) => ApiError::internal(e.to_string()),
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod server;
 use std::path::Path;
 
 use libbpf_rs::MapHandle;
-use netray_core::{dispatcher::FwCapacity, if_stats::IfCounters, maps, Hook, Interface, PinDir, Result};
+use netray_core::{if_stats::IfCounters, maps, Hook, Interface, PinDir, Result};
 use netray_ebpf::abi::nr_if_stats;
 use netray_firewall::{Firewall, RuleStatus};
 
@@ -201,7 +201,7 @@ impl NetrayCollector {
     /// Interfaces, flow tables and rules (the rules read from the pins).
     pub fn scrape(&self, out: &mut Scrape) {
         self.scrape_interfaces(out);
-        match Firewall::new(self.cfg.pin.clone(), FwCapacity::default()).list() {
+        match Firewall::open(self.cfg.pin.clone()).list() {
             Ok(list) => rules(out, &list, self.cfg.rules),
             Err(e) => out.source("rules", Err(format!("reading the rules: {e}"))),
         }

@@ -15,8 +15,9 @@ use libbpf_rs::{
     MapHandle, ProgramInput, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    dispatcher::FlowCapacity,
     if_stats::IfCounters,
+    map_pins::configure_maps_with,
     maps, Feature, Hook, PinDir,
 };
 use netray_ebpf::{
@@ -24,7 +25,7 @@ use netray_ebpf::{
     tc_dispatch::{TcDispatchSkel, TcDispatchSkelBuilder},
     xdp_dispatch::{XdpDispatchSkel, XdpDispatchSkelBuilder},
 };
-use netray_firewall::Firewall;
+use netray_firewall::{tables::ensure_tables, Firewall, FwCapacity};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -55,7 +56,7 @@ impl TempPin {
     }
 
     pub fn firewall(&self) -> Firewall {
-        Firewall::new(self.pin.clone(), FwCapacity::default())
+        Firewall::open(self.pin.clone())
     }
 }
 
@@ -94,13 +95,12 @@ impl XdpHarness {
     /// A harness whose flow table holds `flows` entries.
     pub fn with_flow_capacity(tag: &str, flows: FlowCapacity) -> XdpHarness {
         let tmp = TempPin::new(tag);
-        let cap = FwCapacity::default();
-        ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
+        ensure_tables(&tmp.pin, &FwCapacity::default()).expect("creating firewall maps");
         // The skeleton borrows its object storage for its whole life; tests
         // are short processes, so leaking one per harness is fine.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = XdpDispatchSkelBuilder::default().open(storage).expect("opening the dispatcher");
-        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &flows)
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &flows)
             .expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher (verifier)");
         let maps = IfMaps::open(&tmp);
@@ -209,11 +209,10 @@ impl TcHarness {
     /// Every hook's firewall and monitor on.
     pub fn new(tag: &str) -> TcHarness {
         let tmp = TempPin::new(tag);
-        let cap = FwCapacity::default();
-        ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
+        ensure_tables(&tmp.pin, &FwCapacity::default()).expect("creating firewall maps");
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = TcDispatchSkelBuilder::default().open(storage).expect("opening the TC dispatcher");
-        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &FlowCapacity::default())
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &FlowCapacity::default())
             .expect("configuring maps");
         let skel = open.load().expect("loading the TC dispatcher (verifier)");
         let maps = IfMaps::open(&tmp);

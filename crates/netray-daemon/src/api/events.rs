@@ -226,9 +226,6 @@ impl Hubs {
                 map.insert(ifname.to_string(), hub);
                 Ok((rx, dropped))
             }
-            Err(netray_core::Error::Refused(m)) if m.contains("another monitor") => {
-                Err(ApiError::conflict(m).hint("one monitor per interface: stop the other `netray monitor` first"))
-            }
             Err(e) => Err(ApiError::from_core(e)),
         }
     }
@@ -262,8 +259,6 @@ impl Hubs {
                 map.insert(ifname.to_string(), (filter.to_string(), hub));
                 Ok((rx, dropped))
             }
-            Err(netray_core::Error::Refused(m)) if m.contains("another netray dump") => Err(ApiError::conflict(m)
-                .hint("a `netray dump` holds the interface's XDP capture slot: stop it first")),
             Err(e) => Err(ApiError::from_core(e)),
         }
     }
