@@ -19,7 +19,7 @@ use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
 use serde::Serialize;
 
 use crate::{
-    api::events::Hubs,
+    hub::Hubs,
     config::{Config, InterfaceSpec, RuleSpec},
     error::{ApiError, ApiResult},
     flows::Flows,
@@ -275,7 +275,7 @@ impl Daemon {
     pub fn reconcile(&self) -> anyhow::Result<ReconcileReport> {
         let mut st = self.lock();
         let mut report = ReconcileReport::default();
-        let pinned_fw = self.pin.fw_dir().join("fw_state").exists();
+        let pinned_fw = self.pin.fw_dir().join(netray_core::map_names::FW_STATE).exists();
         {
             // Create the shared maps now, so readers never race their creation.
             let _lock = self.pin.lock()?;

@@ -109,7 +109,7 @@ impl FlowSession {
 
     /// Reads the interface's counters and every flow.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        if !self.dispatcher.map_path("link").exists() {
+        if !self.dispatcher.map_path(netray_core::dispatcher::LINK_PIN).exists() {
             return Err(Error::DetachedMeanwhile(self.iface.name.clone()));
         }
         let taken_ns = monotonic_ns();

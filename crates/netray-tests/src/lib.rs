@@ -18,6 +18,7 @@ use netray_core::{
     dispatcher::FlowCapacity,
     if_stats::IfCounters,
     map_pins::configure_maps_with,
+    map_names as M,
     maps, Feature, Hook, PinDir,
 };
 use netray_ebpf::{
@@ -118,9 +119,9 @@ impl XdpHarness {
     pub fn flow_table(&self) -> netray_flows::FlowTable {
         let dir = self.tmp.pin.if_dir(HARNESS_IFINDEX);
         netray_flows::FlowTable::from_maps(
-            maps::open_pinned(&dir.join("if_flows")).unwrap(),
-            maps::open_pinned(&dir.join("if_flow_stats")).unwrap(),
-            maps::open_pinned(&dir.join("if_flow_cache")).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOWS)).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOW_STATS)).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOW_CACHE)).unwrap(),
         )
         .expect("a flow table")
     }
@@ -161,7 +162,7 @@ impl IfMaps {
     fn open(tmp: &TempPin) -> IfMaps {
         let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
         let open = |name: &str| maps::open_pinned(&dir.join(name)).unwrap();
-        IfMaps { config: open("if_config"), stats: IfCounters::open(&dir).unwrap(), events: open("if_events") }
+        IfMaps { config: open(M::IF_CONFIG), stats: IfCounters::open(&dir).unwrap(), events: open(M::IF_EVENTS) }
     }
 
     /// The monitor event one program run wrote, if any (at most one).

@@ -69,7 +69,7 @@ pub struct Dispatcher {
 }
 
 /// The pin of the XDP bpf_link in an interface's directory.
-const LINK_PIN: &str = "link";
+pub const LINK_PIN: &str = "link";
 
 /// Default fill level (bytes) at which the kernel wakes the monitor early.
 pub const MONITOR_WAKEUP_BYTES: u32 = 256 * 1024;

@@ -233,7 +233,7 @@ impl ShortRunner {
         let mut open = XdpDispatchSkelBuilder::default().open(storage).expect("opening the dispatcher");
         configure_maps(open.open_object_mut(), pin, Some(ifindex)).expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher");
-        let events = maps::open_pinned(&pin.if_dir(ifindex).join("if_events")).unwrap();
+        let events = maps::open_pinned(&pin.if_dir(ifindex).join(netray_core::map_names::IF_EVENTS)).unwrap();
         ShortRunner { skel, events, method: std::cell::Cell::new(0) }
     }
 
