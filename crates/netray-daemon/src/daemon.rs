@@ -276,11 +276,8 @@ impl Daemon {
         let mut st = self.lock();
         let mut report = ReconcileReport::default();
         let pinned_fw = self.pin.fw_dir().join(netray_core::map_names::FW_STATE).exists();
-        {
-            // Create the shared maps now, so readers never race their creation.
-            let _lock = self.pin.lock()?;
-            netray_firewall::tables::ensure_tables(&self.pin, &netray_firewall::FwCapacity::default())?;
-        }
+        // Create the shared maps now, so readers never race their creation.
+        self.fw.create_tables()?;
         let pinned = self.pinned_rules()?;
         let mut want: Vec<Rule> = Vec::new();
         for spec in &self.config.rules {

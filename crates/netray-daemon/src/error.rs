@@ -120,3 +120,43 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use netray_core::Error as E;
+
+    use super::*;
+
+    fn answer(e: E) -> (StatusCode, String, Option<String>) {
+        let a = ApiError::from_core(e);
+        (a.status, a.body.error, a.body.hint)
+    }
+
+    #[test]
+    fn core_errors_get_the_status_of_their_kind_and_keep_their_message() {
+        let (status, error, hint) = answer(E::RuleExists { id: 2, rule: "10.0.0.0/8".into() });
+        assert_eq!(
+            (status, error.as_str(), hint.as_deref()),
+            (StatusCode::CONFLICT, "rule already exists as id 2: 10.0.0.0/8", Some("GET /v1/rules lists the rules"))
+        );
+        let (status, error, _) = answer(E::NoSuchRuleId(9));
+        assert_eq!((status, error.as_str()), (StatusCode::NOT_FOUND, "no rule with id 9 — `netray deny list` shows the rules"));
+        assert_eq!(answer(E::NoSuchRule("10.0.0.0/8".into())).0, StatusCode::NOT_FOUND);
+        assert_eq!(answer(E::NotAttached("veth0".into())).0, StatusCode::NOT_FOUND);
+        let (status, _, hint) = answer(E::NoSuchInterface("nope0".into()));
+        assert_eq!((status, hint.as_deref()), (StatusCode::NOT_FOUND, Some("GET /v1/interfaces lists the interfaces")));
+        let (status, _, hint) = answer(E::MonitorBusy { pid: 7, iface: "veth0".into() });
+        assert_eq!(
+            (status, hint.as_deref()),
+            (StatusCode::CONFLICT, Some("one monitor per interface: stop the other `netray monitor` first"))
+        );
+        assert_eq!(answer(E::CaptureBusy { what: "is capturing at XDP on veth0".into() }).0, StatusCode::CONFLICT);
+        assert_eq!(answer(E::RuleTwice("10.0.0.0/8".into())).0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer(E::TooManyRules(4)).0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer(E::BadRequest("no hook".into())).0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer(E::io("/sys/fs/bpf/x")(io::Error::from(io::ErrorKind::NotFound))).0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer(E::NotRoot).0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

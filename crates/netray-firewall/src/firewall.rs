@@ -106,6 +106,13 @@ impl Firewall {
         &self.pin
     }
 
+    /// Creates the firewall's tables if they do not exist yet (checks those
+    /// that do), without attaching anything.
+    pub fn create_tables(&self) -> Result<()> {
+        let _lock = self.pin.lock()?;
+        ensure_tables(&self.pin, &self.cap)
+    }
+
     /// Starts enforcing the rules on an interface.
     pub fn attach(&self, ifname: &str, mode: AttachMode) -> Result<AttachReport> {
         let iface = Interface::resolve(ifname)?;
