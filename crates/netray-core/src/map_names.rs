@@ -4,6 +4,11 @@
 //! that this list and theirs are the same, so a map renamed or added in C
 //! fails there, not at run time.
 
+/// The prefix of the maps shared by every interface, owned by the firewall.
+pub const FW_PREFIX: &str = "fw_";
+/// The prefix of the maps that belong to one interface.
+pub const IF_PREFIX: &str = "if_";
+
 // ---- shared by every interface, owned by the firewall (<pin>/fw/) ----
 pub const FW_POOL: &str = "fw_pool";
 pub const FW_RANGES: &str = "fw_ranges";

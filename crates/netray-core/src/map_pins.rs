@@ -14,9 +14,7 @@ use libbpf_rs::{MapCore, OpenObject};
 use crate::{map_names as M, maps, tables, Error, PinDir, Result};
 
 /// Prefixes of the maps shared by every interface, each with a registered owner.
-const SHARED: &[&str] = &["fw_"];
-/// Prefix of the maps that belong to one interface.
-const PER_INTERFACE: &str = "if_";
+const SHARED: &[&str] = &[M::FW_PREFIX];
 
 /// Size of an interface's flow table (the LRU map `if_flows`), fixed when
 /// netray attaches to the interface. Each entry costs about
@@ -67,7 +65,7 @@ pub fn configure_maps_with(
         let (name, is_data) = pin_name(&section);
         let path: PathBuf = if let Some(path) = tables::shared_pin(pin, name, SHARED)? {
             path
-        } else if name.starts_with(PER_INTERFACE) {
+        } else if name.starts_with(M::IF_PREFIX) {
             match ifindex {
                 Some(i) => pin.if_dir(i).join(name),
                 None => {

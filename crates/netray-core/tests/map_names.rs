@@ -11,7 +11,7 @@ use netray_ebpf::{tc_dispatch::TcDispatchSkelBuilder, xdp_dispatch::XdpDispatchS
 fn pinned_names(obj: &libbpf_rs::OpenObject) -> BTreeSet<String> {
     obj.maps()
         .map(|m| pin_name(&m.name().to_string_lossy()).0.to_string())
-        .filter(|n| n.starts_with("fw_") || n.starts_with("if_"))
+        .filter(|n| n.starts_with(map_names::FW_PREFIX) || n.starts_with(map_names::IF_PREFIX))
         .collect()
 }
 

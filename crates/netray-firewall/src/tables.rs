@@ -64,7 +64,7 @@ struct FwTables;
 
 impl TableOwner for FwTables {
     fn prefix(&self) -> &'static str {
-        "fw_"
+        M::FW_PREFIX
     }
 
     fn dir(&self, pin: &PinDir) -> PathBuf {
