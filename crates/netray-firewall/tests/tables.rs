@@ -13,7 +13,9 @@ use netray_firewall::{
     FwCapacity,
 };
 
-/// A pin root under /sys/fs/bpf removed on drop, also when a test fails.
+/// A pin root under /sys/fs/bpf removed on drop, also when a test fails. (Each
+/// test crate has its own: netray-tests, which has one too, depends on this
+/// crate, so sharing it would need a dev-dependency cycle.)
 struct TempPin(PinDir);
 
 impl TempPin {
