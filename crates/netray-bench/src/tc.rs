@@ -14,11 +14,12 @@ use libbpf_rs::{
     ProgramMut,
 };
 use netray_core::{
-    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity},
+    map_names as M,
+    map_pins::configure_maps,
     maps, Feature, PinDir,
 };
 use netray_ebpf::{abi::nr_if_config, bench_tc::BenchTcSkelBuilder};
-use netray_firewall::{rule::Direction, Firewall, Rule};
+use netray_firewall::{rule::Direction, tables::ensure_tables, Firewall, FwCapacity, Rule};
 use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
 
@@ -80,17 +81,17 @@ pub fn run(
             .max(largest as u32 * 2),
         ..FwCapacity::default()
     };
-    ensure_fw_maps(&pin.0, &cap)?;
+    ensure_tables(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);
 
     let mut storage = MaybeUninit::uninit();
     let mut open = BenchTcSkelBuilder::default()
         .open(&mut storage)
         .context("opening the TC benchmark programs")?;
-    configure_maps(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX), &cap)?;
+    configure_maps(open.open_object_mut(), &pin.0, Some(FAKE_IFINDEX))?;
     let skel = open.load().context("loading the TC benchmark programs")?;
     let progs = &skel.progs;
-    let config = maps::open_pinned(&pin.0.if_dir(FAKE_IFINDEX).join("if_config"))?;
+    let config = maps::open_pinned(&pin.0.if_dir(FAKE_IFINDEX).join(M::IF_CONFIG))?;
     let set = |ingress: &[Feature], egress: &[Feature]| -> anyhow::Result<()> {
         let bits = |f: &[Feature]| f.iter().fold(0, |a, f| a | f.bit());
         let cfg = nr_if_config {

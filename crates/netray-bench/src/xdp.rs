@@ -28,8 +28,10 @@ use libbpf_rs::{
     MapCore, MapFlags, OpenObject, ProgramInput, ProgramMut, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    dispatcher::FlowCapacity,
     if_stats::IfCounters,
+    map_names as M,
+    map_pins::configure_maps_with,
     maps, Feature, PinDir,
 };
 use netray_ebpf::{
@@ -37,7 +39,7 @@ use netray_ebpf::{
     bench::{BenchSkel, BenchSkelBuilder},
 };
 use ipnet::IpNet;
-use netray_firewall::{compile, Firewall, Rule};
+use netray_firewall::{compile, tables::ensure_tables, Firewall, FwCapacity, Rule};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
@@ -161,7 +163,7 @@ struct BenchPin(PinDir);
 
 impl Drop for BenchPin {
     fn drop(&mut self) {
-        let _ = Firewall::new(self.0.clone(), FwCapacity::default()).reset();
+        let _ = Firewall::open(self.0.clone()).reset();
         let _ = self.0.remove_all();
     }
 }
@@ -202,7 +204,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             .max(FwCapacity::default().ranges_per_bank),
         max_rules: (largest as u32 + 16).max(1024),
     };
-    ensure_fw_maps(&pin.0, &cap)?;
+    ensure_tables(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);
 
     // The programs, loaded opts.loads times over the same pinned maps (the
@@ -223,7 +225,6 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             open.open_object_mut(),
             &pin.0,
             Some(FAKE_IFINDEX),
-            &cap,
             &flows_cap,
         )?;
         open.maps.bench_sources.set_max_entries(SOURCES)?;
@@ -245,7 +246,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     let progs = &skel.progs;
 
     let if_dir = pin.0.if_dir(FAKE_IFINDEX);
-    let config = maps::open_pinned(&if_dir.join("if_config"))?;
+    let config = maps::open_pinned(&if_dir.join(M::IF_CONFIG))?;
     let stats = IfCounters::open(&if_dir)?;
     let set_features = |features: &[Feature]| -> anyhow::Result<()> {
         let cfg = nr_if_config {
@@ -427,7 +428,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = Arc::clone(&stop);
-        let path = if_dir.join("if_events");
+        let path = if_dir.join(M::IF_EVENTS);
         std::thread::spawn(move || -> anyhow::Result<u64> {
             pin_to_cpu(1);
             let ring_map = maps::open_pinned(&path)?;

@@ -57,7 +57,7 @@ impl LiveCapture {
             }
         });
         let readers = Readers::spawn(capture.rings()?, on_record)
-            .map_err(|e| Error::Refused(format!("starting the capture readers: {e}")))?;
+            .map_err(|e| Error::Internal(format!("starting the capture readers: {e}")))?;
         Ok(LiveCapture { capture, readers, done })
     }
 

@@ -51,7 +51,7 @@ impl Recorder {
             .open(&mut storage)
             .map_err(Error::bpf("opening the capture recorder"))?;
         let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
-            Error::Refused("the capture recorder has no read-only data section".into())
+            Error::Internal("the capture recorder has no read-only data section".into())
         })?;
         rodata.cfg_hook = u32::from(crate::session::hook_code(spec.hook));
         rodata.cfg_wakeup_bytes = spec.wakeup_bytes;

@@ -8,7 +8,8 @@ use std::{
 
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, MapHandle};
 use netray_core::{
-    dispatcher::{AttachOutcome, FlowCapacity, FwCapacity},
+    dispatcher::{AttachOutcome, FlowCapacity},
+    map_names as M,
     maps, tc, AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 use netray_ebpf::abi::{nr_capture_slot, nr_capture_stats, nr_chain_slot, nr_tc_chain_slot};
@@ -85,9 +86,9 @@ impl Capture {
     pub fn start(pin: &PinDir, spec: &CaptureSpec) -> Result<Capture> {
         let iface = Interface::resolve(&spec.iface)?;
         let cbpf = netray_pcapfilter::compile(&spec.filter, spec.snaplen)
-            .map_err(|e| Error::Refused(format!("filter expression: {e}")))?;
+            .map_err(|e| Error::BadRequest(format!("filter expression: {e}")))?;
         let fragment = netray_pcapfilter::translate(&cbpf)
-            .map_err(|e| Error::Refused(format!("filter expression '{}': {e}", spec.filter)))?;
+            .map_err(|e| Error::BadRequest(format!("filter expression '{}': {e}", spec.filter)))?;
 
         let mut capture = Capture {
             pin: pin.clone(),
@@ -132,7 +133,7 @@ impl Capture {
                 Hook::Xdp => self.install_xdp(spec, fragment, entry, exit)?,
                 Hook::TcIngress | Hook::TcEgress => self.install_tc(spec, hook, fragment, entry, exit)?,
                 Hook::Socket => {
-                    return Err(Error::Refused(
+                    return Err(Error::BadRequest(
                         "dump captures at xdp, tc-ingress and tc-egress; the socket hook carries no packet bodies"
                             .into(),
                     ))
@@ -145,9 +146,9 @@ impl Capture {
     /// netray's dispatcher on the interface, attached now if needed (exit
     /// points need netray's own program: it is what decides).
     fn dispatcher(&mut self, spec: &CaptureSpec, hook: Hook) -> Result<Dispatcher> {
-        let attached = Dispatcher::attach_with(&self.pin, &self.iface, spec.mode, &FwCapacity::default(), &FlowCapacity::default());
+        let attached = Dispatcher::attach_with(&self.pin, &self.iface, spec.mode, &FlowCapacity::default());
         let (d, outcome) = attached.map_err(|e| {
-            Error::Refused(format!(
+            Error::KernelRefused(format!(
                 "--point exit at {} needs netray's own program on {}, and attaching it failed: {e}. A program \
                  netray did not load can be captured at the entry point only: this kernel refuses fexit",
                 hook.name(),
@@ -170,10 +171,9 @@ impl Capture {
         let dispatcher = if exit {
             let d = self.dispatcher(spec, Hook::Xdp)?;
             if !d.users(Feature::Capture).is_empty() {
-                return Err(Error::Refused(format!(
-                    "another netray dump is capturing at the XDP exit point on {}; stop it first",
-                    self.iface.name
-                )));
+                return Err(Error::CaptureBusy {
+                    what: format!("is capturing at the XDP exit point on {}", self.iface.name),
+                });
             }
             Some(d)
         } else {
@@ -181,18 +181,20 @@ impl Capture {
         };
         let occupant = if entry { Occupant::find(self.iface.index)? } else { Occupant::Empty };
         if xdp_front::is_capture_front(occupant.prog_id()) {
-            return Err(Error::Refused(format!(
-                "another netray dump is capturing at the XDP entry point on {} (program id {}); stop it first",
-                self.iface.name,
-                occupant.prog_id()
-            )));
+            return Err(Error::CaptureBusy {
+                what: format!(
+                    "is capturing at the XDP entry point on {} (program id {})",
+                    self.iface.name,
+                    occupant.prog_id()
+                ),
+            });
         }
         let scratch = match &dispatcher {
-            Some(d) => Some(maps::open_pinned(&d.map_path("if_cap_scratch"))?),
+            Some(d) => Some(maps::open_pinned(&d.map_path(M::IF_CAP_SCRATCH))?),
             None => None,
         };
         let if_chain = match &dispatcher {
-            Some(d) => Some(maps::open_pinned(&d.map_path("if_chain"))?),
+            Some(d) => Some(maps::open_pinned(&d.map_path(M::IF_CHAIN))?),
             None => None,
         };
 
@@ -244,7 +246,7 @@ impl Capture {
             self.recorders.push((Hook::Xdp, recorder));
             return Ok(());
         }
-        Err(Error::Refused(format!(
+        Err(Error::KernelRefused(format!(
             "the kernel refused every way of chaining a capture to the XDP program on {} (tried {} variants of \
              frags support and attach type: {:?})",
             self.iface.name,
@@ -256,7 +258,7 @@ impl Capture {
     fn install_tc(&mut self, spec: &CaptureSpec, hook: Hook, fragment: &[EbpfInsn], entry: bool, exit: bool) -> Result<()> {
         let dispatcher = if exit { Some(self.dispatcher(spec, hook)?) } else { None };
         let scratch = match &dispatcher {
-            Some(d) => Some(maps::open_pinned(&d.map_path("if_cap_scratch"))?),
+            Some(d) => Some(maps::open_pinned(&d.map_path(M::IF_CAP_SCRATCH))?),
             None => None,
         };
         let mut recorder = Recorder::load(&RecorderSpec {
@@ -268,7 +270,7 @@ impl Capture {
         recorder.add_rings(spec.ring_bytes)?;
         if let Some(d) = &dispatcher {
             let front = load_front(Kind::Tc, Point::Exit, Variant::TC, fragment, &recorder)?;
-            let chain = maps::open_pinned(&d.map_path("if_tc_chain"))?;
+            let chain = maps::open_pinned(&d.map_path(M::IF_TC_CHAIN))?;
             let slot = match hook {
                 Hook::TcIngress => nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_INGRESS.0,
                 _ => nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_EGRESS.0,
@@ -289,7 +291,7 @@ impl Capture {
                 // No tcx (before Linux 6.6): the first clsact filter instead, and say so.
                 Err(tcx) => {
                     let filter = crate::tc_front::attach(front.as_fd(), self.iface.index, hook).map_err(|e| {
-                        Error::Refused(format!(
+                        Error::KernelRefused(format!(
                             "the kernel refused to attach the capture at {} on {} through tcx ({}) and as a clsact \
                              filter ({})",
                             hook.name(),
@@ -392,14 +394,14 @@ impl Capture {
                 if d.users(Feature::Capture).is_empty() {
                     if hook == Hook::Xdp {
                         d.set_feature(Feature::Capture, false)?;
-                        prog_array_delete(&maps::open_pinned(&d.map_path("if_chain"))?, nr_chain_slot::NR_CHAIN_CAPTURE.0);
+                        prog_array_delete(&maps::open_pinned(&d.map_path(M::IF_CHAIN))?, nr_chain_slot::NR_CHAIN_CAPTURE.0);
                     } else {
                         d.set_hook_feature(hook, Feature::Capture, false)?;
                         let slot = match hook {
                             Hook::TcIngress => nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_INGRESS.0,
                             _ => nr_tc_chain_slot::NR_TC_CHAIN_CAPTURE_EGRESS.0,
                         };
-                        prog_array_delete(&maps::open_pinned(&d.map_path("if_tc_chain"))?, slot);
+                        prog_array_delete(&maps::open_pinned(&d.map_path(M::IF_TC_CHAIN))?, slot);
                         d.sync_tc(&self.pin)?;
                     }
                 }
@@ -444,7 +446,7 @@ fn fexit_note(probe_target: std::os::fd::BorrowedFd<'_>, original_id: u32) -> St
 
 fn load_front(kind: Kind, point: Point, variant: Variant, fragment: &[EbpfInsn], r: &Recorder) -> Result<OwnedFd> {
     front::load(kind, point, variant, fragment, r.scratch.as_fd(), r.chain.as_fd())
-        .map_err(|e| Error::Refused(format!("loading the capture filter program: {e}")))
+        .map_err(|e| Error::KernelRefused(format!("loading the capture filter program: {e}")))
 }
 
 fn prog_array_put(map: &MapHandle, slot: u32, prog_fd: i32) -> libbpf_rs::Result<()> {

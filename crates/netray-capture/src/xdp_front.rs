@@ -24,7 +24,9 @@ use std::{
 };
 
 use netray_core::{
-    dispatcher::{bpf_pin, process_alive, xdp_query},
+    dispatcher::process_alive,
+    link::pin_fd,
+    xdp::{prog_name, xdp_query},
     AttachMode, Error, Interface, PinDir, Result,
 };
 
@@ -52,7 +54,7 @@ impl Occupant {
             libbpf_sys::XDP_ATTACHED_DRV => libbpf_sys::XDP_FLAGS_DRV_MODE,
             libbpf_sys::XDP_ATTACHED_SKB => libbpf_sys::XDP_FLAGS_SKB_MODE,
             other => {
-                return Err(Error::Refused(format!(
+                return Err(Error::KernelRefused(format!(
                     "the XDP program on ifindex {ifindex} is attached in a mode netray cannot capture beside \
                      (attach_mode {other}: offloaded or several programs)"
                 )))
@@ -149,7 +151,7 @@ impl Front {
         drop(self.kind);
         let _ = fs::remove_dir_all(&self.state_dir);
         result.map_err(|e| {
-            Error::Refused(format!(
+            Error::KernelRefused(format!(
                 "could not put the original XDP program back on {} ({e}): the program there changed while \
                  netray was capturing, so it was left as it is",
                 self.ifname
@@ -177,10 +179,7 @@ pub fn recover(pin: &PinDir, iface: &Interface) -> Result<Option<String>> {
         }
     }
     if let Some(p) = pid.filter(|&p| process_alive(p)) {
-        return Err(Error::Refused(format!(
-            "another netray dump (pid {p}) is capturing at XDP on {}; stop it first",
-            iface.name
-        )));
+        return Err(Error::CaptureBusy { what: format!("(pid {p}) is capturing at XDP on {}", iface.name) });
     }
     let original = open_pinned_prog(&dir.join("original"));
     let current = xdp_query(iface.index)?.prog_id;
@@ -197,7 +196,7 @@ pub fn recover(pin: &PinDir, iface: &Interface) -> Result<Option<String>> {
         match (restored, is_capture_front(current)) {
             (Ok(()), _) => note.push_str(": the original XDP program is back in place"),
             (Err(_), false) => note.push_str(": the XDP program there changed since, so it was left as it is"),
-            (Err(e), true) => return Err(Error::Refused(format!("{note}, and restoring the original failed: {e}"))),
+            (Err(e), true) => return Err(Error::KernelRefused(format!("{note}, and restoring the original failed: {e}"))),
         }
     }
     fs::remove_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -206,14 +205,14 @@ pub fn recover(pin: &PinDir, iface: &Interface) -> Result<Option<String>> {
 
 /// Is the program with this id one of netray dump's?
 pub fn is_capture_front(prog_id: u32) -> bool {
-    netray_core::dispatcher::prog_name(prog_id).is_some_and(|n| n.starts_with("netray_cap"))
+    prog_name(prog_id).is_some_and(|n| n.starts_with("netray_cap"))
 }
 
 fn write_state(dir: &Path, chain: BorrowedFd<'_>, original: BorrowedFd<'_>, method: &str) -> Result<()> {
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    bpf_pin(chain, &dir.join("chain"))?;
-    bpf_pin(original, &dir.join("original"))?;
+    pin_fd(chain, &dir.join("chain"))?;
+    pin_fd(original, &dir.join("original"))?;
     for name in [format!("pid-{}", std::process::id()), method.to_string()] {
         fs::create_dir(dir.join(&name)).map_err(Error::io(dir.join(&name)))?;
     }
@@ -221,7 +220,7 @@ fn write_state(dir: &Path, chain: BorrowedFd<'_>, original: BorrowedFd<'_>, meth
 }
 
 fn swap_error(iface: &Interface, e: std::io::Error) -> Error {
-    Error::Refused(format!(
+    Error::KernelRefused(format!(
         "could not put the capture in front of the XDP program on {}: {e} (the program there changed meanwhile, \
          or the kernel refused the swap)",
         iface.name
@@ -241,7 +240,7 @@ fn attach_own_link(prog: BorrowedFd<'_>, iface: &Interface, mode: AttachMode) ->
             Err(errno) => last = errno,
         }
     }
-    Err(Error::Refused(format!(
+    Err(Error::KernelRefused(format!(
         "the kernel refused to attach the capture program to {} at XDP: {}",
         iface.name,
         std::io::Error::from_raw_os_error(last)
@@ -314,7 +313,7 @@ pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
     // SAFETY: plain syscall wrapper.
     let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
     if fd < 0 {
-        return Err(Error::Refused(format!(
+        return Err(Error::KernelRefused(format!(
             "cannot open XDP program id {id}: {}",
             std::io::Error::from_raw_os_error(-fd)
         )));

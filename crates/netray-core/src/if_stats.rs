@@ -32,8 +32,8 @@ pub struct IfCounters {
 impl IfCounters {
     /// Opens the counters pinned in an interface's directory.
     pub fn open(if_dir: &Path) -> Result<IfCounters> {
-        let per_cpu = maps::open_pinned(&if_dir.join("if_stats"))?;
-        let direct_path = if_dir.join("if_cpu_stats");
+        let per_cpu = maps::open_pinned(&if_dir.join(crate::map_names::IF_STATS))?;
+        let direct_path = if_dir.join(crate::map_names::IF_CPU_STATS);
         let direct = match direct_path.exists() {
             // Its size is checked: state pinned by another version is refused.
             true => Some(MmapArray::of_global(&maps::open_pinned(&direct_path)?, SLOTS * DIRECT_CPUS)?),

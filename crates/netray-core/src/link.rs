@@ -49,6 +49,18 @@ pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     owned(unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) })
 }
 
+/// Pins a BPF object (program, link or map) at `path` on a bpffs.
+pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> crate::Result<()> {
+    let cpath = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| crate::Error::BadRequest(format!("pin path {} contains a NUL byte", path.display())))?;
+    // SAFETY: fd is valid, cpath is NUL-terminated.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath.as_ptr()) };
+    if rc < 0 {
+        return Err(crate::Error::io(path)(io::Error::from_raw_os_error(-rc)));
+    }
+    Ok(())
+}
+
 /// Opens a loaded program by id.
 pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
     // SAFETY: a plain syscall wrapper.

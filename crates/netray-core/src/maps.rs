@@ -71,11 +71,7 @@ pub fn lookup_all_raw(map: &MapHandle, value_bytes: usize, mut each: impl FnMut(
             continue;
         }
         if err != 0 && err != libc::ENOENT {
-            return Err(Error::Refused(format!(
-                "reading map {} in batches: {}",
-                map_name(map),
-                std::io::Error::from_raw_os_error(err)
-            )));
+            return Err(Error::errno(format!("reading map {} in batches", map_name(map)), err));
         }
         for i in 0..(count as usize).min(batch) {
             each(&keys[i * key_size..][..key_size], &values[i * value_bytes..][..value_bytes]);
@@ -137,11 +133,7 @@ pub struct MmapArray<T> {
 }
 
 fn wrong_size(map: &MapHandle, want: usize) -> Error {
-    Error::Refused(format!(
-        "map {} holds {}-byte values, not {want}: pinned state is from another netray version — remove it with `netray firewall detach --all`",
-        map_name(map),
-        map.value_size()
-    ))
+    Error::WrongValueSize { map: map_name(map), size: map.value_size(), want }
 }
 
 impl<T: Plain> MmapArray<T> {
@@ -180,11 +172,7 @@ impl<T: Plain> MmapArray<T> {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::Refused(format!(
-                "mapping {} into memory failed: {}",
-                map_name(map),
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::last_os(format!("mapping {} into memory failed", map_name(map))));
         }
         Ok(MmapArray { ptr: NonNull::new(p.cast()).expect("mmap returned non-null"), len, map_len })
     }

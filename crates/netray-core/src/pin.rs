@@ -43,10 +43,7 @@ impl PinDir {
         ensure_bpffs(Path::new("/sys/fs/bpf"))?;
         fs::create_dir_all(&root).map_err(Error::io(&root))?;
         if !is_bpffs(&root) {
-            return Err(Error::Refused(format!(
-                "{} is not on a bpffs: pins must live under a bpf filesystem such as /sys/fs/bpf",
-                root.display()
-            )));
+            return Err(Error::NotBpffs(root));
         }
         Ok(PinDir { root })
     }
@@ -84,10 +81,15 @@ impl PinDir {
 
     /// Removes every pin under the root and the root itself.
     pub fn remove_all(&self) -> Result<()> {
-        match fs::remove_dir_all(&self.root) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&self.root)(e)),
-            _ => Ok(()),
-        }
+        remove_pins(&self.root)
+    }
+}
+
+/// Removes a directory of pins and everything in it; one already gone is fine.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir)(e)),
+        _ => Ok(()),
     }
 }
 

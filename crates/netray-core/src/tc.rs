@@ -30,8 +30,8 @@ use netray_ebpf::tc_dispatch::TcDispatchSkelBuilder;
 use serde::Serialize;
 
 use crate::{
-    dispatcher::{configure_maps, FwCapacity},
     link::{self, PinnedLink},
+    map_pins::configure_maps,
     Error, Interface, PinDir, Result,
 };
 
@@ -176,7 +176,7 @@ pub fn attach(pin: &PinDir, iface: &Interface, dir: &Path, hook: Hook) -> Result
     let mut open = TcDispatchSkelBuilder::default()
         .open(&mut storage)
         .map_err(Error::bpf("opening the TC dispatcher"))?;
-    configure_maps(open.open_object_mut(), pin, Some(iface.index), &FwCapacity::default())?;
+    configure_maps(open.open_object_mut(), pin, Some(iface.index))?;
     open.progs.netray_tc_ingress.set_autoload(hook == Hook::TcIngress);
     open.progs.netray_tc_egress.set_autoload(hook == Hook::TcEgress);
     open.progs.netray_socket.set_autoload(false);
@@ -187,7 +187,7 @@ pub fn attach(pin: &PinDir, iface: &Interface, dir: &Path, hook: Hook) -> Result
     if !legacy_forced() {
         match tcx_link_create(prog.as_fd(), iface.index, hook.tcx_attach_type()) {
             Ok(link) => {
-                crate::dispatcher::bpf_pin(link.as_fd(), &link_pin(dir, hook))?;
+                link::pin_fd(link.as_fd(), &link_pin(dir, hook))?;
                 return Ok((TcBackend::Tcx, None));
             }
             Err(e) => {
@@ -235,7 +235,6 @@ fn tc_opts(handle: u32, priority: u32, prog_fd: i32) -> libbpf_sys::bpf_tc_opts 
 }
 
 fn attach_legacy(iface: &Interface, dir: &Path, hook: Hook, prog: BorrowedFd<'_>) -> Result<()> {
-    let errstr = |e: i32| std::io::Error::from_raw_os_error(-e).to_string();
     let mut qdisc = tc_hook(iface.index, libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS);
     // An existing clsact is normal here: keep libbpf from logging the
     // kernel's "exclusivity flag on" complaint about it.
@@ -247,21 +246,23 @@ fn attach_legacy(iface: &Interface, dir: &Path, hook: Hook, prog: BorrowedFd<'_>
         let marker = clsact_marker(dir);
         fs::create_dir_all(&marker).map_err(Error::io(&marker))?;
     } else if rc != -libc::EEXIST {
-        return Err(Error::Refused(format!("creating the clsact qdisc on {}: {}", iface.name, errstr(rc))));
+        return Err(Error::errno(format!("creating the clsact qdisc on {}", iface.name), rc));
     }
     let h = tc_hook(iface.index, hook.tc_attach_point());
     let mut opts = tc_opts(LEGACY_HANDLE, LEGACY_PRIORITY, prog.as_raw_fd());
     // SAFETY: h and opts are initialised with their sizes; prog is valid.
     let rc = unsafe { libbpf_sys::bpf_tc_attach(&h, &mut opts) };
     if rc != 0 {
-        return Err(Error::Refused(format!(
-            "attaching the {} filter to {} (handle {LEGACY_HANDLE:#x}, priority {LEGACY_PRIORITY}): {}",
-            hook.name(),
-            iface.name,
-            errstr(rc)
-        )));
+        return Err(Error::errno(
+            format!(
+                "attaching the {} filter to {} (handle {LEGACY_HANDLE:#x}, priority {LEGACY_PRIORITY})",
+                hook.name(),
+                iface.name
+            ),
+            rc,
+        ));
     }
-    if let Err(e) = crate::dispatcher::bpf_pin(prog, &prog_pin(dir, hook)) {
+    if let Err(e) = link::pin_fd(prog, &prog_pin(dir, hook)) {
         // Unpinned, the filter could never be found again: take it off.
         let d = tc_opts(LEGACY_HANDLE, LEGACY_PRIORITY, 0);
         // SAFETY: h and d are initialised with their sizes.

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netray_core::{dispatcher::FwCapacity, PinDir};
+use netray_core::PinDir;
 use netray_daemon::{config::Config, Options};
 use netray_firewall::Firewall;
 use netray_lab::{Family, Lab};
@@ -27,7 +27,7 @@ struct Cleanup(std::path::PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Ok(p) = PinDir::resolve(Some(&self.0)) {
-            let _ = Firewall::new(p, FwCapacity::default()).reset();
+            let _ = Firewall::open(p).reset();
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     println!("  delete, 1 rule/request:   {del:>9.0} rules/s");
 
     // The same operations without HTTP (what the CLI does), for comparison.
-    let fw = Firewall::new(PinDir::resolve(Some(&pin_path))?, FwCapacity::default());
+    let fw = Firewall::open(PinDir::resolve(Some(&pin_path))?);
     let k = 50;
     let t = Instant::now();
     for i in 0..k {

@@ -14,12 +14,12 @@ use std::{
     time::Instant,
 };
 
-use netray_core::{dispatcher::FwCapacity, AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
+use netray_core::{AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
 use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
 use serde::Serialize;
 
 use crate::{
-    api::events::Hubs,
+    hub::Hubs,
     config::{Config, InterfaceSpec, RuleSpec},
     error::{ApiError, ApiResult},
     flows::Flows,
@@ -181,7 +181,7 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("starting the state writer thread: {e}"))?;
         let flows_cfg = opts.config.flows.clone();
         Ok(Daemon {
-            fw: Firewall::new(opts.pin.clone(), FwCapacity::default()),
+            fw: Firewall::open(opts.pin.clone()),
             pin: opts.pin.clone(),
             store,
             state: Mutex::new(state),
@@ -275,12 +275,9 @@ impl Daemon {
     pub fn reconcile(&self) -> anyhow::Result<ReconcileReport> {
         let mut st = self.lock();
         let mut report = ReconcileReport::default();
-        let pinned_fw = self.pin.fw_dir().join("fw_state").exists();
-        {
-            // Create the shared maps now, so readers never race their creation.
-            let _lock = self.pin.lock()?;
-            netray_core::dispatcher::ensure_fw_maps(&self.pin, &FwCapacity::default())?;
-        }
+        let pinned_fw = self.pin.fw_dir().join(netray_core::map_names::FW_STATE).exists();
+        // Create the shared maps now, so readers never race their creation.
+        self.fw.create_tables()?;
         let pinned = self.pinned_rules()?;
         let mut want: Vec<Rule> = Vec::new();
         for spec in &self.config.rules {

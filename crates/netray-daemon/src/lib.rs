@@ -9,6 +9,7 @@
 //!   writing it behind the answers
 //! - [`auth`]: bearer tokens
 //! - [`daemon`]: the operations, reconciliation at startup
+//! - [`hub`]: live events fanned out to SSE clients
 //! - [`api`]: the HTTP handlers; [`server`]: routes and serving
 //! - [`cli`]: `netray daemon`
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod flows;
+pub mod hub;
 pub mod persist;
 pub mod server;
 pub mod state;

@@ -172,10 +172,10 @@ fn a_failed_read_is_reported_not_zeroed() {
     // pinned back. fw_state is pinned anew so that the daemon, which keeps
     // the maps open while it is the same pin, opens them again.)
     let fw = env.pins.path.join("fw");
-    let (pin, away) = (fw.join("fw_rules"), fw.join("fw_rules_away"));
+    let (pin, away) = (fw.join(netray_core::map_names::FW_RULES), fw.join("fw_rules_away"));
     bpftool_pin(&pin, &away);
     std::fs::remove_file(&pin).unwrap();
-    repin(&fw.join("fw_state"));
+    repin(&fw.join(netray_core::map_names::FW_STATE));
     let (_, text_away) = get(&env, None);
     bpftool_pin(&away, &pin);
     std::fs::remove_file(&away).unwrap();

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netray_core::{dispatcher::FwCapacity, PinDir};
+use netray_core::PinDir;
 use netray_firewall::Firewall;
 use netray_lab::Lab;
 
@@ -80,7 +80,7 @@ impl Drop for Env {
         // the namespace (as `netray firewall detach --all`), then the directory.
         let pins = self.pins.clone();
         let reset = self.lab.in_netns(move || {
-            PinDir::resolve(Some(&pins)).map(|p| Firewall::new(p, FwCapacity::default()).reset())
+            PinDir::resolve(Some(&pins)).map(|p| Firewall::open(p).reset())
         });
         if !matches!(reset, Ok(Ok(Ok(())))) {
             eprintln!("schema test: cleaning {} up: {reset:?}", self.pins.display());

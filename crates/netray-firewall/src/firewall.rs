@@ -8,12 +8,16 @@ use std::{
 };
 
 use netray_core::{
-    dispatcher::{ensure_fw_maps, AttachOutcome, FwCapacity},
-    AttachMode, Dispatcher, DispatcherStatus, Error, Feature, Hook, Interface, PinDir, Result,
+    dispatcher::AttachOutcome, map_names as M, AttachMode, Dispatcher, DispatcherStatus, Error, Feature, Hook,
+    Interface, PinDir, Result,
 };
 use serde::Serialize;
 
-use crate::{rule::Rule, store::FwMaps};
+use crate::{
+    rule::Rule,
+    store::FwMaps,
+    tables::{self, ensure_tables, FwCapacity},
+};
 
 /// A rule with its id and hit counters.
 #[derive(Debug, Clone, Serialize)]
@@ -70,8 +74,15 @@ pub struct Firewall {
 type MapsIdentity = (u64, u64);
 
 impl Firewall {
+    /// The firewall pinned under `pin`, its tables (when it creates them)
+    /// of the default size.
+    pub fn open(pin: PinDir) -> Firewall {
+        Firewall::new(pin, FwCapacity::default())
+    }
+
     /// `cap` only matters when the firewall's maps do not exist yet.
     pub fn new(pin: PinDir, cap: FwCapacity) -> Firewall {
+        tables::register();
         Firewall { pin, cap, maps: Mutex::new(None) }
     }
 
@@ -79,7 +90,7 @@ impl Firewall {
     fn with_maps<R>(&self, f: impl FnOnce(&mut FwMaps) -> Result<R>) -> Result<R> {
         let dir = self.pin.fw_dir();
         let ino = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.ino());
-        let identity = (ino("fw_state"), ino("fw_pending"));
+        let identity = (ino(M::FW_STATE), ino(M::FW_PENDING));
         let mut cache = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *cache {
             Some((id, maps)) if *id == identity => f(maps),
@@ -95,12 +106,19 @@ impl Firewall {
         &self.pin
     }
 
+    /// Creates the firewall's tables if they do not exist yet (checks those
+    /// that do), without attaching anything.
+    pub fn create_tables(&self) -> Result<()> {
+        let _lock = self.pin.lock()?;
+        ensure_tables(&self.pin, &self.cap)
+    }
+
     /// Starts enforcing the rules on an interface.
     pub fn attach(&self, ifname: &str, mode: AttachMode) -> Result<AttachReport> {
         let iface = Interface::resolve(ifname)?;
         let _lock = self.pin.lock()?;
-        ensure_fw_maps(&self.pin, &self.cap)?;
-        let (d, outcome) = Dispatcher::attach(&self.pin, &iface, mode, &self.cap)?;
+        ensure_tables(&self.pin, &self.cap)?;
+        let (d, outcome) = Dispatcher::attach(&self.pin, &iface, mode)?;
         // "in" rules at XDP; "out" rules at TC egress, always attached with
         // the firewall (so rules added later take effect without a reattach).
         d.set_feature(Feature::Firewall, true)?;
@@ -169,7 +187,7 @@ impl Firewall {
     /// Adds rules; all or none. Returns their ids.
     pub fn add(&self, new: &[Rule]) -> Result<Vec<u32>> {
         let _lock = self.pin.lock()?;
-        ensure_fw_maps(&self.pin, &self.cap)?;
+        ensure_tables(&self.pin, &self.cap)?;
         self.with_maps(|maps| Self::add_to(maps, new))
     }
 
@@ -187,21 +205,18 @@ impl Firewall {
         let mut next = 1u32;
         for rule in new {
             if let Some(id) = existing.get(rule) {
-                return Err(Error::Refused(if used.contains(id) {
-                    format!("rule already exists as id {id}: {rule}")
+                return Err(if used.contains(id) {
+                    Error::RuleExists { id: *id, rule: rule.to_string() }
                 } else {
-                    format!("rule given twice: {rule}")
-                }));
+                    Error::RuleTwice(rule.to_string())
+                });
             }
             // Ids are dense: take the lowest free one.
             while used.contains(&next) || pending.contains(&next) {
                 next += 1;
             }
             if next > maps.max_rules() {
-                return Err(Error::Refused(format!(
-                    "the firewall holds at most {} rules; delete some, or recreate it with a larger --max-rules",
-                    maps.max_rules()
-                )));
+                return Err(Error::TooManyRules(maps.max_rules()));
             }
             existing.insert(rule, next);
             ids.push(next);
@@ -227,14 +242,7 @@ impl Firewall {
             let by_rule: HashMap<&Rule, u32> = rules.iter().map(|(id, r)| (r, *id)).collect();
             gone.iter()
                 .map(|g| {
-                    by_rule
-                        .get(g)
-                        .copied()
-                        .ok_or_else(|| {
-                            Error::Refused(format!(
-                                "no rule {g} — `netray deny list` shows the rules"
-                            ))
-                        })
+                    by_rule.get(g).copied().ok_or_else(|| Error::NoSuchRule(g.to_string()))
                 })
                 .collect()
         })
@@ -246,13 +254,7 @@ impl Firewall {
             let ids: HashSet<u32> = rules.iter().map(|(id, _)| *id).collect();
             gone.iter()
                 .map(|g| {
-                    ids.contains(g)
-                        .then_some(*g)
-                        .ok_or_else(|| {
-                            Error::Refused(format!(
-                                "no rule with id {g} — `netray deny list` shows the rules"
-                            ))
-                        })
+                    ids.contains(g).then_some(*g).ok_or(Error::NoSuchRuleId(*g))
                 })
                 .collect()
         })
@@ -263,7 +265,7 @@ impl Firewall {
         pick: impl FnOnce(&[(u32, Rule)]) -> Result<Vec<u32>>,
     ) -> Result<Vec<u32>> {
         let _lock = self.pin.lock()?;
-        if !self.pin.fw_dir().join("fw_state").exists() {
+        if !self.pin.fw_dir().join(M::FW_STATE).exists() {
             return pick(&[]);
         }
         self.with_maps(|maps| {
@@ -284,7 +286,7 @@ impl Firewall {
 
     /// Every rule with its hits.
     pub fn list(&self) -> Result<Vec<RuleStatus>> {
-        if !self.pin.fw_dir().join("fw_state").exists() {
+        if !self.pin.fw_dir().join(M::FW_STATE).exists() {
             return Ok(Vec::new());
         }
         self.with_maps(|maps| {
@@ -307,7 +309,7 @@ impl Firewall {
             .iter()
             .map(Dispatcher::status)
             .collect::<Result<Vec<_>>>()?;
-        let table = if self.pin.fw_dir().join("fw_state").exists() {
+        let table = if self.pin.fw_dir().join(M::FW_STATE).exists() {
             self.with_maps(|maps| {
                 let st = maps.state()?;
                 Ok(TableUsage {

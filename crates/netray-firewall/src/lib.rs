@@ -4,14 +4,17 @@
 //! - [`rule`]: a rule as the user writes it, parsed and validated.
 //! - [`compile`]: the rule set compiled into the chunk trie the kernel walks
 //!   (pure Rust, tested without a kernel).
+//! - [`tables`]: the shared `fw_*` maps: their sizes, creation and layout.
 //! - [`store`]: the pinned maps, and publishing a compiled set atomically.
 //! - [`Firewall`]: the operations the CLI and the daemon offer.
 
 pub mod compile;
 pub mod rule;
 pub mod store;
+pub mod tables;
 
 mod firewall;
 
 pub use firewall::{Firewall, FirewallStatus, RuleStatus, TableUsage};
 pub use rule::{Direction, Proto, Rule, RuleError};
+pub use tables::FwCapacity;

@@ -12,6 +12,7 @@ use std::{
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use netray_core::{
+    map_names as M,
     maps::{self, MmapArray},
     Error, PinDir, Result,
 };
@@ -142,27 +143,23 @@ impl FwMaps {
         let dir = pin.fw_dir();
         let open = |name: &str| maps::open_pinned(&dir.join(name));
         FwMaps {
-            rules: open("fw_rules")?,
+            rules: open(M::FW_RULES)?,
             // Only a missing map means older state: any other failure (out of
             // fds, say) is reported as itself, never as advice to wipe it.
-            rule_hits: open("fw_rule_hits").map_err(|e| {
-                if dir.exists() && !dir.join("fw_rule_hits").exists() {
-                    Error::Refused(format!(
-                        "{} has no fw_rule_hits: it was pinned by an older netray — remove the old state with \
-                         `netray firewall detach --all`, then attach again",
-                        dir.display()
-                    ))
+            rule_hits: open(M::FW_RULE_HITS).map_err(|e| {
+                if dir.exists() && !dir.join(M::FW_RULE_HITS).exists() {
+                    Error::NoRuleHits(dir.clone())
                 } else {
                     e
                 }
             })?,
-            rule_stats: open("fw_rule_stats")?,
-            state: open("fw_state")?,
-            l4: open("fw_l4")?,
-            pool: open("fw_pool")?,
-            ranges: open("fw_ranges")?,
-            matches: open("fw_matches")?,
-            pending: maps::open_pinned(&dir.join("fw_pending")).ok(),
+            rule_stats: open(M::FW_RULE_STATS)?,
+            state: open(M::FW_STATE)?,
+            l4: open(M::FW_L4)?,
+            pool: open(M::FW_POOL)?,
+            ranges: open(M::FW_RANGES)?,
+            matches: open(M::FW_MATCHES)?,
+            pending: maps::open_pinned(&dir.join(M::FW_PENDING)).ok(),
             mapped: Mapped::default(),
             known_rules: None,
             known_l4: [None, None],
@@ -174,7 +171,7 @@ impl FwMaps {
     fn checked(self, pin: &PinDir) -> Result<FwMaps> {
         let state = self.state()?;
         if state.chunks_per_bank != 0 {
-            netray_core::dispatcher::check_table_format(&state, pin)?;
+            crate::tables::check_table_format(&state, pin)?;
         }
         Ok(self)
     }
@@ -283,7 +280,7 @@ impl FwMaps {
             ranges: st.ranges_per_bank as usize,
             matches: st.matches_per_bank as usize,
         };
-        compile::compile(rules, cap).map_err(|e| Error::Refused(e.to_string()))
+        compile::compile(rules, cap).map_err(|e| Error::TablesFull(e.to_string()))
     }
 
     /// Writes `c` into the idle bank, then makes it the active one.
@@ -343,10 +340,7 @@ impl FwMaps {
                 for k in &written {
                     let _ = self.l4.delete(bytes_of(k));
                 }
-                return Err(Error::Refused(format!(
-                    "the protocol/port table is full ({} entries, {err}): recreate the firewall with a larger --max-rules",
-                    self.l4.max_entries()
-                )));
+                return Err(Error::L4TableFull { entries: self.l4.max_entries(), reason: err.to_string() });
             }
             written.push(key);
         }

@@ -41,7 +41,7 @@ pub mod server;
 use std::path::Path;
 
 use libbpf_rs::MapHandle;
-use netray_core::{dispatcher::FwCapacity, if_stats::IfCounters, maps, Hook, Interface, PinDir, Result};
+use netray_core::{if_stats::IfCounters, map_names as M, maps, Hook, Interface, PinDir, Result};
 use netray_ebpf::abi::nr_if_stats;
 use netray_firewall::{Firewall, RuleStatus};
 
@@ -201,7 +201,7 @@ impl NetrayCollector {
     /// Interfaces, flow tables and rules (the rules read from the pins).
     pub fn scrape(&self, out: &mut Scrape) {
         self.scrape_interfaces(out);
-        match Firewall::new(self.cfg.pin.clone(), FwCapacity::default()).list() {
+        match Firewall::open(self.cfg.pin.clone()).list() {
             Ok(list) => rules(out, &list, self.cfg.rules),
             Err(e) => out.source("rules", Err(format!("reading the rules: {e}"))),
         }
@@ -220,7 +220,7 @@ impl NetrayCollector {
         for iface in &self.cfg.interfaces {
             let dir = self.cfg.pin.if_dir(iface.index);
             let label = || vec![("interface", iface.name.clone())];
-            match dir.join("link").try_exists() {
+            match dir.join(netray_core::dispatcher::LINK_PIN).try_exists() {
                 Ok(false) => {
                     up.push((label(), 0u64));
                     continue;
@@ -263,7 +263,7 @@ impl NetrayCollector {
     }
 
     fn read_table(&self, dir: &Path, name: &str) -> Result<TableSample> {
-        let table = FlowTable::from_maps(open(dir, "if_flows")?, open(dir, "if_flow_stats")?, open(dir, "if_flow_cache")?)?;
+        let table = FlowTable::from_maps(open(dir, M::IF_FLOWS)?, open(dir, M::IF_FLOW_STATS)?, open(dir, M::IF_FLOW_CACHE)?)?;
         let (flows, table) = table.read()?;
         let top = if self.cfg.top_flows > 0 {
             let rates = flows.into_iter().map(|flow| FlowRate { flow, pps: None, bps: None }).collect();

@@ -11,8 +11,8 @@
 //! The first session on an interface starts from an empty table.
 
 use netray_core::{
-    dispatcher::{ensure_fw_maps, AttachOutcome, FlowCapacity, FwCapacity},
     clock::monotonic_ns,
+    dispatcher::{AttachOutcome, FlowCapacity},
     AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 
@@ -35,13 +35,11 @@ impl FlowSession {
     /// [`FlowSession::note`]).
     pub fn start(pin: &PinDir, ifname: &str, mode: AttachMode, cap: FlowCapacity) -> Result<FlowSession> {
         if cap.max_flows == 0 {
-            return Err(Error::Refused("the flow table must hold at least one flow".into()));
+            return Err(Error::BadRequest("the flow table must hold at least one flow".into()));
         }
         let iface = Interface::resolve(ifname)?;
         let _lock = pin.lock()?;
-        let fw = FwCapacity::default();
-        ensure_fw_maps(pin, &fw)?;
-        let (d, outcome) = Dispatcher::attach_with(pin, &iface, mode, &fw, &cap)?;
+        let (d, outcome) = Dispatcher::attach_with(pin, &iface, mode, &cap)?;
         match Self::enable(pin, &d) {
             Ok((table, user)) => {
                 let mut note = match &outcome {
@@ -111,11 +109,8 @@ impl FlowSession {
 
     /// Reads the interface's counters and every flow.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        if !self.dispatcher.map_path("link").exists() {
-            return Err(Error::Refused(format!(
-                "netray was detached from {} (its pins are gone); flows are no longer counted",
-                self.iface.name
-            )));
+        if !self.dispatcher.map_path(netray_core::dispatcher::LINK_PIN).exists() {
+            return Err(Error::DetachedMeanwhile(self.iface.name.clone()));
         }
         let taken_ns = monotonic_ns();
         let totals = self.dispatcher.stats()?;

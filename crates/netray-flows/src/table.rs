@@ -26,7 +26,7 @@ use std::{
 };
 
 use libbpf_rs::{MapCore, MapHandle};
-use netray_core::{maps, Dispatcher, Error, Result};
+use netray_core::{map_names as M, maps, Dispatcher, Error, Result};
 use netray_ebpf::abi::{from_bytes, nr_flow_key, nr_flow_slot, nr_flow_stats, nr_flow_value};
 use serde::Serialize;
 
@@ -192,9 +192,9 @@ impl FlowTable {
     /// The flow table of an attached dispatcher.
     pub fn open(d: &Dispatcher) -> Result<FlowTable> {
         FlowTable::from_maps(
-            maps::open_pinned(&d.map_path("if_flows"))?,
-            maps::open_pinned(&d.map_path("if_flow_stats"))?,
-            maps::open_pinned(&d.map_path("if_flow_cache"))?,
+            maps::open_pinned(&d.map_path(M::IF_FLOWS))?,
+            maps::open_pinned(&d.map_path(M::IF_FLOW_STATS))?,
+            maps::open_pinned(&d.map_path(M::IF_FLOW_CACHE))?,
         )
     }
 
@@ -206,13 +206,11 @@ impl FlowTable {
             || cache.value_size() as usize != size_of::<nr_flow_slot>()
             || stats.value_size() as usize != size_of::<nr_flow_stats>()
         {
-            return Err(Error::Refused(format!(
-                "map {} is not a flow table of this netray version (key {} / value {} bytes): detach netray \
-                 from the interface (`netray firewall detach`) and start again",
-                maps::map_name(&flows),
-                flows.key_size(),
-                flows.value_size()
-            )));
+            return Err(Error::NotAFlowTable {
+                map: maps::map_name(&flows),
+                key: flows.key_size(),
+                value: flows.value_size(),
+            });
         }
         Ok(FlowTable { flows, stats, cache })
     }

@@ -18,7 +18,9 @@ use libbpf_rs::{
     MapHandle, RingBuffer, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps, ensure_fw_maps, FwCapacity, IfStats},
+    dispatcher::IfStats,
+    map_names as M,
+    map_pins::configure_maps,
     maps,
     clock::MonotonicClock,
     AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
@@ -82,15 +84,15 @@ impl MonitorSession {
     pub fn start_hooks(pin: &PinDir, ifname: &str, mode: AttachMode, hooks: &[Hook]) -> Result<MonitorSession> {
         let iface = Interface::resolve(ifname)?;
         if hooks.is_empty() {
-            return Err(Error::Refused("no hook to monitor: give at least one of xdp, tc-ingress, tc-egress, socket".into()));
+            return Err(Error::BadRequest(
+                "no hook to monitor: give at least one of xdp, tc-ingress, tc-egress, socket".into(),
+            ));
         }
         let mut hooks = hooks.to_vec();
         hooks.sort_by_key(|h| h.stats_slot());
         hooks.dedup();
         let _lock = pin.lock()?;
-        let cap = FwCapacity::default();
-        ensure_fw_maps(pin, &cap)?;
-        let (d, _) = Dispatcher::attach(pin, &iface, mode, &cap)?;
+        let (d, _) = Dispatcher::attach(pin, &iface, mode)?;
         let mut cfg = d.config()?;
         let mut busy = false;
         for h in Hook::ALL {
@@ -98,13 +100,10 @@ impl MonitorSession {
         }
         if busy && cfg.monitor_pid != std::process::id() {
             let _ = d.detach_if_idle();
-            return Err(Error::Refused(format!(
-                "another monitor (pid {}) is already reading {}; stop it first",
-                cfg.monitor_pid, iface.name
-            )));
+            return Err(Error::MonitorBusy { pid: cfg.monitor_pid, iface: iface.name.clone() });
         }
 
-        let ring_map = maps::open_pinned(&d.map_path("if_events"))?;
+        let ring_map = maps::open_pinned(&d.map_path(M::IF_EVENTS))?;
         let queue: Rc<RefCell<VecDeque<nr_packet_event>>> = Rc::default();
         let sink = Rc::clone(&queue);
         let mut builder = RingBufferBuilder::new();
@@ -291,11 +290,11 @@ fn open_socket_filter(pin: &PinDir, iface: &Interface) -> Result<OwnedFd> {
     let mut open = TcDispatchSkelBuilder::default()
         .open(&mut storage)
         .map_err(Error::bpf("opening the socket filter"))?;
-    configure_maps(open.open_object_mut(), pin, Some(iface.index), &FwCapacity::default())?;
+    configure_maps(open.open_object_mut(), pin, Some(iface.index))?;
     open.progs.netray_tc_ingress.set_autoload(false);
     open.progs.netray_tc_egress.set_autoload(false);
     let skel = open.load().map_err(Error::bpf("loading the socket filter into the kernel"))?;
-    let sys = |what: &str| Error::Refused(format!("{what} on {}: {}", iface.name, std::io::Error::last_os_error()));
+    let sys = |what: &str| Error::last_os(format!("{what} on {}", iface.name));
     // SAFETY: plain socket call; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

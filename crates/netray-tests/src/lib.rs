@@ -15,8 +15,10 @@ use libbpf_rs::{
     MapHandle, ProgramInput, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps_with, ensure_fw_maps, FlowCapacity, FwCapacity},
+    dispatcher::FlowCapacity,
     if_stats::IfCounters,
+    map_pins::configure_maps_with,
+    map_names as M,
     maps, Feature, Hook, PinDir,
 };
 use netray_ebpf::{
@@ -24,7 +26,7 @@ use netray_ebpf::{
     tc_dispatch::{TcDispatchSkel, TcDispatchSkelBuilder},
     xdp_dispatch::{XdpDispatchSkel, XdpDispatchSkelBuilder},
 };
-use netray_firewall::Firewall;
+use netray_firewall::{tables::ensure_tables, Firewall, FwCapacity};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -55,7 +57,7 @@ impl TempPin {
     }
 
     pub fn firewall(&self) -> Firewall {
-        Firewall::new(self.pin.clone(), FwCapacity::default())
+        Firewall::open(self.pin.clone())
     }
 }
 
@@ -94,13 +96,12 @@ impl XdpHarness {
     /// A harness whose flow table holds `flows` entries.
     pub fn with_flow_capacity(tag: &str, flows: FlowCapacity) -> XdpHarness {
         let tmp = TempPin::new(tag);
-        let cap = FwCapacity::default();
-        ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
+        ensure_tables(&tmp.pin, &FwCapacity::default()).expect("creating firewall maps");
         // The skeleton borrows its object storage for its whole life; tests
         // are short processes, so leaking one per harness is fine.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = XdpDispatchSkelBuilder::default().open(storage).expect("opening the dispatcher");
-        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &flows)
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &flows)
             .expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher (verifier)");
         let maps = IfMaps::open(&tmp);
@@ -118,9 +119,9 @@ impl XdpHarness {
     pub fn flow_table(&self) -> netray_flows::FlowTable {
         let dir = self.tmp.pin.if_dir(HARNESS_IFINDEX);
         netray_flows::FlowTable::from_maps(
-            maps::open_pinned(&dir.join("if_flows")).unwrap(),
-            maps::open_pinned(&dir.join("if_flow_stats")).unwrap(),
-            maps::open_pinned(&dir.join("if_flow_cache")).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOWS)).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOW_STATS)).unwrap(),
+            maps::open_pinned(&dir.join(M::IF_FLOW_CACHE)).unwrap(),
         )
         .expect("a flow table")
     }
@@ -161,7 +162,7 @@ impl IfMaps {
     fn open(tmp: &TempPin) -> IfMaps {
         let dir = tmp.pin.if_dir(HARNESS_IFINDEX);
         let open = |name: &str| maps::open_pinned(&dir.join(name)).unwrap();
-        IfMaps { config: open("if_config"), stats: IfCounters::open(&dir).unwrap(), events: open("if_events") }
+        IfMaps { config: open(M::IF_CONFIG), stats: IfCounters::open(&dir).unwrap(), events: open(M::IF_EVENTS) }
     }
 
     /// The monitor event one program run wrote, if any (at most one).
@@ -209,11 +210,10 @@ impl TcHarness {
     /// Every hook's firewall and monitor on.
     pub fn new(tag: &str) -> TcHarness {
         let tmp = TempPin::new(tag);
-        let cap = FwCapacity::default();
-        ensure_fw_maps(&tmp.pin, &cap).expect("creating firewall maps");
+        ensure_tables(&tmp.pin, &FwCapacity::default()).expect("creating firewall maps");
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = TcDispatchSkelBuilder::default().open(storage).expect("opening the TC dispatcher");
-        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &cap, &FlowCapacity::default())
+        configure_maps_with(open.open_object_mut(), &tmp.pin, Some(HARNESS_IFINDEX), &FlowCapacity::default())
             .expect("configuring maps");
         let skel = open.load().expect("loading the TC dispatcher (verifier)");
         let maps = IfMaps::open(&tmp);

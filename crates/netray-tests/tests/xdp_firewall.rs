@@ -822,8 +822,8 @@ fn packed_hit_counters_spill_into_wide_ones_exactly() {
     let miss = from("198.51.100.1", udp(1, 2, &[2; 12]));
     let dir = fw.h.tmp.pin.fw_dir();
     let open = |name: &str| netray_core::maps::open_pinned(&dir.join(name)).unwrap();
-    let mut hits = netray_core::maps::MmapArray::<nr_rule_hits>::new(&open("fw_rule_hits")).unwrap();
-    let wide = netray_core::maps::MmapArray::<nr_rule_counter>::new(&open("fw_rule_stats")).unwrap();
+    let mut hits = netray_core::maps::MmapArray::<nr_rule_hits>::new(&open(netray_core::map_names::FW_RULE_HITS)).unwrap();
+    let wide = netray_core::maps::MmapArray::<nr_rule_counter>::new(&open(netray_core::map_names::FW_RULE_STATS)).unwrap();
     // CPU 0's counter of rule a.
     let i = a as usize;
     const BYTE_BITS: u32 = 20;

@@ -115,6 +115,8 @@ pub struct DumpBenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    // The benchmarks load dispatchers: the firewall owns the tables they share.
+    netray_firewall::tables::register();
     match args.what {
         Some(BenchWhat::Exec(a)) => {
             super::exec::run_bench(a)?;

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{ensure, Context as _};
 use clap::Args;
-use netray_core::{dispatcher::FwCapacity, AttachMode, PinDir};
+use netray_core::{AttachMode, PinDir};
 use netray_firewall::{Firewall, Rule};
 use netray_lab::{Family, Lab, Proto, TrafficReport, TrafficSpec};
 use netray_monitor::{MonitorSession, PacketEvent, Verdict};
@@ -39,7 +39,7 @@ struct DemoPin(PinDir);
 
 impl Drop for DemoPin {
     fn drop(&mut self) {
-        let _ = Firewall::new(self.0.clone(), FwCapacity::default()).reset();
+        let _ = Firewall::open(self.0.clone()).reset();
         let _ = self.0.remove_all();
     }
 }
@@ -49,7 +49,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let lab = Lab::up(&netray_lab::unique_name("demo")).context("creating the lab")?;
     let pin = DemoPin(PinDir::resolve(Some(&PathBuf::from(format!("/sys/fs/bpf/netray-demo-{}", std::process::id()))))?);
-    let fw = Firewall::new(pin.0.clone(), FwCapacity::default());
+    let fw = Firewall::open(pin.0.clone());
     let iface = lab.host_if().to_string();
 
     step(&format!("netray lab up  → namespace {} joined by veth {} <-> {}", lab.netns(), iface, lab.peer_if()))?;

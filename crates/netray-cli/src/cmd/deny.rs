@@ -7,7 +7,6 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use netray_core::dispatcher::FwCapacity;
 use netray_firewall::Rule;
 
 use super::{firewall::CapacityArgs, Context};
@@ -143,7 +142,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DenyCommand::Add { spec, cap, json } => {
             let rules = parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?;
-            let ids = ctx.firewall(cap.capacity()?)?.add(&rules)?;
+            let ids = ctx.sized_firewall(cap.capacity()?)?.add(&rules)?;
             if json {
                 json_line(&serde_json::json!({ "added": ids }))?;
             } else {
@@ -151,7 +150,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DenyCommand::Del { spec, ids, json } => {
-            let fw = ctx.firewall(FwCapacity::default())?;
+            let fw = ctx.firewall()?;
             let deleted = if ids.is_empty() {
                 fw.delete(&parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?)?
             } else {
@@ -164,7 +163,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DenyCommand::List { json } => {
-            let rules = ctx.firewall(FwCapacity::default())?.list()?;
+            let rules = ctx.firewall()?.list()?;
             if json {
                 json_line(&rules)?;
             } else if rules.is_empty() {

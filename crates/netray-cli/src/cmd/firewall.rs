@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use netray_core::{dispatcher::FwCapacity, AttachMode};
+use netray_core::AttachMode;
+use netray_firewall::FwCapacity;
 
 use super::Context;
 use crate::output::{json_line, outln, table};
@@ -88,7 +89,7 @@ pub fn parse_mode(s: &str) -> Result<AttachMode, String> {
 pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FirewallCommand::Attach { iface, mode, cap, json } => {
-            let fw = ctx.firewall(cap.capacity()?)?;
+            let fw = ctx.sized_firewall(cap.capacity()?)?;
             let r = fw.attach(&iface, mode)?;
             if json {
                 json_line(&r)?;
@@ -102,7 +103,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FirewallCommand::Detach { iface, all } => {
-            let fw = ctx.firewall(FwCapacity::default())?;
+            let fw = ctx.firewall()?;
             if all {
                 fw.reset()?;
                 outln!("detached from every interface; all netray state removed")?;
@@ -115,7 +116,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FirewallCommand::Status { json } => {
-            let fw = ctx.firewall(FwCapacity::default())?;
+            let fw = ctx.firewall()?;
             let st = fw.status()?;
             if json {
                 json_line(&st)?;

@@ -13,8 +13,8 @@ pub mod top;
 
 use std::path::PathBuf;
 
-use netray_core::{dispatcher::FwCapacity, probe, PinDir};
-use netray_firewall::Firewall;
+use netray_core::{probe, PinDir};
+use netray_firewall::{Firewall, FwCapacity};
 
 /// Options every subcommand shares.
 pub struct Context {
@@ -22,13 +22,23 @@ pub struct Context {
 }
 
 impl Context {
-    /// The pin root, after checking that BPF can be used at all.
+    /// The pin root, after checking that BPF can be used at all. Every
+    /// command that loads a dispatcher comes here first: the firewall is
+    /// made the owner of the tables dispatchers share (see
+    /// netray_core::tables) here.
     pub fn pin(&self) -> anyhow::Result<PinDir> {
         probe::require_bpf()?;
+        netray_firewall::tables::register();
         Ok(PinDir::resolve(self.pin_dir.as_deref())?)
     }
 
-    pub fn firewall(&self, cap: FwCapacity) -> anyhow::Result<Firewall> {
+    /// The firewall, its tables (if it creates them) of the default size.
+    pub fn firewall(&self) -> anyhow::Result<Firewall> {
+        Ok(Firewall::open(self.pin()?))
+    }
+
+    /// The firewall, its tables (if it creates them) of size `cap`.
+    pub fn sized_firewall(&self, cap: FwCapacity) -> anyhow::Result<Firewall> {
         Ok(Firewall::new(self.pin()?, cap))
     }
 }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netray_core::{dispatcher::FwCapacity, PinDir};
+use netray_core::PinDir;
 use netray_daemon::{config::Config, DaemonHandle, Options};
 use netray_firewall::Firewall;
 use netray_lab::Lab;
@@ -44,14 +44,14 @@ impl Pins {
     }
 
     pub fn firewall(&self) -> Firewall {
-        Firewall::new(self.pin(), FwCapacity::default())
+        Firewall::open(self.pin())
     }
 }
 
 impl Drop for Pins {
     fn drop(&mut self) {
         if let Ok(p) = PinDir::resolve(Some(&self.path)) {
-            let _ = Firewall::new(p, FwCapacity::default()).reset();
+            let _ = Firewall::open(p).reset();
         }
         let _ = std::fs::remove_dir_all(&self.path);
     }

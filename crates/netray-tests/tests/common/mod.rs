@@ -19,7 +19,7 @@ use libbpf_rs::{
     MapHandle, ProgramInput, RingBufferBuilder,
 };
 use netray_core::{
-    dispatcher::{configure_maps, FwCapacity},
+    map_pins::configure_maps,
     maps,
 };
 use netray_ebpf::{
@@ -231,9 +231,9 @@ impl ShortRunner {
         };
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = XdpDispatchSkelBuilder::default().open(storage).expect("opening the dispatcher");
-        configure_maps(open.open_object_mut(), pin, Some(ifindex), &FwCapacity::default()).expect("configuring maps");
+        configure_maps(open.open_object_mut(), pin, Some(ifindex)).expect("configuring maps");
         let skel = open.load().expect("loading the dispatcher");
-        let events = maps::open_pinned(&pin.if_dir(ifindex).join("if_events")).unwrap();
+        let events = maps::open_pinned(&pin.if_dir(ifindex).join(netray_core::map_names::IF_EVENTS)).unwrap();
         ShortRunner { skel, events, method: std::cell::Cell::new(0) }
     }
 
