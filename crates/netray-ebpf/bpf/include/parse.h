@@ -31,10 +31,6 @@
 #undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 
-#define NR_IPV6_MAX_EXT 8
-/* Largest offset the parser follows; keeps pointer arithmetic verifiable. */
-#define NR_PARSE_MAX_OFF 4096
-
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
 #endif
