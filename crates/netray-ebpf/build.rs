@@ -11,6 +11,7 @@ const PROGRAMS: &[&str] = &[
     "exec",
     "tc_dispatch",
     "bench_tc",
+    "bench_dump",
     "capture",
     "probe",
 ];

@@ -16,9 +16,12 @@
 //! The fallbacks matter after a crash: a capture left in front of a firewall
 //! must keep handing packets on, and an exit capture must keep the verdict.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::{
+    mem::offset_of,
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
+};
 
-use netray_ebpf::abi::{nr_capture_point, nr_capture_slot};
+use netray_ebpf::abi::{__sk_buff, nr_capture_point, nr_capture_scratch, nr_capture_slot, xdp_md};
 use netray_pcapfilter::{
     ebpf::{self as e, EbpfInsn as I, R0, R1, R10, R2, R3, R6, R7, R8},
     load_program, LoadError, ProgramSpec,
@@ -62,12 +65,23 @@ impl Variant {
     }
 }
 
-const XDP_PASS: i32 = 2;
+const XDP_PASS: i32 = libbpf_sys::XDP_PASS as i32;
+/// <linux/pkt_cls.h>, which libbpf-sys does not carry.
 const TC_ACT_UNSPEC: i32 = -1;
-/// Offsets in struct __sk_buff (UAPI, fixed).
-const SKB_LEN: i16 = 0;
-const SKB_DATA: i16 = 76;
-const SKB_DATA_END: i16 = 80;
+/// A field's offset as an instruction's 16-bit displacement (context and scratch
+/// structs are far smaller than 32 KiB).
+const fn field(offset: usize) -> i16 {
+    assert!(offset < i16::MAX as usize);
+    offset as i16
+}
+const XDP_DATA: i16 = field(offset_of!(xdp_md, data));
+const XDP_DATA_END: i16 = field(offset_of!(xdp_md, data_end));
+const SKB_LEN: i16 = field(offset_of!(__sk_buff, len));
+const SKB_DATA: i16 = field(offset_of!(__sk_buff, data));
+const SKB_DATA_END: i16 = field(offset_of!(__sk_buff, data_end));
+const SCRATCH_SNAPLEN: i16 = field(offset_of!(nr_capture_scratch, snaplen));
+const SCRATCH_POINT: i16 = field(offset_of!(nr_capture_scratch, point));
+const SCRATCH_VERDICT: i16 = field(offset_of!(nr_capture_scratch, verdict));
 /// Stack slot of the map key, below the fragment's 72 bytes.
 const KEY_SLOT: i16 = -80;
 
@@ -78,8 +92,8 @@ pub fn assemble(kind: Kind, point: Point, fragment: &[I], scratch: BorrowedFd<'_
         Kind::Xdp => {
             p.push(I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32));
             p.push(I::mov32_reg(R3, R0));
-            p.push(I::ldx(e::W, R1, R6, 0)); // xdp_md.data
-            p.push(I::ldx(e::W, R2, R6, 4)); // xdp_md.data_end
+            p.push(I::ldx(e::W, R1, R6, XDP_DATA));
+            p.push(I::ldx(e::W, R2, R6, XDP_DATA_END));
         }
         Kind::Tc => {
             p.push(I::ldx(e::W, R3, R6, SKB_LEN));
@@ -99,16 +113,16 @@ pub fn assemble(kind: Kind, point: Point, fragment: &[I], scratch: BorrowedFd<'_
     p.push(I::mov64_reg(R8, R0));
     let no_scratch = p.len();
     p.push(I::ja(0)); // patched below: if r8 == 0 goto pass
-    p.push(I::stx(e::W, R8, 0, R7)); // scratch.snaplen
+    p.push(I::stx(e::W, R8, SCRATCH_SNAPLEN, R7));
     let point_code = match point {
         Point::Entry => nr_capture_point::NR_POINT_ENTRY.0,
         Point::Exit => nr_capture_point::NR_POINT_EXIT.0,
     };
-    p.push(I::st_imm(e::W, R8, 4, point_code as i32)); // scratch.point
+    p.push(I::st_imm(e::W, R8, SCRATCH_POINT, point_code as i32));
     tail_call(&mut p, chain, nr_capture_slot::NR_CAP_RECORD.0);
     // Only reached when the recorder is gone.
     if point == Point::Exit {
-        p.push(I::ldx(e::W, R0, R8, 8)); // scratch.verdict
+        p.push(I::ldx(e::W, R0, R8, SCRATCH_VERDICT));
         p.push(I::exit());
     } else if kind == Kind::Xdp {
         tail_call(&mut p, chain, nr_capture_slot::NR_CAP_NEXT.0);

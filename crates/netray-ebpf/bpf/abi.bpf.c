@@ -30,6 +30,7 @@ enum nr_hook nr_abi_hook;
 enum nr_verdict nr_abi_verdict;
 enum nr_family nr_abi_family;
 enum nr_packet_flags nr_abi_packet_flags;
+enum nr_parse_limits nr_abi_parse_limits;
 enum nr_feature nr_abi_feature;
 enum nr_chain_slot nr_abi_chain_slot;
 enum nr_fw_match_flags nr_abi_fw_match_flags;
@@ -56,6 +57,9 @@ struct nr_flow_stats *nr_abi_flow_stats;
 struct nr_flow_slot *nr_abi_flow_slot;
 enum nr_flow_cache nr_abi_flow_cache;
 enum nr_flow_dir nr_abi_flow_dir;
+/* the kernel's program contexts (UAPI), for offsets in hand-assembled code */
+struct xdp_md *nr_abi_xdp_md;
+struct __sk_buff *nr_abi_sk_buff;
 /* exec (exec_abi.h) */
 struct nr_exec_event *nr_abi_exec_event;
 struct nr_exec_config *nr_abi_exec_config;

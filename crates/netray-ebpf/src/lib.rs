@@ -33,6 +33,11 @@ skeleton!(
     "bench_tc.skel.rs"
 );
 skeleton!(
+    /// The traffic generator and receive counters of `netray bench dump`.
+    bench_dump,
+    "bench_dump.skel.rs"
+);
+skeleton!(
     /// Benchmark programs run through BPF_PROG_TEST_RUN.
     bench,
     "bench.skel.rs"
@@ -98,7 +103,8 @@ pub mod abi {
         nr_exec_stats,
         nr_capture_scratch,
         nr_capture_record,
-        nr_capture_stats
+        nr_capture_stats,
+        xdp_md
     );
 
     /// The raw bytes of an ABI value, as the kernel stores it.

@@ -15,13 +15,18 @@
 //! ```
 
 use std::ffi::CStr;
+use std::mem::offset_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::cbpf::{interpret, CbpfInsn};
 use crate::ebpf::{self as e, EbpfInsn as I, R0, R1, R2, R3, R6};
 
-const XDP_DROP: i32 = 1;
-const XDP_PASS: i32 = 2;
+/// Where the prologue reads the packet's bounds: struct xdp_md as libbpf-sys generates
+/// it from the kernel's UAPI header.
+const XDP_DATA: i16 = offset_of!(libbpf_sys::xdp_md, data) as i16;
+const XDP_DATA_END: i16 = offset_of!(libbpf_sys::xdp_md, data_end) as i16;
+const XDP_DROP: i32 = libbpf_sys::XDP_DROP as i32;
+const XDP_PASS: i32 = libbpf_sys::XDP_PASS as i32;
 /// The kernel's XDP test run refuses frames shorter than an Ethernet header.
 pub const MIN_TEST_RUN_FRAME: usize = 14;
 
@@ -83,8 +88,8 @@ impl FilterProgram {
             I::mov64_reg(R6, R1),
             I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32),
             I::mov32_reg(R3, R0),
-            I::ldx(e::W, R1, R6, 0), // xdp_md.data
-            I::ldx(e::W, R2, R6, 4), // xdp_md.data_end
+            I::ldx(e::W, R1, R6, XDP_DATA),
+            I::ldx(e::W, R2, R6, XDP_DATA_END),
         ];
         prog.extend_from_slice(fragment);
         if mode == ReturnMode::Verdict {

@@ -44,6 +44,13 @@ enum nr_packet_flags {
 	NR_PKT_HAS_ICMP = 1 << 6,	/* icmp_type/icmp_code are valid */
 };
 
+/* How far the parser (parse_body.h) walks: past these it stops and sets
+ * NR_PKT_TRUNCATED, so they decide the flags userspace sees. */
+enum nr_parse_limits {
+	NR_IPV6_MAX_EXT = 8,		/* IPv6 extension headers walked */
+	NR_PARSE_MAX_OFF = 4096,	/* largest header offset followed; keeps pointer arithmetic verifiable */
+};
+
 /* One record per packet on the per-interface event ring (monitor). */
 struct nr_packet_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */

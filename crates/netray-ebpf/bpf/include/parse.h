@@ -11,8 +11,8 @@
  * and are read from there only by what needs them. Every instruction here
  * runs for every packet.
  *
- * Offsets are kept as bounded scalars (not pointers) so the verifier can follow
- * variable-length headers.
+ * The parser itself is parse_body.h, compiled here for direct packet access
+ * and in parse_skb.h for programs that must load bytes (socket filters).
  */
 #ifndef NETRAY_PARSE_H
 #define NETRAY_PARSE_H
@@ -30,10 +30,6 @@
  * explode. Insist on real inlining. */
 #undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
-
-#define NR_IPV6_MAX_EXT 8
-/* Largest offset the parser follows; keeps pointer arithmetic verifiable. */
-#define NR_PARSE_MAX_OFF 4096
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
@@ -65,204 +61,44 @@ struct nr_vlan_hdr {
 	__be16 proto;
 };
 
-/* True when [off, off+len) lies inside the packet. */
-#define NR_HAVE(data, data_end, off, len) ((data) + (off) + (len) <= (data_end))
+/* The headers the parser reads, as it reads them. */
+struct nr_l4_ports {	/* the first 4 bytes of TCP, UDP, UDP-Lite and SCTP */
+	__be16 source;
+	__be16 dest;
+};
 
-static __always_inline void nr_parse_l4(void *data, void *data_end, __u32 off,
-					struct nr_meta *ev)
-{
-	off &= NR_PARSE_MAX_OFF * 2 - 1;
-	switch (ev->l4_proto) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-	case IPPROTO_UDPLITE:
-	case IPPROTO_SCTP: {
-		/* Ports are the first 4 bytes of all four; take them even when the
-		 * rest of the header is cut, so a port rule cannot be dodged. */
-		__u32 hdr = ev->l4_proto == IPPROTO_TCP ? 20 : ev->l4_proto == IPPROTO_SCTP ? 12 : 8;
-		__be16 *ports = data + off;
+struct nr_icmp_head {	/* ICMP and ICMPv6 alike */
+	__u8 type;
+	__u8 code;
+	__be16 checksum;
+};
 
-		if ((void *)(ports + 2) > data_end) {
-			ev->flags |= NR_PKT_TRUNCATED;
-			return;
-		}
-		ev->sport = bpf_ntohs(ports[0]);
-		ev->dport = bpf_ntohs(ports[1]);
-		ev->flags |= NR_PKT_HAS_PORTS;
-		if (!NR_HAVE(data, data_end, off, hdr))
-			ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6: {
-		__u8 *icmp = data + off;
+struct nr_ipv6_opt {	/* the first 8 bytes of an IPv6 extension header */
+	__u8 b[8];
+};
 
-		if ((void *)(icmp + 4) > data_end) {
-			ev->flags |= NR_PKT_TRUNCATED;
-			return;
-		}
-		ev->icmp_type = icmp[0];
-		ev->icmp_code = icmp[1];
-		ev->flags |= NR_PKT_HAS_ICMP;
-		return;
-	}
-	default:
-		return;
-	}
-}
+struct nr_ipv4_addrs {
+	__u8 src[4];
+	__u8 dst[4];
+};
 
-static __always_inline void nr_parse_ipv4(void *data, void *data_end, __u32 off,
-					  struct nr_meta *ev)
-{
-	struct iphdr *ip = data + off;
-	__u32 hlen;
+struct nr_ipv6_addrs {
+	__u8 src[16];
+	__u8 dst[16];
+};
 
-	if ((void *)(ip + 1) > data_end) {
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	ev->family = NR_FAMILY_IPV4;
-	ev->l3_off = off;
-	ev->l4_proto = ip->protocol;
-
-	hlen = (ip->ihl & 0xf) * 4;
-	if (hlen < sizeof(*ip)) {
-		/* IHL < 5 is malformed: keep the addresses and protocol, no ports. */
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	if (hlen > sizeof(*ip))
-		ev->flags |= NR_PKT_IP_OPTIONS;
-	if (ip->frag_off & bpf_htons(0x3fff)) { /* MF or a fragment offset */
-		ev->flags |= NR_PKT_FRAGMENT;
-		if (ip->frag_off & bpf_htons(0x1fff)) {
-			ev->flags |= NR_PKT_LATER_FRAGMENT;
-			return;
-		}
-	}
-	if (!NR_HAVE(data, data_end, off, hlen)) {
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	nr_parse_l4(data, data_end, off + hlen, ev);
-}
-
-static __always_inline void nr_parse_ipv6(void *data, void *data_end, __u32 off,
-					  struct nr_meta *ev)
-{
-	struct ipv6hdr *ip6 = data + off;
-	__u8 next;
-
-	if ((void *)(ip6 + 1) > data_end) {
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	ev->family = NR_FAMILY_IPV6;
-	ev->l3_off = off;
-	next = ip6->nexthdr;
-	off += sizeof(*ip6);
-
-#pragma unroll
-	for (int i = 0; i < NR_IPV6_MAX_EXT; i++) {
-		__u8 *ext;
-		__u32 len;
-
-		if (next != NR_NEXTHDR_HOP && next != NR_NEXTHDR_ROUTING &&
-		    next != NR_NEXTHDR_DEST && next != NR_NEXTHDR_FRAGMENT &&
-		    next != NR_NEXTHDR_AUTH)
-			break;
-		ev->flags |= NR_PKT_IPV6_EXT;
-		if (off >= NR_PARSE_MAX_OFF) {
-			/* Past any frame we parse: stop, never wrap. */
-			ev->l4_proto = next;
-			ev->flags |= NR_PKT_TRUNCATED;
-			return;
-		}
-		off &= NR_PARSE_MAX_OFF - 1; /* a no-op now; tells the verifier the bound */
-		ext = data + off;
-		if ((void *)(ext + 8) > data_end) {
-			ev->l4_proto = next;
-			ev->flags |= NR_PKT_TRUNCATED;
-			return;
-		}
-		if (next == NR_NEXTHDR_FRAGMENT) {
-			ev->flags |= NR_PKT_FRAGMENT;
-			/* offset field: bytes 2-3, top 13 bits */
-			if ((ext[2] << 8 | ext[3]) & 0xfff8) {
-				ev->l4_proto = ext[0];
-				ev->flags |= NR_PKT_LATER_FRAGMENT;
-				return;
-			}
-			len = 8;
-		} else if (next == NR_NEXTHDR_AUTH) {
-			len = (ext[1] + 2) * 4;
-		} else {
-			len = (ext[1] + 1) * 8;
-		}
-		next = ext[0];
-		off += len;
-	}
-	ev->l4_proto = next;
-	if (next == NR_NEXTHDR_HOP || next == NR_NEXTHDR_ROUTING || next == NR_NEXTHDR_DEST ||
-	    next == NR_NEXTHDR_FRAGMENT || next == NR_NEXTHDR_AUTH) {
-		/* More extension headers than we walk: the transport header was
-		 * not reached, so say so (port rules cannot apply, and a packet
-		 * padded to hide its ports must not look complete). */
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	if (off >= NR_PARSE_MAX_OFF) {
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	nr_parse_l4(data, data_end, off, ev);
-}
-
-/* Parse one frame into ev (which the caller zeroed).
- *
- * A subprogram on purpose: inlined, its many paths (VLAN tags, IPv6
- * extension headers, protocols) leave exact but different values in the
- * caller's registers, the verifier cannot merge them, and the dispatcher
- * exceeds its budget. Returning through memory costs one call per packet. */
-static __attribute__((noinline)) void nr_parse(void *data, void *data_end, struct nr_meta *ev)
-{
-	struct ethhdr *eth = data;
-	__u32 off = sizeof(*eth);
-	__be16 proto;
-
-	if ((void *)(eth + 1) > data_end) {
-		ev->flags |= NR_PKT_TRUNCATED;
-		return;
-	}
-	proto = eth->h_proto;
-
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		struct nr_vlan_hdr *vh;
-
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		vh = data + off;
-		if ((void *)(vh + 1) > data_end) {
-			ev->ethertype = bpf_ntohs(proto);
-			ev->flags |= NR_PKT_TRUNCATED;
-			return;
-		}
-		if (i == 0)
-			ev->vlan_outer = bpf_ntohs(vh->tci) & 0x0fff;
-		else
-			ev->vlan_inner = bpf_ntohs(vh->tci) & 0x0fff;
-		ev->vlan_depth = i + 1;
-		proto = vh->proto;
-		off += sizeof(*vh);
-	}
-	ev->ethertype = bpf_ntohs(proto);
-
-	if (proto == bpf_htons(ETH_P_IP))
-		nr_parse_ipv4(data, data_end, off, ev);
-	else if (proto == bpf_htons(ETH_P_IPV6))
-		nr_parse_ipv6(data, data_end, off, ev);
-}
+/* The parser for direct packet access (XDP, TC): nr_parse(data, data_end,
+ * meta) and nr_meta_to_event(data, data_end, meta, event). A header is read
+ * in place once the pointer past it is checked against data_end; offsets are
+ * kept as bounded scalars (not pointers) so the verifier can follow
+ * variable-length headers. */
+#define NR_PARSE_FN(name) nr_##name
+#define NR_PARSE_PARAMS void *data, void *data_end
+#define NR_PARSE_ARGS data, data_end
+#define NR_PARSE_DECL(type, p) type *p
+#define NR_PARSE_LOAD(p, off) ((p) = data + (off), (void *)((p) + 1) <= data_end)
+#define NR_PARSE_HAVE(off, len) (data + (off) + (len) <= data_end)
+#include "parse_body.h"
 
 /* The common frame: untagged IPv4 without options, not a fragment, TCP, UDP
  * or ICMP with at least 20 bytes of it present. Returns its IP protocol, or
@@ -323,40 +159,6 @@ static __always_inline void nr_count_packet(struct nr_if_stats *stats, const str
 		stats->non_ip++;
 	if (__builtin_expect(m->flags & NR_PKT_TRUNCATED, 0))
 		stats->truncated++;
-}
-
-/* The monitor record of a parsed frame (addresses copied out of the packet). */
-static __always_inline void nr_meta_to_event(void *data, void *data_end, const struct nr_meta *m,
-					     struct nr_packet_event *ev)
-{
-	__u32 off = m->l3_off & (NR_PARSE_MAX_OFF - 1);
-	const __u8 *a;
-
-	ev->ethertype = m->ethertype;
-	ev->vlan_outer = m->vlan_outer;
-	ev->vlan_inner = m->vlan_inner;
-	ev->vlan_depth = m->vlan_depth;
-	ev->sport = m->sport;
-	ev->dport = m->dport;
-	ev->family = m->family;
-	ev->l4_proto = m->l4_proto;
-	ev->flags = m->flags;
-	ev->icmp_type = m->icmp_type;
-	ev->icmp_code = m->icmp_code;
-	/* Pointer derived and checked in the branch that uses it (see firewall.h). */
-	if (m->family == NR_FAMILY_IPV4) {
-		a = data + off + 12;
-		if ((void *)(a + 8) <= data_end) {
-			__builtin_memcpy(ev->src, a, 4);
-			__builtin_memcpy(ev->dst, a + 4, 4);
-		}
-	} else if (m->family == NR_FAMILY_IPV6) {
-		a = data + off + 8;
-		if ((void *)(a + 32) <= data_end) {
-			__builtin_memcpy(ev->src, a, 16);
-			__builtin_memcpy(ev->dst, a + 16, 16);
-		}
-	}
 }
 
 #endif /* NETRAY_PARSE_H */

@@ -23,7 +23,7 @@ use netray_core::{
     maps,
 };
 use netray_ebpf::{
-    abi::{from_bytes, nr_hook, nr_packet_event, nr_packet_flags, nr_verdict},
+    abi::{self, from_bytes, nr_hook, nr_packet_event, nr_packet_flags, nr_parse_limits, nr_verdict, xdp_md},
     xdp_dispatch::{XdpDispatchSkel, XdpDispatchSkelBuilder},
 };
 use netray_tests::{frames, XdpHarness, XDP_DROP, XDP_PASS};
@@ -61,10 +61,10 @@ pub const X_FRAG: u8 = 44;
 pub const X_AH: u8 = 51;
 pub const X_DEST: u8 = 60;
 
-/// The parser's limit on IPv6 extension headers (NR_IPV6_MAX_EXT).
-pub const MAX_EXT: usize = 8;
-/// The parser's limit on header offsets (NR_PARSE_MAX_OFF).
-pub const MAX_OFF: usize = 4096;
+/// The parser's limit on IPv6 extension headers.
+pub const MAX_EXT: usize = nr_parse_limits::NR_IPV6_MAX_EXT.0 as usize;
+/// The parser's limit on header offsets.
+pub const MAX_OFF: usize = nr_parse_limits::NR_PARSE_MAX_OFF.0 as usize;
 
 /// ifindex BPF_PROG_TEST_RUN reports without a ctx: the loopback device's rxq.
 pub const TEST_RUN_IFINDEX: u32 = 1;
@@ -241,15 +241,15 @@ impl ShortRunner {
         let (data, xdp_md) = if method == 1 {
             let mut data = frame.to_vec();
             data.resize(frame.len().max(14), 0xee);
-            (data, [0, frame.len() as u32, 0, 0, 0, 0])
+            (data, xdp_md { data_end: frame.len() as u32, ..Default::default() })
         } else {
             let meta = 14usize.saturating_sub(frame.len()).div_ceil(4) * 4;
             let mut data = vec![0xeeu8; meta];
             data.extend_from_slice(frame);
             let len = data.len() as u32;
-            (data, [meta as u32, len, 0, 0, 0, 0])
+            (data, xdp_md { data: meta as u32, data_end: len, ..Default::default() })
         };
-        let mut ctx_in: Vec<u8> = xdp_md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut ctx_in: Vec<u8> = abi::bytes_of(&xdp_md).to_vec();
         let input = ProgramInput { data_in: Some(&data), context_in: Some(&mut ctx_in), ..Default::default() };
         self.skel.progs.netray_xdp.test_run(input).map(|out| out.return_value)
     }
