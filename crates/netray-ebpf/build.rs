@@ -12,6 +12,7 @@ const PROGRAMS: &[&str] = &[
     "tc_dispatch",
     "bench_tc",
     "capture",
+    "capture_trace",
     "probe",
 ];
 

@@ -501,6 +501,7 @@ impl Run<'_> {
             filter: String::new(),
             ring_bytes: self.opts.ring_bytes,
             mode: AttachMode::Auto,
+            chain_only: false,
         };
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;
@@ -811,6 +812,8 @@ impl Sink {
                 prog_type: libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
                 expected_attach_type: libbpf_sys::BPF_TCX_INGRESS,
                 flags: 0,
+                attach_target: None,
+                btf_func: false,
             },
         )
         .context("loading the tcx drop program")?;

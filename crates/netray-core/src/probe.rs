@@ -416,6 +416,12 @@ fn probe_skel_prog(name: &str) -> Answer {
     link.map(|_| "attached to bpf_fentry_test1".into()).map_err(|e| format!("attach: {e}"))
 }
 
+/// The `fexit_xdp` capability alone: an fexit program loaded against an XDP
+/// program of netray's own (which has BTF); Err says the kernel's refusal.
+pub fn fexit_on_xdp() -> std::result::Result<String, String> {
+    probe_on_xdp_prog(false)
+}
+
 /// fexit (or, with `ext`, freplace) against the probe object's XDP program.
 fn probe_on_xdp_prog(ext: bool) -> Answer {
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
