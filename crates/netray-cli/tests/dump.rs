@@ -397,10 +397,9 @@ fn a_foreign_xdp_program_keeps_deciding_during_and_after_a_capture() {
 /// `netray dump --point both` beside the foreign program, whose id must stay
 /// the same throughout; returns dump's stderr and the capture's rows
 /// (interface description, UDP port, epb verdict).
-fn dump_beside_foreign(env: &Env, foreign: &Foreign, extra: &[&str]) -> (String, Vec<Vec<String>>) {
-    let file = tmpfile(&format!("foreign-{}.pcapng", extra.join("")));
-    let args = [&["--point", "both", "-w", file.to_str().unwrap()], extra, &["udp"]].concat();
-    let dump = Dump::start(env, &args);
+fn dump_beside_foreign(env: &Env, foreign: &Foreign) -> (String, Vec<Vec<String>>) {
+    let file = tmpfile("fexit.pcapng");
+    let dump = Dump::start(env, &["--point", "both", "-w", file.to_str().unwrap(), "udp"]);
     let during = attached_id(env);
     assert_eq!(udp_9_and_10(env, 5), (0, 5), "the foreign program decides during the capture");
     let err = dump.interrupt();
@@ -418,7 +417,8 @@ fn fexit_on_a_foreign_xdp_program_records_its_verdicts_and_leaves_it_attached() 
     let env = Env::new("dfex");
     let foreign = Foreign::attach_with_btf(&env);
     assert_eq!(udp_9_and_10(&env, 5), (0, 5), "the foreign program drops port 9 before any capture");
-    let (err, rows) = dump_beside_foreign(&env, &foreign, &[]);
+    let (err, rows) = dump_beside_foreign(&env, &foreign);
+    eprintln!("{err}"); // the matrix's log shows the way taken
     assert!(err.contains(&format!("during: {}\n", foreign.id())), "nothing swapped: {err}");
     assert!(
         err.contains(&format!(
@@ -439,7 +439,8 @@ fn fexit_on_a_foreign_xdp_program_records_its_verdicts_and_leaves_it_attached() 
 
     // --point exit alone, as lines and JSON: the verdict on each line; the
     // start record says the way taken.
-    let mut dump = Dump::start(&env, &["--point", "exit", "--json", "-c", "10", "udp"]);
+    // Snap length as everywhere: 60 of the 74 bytes.
+    let mut dump = Dump::start(&env, &["--point", "exit", "--json", "-s", "60", "-c", "10", "udp"]);
     assert_eq!(udp_9_and_10(&env, 5), (0, 5));
     let out = dump.stdout();
     let err = dump.wait();
@@ -453,6 +454,7 @@ fn fexit_on_a_foreign_xdp_program_records_its_verdicts_and_leaves_it_attached() 
         .collect();
     assert_eq!(verdicts.iter().filter(|v| v.as_str() == "9 \"XDP_DROP\"").count(), 5, "{out}");
     assert_eq!(verdicts.iter().filter(|v| v.as_str() == "10 \"XDP_PASS\"").count(), 5, "{out}");
+    assert!(out.lines().all(|l| l.contains("\"cap_len\":60") && l.contains("\"wire_len\":74")), "{out}");
     assert_eq!(attached_id(&env), foreign.id());
 }
 
