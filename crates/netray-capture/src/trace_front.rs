@@ -42,24 +42,13 @@ impl Target {
     /// is none (fentry/fexit need it).
     pub fn of(prog: BorrowedFd<'_>, prog_id: u32) -> std::result::Result<Target, String> {
         let no_btf = || format!("XDP program id {prog_id} carries no BTF function info, which fentry/fexit need");
-        let mut func = libbpf_sys::bpf_func_info::default();
-        let mut info = libbpf_sys::bpf_prog_info {
-            nr_func_info: 1,
-            func_info_rec_size: std::mem::size_of::<libbpf_sys::bpf_func_info>() as u32,
-            func_info: &mut func as *mut _ as u64,
-            ..Default::default()
+        let (btf_id, func) = match netray_core::probe::main_func(prog) {
+            Ok(f) => f,
+            Err(libc::EOPNOTSUPP) => return Err(no_btf()),
+            Err(e) => return Err(format!("reading XDP program id {prog_id}: {}", std::io::Error::from_raw_os_error(e))),
         };
-        let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-        // SAFETY: info points at one bpf_func_info record, as nr_func_info says.
-        let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
-        if rc != 0 {
-            return Err(format!("reading XDP program id {prog_id}: {}", std::io::Error::from_raw_os_error(-rc)));
-        }
-        if info.btf_id == 0 || info.nr_func_info == 0 {
-            return Err(no_btf());
-        }
         // SAFETY: plain loader; the result is freed below.
-        let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(info.btf_id) };
+        let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(btf_id) };
         if btf.is_null() {
             return Err(no_btf());
         }

@@ -429,13 +429,7 @@ fn fexit_on_a_foreign_xdp_program_records_its_verdicts_and_leaves_it_attached() 
     );
     assert_eq!(summary(&err, "packets captured"), 20, "{err}");
     assert_eq!(summary(&err, "dropped by kernel"), 0, "{err}");
-    let count = |desc: &str, port: &str, verdict: &str| {
-        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
-    };
-    assert_eq!(count("xdp entry", "9", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp entry", "10", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp exit", "9", "1"), 5, "XDP_DROP: {rows:?}");
-    assert_eq!(count("xdp exit", "10", "2"), 5, "XDP_PASS: {rows:?}");
+    assert_port_9_dropped_10_passed(&rows, 5);
 
     // --point exit alone, as lines and JSON: the verdict on each line; the
     // start record says the way taken.
@@ -505,6 +499,19 @@ fn kill_9_leaves_the_foreign_program_deciding_and_the_next_dump_restores_it() {
     assert_eq!(udp_9_and_10(&env, 5), (0, 5));
 }
 
+/// Rows of `tshark_fields` (interface description, UDP port, epb verdict,
+/// ...) of a `--point both` capture of `n` datagrams to each of ports 9 and
+/// 10: every one at entry, port 9 XDP_DROP (1) and port 10 XDP_PASS (2) at exit.
+fn assert_port_9_dropped_10_passed(rows: &[Vec<String>], n: usize) {
+    let count = |desc: &str, port: &str, verdict: &str| {
+        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
+    };
+    assert_eq!(count("xdp entry", "9", ""), n, "{rows:?}");
+    assert_eq!(count("xdp entry", "10", ""), n, "{rows:?}");
+    assert_eq!(count("xdp exit", "9", "1"), n, "XDP_DROP: {rows:?}");
+    assert_eq!(count("xdp exit", "10", "2"), n, "XDP_PASS: {rows:?}");
+}
+
 #[test]
 fn exit_records_carry_the_firewalls_verdict() {
     let env = Env::new("dexi");
@@ -517,13 +524,7 @@ fn exit_records_carry_the_firewalls_verdict() {
     assert_eq!(summary(&err, "packets captured"), 20, "{err}");
 
     let rows = tshark_fields(&file, &["frame.interface_description", "udp.dstport", "frame.verdict.ebpf_xdp", "frame.comment"]);
-    let count = |desc: &str, port: &str, verdict: &str| {
-        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
-    };
-    assert_eq!(count("xdp entry", "9", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp entry", "10", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp exit", "9", "1"), 5, "XDP_DROP: {rows:?}");
-    assert_eq!(count("xdp exit", "10", "2"), 5, "XDP_PASS: {rows:?}");
+    assert_port_9_dropped_10_passed(&rows, 5);
     assert!(rows.iter().any(|r| r[3] == "xdp exit: XDP_DROP"), "{rows:?}");
     // Taken down: the dispatcher runs the firewall alone again.
     let status = env.json(&["firewall", "status", "--json"]);
