@@ -25,7 +25,7 @@ use super::{firewall::parse_mode, Context};
     netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
     netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
     netray dump -i eth1 --point both -c 100 -w fw.pcapng\n  \
-    netray dump -i eth1 --point exit --mode chain udp port 53\n  \
+    netray dump -i eth1 --mode chain -w in.pcapng udp port 53\n  \
     netray dump -i eth1 --hook tc-egress -c 10\n  \
     netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\
     \n\
