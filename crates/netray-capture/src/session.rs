@@ -84,6 +84,9 @@ pub struct ForeignXdp {
     pub way: &'static str,
     /// One sentence, also among the notes.
     pub why: String,
+    /// Why chaining was chosen (empty for fentry/fexit), for errors.
+    #[serde(skip)]
+    reason: String,
 }
 
 enum Undo {
@@ -169,7 +172,7 @@ impl Capture {
         let foreign = self.foreign_xdp.as_ref().filter(|_| hook == Hook::Xdp);
         let (d, outcome) = attached.map_err(|e| {
             let fexit = match foreign {
-                Some(f) => format!(" (not taken here: {})", f.why),
+                Some(f) => format!(" (not here: {})", f.reason),
                 None => String::new(),
             };
             Error::Refused(format!(
@@ -296,34 +299,34 @@ impl Capture {
     /// (false: the caller chains).
     fn install_trace(&mut self, spec: &CaptureSpec, fragment: &[EbpfInsn], foreign: &Occupant) -> Result<bool> {
         let id = foreign.prog_id();
-        let chain = |why: String| format!("{why}: capturing by chaining in front of XDP program id {id}, which keeps deciding");
         let loaded = if spec.chain_only {
-            Err(chain("--mode chain".into()))
+            Err("--mode chain".to_string())
         } else {
             let prog = foreign.prog().expect("a foreign program is attached");
             match trace_front::Target::of(prog, id) {
                 // Where the kernel refuses fexit altogether, that is the reason to give.
-                Err(no_btf) => Err(chain(match netray_core::probe::fexit_on_xdp() {
+                Err(no_btf) => Err(match netray_core::probe::fexit_on_xdp() {
                     Err(refused) => format!("this kernel refuses fexit on XDP programs ({refused})"),
                     Ok(_) => no_btf,
-                })),
+                }),
                 Ok(target) => {
                     let points = &spec.points;
                     match trace_front::load(&target, self.iface.index, points, fragment, spec.ring_bytes / 4) {
                         Ok(loaded) => Ok((target, loaded)),
-                        Err(e) => Err(chain(format!(
+                        Err(e) => Err(format!(
                             "the kernel refused fentry/fexit on XDP program id {id} (function {}): {e}",
                             target.func
-                        ))),
+                        )),
                     }
                 }
             }
         };
         let (target, mut loaded) = match loaded {
             Ok(l) => l,
-            Err(why) => {
+            Err(reason) => {
+                let why = format!("{reason}: capturing by chaining in front of XDP program id {id}, which keeps deciding");
                 self.notes.push(why.clone());
-                self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "chain", why });
+                self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "chain", why, reason });
                 return Ok(false);
             }
         };
@@ -341,7 +344,7 @@ impl Capture {
             if how == "fentry" { "" } else { ", and exit records carry its verdicts" }
         );
         self.notes.push(why.clone());
-        self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "fentry/fexit", why });
+        self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "fentry/fexit", why, reason: String::new() });
         self.undo.push(Undo::Trace(front));
         self.recorders.push((Hook::Xdp, loaded.recorder));
         Ok(true)

@@ -390,7 +390,7 @@ fn a_foreign_xdp_program_keeps_deciding_during_and_after_a_capture() {
     // Without BTF there is no fexit on it: the exit point needs netray's own
     // program, refused with the reason.
     let err = env.fails(&["dump", "-i", env.iface(), "--point", "exit", "-c", "1"]);
-    assert!(err.contains("through fexit on it, where the kernel allows it (not taken here: "), "{err}");
+    assert!(err.contains("through fexit on it, where the kernel allows it (not here: "), "{err}");
     assert_eq!(attached_id(&env), foreign.id());
 }
 
