@@ -13,6 +13,7 @@ const PROGRAMS: &[&str] = &[
     "bench_tc",
     "bench_dump",
     "capture",
+    "capture_trace",
     "probe",
 ];
 

@@ -166,6 +166,8 @@ pub fn load(
         },
         expected_attach_type: variant.attach_type,
         flags: variant.flags(),
+        attach_target: None,
+        btf_func: false,
     };
     load_program(&insns, &spec)
 }

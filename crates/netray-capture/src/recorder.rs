@@ -100,6 +100,12 @@ impl Recorder {
         })
     }
 
+    /// A recorder whose program was loaded elsewhere around the same maps
+    /// (trace_front.rs: the fentry/fexit capture).
+    pub(crate) fn from_maps(prog: OwnedFd, outer: MapHandle, stats: MapHandle, scratch: MapHandle, chain: MapHandle) -> Recorder {
+        Recorder { prog, rings: Vec::new(), outer, stats, scratch, chain }
+    }
+
     /// Creates one ring of `ring_bytes` per possible CPU. Apart from loading,
     /// so that program variants the kernel refuses to chain cost no ring memory.
     pub fn add_rings(&mut self, ring_bytes: u32) -> Result<()> {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::{
     front::{self, Kind, Variant},
     recorder::{Recorder, RecorderSpec},
+    trace_front,
     xdp_front::{self, Front, Occupant},
     CaptureIf, Point,
 };
@@ -35,6 +36,9 @@ pub struct CaptureSpec {
     /// Bytes per CPU ring.
     pub ring_bytes: u32,
     pub mode: AttachMode,
+    /// Beside an XDP program netray did not load: chain in front of it even
+    /// where fentry/fexit on it would do (`--mode chain`).
+    pub chain_only: bool,
 }
 
 impl CaptureSpec {
@@ -68,10 +72,28 @@ pub struct Capture {
     interfaces: BTreeMap<(u8, u8), CaptureIf>,
     points: Vec<Point>,
     pub notes: Vec<String>,
+    /// How the capture stands beside an XDP program netray did not load, if
+    /// there is one.
+    pub foreign_xdp: Option<ForeignXdp>,
+}
+
+/// The way taken beside an XDP program netray did not load, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignXdp {
+    pub prog_id: u32,
+    /// "fentry/fexit" (watched, nothing swapped) or "chain" (in front of it).
+    pub way: &'static str,
+    /// One sentence, also among the notes.
+    pub why: String,
+    /// Why chaining was chosen (empty for fentry/fexit), for errors.
+    #[serde(skip)]
+    reason: String,
 }
 
 enum Undo {
     XdpFront(Front),
+    /// fentry/fexit on a foreign XDP program: dropping the links detaches them.
+    Trace(#[allow(dead_code)] crate::trace_front::TraceFront),
     TcEntry(#[allow(dead_code)] OwnedFd),
     /// The entry capture as a clsact filter, where the kernel has no tcx.
     TcEntryClsact(crate::tc_front::ClsactEntry),
@@ -98,6 +120,7 @@ impl Capture {
             interfaces: BTreeMap::new(),
             points: spec.points.clone(),
             notes: Vec::new(),
+            foreign_xdp: None,
         };
         let lock = pin.lock()?;
         let started = capture.install_all(spec, &fragment);
@@ -147,10 +170,15 @@ impl Capture {
     /// points need netray's own program: it is what decides).
     fn dispatcher(&mut self, spec: &CaptureSpec, hook: Hook) -> Result<Dispatcher> {
         let attached = Dispatcher::attach_with(&self.pin, &self.iface, spec.mode, &FlowCapacity::default());
+        let foreign = self.foreign_xdp.as_ref().filter(|_| hook == Hook::Xdp);
         let (d, outcome) = attached.map_err(|e| {
+            let fexit = match foreign {
+                Some(f) => format!(" (not here: {})", f.reason),
+                None => String::new(),
+            };
             Error::KernelRefused(format!(
-                "--point exit at {} needs netray's own program on {}, and attaching it failed: {e}. A program \
-                 netray did not load can be captured at the entry point only: this kernel refuses fexit",
+                "--point exit at {} needs netray's own program on {}, and attaching it failed: {e}. The exit point \
+                 of a program netray did not load is captured through fexit on it, where the kernel allows it{fexit}",
                 hook.name(),
                 self.iface.name
             ))
@@ -168,6 +196,16 @@ impl Capture {
         if let Some(note) = xdp_front::recover(&self.pin, &self.iface)? {
             self.notes.push(note);
         }
+        let found = Occupant::find(self.iface.index)?;
+        let foreign = found.prog().is_some()
+            && !xdp_front::is_capture_front(found.prog_id())
+            && Dispatcher::open(&self.pin, &self.iface)?.is_none();
+        if foreign {
+            if self.install_trace(spec, fragment, &found)? {
+                return Ok(());
+            }
+        }
+        drop(found);
         let dispatcher = if exit {
             let d = self.dispatcher(spec, Hook::Xdp)?;
             if !d.users(Feature::Capture).is_empty() {
@@ -236,8 +274,11 @@ impl Capture {
                 d.set_feature(Feature::Capture, true)?;
                 self.undo.push(Undo::Exit { hook: Hook::Xdp, user });
             }
-            if entry_front.is_some() && occupant.prog().is_some() {
-                self.notes.push(fexit_note(recorder.prog.as_fd(), occupant.prog_id()));
+            if entry_front.is_some() && occupant.prog().is_some() && self.foreign_xdp.is_none() {
+                self.notes.push(format!(
+                    "capturing by chaining in front of netray's own XDP program (id {}), which keeps deciding",
+                    occupant.prog_id()
+                ));
             }
             if let Some(front) = entry_front {
                 let installed = Front::install(&self.pin, &self.iface, occupant, front, recorder.chain.as_fd(), spec.mode)?;
@@ -253,6 +294,62 @@ impl Capture {
             refusals.len(),
             refusals
         )))
+    }
+
+    /// Beside a foreign XDP program: fentry/fexit on it where the kernel
+    /// allows it (true: installed), else records why chaining is used
+    /// (false: the caller chains).
+    fn install_trace(&mut self, spec: &CaptureSpec, fragment: &[EbpfInsn], foreign: &Occupant) -> Result<bool> {
+        let id = foreign.prog_id();
+        let loaded = if spec.chain_only {
+            Err("--mode chain".to_string())
+        } else {
+            let prog = foreign.prog().expect("a foreign program is attached");
+            match trace_front::Target::of(prog, id) {
+                // Where the kernel refuses fexit altogether, that is the reason to give.
+                Err(no_btf) => Err(match netray_core::probe::fexit_on_xdp() {
+                    Err(refused) => format!("this kernel refuses fexit on XDP programs ({refused})"),
+                    Ok(_) => no_btf,
+                }),
+                Ok(target) => {
+                    let points = &spec.points;
+                    match trace_front::load(&target, self.iface.index, points, fragment, spec.ring_bytes / 4) {
+                        Ok(loaded) => Ok((target, loaded)),
+                        Err(e) => Err(format!(
+                            "the kernel refused fentry/fexit on XDP program id {id} (function {}): {e}",
+                            target.func
+                        )),
+                    }
+                }
+            }
+        };
+        let (target, mut loaded) = match loaded {
+            Ok(l) => l,
+            Err(reason) => {
+                let why = format!("{reason}: capturing by chaining in front of XDP program id {id}, which keeps deciding");
+                self.notes.push(why.clone());
+                self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "chain", why, reason });
+                return Ok(false);
+            }
+        };
+        loaded.recorder.add_rings(spec.ring_bytes)?;
+        let front = loaded.attach()?;
+        let how = match (spec.points.contains(&Point::Entry), spec.points.contains(&Point::Exit)) {
+            (true, true) => "fentry and fexit",
+            (true, false) => "fentry",
+            _ => "fexit",
+        };
+        let why = format!(
+            "capturing through {how} on XDP program id {id} (function {}), which netray did not load: it stays \
+             attached untouched{}",
+            target.func,
+            if how == "fentry" { "" } else { ", and exit records carry its verdicts" }
+        );
+        self.notes.push(why.clone());
+        self.foreign_xdp = Some(ForeignXdp { prog_id: id, way: "fentry/fexit", why, reason: String::new() });
+        self.undo.push(Undo::Trace(front));
+        self.recorders.push((Hook::Xdp, loaded.recorder));
+        Ok(true)
     }
 
     fn install_tc(&mut self, spec: &CaptureSpec, hook: Hook, fragment: &[EbpfInsn], entry: bool, exit: bool) -> Result<()> {
@@ -380,6 +477,10 @@ impl Capture {
     fn undo_one(&mut self, undo: Undo) -> Result<()> {
         match undo {
             Undo::XdpFront(front) => front.restore(),
+            Undo::Trace(front) => {
+                drop(front);
+                Ok(())
+            }
             Undo::TcEntry(link) => {
                 drop(link);
                 Ok(())
@@ -424,23 +525,6 @@ impl Drop for Capture {
                 let _ = self.take_down();
             }
         }
-    }
-}
-
-/// Says whether fexit (the non-intrusive way to watch an XDP program) is
-/// available: probed against the recorder, which has BTF (the program in
-/// place may not).
-fn fexit_note(probe_target: std::os::fd::BorrowedFd<'_>, original_id: u32) -> String {
-    match netray_core::probe::fexit_on_prog(probe_target) {
-        Err(errno) => format!(
-            "this kernel refuses fexit on XDP programs ({}): capturing by chaining in front of XDP program id \
-             {original_id}, which keeps deciding",
-            std::io::Error::from_raw_os_error(errno)
-        ),
-        Ok(()) => format!(
-            "this kernel allows fexit on XDP programs, but netray captures by chaining only: in front of XDP \
-             program id {original_id}, which keeps deciding"
-        ),
     }
 }
 

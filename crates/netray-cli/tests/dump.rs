@@ -293,9 +293,22 @@ struct Foreign {
 }
 
 impl Foreign {
+    /// Without BTF, as hand-assembled programs come: fentry/fexit cannot attach.
     fn attach(env: &Env) -> Foreign {
+        Self::attach_prog(env, netray_pcapfilter::FilterProgram::load)
+    }
+
+    /// With BTF describing its function, as programs built by clang carry.
+    fn attach_with_btf(env: &Env) -> Foreign {
+        Self::attach_prog(env, |f| netray_pcapfilter::FilterProgram::load_with_btf(f, "drop_udp_9"))
+    }
+
+    fn attach_prog(
+        env: &Env,
+        load: impl Fn(&[netray_pcapfilter::EbpfInsn]) -> Result<netray_pcapfilter::FilterProgram, netray_pcapfilter::LoadError>,
+    ) -> Foreign {
         let cbpf = netray_pcapfilter::compile("not (udp dst port 9)", 262_144).unwrap();
-        let prog = netray_pcapfilter::FilterProgram::load(&netray_pcapfilter::translate(&cbpf).unwrap()).unwrap();
+        let prog = load(&netray_pcapfilter::translate(&cbpf).unwrap()).unwrap();
         let ifindex = env.lab.host_ifindex();
         // SAFETY: a valid program fd and ifindex; no opts.
         let rc = unsafe {
@@ -374,9 +387,99 @@ fn a_foreign_xdp_program_keeps_deciding_during_and_after_a_capture() {
     assert_eq!(ports.iter().filter(|&&p| p == 10).count(), 10);
     let _ = std::fs::remove_file(file);
 
-    // The exit point needs netray's own program: refused with the reason.
+    // Without BTF there is no fexit on it: the exit point needs netray's own
+    // program, refused with the reason.
     let err = env.fails(&["dump", "-i", env.iface(), "--point", "exit", "-c", "1"]);
-    assert!(err.contains("entry point only"), "{err}");
+    assert!(err.contains("through fexit on it, where the kernel allows it (not here: "), "{err}");
+    assert_eq!(attached_id(&env), foreign.id());
+}
+
+/// `netray dump --point both` beside the foreign program, whose id must stay
+/// the same throughout; returns dump's stderr and the capture's rows
+/// (interface description, UDP port, epb verdict).
+fn dump_beside_foreign(env: &Env, foreign: &Foreign) -> (String, Vec<Vec<String>>) {
+    let file = tmpfile("fexit.pcapng");
+    let dump = Dump::start(env, &["--point", "both", "-w", file.to_str().unwrap(), "udp"]);
+    let during = attached_id(env);
+    assert_eq!(udp_9_and_10(env, 5), (0, 5), "the foreign program decides during the capture");
+    let err = dump.interrupt();
+    assert_eq!(attached_id(env), foreign.id(), "the foreign program is in place after the capture");
+    let rows = tshark_fields(&file, &["frame.interface_description", "udp.dstport", "frame.verdict.ebpf_xdp"]);
+    let _ = std::fs::remove_file(file);
+    (format!("{err}during: {during}\n"), rows)
+}
+
+// This machine's kernel refuses fexit, so `make test` lists it as ignored;
+// `make test-kernels` runs it where the kernel allows it.
+#[test]
+#[ignore = "needs fexit on XDP programs (fexit_xdp): make test-kernels runs it on kernels that allow it"]
+fn fexit_on_a_foreign_xdp_program_records_its_verdicts_and_leaves_it_attached() {
+    let env = Env::new("dfex");
+    let foreign = Foreign::attach_with_btf(&env);
+    assert_eq!(udp_9_and_10(&env, 5), (0, 5), "the foreign program drops port 9 before any capture");
+    let (err, rows) = dump_beside_foreign(&env, &foreign);
+    eprintln!("{err}"); // the matrix's log shows the way taken
+    assert!(err.contains(&format!("during: {}\n", foreign.id())), "nothing swapped: {err}");
+    assert!(
+        err.contains(&format!(
+            "capturing through fentry and fexit on XDP program id {} (function drop_udp_9), which netray did not load",
+            foreign.id()
+        )),
+        "{err}"
+    );
+    assert_eq!(summary(&err, "packets captured"), 20, "{err}");
+    assert_eq!(summary(&err, "dropped by kernel"), 0, "{err}");
+    assert_port_9_dropped_10_passed(&rows, 5);
+
+    // --point exit alone, as lines and JSON: the verdict on each line; the
+    // start record says the way taken.
+    // Snap length as everywhere: 60 of the 74 bytes.
+    let mut dump = Dump::start(&env, &["--point", "exit", "--json", "-s", "60", "-c", "10", "udp"]);
+    assert_eq!(udp_9_and_10(&env, 5), (0, 5));
+    let out = dump.stdout();
+    let err = dump.wait();
+    let start: serde_json::Value = serde_json::from_str(err.lines().find(|l| l.contains("\"capturing\"")).unwrap()).unwrap();
+    assert_eq!(start["foreign_xdp"]["way"], "fentry/fexit", "{start}");
+    assert_eq!(start["foreign_xdp"]["prog_id"], foreign.id(), "{start}");
+    let verdicts: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| format!("{} {}", p["dport"], p["verdict"]))
+        .collect();
+    assert_eq!(verdicts.iter().filter(|v| v.as_str() == "9 \"XDP_DROP\"").count(), 5, "{out}");
+    assert_eq!(verdicts.iter().filter(|v| v.as_str() == "10 \"XDP_PASS\"").count(), 5, "{out}");
+    assert!(out.lines().all(|l| l.contains("\"cap_len\":60") && l.contains("\"wire_len\":74")), "{out}");
+    assert_eq!(attached_id(&env), foreign.id());
+}
+
+#[test]
+fn mode_chain_or_a_kernel_refusing_fexit_chains_in_front_and_says_why() {
+    let env = Env::new("dchn");
+    let foreign = Foreign::attach_with_btf(&env);
+    let fexit = env.json(&["features", "--json"])["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "fexit_xdp" && f["available"] == true);
+    let mut ways = vec![("--mode chain", vec!["--mode", "chain"])];
+    if !fexit {
+        ways.push(("the kernel refused fentry/fexit on XDP program id", vec![]));
+    }
+    for (why, extra) in ways {
+        let mut dump = Dump::start(&env, &[&extra[..], &["--point", "entry", "--json", "-c", "10", "udp"]].concat());
+        assert_ne!(attached_id(&env), foreign.id(), "chained: the capture is in front of the foreign program");
+        assert_eq!(udp_9_and_10(&env, 5), (0, 5), "the foreign program still decides");
+        let out = dump.stdout();
+        let err = dump.wait();
+        let chained = format!("capturing by chaining in front of XDP program id {}, which keeps deciding", foreign.id());
+        let note = err.lines().find(|l| l.starts_with("netray: ") && l.ends_with(&chained)).unwrap_or_else(|| panic!("{err}"));
+        assert!(note.starts_with(&format!("netray: {why}")), "{note}");
+        let start: serde_json::Value = serde_json::from_str(err.lines().find(|l| l.contains("\"capturing\"")).unwrap()).unwrap();
+        assert_eq!(start["foreign_xdp"]["way"], "chain", "{start}");
+        assert!(start["foreign_xdp"]["why"].as_str().unwrap().starts_with(why), "{start}");
+        assert_eq!(out.lines().count(), 10, "{out}");
+        assert_eq!(attached_id(&env), foreign.id(), "put back after the capture");
+    }
 }
 
 #[test]
@@ -396,6 +499,19 @@ fn kill_9_leaves_the_foreign_program_deciding_and_the_next_dump_restores_it() {
     assert_eq!(udp_9_and_10(&env, 5), (0, 5));
 }
 
+/// Rows of `tshark_fields` (interface description, UDP port, epb verdict,
+/// ...) of a `--point both` capture of `n` datagrams to each of ports 9 and
+/// 10: every one at entry, port 9 XDP_DROP (1) and port 10 XDP_PASS (2) at exit.
+fn assert_port_9_dropped_10_passed(rows: &[Vec<String>], n: usize) {
+    let count = |desc: &str, port: &str, verdict: &str| {
+        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
+    };
+    assert_eq!(count("xdp entry", "9", ""), n, "{rows:?}");
+    assert_eq!(count("xdp entry", "10", ""), n, "{rows:?}");
+    assert_eq!(count("xdp exit", "9", "1"), n, "XDP_DROP: {rows:?}");
+    assert_eq!(count("xdp exit", "10", "2"), n, "XDP_PASS: {rows:?}");
+}
+
 #[test]
 fn exit_records_carry_the_firewalls_verdict() {
     let env = Env::new("dexi");
@@ -408,13 +524,7 @@ fn exit_records_carry_the_firewalls_verdict() {
     assert_eq!(summary(&err, "packets captured"), 20, "{err}");
 
     let rows = tshark_fields(&file, &["frame.interface_description", "udp.dstport", "frame.verdict.ebpf_xdp", "frame.comment"]);
-    let count = |desc: &str, port: &str, verdict: &str| {
-        rows.iter().filter(|r| r[0].ends_with(desc) && r[1] == port && r[2] == verdict).count()
-    };
-    assert_eq!(count("xdp entry", "9", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp entry", "10", ""), 5, "{rows:?}");
-    assert_eq!(count("xdp exit", "9", "1"), 5, "XDP_DROP: {rows:?}");
-    assert_eq!(count("xdp exit", "10", "2"), 5, "XDP_PASS: {rows:?}");
+    assert_port_9_dropped_10_passed(&rows, 5);
     assert!(rows.iter().any(|r| r[3] == "xdp exit: XDP_DROP"), "{rows:?}");
     // Taken down: the dispatcher runs the firewall alone again.
     let status = env.json(&["firewall", "status", "--json"]);

@@ -41,11 +41,10 @@ pub fn prog_type_loadable(prog_type: libbpf_sys::bpf_prog_type) -> std::result::
     }
 }
 
-/// Whether the kernel lets an fexit program attach to the BPF program `target`
-/// (the non-intrusive way to watch an XDP program's verdicts). Tried for real:
-/// a minimal fexit program is loaded against the target's main function.
-/// Returns the errno on refusal; EOPNOTSUPP when the target has no BTF.
-pub fn fexit_on_prog(target: std::os::fd::BorrowedFd<'_>) -> std::result::Result<(), i32> {
+/// The BTF id of a BPF program and the func info of its main function (the
+/// one at instruction 0), which fentry/fexit on it name. Errno on failure;
+/// EOPNOTSUPP when the program has no BTF.
+pub fn main_func(prog: std::os::fd::BorrowedFd<'_>) -> std::result::Result<(u32, libbpf_sys::bpf_func_info), i32> {
     use std::os::fd::AsRawFd;
     let mut func = libbpf_sys::bpf_func_info::default();
     let mut info = libbpf_sys::bpf_prog_info {
@@ -56,13 +55,23 @@ pub fn fexit_on_prog(target: std::os::fd::BorrowedFd<'_>) -> std::result::Result
     };
     let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
     // SAFETY: info points at one bpf_func_info record, as nr_func_info says.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(target.as_raw_fd(), &mut info, &mut len) };
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
     if rc != 0 {
         return Err(-rc);
     }
     if info.btf_id == 0 || info.nr_func_info == 0 {
         return Err(libc::EOPNOTSUPP);
     }
+    Ok((info.btf_id, func))
+}
+
+/// Whether the kernel lets an fexit program attach to the BPF program `target`
+/// (the non-intrusive way to watch an XDP program's verdicts). Tried for real:
+/// a minimal fexit program is loaded against the target's main function.
+/// Returns the errno on refusal; EOPNOTSUPP when the target has no BTF.
+pub fn fexit_on_prog(target: std::os::fd::BorrowedFd<'_>) -> std::result::Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    let (_, func) = main_func(target)?;
     // r0 = 0; exit
     let insns: [libbpf_sys::bpf_insn; 2] = [
         libbpf_sys::bpf_insn { code: 0xb7, ..Default::default() },
@@ -414,6 +423,12 @@ fn probe_skel_prog(name: &str) -> Answer {
         skel.progs.netray_probe_fentry.attach()
     };
     link.map(|_| "attached to bpf_fentry_test1".into()).map_err(|e| format!("attach: {e}"))
+}
+
+/// The `fexit_xdp` capability alone: an fexit program loaded against an XDP
+/// program of netray's own (which has BTF); Err says the kernel's refusal.
+pub fn fexit_on_xdp() -> std::result::Result<String, String> {
+    probe_on_xdp_prog(false)
 }
 
 /// fexit (or, with `ext`, freplace) against the probe object's XDP program.

@@ -7,7 +7,7 @@ int netray_cap_xdp(struct xdp_md *ctx)
 {
 	struct nr_capture_scratch *s;
 
-	s = nr_cap_handle(ctx, 1, ctx->ingress_ifindex, bpf_xdp_get_buff_len(ctx));
+	s = nr_cap_handle(ctx, NR_CAP_FROM_XDP, ctx->ingress_ifindex, bpf_xdp_get_buff_len(ctx));
 	if (s && s->point == NR_POINT_EXIT) {
 		__s32 verdict = s->verdict;
 
@@ -23,7 +23,7 @@ int netray_cap_tc(struct __sk_buff *skb)
 {
 	struct nr_capture_scratch *s;
 
-	s = nr_cap_handle(skb, 0, skb->ifindex, skb->len);
+	s = nr_cap_handle(skb, NR_CAP_FROM_SKB, skb->ifindex, skb->len);
 	if (s && s->point == NR_POINT_EXIT)
 		return s->verdict;
 	/* TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook runs (the entry

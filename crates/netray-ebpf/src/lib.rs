@@ -57,6 +57,11 @@ skeleton!(
     "capture.skel.rs"
 );
 skeleton!(
+    /// fentry/fexit capture on an XDP program netray did not load (filter spliced in at load).
+    capture_trace,
+    "capture_trace.skel.rs"
+);
+skeleton!(
     /// Tiny programs `netray features` loads to ask the kernel what it allows.
     probe,
     "probe.skel.rs"

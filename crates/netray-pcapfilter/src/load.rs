@@ -84,6 +84,16 @@ impl FilterProgram {
     }
 
     pub fn load_with(fragment: &[I], mode: ReturnMode) -> Result<Self, LoadError> {
+        Self::load_spec(fragment, mode, &ProgramSpec::xdp("netray_pcapflt"))
+    }
+
+    /// [`FilterProgram::load`] with BTF describing its function `name`, as a
+    /// program built by clang carries: fentry/fexit can attach to it.
+    pub fn load_with_btf(fragment: &[I], name: &'static str) -> Result<Self, LoadError> {
+        Self::load_spec(fragment, ReturnMode::Verdict, &ProgramSpec { btf_func: true, ..ProgramSpec::xdp(name) })
+    }
+
+    fn load_spec(fragment: &[I], mode: ReturnMode, spec: &ProgramSpec) -> Result<Self, LoadError> {
         let mut prog = vec![
             I::mov64_reg(R6, R1),
             I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32),
@@ -99,7 +109,7 @@ impl FilterProgram {
             prog.push(I::mov32_imm(R0, XDP_DROP));
         }
         prog.push(I::exit());
-        let fd = load_xdp(&prog)?;
+        let fd = load_program(&prog, spec)?;
         Ok(Self { fd, mode })
     }
 
@@ -144,10 +154,6 @@ impl AsRawFd for FilterProgram {
     }
 }
 
-fn load_xdp(prog: &[I]) -> Result<OwnedFd, LoadError> {
-    load_program(prog, &ProgramSpec::xdp("netray_pcapflt"))
-}
-
 /// What kind of program [`load_program`] loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgramSpec {
@@ -157,11 +163,17 @@ pub struct ProgramSpec {
     pub expected_attach_type: libbpf_sys::bpf_attach_type,
     /// BPF_F_* load flags, e.g. BPF_F_XDP_HAS_FRAGS.
     pub flags: u32,
+    /// For fentry/fexit on a BPF program: that program's fd and the BTF type id
+    /// of its function.
+    pub attach_target: Option<(i32, u32)>,
+    /// Describe the program in BTF as `int NAME(struct xdp_md *ctx)`, as a
+    /// compiler would: fentry/fexit can then attach to it.
+    pub btf_func: bool,
 }
 
 impl ProgramSpec {
     pub fn xdp(name: &'static str) -> Self {
-        Self { name, prog_type: libbpf_sys::BPF_PROG_TYPE_XDP, expected_attach_type: 0, flags: 0 }
+        Self { name, prog_type: libbpf_sys::BPF_PROG_TYPE_XDP, expected_attach_type: 0, flags: 0, attach_target: None, btf_func: false }
     }
 }
 
@@ -171,13 +183,22 @@ pub fn load_program(prog: &[I], spec: &ProgramSpec) -> Result<OwnedFd, LoadError
     let raw: Vec<[u8; 8]> = prog.iter().map(I::to_bytes).collect();
     let name = std::ffi::CString::new(&spec.name.as_bytes()[..spec.name.len().min(15)]).unwrap_or_default();
     let license = c"Dual MIT/GPL";
+    let btf = if spec.btf_func { Some(FuncBtf::new(&name)?) } else { None };
     let try_load = |log: Option<&mut Vec<u8>>| -> Result<OwnedFd, std::io::Error> {
         let mut opts = libbpf_sys::bpf_prog_load_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
             expected_attach_type: spec.expected_attach_type,
             prog_flags: spec.flags,
+            attach_prog_fd: spec.attach_target.map_or(0, |(fd, _)| fd as u32),
+            attach_btf_id: spec.attach_target.map_or(0, |(_, id)| id),
             ..Default::default()
         };
+        if let Some(b) = &btf {
+            opts.prog_btf_fd = b.fd;
+            opts.func_info = (&b.func as *const libbpf_sys::bpf_func_info).cast();
+            opts.func_info_cnt = 1;
+            opts.func_info_rec_size = std::mem::size_of::<libbpf_sys::bpf_func_info>() as u32;
+        }
         if let Some(buf) = log {
             opts.log_level = 1;
             opts.log_size = buf.len() as u32;
@@ -218,6 +239,53 @@ pub fn load_program(prog: &[I], spec: &ProgramSpec) -> Result<OwnedFd, LoadError
                 }
             }
         }
+    }
+}
+
+/// BTF of one function `int NAME(struct xdp_md *ctx)` at instruction 0, loaded.
+struct FuncBtf {
+    btf: *mut libbpf_sys::btf,
+    fd: u32,
+    func: libbpf_sys::bpf_func_info,
+}
+
+impl FuncBtf {
+    fn new(name: &CStr) -> Result<Self, LoadError> {
+        let fail = |what: &str| LoadError::Verifier {
+            source: std::io::Error::last_os_error(),
+            log: format!("building the program's BTF: {what}"),
+        };
+        // SAFETY: libbpf's BTF builder on an object freed in Drop; strings are NUL-terminated.
+        unsafe {
+            let btf = libbpf_sys::btf__new_empty();
+            if btf.is_null() {
+                return Err(fail("btf__new_empty"));
+            }
+            let mut this = FuncBtf { btf, fd: 0, func: Default::default() };
+            let int = libbpf_sys::btf__add_int(btf, c"int".as_ptr(), 4, libbpf_sys::BTF_INT_SIGNED as i32);
+            // The context's name is what the kernel matches (struct xdp_md); its members do not matter.
+            let ctx = libbpf_sys::btf__add_struct(btf, c"xdp_md".as_ptr(), 0);
+            let ptr = libbpf_sys::btf__add_ptr(btf, ctx);
+            let proto = libbpf_sys::btf__add_func_proto(btf, int);
+            let param = libbpf_sys::btf__add_func_param(btf, c"ctx".as_ptr(), ptr);
+            let func = libbpf_sys::btf__add_func(btf, name.as_ptr(), libbpf_sys::BTF_FUNC_GLOBAL, proto);
+            if int < 0 || ctx < 0 || ptr < 0 || proto < 0 || param < 0 || func < 0 {
+                return Err(fail("adding types"));
+            }
+            if libbpf_sys::btf__load_into_kernel(btf) != 0 {
+                return Err(fail("loading it into the kernel"));
+            }
+            this.fd = libbpf_sys::btf__fd(btf) as u32;
+            this.func = libbpf_sys::bpf_func_info { insn_off: 0, type_id: func as u32 };
+            Ok(this)
+        }
+    }
+}
+
+impl Drop for FuncBtf {
+    fn drop(&mut self) {
+        // SAFETY: created by btf__new_empty, freed once (closes the loaded BTF's fd).
+        unsafe { libbpf_sys::btf__free(self.btf) };
     }
 }
 

@@ -104,6 +104,7 @@ impl Run<'_> {
             filter: String::new(),
             ring_bytes: self.opts.ring_bytes,
             mode: AttachMode::Auto,
+            chain_only: false,
         };
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;

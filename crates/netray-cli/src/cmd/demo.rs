@@ -208,6 +208,7 @@ fn capture_round(
         filter: "udp port 7".into(),
         ring_bytes: 4 << 20,
         mode: AttachMode::Auto,
+        chain_only: false,
     };
     let capture = Capture::start(pin, &spec)?;
     let out = std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;

@@ -25,6 +25,7 @@ use super::{firewall::parse_mode, Context};
     netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
     netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
     netray dump -i eth1 --point both -c 100 -w fw.pcapng\n  \
+    netray dump -i eth1 --mode chain -w in.pcapng udp port 53\n  \
     netray dump -i eth1 --hook tc-egress -c 10\n  \
     netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\
     \n\
@@ -32,13 +33,16 @@ use super::{firewall::parse_mode, Context};
     inside the kernel: packets it rejects are never copied to userspace.\n\
     \n\
     Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress,\n\
-    tc-egress (sent). Points: entry (before any program on the hook decides), exit (after netray's\n\
-    program decided; each record carries the verdict, as the pcapng epb_verdict option and a comment).\n\
-    The exit point needs netray's own program on the interface (attached for the capture if absent).\n\
+    tc-egress (sent). Points: entry (before any program on the hook decides), exit (after the program\n\
+    on the hook decided; each record carries the verdict, as the pcapng epb_verdict option and a comment).\n\
     \n\
-    A program netray did not load stays attached: the capture goes in front of it, reaches it by tail\n\
-    call, and puts it back exactly when dump exits (also on Ctrl-C and SIGTERM; after kill -9, traffic\n\
-    keeps flowing through it and the next dump on the interface puts it back).\n\
+    Beside an XDP program netray did not load, dump watches it through fentry/fexit on its main function\n\
+    where the kernel allows it and the program has BTF: nothing is swapped, the program stays attached\n\
+    untouched, and exit records carry the verdicts it returned. Elsewhere, or with --mode chain, the\n\
+    capture goes in front of it, reaches it by tail call, and puts it back exactly when dump exits (also\n\
+    on Ctrl-C and SIGTERM; after kill -9, traffic keeps flowing through it and the next dump on the\n\
+    interface puts it back); the exit point then needs netray's own program on the interface. One line\n\
+    on stderr (and \"foreign_xdp\" in the --json start record) says which way was taken and why.\n\
     \n\
     Without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w,\n\
     pcapng with one interface per (interface, hook, point) and nanosecond timestamps. At the end, like\n\
@@ -70,9 +74,11 @@ pub struct DumpArgs {
     /// Ring buffer size per CPU and hook, in KiB (rounded up to a power of two).
     #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = CaptureSpec::DEFAULT_RING_BYTES / 1024)]
     buffer_kib: u32,
-    /// XDP attach mode when netray attaches a program: auto, native or generic.
-    #[arg(long, default_value = "auto", value_parser = parse_mode)]
-    mode: AttachMode,
+    /// auto: fentry/fexit on an XDP program netray did not load where the kernel allows it, else
+    /// chaining in front of it; chain: always chaining; native, generic: the XDP attach mode when
+    /// netray attaches a program itself (auto tries native, then generic).
+    #[arg(long, default_value = "auto", value_parser = parse_dump_mode)]
+    mode: (AttachMode, bool),
     /// One JSON object per packet (without -w), and the summary as JSON on stderr.
     #[arg(long)]
     json: bool,
@@ -110,7 +116,8 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let pin = ctx.pin()?;
-    let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode: args.mode };
+    let (mode, chain_only) = args.mode;
+    let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode, chain_only };
     let mut capture = Capture::start(&pin, &spec)?;
     for note in capture.notes.drain(..) {
         eprintln!("netray: {note}");
@@ -120,6 +127,7 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let started = serde_json::json!({
             "type": "capturing", "interface": spec.iface, "hooks": hooks, "points": points, "snaplen": snaplen,
+            "foreign_xdp": capture.foreign_xdp,
         });
         writeln!(std::io::stderr(), "{started}")?;
     } else {
@@ -159,6 +167,15 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         bail!("{} went away while capturing (the capture up to then is complete)", spec.iface);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--mode`: the XDP attach mode, and whether to chain beside a foreign program
+/// even where fentry/fexit would do.
+fn parse_dump_mode(s: &str) -> Result<(AttachMode, bool), String> {
+    match s {
+        "chain" => Ok((AttachMode::Auto, true)),
+        other => parse_mode(other).map(|m| (m, false)).map_err(|e| format!("{e}; or chain (see --help)")),
+    }
 }
 
 fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {

@@ -82,7 +82,7 @@ fn ways(caps: &[Capability]) -> Vec<Way> {
     };
     let ring = |what: &str| if has("ringbuf") { what.to_string() } else { "unavailable: no ring buffers".into() };
     let foreign = if has("fexit_xdp") {
-        "chaining in front of it (fexit allowed, but netray captures by chaining only)".to_string()
+        "fentry/fexit on it, which stays untouched, its exit point included (chaining in front of it if it has no BTF, or with --mode chain)".to_string()
     } else {
         format!("chaining in front of it (fexit refused: {})", why("fexit_xdp"))
     };

@@ -12,6 +12,9 @@
  *                      NR_CAP_NEXT), at the exit point it returns the verdict
  *                      netray's dispatcher decided.
  *
+ * capture_trace.bpf.c records through the same code from fentry/fexit on an
+ * XDP program netray did not load, with the filter spliced in at load.
+ *
  * Records go to one ring per CPU (an array of ring buffers) and are submitted
  * without a wakeup unless the ring fills past cfg_wakeup_bytes: userspace
  * polls on a timer, since a wakeup per record costs microseconds here.
@@ -59,9 +62,20 @@ struct {
 const volatile __u32 cfg_hook = NR_HOOK_XDP;		/* TC: ingress or egress */
 const volatile __u32 cfg_wakeup_bytes = 1 << 20;
 
-static __always_inline long nr_cap_load(void *ctx, void *dst, __u32 len, const int xdp)
+/* Where the recorder reads a packet's bytes from: the program type's load
+ * helper, or a copy in memory (the fentry/fexit capture, capture_trace.bpf.c,
+ * which has no packet helpers). */
+enum nr_cap_source {
+	NR_CAP_FROM_SKB = 0,
+	NR_CAP_FROM_XDP = 1,
+	NR_CAP_FROM_COPY = 2,
+};
+
+static __always_inline long nr_cap_load(void *ctx, void *dst, __u32 len, const int from)
 {
-	return xdp ? bpf_xdp_load_bytes(ctx, 0, dst, len) : bpf_skb_load_bytes(ctx, 0, dst, len);
+	if (from == NR_CAP_FROM_COPY)
+		return bpf_probe_read_kernel(dst, len, ctx);
+	return from == NR_CAP_FROM_XDP ? bpf_xdp_load_bytes(ctx, 0, dst, len) : bpf_skb_load_bytes(ctx, 0, dst, len);
 }
 
 /*
@@ -71,11 +85,11 @@ static __always_inline long nr_cap_load(void *ctx, void *dst, __u32 len, const i
  * as it is on the wire (libpcap does the same for tcpdump). Returns the tag as
  * TPID << 16 | TCI, 0 for none.
  */
-static __always_inline __u32 nr_cap_vlan_tag(void *ctx, const int xdp)
+static __always_inline __u32 nr_cap_vlan_tag(void *ctx, const int from)
 {
 	struct __sk_buff *skb = ctx;
 
-	if (xdp || !skb->vlan_present)
+	if (from != NR_CAP_FROM_SKB || !skb->vlan_present)
 		return 0;
 	return (__u32)bpf_ntohs(skb->vlan_proto) << 16 | (skb->vlan_tci & 0xffff);
 }
@@ -104,26 +118,30 @@ static __always_inline long nr_cap_load_tagged(void *ctx, __u8 *dst, __u64 cap, 
 		if (!rec)                                                         \
 			goto lost;                                                \
 		if (tag ? nr_cap_load_tagged(ctx, (__u8 *)(rec + 1), len1 + 1, tag) \
-			: nr_cap_load(ctx, rec + 1, len1 + 1, xdp)) {             \
+			: nr_cap_load(ctx, rec + 1, len1 + 1, from)) {             \
 			bpf_ringbuf_discard(rec, BPF_RB_NO_WAKEUP);               \
 			goto lost;                                                \
 		}                                                                 \
 		goto fill;                                                        \
 	}
 
-static __always_inline void nr_cap_record(void *ctx, const int xdp, __u32 ifindex, __u32 wire_len,
+/* `readable`: the bytes a copy holds (NR_CAP_FROM_COPY), fewer than wire_len
+ * when a multi-buffer frame's fragments could not be copied. */
+static __always_inline void nr_cap_record(void *ctx, const int from, __u32 ifindex, __u32 wire_len, __u32 readable,
 					  const struct nr_capture_scratch *s, struct nr_capture_stats *st)
 {
 	struct nr_capture_record *rec;
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 cap = s->snaplen, len1, flags, avail;
-	__u32 tag = nr_cap_vlan_tag(ctx, xdp);
+	__u32 tag = nr_cap_vlan_tag(ctx, from);
 	void *ring;
 
 	if (tag)
 		wire_len += 4;
 	if (cap > wire_len)
 		cap = wire_len;
+	if (from == NR_CAP_FROM_COPY && cap > readable)
+		cap = readable;
 	if (cap < 18)
 		tag = 0;	/* a snap length too short to hold the tag: bytes as they are */
 	if (cap > NR_CAPTURE_MAX_BYTES) {
@@ -176,27 +194,37 @@ lost:
 	st->lost_bytes += wire_len;
 }
 
-/* Counts the packet and records it if the filter matched; returns the
- * scratch (never NULL in practice) so the caller can hand the packet on. */
-static __always_inline struct nr_capture_scratch *nr_cap_handle(void *ctx, const int xdp, __u32 ifindex,
+/* Counts the packet at the point `s` names and records it if the filter
+ * matched (s->snaplen != 0). */
+static __always_inline void nr_cap_count(void *ctx, const int from, __u32 ifindex, __u32 wire_len, __u32 readable,
+					 const struct nr_capture_scratch *s)
+{
+	struct nr_capture_stats *st;
+	__u32 point = s->point == NR_POINT_EXIT ? NR_POINT_EXIT : NR_POINT_ENTRY;
+
+	st = bpf_map_lookup_elem(&cap_stats, &point);
+	if (!st)
+		return;
+	st->seen++;
+	if (s->snaplen) {
+		st->matched++;
+		nr_cap_record(ctx, from, ifindex, wire_len, readable, s, st);
+	}
+}
+
+/* The recorder's part after a filter program: the filter left its result in
+ * if_cap_scratch. Returns the scratch (never NULL in practice) so the caller
+ * can hand the packet on. */
+static __always_inline struct nr_capture_scratch *nr_cap_handle(void *ctx, const int from, __u32 ifindex,
 								 __u32 wire_len)
 {
 	struct nr_capture_scratch *s;
-	struct nr_capture_stats *st;
-	__u32 zero = 0, point;
+	__u32 zero = 0;
 
 	s = bpf_map_lookup_elem(&if_cap_scratch, &zero);
 	if (!s)
 		return 0;
-	point = s->point == NR_POINT_EXIT ? NR_POINT_EXIT : NR_POINT_ENTRY;
-	st = bpf_map_lookup_elem(&cap_stats, &point);
-	if (!st)
-		return s;
-	st->seen++;
-	if (s->snaplen) {
-		st->matched++;
-		nr_cap_record(ctx, xdp, ifindex, wire_len, s, st);
-	}
+	nr_cap_count(ctx, from, ifindex, wire_len, wire_len, s);
 	return s;
 }
 

@@ -180,6 +180,7 @@ fn filtered_reader(
         filter,
         ring_bytes: 4 << 20,
         mode: netray_core::AttachMode::Auto,
+        chain_only: false,
     };
     let started = netray_capture::Capture::start(&d.pin, &spec).and_then(|capture| {
         let (hub, d) = (Arc::clone(&hub), Arc::clone(&d));
