@@ -6,6 +6,9 @@
 //!
 //! tshark and tcpdump are required (setup/deps.sh installs them): a missing tool fails the
 //! test, it does not skip it.
+//!
+//! One job, one file (over 600 lines): the output formats against their readers, sharing
+//! one frame corpus and the tshark/tcpdump runners.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Write};

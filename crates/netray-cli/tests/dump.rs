@@ -4,6 +4,9 @@
 //! after a capture and survives `kill -9` of netray; exit records carry the
 //! firewall's verdict; SIGINT leaves a valid file; jumbo multi-buffer frames are
 //! captured whole; TC egress; `-r`; bad filters.
+//!
+//! One job, one file (over 600 lines): every test here is `netray dump` run end to end
+//! in a lab, sharing the lab, tool and pcapng-reading helpers below.
 
 mod common;
 

@@ -5,6 +5,9 @@
 //!
 //! XDP sees the packets arriving at the host end of the lab (sent from the
 //! namespace); the answers the host sends back are egress, not seen.
+//!
+//! One job, one file (over 600 lines): `netray top` end to end, sharing the lab,
+//! traffic and exposition-parsing helpers.
 
 mod common;
 

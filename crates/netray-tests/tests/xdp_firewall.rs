@@ -4,6 +4,9 @@
 //!
 //! Every check compares the whole event (see tests/common) and keeps a tally
 //! of the drops it expects per rule, compared exactly with `firewall().list()`.
+//!
+//! One job, one file (over 600 lines): the firewall's kernel lookup, every test using
+//! the `Fw` fixture and its drop tally below.
 
 mod common;
 

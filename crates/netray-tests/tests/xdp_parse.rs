@@ -6,6 +6,9 @@
 //! hand for the full frames and the header boundaries; the per-length sweeps
 //! also compare against `Pkt::expect` (tests/common), a model of the ABI
 //! contract that works from the frame's description rather than its bytes.
+//!
+//! One job, one file (over 600 lines): the parser's contract, field by field; the
+//! frames and expectations are data more than code.
 
 mod common;
 
