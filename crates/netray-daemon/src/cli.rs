@@ -1,4 +1,8 @@
 //! `netray daemon`: argument parsing only.
+//!
+//! Unlike the other commands (crates/netray-cli/src/cmd), these arguments live in the daemon's
+//! crate: its tests run the daemon as a process of their own (bin/netray-daemon-test-bin.rs, to
+//! kill -9 and restart it), and a crate's tests can only build that crate's binaries.
 
 use std::{net::SocketAddr, path::PathBuf};
 
