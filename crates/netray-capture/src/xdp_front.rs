@@ -99,7 +99,7 @@ enum FrontKind {
 
 /// `<pin>/capture/<ifindex>/xdp`: the pins of a capture in front of XDP.
 pub fn state_dir(pin: &PinDir, ifindex: u32) -> PathBuf {
-    pin.root().join("capture").join(ifindex.to_string()).join("xdp")
+    pin.capture_dir().join(ifindex.to_string()).join("xdp")
 }
 
 impl Front {
@@ -120,6 +120,7 @@ impl Front {
                 write_state(&state_dir, chain, prog.as_fd(), &format!("link-{link_id}"))?;
                 if let Err(e) = link_update(link.as_fd(), front.as_fd(), prog.as_fd()) {
                     let _ = fs::remove_dir_all(&state_dir);
+                    remove_empty_parents(&state_dir);
                     return Err(swap_error(iface, e));
                 }
                 FrontKind::Link { link, original: prog }
@@ -128,6 +129,7 @@ impl Front {
                 write_state(&state_dir, chain, prog.as_fd(), &format!("netlink-{mode_flags}"))?;
                 if let Err(e) = netlink_replace(iface.index, front.as_fd(), prog.as_fd(), mode_flags) {
                     let _ = fs::remove_dir_all(&state_dir);
+                    remove_empty_parents(&state_dir);
                     return Err(swap_error(iface, e));
                 }
                 FrontKind::Netlink { original: prog, mode_flags }
@@ -150,6 +152,7 @@ impl Front {
         // Dropping our own link detaches the front.
         drop(self.kind);
         let _ = fs::remove_dir_all(&self.state_dir);
+        remove_empty_parents(&self.state_dir);
         result.map_err(|e| {
             Error::KernelRefused(format!(
                 "could not put the original XDP program back on {} ({e}): the program there changed while \
@@ -200,7 +203,18 @@ pub fn recover(pin: &PinDir, iface: &Interface) -> Result<Option<String>> {
         }
     }
     fs::remove_dir_all(&dir).map_err(Error::io(&dir))?;
+    remove_empty_parents(&dir);
     Ok(Some(note))
+}
+
+/// Removes `<pin>/capture/<ifindex>` and `<pin>/capture` once they are empty
+/// (called with the pin lock held, so no other capture is creating them).
+fn remove_empty_parents(state_dir: &Path) {
+    for dir in state_dir.ancestors().skip(1).take(2) {
+        if fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
 }
 
 /// Is the program with this id one of netray dump's?

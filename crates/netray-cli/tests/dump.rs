@@ -382,6 +382,7 @@ fn a_foreign_xdp_program_keeps_deciding_during_and_after_a_capture() {
     assert_eq!(udp_9_and_10(&env, 10), (0, 10), "the foreign program still decides during the capture");
     let err = dump.interrupt();
     assert_eq!(attached_id(&env), foreign.id(), "the foreign program is back in place, the same program");
+    assert!(!env.pin.join("capture").exists(), "the capture's crash-recovery state is gone with it");
     assert_eq!(udp_9_and_10(&env, 10), (0, 10), "and still decides after");
 
     assert_eq!(summary(&err, "packets captured"), 20, "both ports are seen at the entry point: {err}");

@@ -243,7 +243,10 @@ fn tables_of_another_format_are_refused_until_reset() {
     for args in [&["deny", "list"][..], &["deny", "add", "192.0.2.0/24"], &["firewall", "attach", "-i", &iface]] {
         all.push_str(&transcript(args, &env.cmd(args).output().unwrap()));
     }
+    // What an older netray's finished capture left behind goes too.
+    std::fs::create_dir_all(env.pin.join("capture/999")).unwrap();
     env.ok(&["firewall", "detach", "--all"]);
+    assert!(!env.pin.exists(), "detach --all removes all netray state, empty capture directories included");
     Normalise::default()
         .literal(&env.pin.to_string_lossy(), "<PIN DIR>")
         .literal(&iface, "<IFACE>")

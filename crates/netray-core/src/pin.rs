@@ -62,6 +62,25 @@ impl PinDir {
         self.root.join("if")
     }
 
+    /// The directory where `netray dump` keeps, per interface, what it needs
+    /// to put a chained XDP program back after a crash.
+    pub fn capture_dir(&self) -> PathBuf {
+        self.root.join("capture")
+    }
+
+    /// Removes the capture directories that hold nothing: an interface's once
+    /// its capture ended, and the capture directory itself when none is left.
+    /// A live capture's state is never touched (its directory is not empty).
+    pub fn prune_capture_dirs(&self) {
+        let dir = self.capture_dir();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+
     /// One interface's dispatcher state.
     pub fn if_dir(&self, ifindex: u32) -> PathBuf {
         self.ifaces_dir().join(ifindex.to_string())

@@ -179,7 +179,9 @@ impl Firewall {
                 _ => {}
             }
         }
-        // The root too, unless something else lives there (another tool's pins).
+        // What a finished capture left (a live one's state stays), and the
+        // root too, unless something else lives there (another tool's pins).
+        self.pin.prune_capture_dirs();
         let _ = std::fs::remove_dir(self.pin.root());
         Ok(())
     }
