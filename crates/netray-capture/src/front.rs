@@ -82,8 +82,8 @@ const SKB_DATA_END: i16 = field(offset_of!(__sk_buff, data_end));
 const SCRATCH_SNAPLEN: i16 = field(offset_of!(nr_capture_scratch, snaplen));
 const SCRATCH_POINT: i16 = field(offset_of!(nr_capture_scratch, point));
 const SCRATCH_VERDICT: i16 = field(offset_of!(nr_capture_scratch, verdict));
-/// Stack slot of the map key, below the fragment's 72 bytes.
-const KEY_SLOT: i16 = -80;
+/// Stack slot of the map key, below the fragment's stack area (default offset).
+const KEY_SLOT: i16 = -netray_pcapfilter::translate::STACK_BYTES - 8;
 
 /// Assembles the filter program around `fragment` (see the module docs).
 pub fn assemble(kind: Kind, point: Point, fragment: &[I], scratch: BorrowedFd<'_>, chain: BorrowedFd<'_>) -> Vec<I> {

@@ -62,6 +62,20 @@ pub const BPF_MOD: u16 = 0x90;
 pub const BPF_XOR: u16 = 0xa0;
 
 pub const BPF_JA: u16 = 0x00;
+
+/// Backward jumps a filter may take before it gives up with "no match" (0).
+///
+/// Classic BPF has no backward jumps, but libpcap compiles `protochain` to a loop (a `ja`
+/// whose offset wraps around) that walks one IPv6 extension header (or IPv4 AH) per
+/// iteration; an eBPF translation must bound it for the verifier. The bound is netray's
+/// own: its packet parser walks at most `NR_IPV6_MAX_EXT` = 8 IPv6 extension headers
+/// (crates/netray-ebpf/bpf/include/netray_abi.h), so `protochain` finds the protocol
+/// behind a chain of up to 8 extension headers, exactly as libpcap does. Behind a longer
+/// chain (no real stack sends one; RFC 8200 recommends each header at most once) the
+/// filter says "no match", where libpcap's unbounded interpreter would keep walking:
+/// a miss is the safe answer for a capture filter, and the verifier's cost stays small
+/// (it walks the loop once per allowed iteration).
+pub const MAX_BACKWARD_JUMPS: u32 = 8;
 pub const BPF_JEQ: u16 = 0x10;
 pub const BPF_JGT: u16 = 0x20;
 pub const BPF_JGE: u16 = 0x30;
@@ -118,6 +132,10 @@ pub const fn size_bytes(code: u16) -> Option<u32> {
 /// packet load, a division or modulo by zero, an invalid opcode and a jump or fall-through
 /// past the end all make the filter return 0; shifts by 32 or more yield 0 (as libpcap's
 /// `bpf_filter` does for `X`; libpcap never emits a constant shift that large).
+///
+/// A `ja` whose offset, read as signed (as libpcap's `bpf_filter` does), points backwards
+/// is a loop (libpcap's `protochain`); after [`MAX_BACKWARD_JUMPS`] of them the filter
+/// returns 0 ("no match"), as the eBPF translation does (see there why).
 pub fn interpret(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
     let buflen = pkt.len() as u64;
     let wirelen = pkt.len() as u32;
@@ -125,6 +143,7 @@ pub fn interpret(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
     let mut x: u32 = 0;
     let mut mem = [0u32; BPF_MEMWORDS];
     let mut pc = 0usize;
+    let mut backward = 0u32;
 
     // Loads `n` bytes big-endian at `off`, `None` when out of bounds.
     let load = |off: u64, n: u32| -> Option<u32> {
@@ -212,7 +231,16 @@ pub fn interpret(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
             }
             BPF_JMP => {
                 if op(insn.code) == BPF_JA {
-                    pc = pc.saturating_add(k as usize);
+                    if k >= 0x8000_0000 {
+                        backward += 1;
+                        if backward > MAX_BACKWARD_JUMPS {
+                            return 0;
+                        }
+                        // Before the first instruction: out of the program, returns 0.
+                        pc = pc.checked_add_signed(k as i32 as isize).unwrap_or(usize::MAX);
+                    } else {
+                        pc = pc.saturating_add(k as usize);
+                    }
                     continue;
                 }
                 let operand = if src(insn.code) == BPF_X { x } else { k };

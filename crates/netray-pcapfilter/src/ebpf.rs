@@ -183,7 +183,8 @@ pub(crate) mod emu {
 
     /// Runs a translated fragment under the module-level calling convention and returns
     /// `R0` when control falls off its end. Panics on anything the verifier would reject
-    /// at run time (reads outside packet/stack, uninitialised stack, backward jumps).
+    /// at run time (reads outside packet/stack, uninitialised stack, jumps out of the fragment,
+    /// runaway loops).
     pub fn run_fragment(prog: &[EbpfInsn], pkt: &[u8]) -> u64 {
         let mut r = [0u64; 11];
         r[1] = PKT;
@@ -304,9 +305,10 @@ pub(crate) mod emu {
                         JSET => a & b != 0,
                         _ => panic!("unsupported jump op {op:#x}"),
                     };
-                    assert!(i.off >= 0, "backward jump");
                     if taken {
-                        pc += i.off as usize;
+                        pc = pc
+                            .checked_add_signed(isize::from(i.off))
+                            .expect("jump before the fragment");
                         assert!(pc <= prog.len(), "jump past the exit label");
                     }
                 }

@@ -8,8 +8,9 @@
 //! - `R3` = packet length as classic `BPF_LEN` reports it (low 32 bits used): the wire
 //!   length, e.g. `bpf_xdp_get_buff_len()` or `skb->len`. For a linear packet it equals
 //!   `R2 - R1`.
-//! - The stack bytes `[R10 + stack_offset, R10 + stack_offset + 72)` are the fragment's
-//!   (scratch memory `M[0..15]` plus the saved length); default `stack_offset = -72`.
+//! - The stack bytes `[R10 + stack_offset, R10 + stack_offset + 80)` are the fragment's
+//!   (scratch memory `M[0..15]`, the saved length, and the loop counter for backward
+//!   jumps); default `stack_offset = -80` ([`STACK_BYTES`]).
 //!
 //! The fragment never calls helpers and never writes `R1`, `R2` or `R6`–`R9`; it clobbers
 //! `R0`, `R3`, `R4`, `R5` and its stack area. Control leaves it only by falling off its end
@@ -31,20 +32,27 @@
 //! verbatim, with no relocation. It uses `JMP32` (Linux >= 5.1).
 //!
 //! cBPF jumps are forward only; libpcap's output satisfies that by construction, except
-//! `protochain`, which libpcap compiles to a loop: refused with
-//! [`TranslateError::BackwardJump`].
+//! `protochain`, which libpcap compiles to a loop: a `ja` whose offset wraps around, which
+//! libpcap's interpreter reads as signed. Such a backward jump becomes a bounded loop
+//! (Linux >= 5.3): it counts in an 8-byte stack slot (a full, 8-aligned spill, so the
+//! verifier knows the counter's exact value and walks each iteration), and once more than
+//! [`cbpf::MAX_BACKWARD_JUMPS`] backward jumps were taken the filter returns 0, "no
+//! match" (see that constant for why the bound and why a miss). The classic interpreter
+//! ([`cbpf::interpret`]) applies the same bound.
 
 use crate::cbpf::{self, CbpfInsn};
 use crate::ebpf::{self as e, EbpfInsn as I, R0, R1, R10, R2, R3, R4, R5};
 
 /// Largest packet offset (exclusive end of a load) the verifier can track.
 const MAX_PACKET_OFF: u64 = 0xffff;
-/// Bytes of stack the fragment uses: 16 scratch words + the saved length + padding.
-pub const STACK_BYTES: i16 = 72;
+/// Bytes of stack the fragment uses: 16 scratch words, the saved length + padding, and
+/// the 8-byte backward-jump counter.
+pub const STACK_BYTES: i16 = 80;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TranslateOptions {
-    /// Offset from `R10` of the fragment's 72-byte stack area; 8-byte aligned, `<= -72`.
+    /// Offset from `R10` of the fragment's [`STACK_BYTES`]-byte stack area; 8-byte
+    /// aligned, `<= -STACK_BYTES`.
     pub stack_offset: i16,
 }
 
@@ -64,21 +72,17 @@ pub enum TranslateError {
     BadOpcode { pc: usize, code: u16 },
     #[error("instruction {pc}: jump target out of the program")]
     JumpOutOfRange { pc: usize },
-    /// Classic BPF has no backward jumps, but libpcap encodes one for `protochain` as a
-    /// `ja` with a wrapped-around offset; the verifier-friendly translation does not loop.
-    #[error("instruction {pc}: backward jump (e.g. from `protochain`) is not supported")]
-    BackwardJump { pc: usize },
     #[error("instruction {pc}: falls off the end of the program")]
     FallsOffEnd { pc: usize },
     #[error("instruction {pc}: scratch memory index {k} out of range")]
     BadMemIndex { pc: usize, k: u32 },
     #[error("translated program too long for 16-bit jump offsets")]
     TooLong,
-    #[error("stack_offset {0} must be 8-byte aligned and <= -72")]
+    #[error("stack_offset {0} must be 8-byte aligned and <= -80")]
     BadStackOffset(i16),
 }
 
-/// Translates with the default options (stack area at `R10 - 72`).
+/// Translates with the default options (stack area at `R10 - 80`).
 pub fn translate(prog: &[CbpfInsn]) -> Result<Vec<I>, TranslateError> {
     translate_with(prog, TranslateOptions::default())
 }
@@ -103,6 +107,7 @@ struct Emitter {
     fixups: Vec<(usize, Target)>,
     mem: i16,
     len_slot: i16,
+    loop_slot: i16,
 }
 
 impl Emitter {
@@ -164,12 +169,13 @@ pub fn translate_with(prog: &[CbpfInsn], opts: TranslateOptions) -> Result<Vec<I
     // Pass 1: validate and find reachable instructions. Unreachable code must not be
     // emitted: the verifier rejects programs with unreachable instructions, and loads that
     // can never succeed turn the rest of their block dead.
+    // A worklist, since a backward jump may be the only way to an instruction.
     let mut reachable = vec![false; prog.len()];
     reachable[0] = true;
-    for pc in 0..prog.len() {
-        if !reachable[pc] {
-            continue;
-        }
+    let mut work = vec![0usize];
+    let mut loops = false;
+    while let Some(pc) = work.pop() {
+        loops |= backward_target(&prog[pc], pc).is_some();
         let succ = match flow(prog, pc)? {
             Flow::Next => vec![pc + 1],
             Flow::Jumps(t) => t,
@@ -183,7 +189,10 @@ pub fn translate_with(prog: &[CbpfInsn], opts: TranslateOptions) -> Result<Vec<I
                     TranslateError::JumpOutOfRange { pc }
                 });
             }
-            reachable[t] = true;
+            if !reachable[t] {
+                reachable[t] = true;
+                work.push(t);
+            }
         }
     }
 
@@ -194,6 +203,7 @@ pub fn translate_with(prog: &[CbpfInsn], opts: TranslateOptions) -> Result<Vec<I
         fixups: Vec::new(),
         mem,
         len_slot: mem + 64,
+        loop_slot: mem + 72,
     };
     // Prologue: save the length, zero M[] (classic BPF programs may read M before writing
     // it; libpcap's interpreter then sees zeroes in practice, and the verifier demands
@@ -202,6 +212,12 @@ pub fn translate_with(prog: &[CbpfInsn], opts: TranslateOptions) -> Result<Vec<I
         em.push(I::st_imm(e::DW, R10, mem + 8 * i, 0));
     }
     em.push(I::stx(e::W, R10, em.len_slot, R3));
+    if loops {
+        // Stored from a register so the verifier knows the slot holds exactly 0 (6.1
+        // marks an immediate store to the stack as unknown bytes).
+        em.push(I::mov32_imm(R4, 0));
+        em.push(I::stx(e::DW, R10, em.loop_slot, R4));
+    }
     em.push(I::mov32_imm(R0, 0));
     em.push(I::mov32_imm(R3, 0));
 
@@ -242,6 +258,16 @@ pub fn translate_with(prog: &[CbpfInsn], opts: TranslateOptions) -> Result<Vec<I
         em.out[idx].off = i16::try_from(off).map_err(|_| TranslateError::TooLong)?;
     }
     Ok(em.out)
+}
+
+/// Where a backward `ja` at `pc` goes (libpcap reads its offset as signed); `None` for
+/// any other instruction. `Some(Err(()))` when it lands before the program.
+fn backward_target(insn: &CbpfInsn, pc: usize) -> Option<Result<usize, ()>> {
+    use cbpf::*;
+    if class(insn.code) != BPF_JMP || op(insn.code) != BPF_JA || insn.k < 0x8000_0000 {
+        return None;
+    }
+    Some((pc + 1).checked_add_signed(insn.k as i32 as isize).ok_or(()))
 }
 
 /// Validates instruction `pc` and tells where control goes next.
@@ -299,7 +325,10 @@ fn flow(prog: &[CbpfInsn], pc: usize) -> Result<Flow, TranslateError> {
             _ => return Err(bad()),
         },
         BPF_JMP => match op(insn.code) {
-            BPF_JA if insn.k >= 0x8000_0000 => return Err(TranslateError::BackwardJump { pc }),
+            BPF_JA if insn.k >= 0x8000_0000 => match backward_target(&insn, pc) {
+                Some(Ok(t)) => Flow::Jumps(vec![t]),
+                _ => return Err(TranslateError::JumpOutOfRange { pc }),
+            },
             BPF_JA => Flow::Jumps(vec![pc + 1 + insn.k as usize]),
             BPF_JEQ | BPF_JGT | BPF_JGE | BPF_JSET => Flow::Jumps(vec![
                 pc + 1 + usize::from(insn.jt),
@@ -397,7 +426,17 @@ fn emit(em: &mut Emitter, pc: usize, insn: &CbpfInsn) -> Result<(), TranslateErr
         BPF_JMP => {
             let o = op(insn.code);
             if o == BPF_JA {
-                if k != 0 {
+                if let Some(Ok(to)) = backward_target(insn, pc) {
+                    // Count, and give up with "no match" past the bound.
+                    em.push(I::ldx(e::DW, R4, R10, em.loop_slot));
+                    em.push(I::alu64_imm(e::ADD, R4, 1));
+                    em.push(I::stx(e::DW, R10, em.loop_slot, R4));
+                    em.jump(
+                        I::jmp_imm(e::JGT, R4, cbpf::MAX_BACKWARD_JUMPS as i32, 0),
+                        Target::Ret0,
+                    );
+                    em.jump(I::ja(0), Target::Insn(to));
+                } else if k != 0 {
                     em.jump(I::ja(0), Target::Insn(pc + 1 + k as usize));
                 }
                 return Ok(());

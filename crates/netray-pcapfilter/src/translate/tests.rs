@@ -147,11 +147,12 @@ fn errors() {
         Err(TranslateError::BadMemIndex { pc: 0, k: 16 })
     );
     assert_eq!(
-        translate(&[s(BPF_JMP | BPF_JA, u32::MAX), s(BPF_RET | BPF_K, 0)]),
-        Err(TranslateError::BackwardJump { pc: 0 })
+        translate(&[s(BPF_JMP | BPF_JA, u32::MAX - 1), s(BPF_RET | BPF_K, 0)]),
+        Err(TranslateError::JumpOutOfRange { pc: 0 })
     );
     let prog = [s(BPF_RET | BPF_K, 0)];
     assert!(translate_with(&prog, TranslateOptions { stack_offset: -64 }).is_err());
+    assert!(translate_with(&prog, TranslateOptions { stack_offset: -72 }).is_err());
     assert!(translate_with(&prog, TranslateOptions { stack_offset: -76 }).is_err());
     assert!(translate_with(&prog, TranslateOptions { stack_offset: -128 }).is_ok());
 }
@@ -174,7 +175,8 @@ fn unreachable_code_is_not_emitted_and_ret0_only_when_needed() {
     assert_eq!(run_fragment(&frag, &[0; 20]), 0);
 }
 
-/// Every instruction reachable, every jump forward and within [0, len].
+/// Every instruction reachable, every jump within [0, len] (backward ones only in
+/// programs with loops).
 fn reachable_all(frag: &[I]) -> bool {
     let mut seen = vec![false; frag.len()];
     let mut stack = vec![0usize];
@@ -185,8 +187,7 @@ fn reachable_all(frag: &[I]) -> bool {
         seen[pc] = true;
         let i = frag[pc];
         if i.is_jump() {
-            assert!(i.off >= 0);
-            let t = pc + 1 + i.off as usize;
+            let t = (pc + 1).checked_add_signed(isize::from(i.off)).unwrap();
             assert!(t <= frag.len());
             stack.push(t);
             if i.code != I::ja(0).code {
@@ -241,4 +242,69 @@ fn random_programs_agree_with_interpreter() {
         }
     }
     assert_eq!(runs, 16_000);
+}
+
+/// A backward `ja` loops at most `MAX_BACKWARD_JUMPS` times, then the filter returns 0;
+/// the translation counts the same way as the interpreter.
+#[test]
+fn backward_jumps_loop_with_a_bound() {
+    // A += 1; if A > n return A; else jump back: returns n + 1 after n backward jumps.
+    for n in [0u32, 1, MAX_BACKWARD_JUMPS - 1, MAX_BACKWARD_JUMPS, MAX_BACKWARD_JUMPS + 3] {
+        let prog = [
+            s(BPF_ALU | BPF_ADD | BPF_K, 1),
+            CbpfInsn::jump(BPF_JMP | BPF_JGT | BPF_K, n, 1, 0),
+            s(BPF_JMP | BPF_JA, (-3i32) as u32),
+            s(BPF_RET | BPF_A, 0),
+        ];
+        let want = if n <= MAX_BACKWARD_JUMPS { n + 1 } else { 0 };
+        assert_eq!(interpret(&prog, &[]), want, "n = {n}");
+        check(&prog, &[&[], &[1, 2, 3]]);
+        let frag = translate(&prog).unwrap();
+        assert!(reachable_all(&frag));
+    }
+    // The loop head reachable only through the backward jump is still emitted.
+    let prog = [
+        s(BPF_LDX | BPF_IMM, 2),
+        s(BPF_JMP | BPF_JA, 2),
+        s(BPF_LD | BPF_B | BPF_IND, 0),
+        s(BPF_RET | BPF_A, 0),
+        s(BPF_JMP | BPF_JA, (-4i32) as u32),
+    ];
+    check(&prog, &[&[1, 2, 3], &[1]]);
+}
+
+/// libpcap's own `protochain` programs: the emulated translation equals the interpreter
+/// over IPv6 extension-header chains of every length up to and past the bound.
+#[test]
+fn protochain_agrees_with_interpreter() {
+    for expr in ["ip6 protochain 6", "protochain 17", "ip protochain 6", "protochain 58"] {
+        let prog = crate::compile(expr, 65535).unwrap();
+        let mut pkts = Vec::new();
+        for n in 0..=MAX_BACKWARD_JUMPS as usize + 2 {
+            for last in [6u8, 17, 58, 51] {
+                let mut p = vec![0u8; 12];
+                p.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0]);
+                let chain: Vec<u8> = [0u8, 43, 44, 60].iter().cycle().take(n).copied().collect();
+                p.push(chain.first().copied().unwrap_or(last));
+                p.push(64);
+                p.extend_from_slice(&[0u8; 32]);
+                for i in 0..n {
+                    p.push(chain.get(i + 1).copied().unwrap_or(last));
+                    p.extend_from_slice(&[0u8; 7]);
+                }
+                p.extend_from_slice(&[0u8; 20]);
+                pkts.push(p);
+            }
+        }
+        let mut v4 = vec![0u8; 12];
+        v4.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 51, 0, 0]);
+        v4.extend_from_slice(&[0u8; 8]);
+        v4.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
+        v4.extend_from_slice(&[0u8; 20]);
+        pkts.push(v4);
+        let refs: Vec<&[u8]> = pkts.iter().map(Vec::as_slice).collect();
+        check(&prog, &refs);
+        let hits = refs.iter().filter(|p| interpret(&prog, p) != 0).count();
+        assert!(hits > 0 && hits < refs.len(), "{expr}: {hits} of {}", refs.len());
+    }
 }

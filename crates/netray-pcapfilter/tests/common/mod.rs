@@ -475,6 +475,8 @@ pub fn corpus() -> Vec<Vec<u8>> {
         ));
     }
 
+    frames.extend(protochain_frames());
+
     // Truncated copies of everything so far, at lengths that cut through each layer.
     let whole = frames.clone();
     for (i, f) in whole.iter().enumerate() {
@@ -492,4 +494,71 @@ pub fn corpus() -> Vec<Vec<u8>> {
         }
     }
     frames
+}
+
+/// IPv6 extension-header chains (hop-by-hop 0, routing 43, fragment 44, destination
+/// options 60, AH 51) up to `MAX_EXT` headers long in front of TCP, UDP and ICMPv6, and
+/// IPv4 to each protocol, with and without AH: what `protochain` walks. Plus copies cut
+/// inside the chain.
+pub fn protochain_frames() -> Vec<Vec<u8>> {
+    let chains: &[&[u8]] = &[
+        &[],
+        &[0],
+        &[43],
+        &[44],
+        &[60],
+        &[51],
+        &[0, 43],
+        &[0, 60, 43, 44],
+        &[0, 51, 60],
+        &[60, 44, 60],
+        &[0, 43, 60, 44, 60, 43, 60, 60],
+        &[0, 43, 43, 43, 43, 43, 43, 60],
+    ];
+    let mut frames = Vec::new();
+    for (i, chain) in chains.iter().enumerate() {
+        assert!(chain.len() <= MAX_EXT);
+        for (proto, l4) in [
+            (6u8, tcp(40000, 80, 0x02, &[], false)),
+            (17, udp(5353, 53, &[3; 12])),
+            (58, icmp(128, 0, &[4; 8])),
+        ] {
+            let f = eth(
+                MAC_A,
+                MAC_B,
+                if i % 4 == 3 { L2::Vlan(10) } else { L2::Plain },
+                0x86dd,
+                &ipv6(v6(1, 0x2001), v6(2, 0x2001), chain, proto, &l4),
+            );
+            if !chain.is_empty() && proto == 17 {
+                // Cut inside the last extension header.
+                frames.push(f[..14 + 40 + 8 * chain.len() - 3].to_vec());
+            }
+            frames.push(f);
+        }
+    }
+    // IPv4 to each protocol; AH (51, length field 0 = 8 bytes here) in front of some.
+    for (proto, l4) in [
+        (6u8, tcp(1234, 443, 0x10, &[5; 10], true)),
+        (17, udp(68, 67, &[6; 20])),
+        (1, icmp(8, 0, &[7; 8])),
+        (47, vec![0u8; 12]),
+        (58, icmp(128, 0, &[8; 8])),
+    ] {
+        frames.push(eth(MAC_B, MAC_A, L2::Plain, 0x0800, &ipv4(V4[0], V4[1], proto, 0, 64, 0x4000, &[], &l4)));
+        let mut ah = vec![proto, 0, 0, 0, 0, 0, 0, 1];
+        ah.extend_from_slice(&l4);
+        frames.push(eth(MAC_B, MAC_A, L2::Plain, 0x0800, &ipv4(V4[1], V4[2], 51, 0, 64, 0x4000, &[], &ah)));
+    }
+    frames
+}
+
+/// Extension headers netray's parser walks (`NR_IPV6_MAX_EXT` in netray_abi.h), which is
+/// also how many backward jumps a translated filter takes (`cbpf::MAX_BACKWARD_JUMPS`).
+pub const MAX_EXT: usize = 8;
+
+/// IPv6 + TCP behind `n` destination-options headers.
+pub fn ipv6_tcp_behind(n: usize) -> Vec<u8> {
+    let exts = vec![60u8; n];
+    eth(MAC_A, MAC_B, L2::Plain, 0x86dd, &ipv6(v6(1, 0x2001), v6(2, 0x2001), &exts, 6, &tcp(1, 2, 0x02, &[], false)))
 }
