@@ -21,10 +21,10 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, OwnedFd},
 };
 
-use netray_ebpf::abi::{__sk_buff, nr_capture_point, nr_capture_scratch, nr_capture_slot, xdp_md};
+use netray_ebpf::abi::{__sk_buff, nr_capture_point, nr_capture_scratch, nr_capture_slot};
 use netray_pcapfilter::{
     ebpf::{self as e, EbpfInsn as I, R0, R1, R10, R2, R3, R6, R7, R8},
-    load_program, LoadError, ProgramSpec,
+    load_program, xdp_prologue, LoadError, ProgramSpec,
 };
 
 use crate::Point;
@@ -74,8 +74,6 @@ const fn field(offset: usize) -> i16 {
     assert!(offset < i16::MAX as usize);
     offset as i16
 }
-const XDP_DATA: i16 = field(offset_of!(xdp_md, data));
-const XDP_DATA_END: i16 = field(offset_of!(xdp_md, data_end));
 const SKB_LEN: i16 = field(offset_of!(__sk_buff, len));
 const SKB_DATA: i16 = field(offset_of!(__sk_buff, data));
 const SKB_DATA_END: i16 = field(offset_of!(__sk_buff, data_end));
@@ -87,20 +85,15 @@ const KEY_SLOT: i16 = -netray_pcapfilter::translate::STACK_BYTES - 8;
 
 /// Assembles the filter program around `fragment` (see the module docs).
 pub fn assemble(kind: Kind, point: Point, fragment: &[I], scratch: BorrowedFd<'_>, chain: BorrowedFd<'_>) -> Vec<I> {
-    let mut p = vec![I::mov64_reg(R6, R1)];
-    match kind {
-        Kind::Xdp => {
-            p.push(I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32));
-            p.push(I::mov32_reg(R3, R0));
-            p.push(I::ldx(e::W, R1, R6, XDP_DATA));
-            p.push(I::ldx(e::W, R2, R6, XDP_DATA_END));
-        }
-        Kind::Tc => {
-            p.push(I::ldx(e::W, R3, R6, SKB_LEN));
-            p.push(I::ldx(e::W, R1, R6, SKB_DATA));
-            p.push(I::ldx(e::W, R2, R6, SKB_DATA_END));
-        }
-    }
+    let mut p = match kind {
+        Kind::Xdp => xdp_prologue().to_vec(),
+        Kind::Tc => vec![
+            I::mov64_reg(R6, R1),
+            I::ldx(e::W, R3, R6, SKB_LEN),
+            I::ldx(e::W, R1, R6, SKB_DATA),
+            I::ldx(e::W, R2, R6, SKB_DATA_END),
+        ],
+    };
     p.extend_from_slice(fragment);
     p.push(I::mov64_reg(R7, R0));
     // r8 = &scratch (a per-CPU array: the lookup of key 0 cannot fail, but

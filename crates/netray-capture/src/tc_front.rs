@@ -9,9 +9,11 @@
 //! the next capture on that hook replaces it, and every capture removes it on exit.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::process::Command;
 
-use netray_core::{tc::tc_hook, Hook};
+use netray_core::{
+    tc::{no_tc_filters, tc_hook},
+    Hook,
+};
 
 /// Handle of the entry capture's filter ("nc").
 const HANDLE: u32 = 0x6e63;
@@ -83,23 +85,11 @@ impl Drop for ClsactEntry {
         let previous = libbpf_rs::set_print(None);
         // SAFETY: h and opts are initialised with their sizes; detach wants only handle and priority.
         unsafe { libbpf_sys::bpf_tc_detach(&h, &opts) };
-        if self.created_qdisc && no_filters(self.ifindex) {
+        if self.created_qdisc && no_tc_filters(self.ifindex) {
             let mut qdisc = tc_hook(self.ifindex, libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS);
             // SAFETY: qdisc is initialised with its size.
             unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut qdisc) };
         }
         libbpf_rs::set_print(previous);
     }
-}
-
-/// True only when `tc` confirms that no filter is left on either clsact hook: a qdisc
-/// someone attached to meanwhile (netray's firewall included) stays.
-fn no_filters(ifindex: u32) -> bool {
-    let Some(name) = netray_core::Interface::name_of(ifindex) else { return false };
-    ["ingress", "egress"].iter().all(|d| {
-        Command::new("tc")
-            .args(["filter", "show", "dev", &name, d])
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout.iter().all(u8::is_ascii_whitespace))
-    })
 }

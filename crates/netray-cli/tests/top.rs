@@ -10,6 +10,8 @@
 //! traffic and exposition-parsing helpers.
 
 mod common;
+#[path = "../../netray-tests/support/promtool.rs"]
+mod promtool;
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +27,7 @@ use common::{
     Env,
 };
 use netray_lab::Family;
+use promtool::promtool_clean;
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -570,28 +573,6 @@ fn top_text_output_help_errors_and_a_killed_session() {
 }
 
 // ---- what Prometheus reads ----------------------------------------------------------
-
-/// promtool from setup/deps.sh (or $NETRAY_PROMTOOL).
-fn promtool() -> std::path::PathBuf {
-    let p = std::env::var_os("NETRAY_PROMTOOL").map_or_else(|| "/var/cache/netray/promtool/promtool".into(), Into::into);
-    assert!(std::path::Path::new(&p).exists(), "{p:?} is missing: run setup/deps.sh (make deps), or set NETRAY_PROMTOOL");
-    p
-}
-
-/// `promtool check metrics` on `text`: insists on exit 0 and no complaint.
-fn promtool_clean(text: &str) {
-    let mut child = std::process::Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running promtool");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {}\n{said}\non:\n{text}", out.status);
-}
 
 /// The value of the one line that starts with `series` (name and labels as
 /// written, up to the value).

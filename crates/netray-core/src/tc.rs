@@ -306,22 +306,23 @@ fn remove_clsact_if_ours(dir: &Path, ifindex: u32) -> Result<()> {
     if !marker.exists() || Hook::TC.iter().any(|h| prog_pin(dir, *h).exists()) {
         return Ok(());
     }
-    if let Some(name) = Interface::name_of(ifindex) {
-        if no_tc_filters(&name) {
-            let mut qdisc = tc_hook(ifindex, libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS);
-            // SAFETY: qdisc is initialised with its size.
-            unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut qdisc) };
-        }
+    if no_tc_filters(ifindex) {
+        let mut qdisc = tc_hook(ifindex, libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS);
+        // SAFETY: qdisc is initialised with its size.
+        unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut qdisc) };
     }
     let _ = fs::remove_dir(&marker);
     Ok(())
 }
 
-/// True only when `tc` confirms that no filter is on either clsact hook.
-fn no_tc_filters(ifname: &str) -> bool {
+/// True only when `tc` confirms that no filter is (left) on either clsact hook of
+/// `ifindex`: a qdisc someone attached to meanwhile stays. False when the interface
+/// is gone. Also used by netray-capture before it removes a qdisc it created.
+pub fn no_tc_filters(ifindex: u32) -> bool {
+    let Some(name) = Interface::name_of(ifindex) else { return false };
     ["ingress", "egress"].iter().all(|d| {
         Command::new("tc")
-            .args(["filter", "show", "dev", ifname, d])
+            .args(["filter", "show", "dev", &name, d])
             .output()
             .is_ok_and(|o| o.status.success() && o.stdout.iter().all(u8::is_ascii_whitespace))
     })

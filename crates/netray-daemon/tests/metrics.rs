@@ -4,41 +4,18 @@
 //! process_* metrics, and a read that fails reported as such, never as zeros.
 
 mod common;
+#[path = "../../netray-tests/support/promtool.rs"]
+mod promtool;
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use common::{Env, TOKEN};
 use netray_daemon::config::{Config, MetricsConfig};
 use netray_lab::Family;
+use promtool::promtool_clean;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// promtool from setup/deps.sh (or $NETRAY_PROMTOOL).
-fn promtool() -> PathBuf {
-    let p = std::env::var_os("NETRAY_PROMTOOL").map_or_else(|| "/var/cache/netray/promtool/promtool".into(), PathBuf::from);
-    assert!(p.exists(), "{} is missing: run setup/deps.sh (make deps), or set NETRAY_PROMTOOL", p.display());
-    p
-}
-
-/// `promtool check metrics` on `text`: insists on exit 0 and no complaint.
-fn promtool_clean(text: &str) {
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running promtool");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {}\n{said}\non:\n{text}", out.status);
-}
 
 /// GET /metrics (with this Accept header): 200, and (Content-Type, body).
 fn get(env: &Env, accept: Option<&str>) -> (String, String) {

@@ -155,6 +155,8 @@ pub fn top_k(mut flows: Vec<FlowRate>, by: SortBy, k: usize) -> Vec<FlowRate> {
 }
 
 /// One flow as `netray top --json` prints it.
+/// Its counters repeat [`Flow`]'s on purpose: the JSON is flat, with the
+/// key spelt out and the verdict as a word, where `Flow` keeps the raw map key.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowJson {
     pub ifindex: u32,

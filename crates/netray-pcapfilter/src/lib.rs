@@ -19,5 +19,5 @@ pub mod translate;
 pub use cbpf::{interpret, CbpfInsn};
 pub use compile::{compile, FilterError};
 pub use ebpf::EbpfInsn;
-pub use load::{load_program, max_test_run_frame, Filter, FilterProgram, LoadError, ProgramSpec, ReturnMode};
+pub use load::{load_program, max_test_run_frame, xdp_prologue, Filter, FilterProgram, LoadError, ProgramSpec, ReturnMode};
 pub use translate::{translate, translate_with, TranslateError, TranslateOptions};

@@ -27,6 +27,19 @@ const XDP_DATA: i16 = offset_of!(libbpf_sys::xdp_md, data) as i16;
 const XDP_DATA_END: i16 = offset_of!(libbpf_sys::xdp_md, data_end) as i16;
 const XDP_DROP: i32 = libbpf_sys::XDP_DROP as i32;
 const XDP_PASS: i32 = libbpf_sys::XDP_PASS as i32;
+/// The start of an XDP program around a fragment: r6 = ctx, r3 = wire length
+/// (`bpf_xdp_get_buff_len`, for BPF_LEN), r1 = data, r2 = data_end. The one home of
+/// this prologue: capture's filter program (netray-capture's front.rs) starts the same.
+pub fn xdp_prologue() -> [I; 5] {
+    [
+        I::mov64_reg(R6, R1),
+        I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32),
+        I::mov32_reg(R3, R0),
+        I::ldx(e::W, R1, R6, XDP_DATA),
+        I::ldx(e::W, R2, R6, XDP_DATA_END),
+    ]
+}
+
 /// The kernel's XDP test run refuses frames shorter than an Ethernet header.
 pub const MIN_TEST_RUN_FRAME: usize = 14;
 
@@ -94,13 +107,7 @@ impl FilterProgram {
     }
 
     fn load_spec(fragment: &[I], mode: ReturnMode, spec: &ProgramSpec) -> Result<Self, LoadError> {
-        let mut prog = vec![
-            I::mov64_reg(R6, R1),
-            I::call(libbpf_sys::BPF_FUNC_xdp_get_buff_len as i32),
-            I::mov32_reg(R3, R0),
-            I::ldx(e::W, R1, R6, XDP_DATA),
-            I::ldx(e::W, R2, R6, XDP_DATA_END),
-        ];
+        let mut prog = xdp_prologue().to_vec();
         prog.extend_from_slice(fragment);
         if mode == ReturnMode::Verdict {
             prog.push(I::jmp_imm(e::JEQ, R0, 0, 2));

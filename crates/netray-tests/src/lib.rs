@@ -167,16 +167,7 @@ impl IfMaps {
 
     /// The monitor event one program run wrote, if any (at most one).
     fn take_event(&self) -> Option<nr_packet_event> {
-        let mut events = Vec::new();
-        {
-            let mut b = RingBufferBuilder::new();
-            b.add(&self.events, |d: &[u8]| {
-                events.push(from_bytes::<nr_packet_event>(d).expect("short event"));
-                0
-            })
-            .unwrap();
-            b.build().unwrap().consume().unwrap();
-        }
+        let mut events = drain_events(&self.events);
         assert!(events.len() <= 1, "one frame produced {} events", events.len());
         events.pop()
     }
@@ -185,6 +176,21 @@ impl IfMaps {
     fn stats(&self, slot: u32) -> nr_if_stats {
         self.stats.slot(slot).unwrap()
     }
+}
+
+/// Every monitor event waiting in the ring `events` (an IF_EVENTS map), consumed.
+pub fn drain_events(events: &MapHandle) -> Vec<nr_packet_event> {
+    let mut out = Vec::new();
+    {
+        let mut b = RingBufferBuilder::new();
+        b.add(events, |d: &[u8]| {
+            out.push(from_bytes::<nr_packet_event>(d).expect("short event"));
+            0
+        })
+        .unwrap();
+        b.build().unwrap().consume().unwrap();
+    }
+    out
 }
 
 /// Fails loudly unless the test runs as root: these tests need the kernel.

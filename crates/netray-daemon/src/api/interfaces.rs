@@ -9,11 +9,11 @@ use axum::{
     response::Response,
 };
 
-use super::{blocking, if_match, json_body, with_etag};
+use super::{blocking, if_match, parsed_body, with_etag};
 use crate::{
     config::{InterfaceSpec, INTERFACE_EXAMPLE},
     daemon::Daemon,
-    error::{ApiError, ApiResult},
+    error::ApiResult,
 };
 
 pub const EXAMPLE: &str = INTERFACE_EXAMPLE;
@@ -34,9 +34,7 @@ pub async fn attach(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let im = if_match(&headers)?;
-    let posted: serde_json::Value = json_body(body, d.body_limit, EXAMPLE)?;
-    let spec = InterfaceSpec::from_json(&posted)
-        .map_err(|e| ApiError::unprocessable(e).hint(format!("example: {EXAMPLE}")))?;
+    let spec = parsed_body(body, d.body_limit, EXAMPLE, InterfaceSpec::from_json)?;
     let (rev, view, attached_now) = blocking(move || d.attach(im.as_deref(), &spec)).await?;
     let status = if attached_now { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_etag(status, rev, serde_json::json!({ "revision": rev, "attached_now": attached_now, "interface": view })))

@@ -23,6 +23,8 @@ use crate::{
     error::ApiResult,
 };
 
+// The same shape as netray-flows' impl for RuleStatus: the trait is the shared part,
+// each type brings its own fields and its own way to write the rule.
 impl RuleHits for RuleView {
     fn id(&self) -> u32 {
         self.id

@@ -50,6 +50,19 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit
     })
 }
 
+/// A JSON request body checked by `parse`: what [`json_body`] refuses, or a 422 with
+/// `parse`'s complaint and the example. POST /v1/interfaces and POST /v1/rules take
+/// their bodies this way.
+pub fn parsed_body<T, E: Into<String>>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    example: &str,
+    parse: impl FnOnce(&serde_json::Value) -> Result<T, E>,
+) -> ApiResult<T> {
+    let posted: serde_json::Value = json_body(body, limit, example)?;
+    parse(&posted).map_err(|e| ApiError::unprocessable(e).hint(format!("example: {example}")))
+}
+
 /// Longest revision accepted in `If-Match` (digits): u64 holds every one.
 pub const IF_MATCH_MAX_DIGITS: usize = 19;
 /// What `If-Match` may be, as the OpenAPI document states it.

@@ -10,7 +10,7 @@ use axum::{
 };
 use netray_firewall::Rule;
 
-use super::{blocking, if_match, json_body, with_etag};
+use super::{blocking, if_match, parsed_body, with_etag};
 use crate::{
     config::{json_kind, short, RuleSpec, RULE_EXAMPLE},
     daemon::Daemon,
@@ -43,8 +43,7 @@ pub async fn add(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let im = if_match(&headers)?;
-    let posted: serde_json::Value = json_body(body, d.body_limit, EXAMPLE)?;
-    let rules = parse_rules(&posted).map_err(|e| ApiError::unprocessable(e).hint(format!("example: {EXAMPLE}")))?;
+    let rules = parsed_body(body, d.body_limit, EXAMPLE, parse_rules)?;
     let (rev, added) = blocking(move || d.add_rules(im.as_deref(), &rules)).await?;
     Ok(with_etag(StatusCode::CREATED, rev, serde_json::json!({ "revision": rev, "added": added })))
 }

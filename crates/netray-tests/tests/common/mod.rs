@@ -16,17 +16,17 @@ use std::mem::MaybeUninit;
 
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    MapHandle, ProgramInput, RingBufferBuilder,
+    MapHandle, ProgramInput,
 };
 use netray_core::{
     map_pins::configure_maps,
     maps,
 };
 use netray_ebpf::{
-    abi::{self, from_bytes, nr_hook, nr_packet_event, nr_packet_flags, nr_parse_limits, nr_verdict, xdp_md},
+    abi::{self, nr_hook, nr_packet_event, nr_packet_flags, nr_parse_limits, nr_verdict, xdp_md},
     xdp_dispatch::{XdpDispatchSkel, XdpDispatchSkelBuilder},
 };
-use netray_tests::{frames, XdpHarness, XDP_DROP, XDP_PASS};
+use netray_tests::{drain_events, frames, XdpHarness, XDP_DROP, XDP_PASS};
 
 mod frames_desc;
 pub use frames_desc::*;
@@ -271,16 +271,7 @@ impl ShortRunner {
             m => self.test_run(frame, m),
         }
         .unwrap_or_else(|e| panic!("{ctx}: BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len()));
-        let mut events = Vec::new();
-        {
-            let mut b = RingBufferBuilder::new();
-            b.add(&self.events, |d: &[u8]| {
-                events.push(from_bytes::<nr_packet_event>(d).expect("short event"));
-                0
-            })
-            .unwrap();
-            b.build().unwrap().consume().unwrap();
-        }
+        let events = drain_events(&self.events);
         assert_eq!(events.len(), 1, "{ctx}: events for one frame");
         check(verdict, &events[0], ctx)
     }
