@@ -25,9 +25,14 @@ for row in "$@"; do
     planned=$(wc -l < "$work/plan.tsv")
     done_=$(wc -l < "$out/results.tsv" 2>/dev/null || echo 0)
     if [ "$done_" -lt "$planned" ]; then
-        echo "  $row: the run stopped after $done_ of $planned (exit $(cat "$out/rc" 2>/dev/null)); see $out/console.log"
+        echo "  $row: the run stopped after $done_ of $planned (exit $(cat "$out/rc" 2>/dev/null)); the end of $out/console.log:"
+        tail -n 20 "$out/console.log" 2>/dev/null | sed 's/^/    | /'
         bad=1
     fi
+    # A guest that died and was replaced (tests/kernels/run): never silent, even when the rerun passed.
+    [ ! -f "$out/deaths.tsv" ] || awk -F'\t' -v row="$row" -v out="$out" '
+        { printf "  %s: THE GUEST DIED (exit %s) during %s; a new guest resumed with it (console: %s/%s)\n", row, $2, $1, out, $3 }' \
+        "$out/deaths.tsv"
     awk -F'\t' -v row="$row" -v logs="$out/logs" '
         $2 == "FAILED" || $2 == "timeout" { l = $1; gsub("[/ ]", "_", l); printf "  %s: %s %s (%s s): %s/%s.log\n", row, $1, $2, $3, logs, l; bad = 1 }
         $2 ~ /^lacks:/ { printf "  %s: %s NOT RUN: the kernel lacks %s\n", row, $1, substr($2, 7) }
