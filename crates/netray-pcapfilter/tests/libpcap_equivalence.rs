@@ -204,6 +204,16 @@ const EXPRESSIONS: &[&str] = &[
     "ip6 protochain 44",
     "ip6 protochain 60 or ip6 protochain 43",
     "vlan and ip6 protochain 17",
+    // Lengths between the test run's linear area (~3.4 KiB) and the jumbo frames' whole
+    // length, and near the snap lengths the corpus is cut at: wrong if `len` were the
+    // linear part or the captured bytes.
+    "greater 3600",
+    "less 5000",
+    "len = 9014",
+    "udp and len > 4000",
+    "greater 9000 or less 40",
+    "tcp and greater 97",
+    "len >= 51 and len < 100",
 ];
 
 #[test]
