@@ -24,10 +24,9 @@ const JUMBO_PAYLOAD: usize = 8000;
 const JUMBO_FRAME: u32 = 14 + 20 + 8 + JUMBO_PAYLOAD as u32;
 const SMALL_PAYLOAD: usize = 20;
 
+/// A file in the temporary directory, named apart for this process; each test removes its own.
 fn tmpfile(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netray-dump-length-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    std::env::temp_dir().join(format!("netray-dump-length-{}-{name}", std::process::id()))
 }
 
 /// Runs `netray dump` with `args` (which include `-c`), calling `send` every 100 ms until
