@@ -54,18 +54,23 @@ fn dump_while_sending(env: &Env, args: &[&str], mut send: impl FnMut()) -> Outpu
     out
 }
 
-/// (captured length, original length) of every packet in `path`, by tshark.
-fn lengths(path: &Path) -> Vec<(u32, u32)> {
-    let out = Command::new("tshark")
+/// The lines `tool` (tcpdump or tshark) prints reading `path`, insisting it succeeds.
+fn read_with(tool: &str, path: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(tool)
         .arg("-r")
         .arg(path)
-        .args(["-T", "fields", "-E", "separator=|", "-e", "frame.cap_len", "-e", "frame.len"])
+        .args(args)
         .output()
-        .expect("tshark is needed for this test (setup/deps.sh installs it)");
-    assert!(out.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+        .unwrap_or_else(|e| panic!("{tool} is needed for this test (setup/deps.sh installs it): {e}"));
+    assert!(out.status.success(), "{tool} -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// (captured length, original length) of every packet in `path`, by tshark.
+fn lengths(path: &Path) -> Vec<(u32, u32)> {
+    let fields = ["-T", "fields", "-E", "separator=|", "-e", "frame.cap_len", "-e", "frame.len"];
+    read_with("tshark", path, &fields)
+        .iter()
         .map(|l| {
             let (cap, len) = l.split_once('|').unwrap();
             (cap.parse().unwrap(), len.parse().unwrap())
@@ -73,15 +78,9 @@ fn lengths(path: &Path) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// tcpdump's lines for the packets of `path` that `filter` matches.
 fn tcpdump_read(path: &Path, filter: &str) -> Vec<String> {
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-r"])
-        .arg(path)
-        .arg(filter)
-        .output()
-        .expect("tcpdump is needed for this test (setup/deps.sh installs it)");
-    assert!(out.status.success(), "tcpdump -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    read_with("tcpdump", path, &["-nn", filter])
 }
 
 /// A file recorded with `-s 60` holds 62-, 242- and 1042-byte frames cut to 60 bytes:
