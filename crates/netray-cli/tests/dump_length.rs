@@ -10,6 +10,7 @@ mod common;
 
 use std::{
     net::UdpSocket,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -17,6 +18,7 @@ use std::{
 
 use common::Env;
 use netray_lab::Family;
+use netray_pcapfilter::{ebpf::EbpfInsn as I, load_program, ProgramSpec};
 
 /// An 8000-byte UDP payload: an 8042-byte frame, of which veth's XDP keeps 3520 bytes
 /// linear and the rest in fragments.
@@ -169,5 +171,65 @@ fn jumbo_frames_are_judged_by_their_whole_length_at_tc_egress() {
     let captured = lengths(&file);
     assert_eq!(captured.len(), 3, "{captured:?}");
     assert!(captured.iter().all(|&(cap, len)| cap == len && len == JUMBO_FRAME), "{captured:?}");
+    let _ = std::fs::remove_file(file);
+}
+
+/// A multi-buffer XDP program netray did not load, passing everything, described in BTF as
+/// clang would (so fentry/fexit can attach where the kernel allows), attached in native
+/// mode to the lab's host end. Detached on drop.
+struct ForeignPass {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl ForeignPass {
+    fn attach(env: &Env) -> ForeignPass {
+        let prog = [I::mov32_imm(0, libbpf_sys::XDP_PASS as i32), I::exit()];
+        let spec = ProgramSpec {
+            expected_attach_type: libbpf_sys::BPF_XDP,
+            flags: libbpf_sys::BPF_F_XDP_HAS_FRAGS,
+            btf_func: true,
+            ..ProgramSpec::xdp("pass_jumbo")
+        };
+        let fd = load_program(&prog, &spec).expect("loading the foreign XDP program");
+        let ifindex = env.lab.host_ifindex();
+        // SAFETY: a valid program fd and ifindex; no opts.
+        let rc = unsafe { libbpf_sys::bpf_xdp_attach(ifindex as i32, fd.as_raw_fd(), libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) };
+        assert_eq!(rc, 0, "attaching the foreign XDP program");
+        ForeignPass { fd, ifindex }
+    }
+}
+
+impl Drop for ForeignPass {
+    fn drop(&mut self) {
+        // SAFETY: detaches what is attached in native mode on the lab's interface.
+        unsafe { libbpf_sys::bpf_xdp_detach(self.ifindex as i32, libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) };
+    }
+}
+
+/// Beside a foreign XDP program the capture either chains in front of it (this machine's
+/// 6.18) or runs as fentry on it (Debian 12's 6.1 and 6.12), where the filter works on a
+/// copy of the linear part: either way `len` is the whole jumbo frame's. Through fentry
+/// the record holds the linear part only (captured < original length).
+#[test]
+fn jumbo_frames_beside_a_foreign_xdp_program_are_judged_by_their_whole_length() {
+    let env = Env::new("dlfo");
+    env.lab.set_mtu(9000).unwrap();
+    let _foreign = ForeignPass::attach(&env);
+    let file = tmpfile("dlfo.pcapng");
+    let out = dump_while_sending(&env, &["-c", "3", "-w", file.to_str().unwrap(), "udp and len = 8042"], || {
+        env.lab.udp_send(Family::V4, 7000, JUMBO_PAYLOAD, 1).unwrap();
+        env.lab.udp_send(Family::V4, 7000, SMALL_PAYLOAD, 1).unwrap();
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}"); // the kernel matrix's log shows the way taken
+    let through_fentry = stderr.contains("capturing through fentry");
+    assert!(through_fentry || stderr.contains("capturing by chaining in front of"), "{stderr}");
+    let captured = lengths(&file);
+    assert_eq!(captured.len(), 3, "{captured:?} {stderr}");
+    for &(cap, len) in &captured {
+        assert_eq!(len, JUMBO_FRAME, "{captured:?}");
+        assert!(if through_fentry { cap < len } else { cap == len }, "{captured:?} {stderr}");
+    }
     let _ = std::fs::remove_file(file);
 }
