@@ -57,7 +57,7 @@ pub fn xdp_prologue() -> [I; 5] {
 /// read from the 4 bytes of metadata [`FilterProgram::run_record`] puts before the frame.
 /// Without them (a test run that passed none) the program returns `XDP_ABORTED` (0: no
 /// match in [`ReturnMode::Snaplen`]); the verifier demands the check anyway.
-fn xdp_replay_prologue(fragment_and_epilogue: usize) -> [I; 8] {
+fn xdp_replay_prologue(fragment_and_epilogue: i16) -> [I; 8] {
     [
         I::mov64_reg(R6, R1),
         I::ldx(e::W, R1, R6, XDP_DATA),
@@ -66,7 +66,7 @@ fn xdp_replay_prologue(fragment_and_epilogue: usize) -> [I; 8] {
         I::mov64_reg(R5, R4),
         I::alu64_imm(e::ADD, R5, WIRE_LEN_META_BYTES as i32),
         // To the `no metadata` exit just past the fragment and its epilogue.
-        I::jmp_reg(e::JGT, R5, R1, 1 + fragment_and_epilogue as i16),
+        I::jmp_reg(e::JGT, R5, R1, 1 + fragment_and_epilogue),
         I::ldx(e::W, R3, R4, 0),
     ]
 }
@@ -181,7 +181,11 @@ impl FilterProgram {
         body.push(I::exit());
         let mut prog = match length {
             LengthSource::Frame => xdp_prologue().to_vec(),
-            LengthSource::Metadata => xdp_replay_prologue(body.len()).to_vec(),
+            LengthSource::Metadata => {
+                // The jump over the body must fit a jump offset, as the fragment's own do.
+                let over = i16::try_from(body.len()).ok().filter(|n| *n < i16::MAX);
+                xdp_replay_prologue(over.ok_or(crate::TranslateError::TooLong)?).to_vec()
+            }
         };
         prog.extend(body);
         if length == LengthSource::Metadata {
