@@ -15,6 +15,16 @@
 //!
 //! The fallbacks matter after a crash: a capture left in front of a firewall
 //! must keep handing packets on, and an exit capture must keep the verdict.
+//!
+//! The wire length (classic `BPF_LEN`: `len`, `less`, `greater`) is the whole
+//! packet's, as libpcap means it, never the linear part the fragment's loads
+//! reach: at XDP `bpf_xdp_get_buff_len()`, which counts a multi-buffer (jumbo)
+//! frame's fragments (Linux 5.18, so on every kernel netray supports); at TC
+//! `skb->len`, which counts paged data and, at both hooks, the Ethernet header.
+//! At TC ingress a VLAN tag the kernel moved into the skb's metadata is not
+//! counted, consistently with the bytes the filter sees there (the recorder puts
+//! the tag back, and the record's original length with it). A `dump -r` of the
+//! records judges their original length the same way (netray-pcapfilter's load.rs).
 
 use std::{
     mem::offset_of,

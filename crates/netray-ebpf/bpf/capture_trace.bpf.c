@@ -10,8 +10,10 @@
  * over the copy and records from it through capture.h. The fragments of a
  * multi-buffer frame are out of reach here (bpf_xdp_load_bytes is XDP-only,
  * and the fragments' pages have no address to read from): such a record
- * holds the linear part, cap_len < wire_len, and the filter sees that part,
- * as it does at the XDP entry point.
+ * holds the linear part, cap_len < wire_len, and the filter's loads see that
+ * part, as they do at the XDP entry point, while its `len` is the whole frame's
+ * (bpf_xdp_get_buff_len has a variant for tracing programs taking the
+ * xdp_buff), as everywhere else.
  *
  * No vmlinux.h: the kernel structs read are declared below with
  * preserve_access_index and relocated by CO-RE at load.

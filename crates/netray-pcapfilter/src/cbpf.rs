@@ -124,9 +124,10 @@ pub const fn size_bytes(code: u16) -> Option<u32> {
     }
 }
 
-/// Runs `prog` over `pkt` with libpcap's `bpf_filter` semantics (wire length = captured
-/// length = `pkt.len()`), returning the filter's result: 0 = reject, otherwise the number of
-/// bytes to capture.
+/// Runs `prog` over `pkt` with libpcap's `bpf_filter` semantics, returning the filter's
+/// result: 0 = reject, otherwise the number of bytes to capture. Loads see the captured
+/// bytes `pkt`; `BPF_LEN` (`len`, `less`, `greater`) is `wire_len`, the packet's original
+/// length, which is more than `pkt.len()` for a record cut short by a snap length.
 ///
 /// Rules shared with the eBPF translation: A, X and `M[]` start at 0; an out-of-bounds
 /// packet load, a division or modulo by zero, an invalid opcode and a jump or fall-through
@@ -136,9 +137,8 @@ pub const fn size_bytes(code: u16) -> Option<u32> {
 /// A `ja` whose offset, read as signed (as libpcap's `bpf_filter` does), points backwards
 /// is a loop (libpcap's `protochain`); after [`MAX_BACKWARD_JUMPS`] of them the filter
 /// returns 0 ("no match"), as the eBPF translation does (see there why).
-pub fn interpret(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
+pub fn interpret(prog: &[CbpfInsn], pkt: &[u8], wire_len: u32) -> u32 {
     let buflen = pkt.len() as u64;
-    let wirelen = pkt.len() as u32;
     let mut a: u32 = 0;
     let mut x: u32 = 0;
     let mut mem = [0u32; BPF_MEMWORDS];
@@ -172,7 +172,7 @@ pub fn interpret(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
                 let is_x = class(insn.code) == BPF_LDX;
                 let v = match (mode(insn.code), is_x) {
                     (BPF_IMM, _) => k,
-                    (BPF_LEN, _) => wirelen,
+                    (BPF_LEN, _) => wire_len,
                     (BPF_MEM, _) => match mem.get(k as usize) {
                         Some(v) => *v,
                         None => return 0,
@@ -277,7 +277,7 @@ mod tests {
         CbpfInsn::stmt(code, k)
     }
     fn run(prog: &[CbpfInsn], pkt: &[u8]) -> u32 {
-        interpret(prog, pkt)
+        interpret(prog, pkt, pkt.len() as u32)
     }
 
     #[test]
@@ -419,6 +419,9 @@ mod tests {
         ];
         assert_eq!(run(&prog, &pkt), 1);
         assert_eq!(run(&prog, &pkt[..40]), 2);
+        // A record cut short: len is the wire length, not the bytes at hand.
+        assert_eq!(interpret(&prog, &pkt[..20], 42), 1);
+        assert_eq!(interpret(&prog, &pkt, 40), 2);
         let jset = [
             s(BPF_LD | BPF_IMM, 0b1010),
             s(BPF_LDX | BPF_IMM, 0b0100),
@@ -463,7 +466,7 @@ pub mod tests_support {
         *seed ^= *seed << 17;
         *seed
     }
-    fn below(seed: &mut u64, n: u64) -> u64 {
+    pub fn below(seed: &mut u64, n: u64) -> u64 {
         next(seed) % n
     }
 

@@ -8,7 +8,8 @@
 //!
 //! [`interpret`] is a pure-Rust classic BPF interpreter with libpcap's `bpf_filter` semantics;
 //! it is the reference for unit tests and the fallback for frames the kernel's XDP test run
-//! refuses (see [`Filter::matches`]).
+//! refuses (see [`Filter::matches`]). Both take the packet's original (wire) length apart
+//! from the captured bytes: `len`, `less` and `greater` judge the former, as in libpcap.
 
 pub mod cbpf;
 pub mod compile;
@@ -19,5 +20,5 @@ pub mod translate;
 pub use cbpf::{interpret, CbpfInsn};
 pub use compile::{compile, FilterError};
 pub use ebpf::EbpfInsn;
-pub use load::{load_program, max_test_run_frame, xdp_prologue, Filter, FilterProgram, LoadError, ProgramSpec, ReturnMode};
+pub use load::{load_program, max_test_run_frame, xdp_prologue, Filter, FilterProgram, LengthSource, LoadError, ProgramSpec, ReturnMode};
 pub use translate::{translate, translate_with, TranslateError, TranslateOptions};

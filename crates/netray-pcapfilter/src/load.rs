@@ -5,26 +5,39 @@
 //!
 //! ```text
 //! r6 = r1                         ; ctx
-//! call bpf_xdp_get_buff_len       ; wire length for BPF_LEN
-//! r3 = r0
+//! r3 = wire length for BPF_LEN    ; LengthSource::Frame:    bpf_xdp_get_buff_len(ctx)
+//!                                 ; LengthSource::Metadata: the u32 in [data_meta, data)
 //! r1 = ctx->data ; r2 = ctx->data_end
 //! <fragment>                      ; r0 = classic result
 //! epilogue: ReturnMode::Verdict  -> XDP_PASS if r0 != 0 else XDP_DROP
 //!           ReturnMode::Snaplen  -> r0 as is (only meaningful under BPF_PROG_TEST_RUN)
 //! exit
 //! ```
+//!
+//! The length source is fixed when the program is loaded, never guessed per packet: a
+//! live program (and the capture's, see netray-capture's front.rs) asks the kernel for the
+//! whole frame's length, multi-buffer fragments included; a replay program is told the
+//! record's original length, which a file recorded with a snap length keeps beside fewer
+//! captured bytes. It travels as 4 bytes of XDP metadata because the XDP test run takes
+//! metadata from the front of its input (`xdp_md.data` = 4, `data_meta` = 0 in `ctx_in`,
+//! Linux >= 5.14) and nothing else in `xdp_md` can carry a number into the program.
 
 use std::ffi::CStr;
 use std::mem::offset_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::cbpf::{interpret, CbpfInsn};
-use crate::ebpf::{self as e, EbpfInsn as I, R0, R1, R2, R3, R6};
+use crate::ebpf::{self as e, EbpfInsn as I, R0, R1, R2, R3, R4, R5, R6};
 
 /// Where the prologue reads the packet's bounds: struct xdp_md as libbpf-sys generates
 /// it from the kernel's UAPI header.
 const XDP_DATA: i16 = offset_of!(libbpf_sys::xdp_md, data) as i16;
 const XDP_DATA_END: i16 = offset_of!(libbpf_sys::xdp_md, data_end) as i16;
+const XDP_DATA_META: i16 = offset_of!(libbpf_sys::xdp_md, data_meta) as i16;
+/// Bytes of XDP metadata a replay program reads: the record's original length, a u32 in
+/// host byte order.
+const WIRE_LEN_META_BYTES: usize = 4;
+const XDP_ABORTED: i32 = libbpf_sys::XDP_ABORTED as i32;
 const XDP_DROP: i32 = libbpf_sys::XDP_DROP as i32;
 const XDP_PASS: i32 = libbpf_sys::XDP_PASS as i32;
 /// The start of an XDP program around a fragment: r6 = ctx, r3 = wire length
@@ -38,6 +51,35 @@ pub fn xdp_prologue() -> [I; 5] {
         I::ldx(e::W, R1, R6, XDP_DATA),
         I::ldx(e::W, R2, R6, XDP_DATA_END),
     ]
+}
+
+/// The start of a replay program around a fragment: r3 = the record's original length,
+/// read from the 4 bytes of metadata [`FilterProgram::run_record`] puts before the frame.
+/// Without them (a test run that passed none) the program returns `XDP_ABORTED` (0: no
+/// match in [`ReturnMode::Snaplen`]); the verifier demands the check anyway.
+fn xdp_replay_prologue(fragment_and_epilogue: i16) -> [I; 8] {
+    [
+        I::mov64_reg(R6, R1),
+        I::ldx(e::W, R1, R6, XDP_DATA),
+        I::ldx(e::W, R2, R6, XDP_DATA_END),
+        I::ldx(e::W, R4, R6, XDP_DATA_META),
+        I::mov64_reg(R5, R4),
+        I::alu64_imm(e::ADD, R5, WIRE_LEN_META_BYTES as i32),
+        // To the `no metadata` exit just past the fragment and its epilogue.
+        I::jmp_reg(e::JGT, R5, R1, 1 + fragment_and_epilogue),
+        I::ldx(e::W, R3, R4, 0),
+    ]
+}
+
+/// Where a standalone program reads the length classic `BPF_LEN` reports (`len`, `less`,
+/// `greater`): chosen at load, see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthSource {
+    /// `bpf_xdp_get_buff_len()`: the frame's whole length, as live XDP capture reads it.
+    Frame,
+    /// The record's original length, passed by [`FilterProgram::run_record`] as XDP
+    /// metadata: replay of a capture file (`dump -r`).
+    Metadata,
 }
 
 /// The kernel's XDP test run refuses frames shorter than an Ethernet header.
@@ -63,6 +105,10 @@ pub enum LoadError {
     Verifier { source: std::io::Error, log: String },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(std::io::Error),
+    /// A record with an original length of its own was given to a program that reads the
+    /// frame's length from the kernel.
+    #[error("this filter program reads the length from the frame itself ({captured} bytes), so it cannot judge a record of original length {wire_len}; load it with FilterProgram::load_replay")]
+    LengthSource { captured: usize, wire_len: u32 },
     /// The kernel's XDP test run does not take frames of this size faithfully: shorter than
     /// [`MIN_TEST_RUN_FRAME`] or longer than [`max_test_run_frame`].
     #[error("frame of {0} bytes cannot be run through the XDP test run")]
@@ -87,6 +133,9 @@ pub enum ReturnMode {
 pub struct FilterProgram {
     fd: OwnedFd,
     mode: ReturnMode,
+    length: LengthSource,
+    /// Loaded with BPF_F_XDP_HAS_FRAGS: test runs may pass multi-buffer frames.
+    frags: bool,
 }
 
 impl FilterProgram {
@@ -97,45 +146,111 @@ impl FilterProgram {
     }
 
     pub fn load_with(fragment: &[I], mode: ReturnMode) -> Result<Self, LoadError> {
-        Self::load_spec(fragment, mode, &ProgramSpec::xdp("netray_pcapflt"))
+        Self::load_spec(fragment, mode, LengthSource::Frame, &ProgramSpec::xdp("netray_pcapflt"))
+    }
+
+    /// A replay program: `BPF_LEN` is the original length [`FilterProgram::run_record`]
+    /// passes, the loads see the captured bytes, as libpcap's `pcap_offline_filter` does.
+    pub fn load_replay(fragment: &[I], mode: ReturnMode) -> Result<Self, LoadError> {
+        Self::load_spec(fragment, mode, LengthSource::Metadata, &ProgramSpec::xdp("netray_pcaprpl"))
+    }
+
+    /// A live program loaded as multi-buffer capable (`BPF_F_XDP_HAS_FRAGS`), as the capture
+    /// is on a jumbo-MTU interface: [`FilterProgram::run`] takes frames up to 64 KiB, and the
+    /// test run puts what exceeds the linear area into fragments, as a driver does with a
+    /// jumbo frame. `BPF_LEN` is the whole length; the loads reach the linear part only.
+    pub fn load_multi_buffer(fragment: &[I], mode: ReturnMode) -> Result<Self, LoadError> {
+        let spec = ProgramSpec { flags: libbpf_sys::BPF_F_XDP_HAS_FRAGS, ..ProgramSpec::xdp("netray_pcapfrg") };
+        Self::load_spec(fragment, mode, LengthSource::Frame, &spec)
     }
 
     /// [`FilterProgram::load`] with BTF describing its function `name`, as a
     /// program built by clang carries: fentry/fexit can attach to it.
     pub fn load_with_btf(fragment: &[I], name: &'static str) -> Result<Self, LoadError> {
-        Self::load_spec(fragment, ReturnMode::Verdict, &ProgramSpec { btf_func: true, ..ProgramSpec::xdp(name) })
+        Self::load_spec(fragment, ReturnMode::Verdict, LengthSource::Frame, &ProgramSpec { btf_func: true, ..ProgramSpec::xdp(name) })
     }
 
-    fn load_spec(fragment: &[I], mode: ReturnMode, spec: &ProgramSpec) -> Result<Self, LoadError> {
-        let mut prog = xdp_prologue().to_vec();
-        prog.extend_from_slice(fragment);
+    fn load_spec(fragment: &[I], mode: ReturnMode, length: LengthSource, spec: &ProgramSpec) -> Result<Self, LoadError> {
+        let mut body = fragment.to_vec();
         if mode == ReturnMode::Verdict {
-            prog.push(I::jmp_imm(e::JEQ, R0, 0, 2));
-            prog.push(I::mov32_imm(R0, XDP_PASS));
-            prog.push(I::ja(1));
-            prog.push(I::mov32_imm(R0, XDP_DROP));
+            body.push(I::jmp_imm(e::JEQ, R0, 0, 2));
+            body.push(I::mov32_imm(R0, XDP_PASS));
+            body.push(I::ja(1));
+            body.push(I::mov32_imm(R0, XDP_DROP));
         }
-        prog.push(I::exit());
+        body.push(I::exit());
+        let mut prog = match length {
+            LengthSource::Frame => xdp_prologue().to_vec(),
+            LengthSource::Metadata => {
+                // The jump over the body must fit a jump offset, as the fragment's own do.
+                let over = i16::try_from(body.len()).ok().filter(|n| *n < i16::MAX);
+                xdp_replay_prologue(over.ok_or(crate::TranslateError::TooLong)?).to_vec()
+            }
+        };
+        prog.extend(body);
+        if length == LengthSource::Metadata {
+            prog.push(I::mov32_imm(R0, XDP_ABORTED));
+            prog.push(I::exit());
+        }
         let fd = load_program(&prog, spec)?;
-        Ok(Self { fd, mode })
+        let frags = spec.flags & libbpf_sys::BPF_F_XDP_HAS_FRAGS != 0;
+        Ok(Self { fd, mode, length, frags })
     }
 
-    /// Runs `frame` through the program with `BPF_PROG_TEST_RUN`, returning its return
-    /// value (see [`ReturnMode`]).
-    pub fn run(&self, frame: &[u8]) -> Result<u32, LoadError> {
-        if frame.len() < MIN_TEST_RUN_FRAME || frame.len() > max_test_run_frame() {
-            return Err(LoadError::FrameSize(frame.len()));
+    /// Largest frame [`FilterProgram::run`] passes to the kernel: the linear area, or for
+    /// a multi-buffer program 64 KiB (the kernel spreads it over at most 17 pages).
+    pub fn max_frame(&self) -> usize {
+        if self.frags {
+            65_535
+        } else {
+            max_test_run_frame()
         }
+    }
+
+    /// Runs a whole `frame` (its original length is its length) through the program with
+    /// `BPF_PROG_TEST_RUN`, returning its return value (see [`ReturnMode`]).
+    pub fn run(&self, frame: &[u8]) -> Result<u32, LoadError> {
+        self.run_record(frame, frame.len() as u32)
+    }
+
+    /// Runs a record of `wire_len` original bytes, of which `captured` were kept, through
+    /// the program. Only a replay program ([`FilterProgram::load_replay`]) takes a
+    /// `wire_len` other than `captured.len()`.
+    pub fn run_record(&self, captured: &[u8], wire_len: u32) -> Result<u32, LoadError> {
+        if captured.len() < MIN_TEST_RUN_FRAME || captured.len() > self.max_frame() {
+            return Err(LoadError::FrameSize(captured.len()));
+        }
+        let mut input = Vec::new();
+        let mut ctx = libbpf_sys::xdp_md::default();
+        let data: &[u8] = match self.length {
+            LengthSource::Frame if wire_len as usize != captured.len() => {
+                return Err(LoadError::LengthSource { captured: captured.len(), wire_len })
+            }
+            LengthSource::Frame => captured,
+            LengthSource::Metadata => {
+                input.reserve(WIRE_LEN_META_BYTES + captured.len());
+                input.extend_from_slice(&wire_len.to_ne_bytes());
+                input.extend_from_slice(captured);
+                ctx.data = WIRE_LEN_META_BYTES as u32;
+                ctx.data_end = input.len() as u32;
+                &input
+            }
+        };
         let mut opts = libbpf_sys::bpf_test_run_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
-            data_in: frame.as_ptr().cast(),
-            data_size_in: frame.len() as u32,
+            data_in: data.as_ptr().cast(),
+            data_size_in: data.len() as u32,
             repeat: 1,
             ..Default::default()
         };
+        if self.length == LengthSource::Metadata {
+            opts.ctx_in = (&ctx as *const libbpf_sys::xdp_md).cast();
+            opts.ctx_size_in = std::mem::size_of::<libbpf_sys::xdp_md>() as u32;
+        }
         // SAFETY: opts is a properly sized, initialised bpf_test_run_opts whose data_in
-        // points at `frame`, which outlives the call; data_out/ctx pointers are null, which
-        // the kernel accepts; the fd is a valid program fd owned by self.
+        // (and ctx_in, when set) point at `data` and `ctx`, which outlive the call;
+        // data_out/ctx_out are null, which the kernel accepts; the fd is a valid program
+        // fd owned by self.
         let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.fd.as_raw_fd(), &mut opts) };
         if rc != 0 {
             let err = std::io::Error::from_raw_os_error(-rc);
@@ -144,10 +259,15 @@ impl FilterProgram {
         Ok(opts.retval)
     }
 
-    /// Does the filter match `frame`? Errors for frames the XDP test run refuses
-    /// ([`LoadError::FrameSize`]); [`Filter::matches`] handles those.
+    /// Does the filter match the whole `frame`? See [`FilterProgram::matches_record`].
     pub fn matches(&self, frame: &[u8]) -> Result<bool, LoadError> {
-        let r = self.run(frame)?;
+        self.matches_record(frame, frame.len() as u32)
+    }
+
+    /// Does the filter match a record of `wire_len` original bytes? Errors for records the
+    /// XDP test run refuses ([`LoadError::FrameSize`]); [`Filter::matches`] handles those.
+    pub fn matches_record(&self, captured: &[u8], wire_len: u32) -> Result<bool, LoadError> {
+        let r = self.run_record(captured, wire_len)?;
         Ok(match self.mode {
             ReturnMode::Verdict => r == XDP_PASS as u32,
             ReturnMode::Snaplen => r != 0,
@@ -309,7 +429,7 @@ impl Filter {
     pub fn new(expr: &str, snaplen: u32) -> Result<Self, LoadError> {
         let cbpf = crate::compile(expr, snaplen)?;
         let ebpf = crate::translate(&cbpf)?;
-        let program = FilterProgram::load(&ebpf)?;
+        let program = FilterProgram::load_replay(&ebpf, ReturnMode::Verdict)?;
         Ok(Self {
             cbpf,
             ebpf,
@@ -317,12 +437,14 @@ impl Filter {
         })
     }
 
-    /// In-kernel verdict for `frame`; frames the XDP test run cannot take (shorter than 14
-    /// bytes, or longer than [`max_test_run_frame`], ~3.4 KiB) are judged by [`interpret`]
-    /// on the same classic program instead, which equals libpcap's result.
-    pub fn matches(&self, frame: &[u8]) -> Result<bool, LoadError> {
-        match self.program.matches(frame) {
-            Err(LoadError::FrameSize(_)) => Ok(interpret(&self.cbpf, frame) != 0),
+    /// In-kernel verdict for a record of `wire_len` original bytes of which `captured`
+    /// were kept (`len`, `less` and `greater` judge `wire_len`, as libpcap does). Records
+    /// the XDP test run cannot take (fewer than 14 captured bytes, or more than
+    /// [`max_test_run_frame`], ~3.4 KiB) are judged by [`interpret`] on the same classic
+    /// program instead, with the same lengths, which equals libpcap's result.
+    pub fn matches(&self, captured: &[u8], wire_len: u32) -> Result<bool, LoadError> {
+        match self.program.matches_record(captured, wire_len) {
+            Err(LoadError::FrameSize(_)) => Ok(interpret(&self.cbpf, captured, wire_len) != 0),
             other => other,
         }
     }

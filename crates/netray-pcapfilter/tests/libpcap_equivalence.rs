@@ -1,17 +1,90 @@
 //! Verdict-for-verdict equality of the in-kernel translated filter with libpcap.
 //!
-//! For every (expression, frame) pair: libpcap's own `pcap_offline_filter` result, the
+//! For every (expression, record) pair: libpcap's own `pcap_offline_filter` result, the
 //! kernel's result for the translated program (BPF_PROG_TEST_RUN of a standalone XDP
-//! program returning the classic result) and this crate's interpreter must agree. Needs
-//! root (loading BPF programs); it fails, rather than skips, without it.
+//! program returning the classic result) and this crate's interpreter must agree. A record
+//! is captured bytes and an original (wire) length: whole frames, frames cut short by a
+//! snap length, and jumbo frames. Needs root (loading BPF programs); it fails, rather than
+//! skips, without it.
 
 mod common;
 
 use std::time::Instant;
 
+use netray_pcapfilter::ebpf::{self as e, EbpfInsn, R0, R1, R2};
 use netray_pcapfilter::{
     compile, interpret, translate, Filter, FilterProgram, LoadError, ReturnMode,
 };
+
+/// libpcap's `bpf_program` and `pcap_pkthdr`, for `pcap_offline_filter` with a captured
+/// length below the original one: the pcap crate's `BpfProgram::filter` passes one length
+/// for both. `pcap::BpfProgram` is `#[repr(transparent)]` over `struct bpf_program`.
+#[repr(C)]
+struct PcapProgram {
+    len: libc::c_uint,
+    insns: *const libc::c_void,
+}
+#[repr(C)]
+struct PcapPkthdr {
+    ts: libc::timeval,
+    caplen: u32,
+    len: u32,
+}
+#[link(name = "pcap")]
+extern "C" {
+    fn pcap_offline_filter(prog: *const PcapProgram, hdr: *const PcapPkthdr, pkt: *const u8) -> libc::c_int;
+}
+
+/// libpcap's verdict on a record of `wire_len` original bytes of which `captured` were kept.
+fn libpcap_verdict(prog: &pcap::BpfProgram, captured: &[u8], wire_len: u32) -> bool {
+    let hdr = PcapPkthdr { ts: libc::timeval { tv_sec: 0, tv_usec: 0 }, caplen: captured.len() as u32, len: wire_len };
+    let prog = (prog as *const pcap::BpfProgram).cast::<PcapProgram>();
+    // SAFETY: prog points at a live, compiled bpf_program (BpfProgram is repr(transparent)
+    // over it); hdr and captured are valid for the call, and caplen is captured's length.
+    unsafe { pcap_offline_filter(prog, &hdr, captured.as_ptr()) > 0 }
+}
+
+/// Captured bytes and the original length they were cut from.
+struct Record {
+    captured: Vec<u8>,
+    wire_len: u32,
+}
+
+/// Snap lengths the corpus is also recorded with: inside the Ethernet header's reach of
+/// most filters (14), inside the IP header (30), inside the transport header (50), 96.
+const SNAP_LENGTHS: [usize; 4] = [14, 30, 50, 96];
+/// Jumbo frames' lengths: over the test run's linear area (~3.4 KiB), and 9000-byte MTU.
+const JUMBO_LENGTHS: [usize; 2] = [4000, 9014];
+
+/// Every corpus frame whole and cut at each of [`SNAP_LENGTHS`] shorter than it; every
+/// 16th frame grown to each of [`JUMBO_LENGTHS`] (payload appended), whole and cut at 96.
+fn records(frames: &[Vec<u8>]) -> Vec<Record> {
+    let mut out = Vec::new();
+    let with_cuts = |frame: &[u8], out: &mut Vec<Record>, snaps: &[usize]| {
+        out.push(Record { captured: frame.to_vec(), wire_len: frame.len() as u32 });
+        for &snap in snaps.iter().filter(|&&s| s < frame.len()) {
+            out.push(Record { captured: frame[..snap].to_vec(), wire_len: frame.len() as u32 });
+        }
+    };
+    for frame in frames {
+        with_cuts(frame, &mut out, &SNAP_LENGTHS);
+    }
+    for frame in frames.iter().step_by(16) {
+        for len in JUMBO_LENGTHS {
+            let mut jumbo = frame.clone();
+            jumbo.extend((jumbo.len()..len).map(|i| (i * 7) as u8));
+            with_cuts(&jumbo, &mut out, &[96]);
+        }
+    }
+    out
+}
+
+/// A fragment returning the length of the linear area it is given (`data_end - data`):
+/// how many bytes of a multi-buffer frame the kernel's test run keeps linear.
+fn linear_length_probe() -> FilterProgram {
+    let fragment: [EbpfInsn; 2] = [EbpfInsn::mov64_reg(R0, R2), EbpfInsn::alu64_reg(e::SUB, R0, R1)];
+    FilterProgram::load_multi_buffer(&fragment, ReturnMode::Snaplen).expect("load the linear-length probe")
+}
 
 const SNAPLEN: u32 = 262_144;
 
@@ -131,6 +204,16 @@ const EXPRESSIONS: &[&str] = &[
     "ip6 protochain 44",
     "ip6 protochain 60 or ip6 protochain 43",
     "vlan and ip6 protochain 17",
+    // Lengths between the test run's linear area (~3.4 KiB) and the jumbo frames' whole
+    // length, and near the snap lengths the corpus is cut at: wrong if `len` were the
+    // linear part or the captured bytes.
+    "greater 3600",
+    "less 5000",
+    "len = 9014",
+    "udp and len > 4000",
+    "greater 9000 or less 40",
+    "tcp and greater 97",
+    "len >= 51 and len < 100",
 ];
 
 #[test]
@@ -144,51 +227,81 @@ fn translated_filters_match_libpcap_verdict_for_verdict() {
     );
     assert!(EXPRESSIONS.len() >= 60);
     assert!(frames.iter().all(|f| f.len() >= 14));
+    let records = records(&frames);
+    let truncated = records.iter().filter(|r| r.captured.len() < r.wire_len as usize).count();
+    let max = netray_pcapfilter::max_test_run_frame();
+    let jumbo = records.iter().filter(|r| r.captured.len() > max).count();
+    assert!(truncated >= frames.len() && jumbo >= 40, "{truncated} truncated, {jumbo} jumbo records");
+    let probe = linear_length_probe();
 
     let started = Instant::now();
     let mut pairs = 0usize;
     let mut matched = 0usize;
+    let mut multi_buffer_runs = 0usize;
     let mut mismatches = Vec::new();
     let mut trivial = Vec::new();
     for expr in EXPRESSIONS {
         let cbpf = compile(expr, SNAPLEN).unwrap_or_else(|e| panic!("compile {expr:?}: {e}"));
         let ebpf = translate(&cbpf).unwrap_or_else(|e| panic!("translate {expr:?}: {e}"));
-        let raw = FilterProgram::load_with(&ebpf, ReturnMode::Snaplen)
+        let raw = FilterProgram::load_replay(&ebpf, ReturnMode::Snaplen)
             .unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
-        let verdict = FilterProgram::load(&ebpf).unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
+        let live = FilterProgram::load_multi_buffer(&ebpf, ReturnMode::Snaplen)
+            .unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
+        let filter = Filter::new(expr, SNAPLEN).unwrap_or_else(|e| panic!("load {expr:?}: {e}"));
         let libpcap = pcap::Capture::dead(pcap::Linktype::ETHERNET)
             .unwrap()
             .compile(expr, true)
             .unwrap();
         let mut hits = 0;
-        for (i, frame) in frames.iter().enumerate() {
-            let want = libpcap.filter(frame);
-            let interp = interpret(&cbpf, frame);
-            let kernel = raw
-                .run(frame)
-                .unwrap_or_else(|e| panic!("run {expr:?} frame {i}: {e}"));
-            let kernel_verdict = verdict.matches(frame).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            let (captured, wire_len) = (&r.captured[..], r.wire_len);
+            let want = libpcap_verdict(&libpcap, captured, wire_len);
+            let interp = interpret(&cbpf, captured, wire_len);
+            let replay_verdict = filter.matches(captured, wire_len).unwrap();
+            // Records up to the linear area run in the kernel; longer ones are judged by
+            // the interpreter (Filter::matches), and by a live multi-buffer run below.
+            let kernel = if captured.len() <= max {
+                raw.run_record(captured, wire_len)
+                    .unwrap_or_else(|e| panic!("run {expr:?} record {i}: {e}"))
+            } else {
+                interp
+            };
             pairs += 1;
             hits += usize::from(want);
             if (kernel != 0) != want
                 || interp != kernel
-                || kernel_verdict != want
+                || replay_verdict != want
                 || (want && kernel != SNAPLEN)
             {
                 mismatches.push(format!(
-                    "{expr:?} frame {i} ({} bytes): libpcap {want}, kernel {kernel}, xdp verdict {kernel_verdict}, interpreter {interp}",
-                    frame.len()
+                    "{expr:?} record {i} ({} of {wire_len} bytes): libpcap {want}, kernel {kernel}, dump -r verdict {replay_verdict}, interpreter {interp}",
+                    captured.len()
                 ));
+            }
+            // A whole jumbo frame as live XDP sees it: fragments beyond the linear area,
+            // `len` the whole frame, loads reaching the linear part only.
+            if captured.len() > max && captured.len() == wire_len as usize {
+                let linear = probe.run(captured).unwrap() as usize;
+                assert!(linear < captured.len(), "the test run kept all {linear} bytes linear");
+                let want = libpcap_verdict(&libpcap, &captured[..linear], wire_len);
+                let got = live.run(captured).unwrap_or_else(|e| panic!("run {expr:?} jumbo record {i}: {e}"));
+                multi_buffer_runs += 1;
+                if (got != 0) != want {
+                    mismatches.push(format!(
+                        "{expr:?} jumbo record {i} ({wire_len} bytes, {linear} linear): libpcap on the linear part {want}, multi-buffer kernel run {got}"
+                    ));
+                }
             }
         }
         matched += hits;
-        if hits == 0 || hits == frames.len() {
+        if hits == 0 || hits == records.len() {
             trivial.push(*expr);
         }
     }
     println!(
-        "compared {pairs} (expression, frame) pairs: {} expressions x {} frames, {matched} matches, {:?}",
+        "compared {pairs} (expression, record) pairs: {} expressions x {} records ({} frames; {truncated} records cut by a snap length, {jumbo} jumbo), {matched} matches, {multi_buffer_runs} multi-buffer kernel runs, {:?}",
         EXPRESSIONS.len(),
+        records.len(),
         frames.len(),
         started.elapsed()
     );
@@ -204,6 +317,28 @@ fn translated_filters_match_libpcap_verdict_for_verdict() {
         trivial.len() * 10 <= EXPRESSIONS.len(),
         "too many trivial expressions: {trivial:?}"
     );
+}
+
+/// `len`, `less` and `greater` judge the original length of a record, not the bytes kept:
+/// a 1000-byte frame recorded with a 60-byte snap length is `greater 100`, as libpcap says.
+#[test]
+fn length_expressions_judge_the_original_length() {
+    require_root();
+    let frame = &common::corpus()[0];
+    let mut big = frame.clone();
+    big.resize(1000, 0xab);
+    for (expr, want) in [("greater 100", true), ("less 100", false), ("len = 1000", true), ("len = 60", false)] {
+        let f = Filter::new(expr, SNAPLEN).unwrap();
+        let libpcap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap().compile(expr, true).unwrap();
+        assert_eq!(libpcap_verdict(&libpcap, &big[..60], 1000), want, "libpcap, {expr:?}");
+        assert_eq!(f.matches(&big[..60], 1000).unwrap(), want, "kernel, {expr:?}");
+        assert_eq!(interpret(&f.cbpf, &big[..60], 1000) != 0, want, "interpreter, {expr:?}");
+        // Below the test run's minimum: the interpreter, with the same lengths.
+        assert_eq!(f.matches(&big[..10], 1000).unwrap(), want, "short record, {expr:?}");
+    }
+    // A live program reads the frame's own length: it refuses to be told another one.
+    let live = FilterProgram::load(&translate(&compile("greater 100", SNAPLEN).unwrap()).unwrap()).unwrap();
+    assert!(matches!(live.run_record(&big[..60], 1000), Err(LoadError::LengthSource { .. })));
 }
 
 /// Frames the XDP test run refuses (< 14 bytes) are judged by the interpreter; the result
@@ -226,7 +361,7 @@ fn short_frames_fall_back_to_interpreter() {
             let frame: Vec<u8> = [2u8, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0][..len].to_vec();
             assert!(f.program.matches(&frame).is_err());
             assert_eq!(
-                f.matches(&frame).unwrap(),
+                f.matches(&frame, len as u32).unwrap(),
                 libpcap.filter(&frame),
                 "{expr:?} len {len}"
             );
@@ -252,7 +387,7 @@ fn short_frames_fall_back_to_interpreter() {
             Err(LoadError::FrameSize(9000))
         ));
         assert_eq!(
-            f.matches(&jumbo).unwrap(),
+            f.matches(&jumbo, 9000).unwrap(),
             libpcap.filter(&jumbo),
             "{expr:?} jumbo"
         );
@@ -280,7 +415,7 @@ fn protochain_loop_is_bounded() {
         let want = n <= max;
         assert!(libpcap.filter(&frame), "libpcap walks {n} headers");
         assert_eq!(prog.matches(&frame).unwrap(), want, "kernel, {n} headers");
-        assert_eq!(interpret(&cbpf, &frame) != 0, want, "interpreter, {n} headers");
+        assert_eq!(interpret(&cbpf, &frame, frame.len() as u32) != 0, want, "interpreter, {n} headers");
     }
 }
 

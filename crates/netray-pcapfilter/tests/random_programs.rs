@@ -1,6 +1,8 @@
 //! Random classic BPF programs through the real kernel: the verifier must accept every
 //! translation, and the in-kernel result must equal both this crate's interpreter and
-//! libpcap's own `bpf_filter` (called directly). Needs root; fails without it.
+//! libpcap's own `bpf_filter` (called directly), on whole packets and on records whose
+//! original length exceeds the bytes kept (a replay program, as `dump -r` loads). Needs
+//! root; fails without it.
 
 use netray_pcapfilter::cbpf::{self, tests_support, CbpfInsn};
 use netray_pcapfilter::{interpret, translate, FilterProgram, ReturnMode};
@@ -33,7 +35,7 @@ fn to_pcap(prog: &[CbpfInsn]) -> Vec<PcapInsn> {
 
 /// libpcap's interpreter, for programs it can run without aborting (its `bpf_filter`
 /// calls abort() on opcodes it does not know, and traps on a constant division by 0).
-fn libpcap_result(prog: &[CbpfInsn], pkt: &[u8]) -> Option<u32> {
+fn libpcap_result(prog: &[CbpfInsn], pkt: &[u8], wire_len: u32) -> Option<u32> {
     let unsafe_for_libpcap = prog.iter().any(|i| {
         i.code == cbpf::BPF_RET | cbpf::BPF_X
             || (cbpf::class(i.code) == cbpf::BPF_ALU
@@ -55,7 +57,7 @@ fn libpcap_result(prog: &[CbpfInsn], pkt: &[u8]) -> Option<u32> {
         bpf_filter(
             raw.as_ptr(),
             pkt.as_ptr(),
-            pkt.len() as u32,
+            wire_len,
             pkt.len() as u32,
         )
     })
@@ -81,16 +83,18 @@ fn random_programs_in_kernel_agree_with_interpreter_and_libpcap() {
         prog.extend((0..16).map(|m| CbpfInsn::stmt(cbpf::BPF_ST, m)));
         prog.extend(body);
         let frag = translate(&prog).unwrap_or_else(|e| panic!("program {n}: {e}: {prog:?}"));
-        let loaded = FilterProgram::load_with(&frag, ReturnMode::Snaplen)
+        let loaded = FilterProgram::load_replay(&frag, ReturnMode::Snaplen)
             .unwrap_or_else(|e| panic!("program {n}: {e}\n{prog:?}"));
-        for _ in 0..10 {
+        for run in 0..10 {
             let pkt = tests_support::random_packet_min(&mut seed, 14);
-            let want = interpret(&prog, &pkt);
-            let got = loaded.run(&pkt).unwrap();
-            assert_eq!(got, want, "program {n} {prog:?} on {pkt:?}");
+            // Every other record was cut short: its original length is up to 2000 more.
+            let wire_len = pkt.len() as u32 + if run % 2 == 1 { (tests_support::below(&mut seed, 2000) + 1) as u32 } else { 0 };
+            let want = interpret(&prog, &pkt, wire_len);
+            let got = loaded.run_record(&pkt, wire_len).unwrap();
+            assert_eq!(got, want, "program {n} {prog:?} on {pkt:?}, original length {wire_len}");
             kernel_runs += 1;
             nonzero += usize::from(want != 0);
-            if let Some(lp) = libpcap_result(&prog, &pkt) {
+            if let Some(lp) = libpcap_result(&prog, &pkt, wire_len) {
                 assert_eq!(
                     lp, want,
                     "libpcap vs interpreter: program {n} {prog:?} on {pkt:?}"

@@ -204,7 +204,7 @@ fn read_file(path: &std::path::Path, filter: &str, snaplen: u32, out: &mut Outpu
     for pkt in reader {
         let pkt = pkt?;
         read += 1;
-        if filter.matches(&pkt.data)? {
+        if filter.matches(&pkt.data, pkt.wire_len)? {
             matched += 1;
             let mut p = pkt.as_packet();
             p.data = &p.data[..p.data.len().min(snaplen as usize)];

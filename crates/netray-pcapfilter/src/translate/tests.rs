@@ -14,7 +14,7 @@ fn check(prog: &[CbpfInsn], pkts: &[&[u8]]) {
     for pkt in pkts {
         assert_eq!(
             run_fragment(&frag, pkt),
-            u64::from(interpret(prog, pkt)),
+            u64::from(interpret(prog, pkt, pkt.len() as u32)),
             "{prog:?} on {pkt:?}"
         );
     }
@@ -235,7 +235,7 @@ fn random_programs_agree_with_interpreter() {
             let pkt = crate::cbpf::tests_support::random_packet(&mut seed);
             assert_eq!(
                 run_fragment(&frag, &pkt),
-                u64::from(interpret(&prog, &pkt)),
+                u64::from(interpret(&prog, &pkt, pkt.len() as u32)),
                 "{prog:?} on {pkt:?}"
             );
             runs += 1;
@@ -257,7 +257,7 @@ fn backward_jumps_loop_with_a_bound() {
             s(BPF_RET | BPF_A, 0),
         ];
         let want = if n <= MAX_BACKWARD_JUMPS { n + 1 } else { 0 };
-        assert_eq!(interpret(&prog, &[]), want, "n = {n}");
+        assert_eq!(interpret(&prog, &[], 0), want, "n = {n}");
         check(&prog, &[&[], &[1, 2, 3]]);
         let frag = translate(&prog).unwrap();
         assert!(reachable_all(&frag));
@@ -304,7 +304,7 @@ fn protochain_agrees_with_interpreter() {
         pkts.push(v4);
         let refs: Vec<&[u8]> = pkts.iter().map(Vec::as_slice).collect();
         check(&prog, &refs);
-        let hits = refs.iter().filter(|p| interpret(&prog, p) != 0).count();
+        let hits = refs.iter().filter(|p| interpret(&prog, p, p.len() as u32) != 0).count();
         assert!(hits > 0 && hits < refs.len(), "{expr}: {hits} of {}", refs.len());
     }
 }
