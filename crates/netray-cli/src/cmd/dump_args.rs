@@ -49,9 +49,9 @@ use super::firewall::parse_mode;
     tcpdump's flags mean what they mean in tcpdump (times in nanoseconds, as with tcpdump\n\
     --time-stamp-precision=nano). Accepted with nothing to change: -n/-nn (addresses and ports are\n\
     always numbers), -S (TCP sequence numbers are always absolute), -p (XDP and TC see what the\n\
-    interface receives; netray never switches promiscuous mode on). -K also skips -v's IPv4 header\n\
-    checksum check (netray verifies no other checksum). Rotated files (-C, -G) are each a whole pcapng\n\
-    section with its interfaces, named as tcpdump names them.")]
+    interface receives; netray never switches promiscuous mode on). Rotated files (-C, -G) are each a\n\
+    whole pcapng section with its interfaces, named as tcpdump names them; -C and -G check before\n\
+    each packet, as tcpdump does, so a quiet interface keeps its file open.")]
 pub struct DumpArgs {
     /// Interface to capture on.
     #[arg(short, long = "interface", value_name = "IFACE", required_unless_present_any = ["read", "list_interfaces"])]
@@ -120,7 +120,8 @@ pub struct DumpArgs {
     #[arg(short = 'q')]
     pub quiet: bool,
     /// More detail: the IP header's fields (tos, ttl, id, offset, flags, proto, length; for IPv6
-    /// class, flowlabel, hlim, next-header, payload length). -vv: the same.
+    /// class, flowlabel, hlim, next-header, payload length) and the ICMPv6 checksum. -vv: the
+    /// same (netray verifies no TCP or UDP checksum).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
     /// Timestamps: -t none, -tt seconds since 1970, -ttt since the previous line, -tttt date and
@@ -142,7 +143,7 @@ pub struct DumpArgs {
     /// Accepted: netray never puts the interface in promiscuous mode.
     #[arg(short = 'p', long = "no-promiscuous-mode")]
     pub no_promiscuous: bool,
-    /// Don't verify checksums: with -v, no IPv4 header checksum check (netray checks no other).
+    /// Don't verify the IPv4 header checksum under -v (the ICMPv6 one is still checked, as tcpdump does).
     #[arg(short = 'K', long = "dont-verify-checksums")]
     pub no_checksums: bool,
 
