@@ -334,9 +334,21 @@ fn size_rotation_names_files_as_tcpdump_does_and_each_reads_in_tshark() {
             assert!(size <= 1_000_000 + 1100, "{n}: {size} bytes, over -C 1 by more than a packet");
         }
     }
-    let refused = netray(&["dump", "-r", input, "-w", "-", "-C", "1"]);
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && err.contains("-C") && err.contains("-w"), "{err}");
+    // Each mistake is one error naming the flag.
+    let scratch = Scratch::new("mistakes");
+    let out = scratch.join("x").to_str().unwrap().to_string();
+    let bad_pattern = scratch.join("x-%Q").to_str().unwrap().to_string();
+    for (args, says) in [
+        (&["-w", "-", "-C", "1"][..], "give -w a file name"),
+        (&["-w", &out, "-W", "3"], "-W 3 needs -C SIZE or -G SECONDS"),
+        (&["-w", &bad_pattern, "-G", "1"], "strftime pattern"),
+        (&["-w", "/nonexistent/x", "-C", "1"], "cannot create /nonexistent/x"),
+        (&["-w", &out, "-C", "0"], "'0': give a whole number of 1 or more"),
+    ] {
+        let refused = netray(&[&["dump", "-r", input], args].concat());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -132,7 +132,7 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
                 max_files: args.file_count,
                 seconds: args.rotate_seconds,
             };
-            Output::rotating(spec, args.count).context("-w with -C/-W/-G")?
+            Output::rotating(spec, args.count)?
         }
         Some(_) if to_stdout => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
         Some(p) => {

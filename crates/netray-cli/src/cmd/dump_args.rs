@@ -148,14 +148,14 @@ pub struct DumpArgs {
     pub no_checksums: bool,
 
     /// With -w: a new file once this one is larger than SIZE million bytes (FILE, FILE1, FILE2...).
-    #[arg(short = 'C', value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'C', value_name = "SIZE", requires = "write", value_parser = at_least_one::<u64>)]
     pub file_size: Option<u64>,
     /// With -C: rotate through COUNT files (FILE0..FILE<COUNT-1>, overwriting the oldest); with -G:
     /// stop after COUNT files.
-    #[arg(short = 'W', value_name = "COUNT", requires = "write", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'W', value_name = "COUNT", requires = "write", value_parser = at_least_one::<u32>)]
     pub file_count: Option<u32>,
     /// With -w: a new file every SECONDS, named by FILE as a strftime pattern (dump-%H%M%S.pcapng).
-    #[arg(short = 'G', value_name = "SECONDS", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'G', value_name = "SECONDS", requires = "write", value_parser = at_least_one::<u64>)]
     pub rotate_seconds: Option<u64>,
 
     /// pcap-filter expression.
@@ -196,6 +196,14 @@ fn parse_dump_mode(s: &str) -> Result<(AttachMode, bool), String> {
     match s {
         "chain" => Ok((AttachMode::Auto, true)),
         other => parse_mode(other).map(|m| (m, false)).map_err(|e| format!("{e}; or chain (see --help)")),
+    }
+}
+
+/// -C, -W, -G: a whole number from 1 (tcpdump refuses 0 too).
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("'{s}': give a whole number of 1 or more")),
     }
 }
 
