@@ -196,8 +196,8 @@ struct Decoded {
     link: String,
     /// Bytes of link-level header (Ethernet and VLAN tags): where `-x` starts.
     link_len: usize,
-    /// Length of the network word opening `summary` ("IP ", "IP6 ", "ARP, "), which `-e`
-    /// replaces with the ethertype.
+    /// Length of the VLAN tags and network word opening `summary` ("vlan 10, p 0, IP "), which
+    /// `-e` replaces with `link`.
     net_word: usize,
     quiet: bool,
     verbose: u8,
@@ -217,26 +217,23 @@ fn decode(frame: &[u8], wire_len: u32, style: LineStyle) -> Decoded {
         return d;
     };
     let mut ether_type = eth.ether_type();
-    let (src_mac, dst_mac, type_name) = (mac(&eth.source()), mac(&eth.destination()), ether_type_name(ether_type));
-    // -q shortens the ethertype to its name, as tcpdump's -e -q does.
-    let _ = if style.quiet {
-        write!(d.link, "{src_mac} > {dst_mac}, {type_name}, length {wire_len}: ")
-    } else {
-        write!(d.link, "{src_mac} > {dst_mac}, ethertype {type_name} (0x{:04x}), length {wire_len}: ", ether_type.0)
-    };
+    let (src_mac, dst_mac) = (mac(&eth.source()), mac(&eth.destination()));
+    let _ = write!(d.link, "{src_mac} > {dst_mac}, {}, length {wire_len}: ", ether_type_label(ether_type, style.quiet));
     let mut rest = &frame[eth.slice().len()..];
     while matches!(ether_type, EtherType::VLAN_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING) {
         let Ok(vlan) = SingleVlanSlice::from_slice(rest) else {
             d.summary.push_str("[|vlan]");
             return d;
         };
-        let _ =
-            write!(d.summary, "vlan {}, p {}, ", vlan.vlan_identifier().value(), vlan.priority_code_point().value());
+        let (id, priority) = (vlan.vlan_identifier().value(), vlan.priority_code_point().value());
+        let _ = write!(d.summary, "vlan {id}, p {priority}, ");
         ether_type = vlan.ether_type();
+        // -e names each tag's inner ethertype, as tcpdump -e does.
+        let _ = write!(d.link, "vlan {id}, p {priority}, {}, ", ether_type_label(ether_type, style.quiet));
         rest = vlan.payload_slice();
     }
     d.link_len = frame.len() - rest.len();
-    let words_before = d.summary.len();
+    let tags_len = d.summary.len();
     match ether_type {
         EtherType::IPV4 => ipv4(&mut d, rest),
         EtherType::IPV6 => ipv6(&mut d, rest),
@@ -250,26 +247,34 @@ fn decode(frame: &[u8], wire_len: u32, style: LineStyle) -> Decoded {
                 mac(&eth.destination()),
                 other.0
             );
+            // Under -e the link part says all there is, as in tcpdump.
+            d.net_word = d.summary.len();
+            return d;
         }
     }
-    // Only an untagged frame's network word gives way to the ethertype under -e: behind VLAN
-    // tags the inner ethertype is not printed, so the word stays.
-    if words_before == 0 {
-        let word = ["IP6 ", "IP ", "ARP, "].into_iter().find(|w| d.summary.starts_with(w));
-        d.net_word = word.map_or(0, str::len);
-    }
+    // Under -e the VLAN tags and the network word give way to the link part, which names the ethertypes.
+    let after_tags = d.summary.get(tags_len..).unwrap_or_default();
+    let word = ["IP6 ", "IP ", "ARP, "].into_iter().find(|w| after_tags.starts_with(w));
+    d.net_word = tags_len + word.map_or(0, str::len);
     d
 }
 
-/// tcpdump's names for the ethertypes of its `-e` header.
-fn ether_type_name(t: EtherType) -> &'static str {
-    match t {
+/// An ethertype in tcpdump's `-e` header: "ethertype IPv4 (0x0800)", with -q "IPv4" (and
+/// "Unknown Ethertype (0x88b5)" for types tcpdump has no name for).
+fn ether_type_label(t: EtherType, quiet: bool) -> String {
+    let name = match t {
         EtherType::IPV4 => "IPv4",
         EtherType::IPV6 => "IPv6",
         EtherType::ARP => "ARP",
         EtherType::VLAN_TAGGED_FRAME => "802.1Q",
         EtherType::PROVIDER_BRIDGING => "802.1Q-QinQ",
+        _ if quiet => return format!("Unknown Ethertype (0x{:04x})", t.0),
         _ => "Unknown",
+    };
+    if quiet {
+        name.to_owned()
+    } else {
+        format!("ethertype {name} (0x{:04x})", t.0)
     }
 }
 

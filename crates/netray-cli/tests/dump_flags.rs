@@ -276,8 +276,9 @@ fn tshark_count(file: &Path) -> usize {
     run(Command::new("tshark").arg("-r").arg(file)).lines().count()
 }
 
-/// A pcap file of `n` 1000-byte UDP frames, written by hand (24-byte header, 16 per record).
-fn udp_pcap(path: &Path, n: u32) {
+/// A pcap file of `frames`, written by hand (a 24-byte header, 16 bytes before each record),
+/// the n-th stamped n/100 s after the first.
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let mut out = Vec::new();
     for word in [0xa1b2c3d4u32.to_le_bytes().as_slice(), &2u16.to_le_bytes(), &4u16.to_le_bytes()] {
         out.extend_from_slice(word);
@@ -285,24 +286,69 @@ fn udp_pcap(path: &Path, n: u32) {
     for v in [0u32, 0, 65535, 1] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    frame.extend_from_slice(&[0x45, 0, 0x03, 0xda, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    frame.extend_from_slice(&[0x9c, 0x40, 0, 9, 0x03, 0xc6, 0, 0]);
-    frame.resize(1000, 0x6e);
-    for i in 0..n {
-        for v in [1_700_000_000 + i / 100, (i % 100) * 10_000, 1000, 1000] {
+    for (i, frame) in (0u32..).zip(frames) {
+        let len = frame.len() as u32;
+        for v in [1_700_000_000 + i / 100, (i % 100) * 10_000, len, len] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&frame);
+        out.extend_from_slice(frame);
     }
     std::fs::write(path, out).unwrap();
+}
+
+/// Ethernet from 02:00:00:00:00:01 to 02:00:00:00:00:02, after `tags` 802.1Q tags, of `ether_type`.
+fn ethernet(tags: &[u16], ether_type: u16, body: &[u8]) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+    for vid in tags {
+        frame.extend_from_slice(&[0x81, 0]);
+        frame.extend_from_slice(&vid.to_be_bytes());
+    }
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// 10.0.0.1:40000 > 10.0.0.2:9 over UDP, `payload` bytes of 0x6e (IPv4 checksum left 0).
+fn udp_ipv4(payload: usize) -> Vec<u8> {
+    let total = (20 + 8 + payload) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0, 9]);
+    ip.extend_from_slice(&(total - 20).to_be_bytes());
+    ip.extend_from_slice(&[0, 0]);
+    ip.resize(usize::from(total), 0x6e);
+    ip
+}
+
+#[test]
+fn link_headers_of_vlan_tagged_and_unknown_frames_print_as_tcpdump_prints_them() {
+    let dir = Scratch::new("link");
+    let file = dir.join("link.pcap");
+    let frames = [
+        ethernet(&[10], 0x0800, &udp_ipv4(5)),
+        ethernet(&[10, 20], 0x0800, &udp_ipv4(5)),
+        ethernet(&[], 0x88b5, b"abcdefgh"),
+    ];
+    write_pcap(&file, &frames);
+    let f = file.to_str().unwrap();
+    // Without -e, netray names the VLAN tags and tcpdump does not: only -e lines compare.
+    for flags in [&["-e"][..], &["-e", "-q"], &["-e", "-X"], &["-e", "-xx"]] {
+        let expected = tcpdump(&[&["-r", f, "-nn", "--time-stamp-precision=nano"], flags].concat());
+        // tcpdump hex-dumps a frame of an unknown ethertype even without -x: only the header line compares.
+        let expected: String = if flags == ["-e"] {
+            expected.lines().filter(|l| !l.starts_with('\t')).map(|l| format!("{l}\n")).collect()
+        } else {
+            expected
+        };
+        assert_eq!(netray_read(&file, "if0", flags), expected, "{flags:?}");
+    }
 }
 
 #[test]
 fn size_rotation_names_files_as_tcpdump_does_and_each_reads_in_tshark() {
     let dir = Scratch::new("rotate");
     let input = dir.join("in.pcap");
-    udp_pcap(&input, 3500);
+    write_pcap(&input, &vec![ethernet(&[], 0x0800, &udp_ipv4(958)); 3500]);
     let input = input.to_str().unwrap();
     // The name is a strftime pattern under -G only; within the hour, -G 3600 leaves the naming to -C.
     let rotations: [&[&str]; 6] = [
