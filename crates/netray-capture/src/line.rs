@@ -21,6 +21,7 @@ use chrono::{DateTime, Local};
 use netray_core::clock::{self, Fraction};
 use serde_json::{json, Value};
 
+use crate::checksum;
 use crate::hexdump::PayloadDump;
 use crate::packet::{Direction, Packet};
 
@@ -202,6 +203,8 @@ struct Decoded {
     quiet: bool,
     verbose: u8,
     skip_checksums: bool,
+    /// Part of a fragmented datagram: its transport checksum cannot be checked.
+    fragmented: bool,
 }
 
 /// Decodes what was captured of a frame that was `wire_len` bytes long.
@@ -296,6 +299,7 @@ fn ipv4(d: &mut Decoded, data: &[u8]) {
     if d.verbose > 0 {
         ipv4_fields(&mut d.summary, &ip, !d.skip_checksums);
     }
+    d.fragmented = ip.more_fragments();
     if ip.fragments_offset().value() != 0 {
         // Not the first fragment: the transport header is in another packet, so (like
         // tcpdump) only the protocol number is known.
@@ -364,7 +368,15 @@ fn ipv6(d: &mut Decoded, data: &[u8]) {
         remaining = remaining.saturating_sub(consumed);
     }
     // tcpdump names the extension headers after the addresses and before the transport.
-    let mut inner = Decoded { src: d.src, dst: d.dst, quiet: d.quiet, verbose: d.verbose, ..Decoded::default() };
+    let mut inner = Decoded {
+        src: d.src,
+        dst: d.dst,
+        quiet: d.quiet,
+        verbose: d.verbose,
+        skip_checksums: d.skip_checksums,
+        fragmented: ext.contains("frag"),
+        ..Decoded::default()
+    };
     transport(&mut inner, next, payload, remaining, true);
     let (addrs, after) = split_addrs(&inner.summary);
     let _ = write!(d.summary, "{addrs}{ext}{after}");
@@ -450,6 +462,13 @@ fn truncated6(d: &mut Decoded, src: Ipv6Addr, dst: Ipv6Addr, ext: &str, what: &s
     let _ = write!(d.summary, "{src} > {dst}: {ext}[|{what}]");
 }
 
+impl Decoded {
+    /// -v without -K, on an unfragmented datagram: TCP and UDP checksums are checked.
+    fn checks_transport(&self) -> bool {
+        self.verbose > 0 && !self.skip_checksums && !self.fragmented
+    }
+}
+
 /// Splits "a.1 > b.2: UDP, length 3" after "a.1 > b.2: ".
 fn split_addrs(s: &str) -> (&str, &str) {
     match s.find(": ") {
@@ -476,7 +495,15 @@ fn transport(d: &mut Decoded, proto: IpNumber, payload: &[u8], len: usize, v6: b
                 if d.quiet {
                     let _ = write!(d.summary, "tcp {}", len.saturating_sub(tcp.header_slice().len()));
                 } else {
-                    tcp_details(&mut d.summary, &tcp, len);
+                    // -v: ", cksum 0x1234 (correct)" after the flags, over a whole captured segment.
+                    let cksum = (d.checks_transport() && payload.len() == len).then(|| {
+                        let should = checksum::with_pseudo_header(src, dst, 6, payload, 16);
+                        match tcp.checksum() {
+                            sum if sum == should => format!(", cksum 0x{sum:04x} (correct)"),
+                            sum => format!(", cksum 0x{sum:04x} (incorrect -> 0x{should:04x})"),
+                        }
+                    });
+                    tcp_details(&mut d.summary, &tcp, len, cksum.as_deref().unwrap_or_default(), d.verbose > 1);
                 }
             }
             Err(_) => tcp_udp_truncated(d, payload, "tcp"),
@@ -485,20 +512,40 @@ fn transport(d: &mut Decoded, proto: IpNumber, payload: &[u8], len: usize, v6: b
             Ok(udp) => {
                 d.sport = Some(udp.source_port());
                 d.dport = Some(udp.destination_port());
-                let _ = write!(
-                    d.summary,
-                    "{src}.{} > {dst}.{}: UDP, length {}",
-                    udp.source_port(),
-                    udp.destination_port(),
-                    usize::from(udp.length()).saturating_sub(8)
-                );
+                let _ = write!(d.summary, "{src}.{} > {dst}.{}: ", udp.source_port(), udp.destination_port());
+                // tcpdump checks UDP over IPv6 from -v, over IPv4 from -vv (where 0 means none).
+                let datagram = payload.get(..usize::from(udp.length()));
+                if d.checks_transport() && (v6 || d.verbose > 1) {
+                    match (udp.checksum(), datagram) {
+                        (0, _) if !v6 => d.summary.push_str("[no cksum] "),
+                        (sum, Some(datagram)) => {
+                            let should = checksum::with_pseudo_header(src, dst, 17, datagram, 6);
+                            if sum == should {
+                                d.summary.push_str("[udp sum ok] ");
+                            } else {
+                                let _ = write!(d.summary, "[bad udp cksum 0x{sum:04x} -> 0x{should:04x}!] ");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = write!(d.summary, "UDP, length {}", usize::from(udp.length()).saturating_sub(8));
             }
             Err(_) => tcp_udp_truncated(d, payload, "udp"),
         },
         IpNumber::ICMP if !v6 => {
             let _ = write!(d.summary, "{src} > {dst}: ");
             match Icmpv4Slice::from_slice(payload) {
-                Ok(icmp) => icmpv4(&mut d.summary, &icmp, len),
+                Ok(icmp) => {
+                    icmpv4(&mut d.summary, &icmp, len);
+                    // -v: only a wrong checksum is mentioned (tcpdump does so whatever -K says).
+                    if d.verbose > 0 && !d.fragmented && payload.len() == len {
+                        let should = checksum::plain(payload, 2);
+                        if icmp.checksum() != should {
+                            let _ = write!(d.summary, " (wrong icmp cksum {:x} (->{should:x})!)", icmp.checksum());
+                        }
+                    }
+                }
                 Err(_) => d.summary.push_str("[|icmp]"),
             }
         }
@@ -538,7 +585,8 @@ fn tcp_udp_truncated(d: &mut Decoded, payload: &[u8], what: &str) {
 
 /// "Flags [S.], seq 1, ack 2, win 3, options [mss 1460], length 0", absolute sequence
 /// numbers (as `tcpdump -S`: netray keeps no per-connection state).
-fn tcp_details(out: &mut String, tcp: &TcpSlice, len: usize) {
+/// `cksum`: -v's checksum verdict; `seq_always`: -vv prints the sequence number of every segment.
+fn tcp_details(out: &mut String, tcp: &TcpSlice, len: usize, cksum: &str, seq_always: bool) {
     let flags: String = [
         (tcp.fin(), 'F'),
         (tcp.syn(), 'S'),
@@ -556,10 +604,10 @@ fn tcp_details(out: &mut String, tcp: &TcpSlice, len: usize) {
     let flags = if flags.is_empty() { "none".to_owned() } else { flags };
     let data_len = len.saturating_sub(tcp.header_slice().len());
     let seq = tcp.sequence_number();
-    let _ = write!(out, "Flags [{flags}]");
+    let _ = write!(out, "Flags [{flags}]{cksum}");
     if data_len > 0 {
         let _ = write!(out, ", seq {seq}:{}", seq.wrapping_add(data_len as u32));
-    } else if tcp.syn() || tcp.fin() || tcp.rst() {
+    } else if tcp.syn() || tcp.fin() || tcp.rst() || seq_always {
         let _ = write!(out, ", seq {seq}");
     }
     if tcp.ack() {

@@ -120,8 +120,8 @@ pub struct DumpArgs {
     #[arg(short = 'q')]
     pub quiet: bool,
     /// More detail: the IP header's fields (tos, ttl, id, offset, flags, proto, length; for IPv6
-    /// class, flowlabel, hlim, next-header, payload length) and the ICMPv6 checksum. -vv: the
-    /// same (netray verifies no TCP or UDP checksum).
+    /// class, flowlabel, hlim, next-header, payload length) and the checksums tcpdump checks
+    /// (TCP, UDP over IPv6, ICMP). -vv: also UDP over IPv4, and every TCP segment's sequence number.
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
     /// Timestamps: -t none, -tt seconds since 1970, -ttt since the previous line, -tttt date and
@@ -143,7 +143,7 @@ pub struct DumpArgs {
     /// Accepted: netray never puts the interface in promiscuous mode.
     #[arg(short = 'p', long = "no-promiscuous-mode")]
     pub no_promiscuous: bool,
-    /// Don't verify the IPv4 header checksum under -v (the ICMPv6 one is still checked, as tcpdump does).
+    /// Don't verify IP, TCP and UDP checksums under -v (ICMP's still are, as in tcpdump).
     #[arg(short = 'K', long = "dont-verify-checksums")]
     pub no_checksums: bool,
 
