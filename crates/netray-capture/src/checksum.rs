@@ -1,55 +1,40 @@
 //! The transport checksums `tcpdump -v` checks (TCP, UDP and ICMP), computed over what was
-//! captured: the RFC 1071 ones' complement sum, with the IPv4 or IPv6 pseudo-header for TCP
-//! and UDP. Written here rather than through etherparse, whose checksum functions want whole
-//! parsed headers that a decoder reading possibly short captures does not build.
+//! captured with etherparse's ones' complement sum (which sums in host order: `to_be` turns
+//! it into the value the header holds). etherparse's own per-header checksum functions want
+//! whole parsed headers, which a decoder of possibly short captures lacks.
 
 use std::net::IpAddr;
 
-/// The checksum `segment` should carry at byte `field` (which is counted as zero), for
-/// protocol `proto` between `src` and `dst` (TCP, UDP; ICMPv4 has no pseudo-header: [`plain`]).
+use etherparse::checksum::Sum16BitWords;
+
+/// The checksum `segment` should carry in its 16-bit field at byte `field` (an even offset,
+/// counted as zero), for protocol `proto` between `src` and `dst`: TCP and UDP, with the
+/// IPv4 or IPv6 pseudo-header.
 pub fn with_pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8], field: usize) -> u16 {
-    let mut sum = 0u64;
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            sum += add_words(&s.octets()) + add_words(&d.octets());
-        }
-        (s, d) => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V6(a) => a.octets(),
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            };
-            sum += add_words(&v6(s)) + add_words(&v6(d));
-        }
-    }
-    sum += u64::from(proto) + segment.len() as u64;
-    finish(sum + add_words_skipping(segment, field))
+    let sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Sum16BitWords::new().add_4bytes(s.octets()).add_4bytes(d.octets()),
+        (s, d) => Sum16BitWords::new().add_16bytes(v6_octets(s)).add_16bytes(v6_octets(d)),
+    };
+    let length = u32::try_from(segment.len()).unwrap_or(u32::MAX).to_be_bytes();
+    skipping(sum.add_2bytes([0, proto]).add_4bytes(length), segment, field).ones_complement().to_be()
 }
 
-/// The checksum of `data` with the 16-bit field at `field` counted as zero (ICMP's).
+/// The checksum of `data` with its field at byte `field` counted as zero (ICMPv4's).
 pub fn plain(data: &[u8], field: usize) -> u16 {
-    finish(add_words_skipping(data, field))
+    skipping(Sum16BitWords::new(), data, field).ones_complement().to_be()
 }
 
-fn add_words_skipping(data: &[u8], field: usize) -> u64 {
-    let mut sum = 0u64;
-    for (i, pair) in data.chunks(2).enumerate() {
-        if i * 2 == field {
-            continue;
-        }
-        sum += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+fn skipping(sum: Sum16BitWords, data: &[u8], field: usize) -> Sum16BitWords {
+    let before = data.get(..field).unwrap_or(data);
+    let after = data.get(field + 2..).unwrap_or_default();
+    sum.add_slice(before).add_slice(after)
+}
+
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
     }
-    sum
-}
-
-fn add_words(data: &[u8]) -> u64 {
-    add_words_skipping(data, usize::MAX)
-}
-
-fn finish(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]

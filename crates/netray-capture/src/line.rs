@@ -519,7 +519,11 @@ fn transport(d: &mut Decoded, proto: IpNumber, payload: &[u8], len: usize, v6: b
                     match (udp.checksum(), datagram) {
                         (0, _) if !v6 => d.summary.push_str("[no cksum] "),
                         (sum, Some(datagram)) => {
-                            let should = checksum::with_pseudo_header(src, dst, 17, datagram, 6);
+                            // A UDP sum of 0 is sent as 0xffff: 0 means "none".
+                            let should = match checksum::with_pseudo_header(src, dst, 17, datagram, 6) {
+                                0 => 0xffff,
+                                should => should,
+                            };
                             if sum == should {
                                 d.summary.push_str("[udp sum ok] ");
                             } else {
