@@ -114,7 +114,7 @@ impl LineFormatter {
         let d = decode(pkt.data, pkt.wire_len, style);
         if style.link_header {
             line.push_str(&d.link);
-            line.push_str(&d.summary[d.net_word..]);
+            line.push_str(d.summary.get(d.net_word..).unwrap_or_default());
         } else {
             line.push_str(&d.summary);
         }
