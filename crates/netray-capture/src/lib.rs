@@ -5,6 +5,9 @@ pub mod packet;
 
 pub use packet::{CaptureIf, Packet, Point};
 pub mod line;
+pub mod hexdump;
+pub mod checksum;
+pub mod rotation;
 pub mod offline;
 pub mod pcapng;
 pub use pcapng::PcapngWriter;

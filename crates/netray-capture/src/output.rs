@@ -1,20 +1,69 @@
-//! Where captured packets go: a pcapng stream, or text lines (tcpdump style or
-//! JSON), with tcpdump's `-c` limit. Shared by live capture and `-r`.
+//! Where captured packets go: a pcapng stream (one file, or files rotated like tcpdump's
+//! `-C`/`-W`/`-G`), text lines (tcpdump style or JSON), or only their number (`--count`),
+//! with tcpdump's `-c` limit. Shared by live capture and `-r`.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::{line, Packet, PcapngWriter};
+use crate::line::{self, LineFormatter, LineStyle};
+use crate::rotation::{Next, Rotation, RotationError, RotationSpec};
+use crate::{CaptureIf, Packet, PcapngWriter};
 
 pub struct Output {
     sink: Sink,
     written: u64,
     limit: Option<u64>,
+    /// `-l` / `-U`: flush after every packet rather than on the caller's timer.
+    flush_each: bool,
+    /// Interfaces declared so far, declared again at the start of each rotated file.
+    declared: Vec<CaptureIf>,
+    /// `-G` with `-W`: the file limit that ended the capture.
+    file_limit_reached: Option<u32>,
     error: Option<io::Error>,
 }
 
 enum Sink {
     Pcapng(PcapngWriter<Box<dyn Write + Send>>),
-    Text { out: Box<dyn Write + Send>, json: bool },
+    Rotating { rotation: Rotation, segment: Segment },
+    Text { out: Box<dyn Write + Send>, json: bool, lines: LineFormatter },
+    Count,
+}
+
+/// One rotated file: its pcapng section and how many bytes went into it.
+struct Segment {
+    writer: PcapngWriter<Box<dyn Write + Send>>,
+    bytes: Arc<AtomicU64>,
+}
+
+/// Opens one file of a rotated capture and starts its pcapng section. The one place a
+/// rotated file is opened, so how files are written can change here alone.
+fn open_segment(path: &Path) -> io::Result<Segment> {
+    let file = File::create(path).map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counted = Counted { inner: BufWriter::with_capacity(1 << 20, file), bytes: Arc::clone(&bytes) };
+    Ok(Segment { writer: PcapngWriter::new(Box::new(counted) as Box<dyn Write + Send>)?, bytes })
+}
+
+/// Counts what goes through it: a rotated file's size without asking the file system.
+struct Counted<W> {
+    inner: W,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Output {
@@ -23,13 +72,40 @@ impl Output {
         Ok(Output::new(Sink::Pcapng(PcapngWriter::new(out)?), limit))
     }
 
+    /// pcapng into files named and rotated as `spec` says (tcpdump's `-w` with `-C`/`-W`/`-G`).
+    /// A spec that cannot work is an `InvalidInput` error naming the flag.
+    pub fn rotating(spec: RotationSpec, limit: Option<u64>) -> io::Result<Output> {
+        let (rotation, first) = Rotation::start(spec, SystemTime::now())
+            .map_err(|e: RotationError| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(Output::new(Sink::Rotating { rotation, segment: open_segment(&first)? }, limit))
+    }
+
     /// One line per packet: tcpdump style, or one JSON object.
     pub fn text(out: Box<dyn Write + Send>, json: bool, limit: Option<u64>) -> Output {
-        Output::new(Sink::Text { out, json }, limit)
+        Output::new(Sink::Text { out, json, lines: LineFormatter::new(LineStyle::default()) }, limit)
+    }
+
+    /// Nothing but the number of packets (`--count`): [`Output::written`] at the end.
+    pub fn count_only(limit: Option<u64>) -> Output {
+        Output::new(Sink::Count, limit)
+    }
+
+    /// Text lines in this style (`-t`, `-e`, `-q`, `-v`, `-x`...); no effect on other outputs.
+    pub fn with_style(mut self, style: LineStyle) -> Output {
+        if let Sink::Text { lines, .. } = &mut self.sink {
+            *lines = LineFormatter::new(style);
+        }
+        self
+    }
+
+    /// Flush after each packet: `-l` for lines, `-U` for pcapng.
+    pub fn flush_each_packet(mut self, on: bool) -> Output {
+        self.flush_each = on;
+        self
     }
 
     fn new(sink: Sink, limit: Option<u64>) -> Output {
-        Output { sink, written: 0, limit, error: None }
+        Output { sink, written: 0, limit, flush_each: false, declared: Vec::new(), file_limit_reached: None, error: None }
     }
 
     /// Writes one packet; false once the limit is reached or writing failed
@@ -38,30 +114,74 @@ impl Output {
         if self.done() {
             return false;
         }
+        if let Err(e) = self.rotate_if_due() {
+            self.error = Some(e);
+            return false;
+        }
+        if self.file_limit_reached.is_some() {
+            return false;
+        }
         let result = match &mut self.sink {
             Sink::Pcapng(w) => w.write(pkt),
-            Sink::Text { out, json: false } => writeln!(out, "{}", line::format_line(pkt)),
-            Sink::Text { out, json: true } => writeln!(out, "{}", line::to_json(pkt)),
+            Sink::Rotating { segment, .. } => segment.writer.write(pkt),
+            Sink::Text { out, json: false, lines } => writeln!(out, "{}", lines.format(pkt)),
+            Sink::Text { out, json: true, .. } => writeln!(out, "{}", line::to_json(pkt)),
+            Sink::Count => Ok(()),
         };
         match result {
             Ok(()) => self.written += 1,
             Err(e) => self.error = Some(e),
         }
+        if self.flush_each {
+            self.flush();
+        }
         !self.done()
     }
 
-    /// Declares a capture interface up front (pcapng), so an empty capture is a valid file.
-    pub fn declare(&mut self, iface: &crate::CaptureIf) {
-        if let Sink::Pcapng(w) = &mut self.sink {
-            if let Err(e) = w.declare(iface) {
-                self.error.get_or_insert(e);
+    /// Moves to the next rotated file when its time or size has come.
+    fn rotate_if_due(&mut self) -> io::Result<()> {
+        let Sink::Rotating { rotation, segment } = &mut self.sink else { return Ok(()) };
+        match rotation.before_packet(SystemTime::now(), segment.bytes.load(Ordering::Relaxed)) {
+            Next::Same => Ok(()),
+            Next::Stop => {
+                segment.writer.flush()?;
+                self.file_limit_reached = rotation.files_limit();
+                Ok(())
+            }
+            Next::Open(path) => {
+                segment.writer.flush()?;
+                *segment = open_segment(&path)?;
+                for iface in &self.declared {
+                    segment.writer.declare(iface)?;
+                }
+                Ok(())
             }
         }
     }
 
-    /// The limit is reached, or the output is gone.
+    /// Declares a capture interface up front (pcapng), so an empty capture is a valid file.
+    pub fn declare(&mut self, iface: &CaptureIf) {
+        let result = match &mut self.sink {
+            Sink::Pcapng(w) => w.declare(iface),
+            Sink::Rotating { segment, .. } => segment.writer.declare(iface),
+            Sink::Text { .. } | Sink::Count => Ok(()),
+        };
+        self.declared.push(iface.clone());
+        if let Err(e) = result {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// The limit is reached, the `-W` file limit is, or the output is gone.
     pub fn done(&self) -> bool {
-        self.error.is_some() || self.limit.is_some_and(|l| self.written >= l)
+        self.error.is_some()
+            || self.file_limit_reached.is_some()
+            || self.limit.is_some_and(|l| self.written >= l)
+    }
+
+    /// `-G` with `-W N`: Some(N) once the N-th file was complete and the capture stopped.
+    pub fn file_limit_reached(&self) -> Option<u32> {
+        self.file_limit_reached
     }
 
     pub fn written(&self) -> u64 {
@@ -71,7 +191,9 @@ impl Output {
     pub fn flush(&mut self) {
         let r = match &mut self.sink {
             Sink::Pcapng(w) => w.flush(),
+            Sink::Rotating { segment, .. } => segment.writer.flush(),
             Sink::Text { out, .. } => out.flush(),
+            Sink::Count => Ok(()),
         };
         if let Err(e) = r {
             self.error.get_or_insert(e);

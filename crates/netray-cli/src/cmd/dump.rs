@@ -3,7 +3,6 @@
 use std::{
     fs::File,
     io::{BufWriter, Write},
-    path::PathBuf,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,93 +12,28 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use clap::{Args, ValueEnum};
+use netray_capture::hexdump::{Payload, PayloadDump};
+use netray_capture::line::{LineStyle, TimeStamp};
+use netray_capture::rotation::RotationSpec;
 use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Point, PointStats};
-use netray_core::{AttachMode, Hook};
 
-use super::{firewall::parse_mode, Context};
-
-#[derive(Args)]
-#[command(after_help = "Examples:\n  \
-    netray dump -i eth1\n  \
-    netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
-    netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
-    netray dump -i eth1 --point both -c 100 -w fw.pcapng\n  \
-    netray dump -i eth1 --mode chain -w in.pcapng udp port 53\n  \
-    netray dump -i eth1 --hook tc-egress -c 10\n  \
-    netray dump -r capture.pcapng -w https.pcapng tcp port 443\n\
-    \n\
-    The filter expression is pcap-filter syntax (man 7 pcap-filter), compiled by libpcap and run\n\
-    inside the kernel: packets it rejects are never copied to userspace.\n\
-    \n\
-    Hooks: xdp (received, before the network stack: sees what XDP programs drop), tc-ingress,\n\
-    tc-egress (sent). Points: entry (before any program on the hook decides), exit (after the program\n\
-    on the hook decided; each record carries the verdict, as the pcapng epb_verdict option and a comment).\n\
-    \n\
-    Beside an XDP program netray did not load, dump watches it through fentry/fexit on its main function\n\
-    where the kernel allows it and the program has BTF: nothing is swapped, the program stays attached\n\
-    untouched, and exit records carry the verdicts it returned. Elsewhere, or with --mode chain, the\n\
-    capture goes in front of it, reaches it by tail call, and puts it back exactly when dump exits (also\n\
-    on Ctrl-C and SIGTERM; after kill -9, traffic keeps flowing through it and the next dump on the\n\
-    interface puts it back); the exit point then needs netray's own program on the interface. One line\n\
-    on stderr (and \"foreign_xdp\" in the --json start record) says which way was taken and why.\n\
-    \n\
-    Without -w, one line per packet (tcpdump -nn style; --json: one object per packet). With -w,\n\
-    pcapng with one interface per (interface, hook, point) and nanosecond timestamps. At the end, like\n\
-    tcpdump: packets captured, received by filter, matched, and dropped by kernel (ring buffer full):\n\
-    losses are never silent. See docs/dump.md.")]
-pub struct DumpArgs {
-    /// Interface to capture on.
-    #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "read")]
-    iface: Option<String>,
-    /// Write pcapng to FILE ('-' for stdout) instead of printing packets.
-    #[arg(short = 'w', value_name = "FILE")]
-    write: Option<PathBuf>,
-    /// Read packets from a pcap or pcapng FILE ('-' for stdin) and filter them with the same
-    /// in-kernel program (BPF_PROG_TEST_RUN).
-    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["iface", "hook", "point"])]
-    read: Option<PathBuf>,
-    /// Exit after this many packets.
-    #[arg(short = 'c', value_name = "COUNT")]
-    count: Option<u64>,
-    /// Bytes kept of each packet (0 = 262144, like tcpdump).
-    #[arg(short = 's', long = "snapshot-length", value_name = "SNAPLEN", default_value_t = CaptureSpec::DEFAULT_SNAPLEN)]
-    snaplen: u32,
-    /// Where to capture: xdp, tc-ingress, tc-egress (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',', value_parser = parse_hook, default_value = "xdp")]
-    hook: Vec<Hook>,
-    /// entry, exit or both.
-    #[arg(long, value_enum, default_value = "entry")]
-    point: PointArg,
-    /// Ring buffer size per CPU and hook, in KiB (rounded up to a power of two).
-    #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = CaptureSpec::DEFAULT_RING_BYTES / 1024)]
-    buffer_kib: u32,
-    /// auto: fentry/fexit on an XDP program netray did not load where the kernel allows it, else
-    /// chaining in front of it; chain: always chaining; native, generic: the XDP attach mode when
-    /// netray attaches a program itself (auto tries native, then generic).
-    #[arg(long, default_value = "auto", value_parser = parse_dump_mode)]
-    mode: (AttachMode, bool),
-    /// One JSON object per packet (without -w), and the summary as JSON on stderr.
-    #[arg(long)]
-    json: bool,
-    /// pcap-filter expression.
-    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
-    expression: Vec<String>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PointArg {
-    Entry,
-    Exit,
-    Both,
-}
+pub use super::dump_args::DumpArgs;
+use super::dump_args::PointArg;
+use super::{dump_interfaces, Context};
+use crate::output::outln;
 
 pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let filter = args.expression.join(" ");
+    if args.list_interfaces {
+        dump_interfaces::list(args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let filter = filter_expression(&args)?;
     let snaplen = if args.snaplen == 0 { CaptureSpec::DEFAULT_SNAPLEN } else { args.snaplen };
     let mut output = open_output(&args)?;
     if let Some(path) = &args.read {
-        return read_file(path, &filter, snaplen, &mut output, args.json);
+        let code = read_file(path, &filter, snaplen, &mut output, args.json)?;
+        print_count(&args, &output)?;
+        return Ok(code);
     }
     let iface = args.iface.clone().unwrap_or_default();
     let points = match args.point {
@@ -107,7 +41,7 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         PointArg::Exit => vec![Point::Exit],
         PointArg::Both => vec![Point::Entry, Point::Exit],
     };
-    let mut hooks = args.hook.clone();
+    let mut hooks = args.direction.map_or_else(|| args.hook.clone(), |d| d.hooks());
     hooks.dedup();
     let ring_bytes = ring_size(args.buffer_kib)?;
 
@@ -158,24 +92,20 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     let written = out.written();
     let finished = out.finish();
     let stopped = stopped?;
+    let file_limit = out.file_limit_reached();
     print_summary(written, &stopped.stats, args.json)?;
     for note in stopped.notes {
         eprintln!("netray: {note}");
     }
+    if let Some(files) = file_limit {
+        eprintln!("netray: maximum file limit reached: {files} (-W)");
+    }
     finished.context("writing the capture")?;
+    print_count(&args, &out)?;
     if vanished {
         bail!("{} went away while capturing (the capture up to then is complete)", spec.iface);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--mode`: the XDP attach mode, and whether to chain beside a foreign program
-/// even where fentry/fexit would do.
-fn parse_dump_mode(s: &str) -> Result<(AttachMode, bool), String> {
-    match s {
-        "chain" => Ok((AttachMode::Auto, true)),
-        other => parse_mode(other).map(|m| (m, false)).map_err(|e| format!("{e}; or chain (see --help)")),
-    }
 }
 
 fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
@@ -183,17 +113,84 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
     if args.count == Some(0) {
         bail!("-c 0: the count must be at least 1 (leave -c out to capture until Ctrl-C)");
     }
-    if args.write.as_deref().is_some_and(|p| p.as_os_str() == "-") && std::io::stdout().is_terminal() {
+    let to_stdout = args.write.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout && std::io::stdout().is_terminal() {
         bail!("-w - writes binary pcapng to stdout, which is a terminal: pipe it (`| tcpdump -r -`) or use -w FILE");
     }
-    Ok(match &args.write {
-        Some(p) if p.as_os_str() == "-" => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
+    let rotating = args.file_size.is_some() || args.file_count.is_some() || args.rotate_seconds.is_some();
+    if rotating && to_stdout {
+        bail!("-C, -W and -G rotate files: give -w a file name, not -");
+    }
+    if args.count_only {
+        return Ok(Output::count_only(args.count));
+    }
+    let output = match &args.write {
+        Some(p) if rotating => {
+            let spec = RotationSpec {
+                pattern: p.to_string_lossy().into_owned(),
+                max_bytes: args.file_size.map(|mb| mb.saturating_mul(1_000_000)),
+                max_files: args.file_count,
+                seconds: args.rotate_seconds,
+            };
+            Output::rotating(spec, args.count)?
+        }
+        Some(_) if to_stdout => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
         Some(p) => {
             let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, f)), args.count)?
         }
-        None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count),
+        None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count)
+            .with_style(line_style(args)?),
+    };
+    Ok(output.flush_each_packet(args.line_buffered || args.packet_buffered))
+}
+
+/// The text line's shape from tcpdump's flags; -X wins over -x, and -x over -A, as in tcpdump.
+fn line_style(args: &DumpArgs) -> anyhow::Result<LineStyle> {
+    let Some(time) = TimeStamp::from_t_count(args.time) else {
+        bail!("-{}: tcpdump's -t comes as -t, -tt, -ttt, -tttt or -ttttt", "t".repeat(args.time.into()));
+    };
+    let (payload, doubled) = if args.hex_ascii > 0 {
+        (Payload::HexAscii, args.hex_ascii > 1)
+    } else if args.hex > 0 {
+        (Payload::Hex, args.hex > 1)
+    } else if args.ascii > 0 {
+        (Payload::Ascii, args.ascii > 1)
+    } else {
+        (Payload::None, false)
+    };
+    Ok(LineStyle {
+        time,
+        link_header: args.link_header,
+        quiet: args.quiet,
+        verbose: args.verbose,
+        payload: PayloadDump { payload, with_link: doubled },
+        skip_checksums: args.no_checksums,
     })
+}
+
+/// The expression: from -F FILE ('#' to the end of a line is a comment, as in tcpdump), or
+/// the command line's words.
+fn filter_expression(args: &DumpArgs) -> anyhow::Result<String> {
+    let Some(path) = &args.filter_file else { return Ok(args.expression.join(" ")) };
+    if !args.expression.is_empty() {
+        bail!(
+            "-F {} and an expression on the command line ('{}'): give the filter one way, in the file or after the options",
+            path.display(),
+            args.expression.join(" ")
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("-F: cannot read the filter file {}", path.display()))?;
+    Ok(text.lines().map(|l| l.split('#').next().unwrap_or_default()).collect::<Vec<_>>().join(" ").trim().to_owned())
+}
+
+/// `--count`: the number of matching packets on stdout, as tcpdump prints it.
+fn print_count(args: &DumpArgs, output: &Output) -> anyhow::Result<()> {
+    if args.count_only {
+        let n = output.written();
+        outln!("{n} packet{}", if n == 1 { "" } else { "s" })?;
+    }
+    Ok(())
 }
 
 /// `-r`: the file's packets through the in-kernel filter program.
@@ -267,8 +264,4 @@ fn ring_size(kib: u32) -> anyhow::Result<u32> {
         bail!("-B {kib}: ring buffers are limited to 1 GiB per CPU; use a smaller -B");
     }
     Ok(bytes as u32)
-}
-
-fn parse_hook(s: &str) -> Result<Hook, String> {
-    s.parse()
 }

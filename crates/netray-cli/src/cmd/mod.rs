@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod demo;
 pub mod dump;
+pub mod dump_args;
+pub mod dump_interfaces;
 pub mod exec;
 pub mod deny;
 pub mod features;
