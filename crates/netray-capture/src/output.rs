@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::{line, Packet, PcapngWriter};
+use crate::{line, pcapng::EpbBatch, pcapng::InterfaceStatistics, CaptureIf, Packet, PcapngWriter};
 
 pub struct Output {
     sink: Sink,
@@ -50,6 +50,43 @@ impl Output {
         !self.done()
     }
 
+    /// Whether packets go out as pcapng (and [`Output::write_epbs`] applies).
+    pub fn writes_pcapng(&self) -> bool {
+        matches!(self.sink, Sink::Pcapng(_))
+    }
+
+    /// Writes blocks the readers encoded for the declared interfaces, as many as the
+    /// limit allows; false once the limit is reached or writing failed.
+    pub fn write_epbs(&mut self, batch: &EpbBatch) -> bool {
+        if self.done() {
+            return false;
+        }
+        let room = self.limit.map_or(u64::MAX, |l| l - self.written);
+        let packets = (batch.len() as u64).min(room);
+        if let Sink::Pcapng(w) = &mut self.sink {
+            match w.write_encoded(batch.first(packets as usize), packets) {
+                Ok(()) => self.written += packets,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        !self.done()
+    }
+
+    /// One Interface Statistics Block per declared interface (pcapng), at the end.
+    pub fn interface_statistics(&mut self, stats: &[(CaptureIf, InterfaceStatistics)]) {
+        if let Sink::Pcapng(w) = &mut self.sink {
+            if self.error.is_some() {
+                return;
+            }
+            for (iface, s) in stats {
+                if let Err(e) = w.write_statistics(iface, s) {
+                    self.error.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Declares a capture interface up front (pcapng), so an empty capture is a valid file.
     pub fn declare(&mut self, iface: &crate::CaptureIf) {
         if let Sink::Pcapng(w) = &mut self.sink {
@@ -64,8 +101,13 @@ impl Output {
         self.error.is_some() || self.limit.is_some_and(|l| self.written >= l)
     }
 
+    /// Packets written; for pcapng, those the file holds (fewer than handed over when
+    /// the disk filled: it keeps whole blocks only).
     pub fn written(&self) -> u64 {
-        self.written
+        match &self.sink {
+            Sink::Pcapng(w) => w.packets_written(),
+            Sink::Text { .. } => self.written,
+        }
     }
 
     pub fn flush(&mut self) {

@@ -1,7 +1,6 @@
 //! `netray dump`.
 
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     path::PathBuf,
     process::ExitCode,
@@ -14,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Point, PointStats};
+use netray_capture::{offline, Capture, CaptureSpec, DirectFile, LiveCapture, Output, Point, PointStats};
 use netray_core::{AttachMode, Hook};
 
 use super::{firewall::parse_mode, Context};
@@ -189,8 +188,9 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
     Ok(match &args.write {
         Some(p) if p.as_os_str() == "-" => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
         Some(p) => {
-            let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
-            Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, f)), args.count)?
+            // Direct I/O in large aligned blocks (buffered where the filesystem refuses it).
+            let f = DirectFile::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            Output::pcapng(Box::new(f), args.count)?
         }
         None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count),
     })
