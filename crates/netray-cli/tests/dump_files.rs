@@ -8,10 +8,8 @@ mod common;
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,29 +18,21 @@ use netray_lab::Family;
 use pcap_file::pcapng::{blocks::interface_statistics::InterfaceStatisticsOption, Block, PcapNgReader};
 
 /// A running `netray dump`, ready once it says it is capturing; killed if dropped.
+/// Its stderr goes to a file, read whenever the test looks.
 struct Dump {
     child: Child,
-    stderr: Arc<Mutex<String>>,
+    stderr: PathBuf,
 }
 
 impl Dump {
-    fn start(env: &Env, args: &[&str]) -> Dump {
-        let mut child = env
+    fn start(env: &Env, dir: &Scratch, args: &[&str]) -> Dump {
+        let stderr = dir.file("stderr.txt");
+        let child = env
             .cmd(&[&["dump", "-i", env.iface()], args].concat())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(File::create(&stderr).unwrap())
             .spawn()
             .expect("running netray dump");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
         let mut dump = Dump { child, stderr };
         let t = Instant::now();
         while !dump.stderr().contains("capturing") {
@@ -56,28 +46,29 @@ impl Dump {
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// Sends `sig` (0: none, for `-c`), waits for the exit; returns whether it
-    /// succeeded and its stderr.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `sig` (0: none, for `-c` and a full disk), waits for the exit; returns
+    /// whether it succeeded and its stderr.
     fn end(mut self, sig: i32) -> (bool, String) {
         if sig != 0 {
             // SAFETY: plain kill(2) on our child.
             unsafe { libc::kill(self.child.id() as i32, sig) };
         }
         let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The stderr thread may still be reading the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                let err = self.stderr();
-                assert!(!err.contains("panicked"), "{err}");
-                return (status.success(), err);
-            }
+        while self.running() {
             assert!(t.elapsed() < Duration::from_secs(30), "netray dump did not exit: {}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
+        let ok = self.child.wait().unwrap().success();
+        let err = self.stderr();
+        assert!(!err.contains("panicked"), "{err}");
+        (ok, err)
     }
 }
 
@@ -225,7 +216,7 @@ fn ends_with_a_signal_leaving_a_complete_file(tag: &str, sig: i32) {
     let env = Env::new(tag);
     let dir = Scratch::new(tag);
     let file = dir.file("signal.pcapng");
-    let dump = Dump::start(&env, &["-w", file.to_str().unwrap()]);
+    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
     env.lab.udp_send(Family::V4, 5000, 1000, 300).unwrap();
     env.lab.udp_send(Family::V6, 5000, 64, 200).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -250,7 +241,7 @@ fn count_limit_leaves_exactly_that_many_packets_and_the_statistics() {
     let env = Env::new("fcnt");
     let dir = Scratch::new("fcnt");
     let file = dir.file("count.pcapng");
-    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "-c", "250", "udp"]);
+    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap(), "-c", "250", "udp"]);
     env.lab.udp_send(Family::V4, 5001, 700, 400).unwrap();
     let (ok, err) = dump.end(0);
     assert!(ok, "{err}");
@@ -263,10 +254,12 @@ fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
     let env = Env::new("ffull");
     let disk = SmallDisk::mount("ffull", "2m");
     let file = disk.dir.file("full.pcapng");
-    let dump = Dump::start(&env, &["-w", file.to_str().unwrap()]);
-    // About 4 MB of frames for a 2 MiB disk.
+    // stderr goes beside, not onto the small disk.
+    let dir = Scratch::new("ffull-err");
+    let mut dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
+    // Frames until the disk is full and netray stops (2 MiB take ~1,500 of them).
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) && dump.child_running() {
+    while t.elapsed() < Duration::from_secs(10) && dump.running() {
         env.lab.udp_send(Family::V4, 5002, 1400, 300).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -281,12 +274,4 @@ fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
     assert_eq!(summary(&err, "packets captured") as usize, by_tshark, "the summary counts what the file holds: {err}");
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size > 1_500_000 && size <= 2 << 20, "{size} bytes");
-}
-
-impl Dump {
-    fn child_running(&self) -> bool {
-        // SAFETY: kill with signal 0 only checks that our child exists (a zombie counts).
-        let alive = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
-        alive && !self.stderr().contains("packets captured")
-    }
 }
