@@ -14,7 +14,6 @@ pub mod xdp_front;
 pub mod tc_front;
 pub mod trace_front;
 pub mod reader;
-mod ring;
 pub mod batch_writer;
 pub mod direct_io;
 pub use direct_io::DirectFile;

@@ -3,10 +3,11 @@
 //! The recorder submits without waking anyone unless a ring fills past its
 //! wakeup mark, so each reader polls on a short timer and drains its ring in
 //! batches; a wakeup per record would cost microseconds each. Each reader has
-//! a sink of its own ([`RingSink`]), so readers share nothing per record, and
-//! reads its ring from the mapping ([`Ring`]).
+//! a sink of its own ([`RingSink`]), so readers share nothing per record.
 
 use std::{
+    cell::RefCell,
+    rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -15,10 +16,8 @@ use std::{
     time::Duration,
 };
 
-use libbpf_rs::MapHandle;
+use libbpf_rs::{MapHandle, RingBufferBuilder};
 use netray_ebpf::abi::{from_bytes, nr_capture_record};
-
-use crate::ring::Ring;
 
 /// Where one reader puts its ring's records.
 pub trait RingSink: Send {
@@ -45,7 +44,6 @@ impl Readers {
         let done = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(rings.len());
         for (i, (ring, sink)) in rings.into_iter().zip(sinks).enumerate() {
-            let ring = Ring::new(ring)?;
             let done = Arc::clone(&done);
             let thread = std::thread::Builder::new()
                 .name(format!("netray-cap{i}"))
@@ -66,20 +64,29 @@ impl Readers {
     }
 }
 
-fn read_ring(ring: Ring, mut sink: Box<dyn RingSink>, done: Arc<AtomicBool>) {
+fn read_ring(ring: MapHandle, sink: Box<dyn RingSink>, done: Arc<AtomicBool>) {
     let header = std::mem::size_of::<nr_capture_record>();
+    let sink = Rc::new(RefCell::new(sink));
+    let on_record = Rc::clone(&sink);
+    let mut builder = RingBufferBuilder::new();
+    let added = builder.add(&ring, move |data: &[u8]| {
+        if let Some(rec) = data.get(..header).and_then(from_bytes::<nr_capture_record>) {
+            let end = header + rec.cap_len as usize;
+            if let Some(bytes) = data.get(header..end) {
+                on_record.borrow_mut().record(&rec, bytes);
+            }
+        }
+        0
+    });
+    if added.is_err() {
+        return;
+    }
+    let Ok(rb) = builder.build() else { return };
     loop {
         let last = done.load(Ordering::SeqCst);
-        ring.wait(POLL_INTERVAL);
-        ring.drain(&mut |data: &[u8]| {
-            if let Some(rec) = data.get(..header).and_then(from_bytes::<nr_capture_record>) {
-                let end = header + rec.cap_len as usize;
-                if let Some(bytes) = data.get(header..end) {
-                    sink.record(&rec, bytes);
-                }
-            }
-        });
-        sink.drained();
+        let _ = rb.poll(POLL_INTERVAL);
+        let _ = rb.consume();
+        sink.borrow_mut().drained();
         if last {
             return;
         }
