@@ -78,7 +78,9 @@ enum BenchWhat {
     XDP entry point, no filter), and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for\n\
     --seconds. A step is lossless when every frame the generator sent is in the file and the\n\
     generator reached the offered rate (it shares its CPU with the receive path, so a costly\n\
-    capture slows it down); rates it did not reach are never claimed.\n\
+    capture slows it down); rates it did not reach are never claimed. Each step also gives the CPU\n\
+    time (user + system) per captured packet of netray's reader and writer threads and of the\n\
+    tcpdump process; the kernel's share (the recorder, the packet tap) is in neither.\n\
     Capture files go to --dir (a disk, not tmpfs) and are deleted after each step. Needs root\n\
     and tcpdump; the lab, programs, pins (a private directory under /sys/fs/bpf) and files are\n\
     removed when it ends, also on Ctrl-C.")]
