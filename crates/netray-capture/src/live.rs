@@ -163,17 +163,18 @@ impl LiveCapture {
     }
 }
 
-/// The Interface Statistics Block contents of each capture interface.
+/// The Interface Statistics Block contents of each capture interface, in the order of
+/// their interface ids.
 fn statistics(
     table: &BTreeMap<(u8, u8), CaptureIf>,
     stats: &[PointStats],
     start: SystemTime,
     end: SystemTime,
 ) -> Vec<(CaptureIf, InterfaceStatistics)> {
-    stats
+    table
         .iter()
-        .filter_map(|s| {
-            let iface = table.get(&(hook_code(s.hook), s.point as u8))?;
+        .filter_map(|(&key, iface)| {
+            let s = stats.iter().find(|s| (hook_code(s.hook), s.point as u8) == key)?;
             let isb = InterfaceStatistics {
                 start,
                 end,
