@@ -8,12 +8,19 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    time::{Duration, SystemTime},
 };
 
 use netray_core::{clock::MonotonicClock, Error, Result};
 use netray_ebpf::abi::nr_capture_record;
 
-use crate::{reader::Readers, Capture, CaptureIf, Output, Packet, Point, PointStats};
+use crate::{
+    batch_writer::{BatchWriter, InterfaceIds},
+    pcapng::InterfaceStatistics,
+    reader::{Readers, RingSink},
+    session::hook_code,
+    Capture, CaptureIf, Output, Packet, Point, PointStats,
+};
 
 /// Called for each captured packet, from the reader threads (one per ring,
 /// so possibly concurrently). Returns false once it wants no more packets.
@@ -23,6 +30,9 @@ pub struct LiveCapture {
     capture: Capture,
     readers: Readers,
     done: Arc<AtomicBool>,
+    /// Capture to pcapng: the writer thread, and the output to end with statistics.
+    writer: Option<(BatchWriter, Arc<Mutex<Output>>)>,
+    started: SystemTime,
 }
 
 /// What a capture saw, taken when it stopped.
@@ -31,55 +41,103 @@ pub struct Stopped {
     pub stats: Vec<PointStats>,
     /// Things the user should know (e.g. a program put back).
     pub notes: Vec<String>,
+    /// CPU time (user + system) of the readers and the writer.
+    pub cpu_time: Duration,
+}
+
+/// Hands each record to `on_packet` as a [`Packet`].
+struct PacketSink {
+    interfaces: Arc<BTreeMap<(u8, u8), CaptureIf>>,
+    clock: Arc<MonotonicClock>,
+    on_packet: OnPacket,
+    done: Arc<AtomicBool>,
+}
+
+impl RingSink for PacketSink {
+    fn record(&mut self, rec: &nr_capture_record, data: &[u8]) {
+        if self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(iface) = self.interfaces.get(&(rec.hook, rec.point)) else { return };
+        let pkt = Packet {
+            iface,
+            ts: self.clock.to_system(rec.ts_ns),
+            wire_len: rec.wire_len,
+            data,
+            verdict: (iface.point == Point::Exit).then_some(rec.verdict),
+        };
+        if !(self.on_packet)(&pkt) {
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl LiveCapture {
     /// Starts one reader per ring; `on_packet` sees every record from now on.
     pub fn start(capture: Capture, on_packet: OnPacket) -> Result<LiveCapture> {
         let interfaces: Arc<BTreeMap<(u8, u8), CaptureIf>> = Arc::new(capture.interface_table().clone());
-        let clock = MonotonicClock::new();
+        let clock = Arc::new(MonotonicClock::new());
         let done = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&done);
-        let on_record = Arc::new(move |rec: &nr_capture_record, data: &[u8]| {
-            if flag.load(Ordering::Relaxed) {
-                return;
-            }
-            let Some(iface) = interfaces.get(&(rec.hook, rec.point)) else { return };
-            let pkt = Packet {
-                iface,
-                ts: clock.to_system(rec.ts_ns),
-                wire_len: rec.wire_len,
-                data,
-                verdict: (iface.point == Point::Exit).then_some(rec.verdict),
-            };
-            if !on_packet(&pkt) {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
-        let readers = Readers::spawn(capture.rings()?, on_record)
-            .map_err(|e| Error::Internal(format!("starting the capture readers: {e}")))?;
-        Ok(LiveCapture { capture, readers, done })
+        let rings = capture.rings()?;
+        let sinks = (0..rings.len())
+            .map(|_| {
+                Box::new(PacketSink {
+                    interfaces: Arc::clone(&interfaces),
+                    clock: Arc::clone(&clock),
+                    on_packet: Arc::clone(&on_packet),
+                    done: Arc::clone(&done),
+                }) as Box<dyn RingSink>
+            })
+            .collect();
+        let readers = Readers::spawn(rings, sinks).map_err(reader_error)?;
+        Ok(LiveCapture { capture, readers, done, writer: None, started: SystemTime::now() })
     }
 
     /// Starts `capture` writing every packet to `output`, with the capture's
     /// interfaces declared first (so even an empty capture is a valid file).
-    /// Returns the running capture and the output, shared with the readers.
+    /// Returns the running capture and the output, shared with the writer.
+    ///
+    /// pcapng goes through [`BatchWriter`]: readers encode into batches of their own
+    /// and one thread writes them, with no lock per packet; [`LiveCapture::stop`] ends
+    /// the file with an Interface Statistics Block per interface. Text lines are
+    /// written per packet.
     pub fn write_to(capture: Capture, mut output: Output) -> Result<(LiveCapture, Arc<Mutex<Output>>)> {
         for iface in capture.interfaces() {
             output.declare(iface);
         }
+        let pcapng = output.writes_pcapng();
         let output = Arc::new(Mutex::new(output));
-        let sink = Arc::clone(&output);
-        let live = LiveCapture::start(
+        if !pcapng {
+            let sink = Arc::clone(&output);
+            let live = LiveCapture::start(
+                capture,
+                Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
+            )?;
+            return Ok((live, output));
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = BatchWriter::spawn(Arc::clone(&output), Arc::clone(&done)).map_err(reader_error)?;
+        // Declared in the interface table's order: that order is their pcapng id.
+        let ids = Arc::new(InterfaceIds::new(capture.interface_table()));
+        let rings = capture.rings()?;
+        let sinks =
+            (0..rings.len()).map(|_| Box::new(writer.sink(Arc::clone(&ids), Arc::clone(&done))) as Box<dyn RingSink>).collect();
+        let readers = Readers::spawn(rings, sinks).map_err(reader_error)?;
+        let live = LiveCapture {
             capture,
-            Arc::new(move |pkt: &Packet| sink.lock().map(|mut out| out.write(pkt)).unwrap_or(false)),
-        )?;
+            readers,
+            done,
+            writer: Some((writer, Arc::clone(&output))),
+            started: SystemTime::now(),
+        };
         Ok((live, output))
     }
 
-    /// The consumer said it has enough.
+    /// The consumer said it has enough (or, writing to an output, the output
+    /// failed, also where a flush between packets found the disk full).
     pub fn done(&self) -> bool {
-        self.done.load(Ordering::Relaxed)
+        let output_done = || self.writer.as_ref().is_some_and(|(_, out)| out.lock().map_or(true, |o| o.done()));
+        self.done.load(Ordering::Relaxed) || output_done()
     }
 
     pub fn capture(&self) -> &Capture {
@@ -87,11 +145,48 @@ impl LiveCapture {
     }
 
     /// Takes the programs down (putting back what was there), then lets the
-    /// readers drain what was written before: nothing in the rings is lost.
+    /// readers drain what was written before: nothing in the rings is lost. A pcapng
+    /// output then gets the statistics of each interface.
     pub fn stop(self) -> Result<Stopped> {
         let stats = self.capture.stats();
+        let table = self.capture.interface_table().clone();
         let notes = self.capture.stop();
-        self.readers.finish();
-        Ok(Stopped { stats: stats?, notes: notes? })
+        let mut cpu_time = self.readers.finish();
+        let ended = SystemTime::now();
+        if let Some((writer, output)) = self.writer {
+            cpu_time += writer.finish();
+            if let (Ok(stats), Ok(mut out)) = (&stats, output.lock()) {
+                out.interface_statistics(&statistics(&table, stats, self.started, ended));
+            }
+        }
+        Ok(Stopped { stats: stats?, notes: notes?, cpu_time })
     }
+}
+
+/// The Interface Statistics Block contents of each capture interface, in the order of
+/// their interface ids.
+fn statistics(
+    table: &BTreeMap<(u8, u8), CaptureIf>,
+    stats: &[PointStats],
+    start: SystemTime,
+    end: SystemTime,
+) -> Vec<(CaptureIf, InterfaceStatistics)> {
+    table
+        .iter()
+        .filter_map(|(&key, iface)| {
+            let s = stats.iter().find(|s| (hook_code(s.hook), s.point as u8) == key)?;
+            let isb = InterfaceStatistics {
+                start,
+                end,
+                received: s.seen,
+                dropped: s.lost,
+                filter_accepted: Some(s.matched),
+            };
+            Some((iface.clone(), isb))
+        })
+        .collect()
+}
+
+fn reader_error(e: std::io::Error) -> Error {
+    Error::Internal(format!("starting the capture readers: {e}"))
 }

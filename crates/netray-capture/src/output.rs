@@ -2,14 +2,15 @@
 //! `-C`/`-W`/`-G`), text lines (tcpdump style or JSON), or only their number (`--count`),
 //! with tcpdump's `-c` limit. Shared by live capture and `-r`.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::direct_io::DirectFile;
 use crate::line::{self, LineFormatter, LineStyle};
+use crate::pcapng::{EpbBatch, InterfaceStatistics};
 use crate::rotation::{Next, Rotation, RotationError, RotationSpec};
 use crate::{CaptureIf, Packet, PcapngWriter};
 
@@ -42,9 +43,10 @@ struct Segment {
 /// Opens one file of a rotated capture and starts its pcapng section. The one place a
 /// rotated file is opened, so how files are written can change here alone.
 fn open_segment(path: &Path) -> io::Result<Segment> {
-    let file = File::create(path).map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+    // Direct I/O in large aligned blocks, as a single -w file (buffered where refused).
+    let file = DirectFile::create(path).map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
     let bytes = Arc::new(AtomicU64::new(0));
-    let counted = Counted { inner: BufWriter::with_capacity(1 << 20, file), bytes: Arc::clone(&bytes) };
+    let counted = Counted { inner: file, bytes: Arc::clone(&bytes) };
     Ok(Segment { writer: PcapngWriter::new(Box::new(counted) as Box<dyn Write + Send>)?, bytes })
 }
 
@@ -159,6 +161,43 @@ impl Output {
         }
     }
 
+    /// Whether packets go out as pcapng (and [`Output::write_epbs`] applies).
+    pub fn writes_pcapng(&self) -> bool {
+        matches!(self.sink, Sink::Pcapng(_))
+    }
+
+    /// Writes blocks the readers encoded for the declared interfaces, as many as the
+    /// limit allows; false once the limit is reached or writing failed.
+    pub fn write_epbs(&mut self, batch: &EpbBatch) -> bool {
+        if self.done() {
+            return false;
+        }
+        let room = self.limit.map_or(u64::MAX, |l| l - self.written);
+        let packets = (batch.len() as u64).min(room);
+        if let Sink::Pcapng(w) = &mut self.sink {
+            match w.write_encoded(batch.first(packets as usize), packets) {
+                Ok(()) => self.written += packets,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        !self.done()
+    }
+
+    /// One Interface Statistics Block per declared interface (pcapng), at the end.
+    pub fn interface_statistics(&mut self, stats: &[(CaptureIf, InterfaceStatistics)]) {
+        if let Sink::Pcapng(w) = &mut self.sink {
+            if self.error.is_some() {
+                return;
+            }
+            for (iface, s) in stats {
+                if let Err(e) = w.write_statistics(iface, s) {
+                    self.error.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Declares a capture interface up front (pcapng), so an empty capture is a valid file.
     pub fn declare(&mut self, iface: &CaptureIf) {
         let result = match &mut self.sink {
@@ -184,8 +223,13 @@ impl Output {
         self.file_limit_reached
     }
 
+    /// Packets written; for pcapng, those the file holds (fewer than handed over when
+    /// the disk filled: it keeps whole blocks only).
     pub fn written(&self) -> u64 {
-        self.written
+        match &self.sink {
+            Sink::Pcapng(w) => w.packets_written(),
+            Sink::Rotating { .. } | Sink::Text { .. } | Sink::Count => self.written,
+        }
     }
 
     pub fn flush(&mut self) {

@@ -83,7 +83,12 @@ impl Packet<'_> {
 /// Names a program's return code the way the kernel headers do; numbers nobody named
 /// (or codes of hooks netray does not know) are printed as numbers rather than guessed.
 pub fn verdict_name(hook: Option<Hook>, code: i32) -> String {
-    let name = match hook {
+    verdict_label(hook, code).map_or_else(|| code.to_string(), str::to_owned)
+}
+
+/// The kernel headers' name of a program's return code, if it has one.
+pub fn verdict_label(hook: Option<Hook>, code: i32) -> Option<&'static str> {
+    match hook {
         Some(Hook::Xdp) => match code {
             0 => Some("XDP_ABORTED"),
             1 => Some("XDP_DROP"),
@@ -101,6 +106,5 @@ pub fn verdict_name(hook: Option<Hook>, code: i32) -> String {
         },
         // A socket filter returns how many bytes to keep, not a named verdict.
         Some(Hook::Socket) | None => None,
-    };
-    name.map_or_else(|| code.to_string(), str::to_owned)
+    }
 }

@@ -157,6 +157,12 @@ pub struct Step {
     pub missing_pct: f64,
     /// Capture file size.
     pub file_bytes: u64,
+    /// CPU time (user + system) of the capturing process: netray's readers and writer
+    /// threads, tcpdump's process. The kernel's share (the recorder, the packet tap) runs
+    /// in the receive path's softirq and is in neither.
+    pub cpu_secs: Option<f64>,
+    /// cpu_secs per captured packet, in nanoseconds.
+    pub cpu_ns_per_packet: Option<f64>,
     /// The generator fell short of the offered rate.
     pub generator_limited: bool,
     /// tcpdump's closing lines, verbatim.
@@ -165,6 +171,11 @@ pub struct Step {
 }
 
 impl Step {
+    pub(crate) fn set_cpu(&mut self, cpu: Duration) {
+        self.cpu_secs = Some(cpu.as_secs_f64());
+        self.cpu_ns_per_packet = (self.captured > 0).then(|| cpu.as_nanos() as f64 / self.captured as f64);
+    }
+
     /// Zero loss: every generated frame is in the file (or, for the baseline,
     /// reached the end of the receive path), at the offered rate.
     pub fn lossless(&self) -> bool {
@@ -191,6 +202,9 @@ pub struct Best {
     /// generator, or the rates asked for, ran out first).
     pub netray_lower_bound: bool,
     pub tcpdump_lower_bound: bool,
+    /// CPU time per captured packet at each tool's highest zero-loss rate, in ns.
+    pub netray_cpu_ns: Option<f64>,
+    pub tcpdump_cpu_ns: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,12 +344,9 @@ fn summarize(sizes: &[usize], steps: &[Step]) -> Vec<Best> {
                     .filter(move |s| s.tool == tool && s.frame_len == len)
             };
             // The highest rate up to which every step was lossless.
-            let best = |tool: Tool| {
-                of(tool)
-                    .take_while(|s| s.lossless())
-                    .last()
-                    .map(|s| s.offered_pps)
-            };
+            let best_step = |tool: Tool| of(tool).take_while(|s| s.lossless()).last();
+            let best = |tool: Tool| best_step(tool).map(|s| s.offered_pps);
+            let cpu = |tool: Tool| best_step(tool).and_then(|s| s.cpu_ns_per_packet);
             let never_lost =
                 |tool: Tool| of(tool).next().is_some() && of(tool).all(|s| s.lossless());
             let (netray, tcpdump) = (best(Tool::Netray), best(Tool::Tcpdump));
@@ -350,6 +361,8 @@ fn summarize(sizes: &[usize], steps: &[Step]) -> Vec<Best> {
                 },
                 netray_lower_bound: never_lost(Tool::Netray),
                 tcpdump_lower_bound: never_lost(Tool::Tcpdump),
+                netray_cpu_ns: cpu(Tool::Netray),
+                tcpdump_cpu_ns: cpu(Tool::Tcpdump),
             }
         })
         .collect()

@@ -2,15 +2,14 @@
 //! the last record on disk.
 
 use std::{
-    fs::{self, File},
-    io::BufWriter,
+    fs,
     path::Path,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
-use netray_capture::{Capture, CaptureSpec, LiveCapture, Output, Point};
+use netray_capture::{Capture, CaptureSpec, DirectFile, LiveCapture, Output, Point};
 use netray_core::{AttachMode, Hook, PinDir};
 use netray_lab::Lab;
 
@@ -83,6 +82,8 @@ impl Run<'_> {
                 0.0
             },
             file_bytes: 0,
+            cpu_secs: None,
+            cpu_ns_per_packet: None,
             generator_limited: gen.achieved_pps() < GENERATOR_OK * self.rate as f64,
             tool_lines: Vec::new(),
         })
@@ -106,8 +107,9 @@ impl Run<'_> {
             mode: AttachMode::Auto,
             chain_only: false,
         };
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let output = Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, file)), None)?;
+        // As `netray dump -w FILE` writes.
+        let file = DirectFile::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let output = Output::pcapng(Box::new(file), None)?;
         let capture = Capture::start(pin, &spec).context("starting netray's capture")?;
         let (live, output) = LiveCapture::write_to(capture, output)?;
 
@@ -124,7 +126,8 @@ impl Run<'_> {
         let gen = gen?;
         settled?;
         drained?;
-        let stats = stopped.context("taking netray's capture down")?.stats;
+        let stopped = stopped.context("taking netray's capture down")?;
+        let stats = stopped.stats;
         let mut out = output
             .lock()
             .map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
@@ -133,6 +136,7 @@ impl Run<'_> {
         let lost = stats.iter().map(|s| s.lost).sum();
         let mut step = self.step(Tool::Netray, &gen, before, captured, lost)?;
         step.file_bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        step.set_cpu(stopped.cpu_time);
         Ok(step)
     }
 
@@ -159,6 +163,7 @@ impl Run<'_> {
         let mut step = self.step(Tool::Tcpdump, &gen, before, summary.captured, lost)?;
         step.file_bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         step.tool_lines = summary.lines;
+        step.set_cpu(summary.cpu_time);
         Ok(step)
     }
 }

@@ -18,6 +18,8 @@ pub(super) struct TcpdumpSummary {
     pub(super) dropped_by_kernel: u64,
     pub(super) dropped_by_interface: u64,
     pub(super) lines: Vec<String>,
+    /// User + system CPU time of the tcpdump process, from wait4.
+    pub(super) cpu_time: Duration,
 }
 
 /// A running `tcpdump -w`; killed if dropped before [`Tcpdump::stop`].
@@ -74,11 +76,11 @@ impl Tcpdump {
     }
 
     pub(super) fn stop(&mut self) -> anyhow::Result<TcpdumpSummary> {
-        let mut child = self.child.take().context("tcpdump already stopped")?;
+        let child = self.child.take().context("tcpdump already stopped")?;
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = child.wait().context("waiting for tcpdump")?;
-        let mut s = TcpdumpSummary::default();
+        let (status, cpu_time) = wait_with_rusage(&child).context("waiting for tcpdump")?;
+        let mut s = TcpdumpSummary { cpu_time, ..TcpdumpSummary::default() };
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
             let n = || {
                 line.split_whitespace()
@@ -104,6 +106,26 @@ impl Tcpdump {
         }
         Ok(s)
     }
+}
+
+/// Waits for the child and returns its exit status and the CPU time it used.
+fn wait_with_rusage(child: &Child) -> std::io::Result<(i32, Duration)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: status and usage are valid for wait4 to write.
+        let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        if r >= 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((status, tv(usage.ru_utime) + tv(usage.ru_stime)))
 }
 
 impl Drop for Tcpdump {

@@ -78,7 +78,9 @@ enum BenchWhat {
     XDP entry point, no filter), and `tcpdump -i IFACE -w FILE -s 262144 -n`, each for\n\
     --seconds. A step is lossless when every frame the generator sent is in the file and the\n\
     generator reached the offered rate (it shares its CPU with the receive path, so a costly\n\
-    capture slows it down); rates it did not reach are never claimed.\n\
+    capture slows it down); rates it did not reach are never claimed. Each step also gives the CPU\n\
+    time (user + system) per captured packet of netray's reader and writer threads and of the\n\
+    tcpdump process; the kernel's share (the recorder, the packet tap) is in neither.\n\
     Capture files go to --dir (a disk, not tmpfs) and are deleted after each step. Needs root\n\
     and tcpdump; the lab, programs, pins (a private directory under /sys/fs/bpf) and files are\n\
     removed when it ends, also on Ctrl-C.")]
@@ -271,7 +273,7 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             args.seconds, args.batch
         )?;
         outln!(
-            "  {:>5}  {:<7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
+            "  {:>5}  {:<7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}  {:>7}",
             "bytes",
             "tool",
             "offered",
@@ -282,7 +284,8 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             "reported",
             "missing",
             "loss",
-            "file MB"
+            "file MB",
+            "CPU ns"
         )?;
     }
     let mut closed: Option<std::io::Error> = None;
@@ -296,7 +299,7 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             s.captured.to_string()
         };
         closed = outln!(
-            "  {:>5}  {:<7}  {:>9}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6.2}%  {:>8.1}{}",
+            "  {:>5}  {:<7}  {:>9}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6.2}%  {:>8.1}  {:>7}{}",
             s.frame_len,
             s.tool.name(),
             s.offered_pps,
@@ -308,6 +311,7 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
             s.missing,
             s.missing_pct,
             s.file_bytes as f64 / 1e6,
+            ns_per_packet(s.cpu_ns_per_packet),
             match (s.generator_limited, s.tool) {
                 (false, _) => "",
                 (true, capture::Tool::None) => "  (the generator's limit)",
@@ -325,24 +329,28 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
     }
     outln!("  (arrived: reached the host end's XDP hook; captured: in the file; reported: what the tool says it dropped;")?;
     outln!("   missing: generated - captured, or for \"none\" generated - delivered past the taps. A step counts when nothing")?;
-    outln!("   is missing and the generator reached 97% of the offered rate: it shares its CPU with the receive path)")?;
+    outln!("   is missing and the generator reached 97% of the offered rate: it shares its CPU with the receive path;")?;
+    outln!("   CPU ns: user + system time of the capturing threads or process per captured packet; the kernel's share,")?;
+    outln!("   in the receive path's softirq, is in neither)")?;
     outln!(
         "Highest offered rate with zero loss ({}):",
         report.tcpdump_version
     )?;
     outln!(
-        "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}",
-        "bytes", "no capture", "netray", "tcpdump", "netray/tcpdump"
+        "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}  {:>13}  {:>14}",
+        "bytes", "no capture", "netray", "tcpdump", "netray/tcpdump", "netray CPU ns", "tcpdump CPU ns"
     )?;
     let pps = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
     for b in &report.best {
         outln!(
-            "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}{}",
+            "  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}  {:>13}  {:>14}{}",
             b.frame_len,
             pps(b.baseline_pps),
             pps(b.netray_pps),
             pps(b.tcpdump_pps),
             b.ratio.map_or("-".to_string(), |r| format!("{r:.1}x")),
+            ns_per_packet(b.netray_cpu_ns),
+            ns_per_packet(b.tcpdump_cpu_ns),
             match (b.netray_lower_bound, b.tcpdump_lower_bound) {
                 (true, true) => "  (neither lost anything: lower bounds)",
                 (true, false) => "  (netray lost nothing at any rate measured: a lower bound)",
@@ -357,4 +365,9 @@ fn run_dump(args: DumpBenchArgs) -> anyhow::Result<ExitCode> {
         report.ring_bytes / 1024
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// CPU time per captured packet, "-" where nothing was captured.
+fn ns_per_packet(ns: Option<f64>) -> String {
+    ns.map_or("-".to_string(), |ns| format!("{ns:.0}"))
 }

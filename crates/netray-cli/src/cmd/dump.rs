@@ -1,7 +1,6 @@
 //! `netray dump`.
 
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     process::ExitCode,
     sync::{
@@ -15,7 +14,7 @@ use anyhow::{bail, Context as _};
 use netray_capture::hexdump::{Payload, PayloadDump};
 use netray_capture::line::{LineStyle, TimeStamp};
 use netray_capture::rotation::RotationSpec;
-use netray_capture::{offline, Capture, CaptureSpec, LiveCapture, Output, Point, PointStats};
+use netray_capture::{offline, Capture, CaptureSpec, DirectFile, LiveCapture, Output, Point, PointStats};
 
 pub use super::dump_args::DumpArgs;
 use super::dump_args::PointArg;
@@ -136,8 +135,9 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
         }
         Some(_) if to_stdout => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
         Some(p) => {
-            let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
-            Output::pcapng(Box::new(BufWriter::with_capacity(1 << 20, f)), args.count)?
+            // Direct I/O in large aligned blocks (buffered where the filesystem refuses it).
+            let f = DirectFile::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            Output::pcapng(Box::new(f), args.count)?
         }
         None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count)
             .with_style(line_style(args)?),

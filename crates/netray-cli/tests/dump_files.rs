@@ -1,0 +1,277 @@
+//! `netray dump -w FILE` leaves a complete, valid file however it ends: SIGINT,
+//! SIGTERM, `-c`, and a disk that fills up (one clear error, the file readable up to
+//! the last whole block). Every file ends with an Interface Statistics Block per
+//! interface whose counts equal the summary printed. Read back by tcpdump, tshark,
+//! capinfos and pcap-file, with the real binary in a lab.
+
+mod common;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::Env;
+use netray_lab::Family;
+use pcap_file::pcapng::{blocks::interface_statistics::InterfaceStatisticsOption, Block, PcapNgReader};
+
+/// A running `netray dump`, ready once it says it is capturing; killed if dropped.
+/// Its stderr goes to a file, read whenever the test looks.
+struct Dump {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Dump {
+    fn start(env: &Env, dir: &Scratch, args: &[&str]) -> Dump {
+        let stderr = dir.file("stderr.txt");
+        let child = env
+            .cmd(&[&["dump", "-i", env.iface()], args].concat())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("running netray dump");
+        let mut dump = Dump { child, stderr };
+        let t = Instant::now();
+        while !dump.stderr().contains("capturing") {
+            if let Ok(Some(status)) = dump.child.try_wait() {
+                panic!("netray dump exited early ({status}): {}", dump.stderr());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", dump.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dump
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `sig` (0: none, for `-c` and a full disk), waits for the exit; returns
+    /// whether it succeeded and its stderr.
+    fn end(mut self, sig: i32) -> (bool, String) {
+        if sig != 0 {
+            // SAFETY: plain kill(2) on our child.
+            unsafe { libc::kill(self.child.id() as i32, sig) };
+        }
+        let t = Instant::now();
+        while self.running() {
+            assert!(t.elapsed() < Duration::from_secs(30), "netray dump did not exit: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ok = self.child.wait().unwrap().success();
+        let err = self.stderr();
+        assert!(!err.contains("panicked"), "{err}");
+        (ok, err)
+    }
+}
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private directory for the test's files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("netray-dump-files-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small tmpfs mounted on a private directory, unmounted on drop (also when the
+/// test panics).
+struct SmallDisk {
+    dir: Scratch,
+}
+
+impl SmallDisk {
+    fn mount(tag: &str, size: &str) -> SmallDisk {
+        let dir = Scratch::new(tag);
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "netray-test"])
+            .arg(&dir.0)
+            .output()
+            .expect("running mount");
+        assert!(out.status.success(), "mounting a tmpfs on {}: {}", dir.0.display(), String::from_utf8_lossy(&out.stderr));
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir.0).status();
+    }
+}
+
+/// The stderr summary's "N <what>".
+fn summary(stderr: &str, what: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_suffix(what))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no '{what}' in the summary: {stderr}"))
+}
+
+/// How many packets `tcpdump -r` and `tshark -r` read from the file (each must read
+/// it without an error).
+fn counts_by_tcpdump_and_tshark(path: &Path) -> (usize, usize) {
+    let tcpdump = Command::new("tcpdump").args(["-nn", "-r"]).arg(path).output().expect("tcpdump is needed for this test");
+    assert!(tcpdump.status.success(), "tcpdump -r {}: {}", path.display(), String::from_utf8_lossy(&tcpdump.stderr));
+    let tshark = Command::new("tshark").arg("-r").arg(path).args(["-T", "fields", "-e", "frame.number"]).output();
+    let tshark = tshark.expect("tshark is needed for this test");
+    assert!(
+        tshark.status.success(),
+        "tshark -r {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&tshark.stderr)
+    );
+    (String::from_utf8_lossy(&tcpdump.stdout).lines().count(), String::from_utf8_lossy(&tshark.stdout).lines().count())
+}
+
+/// What the file's Interface Statistics Blocks say, per interface id, read with pcap-file.
+#[derive(Debug, Default, PartialEq)]
+struct Isb {
+    received: u64,
+    dropped: u64,
+    accepted: u64,
+    start_ns: u128,
+    end_ns: u128,
+}
+
+fn statistics_blocks(path: &Path) -> (Vec<Isb>, usize) {
+    let mut reader = PcapNgReader::new(File::open(path).unwrap()).expect("a pcapng section header");
+    let (mut isbs, mut packets) = (Vec::new(), 0);
+    while let Some(block) = reader.next_block() {
+        match block.expect("a valid pcapng block").0 {
+            Block::EnhancedPacket(_) => {
+                assert!(isbs.is_empty(), "a packet after the statistics: they end the file");
+                packets += 1;
+            }
+            Block::InterfaceStatistics(b) => {
+                let mut isb = Isb::default();
+                for o in b.options {
+                    match o {
+                        InterfaceStatisticsOption::IsbIfRecv(n) => isb.received = n,
+                        InterfaceStatisticsOption::IsbIfDrop(n) => isb.dropped = n,
+                        InterfaceStatisticsOption::IsbFilterAccept(n) => isb.accepted = n,
+                        InterfaceStatisticsOption::IsbStartTime(t) => isb.start_ns = t.as_nanos(),
+                        InterfaceStatisticsOption::IsbEndTime(t) => isb.end_ns = t.as_nanos(),
+                        _ => {}
+                    }
+                }
+                assert_eq!(b.interface_id as usize, isbs.len(), "one block per interface, in order");
+                isbs.push(isb);
+            }
+            _ => {}
+        }
+    }
+    (isbs, packets)
+}
+
+/// The file holds exactly the packets the summary counts, every reader agrees, and
+/// its statistics equal the summary's counts.
+fn assert_complete(path: &Path, err: &str) {
+    let captured = summary(err, "packets captured") as usize;
+    assert!(captured > 0, "{err}");
+    assert_eq!(counts_by_tcpdump_and_tshark(path), (captured, captured), "{err}");
+    let (isbs, packets) = statistics_blocks(path);
+    assert_eq!(packets, captured);
+    assert_eq!(isbs.len(), 1, "one interface (xdp entry): {isbs:?}");
+    let isb = &isbs[0];
+    assert_eq!(isb.received, summary(err, "packets received by filter"), "isb_ifrecv: {err}");
+    assert_eq!(isb.accepted, summary(err, "packets matched the filter"), "isb_filteraccept: {err}");
+    assert_eq!(isb.dropped, summary(err, "packets dropped by kernel (ring buffer full)"), "isb_ifdrop: {err}");
+    assert!(isb.start_ns > 0 && isb.start_ns < isb.end_ns, "{isb:?}");
+    // capinfos reads the blocks too, and finds the packets it should.
+    let capinfos = Command::new("capinfos").args(["-M"]).arg(path).output().expect("capinfos (tshark's package)");
+    let text = String::from_utf8_lossy(&capinfos.stdout);
+    assert!(capinfos.status.success(), "capinfos: {}", String::from_utf8_lossy(&capinfos.stderr));
+    assert!(text.contains(&format!("Number of packets:   {captured}")), "{text}");
+    assert!(text.contains("Number of stat entries = 1"), "capinfos finds the statistics block: {text}");
+}
+
+fn ends_with_a_signal_leaving_a_complete_file(tag: &str, sig: i32) {
+    let env = Env::new(tag);
+    let dir = Scratch::new(tag);
+    let file = dir.file("signal.pcapng");
+    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
+    env.lab.udp_send(Family::V4, 5000, 1000, 300).unwrap();
+    env.lab.udp_send(Family::V6, 5000, 64, 200).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, err) = dump.end(sig);
+    assert!(ok, "{err}");
+    assert!(summary(&err, "packets captured") >= 500, "{err}");
+    assert_complete(&file, &err);
+}
+
+#[test]
+fn sigint_leaves_a_complete_file_ending_with_interface_statistics() {
+    ends_with_a_signal_leaving_a_complete_file("fint", libc::SIGINT);
+}
+
+#[test]
+fn sigterm_leaves_a_complete_file_ending_with_interface_statistics() {
+    ends_with_a_signal_leaving_a_complete_file("fterm", libc::SIGTERM);
+}
+
+#[test]
+fn count_limit_leaves_exactly_that_many_packets_and_the_statistics() {
+    let env = Env::new("fcnt");
+    let dir = Scratch::new("fcnt");
+    let file = dir.file("count.pcapng");
+    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap(), "-c", "250", "udp"]);
+    env.lab.udp_send(Family::V4, 5001, 700, 400).unwrap();
+    let (ok, err) = dump.end(0);
+    assert!(ok, "{err}");
+    assert_eq!(summary(&err, "packets captured"), 250, "{err}");
+    assert_complete(&file, &err);
+}
+
+#[test]
+fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
+    let env = Env::new("ffull");
+    let disk = SmallDisk::mount("ffull", "2m");
+    let file = disk.dir.file("full.pcapng");
+    // stderr goes beside, not onto the small disk.
+    let dir = Scratch::new("ffull-err");
+    let mut dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
+    // Frames until the disk is full and netray stops (2 MiB take ~1,500 of them).
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && dump.running() {
+        env.lab.udp_send(Family::V4, 5002, 1400, 300).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, err) = dump.end(0);
+    assert!(!ok, "a full disk is a failure: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("rror")).collect();
+    assert_eq!(errors.len(), 1, "one error: {err}");
+    assert!(errors[0].contains("is full") && errors[0].contains(file.to_str().unwrap()), "names the full disk and the file: {err}");
+    let (by_tcpdump, by_tshark) = counts_by_tcpdump_and_tshark(&file);
+    assert_eq!(by_tcpdump, by_tshark);
+    assert!(by_tshark > 1000, "the file holds what fit: {by_tshark} packets");
+    assert_eq!(summary(&err, "packets captured") as usize, by_tshark, "the summary counts what the file holds: {err}");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 1_500_000 && size <= 2 << 20, "{size} bytes");
+}
