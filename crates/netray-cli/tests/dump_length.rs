@@ -117,6 +117,12 @@ fn replay_of_a_file_cut_by_a_snap_length_agrees_with_tcpdump() {
         assert!(stderr.contains(&format!("{} packets matched the filter", want.len())), "{stderr}");
         let _ = std::fs::remove_file(replayed);
     }
+    // Nothing matches: the file still names its interface, so tcpdump reads it (empty).
+    let replayed = tmpfile("replayed-empty.pcapng");
+    let out = env.cmd(&["dump", "-r", recorded.to_str().unwrap(), "-w", replayed.to_str().unwrap(), "greater 5000"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tcpdump_read(&replayed, ""), Vec::<String>::new());
+    let _ = std::fs::remove_file(replayed);
     let _ = std::fs::remove_file(recorded);
 }
 

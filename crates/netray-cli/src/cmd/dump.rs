@@ -198,9 +198,11 @@ fn read_file(path: &std::path::Path, filter: &str, snaplen: u32, out: &mut Outpu
     let filter = netray_pcapfilter::Filter::new(filter, snaplen)?;
     let reader = offline::open(path)?;
     let (mut read, mut matched) = (0u64, 0u64);
+    let mut first_iface = None;
     for pkt in reader {
         let pkt = pkt?;
         read += 1;
+        first_iface.get_or_insert_with(|| pkt.iface.clone());
         if filter.matches(&pkt.data, pkt.wire_len)? {
             matched += 1;
             let mut p = pkt.as_packet();
@@ -208,6 +210,13 @@ fn read_file(path: &std::path::Path, filter: &str, snaplen: u32, out: &mut Outpu
             if !out.write(&p) {
                 break;
             }
+        }
+    }
+    if out.written() == 0 {
+        // A pcapng file without an Interface Description Block is refused by tcpdump:
+        // an empty result still names the interface the packets came from.
+        if let Some(iface) = &first_iface {
+            out.declare(iface);
         }
     }
     let written = out.written();
