@@ -211,6 +211,7 @@ impl RuleSpec {
             }
             E::PortZero => invalid("port", format!("0 is out of range {}-{}", bounds::PORT_MIN, bounds::PORT_MAX)),
             E::BadDir(d) => invalid("dir", format!("unknown direction '{}': use in (received packets, by source), out (sent packets, by destination) or both", short(&d))),
+            E::BadTtl(_) | E::TtlInPast(_) | E::TtlZero(_) => invalid("ttl", e.to_string()),
         })
     }
 
