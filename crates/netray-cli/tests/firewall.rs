@@ -184,6 +184,12 @@ fn bad_input_gets_one_clear_error_line() {
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.1.0.0/16", "10.1.0.0/16"]);
     run(&["deny", "del", "10.9.0.0/16"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "0"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "-3s"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "soon"]);
+    run(&["deny", "add", "10.2.0.0/16", "--audit", "--ttl", "3"]);
+    // Nothing changed: the one rule added above, as it was.
+    run(&["deny", "list"]);
     std::fs::write(&bad, "192.0.2.0/24\n# fine\n198.51.100.0/24 udp\n").unwrap();
     run(&["deny", "add", "--file", &bad_file]);
     std::fs::write(&bad, "192.0.2.0/24\n198.51.100.0/33\n").unwrap();

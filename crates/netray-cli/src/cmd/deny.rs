@@ -29,7 +29,8 @@ pub enum DenyCommand {
         #[command(flatten)]
         spec: RuleArgs,
         /// Let the rule expire DURATION from now (30s, 10m, 2h, 1h30m, 2days): it stops matching then.
-        #[arg(long, value_name = "DURATION")]
+        // Hyphen values reach the TTL parser, which says why `-3s` is wrong.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         ttl: Option<String>,
         /// Only count the packets the rule matches (its would-drop hits) and let them pass.
         #[arg(long)]
