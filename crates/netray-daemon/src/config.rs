@@ -382,12 +382,17 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let rule = |j: &str| RuleSpec::from_json(&serde_json::from_str(j).unwrap()).and_then(|s| s.rule().map(|_| s));
+        let rule = |j: &str| RuleSpec::from_json(&serde_json::from_str(j).unwrap()).and_then(|s| s.rule_with_options().map(|_| s));
         let msg = |j: &str| rule(j).unwrap_err().to_string();
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 70000}"#), "field 'port': 70000 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": -1}"#), "field 'port': -1 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 5.5}"#), "field 'port': 5.5 is not an integer (1-65535)");
-        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir)");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit)");
+        assert_eq!(
+            msg(r#"{"cidr": "10.0.0.0/8", "ttl": "-3s"}"#),
+            "field 'ttl': --ttl '-3s' is in the past: a TTL counts from now; give a positive duration such as 30s, 10m or 2h"
+        );
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "audit": 1}"#), "field 'audit': expected true or false, got a number");
         assert_eq!(msg(r#"{"proto": "udp"}"#), "field 'cidr' is required");
         assert_eq!(msg(r#"{"cidr": null}"#), "field 'cidr': expected a string, got null");
         assert_eq!(msg(r#"{"cidr": ""}"#), "field 'cidr': must not be empty");

@@ -239,7 +239,7 @@ impl Daemon {
     /// half done. (`Firewall::list` itself takes no lock.)
     fn pinned_rules(&self) -> netray_core::Result<Vec<RuleStatus>> {
         let _lock = self.pin.lock()?;
-        self.fw.list()
+        self.fw.list_locked()
     }
 
     /// The interfaces the firewall is attached to now, whoever attached it.

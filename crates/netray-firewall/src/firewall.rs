@@ -341,14 +341,29 @@ impl Firewall {
 
     /// Every rule with its action, time left and hits; rules that have
     /// expired are removed first (and the tables recompiled without them).
+    /// Takes the pin lock only to remove expired rules.
     pub fn list(&self) -> Result<Vec<RuleStatus>> {
         if !self.pin.fw_dir().join(M::FW_STATE).exists() {
             return Ok(Vec::new());
         }
         if !self.with_maps(Self::expired_ids)?.is_empty() {
             let _lock = self.pin.lock()?;
-            self.with_maps(Self::remove_expired)?;
+            return self.list_locked();
         }
+        self.rule_statuses()
+    }
+
+    /// `list` for a caller that holds the pin lock (the lock is a file lock:
+    /// taking it again would wait for itself).
+    pub fn list_locked(&self) -> Result<Vec<RuleStatus>> {
+        if !self.pin.fw_dir().join(M::FW_STATE).exists() {
+            return Ok(Vec::new());
+        }
+        self.with_maps(Self::remove_expired)?;
+        self.rule_statuses()
+    }
+
+    fn rule_statuses(&self) -> Result<Vec<RuleStatus>> {
         self.with_maps(|maps| {
             let rules = maps.load_rules()?;
             let now = boot_clock_ns();
