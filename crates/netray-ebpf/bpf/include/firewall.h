@@ -451,12 +451,17 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 src, __
 	}
 	if (leaf) {
 		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
-		if (rule)
+		if (rule) {
 			rule = nr_fw_apply(rule);
+			p->rule = nr_fw_rule_id(rule);
+			p->len = len;
+			return rule;
+		}
 	}
-	p->rule = nr_fw_rule_id(rule);
+	/* no rule: the same two stores as before audit and expiry existed */
+	p->rule = 0;
 	p->len = len;
-	return rule;
+	return 0;
 }
 
 #endif /* NETRAY_FIREWALL_H */
