@@ -12,21 +12,7 @@ use std::{
 };
 
 use common::Env;
-use netray_lab::{Family, Proto, TrafficSpec};
-
-/// UDP echo requests from the lab's namespace: how many were answered.
-fn udp_answered(env: &Env, n: u64) -> u64 {
-    let spec = TrafficSpec {
-        duration: None,
-        count: Some(n),
-        pps: 500,
-        protos: vec![Proto::Udp],
-        family: Family::V4,
-        timeout: Duration::from_millis(500),
-        ..TrafficSpec::default()
-    };
-    env.lab.traffic(&spec).unwrap().answered(Proto::Udp, Family::V4)
-}
+use netray_lab::Family;
 
 #[test]
 fn a_rule_with_a_ttl_drops_then_passes_after_it_expires_with_no_netray_running() {
@@ -47,7 +33,7 @@ fn a_rule_with_a_ttl_drops_then_passes_after_it_expires_with_no_netray_running()
     // daemon): from here only the kernel can let the packets through.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(added.elapsed()) + Duration::from_millis(100));
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3, "passes once expired");
-    assert_eq!(udp_answered(&env, 5), 5, "UDP passes once expired");
+    assert_eq!(env.udp_answered(Family::V4, 5), 5, "UDP passes once expired");
 
     // The still-stored rule counted nothing after it expired; listing removes it.
     let st = env.json(&["firewall", "status", "--json"]);
@@ -68,7 +54,7 @@ fn an_audit_rule_passes_everything_and_counts_what_was_sent() {
     assert_eq!(out, format!("added rule 1: audit {peer}/32\n"));
 
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3, "an audit rule drops nothing");
-    assert_eq!(udp_answered(&env, 5), 5, "an audit rule drops nothing");
+    assert_eq!(env.udp_answered(Family::V4, 5), 5, "an audit rule drops nothing");
     let list = env.json(&["deny", "list", "--json"]);
     assert_eq!(list[0]["action"], "audit", "{list}");
     assert_eq!(list[0]["packets"], 8, "hits = the 3 pings and 5 UDP requests sent: {list}");

@@ -14,7 +14,7 @@ use crate::output::{json_line, outln, table};
 
 #[derive(Subcommand)]
 pub enum DenyCommand {
-    /// Drop traffic from a prefix (optionally one protocol/port; --ttl: for a while; --audit: count only).
+    /// Drop traffic from a prefix (--audit: only count it; --ttl: for a while).
     #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
         netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n  \
         netray deny add --file drop.txt          # a blocklist, compiled once\n  \
