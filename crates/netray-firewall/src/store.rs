@@ -323,6 +323,14 @@ impl FwMaps {
 
         self.replace_l4(target as u8, st.generation, c)?;
 
+        // How many of the bank's rules audit or expire, stored before the bank goes
+        // live: with none, the dispatcher skips the per-rule action lookup (a cache
+        // miss per matched packet) and a match simply drops.
+        let actions = mapped(&mut self.mapped.actions, &self.rule_action)?;
+        let special = c.rule_ids.iter().filter(|&&id| actions.slice().get(id as usize).is_some_and(audits_or_expires)).count();
+        st.special_rules[target as usize] = special as u32;
+        maps::put(&self.state, 0, &st)?;
+
         st.active_bank = target;
         st.generation = st.generation.wrapping_add(1);
         st.chunks_used = c.chunks.len() as u32;
@@ -365,4 +373,9 @@ impl FwMaps {
         self.known_l4[usize::from(bank & 1)] = Some((generation.wrapping_add(1), written));
         Ok(())
     }
+}
+
+/// Whether the dispatcher must read a matched rule's action slot (nr_fw_apply).
+fn audits_or_expires(a: &nr_fw_rule_action) -> bool {
+    a.action == netray_ebpf::abi::nr_fw_action::NR_ACTION_AUDIT.0 || a.expires_ns != 0
 }

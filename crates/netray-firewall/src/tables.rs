@@ -145,6 +145,7 @@ fn init_state(pin: &PinDir) -> Result<()> {
         ranges_used: 0,
         rules: 0,
         table_format: TABLE_FORMAT,
+        special_rules: [0; 2],
     };
     maps::put(&state_map, 0, &init)
 }

@@ -351,10 +351,14 @@ _Static_assert(NR_FW_MAX_RULES < NR_FW_AUDITED, "the audit bit is above every ru
 /* A matched rule as it applies now (struct nr_fw_rule_action): the rule id
  * (deny), NR_FW_AUDITED | the id (audit), or 0 once it has expired. Called
  * only after a match, so traffic no rule matches never pays for it. */
-static __always_inline __u32 nr_fw_apply(__u32 rule)
+static __always_inline __u32 nr_fw_apply(__u32 bank, __u32 rule)
 {
-	struct nr_fw_rule_action *a = bpf_map_lookup_elem(&fw_rule_action, &rule);
+	struct nr_fw_rule_action *a;
 
+	/* A bank of plain deny rules (the usual case) needs no lookup. */
+	if (!fw_state.special_rules[bank & 1])
+		return rule;
+	a = bpf_map_lookup_elem(&fw_rule_action, &rule);
 	if (!a)
 		return rule;
 	if (a->expires_ns && bpf_ktime_get_boot_ns() >= a->expires_ns)
@@ -410,7 +414,8 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 	}
 	if (!leaf)
 		return 0;
-	return nr_fw_leaf_rule(bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+	leaf = nr_fw_leaf_rule(bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+	return leaf ? nr_fw_apply(bank, leaf) : 0;
 }
 
 /* The rule id (slot + 1) that denies this packet, with NR_FW_AUDITED if
@@ -421,11 +426,8 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 {
 	__u32 rule = nr_fw_rule(data, data_end, m, dst);
 
-	if (rule) {
-		rule = nr_fw_apply(rule);
-		if (rule)
-			nr_fw_count(nr_fw_rule_id(rule), len);
-	}
+	if (rule)
+		nr_fw_count(nr_fw_rule_id(rule), len);
 	return rule;
 }
 
@@ -452,7 +454,7 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 src, __
 	if (leaf) {
 		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
 		if (rule) {
-			rule = nr_fw_apply(rule);
+			rule = nr_fw_apply(bank, rule);
 			p->rule = nr_fw_rule_id(rule);
 			p->len = len;
 			return rule;

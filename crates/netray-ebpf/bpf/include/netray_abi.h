@@ -324,6 +324,9 @@ struct nr_fw_state {
 	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
 	__u32 table_format;	/* NR_FW_TABLE_FORMAT of the netray that created the tables */
+	/* Rules of each bank that audit or expire; 0: a match drops without reading
+	 * fw_rule_action. Written before the bank is made active. */
+	__u32 special_rules[2];
 };
 
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
