@@ -16,32 +16,18 @@ use netray_lab::Family;
 
 const UDP_ECHO: u16 = 7;
 
-fn udp_answered(env: &Env, family: Family, n: u64) -> u64 {
-    use netray_lab::{Proto, TrafficSpec};
-    let spec = TrafficSpec {
-        duration: None,
-        count: Some(n),
-        pps: 500,
-        protos: vec![Proto::Udp],
-        family,
-        timeout: Duration::from_millis(500),
-        ..TrafficSpec::default()
-    };
-    env.lab.traffic(&spec).unwrap().answered(Proto::Udp, family)
-}
-
 #[test]
 fn deny_add_and_del_stop_and_restore_ping_and_udp() {
     let env = Env::new("fw");
     let peer = env.lab.peer_v4().to_string();
     env.ok(&["firewall", "attach", "-i", env.iface()]);
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
-    assert_eq!(udp_answered(&env, Family::V4, 5), 5);
+    assert_eq!(env.udp_answered(Family::V4, 5), 5);
 
     let out = env.ok(&["deny", "add", &peer]);
     assert_eq!(out, format!("added rule 1: deny {peer}/32\n"));
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 0, "ping must fail once the peer is denied");
-    assert_eq!(udp_answered(&env, Family::V4, 5), 0, "UDP must fail once the peer is denied");
+    assert_eq!(env.udp_answered(Family::V4, 5), 0, "UDP must fail once the peer is denied");
     assert_eq!(env.lab.ping(Family::V6, 2).unwrap(), 2, "an IPv4 rule leaves IPv6 alone");
 
     let list = env.json(&["deny", "list", "--json"]);
@@ -51,7 +37,7 @@ fn deny_add_and_del_stop_and_restore_ping_and_udp() {
 
     env.ok(&["deny", "del", &peer]);
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
-    assert_eq!(udp_answered(&env, Family::V4, 5), 5);
+    assert_eq!(env.udp_answered(Family::V4, 5), 5);
     assert_eq!(env.json(&["deny", "list", "--json"]), serde_json::json!([]));
 }
 
@@ -61,15 +47,15 @@ fn port_rule_drops_only_that_port_and_ipv6_rules_work() {
     env.ok(&["firewall", "attach", "-i", env.iface()]);
     let peer4 = env.lab.peer_v4().to_string();
     env.ok(&["deny", "add", &peer4, "--proto", "udp", "--port", &UDP_ECHO.to_string()]);
-    assert_eq!(udp_answered(&env, Family::V4, 5), 0, "UDP to port 7 is denied");
+    assert_eq!(env.udp_answered(Family::V4, 5), 0, "UDP to port 7 is denied");
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3, "ICMP from the same peer still passes");
-    assert_eq!(udp_answered(&env, Family::V6, 5), 5);
+    assert_eq!(env.udp_answered(Family::V6, 5), 5);
 
     // An IPv6 prefix rule (the lab's /64) for ICMPv6 only.
     let net6 = format!("{}/64", ipv6_prefix64(env.lab.peer_v6()));
     env.ok(&["deny", "add", &net6, "--proto", "icmp"]);
     assert_eq!(env.lab.ping(Family::V6, 3).unwrap(), 0, "ICMPv6 from the /64 is denied");
-    assert_eq!(udp_answered(&env, Family::V6, 5), 5, "UDP over IPv6 still passes");
+    assert_eq!(env.udp_answered(Family::V6, 5), 5, "UDP over IPv6 still passes");
     let list = env.json(&["deny", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[1]["proto"], "icmp");
@@ -131,7 +117,7 @@ fn monitor_and_firewall_start_and_stop_independently_without_loss() {
 
     // Toggle features while traffic flows: nothing may be lost.
     let sender = std::thread::scope(|s| {
-        let t = s.spawn(|| udp_answered(&env, Family::Both, 200));
+        let t = s.spawn(|| env.udp_answered(Family::Both, 200));
         env.ok(&["firewall", "detach", "-i", env.iface()]);
         env.ok(&["firewall", "attach", "-i", env.iface()]);
         t.join().unwrap()
@@ -184,6 +170,12 @@ fn bad_input_gets_one_clear_error_line() {
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.1.0.0/16", "10.1.0.0/16"]);
     run(&["deny", "del", "10.9.0.0/16"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "0"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "-3s"]);
+    run(&["deny", "add", "10.2.0.0/16", "--ttl", "soon"]);
+    run(&["deny", "add", "10.2.0.0/16", "--audit", "--ttl", "3"]);
+    // Nothing changed: the one rule added above, as it was.
+    run(&["deny", "list"]);
     std::fs::write(&bad, "192.0.2.0/24\n# fine\n198.51.100.0/24 udp\n").unwrap();
     run(&["deny", "add", "--file", &bad_file]);
     std::fs::write(&bad, "192.0.2.0/24\n198.51.100.0/33\n").unwrap();

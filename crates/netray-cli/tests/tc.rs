@@ -16,25 +16,12 @@ use common::{
     expected::{transcript, Normalise},
     Env,
 };
-use netray_lab::{Family, Proto, TrafficSpec};
+use netray_lab::Family;
 use serde_json::Value;
 
 /// An echo request or reply of the lab's ping: Ethernet, IPv4, ICMP and the
 /// 64-byte payload of TrafficSpec's default.
 const ICMP_LEN: u64 = 14 + 20 + 8 + 64;
-
-fn udp_answered(env: &Env, n: u64) -> u64 {
-    let spec = TrafficSpec {
-        duration: None,
-        count: Some(n),
-        pps: 500,
-        protos: vec![Proto::Udp],
-        family: Family::V4,
-        timeout: Duration::from_millis(500),
-        ..TrafficSpec::default()
-    };
-    env.lab.traffic(&spec).unwrap().answered(Proto::Udp, Family::V4)
-}
 
 fn status(env: &Env) -> Value {
     env.json(&["firewall", "status", "--json"])
@@ -110,7 +97,7 @@ fn out_rule_drops_replies_at_tc_egress_and_leaves_ingress_alone() {
     env.ok(&["deny", "add", "192.0.2.0/24", "--dir", "out"]);
     env.ok(&["deny", "add", "203.0.113.0/24"]);
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3);
-    assert_eq!(udp_answered(&env, 5), 5);
+    assert_eq!(env.udp_answered(Family::V4, 5), 5);
 
     env.ok(&["firewall", "detach", "-i", env.iface()]);
     assert_eq!(status(&env)["interfaces"], serde_json::json!([]));
@@ -243,7 +230,7 @@ char _license[] __attribute__((section("license"), used)) = "GPL";
 fn assert_foreign_filter_works(env: &Env, when: &str) {
     let filters = tc(&["filter", "show", "dev", env.iface(), "egress"]);
     assert!(filters.contains("drop_udp_from_7"), "{when}: the foreign filter is gone: {filters}");
-    assert_eq!(udp_answered(env, 5), 0, "{when}: the foreign filter no longer drops");
+    assert_eq!(env.udp_answered(Family::V4, 5), 0, "{when}: the foreign filter no longer drops");
     assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 2, "{when}: ping");
 }
 

@@ -15,6 +15,7 @@ pub const FW_RANGES: &str = "fw_ranges";
 pub const FW_MATCHES: &str = "fw_matches";
 pub const FW_L4: &str = "fw_l4";
 pub const FW_RULES: &str = "fw_rules";
+pub const FW_RULE_ACTION: &str = "fw_rule_action";
 pub const FW_RULE_HITS: &str = "fw_rule_hits";
 pub const FW_RULE_STATS: &str = "fw_rule_stats";
 pub const FW_PENDING: &str = "fw_pending";
@@ -39,6 +40,7 @@ pub const ALL: &[&str] = &[
     FW_MATCHES,
     FW_L4,
     FW_RULES,
+    FW_RULE_ACTION,
     FW_RULE_HITS,
     FW_RULE_STATS,
     FW_PENDING,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::{Path, PathBuf}};
 
 use anyhow::{bail, Context};
 use netray_core::AttachMode;
-use netray_firewall::Rule;
+use netray_firewall::{Action, Rule, RuleOptions, Ttl};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -30,6 +30,8 @@ pub mod bounds {
     pub const MODES: [&str; 5] = ["auto", "native", "generic", "drv", "skb"];
     /// Directions of a rule.
     pub const DIRS: [&str; 3] = ["in", "out", "both"];
+    /// Longest `ttl` ("1year 11months 4weeks 6days 23h 59m 59s" and a little more).
+    pub const TTL_MAX_LEN: usize = 64;
 }
 
 /// A field of a request (or of the config file) that is not valid: the
@@ -154,7 +156,9 @@ pub fn short(s: &str) -> String {
     if s.chars().count() > 40 { format!("{}...", s.chars().take(40).collect::<String>()) } else { s.to_string() }
 }
 
-/// A rule as declared: `{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}`.
+/// A rule as declared: `{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}`,
+/// optionally with `"ttl": "10m"` (it expires that long after it is added)
+/// and `"audit": true` (it counts and lets pass).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -165,6 +169,10 @@ pub struct RuleSpec {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 pub const RULE_EXAMPLE: &str = r#"{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}"#;
@@ -175,7 +183,7 @@ impl RuleSpec {
     /// `proto`, `port` and `dir` may be null, meaning absent.
     pub fn from_json(v: &Value) -> Result<RuleSpec, SpecError> {
         use bounds::*;
-        let obj = fields(v, &["cidr", "proto", "port", "dir"], "cidr, proto, port, dir", RULE_EXAMPLE)?;
+        let obj = fields(v, &["cidr", "proto", "port", "dir", "ttl", "audit"], "cidr, proto, port, dir, ttl, audit", RULE_EXAMPLE)?;
         let cidr = string_field(obj, "cidr", CIDR_MAX_LEN, false)?.ok_or(SpecError::Missing("cidr"))?;
         let proto = string_field(obj, "proto", PROTO_MAX_LEN, true)?;
         let port = match obj.get("port") {
@@ -193,7 +201,24 @@ impl RuleSpec {
             Some(Value::String(d)) => return Err(invalid("dir", format!("'{}' is not one of in, out, both", short(d)))),
             Some(v) => return Err(invalid("dir", format!("expected one of in, out, both, got {}", json_kind(v)))),
         };
-        Ok(RuleSpec { cidr, proto, port, dir })
+        let ttl = string_field(obj, "ttl", TTL_MAX_LEN, true)?;
+        let audit = match obj.get("audit") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(invalid("audit", format!("expected true or false, got {}", json_kind(v)))),
+        };
+        Ok(RuleSpec { cidr, proto, port, dir, ttl, audit })
+    }
+
+    /// What the rule does and until when, or what is wrong naming the field.
+    pub fn options(&self) -> Result<RuleOptions, SpecError> {
+        let ttl = self.ttl.as_deref().map(str::parse::<Ttl>).transpose().map_err(|e| invalid("ttl", e.to_string()))?;
+        Ok(RuleOptions { action: if self.audit { Action::Audit } else { Action::Deny }, ttl: ttl.map(|t| t.0) })
+    }
+
+    /// The rule with its options (`rule()` and `options()`).
+    pub fn rule_with_options(&self) -> Result<(Rule, RuleOptions), SpecError> {
+        Ok((self.rule()?, self.options()?))
     }
 
     pub fn to_rule(&self) -> Result<Rule, netray_firewall::RuleError> {
@@ -211,6 +236,8 @@ impl RuleSpec {
             }
             E::PortZero => invalid("port", format!("0 is out of range {}-{}", bounds::PORT_MIN, bounds::PORT_MAX)),
             E::BadDir(d) => invalid("dir", format!("unknown direction '{}': use in (received packets, by source), out (sent packets, by destination) or both", short(&d))),
+            // Never from to_rule (options() parses the TTL); matched for completeness.
+            E::BadTtl(_) | E::TtlInPast(_) | E::TtlZero(_) => invalid("ttl", e.to_string()),
         })
     }
 
@@ -220,6 +247,8 @@ impl RuleSpec {
             proto: r.proto.map(|p| p.to_string()),
             port: r.port,
             dir: Some(r.dir.to_string()),
+            ttl: None,
+            audit: false,
         }
     }
 }
@@ -317,7 +346,7 @@ impl Config {
             }
         }
         for r in &self.rules {
-            if let Err(e) = r.rule() {
+            if let Err(e) = r.rule_with_options() {
                 bail!("[[rule]] {}: {e}", r.cidr);
             }
         }
@@ -353,12 +382,17 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let rule = |j: &str| RuleSpec::from_json(&serde_json::from_str(j).unwrap()).and_then(|s| s.rule().map(|_| s));
+        let rule = |j: &str| RuleSpec::from_json(&serde_json::from_str(j).unwrap()).and_then(|s| s.rule_with_options().map(|_| s));
         let msg = |j: &str| rule(j).unwrap_err().to_string();
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 70000}"#), "field 'port': 70000 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": -1}"#), "field 'port': -1 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 5.5}"#), "field 'port': 5.5 is not an integer (1-65535)");
-        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir)");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit)");
+        assert_eq!(
+            msg(r#"{"cidr": "10.0.0.0/8", "ttl": "-3s"}"#),
+            "field 'ttl': --ttl '-3s' is in the past: a TTL counts from now; give a positive duration such as 30s, 10m or 2h"
+        );
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "audit": 1}"#), "field 'audit': expected true or false, got a number");
         assert_eq!(msg(r#"{"proto": "udp"}"#), "field 'cidr' is required");
         assert_eq!(msg(r#"{"cidr": null}"#), "field 'cidr': expected a string, got null");
         assert_eq!(msg(r#"{"cidr": ""}"#), "field 'cidr': must not be empty");

@@ -15,7 +15,7 @@ use std::{
 };
 
 use netray_core::{AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
-use netray_firewall::{Firewall, Rule, RuleStatus, TableUsage};
+use netray_firewall::{Action, Firewall, Rule, RuleOptions, RuleStatus, TableUsage};
 use serde::Serialize;
 
 use crate::{
@@ -46,6 +46,10 @@ pub struct RuleView {
     pub proto: Option<String>,
     pub port: Option<u16>,
     pub dir: String,
+    /// "deny" or "audit" (counts, lets pass).
+    pub action: Action,
+    /// Milliseconds until the rule expires; None: never.
+    pub expires_in_ms: Option<u64>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -58,6 +62,8 @@ impl From<&RuleStatus> for RuleView {
             proto: r.rule.proto.map(|p| p.to_string()),
             port: r.rule.port,
             dir: r.rule.dir.to_string(),
+            action: r.action,
+            expires_in_ms: r.expires_in_ms,
             packets: r.packets,
             bytes: r.bytes,
         }
@@ -145,12 +151,16 @@ pub fn check_if_match(if_match: Option<&str>, revision: u64) -> ApiResult<()> {
 /// The pinned rules as the state file stores them, or None if `current`
 /// already says the same. `specs` remembers each rule's conversion (by id):
 /// formatting every prefix again on every read cost more than the read.
+/// Expiring rules are not stored: their expiry is on this boot's clock, and
+/// the state file restores rules when the pins are gone (after a reboot).
 fn stored(specs: &mut HashMap<u32, (Rule, RuleSpec)>, list: &[RuleStatus], current: &[StoredRule]) -> Option<Vec<StoredRule>> {
-    for r in list {
+    let list: Vec<&RuleStatus> = list.iter().filter(|r| r.expires_in_ms.is_none()).collect();
+    for r in &list {
+        let audit = r.action == Action::Audit;
         match specs.get(&r.id) {
-            Some((rule, _)) if *rule == r.rule => {}
+            Some((rule, spec)) if *rule == r.rule && spec.audit == audit => {}
             _ => {
-                specs.insert(r.id, (r.rule.clone(), RuleSpec::from_rule(&r.rule)));
+                specs.insert(r.id, (r.rule.clone(), RuleSpec { audit, ..RuleSpec::from_rule(&r.rule) }));
             }
         }
     }
@@ -229,7 +239,7 @@ impl Daemon {
     /// half done. (`Firewall::list` itself takes no lock.)
     fn pinned_rules(&self) -> netray_core::Result<Vec<RuleStatus>> {
         let _lock = self.pin.lock()?;
-        self.fw.list()
+        self.fw.list_locked()
     }
 
     /// The interfaces the firewall is attached to now, whoever attached it.
@@ -279,28 +289,28 @@ impl Daemon {
         // Create the shared maps now, so readers never race their creation.
         self.fw.create_tables()?;
         let pinned = self.pinned_rules()?;
-        let mut want: Vec<Rule> = Vec::new();
+        let mut want: Vec<(Rule, RuleOptions)> = Vec::new();
         for spec in &self.config.rules {
-            want.push(spec.to_rule()?);
+            want.push(spec.rule_with_options()?);
         }
         if !pinned_fw {
             // The pins are gone (reboot, wiped bpffs): restore what we had.
             report.rules_restored_from_state = !st.rules.is_empty();
             for r in &st.rules {
-                if let Ok(rule) = r.spec.to_rule() {
+                if let Ok(rule) = r.spec.rule_with_options() {
                     want.push(rule);
                 }
             }
         }
-        let mut missing: Vec<Rule> = Vec::new();
-        for r in want {
-            if !pinned.iter().any(|p| p.rule == r) && !missing.contains(&r) {
-                missing.push(r);
+        let mut missing: Vec<(Rule, RuleOptions)> = Vec::new();
+        for (r, opts) in want {
+            if !pinned.iter().any(|p| p.rule == r) && !missing.iter().any(|(m, _)| *m == r) {
+                missing.push((r, opts));
             }
         }
         report.rules_kept = pinned.len();
         if !missing.is_empty() {
-            self.fw.add(&missing)?;
+            self.fw.add_with(&missing)?;
             report.rules_added = missing.len();
         }
         let mut desired: BTreeMap<String, String> = st.interfaces.clone();
@@ -367,7 +377,7 @@ impl Daemon {
         Ok((st.revision, list.iter().map(RuleView::from).collect()))
     }
 
-    pub fn add_rules(&self, if_match: Option<&str>, rules: &[Rule]) -> ApiResult<(u64, Vec<RuleView>)> {
+    pub fn add_rules(&self, if_match: Option<&str>, rules: &[(Rule, RuleOptions)]) -> ApiResult<(u64, Vec<RuleView>)> {
         let mut st = self.lock();
         if if_match.is_some() {
             // Conditional: changes made by the CLI meanwhile must count.
@@ -376,7 +386,7 @@ impl Daemon {
         }
         // (Unconditional adds skip that read: the sync below sees every
         // change, ours and any other, and bumps the revision.)
-        let ids = self.fw.add(rules).map_err(|e| ApiError::from_core(e).with_etag(st.revision))?;
+        let ids = self.fw.add_with(rules).map_err(|e| ApiError::from_core(e).with_etag(st.revision))?;
         let list = self.sync(&mut st)?;
         let added = list.iter().filter(|r| ids.contains(&r.id)).map(RuleView::from).collect();
         Ok((st.revision, added))

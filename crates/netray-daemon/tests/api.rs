@@ -255,7 +255,7 @@ fn config_rules_and_interfaces_are_applied_at_start() {
     let lab_if;
     let env = {
         let mut cfg = netray_daemon::config::Config::default();
-        cfg.rules.push(netray_daemon::config::RuleSpec { cidr: "203.0.113.0/24".into(), proto: None, port: None, dir: None });
+        cfg.rules.push(netray_daemon::config::RuleSpec { cidr: "203.0.113.0/24".into(), proto: None, port: None, dir: None, ttl: None, audit: false });
         let mut env = Env::with_config("dcfg", cfg.clone());
         lab_if = env.iface().to_string();
         env.stop();
@@ -270,4 +270,33 @@ fn config_rules_and_interfaces_are_applied_at_start() {
     let i = c.get(&format!("/v1/interfaces/{lab_if}")).json();
     assert_eq!(i["interface"]["firewall"], true, "{i}");
     assert_eq!(i["interface"]["status"]["mode"], "generic", "{i}");
+}
+
+/// POST /v1/rules takes `ttl` and `audit`: the rule lists its action and
+/// time left, a TTL that is not a positive duration is refused naming the
+/// field (nothing changed), and an expired rule leaves the listing.
+#[test]
+fn rules_take_a_ttl_and_audit() {
+    let env = Env::new("dttl");
+    let c = env.client();
+    let rev0 = c.get("/v1/rules").revision();
+    for (ttl, problem) in [("0", "at once"), ("-3s", "in the past"), ("soon", "not a duration")] {
+        let e = c.post("/v1/rules", &format!(r#"{{"cidr": "192.0.2.0/24", "ttl": "{ttl}"}}"#)).error(422);
+        assert!(e.contains("field 'ttl'") && e.contains(problem), "{ttl}: {e}");
+    }
+    let e = c.post("/v1/rules", r#"{"cidr": "192.0.2.0/24", "audit": "yes"}"#).error(422);
+    assert!(e.contains("field 'audit'"), "{e}");
+    assert_eq!(c.get("/v1/rules").revision(), rev0, "refused requests change nothing");
+
+    let r = c.post("/v1/rules", r#"[{"cidr": "192.0.2.0/24", "audit": true, "ttl": "1h"}, {"cidr": "198.51.100.0/24", "ttl": "1s"}]"#);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let added = r.json()["added"].clone();
+    assert_eq!((added[0]["action"].as_str(), added[1]["action"].as_str()), (Some("audit"), Some("deny")), "{added}");
+    let left = added[0]["expires_in_ms"].as_u64().unwrap();
+    assert!(left > 3_590_000 && left <= 3_600_000, "{added}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let rules = c.get("/v1/rules").json()["rules"].clone();
+    assert_eq!(rules.as_array().unwrap().len(), 1, "the expired rule is gone: {rules}");
+    assert_eq!(rules[0]["cidr"], "192.0.2.0/24");
+    assert_eq!(rules[0]["action"], "audit");
 }

@@ -23,6 +23,7 @@ struct nr_fw_match *nr_abi_fw_match;
 struct nr_fw_l4_key *nr_abi_fw_l4_key;
 struct nr_fw_state *nr_abi_fw_state;
 struct nr_fw_rule *nr_abi_fw_rule;
+struct nr_fw_rule_action *nr_abi_fw_rule_action;
 struct nr_rule_counter *nr_abi_rule_counter;
 struct nr_rule_hits *nr_abi_rule_hits;
 struct nr_fw_pending *nr_abi_fw_pending;

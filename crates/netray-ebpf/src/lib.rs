@@ -96,6 +96,7 @@ pub mod abi {
         nr_fw_l4_key,
         nr_fw_state,
         nr_fw_rule,
+        nr_fw_rule_action,
         nr_rule_counter,
         nr_rule_hits,
         nr_fw_pending,

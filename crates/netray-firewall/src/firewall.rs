@@ -14,19 +14,31 @@ use netray_core::{
 use serde::Serialize;
 
 use crate::{
+    action::{self, boot_clock_ns, Action, RuleOptions},
     rule::Rule,
     store::FwMaps,
     tables::{self, ensure_tables, FwCapacity},
 };
 
-/// A rule with its id and hit counters.
+/// A rule with its id, action, time left and hit counters (an audit
+/// rule's hits are the packets it would have dropped).
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleStatus {
     pub id: u32,
     #[serde(flatten)]
     pub rule: Rule,
+    pub action: Action,
+    /// Milliseconds until the rule expires (its --ttl); None: never.
+    pub expires_in_ms: Option<u64>,
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl RuleStatus {
+    /// The time left, as people read it (`2m 5s`); None: never expires.
+    pub fn time_left(&self) -> Option<String> {
+        self.expires_in_ms.map(|ms| action::time_left(ms.saturating_mul(1_000_000)))
+    }
 }
 
 /// How full the compiled tables are.
@@ -186,14 +198,25 @@ impl Firewall {
         Ok(())
     }
 
-    /// Adds rules; all or none. Returns their ids.
+    /// Adds deny rules that never expire; all or none. Returns their ids.
     pub fn add(&self, new: &[Rule]) -> Result<Vec<u32>> {
-        let _lock = self.pin.lock()?;
-        ensure_tables(&self.pin, &self.cap)?;
-        self.with_maps(|maps| Self::add_to(maps, new))
+        let with: Vec<(Rule, RuleOptions)> = new.iter().map(|r| (r.clone(), RuleOptions::default())).collect();
+        self.add_with(&with)
     }
 
-    fn add_to(maps: &mut FwMaps, new: &[Rule]) -> Result<Vec<u32>> {
+    /// Adds rules, each with its action and TTL; all or none. Returns their
+    /// ids. Rules that have expired are removed first (as `list` does).
+    pub fn add_with(&self, new: &[(Rule, RuleOptions)]) -> Result<Vec<u32>> {
+        let _lock = self.pin.lock()?;
+        ensure_tables(&self.pin, &self.cap)?;
+        self.with_maps(|maps| {
+            Self::remove_expired(maps)?;
+            Self::add_to(maps, new)
+        })
+    }
+
+    fn add_to(maps: &mut FwMaps, with: &[(Rule, RuleOptions)]) -> Result<Vec<u32>> {
+        let new: Vec<Rule> = with.iter().map(|(r, _)| r.clone()).collect();
         let mut rules = maps.load_rules()?;
         let mut existing: HashMap<&Rule, u32> = HashMap::with_capacity(rules.len() + new.len());
         for (id, r) in &rules {
@@ -205,7 +228,7 @@ impl Firewall {
         let pending: HashSet<u32> = maps.pending()?.into_iter().map(|(id, _)| id).collect();
         let mut ids = Vec::with_capacity(new.len());
         let mut next = 1u32;
-        for rule in new {
+        for rule in &new {
             if let Some(id) = existing.get(rule) {
                 return Err(if used.contains(id) {
                     Error::RuleExists { id: *id, rule: rule.to_string() }
@@ -226,7 +249,7 @@ impl Firewall {
         }
         rules.extend(ids.iter().copied().zip(new.iter().cloned()));
         let compiled = maps.compile(&rules)?;
-        maps.store_rules(ids.iter().copied().zip(new))?;
+        maps.store_rules(ids.iter().copied().zip(with).map(|(id, (rule, opts))| (id, rule, *opts)))?;
         if let Err(e) = maps.publish(&compiled) {
             for id in &ids {
                 let _ = maps.remove_rule(*id);
@@ -271,34 +294,92 @@ impl Firewall {
             return pick(&[]);
         }
         self.with_maps(|maps| {
-            let mut rules = maps.load_rules()?;
+            Self::remove_expired(maps)?;
+            let rules = maps.load_rules()?;
             let ids = pick(&rules)?;
-            let gone: HashSet<u32> = ids.iter().copied().collect();
-            rules.retain(|(id, _)| !gone.contains(id));
-            let compiled = maps.compile(&rules)?;
-            maps.publish(&compiled)?;
-            for id in &ids {
-                maps.remove_rule(*id)?;
-            }
-            maps.reset_hits(&ids)?;
-            maps.remember_rules(rules)?;
+            Self::remove_ids(maps, rules, &ids)?;
             Ok(ids)
         })
     }
 
-    /// Every rule with its hits.
+    /// Deletes rules by id from `rules` (the stored set): publishes the set
+    /// without them, then frees their ids.
+    fn remove_ids(maps: &mut FwMaps, mut rules: Vec<(u32, Rule)>, ids: &[u32]) -> Result<()> {
+        let gone: HashSet<u32> = ids.iter().copied().collect();
+        rules.retain(|(id, _)| !gone.contains(id));
+        let compiled = maps.compile(&rules)?;
+        maps.publish(&compiled)?;
+        for id in ids {
+            maps.remove_rule(*id)?;
+        }
+        maps.reset_hits(ids)?;
+        maps.remember_rules(rules)
+    }
+
+    /// The ids of the rules whose TTL has run out: the kernel ignores them
+    /// already; they stay stored until removed.
+    fn expired_ids(maps: &mut FwMaps) -> Result<Vec<u32>> {
+        let now = boot_clock_ns();
+        let rules = maps.load_rules()?;
+        let actions = maps.actions()?;
+        Ok(rules
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| (*id as usize) < actions.len() && action::expired(&actions.read(*id as usize), now))
+            .collect())
+    }
+
+    /// Removes the rules that have expired (call with the pin lock held).
+    fn remove_expired(maps: &mut FwMaps) -> Result<Vec<u32>> {
+        let gone = Self::expired_ids(maps)?;
+        if !gone.is_empty() {
+            let rules = maps.load_rules()?;
+            Self::remove_ids(maps, rules, &gone)?;
+        }
+        Ok(gone)
+    }
+
+    /// Every rule with its action, time left and hits; rules that have
+    /// expired are removed first (and the tables recompiled without them).
+    /// Takes the pin lock only to remove expired rules.
     pub fn list(&self) -> Result<Vec<RuleStatus>> {
         if !self.pin.fw_dir().join(M::FW_STATE).exists() {
             return Ok(Vec::new());
         }
+        if !self.with_maps(Self::expired_ids)?.is_empty() {
+            let _lock = self.pin.lock()?;
+            return self.list_locked();
+        }
+        self.rule_statuses()
+    }
+
+    /// `list` for a caller that holds the pin lock (the lock is a file lock:
+    /// taking it again would wait for itself).
+    pub fn list_locked(&self) -> Result<Vec<RuleStatus>> {
+        if !self.pin.fw_dir().join(M::FW_STATE).exists() {
+            return Ok(Vec::new());
+        }
+        self.with_maps(Self::remove_expired)?;
+        self.rule_statuses()
+    }
+
+    fn rule_statuses(&self) -> Result<Vec<RuleStatus>> {
         self.with_maps(|maps| {
             let rules = maps.load_rules()?;
+            let now = boot_clock_ns();
+            let actions: Vec<_> = {
+                let a = maps.actions()?;
+                rules.iter().map(|(id, _)| a.slice().get(*id as usize).copied().unwrap_or_default()).collect()
+            };
             let counters = maps.counters()?;
             Ok(rules
                 .into_iter()
-                .map(|(id, rule)| {
+                .zip(actions)
+                .map(|((id, rule), a)| {
                     let (packets, bytes) = counters.get(id);
-                    RuleStatus { id, rule, packets, bytes }
+                    let action = Action::from_code(a.action);
+                    let expires_in_ms = (a.expires_ns != 0).then(|| a.expires_ns.saturating_sub(now).div_ceil(1_000_000));
+                    RuleStatus { id, rule, action, expires_in_ms, packets, bytes }
                 })
                 .collect())
         })

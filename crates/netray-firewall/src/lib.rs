@@ -2,12 +2,14 @@
 //! protocol and destination port), enforced by the XDP dispatcher.
 //!
 //! - [`rule`]: a rule as the user writes it, parsed and validated.
+//! - [`action`]: what a matched rule does (deny or audit) and until when (TTL).
 //! - [`compile`]: the rule set compiled into the chunk trie the kernel walks
 //!   (pure Rust, tested without a kernel).
 //! - [`tables`]: the shared `fw_*` maps: their sizes, creation and layout.
 //! - [`store`]: the pinned maps, and publishing a compiled set atomically.
 //! - [`Firewall`]: the operations the CLI and the daemon offer.
 
+pub mod action;
 pub mod compile;
 pub mod rule;
 pub mod store;
@@ -16,5 +18,6 @@ pub mod tables;
 mod firewall;
 
 pub use firewall::{Firewall, FirewallStatus, RuleStatus, TableUsage};
+pub use action::{Action, RuleOptions, Ttl};
 pub use rule::{Direction, Proto, Rule, RuleError};
 pub use tables::FwCapacity;

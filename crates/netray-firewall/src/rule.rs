@@ -24,6 +24,12 @@ pub enum RuleError {
     PortZero,
     #[error("unknown direction '{0}': use in (received packets, by source), out (sent packets, by destination) or both")]
     BadDir(String),
+    #[error("--ttl '{0}' is not a duration: write it as a number and a unit, such as 30s, 10m, 2h or 1h30m")]
+    BadTtl(String),
+    #[error("--ttl '{0}' is in the past: a TTL counts from now; give a positive duration such as 30s, 10m or 2h")]
+    TtlInPast(String),
+    #[error("--ttl '{0}' would expire the rule at once: give a positive duration such as 30s, 10m or 2h")]
+    TtlZero(String),
 }
 
 /// IP protocols a rule can name.

@@ -18,10 +18,11 @@ use netray_core::{
 };
 use netray_ebpf::abi::{
     bytes_of, from_bytes, nr_direct_cpus, nr_fw_chunk, nr_fw_hits_layout, nr_fw_l4_key, nr_fw_match,
-    nr_fw_pending, nr_fw_range, nr_fw_rule, nr_fw_state, nr_rule_counter, nr_rule_hits,
+    nr_fw_pending, nr_fw_range, nr_fw_rule, nr_fw_rule_action, nr_fw_state, nr_rule_counter, nr_rule_hits,
 };
 
 use crate::{
+    action::{boot_clock_ns, RuleOptions},
     compile::{self, Capacity, Compiled},
     rule::Rule,
 };
@@ -29,6 +30,8 @@ use crate::{
 /// Handles on the firewall's pinned maps.
 pub struct FwMaps {
     pub rules: MapHandle,
+    /// What each rule does and until when (struct nr_fw_rule_action).
+    pub rule_action: MapHandle,
     pub rule_hits: MapHandle,
     pub rule_stats: MapHandle,
     pub state: MapHandle,
@@ -58,6 +61,7 @@ struct Mapped {
     pool: Option<MmapArray<nr_fw_chunk>>,
     ranges: Option<MmapArray<nr_fw_range>>,
     matches: Option<MmapArray<nr_fw_match>>,
+    actions: Option<MmapArray<nr_fw_rule_action>>,
 }
 
 /// The mapping of `map` in `slot`, made on first use.
@@ -144,6 +148,7 @@ impl FwMaps {
         let open = |name: &str| maps::open_pinned(&dir.join(name));
         FwMaps {
             rules: open(M::FW_RULES)?,
+            rule_action: open(M::FW_RULE_ACTION)?,
             // Only a missing map means older state: any other failure (out of
             // fds, say) is reported as itself, never as advice to wipe it.
             rule_hits: open(M::FW_RULE_HITS).map_err(|e| {
@@ -206,18 +211,31 @@ impl FwMaps {
         Ok(())
     }
 
-    /// Stores new rules under their ids, their hit counters at zero.
-    pub fn store_rules<'a>(&mut self, new: impl IntoIterator<Item = (u32, &'a Rule)>) -> Result<()> {
+    /// Stores new rules under their ids, with their action and expiry (TTLs
+    /// count from now), their hit counters at zero.
+    pub fn store_rules<'a>(&mut self, new: impl IntoIterator<Item = (u32, &'a Rule, RuleOptions)>) -> Result<()> {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
+        let boot_now = boot_clock_ns();
+        let actions = mapped(&mut self.mapped.actions, &self.rule_action)?;
         let mut ids = Vec::new();
-        for (id, rule) in new {
-            maps::put(&self.rules, id, &rule.to_abi(created))?;
+        for (id, rule, opts) in new {
+            let mut record = rule.to_abi(created);
+            record.action = opts.action.code();
+            let slots = actions.len() as u32;
+            *actions.slice_mut().get_mut(id as usize).ok_or(Error::TooManyRules(slots.saturating_sub(1)))? =
+                opts.to_abi(boot_now);
+            maps::put(&self.rules, id, &record)?;
             ids.push(id);
         }
         self.reset_hits(&ids)
+    }
+
+    /// What each rule id does and until when (struct nr_fw_rule_action).
+    pub fn actions(&mut self) -> Result<&MmapArray<nr_fw_rule_action>> {
+        Ok(mapped(&mut self.mapped.actions, &self.rule_action)?)
     }
 
     pub fn remove_rule(&self, id: u32) -> Result<()> {
@@ -305,6 +323,14 @@ impl FwMaps {
 
         self.replace_l4(target as u8, st.generation, c)?;
 
+        // How many of the bank's rules audit or expire, stored before the bank goes
+        // live: with none, the dispatcher skips the per-rule action lookup (a cache
+        // miss per matched packet) and a match simply drops.
+        let actions = mapped(&mut self.mapped.actions, &self.rule_action)?;
+        let special = c.rule_ids.iter().filter(|&&id| actions.slice().get(id as usize).is_some_and(audits_or_expires)).count();
+        st.special_rules[target as usize] = special as u32;
+        maps::put(&self.state, 0, &st)?;
+
         st.active_bank = target;
         st.generation = st.generation.wrapping_add(1);
         st.chunks_used = c.chunks.len() as u32;
@@ -347,4 +373,9 @@ impl FwMaps {
         self.known_l4[usize::from(bank & 1)] = Some((generation.wrapping_add(1), written));
         Ok(())
     }
+}
+
+/// Whether the dispatcher must read a matched rule's action slot (nr_fw_apply).
+fn audits_or_expires(a: &nr_fw_rule_action) -> bool {
+    a.action == netray_ebpf::abi::nr_fw_action::NR_ACTION_AUDIT.0 || a.expires_ns != 0
 }

@@ -47,6 +47,7 @@ impl FwCapacity {
             M::FW_MATCHES => 2 * (self.max_rules + 1),
             M::FW_L4 => 4 * self.max_rules,
             M::FW_RULES => self.max_rules,
+            M::FW_RULE_ACTION => self.max_rules + 1,
             M::FW_RULE_STATS => cpus * (self.max_rules + 1),
             M::FW_RULE_HITS => (cpus * (self.max_rules + 1)).div_ceil(HITS_PER_ELEM),
             _ => return None,
@@ -144,6 +145,7 @@ fn init_state(pin: &PinDir) -> Result<()> {
         ranges_used: 0,
         rules: 0,
         table_format: TABLE_FORMAT,
+        special_rules: [0; 2],
     };
     maps::put(&state_map, 0, &init)
 }
@@ -171,14 +173,14 @@ mod tests {
     fn default_capacity_sizes_every_table() {
         let cap = FwCapacity::default();
         let sizes: Vec<_> =
-            [M::FW_POOL, M::FW_RANGES, M::FW_MATCHES, M::FW_L4, M::FW_RULES, M::FW_RULE_STATS, M::FW_RULE_HITS]
+            [M::FW_POOL, M::FW_RANGES, M::FW_MATCHES, M::FW_L4, M::FW_RULES, M::FW_RULE_STATS, M::FW_RULE_HITS, M::FW_RULE_ACTION]
                 .iter()
                 .map(|m| cap.entries(m, 4))
                 .collect();
         let hits = (4 * 65537u32).div_ceil(HITS_PER_ELEM);
         assert_eq!(
             sizes,
-            [Some(4096), Some(262_144), Some(131_074), Some(262_144), Some(65536), Some(262_148), Some(hits)]
+            [Some(4096), Some(262_144), Some(131_074), Some(262_144), Some(65536), Some(262_148), Some(hits), Some(65537)]
         );
         // Fixed by their C declarations.
         assert_eq!(cap.entries(M::FW_STATE, 4), None);

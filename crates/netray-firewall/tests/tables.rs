@@ -45,7 +45,7 @@ fn tables_are_made_once_with_the_capacity_asked_for() {
     let cap = FwCapacity { chunks_per_bank: 1100, ranges_per_bank: 600, max_rules: 300 };
     ensure_tables(&tmp.0, &cap).unwrap();
     let cpus = counter_cpus().unwrap();
-    for map in [M::FW_POOL, M::FW_RANGES, M::FW_MATCHES, M::FW_L4, M::FW_RULES, M::FW_RULE_STATS, M::FW_RULE_HITS] {
+    for map in [M::FW_POOL, M::FW_RANGES, M::FW_MATCHES, M::FW_L4, M::FW_RULES, M::FW_RULE_STATS, M::FW_RULE_HITS, M::FW_RULE_ACTION] {
         assert_eq!(Some(entries(&tmp.0, map)), cap.entries(map, cpus), "{map}");
     }
     let s = state(&tmp.0);

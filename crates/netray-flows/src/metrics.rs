@@ -43,7 +43,7 @@ use std::path::Path;
 use libbpf_rs::MapHandle;
 use netray_core::{if_stats::IfCounters, map_names as M, maps, Hook, Interface, PinDir, Result};
 use netray_ebpf::abi::nr_if_stats;
-use netray_firewall::{Firewall, RuleStatus};
+use netray_firewall::{Action, Firewall, RuleStatus};
 
 pub use exposition::{Format, Kind, Labels, Scrape, Value};
 pub use server::{respond, serve, MetricsServer};
@@ -97,7 +97,16 @@ impl RuleHits for RuleStatus {
         self.bytes
     }
     fn text(&self) -> String {
-        self.rule.to_string()
+        rule_label(self.rule.to_string(), self.action)
+    }
+}
+
+/// A rule's `rule` label: as written, and "(audit)" after an audit rule,
+/// whose hits are the packets it let pass.
+pub fn rule_label(rule: String, action: Action) -> String {
+    match action {
+        Action::Deny => rule,
+        Action::Audit => format!("{rule} (audit)"),
     }
 }
 

@@ -9,7 +9,7 @@ use netray_core::{
     clock::{self, Fraction, MonotonicClock},
     names::proto_name,
 };
-use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F};
+use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F, nr_verdict};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -17,6 +17,19 @@ use serde::Serialize;
 pub enum Verdict {
     Pass,
     Drop,
+    /// An audit rule matched: the packet passed, counted as the rule's hit.
+    Audit,
+}
+
+impl Verdict {
+    /// The verdict of an event's code (enum nr_verdict).
+    pub fn from_code(code: u8) -> Verdict {
+        match nr_verdict(u32::from(code)) {
+            nr_verdict::NR_VERDICT_DROP => Verdict::Drop,
+            nr_verdict::NR_VERDICT_AUDIT => Verdict::Audit,
+            _ => Verdict::Pass,
+        }
+    }
 }
 
 /// One packet as the kernel saw it.
@@ -104,7 +117,7 @@ impl PacketEvent {
             icmp_type: icmp.then_some(raw.icmp_type),
             icmp_code: icmp.then_some(raw.icmp_code),
             len: raw.pkt_len,
-            verdict: if raw.verdict == 1 { Verdict::Drop } else { Verdict::Pass },
+            verdict: Verdict::from_code(raw.verdict),
             rule: (raw.rule_id != 0).then_some(raw.rule_id),
             flags,
         }
@@ -144,6 +157,8 @@ impl fmt::Display for PacketEvent {
         match (self.verdict, self.rule) {
             (Verdict::Drop, Some(r)) => write!(f, " DROP (rule {r})"),
             (Verdict::Drop, None) => write!(f, " DROP"),
+            (Verdict::Audit, Some(r)) => write!(f, " pass AUDIT (rule {r})"),
+            (Verdict::Audit, None) => write!(f, " pass AUDIT"),
             (Verdict::Pass, _) => write!(f, " pass"),
         }
     }
@@ -211,6 +226,11 @@ mod tests {
         assert_eq!((e.sport, e.dport, e.verdict, e.rule), (Some(1000), Some(53), Verdict::Drop, Some(3)));
         let line = e.to_string();
         assert_eq!(line, format!("{} veth0 xdp  udp    198.18.0.2:1000 -> 198.18.0.1:53 len 60 DROP (rule 3)", time(&e)));
+        raw.verdict = nr_verdict::NR_VERDICT_AUDIT.0 as u8;
+        let audit = PacketEvent::decode(&raw, "veth0", &MonotonicClock::new());
+        assert_eq!((audit.verdict, audit.rule), (Verdict::Audit, Some(3)));
+        assert!(audit.to_string().ends_with(" len 60 pass AUDIT (rule 3)"), "{audit}");
+        assert_eq!(serde_json::to_value(audit.verdict).unwrap(), "audit");
         let arp = PacketEvent::decode(&nr_packet_event { ethertype: 0x0806, pkt_len: 42, hook: 1, ..Default::default() }, "v", &MonotonicClock::new());
         assert_eq!(arp.proto, "arp");
         assert_eq!(arp.to_string(), format!("{} v xdp  arp    len 42 pass", time(&arp)));

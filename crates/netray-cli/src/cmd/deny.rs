@@ -7,24 +7,34 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use netray_firewall::Rule;
+use netray_firewall::{action::time_left, Action, Rule, RuleOptions, Ttl};
 
 use super::{firewall::CapacityArgs, Context};
 use crate::output::{json_line, outln, table};
 
 #[derive(Subcommand)]
 pub enum DenyCommand {
-    /// Drop traffic from a prefix (optionally only one protocol/port).
+    /// Drop traffic from a prefix (--audit: only count it; --ttl: for a while).
     #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
         netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n  \
-        netray deny add --file drop.txt          # a blocklist, compiled once\n\n\
+        netray deny add --file drop.txt          # a blocklist, compiled once\n  \
+        netray deny add 198.51.100.7 --ttl 10m   # stops matching 10 minutes from now\n  \
+        netray deny add 10.0.0.0/8 --audit       # counts what it would drop, drops nothing\n\n\
         A rule matches the source address of received packets (--dir in, the default), or the\n\
         destination of sent packets (--dir out), or both. --port is the destination port; without\n\
         --proto it means tcp, udp and sctp. The change takes effect on the next packet, on every\n\
-        interface the firewall is attached to.")]
+        interface the firewall is attached to. An expiring rule stops matching in the kernel on\n\
+        time, whether or not netray runs; `netray deny list` then removes it.")]
     Add {
         #[command(flatten)]
         spec: RuleArgs,
+        /// Let the rule expire DURATION from now (30s, 10m, 2h, 1h30m, 2days): it stops matching then.
+        // Hyphen values reach the TTL parser, which says why `-3s` is wrong.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        ttl: Option<String>,
+        /// Only count the packets the rule matches (its would-drop hits) and let them pass.
+        #[arg(long)]
+        audit: bool,
         #[command(flatten)]
         cap: CapacityArgs,
         /// Print the new rule ids as JSON.
@@ -43,8 +53,10 @@ pub enum DenyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the rules with their hit counters.
-    #[command(after_help = "Example:\n  netray deny list --json")]
+    /// List the rules with their action, time left and hit counters; removes expired rules.
+    #[command(after_help = "Example:\n  netray deny list --json\n\n\
+        An audit rule's hits are the packets it would have dropped. Rules whose --ttl has run out\n\
+        matched nothing since; listing removes them.")]
     List {
         /// Print one JSON array of rules.
         #[arg(long)]
@@ -121,11 +133,12 @@ fn parse_rules(cidrs: &[String], file: Option<&Path>, f: &FilterArgs) -> anyhow:
 }
 
 /// "added rule 3: deny 192.0.2.0/24" per rule, or one line for many.
-fn report(verb: &str, ids: &[u32], rules: Option<&[Rule]>) -> std::io::Result<()> {
+fn report(verb: &str, ids: &[u32], rules: Option<(&[Rule], RuleOptions)>) -> std::io::Result<()> {
     match rules {
-        Some(rules) if ids.len() <= 20 => {
+        Some((rules, opts)) if ids.len() <= 20 => {
+            let ttl = opts.ttl.map(|t| format!(" (expires in {})", time_left(t.as_nanos() as u64))).unwrap_or_default();
             for (id, r) in ids.iter().zip(rules) {
-                outln!("{verb} rule {id}: deny {r}")?;
+                outln!("{verb} rule {id}: {} {r}{ttl}", opts.action)?;
             }
         }
         _ if ids.len() <= 20 => {
@@ -140,13 +153,16 @@ fn report(verb: &str, ids: &[u32], rules: Option<&[Rule]>) -> std::io::Result<()
 
 pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DenyCommand::Add { spec, cap, json } => {
+        DenyCommand::Add { spec, ttl, audit, cap, json } => {
+            let ttl = ttl.as_deref().map(str::parse::<Ttl>).transpose()?.map(|t| t.0);
+            let opts = RuleOptions { action: if audit { Action::Audit } else { Action::Deny }, ttl };
             let rules = parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?;
-            let ids = ctx.sized_firewall(cap.capacity()?)?.add(&rules)?;
+            let with: Vec<(Rule, RuleOptions)> = rules.iter().map(|r| (r.clone(), opts)).collect();
+            let ids = ctx.sized_firewall(cap.capacity()?)?.add_with(&with)?;
             if json {
                 json_line(&serde_json::json!({ "added": ids }))?;
             } else {
-                report("added", &ids, Some(&rules))?;
+                report("added", &ids, Some((&rules, opts)))?;
             }
         }
         DenyCommand::Del { spec, ids, json } => {
@@ -178,12 +194,14 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
                             r.rule.proto.map_or("any".into(), |p| p.to_string()),
                             r.rule.port.map_or("any".into(), |p| p.to_string()),
                             r.rule.dir.to_string(),
+                            r.action.to_string(),
+                            r.time_left().map_or("never".into(), |t| format!("in {t}")),
                             r.packets.to_string(),
                             r.bytes.to_string(),
                         ]
                     })
                     .collect();
-                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "PACKETS", "BYTES"], &rows)?;
+                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
             }
         }
     }

@@ -40,6 +40,22 @@ impl Env {
         self.lab.host_if()
     }
 
+    /// Sends `n` UDP echo requests of `family` from the lab's namespace (500
+    /// a second); how many were answered.
+    pub fn udp_answered(&self, family: netray_lab::Family, n: u64) -> u64 {
+        use netray_lab::{Proto, TrafficSpec};
+        let spec = TrafficSpec {
+            duration: None,
+            count: Some(n),
+            pps: 500,
+            protos: vec![Proto::Udp],
+            family,
+            timeout: std::time::Duration::from_millis(500),
+            ..TrafficSpec::default()
+        };
+        self.lab.traffic(&spec).unwrap().answered(Proto::Udp, family)
+    }
+
     /// `netray --pin-dir <pin> args...`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_netray"));

@@ -37,8 +37,9 @@ impl RuleHits for RuleView {
     }
     fn text(&self) -> String {
         // As `netray deny list` and `netray top --metrics` write it.
-        Rule::parse(&self.cidr, self.proto.as_deref(), self.port, Some(&self.dir))
-            .map_or_else(|_| self.cidr.clone(), |r| r.to_string())
+        let rule = Rule::parse(&self.cidr, self.proto.as_deref(), self.port, Some(&self.dir))
+            .map_or_else(|_| self.cidr.clone(), |r| r.to_string());
+        metrics::rule_label(rule, self.action)
     }
 }
 

@@ -93,9 +93,9 @@ route and 405 (with Allow) for a method it does not have.")
       "servers": [{"url": "http://127.0.0.1:9810"}],
       "paths": {
         "/v1/rules": {
-          "get": {"summary": "List the deny rules with their hit counters", "operationId": "listRules", "security": read.clone(),
+          "get": {"summary": "List the deny and audit rules with their hit counters and time left (expired rules are removed first)", "operationId": "listRules", "security": read.clone(),
             "responses": {"200": ok("The rules", r("RuleList")), "401": resp("Unauthorized")}},
-          "post": {"summary": "Add deny rules (all or none)", "operationId": "addRules", "security": token.clone(),
+          "post": {"summary": "Add deny or audit rules, optionally expiring (all or none)", "operationId": "addRules", "security": token.clone(),
             "parameters": [if_match()],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
                 r("RuleInput"), rule_list.clone(),
@@ -105,7 +105,7 @@ route and 405 (with Allow) for a method it does not have.")
               "412": resp("RevisionConflict"), "413": resp("TooLarge"),
               "422": err(&format!("Not a valid rule, naming the rule and the field: not an IPv4/IPv6 address or prefix, \
 host bits set (\"did you mean 10.0.0.0/8?\"), unknown protocol, a port with a protocol that has none, an empty list or \
-more than {MAX_RULES_PER_REQUEST} rules, an unknown field")),
+more than {MAX_RULES_PER_REQUEST} rules, an unknown field, a ttl that is not a positive duration")),
               "405": resp("MethodNotAllowed")}}
         },
         "/v1/rules/{id}": {
@@ -246,11 +246,18 @@ or * for any revision; anything else is a 400",
             "port": {"type": "integer", "nullable": true, "minimum": bounds::PORT_MIN, "maximum": bounds::PORT_MAX,
               "description": "Destination port (with tcp, udp, sctp, or no proto: all three)"},
             "dir": {"type": "string", "nullable": true, "enum": [bounds::DIRS[0], bounds::DIRS[1], bounds::DIRS[2], null], "default": "in",
-              "description": "in: received packets, by source; out: sent packets, by destination; both"}}},
+              "description": "in: received packets, by source; out: sent packets, by destination; both"},
+            "ttl": {"type": "string", "nullable": true, "minLength": 1, "maxLength": bounds::TTL_MAX_LEN, "example": "10m",
+              "description": "The rule expires this long after it is added (30s, 10m, 2h, 1h30m): the kernel stops matching it then; absent or null: never. Expiring rules are not kept in the daemon's state file"},
+            "audit": {"type": "boolean", "nullable": true, "default": false,
+              "description": "true: the rule only counts the packets it matches (its would-drop hits) and lets them pass"}}},
           "Rule": object(json!({
             "id": {"type": "integer", "minimum": 1, "maximum": MAX_RULE_ID}, "cidr": {"type": "string"},
             "proto": {"type": "string", "nullable": true}, "port": {"type": "integer", "nullable": true},
             "dir": {"type": "string", "enum": bounds::DIRS},
+            "action": {"type": "string", "enum": ["deny", "audit"]},
+            "expires_in_ms": {"type": "integer", "nullable": true, "minimum": 0,
+              "description": "Milliseconds until the rule expires; null: never"},
             "packets": {"type": "integer", "minimum": 0}, "bytes": {"type": "integer", "minimum": 0}})),
           "RuleList": object(json!({"revision": {"type": "integer"}, "rules": {"type": "array", "items": r("Rule")}})),
           "RuleAdded": object(json!({"revision": {"type": "integer"}, "added": {"type": "array", "items": r("Rule")}})),

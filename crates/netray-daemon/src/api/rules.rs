@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use netray_firewall::Rule;
+use netray_firewall::{Rule, RuleOptions};
 
 use super::{blocking, if_match, parsed_body, with_etag};
 use crate::{
@@ -58,7 +58,7 @@ pub async fn delete(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(id): 
 /// The rules of a POST body: one rule object, a list of them, or
 /// `{"rules": [...]}`. What is wrong names the rule (by its index in the
 /// list, from 0) and the field.
-fn parse_rules(posted: &serde_json::Value) -> Result<Vec<Rule>, String> {
+fn parse_rules(posted: &serde_json::Value) -> Result<Vec<(Rule, RuleOptions)>, String> {
     use serde_json::Value;
     let list = match posted {
         Value::Array(list) => list,
@@ -71,7 +71,9 @@ fn parse_rules(posted: &serde_json::Value) -> Result<Vec<Rule>, String> {
                 v => return Err(format!("field 'rules': expected an array of rules, got {}", json_kind(v))),
             }
         }
-        Value::Object(_) => return RuleSpec::from_json(posted).and_then(|s| s.rule()).map(|r| vec![r]).map_err(String::from),
+        Value::Object(_) => {
+            return RuleSpec::from_json(posted).and_then(|s| s.rule_with_options()).map(|r| vec![r]).map_err(String::from)
+        }
         v => {
             return Err(format!(
                 "expected a rule object such as {EXAMPLE}, a list of them or {{\"rules\": [...]}}, got {}",
@@ -87,7 +89,7 @@ fn parse_rules(posted: &serde_json::Value) -> Result<Vec<Rule>, String> {
     }
     list.iter()
         .enumerate()
-        .map(|(i, v)| RuleSpec::from_json(v).and_then(|s| s.rule()).map_err(|e| format!("rule {i}: {e}")))
+        .map(|(i, v)| RuleSpec::from_json(v).and_then(|s| s.rule_with_options()).map_err(|e| format!("rule {i}: {e}")))
         .collect()
 }
 

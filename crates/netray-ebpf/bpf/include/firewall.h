@@ -342,6 +342,51 @@ static __always_inline __u32 nr_fw_leaf_rule(__u32 bank, __u32 leaf,
 	return rule ? *rule : 0;
 }
 
+/* Set in a decided rule id when the rule audits: the packet passes. Rule
+ * ids fit NR_FW_ISLE_ID_BITS, so the bit is free. */
+#define NR_FW_AUDITED (1u << 31)
+_Static_assert(NR_FW_AUDITED == 1u << 31, "nr_fw_drops tests the sign bit");
+_Static_assert(NR_FW_MAX_RULES < NR_FW_AUDITED, "the audit bit is above every rule id");
+
+/* A matched rule as it applies now (struct nr_fw_rule_action): the rule id
+ * (deny), NR_FW_AUDITED | the id (audit), or 0 once it has expired. Called
+ * only after a match, so traffic no rule matches never pays for it. */
+static __always_inline __u32 nr_fw_apply(__u32 bank, __u32 rule)
+{
+	struct nr_fw_rule_action *a;
+
+	/* A bank of plain deny rules (the usual case) needs no lookup. */
+	if (!fw_state.special_rules[bank & 1])
+		return rule;
+	a = bpf_map_lookup_elem(&fw_rule_action, &rule);
+	if (!a)
+		return rule;
+	if (a->expires_ns && bpf_ktime_get_boot_ns() >= a->expires_ns)
+		return 0;
+	return a->action == NR_ACTION_AUDIT ? rule | NR_FW_AUDITED : rule;
+}
+
+/* Whether a decided rule (nr_fw_decide) drops the packet: a rule id without
+ * the audit bit. One signed compare, as cheap as the test for 0 it replaces. */
+static __always_inline int nr_fw_drops(__u32 rule)
+{
+	return (__s32)rule > 0;
+}
+
+/* The rule id of a decided rule, without the audit bit. */
+static __always_inline __u32 nr_fw_rule_id(__u32 rule)
+{
+	return rule & ~NR_FW_AUDITED;
+}
+
+/* The monitor event's verdict (enum nr_verdict) for a decided rule. */
+static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
+{
+	if (!rule)
+		return NR_VERDICT_PASS;
+	return (rule & NR_FW_AUDITED) ? NR_VERDICT_AUDIT : NR_VERDICT_DROP;
+}
+
 /* Each family's address pointer is derived and checked in its own branch,
  * so the verifier sees it in bounds. */
 static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct nr_meta *m, int dst)
@@ -369,10 +414,12 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 	}
 	if (!leaf)
 		return 0;
-	return nr_fw_leaf_rule(bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+	leaf = nr_fw_leaf_rule(bank, leaf, m->l4_proto, m->flags & NR_PKT_HAS_PORTS, m->dport);
+	return leaf ? nr_fw_apply(bank, leaf) : 0;
 }
 
-/* The rule id (slot + 1) that denies this packet, or 0; counts the hit.
+/* The rule id (slot + 1) that denies this packet, with NR_FW_AUDITED if
+ * that rule only audits, or 0; counts the hit (see nr_fw_drops).
  * dst = 0: an "in" verdict on the source address (received packets);
  * dst = 1: an "out" verdict on the destination address (sent packets). */
 static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
@@ -380,11 +427,11 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 	__u32 rule = nr_fw_rule(data, data_end, m, dst);
 
 	if (rule)
-		nr_fw_count(rule, len);
+		nr_fw_count(nr_fw_rule_id(rule), len);
 	return rule;
 }
 
-/* nr_fw_decide for a received IPv4 packet whose source address (4 bytes,
+/* nr_fw_decide (audit bit included) for a received IPv4 packet whose source address (4 bytes,
  * in bounds, and as one word), protocol and destination port the caller
  * already holds in registers: the dispatcher's short path (see
  * xdp_dispatch.h), on a CPU with a pending slot p. The hit is counted when
@@ -404,11 +451,19 @@ static __always_inline __u32 nr_fw_decide_v4_in(const __u8 *saddr, __u32 src, __
 		leaf = nr_fw_match_v4(bank, saddr, NR_FW_ROOT_V4);
 		p->last_leaf = leaf;
 	}
-	if (leaf)
+	if (leaf) {
 		rule = nr_fw_leaf_rule(bank, leaf, proto, has_ports, dport);
-	p->rule = rule;
+		if (rule) {
+			rule = nr_fw_apply(bank, rule);
+			p->rule = nr_fw_rule_id(rule);
+			p->len = len;
+			return rule;
+		}
+	}
+	/* no rule: the same two stores as before audit and expiry existed */
+	p->rule = 0;
 	p->len = len;
-	return rule;
+	return 0;
 }
 
 #endif /* NETRAY_FIREWALL_H */

@@ -54,6 +54,15 @@ struct {
 	__type(value, struct nr_fw_rule);
 } fw_rules SEC(".maps");
 
+/* Action and expiry by rule id (see struct nr_fw_rule_action). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 4097);
+	__type(key, __u32);
+	__type(value, struct nr_fw_rule_action);
+} fw_rule_action SEC(".maps");
+
 /* Hits per CPU and rule id, packed, and spilled (see struct nr_rule_counter). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -24,6 +24,7 @@ enum nr_hook {
 enum nr_verdict {
 	NR_VERDICT_PASS = 0,
 	NR_VERDICT_DROP = 1,
+	NR_VERDICT_AUDIT = 2,	/* an audit rule matched: passed, and counted as its hit */
 };
 
 /* Address family of a parsed packet (0: not IP). */
@@ -56,7 +57,7 @@ struct nr_packet_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
 	__u32 pkt_len;		/* bytes on the wire (linear + frags) */
-	__u32 rule_id;		/* firewall rule that decided a drop, 0 = none */
+	__u32 rule_id;		/* firewall rule that dropped (or, audit, would have), 0 = none */
 	__u16 ethertype;	/* innermost, after VLAN tags (host order) */
 	__u16 vlan_outer;	/* VLAN ID of the outer tag, valid if vlan_depth >= 1 */
 	__u16 vlan_inner;	/* VLAN ID of the inner tag, valid if vlan_depth == 2 */
@@ -323,12 +324,15 @@ struct nr_fw_state {
 	__u32 ranges_used;
 	__u32 rules;		/* rules compiled into the active bank */
 	__u32 table_format;	/* NR_FW_TABLE_FORMAT of the netray that created the tables */
+	/* Rules of each bank that audit or expire; 0: a match drops without reading
+	 * fw_rule_action. Written before the bank is made active. */
+	__u32 special_rules[2];
 };
 
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 2,	/* island blocks for IPv4 /16s */
+	NR_FW_TABLE_FORMAT = 3,	/* fw_rule_action: audit rules and expiry */
 };
 
 enum nr_fw_dir {
@@ -338,6 +342,7 @@ enum nr_fw_dir {
 
 enum nr_fw_action {
 	NR_ACTION_DENY = 1,
+	NR_ACTION_AUDIT = 2,	/* count the hit, let the packet pass */
 };
 
 /* A rule as the user wrote it; stored in the pinned fw_rules map by slot. */
@@ -351,6 +356,20 @@ struct nr_fw_rule {
 	__u8 action;		/* enum nr_fw_action */
 	__u8 _pad;
 	__u64 created_ns;	/* CLOCK_REALTIME when added */
+};
+
+/* What a matched rule does, and until when, by rule id (fw_rule_action, an
+ * array the dispatcher reads only after a packet matched, so packets that
+ * match no rule never pay for it); written before the rule is published,
+ * read back by `deny list`. nr_fw_rule.action says the same. Expiry is on
+ * the kernel's boot clock (bpf_ktime_get_boot_ns, CLOCK_BOOTTIME in
+ * userspace): it counts suspended time, so a rule expires at its wall-clock
+ * moment after a suspend too, with no netray process running. An expired
+ * rule matches nothing and counts nothing. */
+struct nr_fw_rule_action {
+	__u64 expires_ns;	/* CLOCK_BOOTTIME, 0 = never */
+	__u32 action;		/* enum nr_fw_action */
+	__u32 _pad;
 };
 
 /* Hits of one rule on one CPU. fw_rule_hits and fw_rule_stats hold one run

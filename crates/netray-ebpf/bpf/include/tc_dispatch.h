@@ -76,7 +76,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
-		if (rule) {
+		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = TC_ACT_SHOT;
@@ -84,7 +84,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	}
 
 	if (features & NR_FEAT_FLOWS)
-		nr_flow_account(data, data_end, &meta, skb->ifindex, len, rule,
+		nr_flow_account(data, data_end, &meta, skb->ifindex, len, nr_fw_drops(rule) ? rule : 0,
 				egress ? NR_FLOW_EGRESS : NR_FLOW_INGRESS);
 
 	if (features & NR_FEAT_MONITOR) {
@@ -96,8 +96,8 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.pkt_len = len;
 		ev.hook = egress ? NR_HOOK_TC_EGRESS : NR_HOOK_TC_INGRESS;
 		ev.direction = egress;
-		ev.verdict = verdict == TC_ACT_SHOT ? NR_VERDICT_DROP : NR_VERDICT_PASS;
-		ev.rule_id = rule;
+		ev.verdict = nr_fw_event_verdict(rule);
+		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, cfg, stats);
 	}
 

@@ -60,7 +60,7 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
-		if (rule) {
+		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			return XDP_DROP;
@@ -87,7 +87,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
-		if (rule) {
+		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
@@ -95,7 +95,8 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 	}
 
 	if (features & NR_FEAT_FLOWS)
-		nr_flow_account(data, data_end, &meta, if_config.ifindex, len, rule, NR_FLOW_INGRESS);
+		nr_flow_account(data, data_end, &meta, if_config.ifindex, len, nr_fw_drops(rule) ? rule : 0,
+				NR_FLOW_INGRESS);
 
 	if (features & NR_FEAT_MONITOR) {
 		struct nr_packet_event ev = {};
@@ -105,8 +106,8 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.ifindex = ctx->ingress_ifindex;
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
-		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : NR_VERDICT_PASS;
-		ev.rule_id = rule;
+		ev.verdict = nr_fw_event_verdict(rule);
+		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, &if_config, stats);
 	}
 

@@ -88,6 +88,8 @@ pub struct Compiled {
     pub matches: Vec<nr_fw_match>,
     pub l4: Vec<L4Entry>,
     pub rules: usize,
+    /// The ids of the rules compiled in: publish looks up which of them audit or expire.
+    pub rule_ids: Vec<u32>,
 }
 
 /// Per-bank sizes of the compiled tables.
@@ -273,5 +275,6 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
         matches,
         l4,
         rules: rules.len(),
+        rule_ids: rules.iter().map(|(id, _)| *id).collect(),
     })
 }
