@@ -29,6 +29,10 @@ fn a_rule_with_a_ttl_drops_then_passes_after_it_expires_with_no_netray_running()
     assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0, "dropped before the expiry");
     let list = env.json(&["deny", "list", "--json"]);
     let left = list[0]["expires_in_ms"].as_u64().unwrap_or_else(|| panic!("no time left: {list}"));
+    // The rule expires `left` after the list command looked, which was before now: the
+    // expiry is counted from inside `deny add`, which can start a second or two after
+    // `added` under emulation.
+    let expires_by = Instant::now() + Duration::from_millis(left);
     assert!(left > 0 && left <= 12_000, "time left {left} ms: {list}");
     assert_eq!((list[0]["action"].as_str(), list[0]["packets"].as_u64()), (Some("deny"), Some(2)), "{list}");
     let checked = added.elapsed();
@@ -36,7 +40,7 @@ fn a_rule_with_a_ttl_drops_then_passes_after_it_expires_with_no_netray_running()
 
     // Every netray command above has exited (this test starts no monitor or
     // daemon): from here only the kernel can let the packets through.
-    std::thread::sleep(TTL.saturating_sub(added.elapsed()) + Duration::from_millis(100));
+    std::thread::sleep(expires_by.saturating_duration_since(Instant::now()) + Duration::from_millis(100));
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 3, "passes once expired");
     assert_eq!(env.udp_answered(Family::V4, 5), 5, "UDP passes once expired");
 
