@@ -225,7 +225,12 @@ fn a_small_table_evicts_and_counts_every_eviction() {
     assert_eq!(c3.evictions, c3.inserts - c3.entries);
     for i in 0..50 {
         let back = listed.iter().find(|f| f.key.sport == 10_000 + i);
-        assert!(back.is_none_or(|f| f.packets == 1), "{back:?}");
+        // A flow of 0..50 can have survived the first 300: the LRU evicts from the
+        // free lists of the CPU that inserts, and the test thread may have moved
+        // between CPUs. Such a flow is counted in place (1 + 1 + 1 packets) unless it
+        // was evicted since and created again.
+        let survived = ports.contains(&(10_000 + i));
+        assert!(back.is_none_or(|f| f.packets == 1 || (survived && f.packets == 3)), "{back:?}, present after the first 300: {ports:?}");
     }
     assert!(c3.entries <= SIZE as u64);
     let s = h.stats();
