@@ -275,3 +275,54 @@ fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size > 1_500_000 && size <= 2 << 20, "{size} bytes");
 }
+
+/// A live capture rotated by `-C` goes through the same batch writer as one file: every
+/// file is a whole section that ends with the statistics since the capture started (as
+/// dumpcap counts them), the last one after SIGINT too, and together the files hold each
+/// packet sent exactly once.
+#[test]
+fn rotated_files_each_end_with_statistics_and_together_hold_every_packet() {
+    let env = Env::new("frot");
+    let dir = Scratch::new("frot");
+    let base = dir.file("rot.pcapng");
+    let dump = Dump::start(&env, &dir, &["-w", base.to_str().unwrap(), "-C", "1", "udp and dst port 5003"]);
+    let mut sent = 0;
+    for _ in 0..7 {
+        sent += env.lab.udp_send(Family::V4, 5003, 1000, 500).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, err) = dump.end(libc::SIGINT);
+    assert!(ok, "{err}");
+    // rot.pcapng, rot.pcapng1, rot.pcapng2, ... as tcpdump names them.
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let n = name.strip_prefix("rot.pcapng")?;
+            Some((if n.is_empty() { 0 } else { n.parse().unwrap() }, dir.file(&name)))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "3.5 MB of frames under -C 1: {files:?}\n{err}");
+    let captured = summary(&err, "packets captured");
+    assert_eq!(captured + summary(&err, "packets dropped by kernel (ring buffer full)"), sent, "{err}");
+    let (mut total, mut last) = (0u64, Isb::default());
+    for (_, file) in &files {
+        let (by_tcpdump, by_tshark) = counts_by_tcpdump_and_tshark(file);
+        let (isbs, packets) = statistics_blocks(file);
+        assert_eq!((by_tcpdump, by_tshark), (packets, packets), "{}", file.display());
+        assert_eq!(isbs.len(), 1, "{} ends with one statistics block: {isbs:?}", file.display());
+        total += packets as u64;
+        let isb = isbs.into_iter().next().unwrap();
+        // Counted since the start, when the file was closed: after its packets were written.
+        assert!(isb.accepted >= total && isb.received >= last.received, "{}: {isb:?} after {last:?}", file.display());
+        let capinfos = Command::new("capinfos").args(["-M"]).arg(file).output().expect("capinfos (tshark's package)");
+        let text = String::from_utf8_lossy(&capinfos.stdout);
+        assert!(capinfos.status.success() && text.contains("Number of stat entries = 1"), "{}: {text}", file.display());
+        last = isb;
+    }
+    assert_eq!(total, captured, "every packet in one file, none twice: {err}");
+    assert_eq!(last.received, summary(&err, "packets received by filter"), "the last file's statistics are the summary's");
+    assert_eq!(last.accepted, summary(&err, "packets matched the filter"), "{err}");
+}

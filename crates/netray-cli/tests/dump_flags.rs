@@ -407,12 +407,15 @@ fn time_rotation_names_files_by_strftime_and_stops_after_w_files() {
     let env = Env::new("dgro");
     let dir = Scratch::new("time");
     let pattern = dir.join("t-%s.pcapng");
-    let dump = LiveDump::start(&env, &["-w", pattern.to_str().unwrap(), "-G", "1", "-W", "3", "icmp"]);
+    // The traffic flows before the capture starts: a first second without a packet
+    // would leave the first file empty (tcpdump's would be too).
     let pinger = std::thread::spawn({
         let args = ["lab", "traffic", env.lab.name(), "--duration", "8", "--pps", "30"].map(String::from);
         let pin = env.pin.clone();
         move || Command::new(env!("CARGO_BIN_EXE_netray")).arg("--pin-dir").arg(pin).args(args).output()
     });
+    std::thread::sleep(Duration::from_millis(500));
+    let dump = LiveDump::start(&env, &["-w", pattern.to_str().unwrap(), "-G", "1", "-W", "3", "icmp"]);
     // It stops by itself (no -c, no signal) after the third file, as tcpdump -G 1 -W 3 does,
     // while the traffic still flows.
     let (_, err) = dump.finish();
