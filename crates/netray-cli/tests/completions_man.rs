@@ -16,7 +16,8 @@ fn bash_completes(line: &str) -> Vec<String> {
     std::fs::write(&path, &script.stdout).unwrap();
     let words: Vec<&str> = line.split(' ').collect();
     let probe = format!(
-        "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; _netray netray; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+         _netray netray \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         path.display(),
         words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
         words.len() - 1,
@@ -60,7 +61,7 @@ fn rendered(args: &[&str]) -> String {
     let out = man.wait_with_output().unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "man -l: {}", String::from_utf8_lossy(&out.stderr));
     // man's text marks bold and underline with backspaces where it thinks it may.
-    String::from_utf8_lossy(&out.stdout).replace(|c: char| c == '\u{8}', "")
+    String::from_utf8_lossy(&out.stdout).replace('\u{8}', "")
 }
 
 #[test]
