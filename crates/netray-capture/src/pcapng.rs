@@ -261,10 +261,29 @@ impl EpbBatch {
 
     /// The blocks of the first `packets` packets.
     pub fn first(&self, packets: usize) -> &[u8] {
-        match packets.min(self.ends.len()) {
-            0 => &[],
-            n => &self.bytes[..self.ends[n - 1]],
+        self.blocks(0, packets)
+    }
+
+    /// The blocks of packets `from..to`.
+    pub fn blocks(&self, from: usize, to: usize) -> &[u8] {
+        let to = to.min(self.ends.len());
+        if from >= to {
+            return &[];
         }
+        &self.bytes[self.start_of(from)..self.ends[to - 1]]
+    }
+
+    /// Where the block of packet `i` starts.
+    fn start_of(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
+    /// How many packets from `from` on fit into `room` bytes, and at least one: a
+    /// rotated file takes them, and the next file starts after the one that filled it.
+    pub fn packets_until_full(&self, from: usize, room: u64) -> usize {
+        let start = self.start_of(from);
+        let over = self.ends[from..].iter().position(|&end| (end - start) as u64 > room);
+        over.map_or(self.ends.len() - from, |i| i + 1)
     }
 
     pub fn clear(&mut self) {

@@ -129,7 +129,9 @@ pub fn load(target: &Target, ifindex: u32, points: &[Point], fragment: &[I], wak
         };
         let fd = load_program(&spliced, &spec).map_err(|e| match e {
             LoadError::Verifier { source, log } => {
-                let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+                // The reason, not the statistics line that always ends the log.
+                let lines = || log.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+                let last = lines().find(|l| !l.starts_with("processed ")).or_else(|| lines().next()).unwrap_or_default();
                 if last.is_empty() { source.to_string() } else { format!("{source}; verifier: {last}") }
             }
             e => e.to_string(),

@@ -8,7 +8,7 @@ mod output;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,10 @@ enum Command {
     Features(cmd::features::FeaturesArgs),
     /// Serve netray over a REST API: rules, interfaces, stats, flows, live events, metrics.
     Daemon(netray_daemon::cli::DaemonArgs),
+    /// Print the completion script for bash, zsh or fish.
+    Completions(cmd::completions::CompletionsArgs),
+    /// Print a manual page (roff), or write them all with --out-dir.
+    Man(cmd::man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
         Command::Lab(c) => cmd::lab::run(c),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Features(a) => cmd::features::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
         Command::Daemon(mut a) => {
             a.pin_dir = ctx.pin_dir.clone();
             netray_daemon::cli::run(a).map(|()| ExitCode::SUCCESS)

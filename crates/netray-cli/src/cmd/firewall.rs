@@ -36,7 +36,7 @@ pub enum FirewallCommand {
         json: bool,
     },
     /// Stop enforcing on an interface (or everywhere, removing all state).
-    #[command(after_help = "Examples:\n  netray firewall detach -i eth1\n  netray firewall detach --all   # also deletes every rule")]
+    #[command(after_help = "Examples:\n  netray firewall detach -i eth1\n  netray firewall detach --all   # also deletes every rule\n  netray firewall detach --all --json")]
     Detach {
         /// Interface to stop protecting.
         #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "all")]
@@ -44,6 +44,9 @@ pub enum FirewallCommand {
         /// Detach from every interface and remove all pinned state, rules included.
         #[arg(long, conflicts_with = "iface")]
         all: bool,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show where netray is attached, with packet counters and rule-table usage.
     #[command(after_help = "Example:\n  netray firewall status --json")]
@@ -102,13 +105,22 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 outln!("firewall {verb} {} (ifindex {}, {} XDP{tc})", r.interface, r.ifindex, r.mode)?;
             }
         }
-        FirewallCommand::Detach { iface, all } => {
+        FirewallCommand::Detach { iface, all, json } => {
             let fw = ctx.firewall()?;
             if all {
-                fw.reset()?;
-                outln!("detached from every interface; all netray state removed")?;
+                let detached = fw.reset()?;
+                if json {
+                    json_line(&serde_json::json!({ "all": true, "detached": detached, "state_removed": true }))?;
+                } else {
+                    outln!("detached from every interface; all netray state removed")?;
+                }
             } else if let Some(iface) = iface {
-                if fw.detach(&iface)? {
+                let program_removed = fw.detach(&iface)?;
+                if json {
+                    json_line(&serde_json::json!({
+                        "interface": iface, "firewall": "off", "program_removed": program_removed,
+                    }))?;
+                } else if program_removed {
                     outln!("firewall detached from {iface}; no netray program left on it")?;
                 } else {
                     outln!("firewall off on {iface}; the netray program stays for the other features running there")?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod completions;
 pub mod demo;
 pub mod dump;
 pub mod dump_args;
@@ -10,6 +11,7 @@ pub mod deny;
 pub mod features;
 pub mod firewall;
 pub mod lab;
+pub mod man;
 pub mod monitor;
 pub mod top;
 

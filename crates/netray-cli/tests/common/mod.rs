@@ -7,12 +7,14 @@
 pub mod expected;
 
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output},
     sync::{
         atomic::{AtomicU32, Ordering},
-        OnceLock,
+        Arc, Mutex, OnceLock,
     },
+    time::{Duration, Instant},
 };
 
 use netray_lab::Lab;
@@ -63,6 +65,11 @@ impl Env {
         c
     }
 
+    /// `netray --pin-dir <pin> dump -i <the lab's interface> args...`
+    pub fn dump(&self, args: &[&str]) -> Command {
+        self.cmd(&[&["dump", "-i", self.iface()], args].concat())
+    }
+
     /// Runs netray and insists it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().expect("running netray");
@@ -99,6 +106,51 @@ impl Drop for Env {
             .args(["firewall", "detach", "--all"])
             .output();
         let _ = std::fs::remove_dir_all(&self.pin);
+    }
+}
+
+/// A child's stderr (spawned with `Stdio::piped()`), collected by a thread as it comes,
+/// so the test can look at it while the child runs and after it ended.
+#[derive(Clone)]
+pub struct StderrLog(Arc<Mutex<String>>);
+
+impl StderrLog {
+    pub fn collect(child: &mut Child) -> StderrLog {
+        let log = StderrLog(Arc::default());
+        let sink = Arc::clone(&log.0);
+        let pipe = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        log
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (20 s at most) until `marker` shows, e.g. dump's "capturing" once its
+    /// programs are in place; panics if the child exits first.
+    pub fn wait_for(&self, child: &mut Child, marker: &str) {
+        let t = Instant::now();
+        while !self.text().contains(marker) {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("netray exited early ({status}): {}", self.text());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "no '{marker}' from netray: {}", self.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything, once the child has ended (the thread has read to the end).
+    pub fn after_exit(&self) -> String {
+        std::thread::sleep(Duration::from_millis(50));
+        self.text()
     }
 }
 
