@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, Mutex},
     time::Duration,
 };
 
@@ -25,7 +25,9 @@ pub struct Exporter {
     addr: SocketAddr,
     queue: Arc<Queue>,
     counters: Arc<Counters>,
-    done: mpsc::Receiver<()>,
+    /// Says when the sender thread ended (a Mutex: the exporter is shared
+    /// with the polling thread, and a Receiver is not Sync).
+    done: Mutex<mpsc::Receiver<()>>,
 }
 
 /// A handle for metrics: reads the counters while the exporter runs.
@@ -58,7 +60,7 @@ impl Exporter {
                 let _ = tx.send(());
             })
             .map_err(|e| IpfixError::Config(format!("starting the IPFIX sender thread: {e}")))?;
-        Ok(Exporter { cfg, addr, queue, counters, done })
+        Ok(Exporter { cfg, addr, queue, counters, done: Mutex::new(done) })
     }
 
     pub fn collector(&self) -> SocketAddr {
@@ -114,9 +116,39 @@ impl Exporter {
     /// then is counted in `dropped_at_exit`.
     pub fn finish(self, wait: Duration) -> Stats {
         self.queue.close();
-        let _ = self.done.recv_timeout(wait);
+        let _ = self.done.lock().map(|d| d.recv_timeout(wait));
         let mut s = self.counters.stats();
         s.dropped_at_exit = self.queue.len() as u64;
         s
+    }
+}
+
+impl Exporter {
+    /// Exports one interface's flows until `stop` says so: reads a snapshot
+    /// every poll interval, then a last one whose pending counts are all
+    /// exported (the shutdown flush). A snapshot that cannot be read ends
+    /// the loop with its error (after nothing more can be read anyway).
+    pub fn run_polling<E>(
+        &self,
+        ifname: &str,
+        mut snapshot: impl FnMut() -> Result<Snapshot, E>,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), E> {
+        let mut meter = self.meter(ifname);
+        let every = self.cfg.poll_interval();
+        let mut next = std::time::Instant::now();
+        while !stop() {
+            let now = std::time::Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                continue;
+            }
+            next += every;
+            let snap = snapshot()?;
+            self.export(&mut meter, &snap, false);
+        }
+        let snap = snapshot()?;
+        self.export(&mut meter, &snap, true);
+        Ok(())
     }
 }

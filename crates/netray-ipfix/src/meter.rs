@@ -205,7 +205,10 @@ fn records(
     let (start_ms, end_ms) = (ms(start_ns.min(end_ns)), ms(end_ns));
     let (sport, dport, icmp) = match (k.ports(), k.icmp()) {
         (Some((s, d)), _) => (s, d, 0),
-        (None, Some((t, c))) => (0, 0, u16::from(t) << 8 | u16::from(c)),
+        // ICMP type and code also in destinationTransportPort, as NetFlow
+        // exporters do: collectors that aggregate by port (nfacctd, goflow2)
+        // then tell echo from unreachable.
+        (None, Some((t, c))) => (0, u16::from(t) << 8 | u16::from(c), u16::from(t) << 8 | u16::from(c)),
         _ => (0, 0, 0),
     };
     let rec = |packets, bytes, forwarding| Record {

@@ -33,7 +33,8 @@ impl Forwarding {
 pub struct Record {
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// 0 for protocols without ports.
+    /// 0 for protocols without ports; for ICMP/ICMPv6 the destination port
+    /// holds type << 8 | code (the NetFlow convention).
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
