@@ -114,7 +114,8 @@ impl Exporter {
     /// Ends the export: the sender sends what is queued, waiting up to
     /// `wait` for a collector that is slow or away; what is still queued
     /// then is counted in `dropped_at_exit`.
-    pub fn finish(self, wait: Duration) -> Stats {
+    /// Records exported after this are not sent.
+    pub fn finish(&self, wait: Duration) -> Stats {
         self.queue.close();
         let _ = self.done.lock().map(|d| d.recv_timeout(wait));
         let mut s = self.counters.stats();
