@@ -3,12 +3,14 @@
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
 # the lab, tcpdump/tshark to check captures, promtool to check /metrics, and
 # schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
+# pmacct (nfacctd) receives the IPFIX export in its tests; debootstrap and podman build the
+# container image (`make image`) without pulling from any registry.
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux)
+          python3 python3-venv util-linux pmacct debootstrap podman)
 
 missing=()
 for p in "${packages[@]}"; do
