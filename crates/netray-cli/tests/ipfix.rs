@@ -25,18 +25,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{tcp_syns, Env};
+use common::{
+    sizes::{ECHO, ETH, IP4, IP6, TCP, UDP},
+    tcp_syns, Env,
+};
 use ipfix_collector::{decode, Listener, Rec};
 use netray_lab::Family;
 use serde_json::Value;
-
-const ETH: u64 = 14;
-const IP4: u64 = 20;
-const IP6: u64 = 40;
-const UDP: u64 = 8;
-const TCP: u64 = 20;
-/// ICMP echo header + the lab's default 64-byte payload.
-const ECHO: u64 = 8 + 64;
 
 const FORWARDED: u8 = 0x40;
 const DROPPED_ACL_DENY: u8 = 0x81;
@@ -46,6 +41,10 @@ const DROPPED_ACL_DENY: u8 = 0x81;
 struct Top {
     child: Child,
     stderr: mpsc::Receiver<String>,
+    /// stdout, read as it comes: a pipe nobody reads fills up and blocks
+    /// netray top's output (slowly enough natively, within seconds on the
+    /// matrix's emulated kernels).
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Top {
@@ -61,7 +60,13 @@ impl Top {
                 let _ = tx.send(l);
             }
         });
-        let mut top = Top { child, stderr: rx };
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let mut top = Top { child, stderr: rx, stdout: Some(stdout) };
         // Generous: attaching takes 10-30x longer on the matrix's emulated kernels.
         let line = top.wait_stderr("exporting IPFIX to", Duration::from_secs(120));
         assert!(line.contains(&c), "{line}");
@@ -84,9 +89,8 @@ impl Top {
     fn stop(mut self) -> (Vec<Value>, String) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let summary = self.wait_stderr("netray: ipfix:", Duration::from_secs(90));
-        let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let status = self.child.wait().unwrap();
+        let out = self.stdout.take().unwrap().join().unwrap();
         assert!(status.success(), "netray top exited with {status}");
         let lines = out.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
         (lines, summary)

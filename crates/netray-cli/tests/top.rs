@@ -24,19 +24,12 @@ use std::{
 
 use common::{
     expected::{transcript, Normalise},
+    sizes::{ECHO, ETH, IP4, IP6, TCP, UDP},
     tcp_syns, Env,
 };
 use netray_lab::Family;
 use promtool::promtool_clean;
 use serde_json::Value;
-
-const ETH: u64 = 14;
-const IP4: u64 = 20;
-const IP6: u64 = 40;
-const UDP: u64 = 8;
-const TCP: u64 = 20;
-/// ICMP echo header + the lab's default 64-byte payload.
-const ECHO: u64 = 8 + 64;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -6,6 +6,17 @@
 
 pub mod expected;
 
+/// Header sizes of the frames the lab sends, in bytes.
+pub mod sizes {
+    pub const ETH: u64 = 14;
+    pub const IP4: u64 = 20;
+    pub const IP6: u64 = 40;
+    pub const UDP: u64 = 8;
+    pub const TCP: u64 = 20;
+    /// ICMP echo header + the lab's default 64-byte payload.
+    pub const ECHO: u64 = 8 + 64;
+}
+
 use std::{
     path::PathBuf,
     process::{Command, Output},
