@@ -6,7 +6,9 @@
 //!   active timeout (long-lived flows: one record per active timeout), or
 //!   when no packet came for the idle timeout (finished flows). A flow that
 //!   starts again after an idle export gets a new record later.
-//! - The kernel's counters only grow while the entry lives. An entry that
+//! - The kernel's counters only grow while the entry lives (a read can
+//!   miss packets in flight from a CPU's flow cache to the table: lower
+//!   counts with the same creation time are such a read, and ignored). An entry that
 //!   leaves the table was evicted (the flows feature never deletes): it is
 //!   exported with the counts last read, and counted; if it had packets in
 //!   the poll before, packets after that read may be lost, and it is counted
@@ -75,6 +77,8 @@ struct Tracked {
     exported: Counts,
     /// The latest read.
     current: Counts,
+    /// The entry's creation (a later one means it was evicted and created again).
+    first_seen_ns: u64,
     /// Monotonic ns: start of the counts not yet exported (first packet).
     start_ns: u64,
     last_seen_ns: u64,
@@ -131,10 +135,16 @@ impl Meter {
             let t = self.flows.entry(f.key).or_insert_with(|| Tracked {
                 exported: Counts::default(),
                 current: Counts::default(),
+                first_seen_ns: f.first_seen_ns,
                 start_ns: f.first_seen_ns,
                 last_seen_ns: f.first_seen_ns,
                 changed_at_poll: poll,
             });
+            // Lower counts with the same first sighting: not a new entry but a
+            // read that missed packets moving from a CPU's flow cache to the
+            // table between its two reads (see netray_flows::table). Keep the
+            // counts already read; the next read has them all.
+            let c = if c.below(&t.current) && f.first_seen_ns <= t.first_seen_ns { t.current } else { c };
             if c.below(&t.current) {
                 // Evicted and created again since the last read.
                 self.counters.evicted_recreated += 1;
@@ -143,6 +153,7 @@ impl Meter {
                     out.extend(records(&self.ifname, &self.clock, &f.key, &t.exported, &old, t.start_ns, t.last_seen_ns));
                 }
                 t.exported = Counts::default();
+                t.first_seen_ns = f.first_seen_ns;
                 t.start_ns = f.first_seen_ns;
             }
             if c.packets != t.current.packets || c.bytes != t.current.bytes {
@@ -323,6 +334,19 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_missed_packets_in_flight_is_not_an_eviction() {
+        let mut m = Meter::new("veth0", t(60, 1));
+        let mut out = Vec::new();
+        m.update(&snap(S, vec![flow(1, 5, 0, S, S)], 0), false, &mut out);
+        // The same entry (same first sighting) read with 2 packets missing.
+        m.update(&snap(2 * S, vec![flow(1, 3, 0, S, S)], 0), false, &mut out);
+        m.update(&snap(3 * S, vec![flow(1, 5, 0, S, S)], 0), false, &mut out);
+        m.update(&snap(4 * S, vec![flow(1, 5, 0, S, S)], 0), true, &mut out);
+        assert_eq!(out.iter().map(|r| r.packets).sum::<u64>(), 5, "{out:?}");
+        assert_eq!(m.counters().evicted_recreated, 0);
+    }
+
+    #[test]
     fn drops_and_passes_are_separate_records_and_evictions_are_counted() {
         let mut m = Meter::new("veth0", t(60, 15));
         let mut out = Vec::new();
@@ -335,6 +359,7 @@ mod tests {
         assert_eq!(m.counters().evicted_recreated, 1);
         m.update(&snap(3 * S, vec![flow(1, 1, 0, 2 * S, 2 * S)], 4), true, &mut out);
         let status = |f: Forwarding| out.iter().filter(|r| r.forwarding == f).map(|r| r.packets).sum::<u64>();
+        assert_eq!(status(Forwarding::Dropped) + status(Forwarding::Forwarded), 3 + 2 + 4 + 1);
         assert_eq!(status(Forwarding::Dropped), 2);
         assert_eq!(status(Forwarding::Forwarded), 3 + 4 + 1);
     }
