@@ -3,8 +3,8 @@
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
 # the lab, tcpdump/tshark to check captures, promtool to check /metrics, and
 # schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
-# pmacct (nfacctd) receives the IPFIX export in its tests; debootstrap and podman build the
-# container image (`make image`) without pulling from any registry.
+# pmacct (nfacctd) receives the IPFIX export in its tests; debootstrap and podman are for the
+# container image work (a root filesystem from the Debian mirror, no container registry).
 # Does nothing when all is there.
 set -euo pipefail
 
