@@ -4,12 +4,13 @@
 # the lab, tcpdump/tshark to check captures, man-db to render `netray man`,
 # promtool to check /metrics, and
 # schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
+# pmacct (nfacctd) receives the IPFIX export in its tests.
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux man-db)
+          python3 python3-venv util-linux man-db pmacct)
 
 missing=()
 for p in "${packages[@]}"; do

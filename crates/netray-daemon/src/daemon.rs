@@ -190,6 +190,7 @@ impl Daemon {
         let persist = Persister::start(store.clone(), state.revision)
             .map_err(|e| anyhow::anyhow!("starting the state writer thread: {e}"))?;
         let flows_cfg = opts.config.flows.clone();
+        let flows = Flows::new(opts.pin.clone(), flows_cfg, opts.config.ipfix.export_config()?)?;
         Ok(Daemon {
             fw: Firewall::open(opts.pin.clone()),
             pin: opts.pin.clone(),
@@ -202,7 +203,7 @@ impl Daemon {
             body_limit: opts.body_limit,
             hubs: Hubs::new(opts.sse_queue),
             sse_queue: opts.sse_queue,
-            flows: Flows::new(opts.pin, flows_cfg),
+            flows,
             config: opts.config,
             counters: Counters::default(),
             started: Instant::now(),
@@ -525,6 +526,8 @@ impl Daemon {
     /// Ends flow accounting sessions (daemon shutdown); the firewall stays.
     pub fn flows_stop_all(&self) {
         let names: Vec<String> = self.lock().interfaces.keys().cloned().collect();
+        // Flushed to the IPFIX collector while the sessions still exist.
+        self.flows.finish_export();
         for n in names {
             self.flows.stop(&n);
         }

@@ -64,6 +64,50 @@ enum BenchWhat {
     Exec(super::exec::BenchArgs),
     /// Highest packet rate `netray dump -w` writes to a file with zero loss, beside tcpdump.
     Dump(DumpBenchArgs),
+    /// Records/s the IPFIX exporter sustains and its CPU per 1,000 flows, beside a raw send.
+    Ipfix(IpfixBenchArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray bench ipfix\n  netray bench ipfix --flows 1000,100000 --rounds 5 --json\n\n\
+    In userspace, with no kernel program: for each flow count, a synthetic flow table whose every\n\
+    flow has new packets each round and is due at once (1 ns active timeout), so each round\n\
+    exports one record per flow through the exporter `netray top --ipfix` runs (meter, queue,\n\
+    sender thread encoding and sending over UDP) to a receiver of the benchmark's own on\n\
+    127.0.0.1. Reports the records/s from the first export to the last send, the exporter's CPU\n\
+    time per 1,000 flows per export, and, measured in the same run, the CPU per record of\n\
+    sending the same messages already encoded (the system calls alone).")]
+pub struct IpfixBenchArgs {
+    /// Flow counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    flows: Vec<usize>,
+    /// Export rounds per flow count.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_ipfix(a: IpfixBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.rounds > 0 && a.flows.iter().all(|&n| n > 0), "--rounds and --flows must be at least 1");
+    if !a.json {
+        outln!("IPFIX export over UDP to 127.0.0.1, {} rounds, every flow exported each round", a.rounds)?;
+    }
+    let json = a.json;
+    let mut closed: Option<std::io::Error> = None;
+    let rows = netray_bench::ipfix::run(&a.flows, a.rounds, &mut |line: &str| {
+        if !json && closed.is_none() {
+            closed = outln!("  {line}").err();
+        }
+    })?;
+    if let Some(e) = closed {
+        return Err(e.into());
+    }
+    if json {
+        json_line(&serde_json::json!({ "type": "bench_ipfix", "rows": rows }))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -125,6 +169,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(BenchWhat::Dump(a)) => return run_dump(a),
+        Some(BenchWhat::Ipfix(a)) => return run_ipfix(a),
         None => {}
     }
     anyhow::ensure!(

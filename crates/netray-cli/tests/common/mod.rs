@@ -6,6 +6,17 @@
 
 pub mod expected;
 
+/// Header sizes of the frames the lab sends, in bytes.
+pub mod sizes {
+    pub const ETH: u64 = 14;
+    pub const IP4: u64 = 20;
+    pub const IP6: u64 = 40;
+    pub const UDP: u64 = 8;
+    pub const TCP: u64 = 20;
+    /// ICMP echo header + the lab's default 64-byte payload.
+    pub const ECHO: u64 = 8 + 64;
+}
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -18,6 +29,8 @@ use std::{
 };
 
 use netray_lab::Lab;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -179,4 +192,28 @@ pub fn tc_backend() -> &'static str {
     } else {
         "clsact"
     }
+}
+
+/// Sends `n` bare TCP SYN segments (20-byte header, no options) from the
+/// namespace to the host end, on a raw socket: exactly `n` packets of a
+/// known size, whatever the host answers.
+pub fn tcp_syns(env: &Env, v6: bool, sport: u16, dport: u16, n: u64) {
+    let dst: IpAddr = if v6 { env.lab.host_v6().into() } else { env.lab.host_v4().into() };
+    env.lab
+        .in_netns(move || {
+            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).expect("raw TCP socket");
+            let mut seg = [0u8; 20];
+            seg[0..2].copy_from_slice(&sport.to_be_bytes());
+            seg[2..4].copy_from_slice(&dport.to_be_bytes());
+            seg[4..8].copy_from_slice(&1u32.to_be_bytes());
+            seg[12] = 5 << 4; // data offset: 5 words
+            seg[13] = 0x02; // SYN
+            seg[14..16].copy_from_slice(&1024u16.to_be_bytes());
+            let to = SockAddr::from(SocketAddr::new(dst, 0));
+            for _ in 0..n {
+                assert_eq!(s.send_to(&seg, &to).expect("sending a SYN"), 20);
+            }
+        })
+        .unwrap();
 }

@@ -106,6 +106,7 @@ pub fn scrape(d: &Daemon) -> Scrape {
         }
     };
     daemon_families(d, &mut s, revision);
+    d.flows.scrape_ipfix(&mut s);
     metrics::process::scrape(&mut s);
     for (source, e) in s.errors() {
         eprintln!("netray daemon: /metrics: {source} not read: {e}");
