@@ -291,7 +291,6 @@ fn drops_written_with_w_carry_the_cause_as_comment_in_tshark() {
     d.stop();
     let rows = tshark_fields(&file, &["frame.comment", "udp.dstport", "ip.src"]);
     let _ = std::fs::remove_file(&file);
-    assert_eq!(rows.len(), 4, "{rows:?}");
     let peer = env.lab.peer_v4().to_string();
     for r in &rows {
         assert_eq!(r[2], peer, "{rows:?}");
@@ -301,6 +300,11 @@ fn drops_written_with_w_carry_the_cause_as_comment_in_tshark() {
             other => panic!("unexpected port {other}: {rows:?}"),
         }
     }
+    assert_eq!(rows.iter().filter(|r| r[1] == "16").count(), 2, "{rows:?}");
+    // netray's XDP drops carry bytes where the kernel frees an skb for them
+    // (veth's native XDP runs on skbs): then they are in the file too.
+    let own = rows.iter().filter(|r| r[1] == "15").count();
+    assert!(own == 0 || own == 2, "{rows:?}");
 }
 
 #[test]
@@ -396,7 +400,7 @@ fn drops_a_flood_is_reported_or_counted_lost_never_silently_missing() {
     // A small ring and no output but the counts: the reader may fall behind.
     let d = Drops::start(&env, &["-i", env.iface(), "--stats", "--json", "--buffer-mib", "1", "udp", "port", "18"]);
     let t = Instant::now();
-    let sent = flood_otherhost(&env, 18, 300_000);
+    let sent = flood_otherhost(&env, 18, 200_000);
     let rate = sent as f64 / t.elapsed().as_secs_f64();
     settle();
     let lines = d.stop_json();
@@ -406,9 +410,11 @@ fn drops_a_flood_is_reported_or_counted_lost_never_silently_missing() {
     let rows = counts["drops"].as_array().unwrap();
     let shown: u64 = rows.iter().map(|r| r["packets"].as_u64().unwrap()).sum();
     eprintln!("flood: {sent} sent at {rate:.0}/s, {reported} reported, {lost} lost: {rows:?}");
-    // Everything written to the ring reached the user, all of it OTHERHOST.
+    // Everything written to the ring reached the user: OTHERHOST, or the host
+    // end's backlog full (CPU_BACKLOG) when the sender outruns its softirq.
     assert_eq!(shown, reported);
-    assert!(rows.iter().all(|r| r["reason"] == "OTHERHOST"), "{rows:?}");
+    assert!(rows.iter().all(|r| r["reason"] == "OTHERHOST" || r["reason"] == "CPU_BACKLOG"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["reason"] == "OTHERHOST"), "{rows:?}");
     // Every frame was reported or counted lost: the host end's backlog can
     // overflow too, but that is a drop as well (CPU_BACKLOG), filtered the same.
     assert!(reported + lost <= sent, "{reported} + {lost} > {sent}");
