@@ -55,22 +55,21 @@ impl DropCounts {
         self.counts.values().map(|c| c.0).sum()
     }
 
-    /// Prometheus text: netray_drops_total and netray_drop_bytes_total by who, reason, interface.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP netray_drops_total Packets dropped, by who dropped them, the reason and the interface.\n\
-             # TYPE netray_drops_total counter\n",
-        );
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        for r in self.rows() {
-            out.push_str(&format!(
-                "netray_drops_total{{who=\"{}\",reason=\"{}\",interface=\"{}\"}} {}\n",
-                esc(&r.who),
-                esc(&r.reason),
-                esc(&r.ifname),
-                r.packets
-            ));
+    /// The counts as metric series (labels who, reason, interface; packets or
+    /// bytes): netray_drops and netray_drop_bytes on /metrics.
+    pub fn series(&self) -> (Vec<(Vec<(&'static str, String)>, u64)>, Vec<(Vec<(&'static str, String)>, u64)>) {
+        let labels = |k: &DropKey| vec![("who", k.who.clone()), ("reason", k.reason.clone()), ("interface", k.ifname.clone())];
+        let packets = self.counts.iter().map(|(k, c)| (labels(k), c.0)).collect();
+        let bytes = self.counts.iter().map(|(k, c)| (labels(k), c.1)).collect();
+        (packets, bytes)
+    }
+
+    /// Adds another session's counts (the daemon's streams, summed for /metrics).
+    pub fn merge(&mut self, other: &DropCounts) {
+        for (k, c) in &other.counts {
+            let e = self.counts.entry(k.clone()).or_default();
+            e.0 += c.0;
+            e.1 += c.1;
         }
-        out
     }
 }
