@@ -420,3 +420,47 @@ fn drops_a_flood_is_reported_or_counted_lost_never_silently_missing() {
     assert!(reported + lost <= sent, "{reported} + {lost} > {sent}");
     assert!(reported + lost >= sent * 9 / 10, "{reported} + {lost} of {sent}");
 }
+
+#[test]
+fn drops_counts_are_on_top_metrics() {
+    use std::io::{Read, Write};
+    let env = Env::new("drops-top");
+    let mut child = env
+        .cmd(&["top", "-i", env.iface(), "--json", "--metrics", "127.0.0.1:0", "--drops"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(err).lines().map_while(Result::ok);
+    let (mut addr, mut counting) = (None, false);
+    for l in lines.by_ref() {
+        if let Some(rest) = l.strip_prefix("netray: serving Prometheus metrics at http://") {
+            addr = Some(rest.trim_end_matches("/metrics").to_string());
+        }
+        counting |= l.starts_with("netray: counting drops on");
+        if addr.is_some() && counting {
+            break;
+        }
+    }
+    let addr = addr.expect("the metrics address");
+    std::thread::spawn(move || lines.for_each(drop));
+    send_udp(&env, 20, 4, 100);
+    let series = format!("netray_drops_total{{who=\"kernel\",reason=\"NO_SOCKET\",interface=\"{}\"}} 4", env.iface());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        body.clear();
+        s.read_to_string(&mut body).unwrap();
+        if body.contains(&series) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+    assert!(body.contains(&series), "{series} not in: {body}");
+    assert!(body.contains("netray_drops_lost_total 0"), "{body}");
+}

@@ -6,12 +6,13 @@
 //! Reason names come from the running kernel's BTF (`reasons.rs`), function
 //! names from /proc/kallsyms (`kallsyms.rs`); `event.rs` is the one record both
 //! sources become, `counts.rs` the per-(who, reason, interface) counters of
-//! `--stats` and /metrics, and `session.rs` runs both sources together.
+//! `--stats` and /metrics (`metrics.rs` writes them for the daemon and `top`), and `session.rs` runs both sources together.
 
 pub mod counts;
 pub mod event;
 pub mod kallsyms;
 pub mod kernel;
+pub mod metrics;
 pub mod own;
 pub mod reasons;
 pub mod session;

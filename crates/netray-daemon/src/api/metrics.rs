@@ -94,10 +94,7 @@ fn drops_families(d: &Daemon, s: &mut Scrape) {
             }
         }
     }
-    let (packets, bytes) = counts.series();
-    s.counter("netray_drops", "Packets dropped (seen by the daemon's drop streams), by who dropped them, reason and interface", packets);
-    s.counter("netray_drop_bytes", "Bytes of the dropped packets, by who, reason and interface", bytes);
-    s.counter("netray_drops_lost", "Drops the kernel could not report (ring buffer full)", vec![(Vec::new(), lost)]);
+    netray_drops::metrics::scrape(s, &counts, lost);
 }
 
 /// Everything /metrics reports, read now. Sources that could not be read
