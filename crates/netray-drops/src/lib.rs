@@ -8,12 +8,14 @@
 //! sources become, `counts.rs` the per-(who, reason, interface) counters of
 //! `--stats` and /metrics (`metrics.rs` writes them for the daemon and `top`), and `session.rs` runs both sources together.
 
+pub mod bench;
 pub mod counts;
 pub mod event;
 pub mod kallsyms;
 pub mod kernel;
 pub mod metrics;
 pub mod own;
+pub mod own_filter;
 pub mod reasons;
 pub mod session;
 

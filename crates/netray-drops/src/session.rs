@@ -61,6 +61,8 @@ pub struct DropsSession {
     counts: DropCounts,
     reported: u64,
     folded: u64,
+    /// The filter expression, compiled, for netray's own drops (None: no expression).
+    own_filter: Option<Vec<netray_pcapfilter::CbpfInsn>>,
 }
 
 impl DropsSession {
@@ -114,9 +116,6 @@ impl DropsSession {
             },
             _ => None,
         };
-        if !spec.expression.is_empty() && own.is_some() {
-            notes.push("the filter expression applies to the kernel's drops; netray's own are all shown".into());
-        }
         Ok(DropsSession {
             kernel,
             own,
@@ -130,6 +129,7 @@ impl DropsSession {
             counts: DropCounts::default(),
             reported: 0,
             folded: 0,
+            own_filter: (!spec.expression.trim().is_empty()).then_some(cbpf),
         })
     }
 
@@ -175,6 +175,9 @@ impl DropsSession {
                 ev.data = k.data;
                 self.folded += 1;
             }
+        }
+        if let Some(prog) = &self.own_filter {
+            own.retain(|ev| crate::own_filter::matches(prog, ev));
         }
         kernel.extend(own);
         kernel.sort_by_key(|e| e.ts_ns);
