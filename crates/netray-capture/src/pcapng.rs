@@ -86,12 +86,18 @@ impl<W: Write> PcapngWriter<W> {
     /// Writes one packet, preceded by its interface's description if this is the first
     /// packet of that capture interface.
     pub fn write(&mut self, pkt: &Packet) -> io::Result<()> {
+        self.write_with_comment(pkt, None)
+    }
+
+    /// As [`Self::write`], with `comment` as the packet's opt_comment (tshark shows
+    /// it as frame.comment), e.g. why `netray drops` saw it dropped.
+    pub fn write_with_comment(&mut self, pkt: &Packet, comment: Option<&str>) -> io::Result<()> {
         let interface_id = match self.interface_id(pkt.iface) {
             Some(id) => id,
             None => self.describe(pkt.iface)?,
         };
         let buf = self.enc.get_mut();
-        encode_epb(buf, interface_id, pkt);
+        encode_epb(buf, interface_id, pkt, comment);
         self.emit(1)
     }
 
@@ -241,7 +247,7 @@ impl EpbBatch {
 
     /// Appends the block of one packet of the interface numbered `interface_id`.
     pub fn push(&mut self, interface_id: u32, pkt: &Packet) {
-        encode_epb(&mut self.bytes, interface_id, pkt);
+        encode_epb(&mut self.bytes, interface_id, pkt, None);
         self.ends.push(self.bytes.len());
     }
 
@@ -295,7 +301,7 @@ impl EpbBatch {
 /// Appends one Enhanced Packet Block: epb_flags with the direction, and at exit points
 /// the verdict as epb_verdict plus a comment in words (tools that do not decode
 /// epb_verdict still show the comment). Native byte order, as the section header says.
-fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet) {
+fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet, comment: Option<&str>) {
     let start = buf.len();
     let put32 = |buf: &mut Vec<u8>, v: u32| buf.extend_from_slice(&v.to_ne_bytes());
     let opt = |buf: &mut Vec<u8>, code: u16, len: usize| {
@@ -340,6 +346,12 @@ fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet) {
         };
         let len = (buf.len() - at - 4) as u16;
         buf[at + 2..at + 4].copy_from_slice(&len.to_ne_bytes());
+        pad(buf);
+    }
+    if let Some(text) = comment {
+        let text = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        opt(buf, OPT_COMMENT, text.len());
+        buf.extend_from_slice(text);
         pad(buf);
     }
     opt(buf, OPT_ENDOFOPT, 0);

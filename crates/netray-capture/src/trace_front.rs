@@ -194,7 +194,7 @@ const PSEUDO_CALL: u8 = 1;
 /// Replaces the body of the program's one subprogram (the filter placeholder,
 /// appended last by libbpf) with `fragment`, which falls off its end with the
 /// snap length in R0.
-fn splice_filter(insns: &[I], fragment: &[I]) -> std::result::Result<Vec<I>, String> {
+pub fn splice_filter(insns: &[I], fragment: &[I]) -> std::result::Result<Vec<I>, String> {
     let calls: Vec<usize> = (0..insns.len()).filter(|&pc| insns[pc].code == CALL && insns[pc].src == PSEUDO_CALL).collect();
     let unexpected = || "the capture program's layout is not the one expected (one call of the filter placeholder, appended last): rebuild netray".to_string();
     let [pc] = calls[..] else { return Err(unexpected()) };

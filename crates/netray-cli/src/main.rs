@@ -43,6 +43,8 @@ enum Command {
     Dump(cmd::dump::DumpArgs),
     /// The flows on an interface, live: per-flow counters and rates, Prometheus metrics.
     Top(cmd::top::TopArgs),
+    /// Why packets were dropped: the kernel's drop reasons and netray's own verdicts.
+    Drops(cmd::drops::DropsArgs),
     /// Measure the per-packet cost of netray's kernel programs.
     Bench(cmd::bench::BenchArgs),
     /// Print one line per process exec (execve/execveat), from the kernel.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Dump(a) => cmd::dump::run(&ctx, a),
+        Command::Drops(a) => cmd::drops::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Exec(a) => cmd::exec::run(a),
         Command::Lab(c) => cmd::lab::run(c),

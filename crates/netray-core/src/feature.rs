@@ -9,11 +9,13 @@ pub enum Feature {
     Flows,
     Capture,
     ChainNext,
+    /// An event for each packet the firewall drops (`netray drops`), on the monitor's ring.
+    Drops,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 5] =
-        [Feature::Firewall, Feature::Monitor, Feature::Flows, Feature::Capture, Feature::ChainNext];
+    pub const ALL: [Feature; 6] =
+        [Feature::Firewall, Feature::Monitor, Feature::Flows, Feature::Capture, Feature::ChainNext, Feature::Drops];
 
     pub fn bit(self) -> u32 {
         use netray_ebpf::abi::nr_feature as F;
@@ -23,6 +25,7 @@ impl Feature {
             Feature::Flows => F::NR_FEAT_FLOWS,
             Feature::Capture => F::NR_FEAT_CAPTURE,
             Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
+            Feature::Drops => F::NR_FEAT_DROPS,
         })
         .0
     }
@@ -34,6 +37,7 @@ impl Feature {
             Feature::Flows => "flows",
             Feature::Capture => "capture",
             Feature::ChainNext => "chain",
+            Feature::Drops => "drops",
         }
     }
 

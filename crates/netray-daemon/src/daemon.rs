@@ -121,6 +121,10 @@ pub struct Daemon {
     pub hubs: Hubs,
     pub flows: Flows,
     pub counters: Counters,
+    /// The drop counts of the drop streams (`/v1/events/drops`), by stream
+    /// ("" for all interfaces), with the drops the kernel could not report:
+    /// exported on /metrics.
+    pub drop_counts: Mutex<HashMap<String, (netray_drops::DropCounts, u64)>>,
     pub started: Instant,
     pub reconcile: Mutex<ReconcileReport>,
 }
@@ -206,6 +210,7 @@ impl Daemon {
             flows,
             config: opts.config,
             counters: Counters::default(),
+            drop_counts: Mutex::default(),
             started: Instant::now(),
             reconcile: Mutex::new(ReconcileReport::default()),
         })

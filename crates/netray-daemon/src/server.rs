@@ -36,6 +36,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/flows", get(api::stats::flows))
         .route("/v1/events/packets", get(api::events::packets))
         .route("/v1/events/exec", get(api::events::exec))
+        .route("/v1/events/drops", get(api::events::drops))
         .route("/metrics", get(api::metrics::metrics))
         .route("/healthz", get(api::health::healthz))
         .route("/openapi.json", get(api::openapi::openapi))

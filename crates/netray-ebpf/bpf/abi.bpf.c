@@ -61,6 +61,10 @@ enum nr_flow_dir nr_abi_flow_dir;
 /* the kernel's program contexts (UAPI), for offsets in hand-assembled code */
 struct xdp_md *nr_abi_xdp_md;
 struct __sk_buff *nr_abi_sk_buff;
+/* drops */
+struct nr_drop_event *nr_abi_drop_event;
+struct nr_drop_stats *nr_abi_drop_stats;
+enum nr_drop_flags nr_abi_drop_flags;
 /* exec (exec_abi.h) */
 struct nr_exec_event *nr_abi_exec_event;
 struct nr_exec_config *nr_abi_exec_config;

@@ -62,6 +62,11 @@ skeleton!(
     "capture_trace.skel.rs"
 );
 skeleton!(
+    /// The kernel drop tracer of `netray drops` (skb:kfree_skb, filter spliced in at load).
+    drops,
+    "drops.skel.rs"
+);
+skeleton!(
     /// Tiny programs `netray features` loads to ask the kernel what it allows.
     probe,
     "probe.skel.rs"
@@ -110,6 +115,8 @@ pub mod abi {
         nr_capture_scratch,
         nr_capture_record,
         nr_capture_stats,
+        nr_drop_event,
+        nr_drop_stats,
         xdp_md
     );
 
@@ -137,6 +144,7 @@ pub mod abi {
     impl Counters for nr_if_stats {}
     impl Counters for nr_capture_stats {}
     impl Counters for nr_exec_stats {}
+    impl Counters for nr_drop_stats {}
 
     /// The per-CPU copies of a counter struct added up.
     pub fn sum_counters<T: Counters>(per_cpu: &[T]) -> T {

@@ -33,7 +33,8 @@ use crate::output::{json_line, outln};
     interface; the benchmark's pins are removed when it ends.\n\
     \n\
     `netray bench exec` measures the added cost per exec of `netray exec` instead;\n\
-    `netray bench dump` the highest rate `netray dump -w` captures without loss, beside tcpdump."
+    `netray bench dump` the highest rate `netray dump -w` captures without loss, beside tcpdump;\n\
+    `netray bench drops` the added cost per kernel drop of `netray drops`."
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -66,7 +67,29 @@ enum BenchWhat {
     Dump(DumpBenchArgs),
     /// Records/s the IPFIX exporter sustains and its CPU per 1,000 flows, beside a raw send.
     Ipfix(IpfixBenchArgs),
+    /// Added cost per kernel drop with `netray drops` tracing, against none (one run, in a lab).
+    Drops(DropsBenchArgs),
 }
+
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  netray bench drops\n  netray bench drops --drops 200000 --rounds 5 --json\n\n\
+    In a throwaway lab, UDP datagrams go from the lab's namespace to a closed port of the host end,\n\
+    each dropped by the host's stack (NO_SOCKET) before the send returns. Rounds without and with a\n\
+    `netray drops -i HOST_END udp port 9` session alternate in one run; the fastest round of each counts.\n\
+    The difference is what tracing skb:kfree_skb costs per drop (tracer, filter, copy, ring).")]
+pub struct DropsBenchArgs {
+    /// Datagrams per round.
+    #[arg(long, default_value_t = 100_000)]
+    drops: u64,
+    /// Rounds of each kind.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  netray bench ipfix\n  netray bench ipfix --flows 1000,100000 --rounds 5 --json\n\n\
@@ -170,6 +193,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Some(BenchWhat::Dump(a)) => return run_dump(a),
         Some(BenchWhat::Ipfix(a)) => return run_ipfix(a),
+        Some(BenchWhat::Drops(a)) => {
+            let report = netray_drops::bench::run(a.drops, a.rounds)?;
+            if a.json {
+                crate::output::json_line(&report)?;
+            } else {
+                crate::output::line(report.to_string().trim_end())?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         None => {}
     }
     anyhow::ensure!(

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod completions;
 pub mod demo;
+pub mod drops;
 pub mod dump;
 pub mod dump_args;
 pub mod dump_interfaces;

@@ -94,6 +94,10 @@ pub struct TopArgs {
     /// Per-rule series for the N rules with the most hits; the others are summed under rule_id="other" (0: none).
     #[arg(long, value_name = "N", default_value_t = metrics::DEFAULT_TOP_RULES)]
     metrics_top_rules: usize,
+    /// With --metrics: also trace the drops on the interface (`netray drops -i IFACE`) and export
+    /// their counts (netray_drops_total by who, reason, interface).
+    #[arg(long, requires = "metrics")]
+    drops: bool,
     /// Also give rules without a hit a series (up to --metrics-top-rules in all).
     #[arg(long)]
     metrics_zero_hit_rules: bool,
@@ -190,11 +194,16 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
                 rules: RuleSeries { top: args.metrics_top_rules, zero_hits: args.metrics_zero_hit_rules },
                 flow_tables: true,
             });
+            let drops = args.drops.then(|| drop_counter(&pin, &args.iface, Arc::clone(&stop))).transpose()?;
             let scrape = move || {
                 let mut s = Scrape::default();
                 collector.scrape(&mut s);
                 if let Some(m) = &ipfix_metrics {
                     m.scrape(&mut s);
+                }
+                if let Some(d) = &drops {
+                    let (counts, lost) = &*d.lock().unwrap_or_else(|e| e.into_inner());
+                    netray_drops::metrics::scrape(&mut s, counts, *lost);
                 }
                 metrics::process::scrape(&mut s);
                 s
@@ -274,6 +283,45 @@ fn ipfix_summary(args: &TopArgs, s: &Stats) -> anyhow::Result<()> {
         json_line(&Summary { r#type: "ipfix", collector, transport: args.ipfix_transport.as_str(), stats: s })?;
     }
     Ok(())
+}
+
+/// Drop counts of `iface`, kept up to date by a drops session on a thread of
+/// its own (its rings are read there) until `stop`.
+fn drop_counter(
+    pin: &netray_core::PinDir,
+    iface: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Arc<std::sync::Mutex<(netray_drops::DropCounts, u64)>>> {
+    let shared = Arc::new(std::sync::Mutex::new((netray_drops::DropCounts::default(), 0)));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (pin, spec, out) = (
+        pin.clone(),
+        netray_drops::DropsSpec { iface: Some(iface.to_string()), snaplen: 128, ring_bytes: 4 << 20, ..Default::default() },
+        Arc::clone(&shared),
+    );
+    std::thread::Builder::new().name("drops".into()).spawn(move || {
+        let mut session = match netray_drops::DropsSession::start(Some(&pin), &spec) {
+            Ok(s) => {
+                let _ = tx.send(Ok(s.attach_way()));
+                s
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if session.poll(Duration::from_millis(200), &mut |_| true).is_err() {
+                break;
+            }
+            let lost = session.stats().map_or(0, |s| s.kernel.lost + s.netray_lost);
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = (session.counts().clone(), lost);
+        }
+        let _ = session.finish(&mut |_| true);
+    })?;
+    let way = rx.recv().map_err(|_| anyhow::anyhow!("the drops thread ended before starting"))??;
+    eprintln!("netray: counting drops on {iface} via {way} for /metrics");
+    Ok(shared)
 }
 
 /// Sleeps until `until`, or less when asked to stop. False when stopped.

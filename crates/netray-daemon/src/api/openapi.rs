@@ -198,6 +198,23 @@ share the capture, another filter is a 409.",
             "responses": {"200": sse("The event stream"), "400": err("Bad or unknown parameter"),
               "401": resp("Unauthorized")}}
         },
+        "/v1/events/drops": {
+          "get": {"summary": "Server-Sent Events: one `drop` event per dropped packet, the kernel's and netray's", "operationId": "dropEvents",
+            "security": token.clone(),
+            "description": "Events: `ready` (first), `drop` (as `netray drops --json`: ts, ifname, who, reason, \
+reason_code, location, function, rule, summary, src, dst, sport, dport, proto, len), `dropped`, `error` (the stream \
+ends). Kernel drops come from skb:kfree_skb with the running kernel's reason names; with interface= netray's own \
+firewall drops there are included (who `netray xdp rule N`). Without interface= every drop of the daemon's network \
+namespace. Clients of the same interface share one tracer; the counts feed `netray_drops` on /metrics.",
+            "parameters": [
+              {"name": "interface", "in": "query", "schema": ifname_schema()}],
+            "responses": {"200": sse("The event stream"),
+              "400": err("Unknown parameter"),
+              "401": resp("Unauthorized"),
+              "404": err("Unknown interface"),
+              "409": err("A `netray monitor` reads the interface's events"),
+              "500": err("The kernel refused every way to trace skb:kfree_skb")}}
+        },
         "/metrics": {
           "get": {"summary": "Prometheus metrics", "operationId": "metrics", "security": open.clone(),
             "description": "The Prometheus text format 0.0.4 by default; OpenMetrics 1.0.0 when the Accept header asks for \

@@ -87,6 +87,7 @@ enum nr_feature {
 	NR_FEAT_FLOWS = 1 << 2,
 	NR_FEAT_CAPTURE = 1 << 3,	/* exit capture (if_chain / if_tc_chain) */
 	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
+	NR_FEAT_DROPS = 1 << 5,		/* an event for each packet the firewall drops (netray drops) */
 };
 
 struct nr_if_config {
@@ -555,6 +556,44 @@ struct nr_capture_stats {
 	__u64 lost;		/* matched, but the ring was full: not written */
 	__u64 lost_bytes;	/* wire bytes of the lost packets */
 	__u64 clipped;		/* written shorter than the snap length asked (record size limit) */
+};
+
+/* ---- drops (netray drops, drops.bpf.c) ---------------------------------- */
+
+/* One record per packet the kernel dropped (skb:kfree_skb with a drop reason),
+ * followed by cap_len bytes of the packet as an Ethernet frame starting at
+ * its MAC header (or, with NR_DROP_SYNTH_ETH, at a made-up Ethernet header
+ * carrying skb->protocol, when the skb had no MAC header yet). */
+struct nr_drop_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 location;		/* kernel address that freed the skb (kallsyms symbolises it) */
+	__u32 reason;		/* enum skb_drop_reason of the running kernel (names from its BTF) */
+	__u32 ifindex;		/* skb->dev's, else skb->skb_iif; 0 unknown */
+	__u32 netns;		/* inode of the device's network namespace, 0 unknown */
+	__u32 wire_len;		/* bytes of the packet from the frame's start */
+	__u32 cap_len;		/* bytes that follow this header */
+	__u16 protocol;		/* skb->protocol, host order (ETH_P_*) */
+	__u8 flags;		/* enum nr_drop_flags */
+	__u8 _pad[1];
+};
+
+enum nr_drop_flags {
+	NR_DROP_SYNTH_ETH = 1 << 0,	/* the first 14 bytes were made up (no MAC header) */
+	NR_DROP_NO_REASON = 1 << 1,	/* the kernel's tracepoint has no reason field */
+};
+
+/* Largest packet part a drop record carries (the pcap filter's loads reach
+ * offset 0xffff at most, so the copy it reads is this big). */
+#define NR_DROP_COPY_BYTES 65536
+
+/* Per-CPU counters of the kernel drop tracer. */
+struct nr_drop_stats {
+	__u64 freed;		/* kfree_skb calls seen */
+	__u64 not_drops;	/* of those, not a drop (SKB_CONSUMED / NOT_DROPPED_YET) */
+	__u64 other_scope;	/* drops on another interface or network namespace */
+	__u64 filtered;		/* drops the pcap filter rejected */
+	__u64 reported;		/* records written to the ring */
+	__u64 lost;		/* matched, but the ring was full: not written */
 };
 
 #endif /* NETRAY_ABI_H */

@@ -87,7 +87,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		nr_flow_account(data, data_end, &meta, skb->ifindex, len, nr_fw_drops(rule) ? rule : 0,
 				egress ? NR_FLOW_EGRESS : NR_FLOW_INGRESS);
 
-	if (features & NR_FEAT_MONITOR) {
+	if ((features & NR_FEAT_MONITOR) || ((features & NR_FEAT_DROPS) && verdict == TC_ACT_SHOT)) {
 		struct nr_packet_event ev = {};
 
 		nr_meta_to_event(data, data_end, &meta, &ev);

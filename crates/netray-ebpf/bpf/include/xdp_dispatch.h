@@ -98,7 +98,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		nr_flow_account(data, data_end, &meta, if_config.ifindex, len, nr_fw_drops(rule) ? rule : 0,
 				NR_FLOW_INGRESS);
 
-	if (features & NR_FEAT_MONITOR) {
+	if ((features & NR_FEAT_MONITOR) || ((features & NR_FEAT_DROPS) && verdict == XDP_DROP)) {
 		struct nr_packet_event ev = {};
 
 		nr_meta_to_event(data, data_end, &meta, &ev);
