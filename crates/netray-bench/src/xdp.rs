@@ -203,6 +203,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         ranges_per_bank: (needed.ranges.len() as u32 + 1024)
             .max(FwCapacity::default().ranges_per_bank),
         max_rules: (largest as u32 + 16).max(1024),
+        ..FwCapacity::default()
     };
     ensure_tables(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);

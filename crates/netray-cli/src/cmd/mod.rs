@@ -10,6 +10,7 @@ pub mod deny;
 pub mod features;
 pub mod firewall;
 pub mod lab;
+pub mod limit;
 pub mod monitor;
 pub mod top;
 

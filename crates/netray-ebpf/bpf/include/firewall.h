@@ -373,10 +373,16 @@ static __always_inline int nr_fw_drops(__u32 rule)
 	return (__s32)rule > 0;
 }
 
-/* The rule id of a decided rule, without the audit bit. */
+/* Set in a decided rule when a rate limit (limit.h), not a rule, drops the
+ * packet: the rest is the limit's id. */
+#define NR_FW_LIMITED (1u << 30)
+_Static_assert(NR_FW_MAX_RULES < NR_FW_LIMITED, "the limit bit is above every rule id");
+
+/* The rule id of a decided rule (or the limit's), without the audit and
+ * limit bits. */
 static __always_inline __u32 nr_fw_rule_id(__u32 rule)
 {
-	return rule & ~NR_FW_AUDITED;
+	return rule & ~(NR_FW_AUDITED | NR_FW_LIMITED);
 }
 
 /* The monitor event's verdict (enum nr_verdict) for a decided rule. */
@@ -384,6 +390,8 @@ static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
 {
 	if (!rule)
 		return NR_VERDICT_PASS;
+	if (rule & NR_FW_LIMITED)
+		return NR_VERDICT_LIMIT;
 	return (rule & NR_FW_AUDITED) ? NR_VERDICT_AUDIT : NR_VERDICT_DROP;
 }
 
