@@ -39,6 +39,10 @@ pub struct LimitSpec {
 impl LimitSpec {
     /// A limit from a POST body, or what is wrong with it (naming the field).
     pub fn from_json(v: &serde_json::Value) -> Result<LimitSpec, String> {
+        const FIELDS: [&str; 9] = ["cidr", "rate", "burst", "per_source", "proto", "port", "syn", "ban", "dir"];
+        if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| !FIELDS.contains(&k.as_str()))) {
+            return Err(format!("unknown field '{}': a limit has {}", short(k), FIELDS.join(", ")));
+        }
         let spec: LimitSpec = serde_json::from_value(v.clone()).map_err(|e| short(&e.to_string()).to_string())?;
         for (name, value) in [("cidr", Some(&spec.cidr)), ("rate", Some(&spec.rate)), ("proto", spec.proto.as_ref()),
             ("ban", spec.ban.as_ref()), ("dir", spec.dir.as_ref())]

@@ -10,13 +10,15 @@
 
 use std::{thread::sleep, time::Duration};
 
+mod common;
+
+use common::verdict_paths::{Harness, Path};
 use etherparse::PacketBuilder;
-use netray_core::{Feature, Hook};
 use netray_ebpf::abi::nr_verdict;
 use netray_firewall::{Limit, LimitArgs, LimitStatus, Limits, Rule};
 use netray_tests::{
     frames::{icmp6, tcp4, udp4, udp6, DST_MAC, SRC_MAC},
-    require_root, RunResult, TcHarness, XdpHarness, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS,
+    require_root,
 };
 
 const HOST: [u8; 4] = [10, 0, 0, 1];
@@ -24,68 +26,12 @@ const V6_SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 
 const V6_HOST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const BAN: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Path {
-    XdpShort,
-    XdpGeneral,
-    TcIngress,
-    TcEgress,
-}
-
-enum Harness {
-    Xdp(XdpHarness),
-    Tc(TcHarness),
-}
-
-impl Harness {
-    fn new(path: Path) -> Harness {
-        let tag = format!("limit-{path:?}").to_lowercase();
-        match path {
-            Path::XdpShort => {
-                let h = XdpHarness::new(&tag);
-                h.set_features(&[Feature::Firewall]);
-                Harness::Xdp(h)
-            }
-            Path::XdpGeneral => Harness::Xdp(XdpHarness::new(&tag)),
-            Path::TcIngress | Path::TcEgress => Harness::Tc(TcHarness::new(&tag)),
-        }
-    }
-
-    fn pin(&self) -> netray_core::PinDir {
-        match self {
-            Harness::Xdp(h) => h.tmp.pin.clone(),
-            Harness::Tc(h) => h.tmp.pin.clone(),
-        }
-    }
-
-    fn run(&self, path: Path, frame: &[u8]) -> RunResult {
-        match (self, path) {
-            (Harness::Xdp(h), _) => h.run(frame),
-            (Harness::Tc(h), Path::TcEgress) => h.run(Hook::TcEgress, frame),
-            (Harness::Tc(h), _) => h.run(Hook::TcIngress, frame),
-        }
-    }
-
-    fn dropped(&self, path: Path) -> u64 {
-        match (self, path) {
-            (Harness::Xdp(h), _) => h.stats().dropped,
-            (Harness::Tc(h), Path::TcEgress) => h.stats(Hook::TcEgress).dropped,
-            (Harness::Tc(h), _) => h.stats(Hook::TcIngress).dropped,
-        }
-    }
-}
-
 /// What one frame met: 'P' passed, 'D' dropped, with the event's (verdict, id).
 fn verdict(h: &Harness, path: Path, frame: &[u8]) -> (char, Option<(u32, u32)>) {
     let r = h.run(path, frame);
-    let drop = match path {
-        Path::XdpShort | Path::XdpGeneral => r.verdict == XDP_DROP,
-        _ => r.verdict == TC_ACT_SHOT,
-    };
-    let pass = matches!(path, Path::XdpShort | Path::XdpGeneral) && r.verdict == XDP_PASS
-        || !matches!(path, Path::XdpShort | Path::XdpGeneral) && r.verdict == TC_ACT_UNSPEC;
-    assert!(drop || pass, "{path:?}: verdict {}", r.verdict);
-    (if drop { 'D' } else { 'P' }, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
+    let (drop, pass) = path.codes();
+    assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
+    (if r.verdict == drop { 'D' } else { 'P' }, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
 }
 
 /// The verdicts of a run of frames, as a string ("PPPDD").
@@ -122,9 +68,9 @@ fn status(l: &Limits, id: u32) -> LimitStatus {
 }
 
 fn check_path(path: Path) {
-    let h = Harness::new(path);
+    let h = Harness::new("limit", path);
     let limits = Limits::open(h.pin());
-    let fw = netray_firewall::Firewall::open(h.pin());
+    let fw = h.firewall();
     let applies = path != Path::TcEgress;
     let monitor = path != Path::XdpShort;
     let lim_code = nr_verdict::NR_VERDICT_LIMIT.0;
@@ -203,7 +149,7 @@ fn check_path(path: Path) {
 
     // The interface counts limit drops as drops: 3 + 2 + 1 + 1, and the deny rule's.
     let expected = if applies { 3 + 2 + 1 + 1 + 1 } else { 0 };
-    assert_eq!(h.dropped(path), expected, "{path:?}: the hook's drop counter");
+    assert_eq!(h.dropped(path).0, expected, "{path:?}: the hook's drop counter");
     let deny_hits = fw.list().unwrap().iter().find(|r| r.id == deny).map(|r| r.packets);
     assert_eq!(deny_hits, Some(u64::from(applies)), "{path:?}: the deny rule's hit");
 

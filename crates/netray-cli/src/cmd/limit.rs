@@ -36,6 +36,9 @@ pub enum LimitCommand {
         /// The limit's prefix (with the options it was added with).
         #[arg(value_name = "CIDR", required_unless_present = "id", conflicts_with = "id")]
         cidr: Option<String>,
+        /// The limit's rate, as added.
+        #[arg(long, value_name = "N/s", required_unless_present = "id")]
+        rate: Option<String>,
         #[command(flatten)]
         opts: LimitOptions,
         /// Delete by id (as shown by `netray limit list`).
@@ -62,15 +65,15 @@ pub struct LimitSpecArgs {
     /// Source address or CIDR prefix (IPv4 or IPv6).
     #[arg(value_name = "CIDR")]
     cidr: String,
+    /// Packets per second, minute or hour: 100/s, 6000/m, 10/h.
+    #[arg(long, value_name = "N/s")]
+    rate: String,
     #[command(flatten)]
     opts: LimitOptions,
 }
 
 #[derive(Args)]
 pub struct LimitOptions {
-    /// Packets per second, minute or hour: 100/s, 6000/m, 10/h.
-    #[arg(long, value_name = "N/s", required_unless_present = "id")]
-    rate: Option<String>,
     /// Packets a full bucket lets through at once (default: the rate's N).
     #[arg(long, value_name = "M")]
     burst: Option<u32>,
@@ -95,10 +98,10 @@ pub struct LimitOptions {
 }
 
 impl LimitOptions {
-    fn parse(&self, cidr: &str) -> anyhow::Result<Limit> {
+    fn parse(&self, cidr: &str, rate: &str) -> anyhow::Result<Limit> {
         Ok(Limit::parse(&LimitArgs {
             cidr,
-            rate: self.rate.as_deref().unwrap_or_default(),
+            rate,
             burst: self.burst,
             per_source: self.per_source,
             proto: self.proto.as_deref(),
@@ -113,7 +116,7 @@ impl LimitOptions {
 pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LimitCommand::Add { spec, cap, json } => {
-            let limit = spec.opts.parse(&spec.cidr)?;
+            let limit = spec.opts.parse(&spec.cidr, &spec.rate)?;
             let id = Limits::new(ctx.pin()?, cap.capacity()?).add(&limit)?;
             if json {
                 json_line(&serde_json::json!({ "added": id }))?;
@@ -121,12 +124,12 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
                 outln!("added limit {id}: {limit}")?;
             }
         }
-        LimitCommand::Del { cidr, opts, id, json } => {
+        LimitCommand::Del { cidr, rate, opts, id, json } => {
             let limits = Limits::open(ctx.pin()?);
-            let id = match (id, cidr) {
-                (Some(id), _) => limits.delete_id(id)?,
-                (None, Some(cidr)) => limits.delete(&opts.parse(&cidr)?)?,
-                (None, None) => anyhow::bail!("give the limit's CIDR and options, or --id N"),
+            let id = match (id, cidr, rate) {
+                (Some(id), _, _) => limits.delete_id(id)?,
+                (None, Some(cidr), Some(rate)) => limits.delete(&opts.parse(&cidr, &rate)?)?,
+                _ => anyhow::bail!("give the limit's CIDR and options as added, or --id N"),
             };
             if json {
                 json_line(&serde_json::json!({ "deleted": id }))?;

@@ -5,11 +5,12 @@
  * netray_abi.h ("rate limits") for the layout and the bucket (GCRA).
  *
  * The dispatchers call one function where they have decided that a packet
- * passes: nr_limit_drops_v4 (XDP short path) or nr_limit_drops (every other
- * path). With no limit configured that costs one test of fw_state, which the
- * firewall has just read; with limits, a packet whose first two source bytes
- * no limit covers pays one bit test more. Only then are the limits scanned,
- * in a global function the verifier checks once.
+ * passes: nr_limit_drops_v4 (XDP short path), nr_limit_drops_xdp (XDP
+ * general path) or nr_limit_drops_skb (TC ingress). With no limit configured
+ * that costs one test of fw_state, which the firewall has just read. With
+ * limits, the short path lets a source whose first two bytes no limit covers
+ * go after one bit test; the rest happens in a global function per program
+ * type, which the verifier checks once (NR_LIMIT_DECIDE).
  */
 #ifndef NETRAY_LIMIT_H
 #define NETRAY_LIMIT_H
@@ -137,16 +138,13 @@ pass:
 }
 
 /* The limit a packet matches and what it does to it: the id of the limit
- * that drops it, or 0. A global function, verified once on its own; the
- * source address arrives as two scalars (its 16 bytes in memory order, IPv4
- * in the low 4 bytes of hi), the rest packed (at most five arguments): sel =
- * proto | tcp_flags << 8 | has_ports << 16 | family << 24, and
- * len_port = packet length << 16 | destination port. */
-__attribute__((noinline)) __u32 nr_limit_check(__u64 hi, __u64 lo, __u32 sel, __u64 len_port)
+ * that drops it, or 0. The source address arrives as two scalars (its 16
+ * bytes in memory order, IPv4 in the low 4 bytes of hi); tcp_flags is the
+ * TCP header's flags byte. */
+static __always_inline __u32 nr_limit_scan(__u64 hi, __u64 lo, __u32 family, __u32 proto, __u32 tcp_flags,
+					   __u32 has_ports, __u32 dport, __u32 len)
 {
 	__u32 set = fw_state.limit_set, bank = set >> NR_LIMIT_BANK_SHIFT, count = set & NR_LIMIT_COUNT_MASK;
-	__u32 proto = sel & 0xff, tcp_flags = (sel >> 8) & 0xff, has_ports = sel >> 16 & 1, family = sel >> 24;
-	__u32 dport = len_port & 0xffff, len = len_port >> 16;
 
 	for (__u32 i = 0; i < NR_LIMIT_MAX; i++) {
 		__u32 slot = (bank & 1) * NR_LIMIT_MAX + i;
@@ -185,52 +183,90 @@ static __always_inline int nr_limit_may_match(__u32 set, __u32 fam, __u64 hi)
 	return fw_limit_filter[set >> NR_LIMIT_BANK_SHIFT & 1][fam & 1][key / 64] >> (key % 64) & 1;
 }
 
-/* The XDP short path's entry (the common IPv4 frame, see nr_xdp_short;
- * l4: its 20 bytes of TCP, UDP or ICMP): the limit id dropping the packet,
- * or 0. */
-static __always_inline __u32 nr_limit_drops_v4(__u32 src, __u32 proto, const __u8 *l4, void *data_end,
-					       __u32 dport, __u64 len)
+/* What the dispatchers pass to the global functions below (at most five
+ * arguments): sel = proto | has_ports << 8 | IPv6 << 9 | IPv6 extension
+ * headers << 10 | IP header offset << 16, and len_port = packet length << 16
+ * | destination port. */
+#define NR_LIMIT_SEL_PORTS (1u << 8)
+#define NR_LIMIT_SEL_V6 (1u << 9)
+#define NR_LIMIT_SEL_EXT (1u << 10)
+#define NR_LIMIT_SEL_L3_SHIFT 16
+
+/*
+ * The whole decision as a global function per program type, verified once on
+ * its own: inlined, its branches multiplied the dispatcher's states beyond
+ * the 6.1 verifier's budget. It reads what it needs with the load-bytes
+ * helper of its context: the source address, and for TCP the flags byte (the
+ * header's offset is known for IPv4 and for IPv6 without extension headers;
+ * behind IPv6 extension headers the flags are not looked for and the segment
+ * counts as a SYN, so --syn limits cannot be dodged that way).
+ */
+#define NR_LIMIT_DECIDE(name, ctx_type, load)							\
+__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 sel, __u64 len_port)			\
+{												\
+	__u32 l3 = sel >> NR_LIMIT_SEL_L3_SHIFT & (NR_PARSE_MAX_OFF - 1), proto = sel & 0xff;	\
+	__u32 v6 = !!(sel & NR_LIMIT_SEL_V6), l4 = 0, tcp_flags = 0;				\
+	__u64 addr[2] = {};									\
+	__u8 b = 0;										\
+												\
+	if (load(ctx, l3 + (v6 ? 8 : 12), addr, v6 ? 16 : 4))					\
+		return 0;									\
+	if (!nr_limit_may_match(fw_state.limit_set, v6, addr[0]))				\
+		return 0;									\
+	if (proto == IPPROTO_TCP) {								\
+		if (!v6 && !load(ctx, l3, &b, 1))						\
+			l4 = l3 + (b & 0xf) * 4;						\
+		else if (v6 && !(sel & NR_LIMIT_SEL_EXT))					\
+			l4 = l3 + 40;								\
+		if (!l4 || load(ctx, l4 + 13, &b, 1))						\
+			b = NR_TCP_SYN;								\
+		tcp_flags = b;									\
+	}											\
+	return nr_limit_scan(addr[0], addr[1], v6 ? NR_FAMILY_IPV6 : NR_FAMILY_IPV4, proto,	\
+			     tcp_flags, !!(sel & NR_LIMIT_SEL_PORTS), len_port & 0xffff,	\
+			     len_port >> 16);							\
+}
+
+/* The selectors of a parsed packet (see NR_LIMIT_SEL_*). */
+static __always_inline __u32 nr_limit_sel(const struct nr_meta *m)
 {
-	__u32 set = fw_state.limit_set, tcp_flags = 0;
+	return m->l4_proto | (m->flags & NR_PKT_HAS_PORTS ? NR_LIMIT_SEL_PORTS : 0) |
+	       (m->family == NR_FAMILY_IPV6 ? NR_LIMIT_SEL_V6 : 0) |
+	       (m->flags & NR_PKT_IPV6_EXT ? NR_LIMIT_SEL_EXT : 0) |
+	       (__u32)(m->l3_off & (NR_PARSE_MAX_OFF - 1)) << NR_LIMIT_SEL_L3_SHIFT;
+}
+
+NR_LIMIT_DECIDE(nr_limit_xdp, struct xdp_md, bpf_xdp_load_bytes)
+NR_LIMIT_DECIDE(nr_limit_skb, struct __sk_buff, bpf_skb_load_bytes)
+
+/* The XDP short path's entry (the common IPv4 frame, see nr_xdp_short,
+ * whose source, protocol and port are in registers): the limit id dropping
+ * the packet, or 0. With limits, a source no limit's first two bytes cover
+ * is let go after one bit test. */
+static __always_inline __u32 nr_limit_drops_v4(struct xdp_md *ctx, __u32 src, __u32 proto, __u32 dport, __u64 len)
+{
+	__u32 set = fw_state.limit_set;
 
 	if (__builtin_expect(!set, 1) || !nr_limit_may_match(set, 0, src))
 		return 0;
-	if (proto == IPPROTO_TCP && (void *)(l4 + 14) <= data_end)
-		tcp_flags = l4[13];
-	return nr_limit_check(src, 0, proto | tcp_flags << 8 | (proto != IPPROTO_ICMP) << 16 | NR_FAMILY_IPV4 << 24,
-			      len << 16 | dport);
+	return nr_limit_xdp(ctx, proto | (proto != IPPROTO_ICMP ? NR_LIMIT_SEL_PORTS : 0) |
+				      NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport);
 }
 
-/* Every other path's entry: the limit id dropping a received packet
- * (parsed into m), or 0. */
-static __always_inline __u32 nr_limit_drops(void *data, void *data_end, const struct nr_meta *m, __u32 len)
+/* Every other path's entry, for a received packet parsed into m: the limit
+ * id dropping it, or 0. */
+static __always_inline __u32 nr_limit_drops_xdp(struct xdp_md *ctx, const struct nr_meta *m, __u32 len)
 {
-	__u32 set = fw_state.limit_set, off = m->l3_off & (NR_PARSE_MAX_OFF - 1), sel;
-	__u64 hi = 0, lo = 0;
-	const __u8 *addr;
-
-	if (__builtin_expect(!set, 1) || !m->family)
+	if (__builtin_expect(!fw_state.limit_set, 1) || !m->family)
 		return 0;
-	if (m->family == NR_FAMILY_IPV6) {
-		addr = data + off + 8;
-		if ((void *)(addr + 16) > data_end)
-			return 0;
-		__builtin_memcpy(&hi, addr, 8);
-		__builtin_memcpy(&lo, addr + 8, 8);
-	} else {
-		addr = data + off + 12;
-		if ((void *)(addr + 4) > data_end)
-			return 0;
-		__u32 a4;
+	return nr_limit_xdp(ctx, nr_limit_sel(m), (__u64)len << 16 | m->dport);
+}
 
-		__builtin_memcpy(&a4, addr, 4);
-		hi = a4;
-	}
-	if (!nr_limit_may_match(set, m->family == NR_FAMILY_IPV6, hi))
+static __always_inline __u32 nr_limit_drops_skb(struct __sk_buff *skb, const struct nr_meta *m, __u32 len)
+{
+	if (__builtin_expect(!fw_state.limit_set, 1) || !m->family)
 		return 0;
-	sel = m->l4_proto | (__u32)m->tcp_flags << 8 | (m->flags & NR_PKT_HAS_PORTS ? 1u << 16 : 0) |
-	      (__u32)m->family << 24;
-	return nr_limit_check(hi, lo, sel, (__u64)len << 16 | m->dport);
+	return nr_limit_skb(skb, nr_limit_sel(m), (__u64)len << 16 | m->dport);
 }
 
 /* The decided rule (firewall.h) once limits have had their say: the

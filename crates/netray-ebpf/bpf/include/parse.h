@@ -54,7 +54,6 @@ struct nr_meta {
 	__u8 vlan_depth;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 tcp_flags;		/* TCP: byte 13 of the header (SYN, ACK, ...) when present */
 };
 
 struct nr_vlan_hdr {
@@ -66,11 +65,6 @@ struct nr_vlan_hdr {
 struct nr_l4_ports {	/* the first 4 bytes of TCP, UDP, UDP-Lite and SCTP */
 	__be16 source;
 	__be16 dest;
-};
-
-struct nr_tcp_head {	/* TCP up to its flags byte */
-	__u8 b[13];
-	__u8 flags;
 };
 
 struct nr_icmp_head {	/* ICMP and ICMPv6 alike */
@@ -145,8 +139,6 @@ static __always_inline int nr_parse_fast(void *data, void *data_end, struct nr_m
 		m->icmp_code = l4[1];
 		m->flags = NR_PKT_HAS_ICMP;
 	} else {
-		if (proto == IPPROTO_TCP)
-			m->tcp_flags = l4[13];
 		m->sport = bpf_ntohs(*(__be16 *)l4);
 		m->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
 		m->flags = NR_PKT_HAS_PORTS;

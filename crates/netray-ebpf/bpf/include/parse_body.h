@@ -37,14 +37,8 @@ static __always_inline void NR_PARSE_FN(parse_l4)(NR_PARSE_PARAMS, __u32 off, st
 		ev->sport = bpf_ntohs(ports->source);
 		ev->dport = bpf_ntohs(ports->dest);
 		ev->flags |= NR_PKT_HAS_PORTS;
-		if (!NR_PARSE_HAVE(off, hdr)) {
+		if (!NR_PARSE_HAVE(off, hdr))
 			ev->flags |= NR_PKT_TRUNCATED;
-		} else if (ev->l4_proto == IPPROTO_TCP) {
-			NR_PARSE_DECL(struct nr_tcp_head, tcp);
-
-			if (NR_PARSE_LOAD(tcp, off))	/* always: the header is there */
-				ev->tcp_flags = tcp->flags;
-		}
 		return;
 	}
 	case IPPROTO_ICMP:

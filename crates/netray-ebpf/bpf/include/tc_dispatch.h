@@ -78,7 +78,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
 		if (!egress && !nr_fw_drops(rule))	/* rate limits: received packets that pass */
-			rule = nr_limit_verdict(rule, nr_limit_drops(data, data_end, &meta, len));
+			rule = nr_limit_verdict(rule, nr_limit_drops_skb(skb, &meta, len));
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;

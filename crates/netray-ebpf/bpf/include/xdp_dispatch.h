@@ -62,8 +62,7 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
 		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
-			rule = nr_limit_verdict(rule, nr_limit_drops_v4(ip->saddr, proto, (const __u8 *)ports, data_end,
-									bpf_ntohs(ports[1]), len));
+			rule = nr_limit_verdict(rule, nr_limit_drops_v4(ctx, ip->saddr, proto, bpf_ntohs(ports[1]), len));
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
@@ -92,7 +91,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
 		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
-			rule = nr_limit_verdict(rule, nr_limit_drops(data, data_end, &meta, len));
+			rule = nr_limit_verdict(rule, nr_limit_drops_xdp(ctx, &meta, len));
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
