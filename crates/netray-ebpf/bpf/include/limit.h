@@ -185,34 +185,43 @@ static __always_inline int nr_limit_may_match(__u32 set, __u32 fam, __u64 hi)
 
 /* What the dispatchers pass to the global functions below (at most five
  * arguments): sel = proto | has_ports << 8 | IPv6 << 9 | IPv6 extension
- * headers << 10 | IP header offset << 16, and len_port = packet length << 16
- * | destination port. */
+ * headers << 10 | IP << 11 | IP header offset << 16, and len_port = packet
+ * length << 16 | destination port. */
 #define NR_LIMIT_SEL_PORTS (1u << 8)
 #define NR_LIMIT_SEL_V6 (1u << 9)
 #define NR_LIMIT_SEL_EXT (1u << 10)
+#define NR_LIMIT_SEL_IP (1u << 11)
 #define NR_LIMIT_SEL_L3_SHIFT 16
+
+/* Set in a decided rule (firewall.h) when a rate limit, not a rule, drops
+ * the packet: the rest is the limit's id. */
+_Static_assert(NR_FW_LIMITED == 1u << 30, "see firewall.h");
 
 /*
  * The whole decision as a global function per program type, verified once on
- * its own: inlined, its branches multiplied the dispatcher's states beyond
- * the 6.1 verifier's budget. It reads what it needs with the load-bytes
- * helper of its context: the source address, and for TCP the flags byte (the
- * header's offset is known for IPv4 and for IPv6 without extension headers;
- * behind IPv6 extension headers the flags are not looked for and the segment
- * counts as a SYN, so --syn limits cannot be dodged that way).
+ * its own and called with no branch around it: the dispatcher's own states
+ * stay what they were (inlined, the limits took the XDP dispatcher past the
+ * 6.1 verifier's budget). It takes the firewall's decided rule and returns
+ * it, or NR_FW_LIMITED | the id of the limit that drops the packet. It reads
+ * what it needs with the load-bytes helper of its context: the source
+ * address, and for TCP the flags byte (the header's offset is known for IPv4
+ * and for IPv6 without extension headers; behind IPv6 extension headers the
+ * segment counts as a SYN, so --syn limits cannot be dodged that way).
  */
 #define NR_LIMIT_DECIDE(name, ctx_type, load)							\
-__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 sel, __u64 len_port)			\
+__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64 len_port)	\
 {												\
 	__u32 l3 = sel >> NR_LIMIT_SEL_L3_SHIFT & (NR_PARSE_MAX_OFF - 1), proto = sel & 0xff;	\
-	__u32 v6 = !!(sel & NR_LIMIT_SEL_V6), l4 = 0, tcp_flags = 0;				\
+	__u32 v6 = !!(sel & NR_LIMIT_SEL_V6), l4 = 0, tcp_flags = 0, id;			\
 	__u64 addr[2] = {};									\
 	__u8 b = 0;										\
 												\
+	if (nr_fw_drops(rule) || !fw_state.limit_set || !(sel & NR_LIMIT_SEL_IP))		\
+		return rule;									\
 	if (load(ctx, l3 + (v6 ? 8 : 12), addr, v6 ? 16 : 4))					\
-		return 0;									\
+		return rule;									\
 	if (!nr_limit_may_match(fw_state.limit_set, v6, addr[0]))				\
-		return 0;									\
+		return rule;									\
 	if (proto == IPPROTO_TCP) {								\
 		if (!v6 && !load(ctx, l3, &b, 1))						\
 			l4 = l3 + (b & 0xf) * 4;						\
@@ -222,59 +231,38 @@ __attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 sel, __u64 len_port)		
 			b = NR_TCP_SYN;								\
 		tcp_flags = b;									\
 	}											\
-	return nr_limit_scan(addr[0], addr[1], v6 ? NR_FAMILY_IPV6 : NR_FAMILY_IPV4, proto,	\
-			     tcp_flags, !!(sel & NR_LIMIT_SEL_PORTS), len_port & 0xffff,	\
-			     len_port >> 16);							\
-}
-
-/* The selectors of a parsed packet (see NR_LIMIT_SEL_*). */
-static __always_inline __u32 nr_limit_sel(const struct nr_meta *m)
-{
-	return m->l4_proto | (m->flags & NR_PKT_HAS_PORTS ? NR_LIMIT_SEL_PORTS : 0) |
-	       (m->family == NR_FAMILY_IPV6 ? NR_LIMIT_SEL_V6 : 0) |
-	       (m->flags & NR_PKT_IPV6_EXT ? NR_LIMIT_SEL_EXT : 0) |
-	       (__u32)(m->l3_off & (NR_PARSE_MAX_OFF - 1)) << NR_LIMIT_SEL_L3_SHIFT;
+	id = nr_limit_scan(addr[0], addr[1], v6 ? NR_FAMILY_IPV6 : NR_FAMILY_IPV4, proto,	\
+			   tcp_flags, !!(sel & NR_LIMIT_SEL_PORTS), len_port & 0xffff,		\
+			   len_port >> 16);							\
+	return id ? NR_FW_LIMITED | id : rule;							\
 }
 
 NR_LIMIT_DECIDE(nr_limit_xdp, struct xdp_md, bpf_xdp_load_bytes)
 NR_LIMIT_DECIDE(nr_limit_skb, struct __sk_buff, bpf_skb_load_bytes)
 
+/* The selectors of a parsed packet (see NR_LIMIT_SEL_*), as bit arithmetic
+ * (no branches for the verifier to follow). */
+static __always_inline __u32 nr_limit_sel(const struct nr_meta *m)
+{
+	return m->l4_proto | (__u32)(m->flags & NR_PKT_HAS_PORTS) << (8 - 5) |
+	       (__u32)(m->family == NR_FAMILY_IPV6) << 9 | (__u32)(m->flags & NR_PKT_IPV6_EXT) << (10 - 4) |
+	       (__u32)(m->family != 0) << 11 | (__u32)(m->l3_off & (NR_PARSE_MAX_OFF - 1)) << NR_LIMIT_SEL_L3_SHIFT;
+}
+_Static_assert(NR_PKT_HAS_PORTS == 1 << 5 && NR_PKT_IPV6_EXT == 1 << 4, "nr_limit_sel's shifts");
+
 /* The XDP short path's entry (the common IPv4 frame, see nr_xdp_short,
- * whose source, protocol and port are in registers): the limit id dropping
- * the packet, or 0. With limits, a source no limit's first two bytes cover
+ * whose source, protocol and port are in registers): the decided rule after
+ * the limits. With limits, a source whose first two bytes no limit covers
  * is let go after one bit test. */
-static __always_inline __u32 nr_limit_drops_v4(struct xdp_md *ctx, __u32 src, __u32 proto, __u32 dport, __u64 len)
+static __always_inline __u32 nr_limit_v4(struct xdp_md *ctx, __u32 rule, __u32 src, __u32 proto, __u32 dport,
+					 __u64 len)
 {
 	__u32 set = fw_state.limit_set;
 
 	if (__builtin_expect(!set, 1) || !nr_limit_may_match(set, 0, src))
-		return 0;
-	return nr_limit_xdp(ctx, proto | (proto != IPPROTO_ICMP ? NR_LIMIT_SEL_PORTS : 0) |
-				      NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport);
-}
-
-/* Every other path's entry, for a received packet parsed into m: the limit
- * id dropping it, or 0. */
-static __always_inline __u32 nr_limit_drops_xdp(struct xdp_md *ctx, const struct nr_meta *m, __u32 len)
-{
-	if (__builtin_expect(!fw_state.limit_set, 1) || !m->family)
-		return 0;
-	return nr_limit_xdp(ctx, nr_limit_sel(m), (__u64)len << 16 | m->dport);
-}
-
-static __always_inline __u32 nr_limit_drops_skb(struct __sk_buff *skb, const struct nr_meta *m, __u32 len)
-{
-	if (__builtin_expect(!fw_state.limit_set, 1) || !m->family)
-		return 0;
-	return nr_limit_skb(skb, nr_limit_sel(m), (__u64)len << 16 | m->dport);
-}
-
-/* The decided rule (firewall.h) once limits have had their say: the
- * firewall's when no limit dropped the packet, else NR_FW_LIMITED | the
- * limit's id, which drops. */
-static __always_inline __u32 nr_limit_verdict(__u32 rule, __u32 limit)
-{
-	return limit ? NR_FW_LIMITED | limit : rule;
+		return rule;
+	return nr_limit_xdp(ctx, rule, proto | (proto != IPPROTO_ICMP ? NR_LIMIT_SEL_PORTS : 0) | NR_LIMIT_SEL_IP |
+					    NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport);
 }
 
 #endif /* NETRAY_LIMIT_H */
