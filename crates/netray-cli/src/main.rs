@@ -37,6 +37,9 @@ enum Command {
     /// Add, delete and list deny rules.
     #[command(subcommand)]
     Deny(cmd::deny::DenyCommand),
+    /// Add, delete and list rate limits on what the firewall lets pass.
+    #[command(subcommand)]
+    Limit(cmd::limit::LimitCommand),
     /// Print one line per packet seen on an interface.
     Monitor(cmd::monitor::MonitorArgs),
     /// Capture whole packets at XDP or TC into pcapng, filtered in the kernel (tcpdump syntax).
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
         Command::Deny(c) => cmd::deny::run(&ctx, c),
+        Command::Limit(c) => cmd::limit::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Dump(a) => cmd::dump::run(&ctx, a),

@@ -20,6 +20,10 @@ pub const FW_RULE_HITS: &str = "fw_rule_hits";
 pub const FW_RULE_STATS: &str = "fw_rule_stats";
 pub const FW_PENDING: &str = "fw_pending";
 pub const FW_STATE: &str = "fw_state";
+pub const FW_LIMITS: &str = "fw_limits";
+pub const FW_LIMIT_STATS: &str = "fw_limit_stats";
+pub const FW_LIMIT_SRC: &str = "fw_limit_src";
+pub const FW_LIMIT_FILTER: &str = "fw_limit_filter";
 
 // ---- one interface's (<pin>/if/<ifindex>/) ----
 pub const IF_CONFIG: &str = "if_config";
@@ -45,6 +49,10 @@ pub const ALL: &[&str] = &[
     FW_RULE_STATS,
     FW_PENDING,
     FW_STATE,
+    FW_LIMITS,
+    FW_LIMIT_STATS,
+    FW_LIMIT_SRC,
+    FW_LIMIT_FILTER,
     IF_CONFIG,
     IF_CPU_STATS,
     IF_STATS,

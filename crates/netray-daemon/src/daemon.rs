@@ -27,6 +27,8 @@ use crate::{
     state::{State, StateStore, StoredRule},
 };
 
+mod limits;
+
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -92,6 +94,8 @@ pub struct ReconcileReport {
     pub rules_added: usize,
     pub rules_kept: usize,
     pub rules_restored_from_state: bool,
+    /// Rate limits restored from the state file (the pins were gone).
+    pub limits_restored: usize,
     pub interfaces_attached: Vec<String>,
     pub interfaces_kept: Vec<String>,
     pub interfaces_failed: Vec<(String, String)>,
@@ -314,6 +318,9 @@ impl Daemon {
                 missing.push((r, opts));
             }
         }
+        if !pinned_fw {
+            report.limits_restored = self.restore_limits(&st.limits);
+        }
         report.rules_kept = pinned.len();
         if !missing.is_empty() {
             self.fw.add_with(&missing)?;
@@ -349,6 +356,7 @@ impl Daemon {
             st.attached = attached;
             st.revision += 1;
         }
+        self.note_limits(&mut st).map_err(|e| anyhow::anyhow!(e.body.error))?;
         // Written now, not behind: it says `clean = false` before any
         // revision is handed out.
         self.store.save(&st)?;

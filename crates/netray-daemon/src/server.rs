@@ -30,6 +30,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/rules", get(api::rules::list).post(api::rules::add))
         .route("/v1/rules/{id}", get(api::rules::get).delete(api::rules::delete))
+        .route("/v1/limits", get(api::limits::list).post(api::limits::add))
+        .route("/v1/limits/{id}", get(api::limits::get).delete(api::limits::delete))
         .route("/v1/interfaces", get(api::interfaces::list).post(api::interfaces::attach))
         .route("/v1/interfaces/{name}", get(api::interfaces::get).delete(api::interfaces::detach))
         .route("/v1/stats", get(api::stats::stats))

@@ -44,6 +44,13 @@ enum nr_direct_cpus nr_abi_direct_cpus;
 enum nr_fw_hits_layout nr_abi_fw_hits_layout;
 enum nr_fw_isle_layout nr_abi_fw_isle_layout;
 enum nr_fw_table_format nr_abi_fw_table_format;
+/* rate limits */
+struct nr_limit *nr_abi_limit;
+struct nr_limit_stats *nr_abi_limit_stats;
+struct nr_limit_src_key *nr_abi_limit_src_key;
+struct nr_limit_src *nr_abi_limit_src;
+enum nr_limit_layout nr_abi_limit_layout;
+enum nr_limit_flags nr_abi_limit_flags;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;

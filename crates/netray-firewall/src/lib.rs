@@ -8,9 +8,11 @@
 //! - [`tables`]: the shared `fw_*` maps: their sizes, creation and layout.
 //! - [`store`]: the pinned maps, and publishing a compiled set atomically.
 //! - [`Firewall`]: the operations the CLI and the daemon offer.
+//! - [`limit`]: rate limits on what the firewall lets pass.
 
 pub mod action;
 pub mod compile;
+pub mod limit;
 pub mod rule;
 pub mod store;
 pub mod tables;
@@ -20,4 +22,5 @@ mod firewall;
 pub use firewall::{Firewall, FirewallStatus, RuleStatus, TableUsage};
 pub use action::{Action, RuleOptions, Ttl};
 pub use rule::{Direction, Proto, Rule, RuleError};
+pub use limit::{Limit, LimitArgs, LimitStatus, Limits};
 pub use tables::FwCapacity;

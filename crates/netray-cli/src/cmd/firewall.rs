@@ -69,6 +69,10 @@ pub struct CapacityArgs {
     /// Maximum number of rules (at most 1048575).
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
+    /// Sources the --per-source rate limits track at once (an LRU table; the least recently seen
+    /// source is evicted, and counted, when it is full).
+    #[arg(long, default_value_t = FwCapacity::default().limit_sources, value_name = "N")]
+    pub limit_sources: u32,
 }
 
 impl CapacityArgs {
@@ -81,7 +85,16 @@ impl CapacityArgs {
             "--max-rules must be at most {} (rule ids are packed in 20 bits in the kernel's tables)",
             netray_firewall::compile::MAX_RULES
         );
-        Ok(FwCapacity { chunks_per_bank: self.fw_chunks, ranges_per_bank: self.fw_ranges, max_rules: self.max_rules })
+        anyhow::ensure!(
+            (16..=1 << 24).contains(&self.limit_sources),
+            "--limit-sources must be between 16 and 16777216"
+        );
+        Ok(FwCapacity {
+            chunks_per_bank: self.fw_chunks,
+            ranges_per_bank: self.fw_ranges,
+            max_rules: self.max_rules,
+            limit_sources: self.limit_sources,
+        })
     }
 }
 

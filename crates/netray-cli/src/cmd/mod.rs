@@ -12,6 +12,7 @@ pub mod deny;
 pub mod features;
 pub mod firewall;
 pub mod lab;
+pub mod limit;
 pub mod man;
 pub mod monitor;
 pub mod top;

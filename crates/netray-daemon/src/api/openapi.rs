@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use super::{events::MAX_FILTER_LEN, rules::{MAX_RULES_PER_REQUEST, MAX_RULE_ID}, stats::FLOWS_MAX_LIMIT, IF_MATCH_PATTERN};
 use crate::config::{bounds, DEFAULT_BODY_LIMIT};
 
+mod limits_doc;
+
 /// An error answer: JSON `{"error", "hint"}`.
 fn err(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": r("Error")}}})
@@ -74,12 +76,12 @@ pub fn document() -> Value {
     let open = json!([]);
     let body_limit = DEFAULT_BODY_LIMIT / 1024;
     let rule_list = json!({"type": "array", "minItems": 1, "maxItems": MAX_RULES_PER_REQUEST, "items": r("RuleInput")});
-    json!({
+    let mut doc = json!({
       "openapi": "3.0.3",
       "info": {
         "title": "netray daemon API",
         "version": env!("CARGO_PKG_VERSION"),
-        "description": format!("Firewall rules, interfaces, statistics, flows and live event streams of netray. \
+        "description": format!("Firewall rules, rate limits, interfaces, statistics, flows and live event streams of netray. \
 \n\nAuthorization: every request that changes something (POST, DELETE) and the event streams need \
 `Authorization: Bearer <token>` (the daemon's --token-file), else 401. Plain reads (rules, interfaces, stats, flows, \
 this document) are open while the daemon listens on loopback and need the token otherwise. /healthz and /metrics \
@@ -301,7 +303,9 @@ or * for any revision; anything else is a 400",
             "error": {"type": "string", "description": "What is wrong (503 only)"}}}
         }
       }
-    })
+    });
+    limits_doc::add(&mut doc, &read, &token);
+    doc
 }
 
 /// The document as checked in: pretty JSON with a final newline.

@@ -373,18 +373,29 @@ static __always_inline int nr_fw_drops(__u32 rule)
 	return (__s32)rule > 0;
 }
 
-/* The rule id of a decided rule, without the audit bit. */
+/* Set in a decided rule when a rate limit (limit.h), not a rule, drops the
+ * packet: the rest is the limit's id. Verdicts: see nr_fw_event_verdict. */
+#define NR_FW_LIMITED (1u << 30)
+_Static_assert(NR_FW_MAX_RULES < NR_FW_LIMITED, "the limit bit is above every rule id");
+
+/* The rule id of a decided rule (or the limit's), without the audit and
+ * limit bits. */
 static __always_inline __u32 nr_fw_rule_id(__u32 rule)
 {
-	return rule & ~NR_FW_AUDITED;
+	return rule & ~(NR_FW_AUDITED | NR_FW_LIMITED);
 }
+
+_Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR_VERDICT_DROP + 2 &&
+	       NR_VERDICT_PASS == 0, "nr_fw_event_verdict's arithmetic");
 
 /* The monitor event's verdict (enum nr_verdict) for a decided rule. */
 static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
 {
-	if (!rule)
-		return NR_VERDICT_PASS;
-	return (rule & NR_FW_AUDITED) ? NR_VERDICT_AUDIT : NR_VERDICT_DROP;
+	/* drop 1, audit 2, limit 3, pass 0, without branches (a rule has at
+	 * most one of the two bits) */
+	__u32 nonzero = (rule | (0u - rule)) >> 31;
+
+	return nonzero * (NR_VERDICT_DROP + (rule >> 31) + 2 * (rule >> 30 & 1));
 }
 
 /* Each family's address pointer is derived and checked in its own branch,

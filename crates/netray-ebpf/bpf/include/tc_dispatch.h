@@ -19,6 +19,7 @@
 #include "parse.h"
 #include "parse_skb.h"
 #include "firewall.h"
+#include "limit.h"
 #include "monitor.h"
 #include "flows.h"
 
@@ -76,6 +77,8 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
+		if (!egress)	/* rate limits: received packets that pass */
+			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;

@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "firewall.h"
+#include "limit.h"
 #include "monitor.h"
 #include "flows.h"
 
@@ -60,6 +61,8 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
+		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
+			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
@@ -87,6 +90,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
+		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport); /* limits: what passes */
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
