@@ -62,6 +62,41 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<(String, bool)> {
     }
 }
 
+/// Shortest token accepted when the daemon listens beyond loopback: 32
+/// characters (`openssl rand -hex 32` gives 64; the generated one is 64).
+pub const MIN_REMOTE_TOKEN_LEN: usize = 32;
+
+/// Words found in the tokens that examples and manifests ship in place of a
+/// real one: a token containing one was never meant to guard anything.
+const PLACEHOLDER_WORDS: [&str; 7] = ["changeme", "change-me", "change_me", "placeholder", "replace", "example", "xxxxxxxx"];
+
+/// Refuses a weak token when the API is reachable from other hosts: one
+/// shorter than [`MIN_REMOTE_TOKEN_LEN`], a placeholder, or one made of a
+/// handful of characters repeated. On loopback any token the file check
+/// accepted is fine (only local users reach the port).
+pub fn check_strength(token: &str, token_file: &Path, loopback: bool) -> anyhow::Result<()> {
+    if loopback {
+        return Ok(());
+    }
+    let lower = token.to_ascii_lowercase();
+    let distinct = token.chars().collect::<std::collections::BTreeSet<_>>().len();
+    let weakness = if token.len() < MIN_REMOTE_TOKEN_LEN {
+        format!("is {} characters long (at least {MIN_REMOTE_TOKEN_LEN} are needed)", token.len())
+    } else if let Some(word) = PLACEHOLDER_WORDS.iter().find(|w| lower.contains(*w)) {
+        format!("looks like a placeholder (it contains \"{word}\")")
+    } else if distinct < 8 {
+        format!("uses only {distinct} different characters")
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "the token in {} {weakness}, and this daemon listens beyond loopback; \
+         write a random one with `openssl rand -hex 32 > {}` (mode 0600), or listen on 127.0.0.1",
+        token_file.display(),
+        token_file.display()
+    )
+}
+
 fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     fs::File::open("/dev/urandom")
@@ -132,6 +167,23 @@ mod tests {
         assert_eq!(t1, t2);
         fs::write(&path, "short").unwrap();
         assert!(load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_beyond_loopback_only() {
+        let f = Path::new("/etc/netray/token");
+        let strong = "3f9a1c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf0246a";
+        assert!(check_strength(strong, f, false).is_ok());
+        for (weak, why) in [
+            ("short-token-12345678", "at least 32"),
+            ("CHANGE-ME-please-0123456789abcdefghij", "placeholder"),
+            ("replace-with-a-real-token-0123456789abcdef", "placeholder"),
+            ("abababababababababababababababababab", "different characters"),
+        ] {
+            let e = check_strength(weak, f, false).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("openssl rand -hex 32") && e.contains("/etc/netray/token"), "{weak}: {e}");
+            assert!(check_strength(weak, f, true).is_ok(), "{weak} on loopback");
+        }
     }
 
     #[test]

@@ -57,11 +57,13 @@ pub fn options(args: &DaemonArgs) -> anyhow::Result<(Options, SocketAddr)> {
     let state_dir = args.state_dir.clone().or(config.state_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let token_file = args.token_file.clone().or(config.token_file.clone()).unwrap_or_else(|| state_dir.join("token"));
     let pin_dir = args.pin_dir.clone().or(config.pin_dir.clone());
-    let pin = PinDir::resolve(pin_dir.as_deref())?;
     let (token, created) = crate::auth::load_or_create(&token_file)?;
     if created {
         eprintln!("netray daemon: generated a bearer token in {}", token_file.display());
     }
+    crate::auth::check_strength(&token, &token_file, listen.ip().is_loopback())?;
+    // After the token: a weak token is refused before anything touches bpffs.
+    let pin = PinDir::resolve(pin_dir.as_deref())?;
     let opts = Options {
         pin,
         state_dir,

@@ -65,3 +65,33 @@ fn beyond_loopback_every_read_but_health_and_metrics_needs_the_token() {
     assert_eq!(c.get("/metrics").status, 200);
     assert_eq!(c.get_auth("/v1/rules").status, 200);
 }
+
+/// Beyond loopback a short or placeholder token is refused before anything
+/// binds or loads, with the fix in the one error line; the same token on
+/// loopback starts. 192.0.2.1 (TEST-NET-1) is never bound: the check comes
+/// first, and were it missing the bind would fail on this host.
+#[test]
+fn a_weak_token_beyond_loopback_is_refused_at_start_naming_the_fix() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let state = tempfile::tempdir().expect("tempdir");
+    for (token, why) in [("short-but-sixteen-chars", "at least 32"), ("change-me-0123456789abcdef0123456789abcdef", "placeholder")] {
+        let token_file = state.path().join("token");
+        let _ = std::fs::remove_file(&token_file);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&token_file).unwrap();
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netray-daemon-test-bin"))
+            .arg("--pin-dir")
+            .arg(state.path().join("pins"))
+            .args(["--listen", "192.0.2.1:0", "--state-dir"])
+            .arg(state.path())
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .expect("run the daemon");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{token}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one error line: {stderr}");
+        assert!(stderr.contains(why) && stderr.contains("openssl rand -hex 32") && stderr.contains("beyond loopback"), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing listened: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
