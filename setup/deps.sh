@@ -5,12 +5,14 @@
 # promtool to check /metrics, and
 # schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
 # pmacct (nfacctd) receives the IPFIX export in its tests.
+# podman, buildah and debootstrap build the OCI image (make image, setup/image.sh).
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux man-db pmacct)
+          python3 python3-venv util-linux man-db pmacct
+          podman buildah debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do
