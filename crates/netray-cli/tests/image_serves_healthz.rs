@@ -117,7 +117,12 @@ fn the_image_runs_the_daemon_and_it_answers_healthz() {
     let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/local/bin/netray"]), "{config}");
     assert_eq!(config["Cmd"], serde_json::json!(["daemon", "--config", "/etc/netray/daemon.toml"]), "{config}");
-    for label in ["org.opencontainers.image.title", "org.opencontainers.image.version", "org.opencontainers.image.revision"] {
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.base.name",
+    ] {
         assert!(config["Labels"][label].as_str().is_some_and(|v| !v.is_empty()), "no label {label}: {config}");
     }
 
