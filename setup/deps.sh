@@ -6,14 +6,15 @@
 # schemathesis and kubernetes-validate (PyPI, pinned, in private venvs) for the
 # daemon's schema test and the manifests' validation.
 # pmacct (nfacctd) receives the IPFIX export in its tests.
-# podman, buildah and debootstrap build the OCI image (make image, setup/image.sh).
+# podman, buildah and debootstrap build the OCI image (make image, setup/image.sh);
+# runc runs it in the image test where crun cannot (hybrid cgroups).
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
           python3 python3-venv util-linux man-db pmacct
-          podman buildah debootstrap)
+          podman buildah debootstrap runc)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,11 +4,12 @@
 //! --prebuilt`: the same toolchain and Debian as `make image`'s build stage, seconds instead of a
 //! from-scratch cargo build; the build stage itself is `make image`'s, see docs/deploy.md). Then
 //! podman runs it with the DaemonSet's capabilities, the host's bpffs and no network of its own
-//! (nothing on the host's network is touched), and /healthz is asked from inside the container.
-//! Where this machine cannot run containers at all — a container from the image's own Debian base
-//! fails too — the test prints podman's exact reason and checks the image's filesystem instead:
-//! its netray runs in a chroot of the mounted image (--version, then the daemon with the image's
-//! default config on a 127.0.0.1 port, answering /healthz with 200).
+//! (nothing on the host's network is touched), and /healthz is asked from inside the container:
+//! with podman's defaults, else with runc and this machine's limits, each failure printed with
+//! podman's exact reason. Where no container runs at all — the image's own Debian base fails too —
+//! the test says so. In every case it also checks the image's filesystem by itself: its netray
+//! runs in a chroot of the mounted image (--version, then the daemon with the image's default
+//! config on a 127.0.0.1 port, answering /healthz with 200).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -42,9 +43,9 @@ fn unique(what: &str) -> String {
 #[derive(Default)]
 struct Cleanup {
     daemon: Option<Child>,
-    container: Option<String>,
+    containers: Vec<String>,
     mounted: Option<String>,
-    pins: Option<PathBuf>,
+    pins: Vec<PathBuf>,
     state: Option<PathBuf>,
     image: Option<String>,
 }
@@ -61,13 +62,13 @@ impl Drop for Cleanup {
             let _ = d.kill();
             let _ = d.wait();
         }
-        if let Some(id) = self.container.take() {
+        for id in self.containers.drain(..) {
             let _ = podman(&["rm", "-f", "-t", "2", &id]);
         }
         if let Some(image) = &self.mounted {
             let _ = podman(&["image", "unmount", image]);
         }
-        for dir in [self.pins.take(), self.state.take()].into_iter().flatten() {
+        for dir in self.pins.drain(..).chain(self.state.take()) {
             let _ = std::fs::remove_dir_all(dir);
         }
         if let Some(image) = self.image.take() {
@@ -126,39 +127,76 @@ fn the_image_runs_the_daemon_and_it_answers_healthz() {
         assert!(config["Labels"][label].as_str().is_some_and(|v| !v.is_empty()), "no label {label}: {config}");
     }
 
-    let pins = PathBuf::from(format!("/sys/fs/bpf/{}", unique("netray-e2e-image")));
-    cleanup.pins = Some(pins.clone());
-    let pin_arg = pins.to_str().unwrap();
-    let run = podman(&[
-        "run", "-d", "--network=none", "--pull=never",
-        "--cap-drop=ALL", "--cap-add=BPF,NET_ADMIN,SYS_ADMIN,PERFMON,SYS_RESOURCE",
-        "-v", "/sys/fs/bpf:/sys/fs/bpf",
-        &image, "--pin-dir", pin_arg, "daemon", "--config", "/etc/netray/daemon.toml",
-    ]);
-    if run.status.success() {
-        cleanup.container = Some(String::from_utf8_lossy(&run.stdout).trim().to_string());
-        healthz_in_the_container(cleanup.container.as_deref().unwrap());
-        assert!(pins.exists(), "the daemon in the container pinned nothing in {}", pins.display());
-        eprintln!("podman ran {image}: /healthz answered 200 [{:.0?}]", started.elapsed());
-        return;
-    }
-    // Is it the image, or can this machine run no container at all? The image's own Debian base
-    // with `true` tells.
-    let why = text(&run);
-    let plain = podman(&["run", "--rm", "--network=none", "--pull=never", &format!("localhost/netray-base:{base}"), "true"]);
-    assert!(
-        !plain.status.success(),
-        "podman runs containers here, but not {image}:\n{why}"
-    );
-    eprintln!(
-        "podman cannot run containers on this machine, so the image's filesystem is checked in a chroot instead.\n\
-         podman run {image}: {why}\n\
-         podman run localhost/netray-base:{base} true (the base alone): {}",
-        text(&plain)
-    );
+    let ran = run_the_container(&image, &base, &mut cleanup);
+    // The image's filesystem by itself, also where no container runs.
     let root = mount_image(&image, &mut cleanup);
-    daemon_in_a_chroot_answers_healthz(&root, &pins, &mut cleanup);
-    eprintln!("the image's netray served /healthz from a chroot of {image} [{:.0?}]", started.elapsed());
+    daemon_in_a_chroot_answers_healthz(&root, &mut cleanup);
+    match ran {
+        Some(how) => eprintln!(
+            "{image}: /healthz answered 200 in a container ({how}) and in a chroot [{:.0?}]",
+            started.elapsed()
+        ),
+        None => eprintln!(
+            "{image}: no container runs on this machine (reasons above); /healthz answered 200 in a chroot of the image [{:.0?}]",
+            started.elapsed()
+        ),
+    }
+}
+
+/// Runs the image with the DaemonSet's capabilities, the host's bpffs and no network of its own,
+/// and asks /healthz inside: first with podman's defaults, as a node runs it; where that fails,
+/// with runc and the file and process limits this machine grants (crun refuses hybrid cgroups,
+/// and raising the container's limits above this machine's needs CAP_SYS_RESOURCE). Returns how
+/// it ran, or None, after printing podman's exact reasons, when this machine runs no container
+/// at all (the image's own Debian base fails with `true` too).
+fn run_the_container(image: &str, base: &str, cleanup: &mut Cleanup) -> Option<&'static str> {
+    let limit = |resource| {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        assert_eq!(unsafe { libc::getrlimit(resource, &mut l) }, 0);
+        l
+    };
+    let nofile = limit(libc::RLIMIT_NOFILE).rlim_max;
+    let nproc = limit(libc::RLIMIT_NPROC).rlim_cur.min(4096);
+    let ways: [(&str, Vec<String>); 2] = [
+        ("podman's defaults", vec![]),
+        (
+            "runc, with this machine's limits",
+            ["--runtime", "runc", "--ulimit", &format!("nofile={nofile}:{nofile}"), "--ulimit", &format!("nproc={nproc}:{nproc}")]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ];
+    let mut reasons = Vec::new();
+    for (how, options) in &ways {
+        let pins = PathBuf::from(format!("/sys/fs/bpf/{}", unique("netray-e2e-image")));
+        cleanup.pins.push(pins.clone());
+        // Named before it runs: a runtime that fails may leave it created.
+        let name = unique("netray-e2e-image");
+        cleanup.containers.push(name.clone());
+        let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--network=none", "--pull=never"];
+        args.extend(options.iter().map(String::as_str));
+        args.extend(["--cap-drop=ALL", "--cap-add=BPF,NET_ADMIN,SYS_ADMIN,PERFMON,SYS_RESOURCE"]);
+        args.extend(["-v", "/sys/fs/bpf:/sys/fs/bpf", image]);
+        args.extend(["--pin-dir", pins.to_str().unwrap(), "daemon", "--config", "/etc/netray/daemon.toml"]);
+        let run = podman(&args);
+        if run.status.success() {
+            healthz_in_the_container(&name);
+            assert!(pins.exists(), "the daemon in the container pinned nothing in {}", pins.display());
+            eprintln!("podman ran {image} with {how}: /healthz answered 200 inside it");
+            return Some(how);
+        }
+        eprintln!("podman cannot run {image} with {how}: {}", text(&run));
+        reasons.push(text(&run));
+    }
+    // Is it the image, or does this machine run no container at all? The base alone tells.
+    let mut base_args: Vec<&str> = vec!["run", "--rm", "--network=none", "--pull=never"];
+    base_args.extend(ways[1].1.iter().map(String::as_str));
+    let base_image = format!("localhost/netray-base:{base}");
+    base_args.extend([base_image.as_str(), "true"]);
+    let plain = podman(&base_args);
+    assert!(!plain.status.success(), "podman runs {base_image} here, but not {image}:\n{}", reasons.join("\n"));
+    eprintln!("podman cannot run {base_image} either ({}): this machine runs no container", text(&plain));
+    None
 }
 
 /// The DaemonSet's probe, inside the container.
@@ -192,7 +230,9 @@ fn mount_image(image: &str, cleanup: &mut Cleanup) -> String {
 /// The image's netray in a chroot: --version, then `netray daemon` with the image's default
 /// config on a free 127.0.0.1 port. The chroot's /proc, /sys (with the host's bpffs), /dev and
 /// a state directory are mounted in a mount namespace of the daemon's own, so they vanish with it.
-fn daemon_in_a_chroot_answers_healthz(root: &str, pins: &Path, cleanup: &mut Cleanup) {
+fn daemon_in_a_chroot_answers_healthz(root: &str, cleanup: &mut Cleanup) {
+    let pins = PathBuf::from(format!("/sys/fs/bpf/{}", unique("netray-e2e-image")));
+    cleanup.pins.push(pins.clone());
     let version = Command::new("chroot").args([root, "/usr/local/bin/netray", "--version"]).output().unwrap();
     assert!(version.status.success(), "the image's netray does not run in a chroot of it: {}", text(&version));
     assert!(text(&version).starts_with("netray "), "{}", text(&version));
@@ -212,7 +252,7 @@ exec chroot "$R" /usr/local/bin/netray --pin-dir "$PINS" daemon --config /etc/ne
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", root])
         .arg(&state)
-        .arg(pins)
+        .arg(&pins)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
