@@ -3,14 +3,18 @@
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
 # the lab, tcpdump/tshark to check captures, man-db to render `netray man`,
 # promtool to check /metrics, and
-# schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
+# schemathesis and kubernetes-validate (PyPI, pinned, in private venvs) for the
+# daemon's schema test and the manifests' validation.
 # pmacct (nfacctd) receives the IPFIX export in its tests.
+# podman, buildah and debootstrap build the OCI image (make image, setup/image.sh);
+# runc runs it in the image test where crun cannot (hybrid cgroups).
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux man-db pmacct)
+          python3 python3-venv util-linux man-db pmacct
+          podman buildah debootstrap runc)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -60,26 +64,32 @@ fi
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 
-# schemathesis for crates/netray-daemon/tests/schema.rs, pinned, in a venv of
-# its own (the path names the version, so a new pin gets a new venv). The test
-# finds it there, or at $NETRAY_SCHEMATHESIS.
-SCHEMATHESIS_VERSION=4.32.5
-venv=/var/cache/netray/schemathesis-$SCHEMATHESIS_VERSION
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+# Python tools the tests run, each pinned in a venv of its own under
+# /var/cache/netray (the path names the version, so a new pin gets a new venv):
+#   schemathesis        crates/netray-daemon/tests/schema.rs ($NETRAY_SCHEMATHESIS)
+#   kubernetes-validate crates/netray-cli/tests/deploy.rs: deploy/kubernetes
+#                       against the Kubernetes schema
+# pip_tool PACKAGE VERSION COMMAND: installs PACKAGE==VERSION, whose COMMAND
+# prints the version, unless it is there.
+pip_tool() {
+    local package=$1 version=$2 command=$3 venv=/var/cache/netray/$1-$2
+    "$venv/bin/$command" --version 2>/dev/null | grep -q "$version" && return
     if [ "$(id -u)" != 0 ]; then
-        echo "setup: schemathesis is missing in $venv — run as root" >&2
+        echo "setup: $package is missing in $venv — run as root" >&2
         exit 1
     fi
     mkdir -p /var/cache/netray
     (
         # One installer at a time (several work trees may run this at once).
         flock 9
-        if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-            echo "setup: installing schemathesis==$SCHEMATHESIS_VERSION into $venv" >&2
+        if ! "$venv/bin/$command" --version 2>/dev/null | grep -q "$version"; then
+            echo "setup: installing $package==$version into $venv" >&2
             rm -rf "$venv"
             /usr/bin/python3 -m venv "$venv"
-            "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-            "$venv/bin/st" --version >/dev/null
+            "$venv/bin/pip" install -q --disable-pip-version-check "$package==$version"
+            "$venv/bin/$command" --version >/dev/null
         fi
-    ) 9>/var/cache/netray/schemathesis.lock
-fi
+    ) 9>"/var/cache/netray/$package.lock"
+}
+pip_tool schemathesis 4.32.5 st
+pip_tool kubernetes-validate 1.37.0 kubernetes-validate
