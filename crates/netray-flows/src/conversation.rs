@@ -111,10 +111,12 @@ impl Conversation {
         }
     }
 
-    /// ICMP type and code of the sent side (of the received one when nothing
-    /// was sent).
+    /// ICMP type and code: of the request when the conversation is a
+    /// request and its reply, else of the side there is.
     pub fn icmp(&self) -> Option<(u8, u8)> {
-        self.tx.or(self.rx).and_then(|r| r.flow.key.icmp())
+        let icmp = |r: &Option<FlowRate>| r.and_then(|r| r.flow.key.icmp());
+        let is_request = |i: &(u8, u8)| icmp_request_type(self.proto, i.0).1 == Some(true);
+        icmp(&self.tx).filter(is_request).or(icmp(&self.rx).filter(is_request)).or(icmp(&self.tx)).or(icmp(&self.rx))
     }
 
     pub fn packets(&self) -> u64 {
@@ -390,9 +392,10 @@ mod tests {
         ];
         let c = conversations(&flows, SortBy::Rate);
         let summary: Vec<_> = c.iter().map(|c| (c.proto, c.direction(), c.icmp())).collect();
+        // Each pair shows its request's type.
         assert_eq!(
             summary,
-            [(1, "in/out", Some((8, 0))), (58, "in/out", Some((128, 0))), (1, "in/out", Some((0, 0)))]
+            [(1, "in/out", Some((8, 0))), (58, "in/out", Some((128, 0))), (1, "in/out", Some((8, 0)))]
         );
     }
 

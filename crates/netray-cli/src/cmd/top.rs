@@ -50,11 +50,11 @@ use crate::output::{json_line, line};
     rate, b cumulative bytes, p cumulative packets, g conversations or service ports (the smaller\n\
     port of each conversation), q, Esc or Ctrl-C quit. The view fits the terminal's width: numbers\n\
     are never cut (876kB, 4.7Mb/s); as it narrows, LAST goes first, then DROPPED (both shown only\n\
-    when something was dropped), PPS, then IPv6 endpoints are shortened in the middle of the address\n\
-    (ports kept; IPv4 endpoints fit whole), then PACKETS, then BYTES. When stdout is not a terminal,\n\
-    a plain table of the flows per direction is printed every interval (one JSON object per interval\n\
-    with --json). --once prints one snapshot taken after one interval (at once with --interval 0)\n\
-    and exits.\n\
+    when something was dropped), PPS, ICMP types, then IPv6 endpoints are shortened in the middle of\n\
+    the address (ports kept; IPv4 endpoints stay whole at 80 columns), then PACKETS, then BYTES.\n\
+    When stdout is not a terminal, a plain table of the flows per direction is printed every\n\
+    interval (one JSON object per interval with --json). --once prints one snapshot taken after one\n\
+    interval (at once with --interval 0) and exits.\n\
     \n\
     JSON: {\"type\":\"flows\", interface, sort, totals (the XDP hook's counters: seen, passed,\n\
     dropped, bytes_seen, ...), rates, table {capacity, entries, inserts, evictions, insert_failed},\n\
@@ -95,7 +95,7 @@ pub struct TopArgs {
     /// Rows of the live view: conversation (both directions on one row) or port (service port); key g.
     #[arg(long, value_enum, value_name = "conversation|port", default_value = "conversation")]
     group: Grouping,
-    /// Flows to show (default: what fits the terminal; 20 in text; all with --json).
+    /// Rows to show (default: what fits the terminal; 20 in text; all with --json).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Print one snapshot and exit.

@@ -11,6 +11,9 @@ pub enum Give {
     Never,
     /// Left out at this rank.
     Drop(u8),
+    /// At this rank, only each cell's first word is shown ("icmp 8/0"
+    /// becomes "icmp"): a detail goes whole, never half of it.
+    Trim(u8),
     /// An endpoint: shortened at this rank, down to this many characters
     /// (all of an IPv4 endpoint fits in 21), and further only when even
     /// the columns that are never left out would not fit.
@@ -38,12 +41,13 @@ fn chars(s: &str) -> usize {
 
 /// The header and the rows, laid out in at most `width` characters.
 pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> (String, Vec<String>) {
-    let natural: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| rows.iter().map(|r| chars(&r[i])).chain([chars(c.title), c.min]).max().unwrap_or(0))
-        .collect();
+    let width_of = |i: usize, c: &Column, trim: bool| {
+        let cell = |r: &Vec<String>| chars(if trim { first_word(&r[i]) } else { &r[i] });
+        rows.iter().map(cell).chain([chars(c.title), c.min]).max().unwrap_or(0)
+    };
+    let natural: Vec<usize> = columns.iter().enumerate().map(|(i, c)| width_of(i, c, false)).collect();
     let mut widths: Vec<Option<usize>> = natural.iter().copied().map(Some).collect();
+    let mut trimmed = vec![false; columns.len()];
     let need = |w: &[Option<usize>]| {
         let shown: Vec<usize> = w.iter().flatten().copied().collect();
         shown.iter().sum::<usize>() + GAP * shown.len().saturating_sub(1)
@@ -51,7 +55,7 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> (String, V
     let mut ranks: Vec<u8> = columns
         .iter()
         .filter_map(|c| match c.give {
-            Give::Drop(r) | Give::Shorten(r, _) => Some(r),
+            Give::Drop(r) | Give::Trim(r) | Give::Shorten(r, _) => Some(r),
             Give::Never => None,
         })
         .collect();
@@ -64,6 +68,10 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> (String, V
         for (i, c) in columns.iter().enumerate() {
             match c.give {
                 Give::Drop(r) if r == rank => widths[i] = None,
+                Give::Trim(r) if r == rank => {
+                    trimmed[i] = true;
+                    widths[i] = Some(width_of(i, c, true));
+                }
                 Give::Shorten(r, to) if r == rank => widths[i] = Some(natural[i].min(to)),
                 _ => {}
             }
@@ -98,10 +106,14 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> (String, V
         let out: Vec<String> = cells
             .iter()
             .zip(columns)
-            .zip(&widths)
-            .filter_map(|((cell, c), w)| {
+            .zip(widths.iter().zip(&trimmed))
+            .filter_map(|((cell, c), (w, trim))| {
                 let w = (*w)?;
-                let cell = if matches!(c.give, Give::Shorten(..)) { shorten_endpoint(cell, w) } else { cell.clone() };
+                let cell = match c.give {
+                    Give::Shorten(..) => shorten_endpoint(cell, w),
+                    _ if *trim => first_word(cell).to_string(),
+                    _ => cell.clone(),
+                };
                 Some(if c.right { format!("{cell:>w$}") } else { format!("{cell:<w$}") })
             })
             .collect();
@@ -109,6 +121,10 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> (String, V
     };
     let header = line(columns.iter().map(|c| c.title.to_string()).collect());
     (header, rows.iter().map(|r| line(r.clone())).collect())
+}
+
+fn first_word(s: &str) -> &str {
+    s.split(' ').next().unwrap_or(s)
 }
 
 /// `addr:port`, `[v6]:port` or a bare address in `width` characters: the

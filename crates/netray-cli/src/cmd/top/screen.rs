@@ -52,7 +52,7 @@ pub struct View {
 /// go when the terminal narrows (documented in `netray top --help`).
 /// DROPPED and LAST are shown only when a listed row had a packet dropped.
 const CONVERSATION_COLUMNS: [Column; 11] = [
-    Column { title: "PROTO", right: false, give: Give::Never, min: 0 },
+    Column { title: "PROTO", right: false, give: Give::Trim(4), min: 0 },
     Column { title: "LOCAL", right: false, give: Give::Shorten(3, 21), min: 0 },
     Column { title: "DIR", right: false, give: Give::Never, min: 6 },
     Column { title: "REMOTE", right: false, give: Give::Shorten(3, 21), min: 0 },
@@ -60,9 +60,9 @@ const CONVERSATION_COLUMNS: [Column; 11] = [
     Column { title: "RX", right: true, give: Give::Never, min: 8 },
     Column { title: "BYTES", right: true, give: Give::Drop(1), min: 6 },
     Column { title: "PACKETS", right: true, give: Give::Drop(2), min: 5 },
-    Column { title: "PPS", right: true, give: Give::Drop(4), min: 5 },
-    Column { title: "DROPPED", right: true, give: Give::Drop(5), min: 5 },
-    Column { title: "LAST", right: false, give: Give::Drop(6), min: 0 },
+    Column { title: "PPS", right: true, give: Give::Drop(5), min: 5 },
+    Column { title: "DROPPED", right: true, give: Give::Drop(6), min: 5 },
+    Column { title: "LAST", right: false, give: Give::Drop(7), min: 0 },
 ];
 
 const PORT_COLUMNS: [Column; 7] = [
@@ -403,6 +403,10 @@ mod tests {
         let all = ["PROTO", "LOCAL", "DIR", "REMOTE", "TX", "RX", "BYTES", "PACKETS", "PPS", "DROPPED", "LAST"];
         assert_eq!(header(250), all);
         assert_eq!(header(80), ["PROTO", "LOCAL", "DIR", "REMOTE", "TX", "RX"]);
+        // At 80 columns the ICMP type goes, so IPv4 endpoints stay whole.
+        let rows = v.text(80, 100).rows;
+        assert!(rows.iter().any(|r| r.contains(" 198.19.255.253:443 ") && r.starts_with("tcp ")), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.starts_with("icmpv6 ") && !r.contains("128/0")), "{rows:#?}");
         // Between the two, LAST goes first and BYTES last.
         let mut prev = all.len();
         for w in (80..250).rev() {
