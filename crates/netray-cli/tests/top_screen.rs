@@ -73,7 +73,7 @@ impl Drop for Tmux {
         for s in &self.sessions {
             let _ = Command::new("tmux").args(["-L", &self.socket, "send-keys", "-t", s, "q"]).output();
         }
-        let end = Instant::now() + Duration::from_secs(10);
+        let end = Instant::now() + Duration::from_secs(30);
         while Instant::now() < end
             && self.sessions.iter().any(|s| {
                 let out = Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p", "-t", s]).output();
@@ -210,7 +210,8 @@ fn normalise(env: &Env) -> Normalise {
 /// The screen once it shows the traffic's six rows at rest (every rate 0)
 /// twice in a row.
 fn settled(tmux: &Tmux, session: &str, norm: &Normalise, rows: usize) -> String {
-    let end = Instant::now() + Duration::from_secs(90);
+    // Generous: emulated kernels run this 10-30x slower.
+    let end = Instant::now() + Duration::from_secs(180);
     let mut last = String::new();
     loop {
         let screen = norm.apply(&tmux.capture(session));
@@ -227,7 +228,7 @@ fn settled(tmux: &Tmux, session: &str, norm: &Normalise, rows: usize) -> String 
 }
 
 fn wait_for_flows(env: &Env) {
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + Duration::from_secs(120);
     loop {
         let st = env.json(&["firewall", "status", "--json"]);
         if st["interfaces"][0]["features"].as_array().is_some_and(|f| f.iter().any(|f| f == "flows")) {
@@ -274,7 +275,7 @@ fn top_screens_at_80x24_and_120x40_read_as_reviewed() {
 
     // g groups by service port.
     tmux.keys("narrow", "g");
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + Duration::from_secs(60);
     let ports = loop {
         let s = norm.apply(&tmux.capture("narrow"));
         if s.contains(" ports by bytes") {
@@ -290,7 +291,7 @@ fn top_screens_at_80x24_and_120x40_read_as_reviewed() {
     for s in ["narrow", "wide"] {
         tmux.keys(s, "q");
     }
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + Duration::from_secs(60);
     for s in ["narrow", "wide"] {
         loop {
             let screen = tmux.capture(s);
