@@ -153,8 +153,15 @@ impl View {
         hooks.iter().find(|h| h.direction == d)
     }
 
-    /// The screen's text at `width` columns, with at most `max_rows` rows.
-    pub fn text(&self, width: usize, max_rows: usize) -> Text {
+    /// The screen's text at `width` columns, with at most `max_rows` rows
+    /// (`draw` builds it in two steps, to size the table by the summary).
+    #[cfg(test)]
+    fn text(&self, width: usize, max_rows: usize) -> Text {
+        self.text_with(self.summary(width), width, max_rows)
+    }
+
+    /// The lines above the history: hooks, rates, totals, the table's counters.
+    fn summary(&self, width: usize) -> Vec<String> {
         let cur = &self.cur;
         let mut title = vec![cur.interface.clone()];
         for h in &self.hooks {
@@ -192,29 +199,26 @@ impl View {
             format!("events lost {}", count(cur.totals.events_lost)),
         ];
         // One group per line when it fits, so lines do not reflow as numbers grow.
-        let summary: Vec<String> =
-            [&title[..], &rates_now, &seen, &table].iter().flat_map(|g| wrap_pieces(g, width)).collect();
+        [&title[..], &rates_now, &seen, &table].iter().flat_map(|g| wrap_pieces(g, width)).collect()
+    }
 
-        let flows = rates(self.prev.as_ref(), cur);
+    fn text_with(&self, summary: Vec<String>, width: usize, max_rows: usize) -> Text {
+        let flows = rates(self.prev.as_ref(), &self.cur);
         let convs = conversations(&flows, self.sort);
         let rows = max_rows.min(self.limit.unwrap_or(usize::MAX));
-        let (what, columns, cells): (_, Vec<Column>, Vec<Vec<String>>) = match self.grouping {
+        let (what, total, columns, cells): (_, _, Vec<Column>, Vec<Vec<String>>) = match self.grouping {
             Grouping::Conversation => {
                 let shown = &convs[..rows.min(convs.len())];
                 let verdicts = shown.iter().any(|c| c.dropped() > 0);
                 let keep = if verdicts { CONVERSATION_COLUMNS.len() } else { CONVERSATION_COLUMNS.len() - 2 };
                 let cells = shown.iter().map(|c| conversation_cells(c)[..keep].to_vec()).collect();
-                ("conversations", CONVERSATION_COLUMNS[..keep].to_vec(), cells)
+                ("conversations", convs.len(), CONVERSATION_COLUMNS[..keep].to_vec(), cells)
             }
             Grouping::Port => {
                 let groups = by_port(&convs, self.sort);
                 let cells = groups.iter().take(rows).map(port_cells).collect();
-                ("ports", PORT_COLUMNS.to_vec(), cells)
+                ("ports", groups.len(), PORT_COLUMNS.to_vec(), cells)
             }
-        };
-        let total = match self.grouping {
-            Grouping::Conversation => convs.len(),
-            Grouping::Port => by_port(&convs, self.sort).len(),
         };
         let title = if cells.len() < total {
             format!("{total} {what} by {}, top {}", self.sort, cells.len())
@@ -233,12 +237,12 @@ impl View {
         // Rows first get what is left after the summary (3 lines at most
         // widths), the history (when the terminal is tall enough), the table's
         // title and header, and the keys.
-        let probe = self.text(width, 0);
-        let summary_h = probe.summary.len() as u16;
+        let summary = self.summary(width);
+        let summary_h = summary.len() as u16;
         let spark_h: u16 = if area.height >= 20 { 4 } else { 0 };
         let fixed = summary_h + spark_h + 2 + 1;
         let rows = area.height.saturating_sub(fixed) as usize;
-        let text = self.text(width, rows);
+        let text = self.text_with(summary, width, rows);
         let [head, spark, title, table, keys] = Layout::vertical([
             Constraint::Length(summary_h),
             Constraint::Length(spark_h),
