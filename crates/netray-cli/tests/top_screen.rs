@@ -82,7 +82,15 @@ impl Drop for Tmux {
         {
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The server leaves its socket file behind: removed with it.
+        let path = Command::new("tmux").args(["-L", &self.socket, "display-message", "-p", "#{socket_path}"]).output();
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+        if let Ok(p) = path {
+            let p = String::from_utf8_lossy(&p.stdout).trim().to_string();
+            if p.ends_with(&self.socket) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 }
 
