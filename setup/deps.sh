@@ -2,7 +2,7 @@
 # Installs what netray needs to build, test and run on Debian (as root):
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
 # the lab, tcpdump/tshark to check captures, man-db to render `netray man`,
-# promtool to check /metrics, and
+# promtool to check /metrics, tmux to check `netray top`'s screen, and
 # schemathesis and kubernetes-validate (PyPI, pinned, in private venvs) for the
 # daemon's schema test and the manifests' validation.
 # pmacct (nfacctd) receives the IPFIX export in its tests.
@@ -13,7 +13,7 @@ set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux man-db pmacct
+          python3 python3-venv util-linux man-db pmacct tmux
           podman buildah debootstrap runc)
 
 missing=()

@@ -16,7 +16,16 @@ use netray_core::{
     AttachMode, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 
-use crate::{table::FlowTable, Snapshot};
+use crate::{table::FlowTable, Direction, Snapshot};
+
+/// A hook that counts flows of one direction, and its counters.
+#[derive(Debug, Clone)]
+pub struct FlowHook {
+    pub direction: Direction,
+    /// e.g. "xdp native", "tcx egress".
+    pub name: String,
+    pub stats: netray_core::dispatcher::IfStats,
+}
 
 pub struct FlowSession {
     pin: PinDir,
@@ -101,6 +110,21 @@ impl FlowSession {
     /// size, or XDP fell back to generic mode).
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
+    }
+
+    /// The hooks that count this interface's flows, for a header: received
+    /// packets at XDP (`"xdp native"` or `"xdp generic"`), sent ones at TC
+    /// egress (`"tcx egress"` or `"clsact egress"`), with that hook's
+    /// counters; no egress entry when no TC egress program counts flows.
+    pub fn hooks(&self) -> Result<Vec<FlowHook>> {
+        let st = self.dispatcher.status()?;
+        let mut out = vec![FlowHook { direction: Direction::Ingress, name: format!("xdp {}", st.mode), stats: st.stats }];
+        for tc in st.tc {
+            if tc.hook == Hook::TcEgress.name() && tc.features.contains(&Feature::Flows.name()) {
+                out.push(FlowHook { direction: Direction::Egress, name: format!("{} egress", tc.backend), stats: tc.stats });
+            }
+        }
+        Ok(out)
     }
 
     pub fn table(&self) -> &FlowTable {

@@ -185,7 +185,7 @@ pub struct FlowJson {
     pub bps: Option<f64>,
 }
 
-fn round2<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn round2<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(x) => s.serialize_f64((x * 100.0).round() / 100.0),
         None => s.serialize_none(),

@@ -3,7 +3,7 @@
 use std::{
     collections::VecDeque,
     io::IsTerminal,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,37 +17,53 @@ use netray_core::AttachMode;
 use netray_flows::{
     metrics::{self, MetricsConfig, NetrayCollector, RuleSeries, Scrape},
     snapshot::{interface_rates, FlowJson},
-    FlowCapacity, FlowSession, Snapshot, SnapshotJson, SortBy,
+    conversations, rates, ConversationJson, FlowCapacity, FlowHook, FlowSession, Snapshot, SnapshotJson, SortBy,
 };
 
 use netray_ipfix::{ExportConfig, Exporter, ExporterMetrics, Stats, Timeouts, Transport};
 
 use super::{firewall::parse_mode, Context};
+
+mod fit;
+mod screen;
+mod units;
+
+use screen::Grouping;
 use crate::output::{json_line, line};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     netray top -i eth1\n  \
-    netray top -i eth1 --sort rate --interval 2s\n  \
-    netray top -i eth1 --once --json | jq '.flows[0]'\n  \
+    netray top -i eth1 --sort bytes --interval 2s\n  \
+    netray top -i eth1 --group port\n  \
+    netray top -i eth1 --once --json | jq '.conversations[0]'\n  \
     netray top -i eth1 --metrics 127.0.0.1:9810\n  \
     netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n  \
     netray top -i eth1 --ipfix 127.0.0.1:4739 --active-timeout 60s --idle-timeout 15s > /dev/null\n  \
     curl -H 'Accept: application/openmetrics-text' http://127.0.0.1:9810/metrics\n\
     \n\
     Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the\n\
-    kernel, at XDP on ingress. In a terminal: a live table with per-flow rates, interface totals and a\n\
-    rate history; keys b, p, r sort by bytes, packets or rate; q, Esc or Ctrl-C quit. When stdout is\n\
-    not a terminal, a plain table is printed every interval (one JSON object per interval with\n\
-    --json). --once prints one snapshot taken after one interval (at once with --interval 0) and\n\
-    exits.\n\
+    kernel: received packets at XDP, sent ones at TC egress (tcx, or clsact where the kernel has no\n\
+    tcx); the header names the hooks in use. In a terminal: a live view like iftop's, one row per\n\
+    conversation (both directions of a connection: TX sent, RX received, DIR in/out, in or out for\n\
+    a flow seen one way only), sorted by the rate over the last interval, idle ones last. Keys: r\n\
+    rate, b cumulative bytes, p cumulative packets, g conversations or service ports (the smaller\n\
+    port of each conversation), q, Esc or Ctrl-C quit. The view fits the terminal's width: numbers\n\
+    are never cut (876kB, 4.7Mb/s); as it narrows, LAST goes first, then DROPPED (both shown only\n\
+    when something was dropped), PPS, ICMP types, then IPv6 endpoints are shortened in the middle of\n\
+    the address (ports kept; IPv4 endpoints stay whole at 80 columns), then PACKETS, then BYTES.\n\
+    When stdout is not a terminal, a plain table of the flows per direction is printed every\n\
+    interval (one JSON object per interval with --json). --once prints one snapshot taken after one\n\
+    interval (at once with --interval 0) and exits.\n\
     \n\
-    JSON: {\"type\":\"flows\", interface, totals (the interface's counters: seen, passed, dropped,\n\
-    bytes_seen, ...), table {capacity, entries, inserts, evictions, insert_failed}, flow_packets,\n\
-    flow_bytes, flows: [{proto, src, dst, sport, dport, icmp_type, icmp_code, packets, bytes, dropped,\n\
-    last_verdict, pps, bps, ...}]}. packets and bytes are exact and cumulative since the flow entered\n\
-    the table. The table is an LRU: when it is full the least recently seen flows are evicted, and\n\
-    counted (evictions = inserts - entries). Non-IP frames are not flows (see totals.non_ip).\n\
+    JSON: {\"type\":\"flows\", interface, sort, totals (the XDP hook's counters: seen, passed,\n\
+    dropped, bytes_seen, ...), rates, table {capacity, entries, inserts, evictions, insert_failed},\n\
+    flow_packets, flow_bytes, flows: [{direction, proto, src, dst, sport, dport, icmp_type,\n\
+    icmp_code, packets, bytes, dropped, last_verdict, pps, bps, ...}], conversations: [{proto, local,\n\
+    local_port, remote, remote_port, direction, tx {packets, bytes, dropped, pps, bps}, rx {...}}]}.\n\
+    packets and bytes are exact and cumulative since the flow entered the table. The table is an\n\
+    LRU: when it is full the least recently seen flows are evicted, and counted (evictions = inserts\n\
+    - entries). Non-IP frames are not flows (see totals.non_ip).\n\
     \n\
     --metrics ADDR serves Prometheus metrics at http://ADDR/metrics while netray top runs (port 0: any\n\
     free port, printed on stderr): the text format 0.0.4, or OpenMetrics 1.0.0 when the Accept header\n\
@@ -73,10 +89,13 @@ pub struct TopArgs {
     /// Refresh interval (e.g. 1s, 500ms, 2).
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
-    /// Order of the flows: bytes, packets or rate.
-    #[arg(long, default_value = "bytes")]
+    /// Order of the rows: rate (over the last interval, idle ones last), bytes or packets (cumulative).
+    #[arg(long, default_value = "rate")]
     sort: SortBy,
-    /// Flows to show (default: what fits the terminal; 20 in text; all with --json).
+    /// Rows of the live view: conversation (both directions on one row) or port (service port); key g.
+    #[arg(long, value_enum, value_name = "conversation|port", default_value = "conversation")]
+    group: Grouping,
+    /// Rows to show (default: what fits the terminal; 20 in text; all with --json).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Print one snapshot and exit.
@@ -343,7 +362,7 @@ fn once(session: &FlowSession, args: &TopArgs, stop: &AtomicBool) -> anyhow::Res
         sleep_until(Instant::now() + args.interval, stop);
     }
     let cur = session.snapshot()?;
-    print(prev.as_ref(), &cur, args)
+    print(session, prev.as_ref(), &cur, args)
 }
 
 fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: Option<Instant>) -> anyhow::Result<()> {
@@ -352,7 +371,7 @@ fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: 
     loop {
         let cur = session.snapshot()?;
         if prev.is_some() {
-            print(prev.as_ref(), &cur, args)?;
+            print(session, prev.as_ref(), &cur, args)?;
         }
         prev = Some(cur);
         next += args.interval;
@@ -363,34 +382,58 @@ fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: 
     }
 }
 
-fn print(prev: Option<&Snapshot>, cur: &Snapshot, args: &TopArgs) -> anyhow::Result<()> {
+/// `netray top --json`: the flows of each direction as before, and the
+/// conversations (both directions of a connection paired) beside them.
+#[derive(serde::Serialize)]
+struct TopJson {
+    #[serde(flatten)]
+    snapshot: SnapshotJson,
+    conversations: Vec<ConversationJson>,
+}
+
+fn print(session: &FlowSession, prev: Option<&Snapshot>, cur: &Snapshot, args: &TopArgs) -> anyhow::Result<()> {
     if args.json {
-        return json_line(&SnapshotJson::new(prev, cur, args.sort, args.limit));
+        let convs = conversations(&rates(prev, cur), args.sort);
+        let limit = args.limit.unwrap_or(usize::MAX);
+        return json_line(&TopJson {
+            snapshot: SnapshotJson::new(prev, cur, args.sort, args.limit),
+            conversations: convs.iter().take(limit).map(ConversationJson::from).collect(),
+        });
     }
     let json = SnapshotJson::new(prev, cur, args.sort, Some(args.limit.unwrap_or(20)));
-    for l in text_report(&json) {
+    for l in text_report(&json, &session.hooks()?) {
         line(&l)?;
     }
     Ok(())
 }
 
+/// "in: xdp native, out: tcx egress": the hooks that count the flows.
+fn hook_names(hooks: &[FlowHook]) -> String {
+    let names: Vec<String> = hooks
+        .iter()
+        .map(|h| format!("{}: {}", if h.direction == netray_flows::Direction::Egress { "out" } else { "in" }, h.name))
+        .collect();
+    names.join(", ")
+}
+
 /// The plain-text report: a summary and a table.
-fn text_report(s: &SnapshotJson) -> Vec<String> {
+fn text_report(s: &SnapshotJson, hooks: &[FlowHook]) -> Vec<String> {
     let t = &s.totals;
     let mut out = vec![format!(
-        "{} (xdp ingress): {} packets, {} seen; {} dropped ({}){}",
+        "{} ({}): {} packets in, {}; {} dropped ({}){}",
         s.interface,
+        hook_names(hooks),
         t.seen,
         bytes(t.bytes_seen),
         t.dropped,
         bytes(t.bytes_dropped),
-        s.rates.map_or(String::new(), |r| format!("; now {} pps, {}", num(r.pps), bits(r.bps))),
+        s.rates.map_or(String::new(), |r| format!("; now {} pps, {} in", num(r.pps), bits(r.bps))),
     )];
     out.push(format!(
         "flows: {} of {} in the table, {} evicted, {} not stored; non-IP {}, truncated {}, monitor events lost {}",
         s.table.entries, s.table.capacity, s.table.evictions, s.table.insert_failed, t.non_ip, t.truncated, t.events_lost
     ));
-    let header = ["PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES", "PPS", "BIT/S", "DROPPED", "LAST"];
+    let header = ["PROTO", "DIR", "SOURCE", "DESTINATION", "PACKETS", "BYTES", "PPS", "BIT/S", "DROPPED", "LAST"];
     let rows: Vec<Vec<String>> = s.flows.iter().map(flow_cells).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -410,14 +453,6 @@ fn text_report(s: &SnapshotJson) -> Vec<String> {
     out
 }
 
-fn endpoint(a: IpAddr, port: Option<u16>) -> String {
-    match (a, port) {
-        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
-        (a, Some(p)) => format!("{a}:{p}"),
-        (a, None) => a.to_string(),
-    }
-}
-
 fn flow_cells(f: &FlowJson) -> Vec<String> {
     let proto = match (f.icmp_type, f.icmp_code) {
         (Some(t), Some(c)) => format!("{} {t}/{c}", f.proto),
@@ -425,17 +460,15 @@ fn flow_cells(f: &FlowJson) -> Vec<String> {
     };
     vec![
         proto,
-        endpoint(f.src, f.sport),
-        endpoint(f.dst, f.dport),
+        if f.direction == netray_flows::Direction::Egress { "out" } else { "in" }.to_string(),
+        screen::endpoint(f.src, f.sport),
+        screen::endpoint(f.dst, f.dport),
         f.packets.to_string(),
         bytes(f.bytes),
         f.pps.map_or("-".into(), num),
         f.bps.map_or("-".into(), bits),
         f.dropped.to_string(),
-        match f.last_rule {
-            Some(r) => format!("{} (rule {r})", f.last_verdict),
-            None => f.last_verdict.to_string(),
-        },
+        screen::verdict(f.last_verdict == "drop", f.last_rule),
     ]
 }
 
@@ -469,18 +502,12 @@ fn num(v: f64) -> String {
 }
 
 mod tui {
-    //! The live terminal view.
+    //! The live terminal view: the loop (refresh, keys); what it shows is in `screen`.
 
     use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-    use ratatui::{
-        layout::{Constraint, Layout},
-        style::{Modifier, Style, Stylize},
-        text::Line,
-        widgets::{Block, Paragraph, Row, Sparkline, Table},
-        DefaultTerminal, Frame,
-    };
+    use ratatui::DefaultTerminal;
 
-    use super::*;
+    use super::{screen::View, *};
 
     struct Restore;
 
@@ -488,16 +515,6 @@ mod tui {
         fn drop(&mut self) {
             ratatui::restore();
         }
-    }
-
-    struct View {
-        sort: SortBy,
-        prev: Option<Snapshot>,
-        cur: Snapshot,
-        /// Interface bit rate per interval, oldest first.
-        history: VecDeque<u64>,
-        limit: Option<usize>,
-        interval: Duration,
     }
 
     pub fn run(
@@ -510,11 +527,14 @@ mod tui {
         let _restore = Restore;
         let mut view = View {
             sort: args.sort,
+            grouping: args.group,
+            interval: args.interval,
             prev: None,
             cur: session.snapshot()?,
+            hooks: session.hooks()?,
+            prev_hooks: Vec::new(),
             history: VecDeque::new(),
             limit: args.limit,
-            interval: args.interval,
         };
         let mut next = Instant::now() + args.interval;
         loop {
@@ -532,6 +552,12 @@ mod tui {
                         KeyCode::Char('b') => view.sort = SortBy::Bytes,
                         KeyCode::Char('p') => view.sort = SortBy::Packets,
                         KeyCode::Char('r') => view.sort = SortBy::Rate,
+                        KeyCode::Char('g') => {
+                            view.grouping = match view.grouping {
+                                Grouping::Conversation => Grouping::Port,
+                                Grouping::Port => Grouping::Conversation,
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -544,6 +570,7 @@ mod tui {
                 let cur = session.snapshot()?;
                 let prev = std::mem::replace(&mut view.cur, cur);
                 view.prev = Some(prev);
+                view.prev_hooks = std::mem::replace(&mut view.hooks, session.hooks()?);
                 if let Some(r) = interface_rates(view.prev.as_ref(), &view.cur) {
                     view.history.push_back(r.bps as u64);
                     if view.history.len() > 512 {
@@ -551,103 +578,6 @@ mod tui {
                     }
                 }
             }
-        }
-    }
-
-    impl View {
-        fn draw(&self, f: &mut Frame) {
-            let [head, spark, body, keys] = Layout::vertical([
-                Constraint::Length(5),
-                Constraint::Length(5),
-                Constraint::Min(3),
-                Constraint::Length(1),
-            ])
-            .areas(f.area());
-            let rows_fit = body.height.saturating_sub(3) as usize;
-            let limit = self.limit.unwrap_or(rows_fit).min(rows_fit.max(1));
-            let s = SnapshotJson::new(self.prev.as_ref(), &self.cur, self.sort, Some(limit));
-            let t = &s.totals;
-            let rate = s
-                .rates
-                .map_or("rates after the first interval".to_string(), |r| {
-                    format!("{} pps, {}, {} dropped/s", num(r.pps), bits(r.bps), num(r.dropped_pps))
-                });
-            let summary = vec![
-                Line::from(vec![
-                    format!("{} ", s.interface).bold(),
-                    format!("(xdp ingress, every {:?})  ", self.interval).into(),
-                    rate.into(),
-                ]),
-                Line::from(format!(
-                    "seen {} packets, {}   passed {}   dropped {} ({})   non-IP {}   truncated {}",
-                    t.seen,
-                    bytes(t.bytes_seen),
-                    t.passed,
-                    t.dropped,
-                    bytes(t.bytes_dropped),
-                    t.non_ip,
-                    t.truncated
-                )),
-                Line::from(format!(
-                    "flows {} / {}   evicted {}   not stored {}   in table: {} packets, {}   monitor events lost {}",
-                    s.table.entries,
-                    s.table.capacity,
-                    s.table.evictions,
-                    s.table.insert_failed,
-                    s.flow_packets,
-                    bytes(s.flow_bytes),
-                    t.events_lost
-                )),
-            ];
-            f.render_widget(Paragraph::new(summary).block(Block::bordered().title(" netray top ")), head);
-
-            let width = spark.width.saturating_sub(2) as usize;
-            let data: Vec<u64> = self.history.iter().rev().take(width).rev().copied().collect();
-            let peak = data.iter().copied().max().unwrap_or(0);
-            f.render_widget(
-                Sparkline::default()
-                    .block(Block::bordered().title(format!(" interface bit/s (peak {}) ", bits(peak as f64))))
-                    .data(data)
-                    .style(Style::new().cyan()),
-                spark,
-            );
-
-            let header = Row::new(["PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES", "PPS", "BIT/S", "DROPPED", "LAST"])
-                .style(Style::new().add_modifier(Modifier::BOLD));
-            let cells: Vec<Vec<String>> = s.flows.iter().map(flow_cells).collect();
-            // Each column as wide as its widest cell (addresses up to a full
-            // IPv6 endpoint); the verdict column takes what is left.
-            let width = |i: usize, min: usize, max: usize| {
-                Constraint::Length(cells.iter().map(|c| c[i].len()).max().unwrap_or(0).clamp(min, max) as u16)
-            };
-            let widths = [
-                width(0, 5, 12),
-                width(1, 6, 47),
-                width(2, 11, 47),
-                width(3, 7, 20),
-                width(4, 5, 12),
-                width(5, 3, 8),
-                width(6, 5, 14),
-                width(7, 7, 20),
-                Constraint::Fill(1),
-            ];
-            let rows = cells.into_iter().map(Row::new);
-            f.render_widget(
-                Table::new(rows, widths).header(header).block(
-                    Block::bordered().title(format!(" top {} flows by {} ", s.flows.len(), self.sort)),
-                ),
-                body,
-            );
-            let key = |k: &'static str, what: &'static str, on: bool| {
-                let style = if on { Style::new().reversed() } else { Style::new() };
-                vec![k.bold().style(style), format!(" {what}  ").into()]
-            };
-            let mut spans = Vec::new();
-            spans.extend(key("b", "bytes", self.sort == SortBy::Bytes));
-            spans.extend(key("p", "packets", self.sort == SortBy::Packets));
-            spans.extend(key("r", "rate", self.sort == SortBy::Rate));
-            spans.extend(key("q", "quit", false));
-            f.render_widget(Paragraph::new(Line::from(spans)), keys);
         }
     }
 }
