@@ -169,6 +169,18 @@ impl StderrLog {
 
 /// `netray args...` with no lab and the default pin directory: for what
 /// needs neither (help, parse errors, exec).
+/// `tshark -r path -T fields` with these fields: one row of values per packet.
+pub fn tshark_fields(path: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark is needed for this test (setup/deps.sh installs it)");
+    assert!(out.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
 pub fn netray(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netray")).args(args).output().expect("running netray")
 }
