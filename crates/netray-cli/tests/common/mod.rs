@@ -206,6 +206,30 @@ pub fn tc_backend() -> &'static str {
     }
 }
 
+/// A whole TCP connection from the lab's peer to the host on `port`: the
+/// handshake, "hello" one way and "world" back (PSH), both ends closing (FIN).
+pub fn tcp_exchange(env: &Env, port: u16) {
+    use std::io::{Read, Write};
+    let host = SocketAddr::new(env.lab.host_v4().into(), port);
+    let listener = std::net::TcpListener::bind(host).expect("listening on the lab's host address");
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accepting the lab's connection");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(b"world").unwrap();
+    });
+    env.lab
+        .in_netns(move || {
+            let mut c = std::net::TcpStream::connect_timeout(&host, Duration::from_secs(60)).expect("connecting");
+            c.write_all(b"hello").unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).unwrap();
+            assert_eq!(buf, b"world");
+        })
+        .unwrap();
+    server.join().unwrap();
+}
+
 /// Sends `n` bare TCP SYN segments (20-byte header, no options) from the
 /// namespace to the host end, on a raw socket: exactly `n` packets of a
 /// known size, whatever the host answers.
