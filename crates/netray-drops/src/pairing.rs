@@ -17,8 +17,9 @@ use crate::DropEvent;
 /// that lines still appear at once to the eye.
 pub const HOLD_WINDOW_NS: u64 = 40_000_000;
 /// Largest distance in time between netray's drop and the kernel's free of
-/// the same packet that still makes a pair.
-const PAIR_WITHIN_NS: u64 = 5_000_000;
+/// the same packet that still makes a pair: microseconds apart natively, but
+/// a busy host can stop an emulated kernel's CPU for milliseconds in between.
+const PAIR_WITHIN_NS: u64 = 20_000_000;
 /// Drops held at most; beyond it the oldest go out before their window ends
 /// (counted: such a drop may then be shown twice).
 pub const HOLD_CAPACITY: usize = 65_536;

@@ -129,13 +129,18 @@ impl DropsSession {
             },
             _ => None,
         };
+        // One clock for both rings: each clock's wall-minus-monotonic offset
+        // is read once, and two reads can differ by milliseconds on a busy
+        // (or emulated) machine, which would keep netray's drop and the
+        // kernel's free of the same skb from pairing.
+        let clock = own.as_ref().map_or_else(MonotonicClock::new, MonitorSession::clock);
         Ok(DropsSession {
             kernel,
             own,
             reasons,
             only,
             kallsyms: Kallsyms::load(),
-            clock: MonotonicClock::new(),
+            clock,
             netns,
             names: HashMap::new(),
             notes,
