@@ -68,6 +68,7 @@ fn flows(n: usize, round: u64, now: u64) -> Vec<Flow> {
             last_seen_ns: now,
             last_dropped: false,
             last_rule: None,
+            tcp_flags: 0,
         })
         .collect()
 }

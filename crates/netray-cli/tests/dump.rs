@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Env, StderrLog};
+use common::{tshark_fields, Env, StderrLog};
 use netray_capture::offline;
 use netray_lab::Family;
 
@@ -114,17 +114,6 @@ fn tcpdump_read(path: &Path, filter: &[&str]) -> Vec<String> {
         .expect("tcpdump is needed for this test (setup/deps.sh installs it)");
     assert!(out.status.success(), "tcpdump -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
-}
-
-fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark is needed for this test (setup/deps.sh installs it)");
-    assert!(out.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
 
 /// Checks a captured frame is exactly the lab's UDP datagram: MACs, IPv4

@@ -17,17 +17,17 @@ mod ipfix_collector;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::{
     sizes::{ECHO, ETH, IP4, IP6, TCP, UDP},
-    tcp_syns, Env,
+    tcp_exchange, tcp_syns, Env,
 };
 use ipfix_collector::{decode, Listener, Rec};
 use netray_lab::Family;
@@ -43,8 +43,9 @@ struct Top {
     stderr: mpsc::Receiver<String>,
     /// stdout, read as it comes: a pipe nobody reads fills up and blocks
     /// netray top's output (slowly enough natively, within seconds on the
-    /// matrix's emulated kernels).
-    stdout: Option<std::thread::JoinHandle<String>>,
+    /// matrix's emulated kernels). Its lines so far are in `lines`.
+    stdout: Option<std::thread::JoinHandle<()>>,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Top {
@@ -60,13 +61,15 @@ impl Top {
                 let _ = tx.send(l);
             }
         });
-        let mut out = child.stdout.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
         let stdout = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
         });
-        let mut top = Top { child, stderr: rx, stdout: Some(stdout) };
+        let mut top = Top { child, stderr: rx, stdout: Some(stdout), lines };
         // Generous: attaching takes 10-30x longer on the matrix's emulated kernels.
         let line = top.wait_stderr("exporting IPFIX to", Duration::from_secs(120));
         assert!(line.contains(&c), "{line}");
@@ -90,10 +93,15 @@ impl Top {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let summary = self.wait_stderr("netray: ipfix:", Duration::from_secs(90));
         let status = self.child.wait().unwrap();
-        let out = self.stdout.take().unwrap().join().unwrap();
+        self.stdout.take().unwrap().join().unwrap();
         assert!(status.success(), "netray top exited with {status}");
-        let lines = out.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+        let lines = self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
         (lines, summary)
+    }
+
+    /// Waits until a JSON line top printed satisfies `f`.
+    fn wait_json(&self, t: Duration, f: impl Fn(&Value) -> bool) -> bool {
+        wait_until(t, || self.lines.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).any(|j| f(&j)))
     }
 }
 
@@ -194,10 +202,14 @@ impl Nfacctd {
             .spawn()
             .expect("nfacctd (Debian package pmacct, installed by setup/deps.sh)");
         let n = Nfacctd { child, dir, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !n.log().contains("waiting for NetFlow/IPFIX data") {
+        // Ready when the core listens and the print plugin has written once
+        // (it purges its cache every print_refresh_time): data sent before
+        // then could reach a plugin not yet running. Generous: nfacctd forks
+        // and fills a 66 MB cache, slow on the matrix's emulated kernels.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !(n.log().contains("waiting for NetFlow/IPFIX data") && n.log().contains("Purging cache - END")) {
             assert!(Instant::now() < deadline, "nfacctd did not start: {}", n.log());
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         n
     }
@@ -332,9 +344,16 @@ fn ipfix_to_nfacctd_totals_equal_what_was_sent_per_flow() {
     assert_eq!(s["dropped_queue_full"], 0);
     assert_eq!(s["dropped_send_failed"], 0);
     assert!(s["records_sent"].as_u64().unwrap() >= want.len() as u64, "{s}");
-    // nfacctd writes its sums every second.
-    let ok = wait_until(Duration::from_secs(60), || only_wanted(&nf.totals(), &want) == want);
-    assert!(ok, "nfacctd's totals {:#?}\ndiffer from what was sent {want:#?}\n{}", only_wanted(&nf.totals(), &want), nf.log());
+    // nfacctd writes its sums every second; on an emulated kernel its core,
+    // plugin and the writer it forks each time run 10-30x slower.
+    let ok = wait_until(Duration::from_secs(240), || only_wanted(&nf.totals(), &want) == want);
+    assert!(
+        ok,
+        "nfacctd's totals {:#?}\ndiffer from what was sent {want:#?}\nnetray sent: {s}\nflows.csv:\n{}\nnfacctd's log:\n{}",
+        only_wanted(&nf.totals(), &want),
+        std::fs::read_to_string(nf.dir.join("flows.csv")).unwrap_or_default(),
+        nf.log()
+    );
 }
 
 #[test]
@@ -344,6 +363,18 @@ fn ipfix_over_udp_decodes_in_tshark_with_forwarding_status_and_interface_name() 
     let l = Listener::udp();
     let top = Top::spawn(&env, l.addr, &["--ipfix-domain-id", "77"]);
     let want = send_known_traffic(&env);
+    tcp_exchange(&env, 9005);
+    // top prints its flows every 500 ms: wait for the connection's last packets in both directions.
+    let closed = |src: IpAddr| {
+        move |j: &Value| {
+            j["type"] == "flows"
+                && j["flows"].as_array().is_some_and(|fs| {
+                    fs.iter().any(|f| f["src"] == src.to_string() && f["tcp_flags"].as_str().is_some_and(|t| t.contains("FIN")))
+                })
+        }
+    };
+    assert!(top.wait_json(Duration::from_secs(60), closed(env.lab.peer_v4().into())), "no ingress FIN in top's JSON");
+    assert!(top.wait_json(Duration::from_secs(60), closed(env.lab.host_v4().into())), "no egress FIN in top's JSON");
     let (lines, _) = top.stop();
     let msgs = l.messages();
     assert_eq!(summary(&lines)["messages_sent"].as_u64().unwrap(), msgs.len() as u64);
@@ -366,8 +397,32 @@ fn ipfix_over_udp_decodes_in_tshark_with_forwarding_status_and_interface_name() 
         assert_eq!((r.uint(10), r.uint(14)), if ingress { (ifindex, 0) } else { (0, ifindex) });
         assert!(r.uint(152) <= r.uint(153) && r.uint(152) > 1_700_000_000_000, "times {r:?}");
     }
+    // A whole TCP connection: both directions saw SYN, ACK, PSH and FIN, in
+    // the kernel's flow entry, top's JSON and the IPFIX records.
+    let (peer, host): (IpAddr, IpAddr) = (env.lab.peer_v4().into(), env.lab.host_v4().into());
+    const SYN_ACK_PSH_FIN: u64 = 0x02 | 0x10 | 0x08 | 0x01;
+    for (src, dst, name) in [(peer, host, "ingress"), (host, peer, "egress")] {
+        let conn: Vec<&Rec> = recs.iter().filter(|r| r.key().0 == src && r.key().1 == dst && r.key().3 == 6).collect();
+        let conn: Vec<&Rec> = conn.into_iter().filter(|r| r.uint(7) == 9005 || r.uint(11) == 9005).collect();
+        assert!(!conn.is_empty(), "no {name} record of the TCP connection: {recs:?}");
+        let flags = conn.iter().fold(0, |a, r| a | r.uint(6));
+        assert_eq!(flags & SYN_ACK_PSH_FIN, SYN_ACK_PSH_FIN, "{name} tcpControlBits {flags:#x}");
+        let flow = lines
+            .iter()
+            .filter(|j| j["type"] == "flows")
+            .flat_map(|j| j["flows"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f["src"] == src.to_string() && (f["sport"] == 9005 || f["dport"] == 9005))
+            .last()
+            .unwrap_or_else(|| panic!("no {name} flow of the TCP connection in top's JSON"));
+        assert_eq!(flow["tcp_flags"], "SYN,ACK,PSH,FIN", "{flow}");
+    }
     let dir = scratch("udp");
     let text = tshark_decodes(&msgs, l.addr.port(), &dir);
+    let flags_shown = text.lines().filter_map(|l| l.trim().strip_prefix("TCP Flags: 0x")).any(|v| {
+        let hex: String = v.chars().take_while(char::is_ascii_hexdigit).collect();
+        u64::from_str_radix(&hex, 16).is_ok_and(|v| v & SYN_ACK_PSH_FIN == SYN_ACK_PSH_FIN)
+    });
+    assert!(flags_shown, "tshark shows the connection's tcpControlBits:\n{text}");
     assert!(text.contains("Drop"), "tshark shows the drop's forwarding status");
     assert!(text.contains(env.iface()), "tshark shows the interface name");
     let _ = std::fs::remove_dir_all(dir);

@@ -6,7 +6,8 @@
 //! Reason names come from the running kernel's BTF (`reasons.rs`), function
 //! names from /proc/kallsyms (`kallsyms.rs`); `event.rs` is the one record both
 //! sources become, `counts.rs` the per-(who, reason, interface) counters of
-//! `--stats` and /metrics (`metrics.rs` writes them for the daemon and `top`), and `session.rs` runs both sources together.
+//! `--stats` and /metrics (`metrics.rs` writes them for the daemon and `top`), `pairing.rs` makes netray's drop and the kernel's free of the same skb one drop
+//! across polls, and `session.rs` runs both sources together.
 
 pub mod bench;
 pub mod counts;
@@ -16,6 +17,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod own;
 pub mod own_filter;
+pub mod pairing;
 pub mod reasons;
 pub mod session;
 

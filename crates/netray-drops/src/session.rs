@@ -1,9 +1,15 @@
 //! A `netray drops` session: the kernel's drops and netray's own, read
 //! together, decoded into [`DropEvent`]s, filtered by reason and counted.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
-use netray_core::{clock::MonotonicClock, Error, Interface, PinDir, Result};
+use netray_core::{
+    clock::{self, MonotonicClock},
+    Error, Interface, PinDir, Result,
+};
 use netray_ebpf::abi::{nr_drop_event, nr_drop_flags, from_bytes};
 use netray_monitor::{MonitorSession, MonitorStats};
 use serde::Serialize;
@@ -11,7 +17,10 @@ use serde::Serialize;
 use crate::{
     kallsyms::Kallsyms,
     kernel::{current_netns, KernelDrops, KernelSpec, KernelStats, Scope},
-    own, reasons::Reasons, DropCounts, DropEvent,
+    own,
+    pairing::{Pairing, HOLD_WINDOW_NS},
+    reasons::Reasons,
+    DropCounts, DropEvent, Who,
 };
 
 /// What to watch.
@@ -42,6 +51,9 @@ pub struct SessionStats {
     /// Kernel drops that were netray's own XDP/TC drops freeing the skb (veth's
     /// native XDP, generic XDP, TC): shown once, as netray's.
     pub folded: u64,
+    /// Drops handed out before their pairing window ended because the hold
+    /// queue was full (such a drop may be shown twice: as netray's and the kernel's).
+    pub hold_overflow: u64,
     pub kernel: KernelStats,
     /// netray's own drops: events read and lost (ring full).
     pub netray_received: u64,
@@ -60,7 +72,8 @@ pub struct DropsSession {
     notes: Vec<String>,
     counts: DropCounts,
     reported: u64,
-    folded: u64,
+    /// Drops waiting for their partner from the other ring.
+    pairing: Pairing,
     /// The filter expression, compiled, for netray's own drops (None: no expression).
     own_filter: Option<Vec<netray_pcapfilter::CbpfInsn>>,
 }
@@ -116,19 +129,24 @@ impl DropsSession {
             },
             _ => None,
         };
+        // One clock for both rings: each clock's wall-minus-monotonic offset
+        // is read once, and two reads can differ by milliseconds on a busy
+        // (or emulated) machine, which would keep netray's drop and the
+        // kernel's free of the same skb from pairing.
+        let clock = own.as_ref().map_or_else(MonotonicClock::new, MonitorSession::clock);
         Ok(DropsSession {
             kernel,
             own,
             reasons,
             only,
             kallsyms: Kallsyms::load(),
-            clock: MonotonicClock::new(),
+            clock,
             netns,
             names: HashMap::new(),
             notes,
             counts: DropCounts::default(),
             reported: 0,
-            folded: 0,
+            pairing: Pairing::default(),
             own_filter: (!spec.expression.trim().is_empty()).then_some(cbpf),
         })
     }
@@ -152,36 +170,20 @@ impl DropsSession {
         &self.counts
     }
 
-    /// Waits up to `timeout` and hands each drop to `each` until it returns false.
+    /// Waits up to `timeout` and hands each drop to `each` until it returns
+    /// false. While netray's own drops are read too, a drop is handed out
+    /// [`HOLD_WINDOW_NS`] after it happened, so that netray's drop and the
+    /// kernel's free of the same skb, read in different polls, are one.
     pub fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(DropEvent) -> bool) -> Result<bool> {
-        let mut raw = Vec::new();
-        self.kernel.poll(timeout, &mut |rec| {
-            raw.push(rec.to_vec());
-            true
-        })?;
-        let mut own = Vec::new();
-        if let Some(s) = &mut self.own {
-            s.poll(Duration::ZERO, &mut |ev| {
-                own.push(DropEvent::netray(&ev));
-                true
-            })?;
-        }
-        let mut kernel: Vec<DropEvent> = raw.iter().filter_map(|rec| self.decode(rec)).collect();
-        for ev in &mut own {
-            if let Some(i) = kernel.iter().position(|k| is_kernel_copy(k, ev)) {
-                // The skb's bytes make netray's drop writable with -w.
-                let k = kernel.remove(i);
-                ev.cap_len = k.cap_len;
-                ev.data = k.data;
-                self.folded += 1;
-            }
-        }
-        if let Some(prog) = &self.own_filter {
-            own.retain(|ev| crate::own_filter::matches(prog, ev));
-        }
-        kernel.extend(own);
-        kernel.sort_by_key(|e| e.ts_ns);
-        for ev in kernel {
+        let window = if self.own.is_some() { HOLD_WINDOW_NS } else { 0 };
+        let now = || clock::unix_nanos(SystemTime::now());
+        // Wait no longer than until the oldest drop held is due.
+        let wait = match self.pairing.oldest() {
+            Some(ts) => timeout.min(Duration::from_nanos((ts + window).saturating_sub(now()))),
+            None => timeout,
+        };
+        self.read(wait)?;
+        for ev in self.pairing.release(now().saturating_sub(window)) {
             if !self.hand_out(ev, each) {
                 return Ok(false);
             }
@@ -189,8 +191,40 @@ impl DropsSession {
         Ok(true)
     }
 
+    /// Reads both rings into the pairing queue.
+    fn read(&mut self, timeout: Duration) -> Result<()> {
+        let mut raw = Vec::new();
+        self.kernel.poll(timeout, &mut |rec| {
+            raw.push(rec.to_vec());
+            true
+        })?;
+        for rec in &raw {
+            if let Some(k) = self.decode(rec) {
+                self.pairing.add_kernel(k);
+            }
+        }
+        let mut own = Vec::new();
+        if let Some(s) = &mut self.own {
+            s.poll(Duration::ZERO, &mut |ev| {
+                own.push(DropEvent::netray(&ev));
+                true
+            })?;
+        }
+        for ev in own {
+            self.pairing.add_own(ev);
+        }
+        Ok(())
+    }
+
     fn hand_out(&mut self, ev: DropEvent, each: &mut dyn FnMut(DropEvent) -> bool) -> bool {
         if !self.only.is_empty() && !self.only.contains(&ev.reason) {
+            return true;
+        }
+        // The kernel ran the expression over its own drops; netray's are
+        // matched here, rebuilt from the event's fields (after pairing, so a
+        // drop filtered out also takes its kernel copy out of the stream).
+        let own_rejected = |prog: &Vec<_>| ev.who != Who::Kernel && !crate::own_filter::matches(prog, &ev);
+        if self.own_filter.as_ref().is_some_and(own_rejected) {
             return true;
         }
         self.counts.add(&ev);
@@ -251,16 +285,17 @@ impl DropsSession {
         Ok(SessionStats {
             kind: "stats",
             reported: self.reported,
-            folded: self.folded,
+            folded: self.pairing.folded,
+            hold_overflow: self.pairing.overflowed,
             kernel: self.kernel.stats()?,
             netray_received: own.received,
             netray_lost: own.lost,
         })
     }
 
-    /// Stops: hands out what is still in the rings and returns the final counts.
+    /// Stops: hands out what is still in the rings and held, and returns the final counts.
     pub fn finish(mut self, each: &mut dyn FnMut(DropEvent) -> bool) -> Result<SessionStats> {
-        self.poll(Duration::ZERO, each)?;
+        self.read(Duration::ZERO)?;
         let own = match self.own.take() {
             Some(s) => {
                 let mut rest = Vec::new();
@@ -269,14 +304,17 @@ impl DropsSession {
                     true
                 })?;
                 for ev in rest {
-                    if !self.hand_out(ev, each) {
-                        break;
-                    }
+                    self.pairing.add_own(ev);
                 }
                 st
             }
             None => MonitorStats::default(),
         };
+        for ev in self.pairing.release_all() {
+            if !self.hand_out(ev, each) {
+                break;
+            }
+        }
         self.stats_with(own)
     }
 
@@ -284,19 +322,4 @@ impl DropsSession {
     pub fn reason_names() -> std::result::Result<Vec<String>, String> {
         Ok(Reasons::load()?.all().into_iter().map(str::to_owned).collect())
     }
-}
-
-/// Whether the kernel drop `k` is the skb freed because netray's firewall
-/// dropped `own` (same interface and packet, an XDP or TC verdict as the
-/// reason or an XDP receive function as the place, within a millisecond).
-fn is_kernel_copy(k: &DropEvent, own: &DropEvent) -> bool {
-    let by_verdict = matches!(k.reason.as_str(), "XDP" | "TC_INGRESS" | "TC_EGRESS")
-        || k.function.as_deref().is_some_and(|f| f.contains("xdp"));
-    by_verdict
-        && k.ifindex == own.ifindex
-        && k.src == own.src
-        && k.dst == own.dst
-        && k.sport == own.sport
-        && k.dport == own.dport
-        && k.ts_ns.abs_diff(own.ts_ns) < 1_000_000
 }

@@ -179,6 +179,8 @@ pub struct FlowJson {
     pub last_seen_ns: u64,
     pub last_verdict: &'static str,
     pub last_rule: Option<u32>,
+    /// TCP: every flag its packets carried, "SYN,ACK,PSH,FIN" (null for other protocols).
+    pub tcp_flags: Option<String>,
     #[serde(serialize_with = "round2")]
     pub pps: Option<f64>,
     #[serde(serialize_with = "round2")]
@@ -217,6 +219,7 @@ impl From<&FlowRate> for FlowJson {
             last_seen_ns: r.flow.last_seen_ns,
             last_verdict: if r.flow.last_dropped { "drop" } else { "pass" },
             last_rule: r.flow.last_rule,
+            tcp_flags: (k.proto == 6).then(|| crate::table::tcp_flag_names(r.flow.tcp_flags)),
             pps: r.pps,
             bps: r.bps,
         }
@@ -286,6 +289,7 @@ mod tests {
             last_seen_ns: first,
             last_dropped: false,
             last_rule: None,
+            tcp_flags: 0,
         }
     }
 

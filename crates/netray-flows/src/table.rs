@@ -87,6 +87,13 @@ impl FlowKey {
 
 pub use netray_core::names::proto_name;
 
+/// TCP flags by name, in the order a connection shows them: "SYN,ACK,PSH,FIN".
+pub fn tcp_flag_names(bits: u8) -> String {
+    const NAMES: [(u8, &str); 8] =
+        [(0x02, "SYN"), (0x10, "ACK"), (0x08, "PSH"), (0x01, "FIN"), (0x04, "RST"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR")];
+    NAMES.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
+}
+
 /// A flow's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
@@ -103,6 +110,8 @@ pub struct Flow {
     pub last_dropped: bool,
     /// Rule that dropped the last packet, if it was dropped.
     pub last_rule: Option<u32>,
+    /// TCP: the flags of all its packets ORed (FIN 0x01 ... CWR 0x80).
+    pub tcp_flags: u8,
 }
 
 impl Flow {
@@ -118,6 +127,7 @@ impl Flow {
             last_seen_ns: 0,
             last_dropped: false,
             last_rule: None,
+            tcp_flags: 0,
         };
         let mut last: Option<&nr_flow_value> = None;
         for v in per_cpu {
@@ -125,6 +135,7 @@ impl Flow {
             f.bytes += v.bytes;
             f.dropped += v.dropped;
             f.bytes_dropped += v.bytes_dropped;
+            f.tcp_flags |= v.tcp_flags;
             if v.first_seen_ns != 0 && (f.first_seen_ns == 0 || v.first_seen_ns < f.first_seen_ns) {
                 f.first_seen_ns = v.first_seen_ns;
             }
@@ -154,6 +165,7 @@ impl Flow {
         self.bytes += slot.bytes;
         self.dropped += slot.dropped;
         self.bytes_dropped += slot.bytes_dropped;
+        self.tcp_flags |= slot.tcp_flags;
         if last_ns >= self.last_seen_ns {
             self.last_seen_ns = last_ns;
             self.last_dropped = slot.last_verdict == 1;

@@ -20,7 +20,7 @@ use crate::{
 pub const VERSION: u16 = 10;
 pub const HEADER_LEN: usize = 16;
 /// A record's largest size: IPv6 fixed part plus a 255-byte name.
-const MAX_RECORD: usize = 2 * 16 + 4 + 1 + 1 + 8 + 4 * 8 + 1 + 2 + 3 + 255;
+const MAX_RECORD: usize = 2 * 16 + 4 + 1 + 2 + 1 + 8 + 4 * 8 + 1 + 2 + 3 + 255;
 
 /// Encodes records into messages for one observation domain, keeping the
 /// sequence number: the count of data records sent before each message.
@@ -122,6 +122,7 @@ fn encode_record(b: &mut Vec<u8>, r: &Record) {
     b.extend_from_slice(&r.sport.to_be_bytes());
     b.extend_from_slice(&r.dport.to_be_bytes());
     b.push(r.proto);
+    b.extend_from_slice(&r.tcp_flags.to_be_bytes());
     let (dir, ingress, egress) = match r.direction {
         Direction::Ingress => (0u8, r.ifindex, 0u32),
         Direction::Egress => (1u8, 0u32, r.ifindex),
@@ -156,6 +157,7 @@ mod tests {
             dport: 53,
             proto: 17,
             icmp_type_code: 0,
+            tcp_flags: 0,
             direction: Direction::Ingress,
             ifindex: 7,
             ifname: "veth0".into(),
@@ -174,7 +176,8 @@ mod tests {
     #[test]
     fn header_and_one_ipv4_record_byte_for_byte() {
         let mut e = Encoder::new(42, 1400);
-        let m = e.messages(&[v4()], 0x6000_0000, false);
+        let tcp = Record { proto: 6, tcp_flags: 0x1b, ..v4() };
+        let m = e.messages(&[tcp], 0x6000_0000, false);
         assert_eq!(m.len(), 1);
         let m = &m[0];
         // Header: version 10, length, export time, sequence 0, domain 42.
@@ -184,21 +187,21 @@ mod tests {
         assert_eq!(&m[8..12], &[0, 0, 0, 0]);
         assert_eq!(&m[12..16], &[0, 0, 0, 42]);
         // Data set of template 256 holding one record.
-        let rec_len = 4 + 4 + 2 + 2 + 1 + 1 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 2 + 1 + 5;
+        let rec_len = 4 + 4 + 2 + 2 + 1 + 2 + 1 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 2 + 1 + 5;
         assert_eq!(&m[16..18], &[1, 0]);
         assert_eq!(u16::from_be_bytes([m[18], m[19]]) as usize, 4 + rec_len);
         let r = &m[20..];
         assert_eq!(&r[0..8], &[198, 18, 0, 2, 198, 18, 0, 1]);
         assert_eq!(&r[8..12], &[0x9c, 0x40, 0, 53]);
-        assert_eq!(&r[12..14], &[17, 0]); // UDP, ingress
-        assert_eq!(&r[14..22], &[0, 0, 0, 7, 0, 0, 0, 0]);
-        assert_eq!(&r[22..30], &3u64.to_be_bytes());
-        assert_eq!(&r[30..38], &300u64.to_be_bytes());
-        assert_eq!(&r[38..46], &1_700_000_000_000u64.to_be_bytes());
-        assert_eq!(&r[46..54], &1_700_000_000_500u64.to_be_bytes());
-        assert_eq!(r[54], 0x81);
-        assert_eq!(&r[55..57], &[0, 0]);
-        assert_eq!(&r[57..], b"\x05veth0");
+        assert_eq!(&r[12..16], &[6, 0, 0x1b, 0]); // TCP, FIN|SYN|PSH|ACK, ingress
+        assert_eq!(&r[16..24], &[0, 0, 0, 7, 0, 0, 0, 0]);
+        assert_eq!(&r[24..32], &3u64.to_be_bytes());
+        assert_eq!(&r[32..40], &300u64.to_be_bytes());
+        assert_eq!(&r[40..48], &1_700_000_000_000u64.to_be_bytes());
+        assert_eq!(&r[48..56], &1_700_000_000_500u64.to_be_bytes());
+        assert_eq!(r[56], 0x81);
+        assert_eq!(&r[57..59], &[0, 0]);
+        assert_eq!(&r[59..], b"\x05veth0");
         // The next message's sequence number counts this record.
         assert_eq!(e.sequence(), 1);
     }
@@ -225,7 +228,7 @@ mod tests {
                 if id == 2 {
                     assert_eq!(i, 0, "the template set only in the first message");
                 } else {
-                    let fixed = if id == TEMPLATE_V4 { 56 } else { 80 };
+                    let fixed = if id == TEMPLATE_V4 { 58 } else { 82 };
                     n += (len - 4) / (fixed + 6);
                 }
                 off += len;

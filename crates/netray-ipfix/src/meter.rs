@@ -59,11 +59,19 @@ struct Counts {
     bytes: u64,
     dropped: u64,
     bytes_dropped: u64,
+    /// TCP flags seen since the flow entered the kernel's table (ORed there).
+    tcp_flags: u8,
 }
 
 impl Counts {
     fn of(f: &Flow) -> Counts {
-        Counts { packets: f.packets, bytes: f.bytes, dropped: f.dropped, bytes_dropped: f.bytes_dropped }
+        Counts {
+            packets: f.packets,
+            bytes: f.bytes,
+            dropped: f.dropped,
+            bytes_dropped: f.bytes_dropped,
+            tcp_flags: f.tcp_flags,
+        }
     }
 
     fn below(&self, o: &Counts) -> bool {
@@ -229,6 +237,9 @@ fn records(
         dport,
         proto: k.proto,
         icmp_type_code: icmp,
+        // The kernel keeps one OR per flow, not per record: every record of
+        // a flow carries the flags seen so far.
+        tcp_flags: u16::from(to.tcp_flags),
         direction: k.direction,
         ifindex: k.ifindex,
         ifname: Arc::clone(ifname),
@@ -281,6 +292,7 @@ mod tests {
             last_seen_ns: last,
             last_dropped: dropped > 0,
             last_rule: None,
+            tcp_flags: 0,
         }
     }
 

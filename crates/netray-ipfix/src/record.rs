@@ -40,6 +40,8 @@ pub struct Record {
     pub proto: u8,
     /// ICMP/ICMPv6 type << 8 | code (0 for other protocols).
     pub icmp_type_code: u16,
+    /// tcpControlBits: the TCP flags of the flow's packets ORed (0 for other protocols).
+    pub tcp_flags: u16,
     pub direction: Direction,
     pub ifindex: u32,
     pub ifname: Arc<str>,

@@ -26,10 +26,11 @@ const fn f(id: u16, len: u16, name: &'static str) -> Field {
 }
 
 /// The elements both templates share, after the addresses.
-const COMMON: [Field; 13] = [
+const COMMON: [Field; 14] = [
     f(7, 2, "sourceTransportPort"),
     f(11, 2, "destinationTransportPort"),
     f(4, 1, "protocolIdentifier"),
+    f(6, 2, "tcpControlBits"),
     f(61, 1, "flowDirection"),
     f(10, 4, "ingressInterface"),
     f(14, 4, "egressInterface"),
@@ -89,14 +90,16 @@ mod tests {
         // Set header: ID 2, length of the whole set.
         assert_eq!(&s[0..2], &[0, 2]);
         assert_eq!(u16::from_be_bytes([s[2], s[3]]) as usize, s.len());
-        // First template record: ID 256, 15 fields, then sourceIPv4Address/4.
-        assert_eq!(&s[4..8], &[1, 0, 0, 15]);
+        // First template record: ID 256, 16 fields, then sourceIPv4Address/4.
+        assert_eq!(&s[4..8], &[1, 0, 0, 16]);
         assert_eq!(&s[8..12], &[0, 8, 0, 4]);
-        // 4 + (4 + 15 * 4) per template.
-        assert_eq!(s.len(), 4 + 2 * (4 + 15 * 4));
+        // 4 + (4 + 16 * 4) per template.
+        assert_eq!(s.len(), 4 + 2 * (4 + 16 * 4));
         // Second template: ID 257, starting with sourceIPv6Address/16.
-        let t2 = 4 + 4 + 15 * 4;
-        assert_eq!(&s[t2..t2 + 8], &[1, 1, 0, 15, 0, 27, 0, 16]);
+        let t2 = 4 + 4 + 16 * 4;
+        assert_eq!(&s[t2..t2 + 8], &[1, 1, 0, 16, 0, 27, 0, 16]);
+        // tcpControlBits, unsigned16 (IANA element 6).
+        assert!(fields(false).iter().any(|f| f.id == 6 && f.len == 2));
         // interfaceName is last and variable length.
         assert_eq!(&s[s.len() - 4..], &[0, 82, 0xFF, 0xFF]);
         assert!(fields(true).iter().any(|f| f.id == 139));

@@ -197,6 +197,12 @@ impl MonitorSession {
         }
     }
 
+    /// The clock its events' times were converted with: a reader pairing them
+    /// with events of another ring converts those with the same one.
+    pub fn clock(&self) -> MonotonicClock {
+        self.clock
+    }
+
     /// Counters since the session started.
     pub fn stats(&self) -> Result<MonitorStats> {
         let d = Dispatcher::open(&self.pin, &self.iface)?.ok_or_else(|| Error::NotAttached(self.iface.name.clone()))?;

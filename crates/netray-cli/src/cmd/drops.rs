@@ -190,6 +190,12 @@ pub fn run(ctx: &Context, args: DropsArgs) -> anyhow::Result<ExitCode> {
             stats.kernel.lost
         );
         eprintln!("netray: {} drop events received, {} lost (ring full)", stats.netray_received, stats.netray_lost);
+        if stats.hold_overflow > 0 {
+            eprintln!(
+                "{} drops went out before their pairing window ended (hold queue full): some of netray's drops may also show as the kernel's",
+                stats.hold_overflow
+            );
+        }
     }
     write_error.map_or(Ok(ExitCode::SUCCESS), Err)
 }

@@ -169,6 +169,18 @@ impl StderrLog {
 
 /// `netray args...` with no lab and the default pin directory: for what
 /// needs neither (help, parse errors, exec).
+/// `tshark -r path -T fields` with these fields: one row of values per packet.
+pub fn tshark_fields(path: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark is needed for this test (setup/deps.sh installs it)");
+    assert!(out.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
 pub fn netray(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netray")).args(args).output().expect("running netray")
 }
@@ -192,6 +204,30 @@ pub fn tc_backend() -> &'static str {
     } else {
         "clsact"
     }
+}
+
+/// A whole TCP connection from the lab's peer to the host on `port`: the
+/// handshake, "hello" one way and "world" back (PSH), both ends closing (FIN).
+pub fn tcp_exchange(env: &Env, port: u16) {
+    use std::io::{Read, Write};
+    let host = SocketAddr::new(env.lab.host_v4().into(), port);
+    let listener = std::net::TcpListener::bind(host).expect("listening on the lab's host address");
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accepting the lab's connection");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(b"world").unwrap();
+    });
+    env.lab
+        .in_netns(move || {
+            let mut c = std::net::TcpStream::connect_timeout(&host, Duration::from_secs(60)).expect("connecting");
+            c.write_all(b"hello").unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).unwrap();
+            assert_eq!(buf, b"world");
+        })
+        .unwrap();
+    server.join().unwrap();
 }
 
 /// Sends `n` bare TCP SYN segments (20-byte header, no options) from the

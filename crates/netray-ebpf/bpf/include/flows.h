@@ -25,6 +25,10 @@
  * (and counted as an insert) when they are flushed. A packet that could not
  * be stored at all (update failed) is counted in insert_failed.
  *
+ * TCP flows also OR the flags of every packet (tcp_flags: SYN, ACK, FIN, ...),
+ * in the slot while pending and in the entry when flushed, as IPFIX's
+ * tcpControlBits.
+ *
  * Non-IP frames are not flows: they are counted in nr_if_stats.non_ip only.
  * An IP packet whose L4 header is missing (truncated, later fragment) is
  * counted in the flow of its addresses and protocol with ports 0.
@@ -68,9 +72,10 @@ struct {
 } if_flow_cache SEC(".maps");
 
 static __always_inline void nr_flow_add(struct nr_flow_value *v, __u64 packets, __u64 bytes, __u64 dropped,
-					__u64 bytes_dropped, __u32 rule, __u64 last_ns)
+					__u64 bytes_dropped, __u32 rule, __u64 last_ns, __u8 tcp_flags)
 {
 	v->packets += packets;
+	v->tcp_flags |= tcp_flags;
 	v->bytes += bytes;
 	v->dropped += dropped;
 	v->bytes_dropped += bytes_dropped;
@@ -85,7 +90,7 @@ static __always_inline void nr_flow_add(struct nr_flow_value *v, __u64 packets, 
  * it is not in the table. */
 static __always_inline void nr_flow_store(const struct nr_flow_key *key, struct nr_flow_stats *fs, __u64 packets,
 					  __u64 bytes, __u64 dropped, __u64 bytes_dropped, __u32 rule, __u64 last_ns,
-					  __u64 now)
+					  __u64 now, __u8 tcp_flags)
 {
 	struct nr_flow_value nv = {};
 	struct nr_flow_value *v;
@@ -93,11 +98,11 @@ static __always_inline void nr_flow_store(const struct nr_flow_key *key, struct 
 
 	v = bpf_map_lookup_elem(&if_flows, key);
 	if (v) {
-		nr_flow_add(v, packets, bytes, dropped, bytes_dropped, rule, last_ns);
+		nr_flow_add(v, packets, bytes, dropped, bytes_dropped, rule, last_ns, tcp_flags);
 		return;
 	}
 	nv.first_seen_ns = now;
-	nr_flow_add(&nv, packets, bytes, dropped, bytes_dropped, rule, last_ns);
+	nr_flow_add(&nv, packets, bytes, dropped, bytes_dropped, rule, last_ns, tcp_flags);
 	err = bpf_map_update_elem(&if_flows, key, &nv, BPF_NOEXIST);
 	if (!err) {
 		fs->inserts++;
@@ -108,7 +113,7 @@ static __always_inline void nr_flow_store(const struct nr_flow_key *key, struct 
 		 * this CPU's share (its first_seen_ns stays 0, see netray_abi.h). */
 		v = bpf_map_lookup_elem(&if_flows, key);
 		if (v) {
-			nr_flow_add(v, packets, bytes, dropped, bytes_dropped, rule, last_ns);
+			nr_flow_add(v, packets, bytes, dropped, bytes_dropped, rule, last_ns, tcp_flags);
 			return;
 		}
 	}
@@ -127,8 +132,9 @@ static __always_inline void nr_flow_flush(struct nr_flow_slot *slot, struct nr_f
 	if (tick && jiffies >= slot->last_seen_jiffies && (jiffies - slot->last_seen_jiffies) * tick <= now)
 		last = now - (jiffies - slot->last_seen_jiffies) * tick;
 	nr_flow_store(&slot->key, fs, slot->packets, slot->bytes, slot->dropped, slot->bytes_dropped,
-		      slot->last_rule, last, now);
+		      slot->last_rule, last, now, slot->tcp_flags);
 	slot->packets = 0;
+	slot->tcp_flags = 0;
 	slot->bytes = 0;
 	slot->dropped = 0;
 	slot->bytes_dropped = 0;
@@ -162,7 +168,7 @@ static __attribute__((noinline)) void nr_flow_flush_busy(struct nr_flow_slot *sl
  * the packet's flow. Out of line, so its stack and code stay off the fast
  * path. */
 static __attribute__((noinline)) void nr_flow_miss(const struct nr_flow_key *key, struct nr_flow_slot *slot,
-						   __u32 len, __u32 rule)
+						   __u32 len, __u32 rule, __u8 tcp_flags)
 {
 	__u64 now = bpf_ktime_get_coarse_ns(), jiffies = bpf_jiffies64();
 	struct nr_flow_stats *fs = nr_flow_stats_now(now, jiffies);
@@ -170,7 +176,7 @@ static __attribute__((noinline)) void nr_flow_miss(const struct nr_flow_key *key
 	if (!fs)
 		return;
 	nr_flow_flush(slot, fs, now, jiffies);
-	nr_flow_store(key, fs, 1, len, rule ? 1 : 0, rule ? len : 0, rule, now, now);
+	nr_flow_store(key, fs, 1, len, rule ? 1 : 0, rule ? len : 0, rule, now, now, tcp_flags);
 
 	__builtin_memcpy(&slot->key, key, sizeof(*key));
 	slot->used = 1;
@@ -178,6 +184,7 @@ static __attribute__((noinline)) void nr_flow_miss(const struct nr_flow_key *key
 	slot->bytes = 0;
 	slot->dropped = 0;
 	slot->bytes_dropped = 0;
+	slot->tcp_flags = 0;
 	slot->last_seen_jiffies = jiffies;
 	slot->last_rule = rule;
 	slot->last_verdict = rule ? NR_VERDICT_DROP : NR_VERDICT_PASS;
@@ -235,6 +242,7 @@ static __always_inline void nr_flow_account(void *data, void *data_end, const st
 	    *(const __u32 *)(s + 5) == tail) {
 		slot->packets++;
 		slot->bytes += len;
+		slot->tcp_flags |= m->tcp_flags;
 		slot->last_seen_jiffies = bpf_jiffies64();
 		slot->last_rule = rule;
 		slot->last_verdict = rule ? NR_VERDICT_DROP : NR_VERDICT_PASS;
@@ -246,7 +254,7 @@ static __always_inline void nr_flow_account(void *data, void *data_end, const st
 			nr_flow_flush_busy(slot);
 		return;
 	}
-	nr_flow_miss(&key, slot, len, rule);
+	nr_flow_miss(&key, slot, len, rule, m->tcp_flags);
 }
 
 #endif /* NETRAY_FLOWS_H */

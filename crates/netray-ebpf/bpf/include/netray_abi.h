@@ -544,7 +544,8 @@ struct nr_flow_value {
 	__u64 last_seen_ns;
 	__u32 last_rule;	/* firewall rule of the last packet, 0 = none */
 	__u8 last_verdict;	/* enum nr_verdict of the last packet */
-	__u8 _pad[3];
+	__u8 tcp_flags;		/* TCP: the flags of every packet ORed (IPFIX tcpControlBits) */
+	__u8 _pad[2];
 };
 
 /* Per-interface per-CPU counters of the flow table (if_flow_stats). An LRU map
@@ -582,7 +583,8 @@ struct nr_flow_slot {
 	__u64 last_seen_jiffies; /* bpf_jiffies64() of the last pending packet */
 	__u32 last_rule;
 	__u8 last_verdict;
-	__u8 _pad[3];
+	__u8 tcp_flags;		/* pending: ORed here, not yet in if_flows */
+	__u8 _pad[2];
 };
 
 /* ---- capture (netray dump) ------------------------------------------------ */

@@ -54,6 +54,7 @@ struct nr_meta {
 	__u8 vlan_depth;
 	__u8 icmp_type;
 	__u8 icmp_code;
+	__u8 tcp_flags;		/* TCP: the flags byte (CWR ... FIN), 0 when cut off */
 };
 
 struct nr_vlan_hdr {
@@ -65,6 +66,10 @@ struct nr_vlan_hdr {
 struct nr_l4_ports {	/* the first 4 bytes of TCP, UDP, UDP-Lite and SCTP */
 	__be16 source;
 	__be16 dest;
+};
+
+struct nr_tcp_flags {	/* byte 13 of the TCP header */
+	__u8 bits;
 };
 
 struct nr_icmp_head {	/* ICMP and ICMPv6 alike */
@@ -142,6 +147,8 @@ static __always_inline int nr_parse_fast(void *data, void *data_end, struct nr_m
 		m->sport = bpf_ntohs(*(__be16 *)l4);
 		m->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
 		m->flags = NR_PKT_HAS_PORTS;
+		if (proto == IPPROTO_TCP)
+			m->tcp_flags = l4[13];
 	}
 	m->ethertype = ETH_P_IP;
 	m->family = NR_FAMILY_IPV4;

@@ -37,8 +37,16 @@ static __always_inline void NR_PARSE_FN(parse_l4)(NR_PARSE_PARAMS, __u32 off, st
 		ev->sport = bpf_ntohs(ports->source);
 		ev->dport = bpf_ntohs(ports->dest);
 		ev->flags |= NR_PKT_HAS_PORTS;
-		if (!NR_PARSE_HAVE(off, hdr))
+		if (!NR_PARSE_HAVE(off, hdr)) {
 			ev->flags |= NR_PKT_TRUNCATED;
+			return;
+		}
+		if (ev->l4_proto == IPPROTO_TCP) {
+			NR_PARSE_DECL(struct nr_tcp_flags, tcp);
+
+			if (NR_PARSE_LOAD(tcp, off + 13))
+				ev->tcp_flags = tcp->bits;
+		}
 		return;
 	}
 	case IPPROTO_ICMP:

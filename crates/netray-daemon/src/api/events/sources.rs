@@ -4,7 +4,11 @@
 //! client and stopped when its last client goes.
 
 use std::{
-    sync::{atomic::{AtomicU64, Ordering}, mpsc as std_mpsc, Arc},
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc as std_mpsc, Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -19,9 +23,96 @@ use crate::{
 /// Joins (or starts) the monitor of `ifname`. Blocks while a new
 /// monitor session starts, to report its failure to the caller.
 pub(super) fn subscribe_packets(d: &Arc<Daemon>, ifname: &str) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
-    let hubs = &d.hubs;
-    let mut map = hubs.packets.lock().unwrap_or_else(|e| e.into_inner());
-    let (sub, rx, dropped) = hubs.new_sub(ExecFilter::default());
+    subscribe_polled(d, ifname, format!("sse-{ifname}"), |d, ifname| {
+        netray_monitor::MonitorSession::start(&d.pin, ifname, netray_core::AttachMode::Auto)
+    })
+}
+
+/// Joins (or starts) the drops session of `ifname` ("" for every interface of
+/// the daemon's network namespace).
+pub(super) fn subscribe_drops(d: &Arc<Daemon>, ifname: &str) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
+    subscribe_polled(d, ifname, format!("sse-drops-{ifname}"), |d, ifname| {
+        let spec = netray_drops::DropsSpec {
+            iface: (!ifname.is_empty()).then(|| ifname.to_string()),
+            snaplen: 256,
+            ring_bytes: 4 << 20,
+            ..Default::default()
+        };
+        netray_drops::DropsSession::start(Some(&d.pin), &spec)
+    })
+}
+
+/// A session whose events go to a hub as they are, one per interface: the
+/// monitor's packets and the drops.
+trait PolledSource: Sized + 'static {
+    type Event: serde::Serialize;
+    /// What it is, in the thread's and the errors' words.
+    const WHAT: &'static str;
+    /// Its hubs, by interface.
+    fn hubs(d: &Daemon) -> &Mutex<HashMap<String, Arc<Hub>>>;
+    fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(Self::Event) -> bool) -> netray_core::Result<bool>;
+    /// Reports its counters (every ten polls): the kernel's losses to the hub.
+    fn report(&self, d: &Daemon, hub: &Hub, ifname: &str);
+    /// Ends it, with a last report.
+    fn end(self, d: &Daemon, ifname: &str);
+}
+
+impl PolledSource for netray_monitor::MonitorSession {
+    type Event = netray_monitor::PacketEvent;
+    const WHAT: &'static str = "packet events";
+    fn hubs(d: &Daemon) -> &Mutex<HashMap<String, Arc<Hub>>> {
+        &d.hubs.packets
+    }
+    fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(Self::Event) -> bool) -> netray_core::Result<bool> {
+        netray_monitor::MonitorSession::poll(self, timeout, each)
+    }
+    fn report(&self, _: &Daemon, hub: &Hub, _: &str) {
+        if let Ok(s) = self.stats() {
+            hub.kernel_lost.store(s.lost, Ordering::Relaxed);
+        }
+    }
+    fn end(self, _: &Daemon, _: &str) {
+        // Leaves the dispatcher attached if the firewall (or anything) uses it.
+        let _ = self.stop();
+    }
+}
+
+impl PolledSource for netray_drops::DropsSession {
+    type Event = netray_drops::DropEvent;
+    const WHAT: &'static str = "drops";
+    fn hubs(d: &Daemon) -> &Mutex<HashMap<String, Arc<Hub>>> {
+        &d.hubs.drops
+    }
+    fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(Self::Event) -> bool) -> netray_core::Result<bool> {
+        netray_drops::DropsSession::poll(self, timeout, each)
+    }
+    fn report(&self, d: &Daemon, hub: &Hub, ifname: &str) {
+        if let Ok(s) = self.stats() {
+            let lost = s.kernel.lost + s.netray_lost;
+            hub.kernel_lost.store(lost, Ordering::Relaxed);
+            d.drop_counts.lock().unwrap_or_else(|e| e.into_inner()).insert(ifname.to_string(), (self.counts().clone(), lost));
+        }
+    }
+    fn end(self, d: &Daemon, ifname: &str) {
+        if let Ok(s) = self.finish(&mut |_| true) {
+            let mut counts = d.drop_counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = counts.get_mut(ifname) {
+                c.1 = s.kernel.lost + s.netray_lost;
+            }
+        }
+    }
+}
+
+/// Joins the hub of `ifname` for a polled source, or starts the source
+/// (`start`) on a thread of its own, reporting its failure to the caller.
+fn subscribe_polled<S: PolledSource>(
+    d: &Arc<Daemon>,
+    ifname: &str,
+    thread: String,
+    start: impl FnOnce(&Daemon, &str) -> netray_core::Result<S> + Send + 'static,
+) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
+    let mut map = S::hubs(d).lock().unwrap_or_else(|e| e.into_inner());
+    let (sub, rx, dropped) = d.hubs.new_sub(ExecFilter::default());
     if let Some(hub) = map.get(ifname) {
         hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
         return Ok((rx, dropped));
@@ -29,13 +120,55 @@ pub(super) fn subscribe_packets(d: &Arc<Daemon>, ifname: &str) -> ApiResult<(mps
     let hub = Arc::new(Hub::default());
     hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
     let (d2, hub2, name) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string());
-    match start_source(format!("sse-{ifname}"), "monitor", move |ready| packet_reader(d2, hub2, name, ready))? {
+    let reader = move |ready: std_mpsc::SyncSender<Result<(), netray_core::Error>>| {
+        match start(&d2, &name) {
+            Ok(session) => {
+                let _ = ready.send(Ok(()));
+                polled_reader(d2, hub2, name, session);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        }
+    };
+    match start_source(thread, S::WHAT, reader)? {
         Ok(()) => {
             map.insert(ifname.to_string(), hub);
             Ok((rx, dropped))
         }
         Err(e) => Err(ApiError::from_core(e)),
     }
+}
+
+/// Broadcasts a polled source's events until its last client goes.
+fn polled_reader<S: PolledSource>(d: Arc<Daemon>, hub: Arc<Hub>, ifname: String, mut session: S) {
+    let mut polls = 0u64;
+    loop {
+        let res = session.poll(Duration::from_millis(50), &mut |ev| {
+            if let Ok(json) = serde_json::to_string(&ev) {
+                hub.broadcast(&Msg::Event(json.into()), &d.hubs.dropped_total, |_| true);
+            }
+            true
+        });
+        if let Err(e) = res {
+            hub.fail(format!("reading {} of {ifname}: {e}", S::WHAT));
+            S::hubs(&d).lock().unwrap_or_else(|e| e.into_inner()).remove(&ifname);
+            break;
+        }
+        polls += 1;
+        if polls.is_multiple_of(10) {
+            session.report(&d, &hub, &ifname);
+        }
+        let mut map = S::hubs(&d).lock().unwrap_or_else(|e| e.into_inner());
+        if should_stop(&hub, || {
+            if map.get(&ifname).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
+                map.remove(&ifname);
+            }
+        }) {
+            break;
+        }
+    }
+    session.end(&d, &ifname);
 }
 
 /// Joins (or starts) the filtered capture of `ifname`; a different filter
@@ -110,54 +243,6 @@ fn start_source(
         .spawn(move || reader(ready_tx))
         .map_err(|e| ApiError::internal(format!("starting the {what} thread: {e}")))?;
     ready_rx.recv().map_err(|_| ApiError::internal(format!("the {what} thread ended before starting")))
-}
-
-fn packet_reader(
-    d: Arc<Daemon>,
-    hub: Arc<Hub>,
-    ifname: String,
-    ready: std_mpsc::SyncSender<Result<(), netray_core::Error>>,
-) {
-    let mut session = match netray_monitor::MonitorSession::start(&d.pin, &ifname, netray_core::AttachMode::Auto) {
-        Ok(s) => {
-            let _ = ready.send(Ok(()));
-            s
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut polls = 0u64;
-    loop {
-        let res = session.poll(Duration::from_millis(50), &mut |ev| {
-            if let Ok(json) = serde_json::to_string(&ev) {
-                hub.broadcast(&Msg::Event(json.into()), &d.hubs.dropped_total, |_| true);
-            }
-            true
-        });
-        if let Err(e) = res {
-            hub.fail(format!("reading packet events of {ifname}: {e}"));
-            d.hubs.packets.lock().unwrap_or_else(|e| e.into_inner()).remove(&ifname);
-            break;
-        }
-        polls += 1;
-        if polls.is_multiple_of(10) {
-            if let Ok(s) = session.stats() {
-                hub.kernel_lost.store(s.lost, Ordering::Relaxed);
-            }
-        }
-        let mut map = d.hubs.packets.lock().unwrap_or_else(|e| e.into_inner());
-        if should_stop(&hub, || {
-            if map.get(&ifname).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
-                map.remove(&ifname);
-            }
-        }) {
-            break;
-        }
-    }
-    // Leaves the dispatcher attached if the firewall (or anything) uses it.
-    let _ = session.stop();
 }
 
 /// Bytes of each packet a filtered stream copies: enough for the headers its
@@ -256,83 +341,6 @@ fn exec_reader(d: Arc<Daemon>, hub: Arc<Hub>, ready: std_mpsc::SyncSender<Result
             }
         }) {
             return;
-        }
-    }
-}
-
-/// Joins (or starts) the drops session of `ifname` ("" for every interface of
-/// the daemon's network namespace).
-pub(super) fn subscribe_drops(d: &Arc<Daemon>, ifname: &str) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
-    let hubs = &d.hubs;
-    let mut map = hubs.drops.lock().unwrap_or_else(|e| e.into_inner());
-    let (sub, rx, dropped) = hubs.new_sub(ExecFilter::default());
-    if let Some(hub) = map.get(ifname) {
-        hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
-        return Ok((rx, dropped));
-    }
-    let hub = Arc::new(Hub::default());
-    hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
-    let (d2, hub2, name) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string());
-    match start_source(format!("sse-drops-{ifname}"), "drops", move |ready| drops_reader(d2, hub2, name, ready))? {
-        Ok(()) => {
-            map.insert(ifname.to_string(), hub);
-            Ok((rx, dropped))
-        }
-        Err(e) => Err(ApiError::from_core(e)),
-    }
-}
-
-fn drops_reader(d: Arc<Daemon>, hub: Arc<Hub>, ifname: String, ready: std_mpsc::SyncSender<Result<(), netray_core::Error>>) {
-    let spec = netray_drops::DropsSpec {
-        iface: (!ifname.is_empty()).then(|| ifname.clone()),
-        snaplen: 256,
-        ring_bytes: 4 << 20,
-        ..Default::default()
-    };
-    let mut session = match netray_drops::DropsSession::start(Some(&d.pin), &spec) {
-        Ok(s) => {
-            let _ = ready.send(Ok(()));
-            s
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut polls = 0u64;
-    loop {
-        let res = session.poll(Duration::from_millis(50), &mut |ev| {
-            if let Ok(json) = serde_json::to_string(&ev) {
-                hub.broadcast(&Msg::Event(json.into()), &d.hubs.dropped_total, |_| true);
-            }
-            true
-        });
-        if let Err(e) = res {
-            hub.fail(format!("reading drops: {e}"));
-            d.hubs.drops.lock().unwrap_or_else(|e| e.into_inner()).remove(&ifname);
-            break;
-        }
-        polls += 1;
-        if polls.is_multiple_of(10) {
-            if let Ok(s) = session.stats() {
-                let lost = s.kernel.lost + s.netray_lost;
-                hub.kernel_lost.store(lost, Ordering::Relaxed);
-                d.drop_counts.lock().unwrap_or_else(|e| e.into_inner()).insert(ifname.clone(), (session.counts().clone(), lost));
-            }
-        }
-        let mut map = d.hubs.drops.lock().unwrap_or_else(|e| e.into_inner());
-        if should_stop(&hub, || {
-            if map.get(&ifname).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
-                map.remove(&ifname);
-            }
-        }) {
-            break;
-        }
-    }
-    if let Ok(s) = session.finish(&mut |_| true) {
-        let mut counts = d.drop_counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = counts.get_mut(&ifname) {
-            c.1 = s.kernel.lost + s.netray_lost;
         }
     }
 }
