@@ -310,3 +310,26 @@ fn detach_says_what_it_did_as_json() {
     assert_eq!(all, serde_json::json!({ "all": true, "detached": [env.iface()], "state_removed": true }));
     assert!(!env.pin.exists(), "detach --all removes all netray state");
 }
+
+/// `deny list`, `limit list` and `firewall status` only read: with a pin
+/// directory that does not exist they report nothing attached and leave it
+/// so (they used to create it, empty).
+#[test]
+fn read_only_commands_never_create_the_pin_dir() {
+    let pin = format!("/sys/fs/bpf/netray-e2e-readonly-{}", std::process::id());
+    let cases: [(&[&str], &str); 6] = [
+        (&["deny", "list"], "no rules"),
+        (&["deny", "list", "--json"], "[]"),
+        (&["limit", "list"], "no limits"),
+        (&["limit", "list", "--json"], "[]"),
+        (&["firewall", "status"], "netray is not attached to any interface"),
+        (&["firewall", "status", "--json"], "\"interfaces\":[]"),
+    ];
+    for (args, says) in cases {
+        let out = common::netray(&[&["--pin-dir", &pin], args].concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(says), "{args:?} says '{says}': {stdout}");
+        assert!(!std::path::Path::new(&pin).exists(), "{args:?} created {pin}");
+    }
+}

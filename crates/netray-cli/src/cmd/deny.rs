@@ -179,7 +179,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DenyCommand::List { json } => {
-            let rules = ctx.firewall()?.list()?;
+            let rules = ctx.read_only_firewall()?.list()?;
             if json {
                 json_line(&rules)?;
             } else if rules.is_empty() {

@@ -138,7 +138,7 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
             }
         }
         LimitCommand::List { json } => {
-            let list = Limits::open(ctx.pin()?).list()?;
+            let list = Limits::open(ctx.pin_read_only()?).list()?;
             if json {
                 json_line(&list)?;
             } else if list.is_empty() {

@@ -38,6 +38,19 @@ impl Context {
         Ok(PinDir::resolve(self.pin_dir.as_deref())?)
     }
 
+    /// The pin root for a command that only reads: a root that does not
+    /// exist is not created (see PinDir::resolve_read_only).
+    pub fn pin_read_only(&self) -> anyhow::Result<PinDir> {
+        probe::require_bpf()?;
+        netray_firewall::tables::register();
+        Ok(PinDir::resolve_read_only(self.pin_dir.as_deref())?)
+    }
+
+    /// The firewall for reading (list, status): creates nothing.
+    pub fn read_only_firewall(&self) -> anyhow::Result<Firewall> {
+        Ok(Firewall::open(self.pin_read_only()?))
+    }
+
     /// The firewall, its tables (if it creates them) of the default size.
     pub fn firewall(&self) -> anyhow::Result<Firewall> {
         Ok(Firewall::open(self.pin()?))
