@@ -11,6 +11,7 @@ pub mod exec;
 pub mod deny;
 pub mod features;
 pub mod firewall;
+pub mod iface_watch;
 pub mod lab;
 pub mod limit;
 pub mod man;
