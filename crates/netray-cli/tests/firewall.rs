@@ -53,12 +53,12 @@ fn port_rule_drops_only_that_port_and_ipv6_rules_work() {
 
     // An IPv6 prefix rule (the lab's /64) for ICMPv6 only.
     let net6 = format!("{}/64", ipv6_prefix64(env.lab.peer_v6()));
-    env.ok(&["deny", "add", &net6, "--proto", "icmp"]);
+    env.ok(&["deny", "add", &net6, "--proto", "icmpv6"]);
     assert_eq!(env.lab.ping(Family::V6, 3).unwrap(), 0, "ICMPv6 from the /64 is denied");
     assert_eq!(env.udp_answered(Family::V6, 5), 5, "UDP over IPv6 still passes");
     let list = env.json(&["deny", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert_eq!(list[1]["proto"], "icmp");
+    assert_eq!(list[1]["proto"], "icmpv6");
     assert!(list[1]["packets"].as_u64().unwrap() >= 3);
 }
 
@@ -166,6 +166,9 @@ fn bad_input_gets_one_clear_error_line() {
     run(&["deny", "add", "10.0.0.1/8"]);
     run(&["deny", "add", "not-an-address"]);
     run(&["deny", "add", "10.0.0.0/8", "--proto", "icmp", "--port", "80"]);
+    run(&["deny", "add", "10.0.0.0/8", "--proto", "icmpv6"]);
+    run(&["deny", "add", "2001:db8::/32", "--proto", "icmp"]);
+    run(&["limit", "add", "10.0.0.0/8", "--rate", "10/s", "--proto", "icmpv6"]);
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.1.0.0/16", "10.1.0.0/16"]);

@@ -203,7 +203,7 @@ impl Limit {
             id,
             family,
             prefix_len: self.net.prefix_len(),
-            proto: self.proto.map_or(0, |p| p.number(family)),
+            proto: self.proto.map_or(0, Proto::number),
             flags: flags as u8,
             port: self.port.unwrap_or(0),
             dir: nr_fw_dir::NR_DIR_IN.0 as u8,
