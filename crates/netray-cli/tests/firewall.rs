@@ -32,7 +32,8 @@ fn deny_add_and_del_stop_and_restore_ping_and_udp() {
 
     let list = env.json(&["deny", "list", "--json"]);
     let rule = &list[0];
-    assert_eq!(rule["net"], format!("{peer}/32"));
+    assert_eq!(rule["cidr"], format!("{peer}/32"));
+    assert_eq!(rule["net"], rule["cidr"], "the old name stays readable for one release: {list}");
     assert!(rule["packets"].as_u64().unwrap() >= 8, "{list}");
 
     env.ok(&["deny", "del", &peer]);
@@ -88,7 +89,7 @@ fn firewall_keeps_enforcing_after_sigkill_and_state_survives() {
 
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 0, "still enforcing after SIGKILL");
     let list = env.json(&["deny", "list", "--json"]);
-    assert_eq!(list[0]["net"], format!("{peer}/32"));
+    assert_eq!(list[0]["cidr"], format!("{peer}/32"));
     assert!(list[0]["packets"].as_u64().unwrap() >= 5, "counters kept: {list}");
     let status = env.json(&["firewall", "status", "--json"]);
     let iface = &status["interfaces"][0];

@@ -187,7 +187,7 @@ impl fmt::Display for Direction {
 /// A deny rule: traffic from `net` (narrowed to `proto`/`port` if given) is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Rule {
-    #[serde(serialize_with = "ser_display")]
+    #[serde(flatten, serialize_with = "ser_cidr")]
     pub net: IpNet,
     pub proto: Option<Proto>,
     /// Destination port.
@@ -195,8 +195,16 @@ pub struct Rule {
     pub dir: Direction,
 }
 
-fn ser_display<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// A prefix in JSON: `cidr`, the name the API and the CLI use, and `net`, its
+/// old name in the CLI's output, kept for one release so that scripts reading
+/// it go on working (docs/limits.md, README: "cidr, formerly net").
+pub fn ser_cidr<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let text = v.to_string();
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("cidr", &text)?;
+    m.serialize_entry("net", &text)?;
+    m.end()
 }
 
 impl Rule {

@@ -201,7 +201,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
+                table(&["ID", "CIDR", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
             }
         }
     }

@@ -171,7 +171,7 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 table(
-                    &["ID", "PREFIX", "RATE", "BURST", "PER", "PROTO", "PORT", "BAN", "PASSED", "DROPPED", "SOURCES", "BANNED", "EVICTED"],
+                    &["ID", "CIDR", "RATE", "BURST", "PER", "PROTO", "PORT", "BAN", "PASSED", "DROPPED", "SOURCES", "BANNED", "EVICTED"],
                     &rows,
                 )?;
             }

@@ -57,7 +57,9 @@ unknown field; a limit that exists or overlaps another; more than {max_id} limit
           "description": "With per_source: drop everything from a source that exceeded the rate, this long"},
         "dir": {"type": "string", "nullable": true, "enum": ["in", null], "default": "in", "description": "Received packets, by source (the only direction)"}}},
       "Limit": object(json!({
-        "id": {"type": "integer", "minimum": 1, "maximum": max_id}, "net": {"type": "string"},
+        "id": {"type": "integer", "minimum": 1, "maximum": max_id},
+        "cidr": {"type": "string", "description": "The source prefix"},
+        "net": {"type": "string", "deprecated": true, "description": "The same as cidr, by its old name; goes in the next release"},
         "rate": {"type": "string"}, "burst": {"type": "integer"}, "per_source": {"type": "boolean"},
         "proto": {"type": "string", "nullable": true}, "port": {"type": "integer", "nullable": true},
         "syn": {"type": "boolean"}, "ban_ms": {"type": "integer", "nullable": true},
