@@ -153,6 +153,10 @@ impl Front {
         drop(self.kind);
         let _ = fs::remove_dir_all(&self.state_dir);
         remove_empty_parents(&self.state_dir);
+        if result.is_err() && Interface::name_of(self.ifindex).is_none() {
+            // The interface went away, and its programs with it: nothing to put back.
+            return Ok(());
+        }
         result.map_err(|e| {
             Error::KernelRefused(format!(
                 "could not put the original XDP program back on {} ({e}): the program there changed while \

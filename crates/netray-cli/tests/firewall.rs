@@ -32,7 +32,8 @@ fn deny_add_and_del_stop_and_restore_ping_and_udp() {
 
     let list = env.json(&["deny", "list", "--json"]);
     let rule = &list[0];
-    assert_eq!(rule["net"], format!("{peer}/32"));
+    assert_eq!(rule["cidr"], format!("{peer}/32"));
+    assert_eq!(rule["net"], rule["cidr"], "the old name stays readable for one release: {list}");
     assert!(rule["packets"].as_u64().unwrap() >= 8, "{list}");
 
     env.ok(&["deny", "del", &peer]);
@@ -53,12 +54,12 @@ fn port_rule_drops_only_that_port_and_ipv6_rules_work() {
 
     // An IPv6 prefix rule (the lab's /64) for ICMPv6 only.
     let net6 = format!("{}/64", ipv6_prefix64(env.lab.peer_v6()));
-    env.ok(&["deny", "add", &net6, "--proto", "icmp"]);
+    env.ok(&["deny", "add", &net6, "--proto", "icmpv6"]);
     assert_eq!(env.lab.ping(Family::V6, 3).unwrap(), 0, "ICMPv6 from the /64 is denied");
     assert_eq!(env.udp_answered(Family::V6, 5), 5, "UDP over IPv6 still passes");
     let list = env.json(&["deny", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert_eq!(list[1]["proto"], "icmp");
+    assert_eq!(list[1]["proto"], "icmpv6");
     assert!(list[1]["packets"].as_u64().unwrap() >= 3);
 }
 
@@ -88,7 +89,7 @@ fn firewall_keeps_enforcing_after_sigkill_and_state_survives() {
 
     assert_eq!(env.lab.ping(Family::V4, 3).unwrap(), 0, "still enforcing after SIGKILL");
     let list = env.json(&["deny", "list", "--json"]);
-    assert_eq!(list[0]["net"], format!("{peer}/32"));
+    assert_eq!(list[0]["cidr"], format!("{peer}/32"));
     assert!(list[0]["packets"].as_u64().unwrap() >= 5, "counters kept: {list}");
     let status = env.json(&["firewall", "status", "--json"]);
     let iface = &status["interfaces"][0];
@@ -166,6 +167,9 @@ fn bad_input_gets_one_clear_error_line() {
     run(&["deny", "add", "10.0.0.1/8"]);
     run(&["deny", "add", "not-an-address"]);
     run(&["deny", "add", "10.0.0.0/8", "--proto", "icmp", "--port", "80"]);
+    run(&["deny", "add", "10.0.0.0/8", "--proto", "icmpv6"]);
+    run(&["deny", "add", "2001:db8::/32", "--proto", "icmp"]);
+    run(&["limit", "add", "10.0.0.0/8", "--rate", "10/s", "--proto", "icmpv6"]);
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.0.0.0/8"]);
     run(&["deny", "add", "10.1.0.0/16", "10.1.0.0/16"]);
@@ -309,4 +313,27 @@ fn detach_says_what_it_did_as_json() {
     let all = env.json(&["firewall", "detach", "--all", "--json"]);
     assert_eq!(all, serde_json::json!({ "all": true, "detached": [env.iface()], "state_removed": true }));
     assert!(!env.pin.exists(), "detach --all removes all netray state");
+}
+
+/// `deny list`, `limit list` and `firewall status` only read: with a pin
+/// directory that does not exist they report nothing attached and leave it
+/// so (they used to create it, empty).
+#[test]
+fn read_only_commands_never_create_the_pin_dir() {
+    let pin = format!("/sys/fs/bpf/netray-e2e-readonly-{}", std::process::id());
+    let cases: [(&[&str], &str); 6] = [
+        (&["deny", "list"], "no rules"),
+        (&["deny", "list", "--json"], "[]"),
+        (&["limit", "list"], "no limits"),
+        (&["limit", "list", "--json"], "[]"),
+        (&["firewall", "status"], "netray is not attached to any interface"),
+        (&["firewall", "status", "--json"], "\"interfaces\":[]"),
+    ];
+    for (args, says) in cases {
+        let out = common::netray(&[&["--pin-dir", &pin], args].concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(says), "{args:?} says '{says}': {stdout}");
+        assert!(!std::path::Path::new(&pin).exists(), "{args:?} created {pin}");
+    }
 }

@@ -24,7 +24,7 @@ fn firewall_deny_monitor_and_status_read_as_reviewed() {
     };
     run(&mut all, &["firewall", "attach", "-i", &iface]);
     run(&mut all, &["deny", "add", &env.lab.peer_v4().to_string()]);
-    run(&mut all, &["deny", "add", &peer6, "--proto", "icmp"]);
+    run(&mut all, &["deny", "add", &peer6, "--proto", "icmpv6"]);
     run(&mut all, &["deny", "add", "203.0.113.0/24", "2001:db8::/32", "--proto", "tcp", "--port", "443", "--dir", "out"]);
 
     // The monitor says on stderr when it is watching: then one ping each way.

@@ -114,7 +114,7 @@ fn per_source_limit_lets_each_source_have_rate_times_time_plus_burst() {
     assert_eq!((l["sources_tracked"].as_u64(), l["sources_evicted"].as_u64()), (Some(2), Some(0)), "{list}");
     assert_eq!((l["sources_banned"].as_u64(), l["bans"].as_u64()), (Some(0), Some(0)), "{list}");
     let table = env.ok(&["limit", "list"]);
-    assert!(table.starts_with("ID  PREFIX"), "{table}");
+    assert!(table.starts_with("ID  CIDR"), "{table}");
     let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
     let (passed, dropped) = ((ra + rb).to_string(), (4000 - ra - rb).to_string());
     assert_eq!(row[8..], ["source", "udp", "any", "-", &passed, &dropped, "2", "0", "0"][4..], "{table}");

@@ -34,18 +34,40 @@ impl PinDir {
     /// The pin root from an explicit path, else `NETRAY_PIN_DIR`, else the
     /// default. Mounts bpffs on /sys/fs/bpf if nothing is mounted there.
     pub fn resolve(explicit: Option<&Path>) -> Result<PinDir> {
-        let root = match explicit {
-            Some(p) => p.to_path_buf(),
-            None => std::env::var_os(PIN_DIR_ENV)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
-        };
+        let root = Self::root_path(explicit);
         ensure_bpffs(Path::new("/sys/fs/bpf"))?;
         fs::create_dir_all(&root).map_err(Error::io(&root))?;
         if !is_bpffs(&root) {
             return Err(Error::NotBpffs(root));
         }
         Ok(PinDir { root })
+    }
+
+    /// The pin root for a command that only reads (`deny list`, `firewall
+    /// status`): never created. A root that does not exist yet holds nothing,
+    /// and readers must check [`PinDir::exists`] before taking the lock.
+    pub fn resolve_read_only(explicit: Option<&Path>) -> Result<PinDir> {
+        let root = Self::root_path(explicit);
+        ensure_bpffs(Path::new("/sys/fs/bpf"))?;
+        if root.exists() && !is_bpffs(&root) {
+            return Err(Error::NotBpffs(root));
+        }
+        Ok(PinDir { root })
+    }
+
+    /// The root asked for: explicit, else `NETRAY_PIN_DIR`, else the default.
+    fn root_path(explicit: Option<&Path>) -> PathBuf {
+        match explicit {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os(PIN_DIR_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+        }
+    }
+
+    /// Whether the root exists (a read-only resolve does not create it).
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
     }
 
     pub fn root(&self) -> &Path {

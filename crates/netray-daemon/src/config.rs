@@ -221,6 +221,15 @@ impl RuleSpec {
         Ok((self.rule()?, self.options()?))
     }
 
+    /// A rule from the daemon's state file. Before ICMPv6 had its own name an
+    /// IPv6 rule's protocol was stored as `icmp`; read so, it means icmpv6.
+    pub fn stored_rule_with_options(&self) -> Result<(Rule, RuleOptions), SpecError> {
+        if self.proto.as_deref() == Some("icmp") && self.cidr.contains(':') {
+            return RuleSpec { proto: Some("icmpv6".into()), ..self.clone() }.rule_with_options();
+        }
+        self.rule_with_options()
+    }
+
     pub fn to_rule(&self) -> Result<Rule, netray_firewall::RuleError> {
         Rule::parse(&self.cidr, self.proto.as_deref(), self.port, self.dir.as_deref())
     }
@@ -230,10 +239,11 @@ impl RuleSpec {
         use netray_firewall::RuleError as E;
         self.to_rule().map_err(|e| match e {
             E::BadCidr(_) | E::HostBits { .. } => invalid("cidr", e.to_string()),
-            E::BadProto(p) => invalid("proto", format!("unknown protocol '{}': use tcp, udp, sctp, icmp or a protocol number 1-255", short(&p))),
+            E::BadProto(p) => invalid("proto", format!("unknown protocol '{}': use tcp, udp, sctp, icmp, icmpv6 or a protocol number 1-255", short(&p))),
             E::PortWithoutPorts(p) => {
                 invalid("port", format!("protocol {p} has no ports: give proto tcp, udp or sctp, or no proto (all three)"))
             }
+            E::ProtoFamily { .. } => invalid("proto", e.to_string()),
             E::PortZero => invalid("port", format!("0 is out of range {}-{}", bounds::PORT_MIN, bounds::PORT_MAX)),
             E::BadDir(d) => invalid("dir", format!("unknown direction '{}': use in (received packets, by source), out (sent packets, by destination) or both", short(&d))),
             // Never from to_rule (options() parses the TTL); matched for completeness.

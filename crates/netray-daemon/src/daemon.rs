@@ -307,7 +307,7 @@ impl Daemon {
             // The pins are gone (reboot, wiped bpffs): restore what we had.
             report.rules_restored_from_state = !st.rules.is_empty();
             for r in &st.rules {
-                if let Ok(rule) = r.spec.rule_with_options() {
+                if let Ok(rule) = r.spec.stored_rule_with_options() {
                     want.push(rule);
                 }
             }

@@ -79,6 +79,11 @@ fn documented_bounds_hold_on_both_sides() {
     assert!(e.starts_with("rule 2: field 'cidr': '10.0.0.1/8' has host bits set beyond /8; did you mean 10.0.0.0/8?"), "{e}");
     let e = c.post("/v1/rules", r#"{"cidr": "10.0.0.0/8", "proto": "icmp", "port": 53}"#).error(422);
     assert!(e.starts_with("field 'port': protocol icmp has no ports"), "{e}");
+    // ICMP is the prefix's own, as on the command line: the same sentence.
+    let e = c.post("/v1/rules", r#"{"cidr": "10.0.0.0/8", "proto": "icmpv6"}"#).error(422);
+    assert!(e.starts_with("field 'proto': protocol icmpv6 is ICMP for IPv6, but 10.0.0.0/8 is an IPv4 prefix: use protocol icmp"), "{e}");
+    let e = c.post("/v1/rules", r#"{"cidr": "2001:db8::/32", "proto": "icmp"}"#).error(422);
+    assert!(e.starts_with("field 'proto': protocol icmp is ICMP for IPv4, but 2001:db8::/32 is an IPv6 prefix: use protocol icmpv6"), "{e}");
     let e = c.post("/v1/rules", r#"{"cidr": "10.0.0.0/8", "dir": "sideways"}"#).error(422);
     assert!(e.starts_with("field 'dir': 'sideways' is not one of in, out, both"), "{e}");
     let e = c.post("/v1/rules", r#"{"rules": [{"cidr": "10.0.0.0/8"}], "dir": "in"}"#).error(422);

@@ -39,7 +39,9 @@ fn limits_through_the_api_add_list_delete_and_survive_wiped_pins() {
 
     let list = c.get("/v1/limits").json();
     assert_eq!(list["limits"].as_array().map(Vec::len), Some(1), "{list}");
-    assert_eq!(c.get("/v1/limits/1").json()["limit"]["net"], "10.0.0.0/8");
+    let one = c.get("/v1/limits/1").json();
+    assert_eq!(one["limit"]["cidr"], "10.0.0.0/8", "{one}");
+    assert_eq!(one["limit"]["net"], "10.0.0.0/8", "the old name stays readable for one release: {one}");
     c.get("/v1/limits/2").error(404);
     c.get("/v1/limits/x").error(400);
     c.get("/v1/limits/65").error(400);
@@ -50,7 +52,7 @@ fn limits_through_the_api_add_list_delete_and_survive_wiped_pins() {
     env.start(Default::default());
     let c = env.client();
     let list = c.get("/v1/limits").json();
-    assert_eq!(list["limits"][0]["net"], "10.0.0.0/8", "restored: {list}");
+    assert_eq!(list["limits"][0]["cidr"], "10.0.0.0/8", "restored: {list}");
     assert_eq!(list["limits"][0]["per_source"], true, "restored: {list}");
 
     let rev = c.get("/v1/limits").revision();

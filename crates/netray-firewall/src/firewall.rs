@@ -390,6 +390,10 @@ impl Firewall {
 
     /// Interfaces where the firewall is on, and table usage.
     pub fn status(&self) -> Result<FirewallStatus> {
+        if !self.pin.exists() {
+            // Never attached here: the lock would need the root created.
+            return Ok(FirewallStatus { interfaces: Vec::new(), table: TableUsage::default() });
+        }
         let _lock = self.pin.lock()?;
         let interfaces = Dispatcher::list(&self.pin)?
             .iter()

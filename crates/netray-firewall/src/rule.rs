@@ -16,12 +16,20 @@ pub enum RuleError {
         len: u8,
         suggest: String,
     },
-    #[error("unknown protocol '{0}': use tcp, udp, sctp, icmp or a protocol number 1-255")]
+    #[error("unknown protocol '{0}': use tcp, udp, sctp, icmp, icmpv6 or a protocol number 1-255")]
     BadProto(String),
     #[error("--port needs a protocol with ports (tcp, udp or sctp), not {0}")]
     PortWithoutPorts(String),
     #[error("port 0 is not a valid port: omit --port to match every port")]
     PortZero,
+    #[error("protocol {given} is {what}, but {net} is an {family} prefix: use protocol {fix}")]
+    ProtoFamily {
+        given: String,
+        what: &'static str,
+        net: String,
+        family: &'static str,
+        fix: &'static str,
+    },
     #[error("unknown direction '{0}': use in (received packets, by source), out (sent packets, by destination) or both")]
     BadDir(String),
     #[error("--ttl '{0}' is not a duration: write it as a number and a unit, such as 30s, 10m, 2h or 1h30m")]
@@ -39,20 +47,22 @@ pub enum Proto {
     Tcp,
     Udp,
     Sctp,
-    /// ICMP for IPv4 prefixes, ICMPv6 for IPv6 ones.
+    /// ICMP (IPv4 only).
     Icmp,
+    /// ICMPv6 (IPv6 only).
+    Icmpv6,
     Other(u8),
 }
 
 impl Proto {
-    /// The IP protocol number for a prefix of this family (4 or 6).
-    pub fn number(self, family: u8) -> u8 {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
             Proto::Udp => 17,
             Proto::Sctp => 132,
-            Proto::Icmp if family == 6 => 58,
             Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
             Proto::Other(n) => n,
         }
     }
@@ -62,7 +72,8 @@ impl Proto {
             6 => Proto::Tcp,
             17 => Proto::Udp,
             132 => Proto::Sctp,
-            1 | 58 => Proto::Icmp,
+            1 => Proto::Icmp,
+            58 => Proto::Icmpv6,
             n => Proto::Other(n),
         }
     }
@@ -82,7 +93,8 @@ impl FromStr for Proto {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
             "sctp" => Proto::Sctp,
-            "icmp" | "icmp6" | "icmpv6" => Proto::Icmp,
+            "icmp" => Proto::Icmp,
+            "icmp6" | "icmpv6" | "ipv6-icmp" => Proto::Icmpv6,
             other => match other.parse::<u8>() {
                 Ok(n) if n != 0 => Proto::from_number(n),
                 _ => return Err(RuleError::BadProto(s.to_string())),
@@ -98,6 +110,7 @@ impl fmt::Display for Proto {
             Proto::Udp => f.write_str("udp"),
             Proto::Sctp => f.write_str("sctp"),
             Proto::Icmp => f.write_str("icmp"),
+            Proto::Icmpv6 => f.write_str("icmpv6"),
             Proto::Other(n) => write!(f, "{n}"),
         }
     }
@@ -174,7 +187,7 @@ impl fmt::Display for Direction {
 /// A deny rule: traffic from `net` (narrowed to `proto`/`port` if given) is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Rule {
-    #[serde(serialize_with = "ser_display")]
+    #[serde(flatten, serialize_with = "ser_cidr")]
     pub net: IpNet,
     pub proto: Option<Proto>,
     /// Destination port.
@@ -182,8 +195,16 @@ pub struct Rule {
     pub dir: Direction,
 }
 
-fn ser_display<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// A prefix in JSON: `cidr`, the name the API and the CLI use, and `net`, its
+/// old name in the CLI's output, kept for one release so that scripts reading
+/// it go on working (docs/limits.md, README: "cidr, formerly net").
+pub fn ser_cidr<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let text = v.to_string();
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("cidr", &text)?;
+    m.serialize_entry("net", &text)?;
+    m.end()
 }
 
 impl Rule {
@@ -209,14 +230,7 @@ impl Rule {
         port: Option<u16>,
         dir: Direction,
     ) -> Result<Rule, RuleError> {
-        if port == Some(0) {
-            return Err(RuleError::PortZero);
-        }
-        if let (Some(p), Some(_)) = (proto, port) {
-            if !p.has_ports() {
-                return Err(RuleError::PortWithoutPorts(p.to_string()));
-            }
-        }
+        check_match(&net, proto, port)?;
         Ok(Rule {
             net,
             proto,
@@ -237,7 +251,7 @@ impl Rule {
     /// `--port`, or none (= every protocol).
     pub fn proto_numbers(&self) -> Vec<u8> {
         match (self.proto, self.port) {
-            (Some(p), _) => vec![p.number(self.family())],
+            (Some(p), _) => vec![p.number()],
             (None, Some(_)) => vec![6, 17, 132],
             (None, None) => vec![],
         }
@@ -254,7 +268,7 @@ impl Rule {
             IpAddr::V4(a) => r.addr[..4].copy_from_slice(&a.octets()),
             IpAddr::V6(a) => r.addr.copy_from_slice(&a.octets()),
         }
-        r.proto = self.proto.map(|p| p.number(r.family)).unwrap_or(0);
+        r.proto = self.proto.map_or(0, Proto::number);
         r.port = self.port.unwrap_or(0);
         r.dir = self.dir.bits();
         r.action = netray_ebpf::abi::nr_fw_action::NR_ACTION_DENY.0 as u8;
@@ -294,6 +308,33 @@ impl fmt::Display for Rule {
             write!(f, " dir {}", self.dir)?;
         }
         Ok(())
+    }
+}
+
+/// The checks every rule-like thing (deny, limit, allow) makes of what it
+/// matches: a port needs a protocol with ports (no protocol: tcp, udp and
+/// sctp), and ICMP must be the prefix's own (ICMP for IPv4, ICMPv6 for IPv6),
+/// so `--proto icmpv6` on an IPv4 prefix is refused, never quietly changed.
+pub fn check_match(net: &IpNet, proto: Option<Proto>, port: Option<u16>) -> Result<(), RuleError> {
+    if port == Some(0) {
+        return Err(RuleError::PortZero);
+    }
+    if let (Some(p), Some(_)) = (proto, port) {
+        if !p.has_ports() {
+            return Err(RuleError::PortWithoutPorts(p.to_string()));
+        }
+    }
+    let family_error = |given: Proto, what, family, fix| RuleError::ProtoFamily {
+        given: given.to_string(),
+        what,
+        net: net.to_string(),
+        family,
+        fix,
+    };
+    match (proto, net) {
+        (Some(p @ Proto::Icmpv6), IpNet::V4(_)) => Err(family_error(p, "ICMP for IPv6", "IPv4", "icmp")),
+        (Some(p @ Proto::Icmp), IpNet::V6(_)) => Err(family_error(p, "ICMP for IPv4", "IPv6", "icmpv6")),
+        _ => Ok(()),
     }
 }
 
@@ -340,8 +381,9 @@ mod tests {
                 .prefix_len(),
             128
         );
-        let icmp6 = Rule::parse("2001:db8::/32", Some("icmp"), None, None).unwrap();
+        let icmp6 = Rule::parse("2001:db8::/32", Some("icmpv6"), None, None).unwrap();
         assert_eq!(icmp6.proto_numbers(), vec![58]);
+        assert_eq!(icmp6.to_string(), "2001:db8::/32 proto icmpv6");
         assert_eq!(
             Rule::parse("10.0.0.0/8", None, Some(22), None)
                 .unwrap()
@@ -354,7 +396,8 @@ mod tests {
     fn abi_round_trip() {
         for r in [
             Rule::parse("10.1.0.0/16", Some("tcp"), Some(443), None).unwrap(),
-            Rule::parse("2001:db8::/48", Some("icmp"), None, None).unwrap(),
+            Rule::parse("2001:db8::/48", Some("icmpv6"), None, None).unwrap(),
+            Rule::parse("192.0.2.0/24", Some("icmp"), None, None).unwrap(),
             Rule::parse("0.0.0.0/0", None, None, None).unwrap(),
         ] {
             assert_eq!(Rule::from_abi(&r.to_abi(1)).unwrap(), r);
@@ -397,6 +440,15 @@ mod tests {
             Rule::parse("10.0.0.0/8", None, None, Some("sideways")),
             Err(RuleError::BadDir(_))
         ));
+        assert_eq!(
+            Rule::parse("10.0.0.0/8", Some("icmpv6"), None, None).unwrap_err().to_string(),
+            "protocol icmpv6 is ICMP for IPv6, but 10.0.0.0/8 is an IPv4 prefix: use protocol icmp"
+        );
+        assert_eq!(
+            Rule::parse("2001:db8::/32", Some("icmp"), None, None).unwrap_err().to_string(),
+            "protocol icmp is ICMP for IPv4, but 2001:db8::/32 is an IPv6 prefix: use protocol icmpv6"
+        );
+        assert!(matches!(Rule::parse("10.0.0.0/8", Some("58"), None, None), Err(RuleError::ProtoFamily { .. })));
         let out = Rule::parse("10.0.0.0/8", Some("tcp"), Some(25), Some("out")).unwrap();
         assert_eq!(out.to_string(), "10.0.0.0/8 proto tcp port 25 dir out");
         assert_eq!(Rule::from_abi(&out.to_abi(0)).unwrap(), out);

@@ -88,7 +88,7 @@ fn check_path(path: Path) {
         }))
         .unwrap();
     let syn = limits.add(&limit("203.0.113.0/24", "1/h", |a| (a.burst, a.syn) = (Some(1), true))).unwrap();
-    let v6 = limits.add(&limit("2001:db8::/32", "1/h", |a| (a.burst, a.proto) = (Some(1), Some("icmp")))).unwrap();
+    let v6 = limits.add(&limit("2001:db8::/32", "1/h", |a| (a.burst, a.proto) = (Some(1), Some("icmpv6")))).unwrap();
     let deny = fw.add(&[Rule::parse("192.0.2.99", None, None, Some("in")).unwrap()]).unwrap()[0];
     let len = udp_from([192, 0, 2, 7]).len() as u64;
 

@@ -213,7 +213,7 @@ fn longest_match_and_ancestor_catch_all() {
         rule("10.2.0.0/16", Some("tcp"), Some(22)),
         rule("10.2.3.0/24", Some("icmp"), None),
         rule("10.2.3.4/32", Some("udp"), Some(5353)),
-        rule("2001:db8::/32", Some("icmp"), None),
+        rule("2001:db8::/32", Some("icmpv6"), None),
         rule("2001:db8:1::/48", None, Some(22)),
         rule("2001:db8:1:2::/64", None, None),
     ]);
@@ -461,7 +461,7 @@ fn protocol_only_rules() {
     require_root();
     let mut fw = Fw::new("fw-proto");
     let icmp4 = fw.add1("192.0.2.0/24", Some("icmp"), None);
-    let icmp6_id = fw.add1("2001:db8:aa::/48", Some("icmp"), None);
+    let icmp6_id = fw.add1("2001:db8:aa::/48", Some("icmpv6"), None);
     let gre = fw.add1("198.51.100.0/24", Some("47"), None);
     let udp_any = fw.add1("203.0.113.0/24", Some("udp"), None);
     let s4 = "192.0.2.10";
@@ -588,7 +588,7 @@ fn rule_counters_and_interface_stats_are_exact() {
     let ids = fw.add(&[
         rule("10.0.0.0/8", None, None),
         rule("192.0.2.0/24", Some("udp"), Some(53)),
-        rule("2001:db8::/32", Some("icmp"), None),
+        rule("2001:db8::/32", Some("icmpv6"), None),
     ]);
     assert_eq!(ids, vec![1, 2, 3]);
     let mut sent = (0u64, 0u64); // packets, bytes

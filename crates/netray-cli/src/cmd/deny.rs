@@ -16,7 +16,7 @@ use crate::output::{json_line, outln, table};
 pub enum DenyCommand {
     /// Drop traffic from a prefix (--audit: only count it; --ttl: for a while).
     #[command(after_help = "Examples:\n  netray deny add 203.0.113.0/24\n  netray deny add 10.0.0.0/8 --proto udp --port 53\n  \
-        netray deny add 2001:db8::/32 --proto icmp\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n  \
+        netray deny add 2001:db8::/32 --proto icmpv6\n  netray deny add 192.0.2.1 192.0.2.9      # several at once\n  \
         netray deny add --file drop.txt          # a blocklist, compiled once\n  \
         netray deny add 198.51.100.7 --ttl 10m   # stops matching 10 minutes from now\n  \
         netray deny add 10.0.0.0/8 --audit       # counts what it would drop, drops nothing\n\n\
@@ -91,10 +91,10 @@ pub struct RuleArgsOptional {
 
 #[derive(Args)]
 struct FilterArgs {
-    /// Only this protocol: tcp, udp, sctp, icmp, or a number.
+    /// Only this protocol: tcp, udp, sctp, icmp (IPv4), icmpv6 (IPv6), or a number.
     #[arg(long, value_name = "PROTO")]
     proto: Option<String>,
-    /// Only this destination port (tcp/udp/sctp).
+    /// Only this destination port (without --proto: tcp, udp and sctp).
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
     /// Direction: in (received packets, matched on their source; XDP), out (sent packets, matched on their
@@ -179,7 +179,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DenyCommand::List { json } => {
-            let rules = ctx.firewall()?.list()?;
+            let rules = ctx.read_only_firewall()?.list()?;
             if json {
                 json_line(&rules)?;
             } else if rules.is_empty() {
@@ -191,7 +191,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
                         vec![
                             r.id.to_string(),
                             r.rule.net.to_string(),
-                            r.rule.proto.map_or("any".into(), |p| p.to_string()),
+                            proto_cell(r.rule.proto, r.rule.port),
                             r.rule.port.map_or("any".into(), |p| p.to_string()),
                             r.rule.dir.to_string(),
                             r.action.to_string(),
@@ -201,9 +201,18 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["ID", "PREFIX", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
+                table(&["ID", "CIDR", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The PROTO column: a bare --port matches tcp, udp and sctp, so it says so.
+pub fn proto_cell(proto: Option<netray_firewall::Proto>, port: Option<u16>) -> String {
+    match (proto, port) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(_)) => "tcp/udp/sctp".into(),
+        (None, None) => "any".into(),
+    }
 }

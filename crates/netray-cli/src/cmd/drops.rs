@@ -15,11 +15,12 @@ use clap::Args;
 use netray_capture::{CaptureIf, Packet, PcapngWriter, Point};
 use netray_drops::{DropEvent, DropsSession, DropsSpec};
 
+use super::iface_watch::{exit_status_help, IfaceWatch, EXIT_IFACE_GONE};
 use super::Context;
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = concat!("Examples:\n  \
     netray drops                              # every drop in this network namespace\n  \
     netray drops -i eth1 udp port 53          # on eth1, DNS only (filtered in the kernel)\n  \
     netray drops --reason NO_SOCKET,TCP_CSUM -c 10\n  \
@@ -36,7 +37,8 @@ use crate::output::{json_line, line};
     interfaces of other namespaces read ifN@nsINODE). The EXPRESSION (tcpdump syntax) applies to the\n\
     kernel's drops. --json: one object per drop ({\"type\":\"drop\", ts, ifname, who, reason, location,\n\
     function, rule, summary, src, dst, sport, dport, proto, len}) and a {\"type\":\"stats\"} line each\n\
-    second and at exit. Drops the ring had no room for are counted (lost), never silently missing.")]
+    second and at exit. Drops the ring had no room for are counted (lost), never silently missing.",
+    exit_status_help!()))]
 pub struct DropsArgs {
     /// Only drops on this interface (of the current network namespace).
     #[arg(short, long = "interface", value_name = "IFACE")]
@@ -100,6 +102,10 @@ pub fn run(ctx: &Context, args: DropsArgs) -> anyhow::Result<ExitCode> {
         ring_bytes: args.buffer_mib << 20,
     };
     let mut session = DropsSession::start(Some(&pin), &spec)?;
+    let watch = match &args.iface {
+        Some(i) => Some(IfaceWatch::start(&netray_core::Interface::resolve(i)?, &stop)?),
+        None => None,
+    };
     let scope = match (&args.iface, args.all_namespaces) {
         (Some(i), _) => i.clone(),
         (None, true) => "every network namespace".into(),
@@ -167,6 +173,7 @@ pub fn run(ctx: &Context, args: DropsArgs) -> anyhow::Result<ExitCode> {
             last_stats = Instant::now();
         }
     }
+    let gone = watch.as_ref().is_some_and(IfaceWatch::report);
     let counts = session.counts().clone();
     let stats = session.finish(&mut each)?;
     drop(each);
@@ -197,7 +204,11 @@ pub fn run(ctx: &Context, args: DropsArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    write_error.map_or(Ok(ExitCode::SUCCESS), Err)
+    if let Some(w) = &watch {
+        w.remove_pins(&pin)?;
+    }
+    let code = if gone { ExitCode::from(EXIT_IFACE_GONE) } else { ExitCode::SUCCESS };
+    write_error.map_or(Ok(code), Err)
 }
 
 fn print_counts(session: &DropsSession, json: bool) -> anyhow::Result<()> {

@@ -18,6 +18,7 @@ use netray_capture::{offline, Capture, CaptureSpec, DirectFile, LiveCapture, Out
 
 pub use super::dump_args::DumpArgs;
 use super::dump_args::PointArg;
+use super::iface_watch::IfaceWatch;
 use super::{dump_interfaces, Context};
 use crate::output::outln;
 
@@ -81,18 +82,15 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    let watch = IfaceWatch::start(&netray_core::Interface::resolve(&spec.iface)?, &stop)?;
     let (live, output) = LiveCapture::write_to(capture, output)?;
-    let mut vanished = false;
     while !stop.load(Ordering::SeqCst) && !live.done() {
         std::thread::sleep(Duration::from_millis(50));
         if let Ok(mut out) = output.lock() {
             out.flush();
         }
-        if netray_core::Interface::resolve(&spec.iface).is_err() {
-            vanished = true;
-            break;
-        }
     }
+    watch.report();
     // Take the programs down first, then drain what they wrote.
     let stopped = live.stop();
     let mut out = output.lock().map_err(|_| anyhow::anyhow!("the capture output was poisoned"))?;
@@ -109,10 +107,8 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     }
     finished.context("writing the capture")?;
     print_count(&args, &out)?;
-    if vanished {
-        bail!("{} went away while capturing (the capture up to then is complete)", spec.iface);
-    }
-    Ok(ExitCode::SUCCESS)
+    watch.remove_pins(&pin)?;
+    Ok(watch.exit_code())
 }
 
 /// The output flags' mistakes, found before anything is attached or created.

@@ -8,10 +8,11 @@ use clap::{ArgAction, Args, ValueEnum};
 use netray_capture::CaptureSpec;
 use netray_core::{AttachMode, Hook};
 
+use super::iface_watch::exit_status_help;
 use super::firewall::parse_mode;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = concat!("Examples:\n  \
     netray dump -i eth1\n  \
     netray dump -i eth1 -w capture.pcapng tcp port 80 or icmp\n  \
     netray dump -i eth1 -w - 'udp and not port 53' | tcpdump -r -\n  \
@@ -51,7 +52,7 @@ use super::firewall::parse_mode;
     always numbers), -S (TCP sequence numbers are always absolute), -p (XDP and TC see what the\n\
     interface receives; netray never switches promiscuous mode on). Rotated files (-C, -G) are each a\n\
     whole pcapng section with its interfaces, named as tcpdump names them; -C and -G check before\n\
-    each packet, as tcpdump does, so a quiet interface keeps its file open.")]
+    each packet, as tcpdump does, so a quiet interface keeps its file open.", exit_status_help!()))]
 pub struct DumpArgs {
     /// Interface to capture on.
     #[arg(short, long = "interface", value_name = "IFACE", required_unless_present_any = ["read", "list_interfaces"])]

@@ -141,7 +141,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FirewallCommand::Status { json } => {
-            let fw = ctx.firewall()?;
+            let fw = ctx.read_only_firewall()?;
             let st = fw.status()?;
             if json {
                 json_line(&st)?;

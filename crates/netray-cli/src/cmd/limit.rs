@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use netray_firewall::{action::time_left, Limit, LimitArgs, Limits};
 
-use super::{firewall::CapacityArgs, Context};
+use super::{deny::proto_cell, firewall::CapacityArgs, Context};
 use crate::output::{json_line, outln, table};
 
 #[derive(Subcommand)]
@@ -14,7 +14,7 @@ pub enum LimitCommand {
     #[command(after_help = "Examples:\n  netray limit add 203.0.113.0/24 --rate 1000/s\n  \
         netray limit add 0.0.0.0/0 --rate 20/s --burst 40 --per-source --syn   # per client\n  \
         netray limit add 10.0.0.0/8 --rate 100/s --per-source --proto udp --port 53 --ban 60s\n  \
-        netray limit add 2001:db8::/32 --rate 6000/m --proto icmp\n\n\
+        netray limit add 2001:db8::/32 --rate 6000/m --proto icmpv6\n\n\
         A limit applies to received packets the firewall lets pass (after deny rules), on every\n\
         interface the firewall is attached to, and keeps enforcing with no netray process running.\n\
         It matches the source prefix (and --proto/--port/--syn); limits may not overlap. Without\n\
@@ -80,10 +80,10 @@ pub struct LimitOptions {
     /// One bucket per source address instead of one for the whole prefix.
     #[arg(long)]
     per_source: bool,
-    /// Only this protocol: tcp, udp, icmp, sctp or a number.
+    /// Only this protocol: tcp, udp, sctp, icmp (IPv4), icmpv6 (IPv6) or a number.
     #[arg(long, value_name = "PROTO")]
     proto: Option<String>,
-    /// Only this destination port.
+    /// Only this destination port (without --proto: tcp, udp and sctp).
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
     /// Only TCP SYNs without ACK (connection attempts); implies --proto tcp.
@@ -138,7 +138,7 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
             }
         }
         LimitCommand::List { json } => {
-            let list = Limits::open(ctx.pin()?).list()?;
+            let list = Limits::open(ctx.pin_read_only()?).list()?;
             if json {
                 json_line(&list)?;
             } else if list.is_empty() {
@@ -150,7 +150,7 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
                     .map(|s| {
                         let l = &s.limit;
                         let per = if l.per_source { "source" } else { "prefix" };
-                        let proto = if l.syn { "tcp syn".into() } else { any(l.proto.map(|p| p.to_string())) };
+                        let proto = if l.syn { "tcp syn".into() } else { proto_cell(l.proto, l.port) };
                         let ban = l.ban.map_or("-".into(), |b| time_left(b.as_nanos() as u64));
                         let src = |n: u64| if l.per_source { n.to_string() } else { "-".into() };
                         vec![
@@ -171,7 +171,7 @@ pub fn run(ctx: &Context, cmd: LimitCommand) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 table(
-                    &["ID", "PREFIX", "RATE", "BURST", "PER", "PROTO", "PORT", "BAN", "PASSED", "DROPPED", "SOURCES", "BANNED", "EVICTED"],
+                    &["ID", "CIDR", "RATE", "BURST", "PER", "PROTO", "PORT", "BAN", "PASSED", "DROPPED", "SOURCES", "BANNED", "EVICTED"],
                     &rows,
                 )?;
             }

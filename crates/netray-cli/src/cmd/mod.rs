@@ -11,6 +11,7 @@ pub mod exec;
 pub mod deny;
 pub mod features;
 pub mod firewall;
+pub mod iface_watch;
 pub mod lab;
 pub mod limit;
 pub mod man;
@@ -36,6 +37,19 @@ impl Context {
         probe::require_bpf()?;
         netray_firewall::tables::register();
         Ok(PinDir::resolve(self.pin_dir.as_deref())?)
+    }
+
+    /// The pin root for a command that only reads: a root that does not
+    /// exist is not created (see PinDir::resolve_read_only).
+    pub fn pin_read_only(&self) -> anyhow::Result<PinDir> {
+        probe::require_bpf()?;
+        netray_firewall::tables::register();
+        Ok(PinDir::resolve_read_only(self.pin_dir.as_deref())?)
+    }
+
+    /// The firewall for reading (list, status): creates nothing.
+    pub fn read_only_firewall(&self) -> anyhow::Result<Firewall> {
+        Ok(Firewall::open(self.pin_read_only()?))
     }
 
     /// The firewall, its tables (if it creates them) of the default size.

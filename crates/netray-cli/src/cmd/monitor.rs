@@ -13,11 +13,12 @@ use clap::Args;
 use netray_core::{AttachMode, Hook};
 use netray_monitor::MonitorSession;
 
+use super::iface_watch::{exit_status_help, IfaceWatch};
 use super::{firewall::parse_mode, Context};
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = concat!("Examples:\n  \
     netray monitor -i eth1\n  \
     netray monitor -i eth1 -c 100 --json | jq .src\n  \
     netray monitor -i eth1 --hook tc-ingress,tc-egress\n  \
@@ -30,7 +31,7 @@ use crate::output::{json_line, line};
     ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...}) and a\n\
     {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events\n\
     the kernel could not deliver because the ring was full; they are never dropped silently. If netray\n\
-    is not attached to the interface, the monitor attaches it and detaches again when it exits.")]
+    is not attached to the interface, the monitor attaches it and detaches again when it exits.", exit_status_help!()))]
 pub struct MonitorArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
@@ -59,6 +60,7 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     }
     let pin = ctx.pin()?;
     let mut session = MonitorSession::start_hooks(&pin, &args.iface, args.mode, &args.hook)?;
+    let watch = IfaceWatch::start(session.interface(), &stop)?;
     if !args.json {
         let hooks: Vec<&str> = session.hooks().iter().map(|h| h.name()).collect();
         eprintln!("netray: monitoring {} ({}); Ctrl-C to stop", session.interface().name, hooks.join(", "));
@@ -88,6 +90,7 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
             last_stats = Instant::now();
         }
     }
+    watch.report();
     // Print what is still in the ring (unless -c was reached).
     let stats = session.finish(&mut print)?;
     if args.json {
@@ -97,8 +100,9 @@ pub fn run(ctx: &Context, args: MonitorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} events received from the kernel", stats.received);
         eprintln!("{} events lost in the kernel (ring buffer full)", stats.lost);
     }
+    watch.remove_pins(&pin)?;
     // A closed pipe (`| head`) ends the command quietly in main.
-    write_error.map_or(Ok(ExitCode::SUCCESS), Err)
+    write_error.map_or(Ok(watch.exit_code()), Err)
 }
 
 fn parse_hook(s: &str) -> Result<Hook, String> {

@@ -22,6 +22,7 @@ use netray_flows::{
 
 use netray_ipfix::{ExportConfig, Exporter, ExporterMetrics, Stats, Timeouts, Transport};
 
+use super::iface_watch::{exit_status_help, IfaceWatch};
 use super::{firewall::parse_mode, Context};
 
 mod fit;
@@ -32,7 +33,7 @@ use screen::Grouping;
 use crate::output::{json_line, line};
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = concat!("Examples:\n  \
     netray top -i eth1\n  \
     netray top -i eth1 --sort bytes --interval 2s\n  \
     netray top -i eth1 --group port\n  \
@@ -81,7 +82,7 @@ use crate::output::{json_line, line};
     \n\
     Flow accounting stays on while any `netray top` runs on the interface; the first one starts from\n\
     an empty table. If netray is not attached to the interface, it is attached, and detached at exit\n\
-    when nothing else uses it.")]
+    when nothing else uses it.", exit_status_help!()))]
 pub struct TopArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
@@ -185,6 +186,7 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = session.note() {
         eprintln!("netray: note: {note}");
     }
+    let watch = IfaceWatch::start(session.interface(), &stop)?;
     let exporter = match &args.ipfix {
         Some(collector) => {
             let mut cfg = ExportConfig::new(collector);
@@ -254,6 +256,7 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
             periodic(&session, &args, &stop, deadline)
         };
         view_done.store(true, Ordering::Relaxed);
+        watch.report();
         let exported = export.map(|h| h.join().unwrap_or_else(|_| Err(netray_core::Error::BadRequest("the IPFIX exporter panicked".into()))));
         (result, exported)
     });
@@ -262,11 +265,12 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
         ipfix_summary(&args, &stats)?;
     }
     session.stop()?;
+    watch.remove_pins(&pin)?;
     if let Some(Err(e)) = exported {
         return Err(anyhow::Error::from(e).context("exporting IPFIX"));
     }
     // A closed pipe (`| head`) ends the command quietly in main.
-    result.map(|()| ExitCode::SUCCESS)
+    result.map(|()| watch.exit_code())
 }
 
 /// What the IPFIX export did, on stderr (and a JSON line with --json).
@@ -376,7 +380,13 @@ fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: 
         prev = Some(cur);
         next += args.interval;
         let until = deadline.map_or(next, |d| d.min(next));
-        if !sleep_until(until, stop) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if !sleep_until(until, stop) {
+            // Ctrl-C, or the interface went away: what came since the last
+            // report is reported too (with --json: a last snapshot).
+            let cur = session.snapshot()?;
+            return print(prev.as_ref(), &cur, args);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
     }

@@ -53,7 +53,7 @@ fn longest_prefix_and_protocol_rules() {
         (2, rule("10.1.0.0/16", None, None)),
         (3, rule("10.1.2.128/25", Some("tcp"), None)),
         (4, rule("192.0.2.7", None, None)),
-        (5, rule("2001:db8::/32", Some("icmp"), None)),
+        (5, rule("2001:db8::/32", Some("icmpv6"), None)),
         (6, rule("2001:db8:1::/48", None, Some(22))),
     ];
     let c = compile(&rules, Capacity::UNLIMITED).unwrap();
@@ -125,7 +125,7 @@ fn matches_brute_force_on_random_rule_sets() {
             let (proto, port) = match rng.random_range(0..4) {
                 0 => (None, None),
                 1 => (Some("udp"), Some(rng.random_range(1..4u16))),
-                2 => (Some("icmp"), None),
+                2 => (Some(if net.addr().is_ipv4() { "icmp" } else { "icmpv6" }), None),
                 _ => (None, Some(rng.random_range(1..4u16))),
             };
             let r = Rule::parse(&net.to_string(), proto, port, None).unwrap();

@@ -106,7 +106,7 @@ impl Serialize for Rate {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Limit {
     /// Source prefix of received packets.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(flatten, serialize_with = "crate::rule::ser_cidr")]
     pub net: IpNet,
     pub rate: Rate,
     /// Packets a full bucket lets through at once.
@@ -121,10 +121,6 @@ pub struct Limit {
     /// How long a source that exceeds the rate is dropped altogether (milliseconds in JSON).
     #[serde(rename = "ban_ms", serialize_with = "ser_ms")]
     pub ban: Option<Duration>,
-}
-
-fn ser_display<S: serde::Serializer>(v: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 fn ser_ms<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -203,7 +199,7 @@ impl Limit {
             id,
             family,
             prefix_len: self.net.prefix_len(),
-            proto: self.proto.map_or(0, |p| p.number(family)),
+            proto: self.proto.map_or(0, Proto::number),
             flags: flags as u8,
             port: self.port.unwrap_or(0),
             dir: nr_fw_dir::NR_DIR_IN.0 as u8,
