@@ -146,7 +146,7 @@ impl StderrLog {
         self.0.lock().unwrap().clone()
     }
 
-    /// Waits (20 s at most) until `marker` shows, e.g. dump's "capturing" once its
+    /// Waits (90 s at most) until `marker` shows, e.g. dump's "capturing" once its
     /// programs are in place; panics if the child exits first.
     pub fn wait_for(&self, child: &mut Child, marker: &str) {
         let t = Instant::now();
