@@ -37,6 +37,9 @@ enum Command {
     /// Add, delete and list deny rules.
     #[command(subcommand)]
     Deny(cmd::deny::DenyCommand),
+    /// Add, delete and list allow rules (they beat wider deny rules and a drop policy).
+    #[command(subcommand)]
+    Allow(cmd::allow::AllowCommand),
     /// Print one line per packet seen on an interface.
     Monitor(cmd::monitor::MonitorArgs),
     /// Capture whole packets at XDP or TC into pcapng, filtered in the kernel (tcpdump syntax).
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
         Command::Deny(c) => cmd::deny::run(&ctx, c),
+        Command::Allow(c) => cmd::allow::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Dump(a) => cmd::dump::run(&ctx, a),

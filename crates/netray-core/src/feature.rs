@@ -9,11 +9,22 @@ pub enum Feature {
     Flows,
     Capture,
     ChainNext,
+    /// `firewall policy in drop`: drop what no rule decides (ingress hooks).
+    PolicyDrop,
+    /// Note the replies to what this host sends (TC egress), for PolicyDrop.
+    Replies,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 5] =
-        [Feature::Firewall, Feature::Monitor, Feature::Flows, Feature::Capture, Feature::ChainNext];
+    pub const ALL: [Feature; 7] = [
+        Feature::Firewall,
+        Feature::Monitor,
+        Feature::Flows,
+        Feature::Capture,
+        Feature::ChainNext,
+        Feature::PolicyDrop,
+        Feature::Replies,
+    ];
 
     pub fn bit(self) -> u32 {
         use netray_ebpf::abi::nr_feature as F;
@@ -23,6 +34,8 @@ impl Feature {
             Feature::Flows => F::NR_FEAT_FLOWS,
             Feature::Capture => F::NR_FEAT_CAPTURE,
             Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
+            Feature::PolicyDrop => F::NR_FEAT_POLICY_DROP,
+            Feature::Replies => F::NR_FEAT_REPLIES,
         })
         .0
     }
@@ -34,6 +47,8 @@ impl Feature {
             Feature::Flows => "flows",
             Feature::Capture => "capture",
             Feature::ChainNext => "chain",
+            Feature::PolicyDrop => "policy-drop",
+            Feature::Replies => "replies",
         }
     }
 

@@ -20,6 +20,8 @@ pub const FW_RULE_HITS: &str = "fw_rule_hits";
 pub const FW_RULE_STATS: &str = "fw_rule_stats";
 pub const FW_PENDING: &str = "fw_pending";
 pub const FW_STATE: &str = "fw_state";
+pub const FW_REPLIES: &str = "fw_replies";
+pub const FW_REPLY_STATS: &str = "fw_reply_stats";
 
 // ---- one interface's (<pin>/if/<ifindex>/) ----
 pub const IF_CONFIG: &str = "if_config";
@@ -45,6 +47,8 @@ pub const ALL: &[&str] = &[
     FW_RULE_STATS,
     FW_PENDING,
     FW_STATE,
+    FW_REPLIES,
+    FW_REPLY_STATS,
     IF_CONFIG,
     IF_CPU_STATS,
     IF_STATS,

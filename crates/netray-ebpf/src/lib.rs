@@ -100,6 +100,9 @@ pub mod abi {
         nr_rule_counter,
         nr_rule_hits,
         nr_fw_pending,
+        nr_reply_key,
+        nr_reply_value,
+        nr_reply_stats,
         nr_flow_key,
         nr_flow_value,
         nr_flow_stats,
@@ -136,6 +139,7 @@ pub mod abi {
     pub trait Counters: plain::Plain + Default {}
     impl Counters for nr_if_stats {}
     impl Counters for nr_capture_stats {}
+    impl Counters for nr_reply_stats {}
     impl Counters for nr_exec_stats {}
 
     /// The per-CPU copies of a counter struct added up.

@@ -15,6 +15,7 @@
 //! - `netray_interface_packets_total{interface,direction,verdict}` and
 //!   `netray_interface_bytes_total{...}`: every packet the dispatcher saw
 //!   (direction "ingress": XDP, "egress": TC), verdict "pass" or "drop"
+//! - `netray_interface_audited_packets_total{interface,direction}`: passed packets an audit rule matched
 //! - `netray_interface_non_ip_packets_total`, `netray_interface_truncated_packets_total`
 //! - `netray_monitor_events_total` / `netray_monitor_events_lost_total{interface}`:
 //!   monitor records written to / lost on the event ring (ring full)
@@ -107,6 +108,8 @@ pub fn rule_label(rule: String, action: Action) -> String {
     match action {
         Action::Deny => rule,
         Action::Audit => format!("{rule} (audit)"),
+        // An allow rule's text starts with "allow" already.
+        Action::Allow => rule,
     }
 }
 
@@ -319,6 +322,18 @@ impl NetrayCollector {
             "netray_interface_truncated_packets",
             "Frames that ended inside a header the parser needed",
             per_if(|s| s.stats.truncated),
+        );
+        let audited = ifs
+            .iter()
+            .flat_map(|s| {
+                [("ingress", s.stats.audited), ("egress", s.egress.audited)]
+                    .map(|(d, n)| (vec![("interface", s.name.clone()), ("direction", d.to_string())], n))
+            })
+            .collect();
+        out.counter(
+            "netray_interface_audited_packets",
+            "Packets an audit rule matched: passed, counted as that rule's would-drop hits (included in verdict pass)",
+            audited,
         );
         out.counter("netray_monitor_events", "Monitor records written to the event ring", per_if(|s| s.stats.events_sent));
         out.counter(

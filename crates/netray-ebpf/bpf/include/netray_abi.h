@@ -87,6 +87,13 @@ enum nr_feature {
 	NR_FEAT_FLOWS = 1 << 2,
 	NR_FEAT_CAPTURE = 1 << 3,	/* exit capture (if_chain / if_tc_chain) */
 	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
+	/* `firewall policy in drop` (XDP, TC ingress): drop what no rule
+	 * decides, except ARP, IPv6 neighbour/router discovery and replies
+	 * found in fw_replies (policy.h) */
+	NR_FEAT_POLICY_DROP = 1 << 5,
+	/* TC egress: note what this host sends in fw_replies, so its replies
+	 * pass a drop policy */
+	NR_FEAT_REPLIES = 1 << 6,
 };
 
 struct nr_if_config {
@@ -158,6 +165,7 @@ struct nr_if_stats {
 	__u64 events_lost;	/* event ring full: the record was not written */
 	__u64 non_ip;
 	__u64 truncated;
+	__u64 audited;		/* passed only because the rule that matched audits (counted in seen, not dropped) */
 };
 
 /* ---- firewall ------------------------------------------------------------- */
@@ -301,7 +309,9 @@ enum nr_fw_match_flags {
 };
 
 struct nr_fw_match {
-	__u32 any_rule;		/* rule (slot+1) that drops all traffic here, 0 = none */
+	/* rule (slot+1) that decides all traffic here, or with NR_FW_MATCH_L4
+	 * the traffic of protocols/ports no fw_l4 entry names; 0 = none */
+	__u32 any_rule;
 	__u32 flags;		/* enum nr_fw_match_flags */
 };
 
@@ -332,7 +342,7 @@ struct nr_fw_state {
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 3,	/* fw_rule_action: audit rules and expiry */
+	NR_FW_TABLE_FORMAT = 4,	/* allow rules; nr_fw_match.any_rule behind fw_l4 */
 };
 
 enum nr_fw_dir {
@@ -343,6 +353,7 @@ enum nr_fw_dir {
 enum nr_fw_action {
 	NR_ACTION_DENY = 1,
 	NR_ACTION_AUDIT = 2,	/* count the hit, let the packet pass */
+	NR_ACTION_ALLOW = 3,	/* let the packet pass; the interface's policy does not apply */
 };
 
 /* A rule as the user wrote it; stored in the pinned fw_rules map by slot. */
@@ -426,6 +437,38 @@ struct nr_fw_pending {
 	__u8 _pad[40];
 };
 _Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
+
+/* ---- default-drop policy: replies to what this host sent (policy.h) ---- */
+/*
+ * fw_replies, a pinned LRU hash shared by every interface, holds the reply
+ * each packet this host sent at TC egress would get: its 5-tuple reversed
+ * (ICMP echo: the echo id in both ports). Under NR_FEAT_POLICY_DROP a
+ * received packet no rule decides passes when its own tuple is there.
+ */
+struct nr_reply_key {
+	__u8 family;		/* 4 or 6 */
+	__u8 proto;		/* IPPROTO_TCP, _UDP, _ICMP or _ICMPV6 */
+	__u16 _pad;
+	__u16 sport;		/* the reply's (host order); ICMP echo: the id */
+	__u16 dport;		/* ICMP echo: the id */
+	__u8 src[16];		/* the reply's source: where this host sent to */
+	__u8 dst[16];		/* the reply's destination: this host */
+};
+
+struct nr_reply_value {
+	__u64 last_sent_ns;	/* bpf_ktime_get_coarse_ns() of the last packet sent */
+};
+
+/* Per-CPU counters of fw_replies (fw_reply_stats): an LRU map evicts
+ * silently, so evicted = inserts - entries present. */
+struct nr_reply_stats {
+	__u64 inserts;		/* new entries */
+	__u64 insert_failed;	/* a sent packet whose reply could not be noted */
+	__u64 replies;		/* received packets passed as replies */
+	__u64 neighbour;	/* received ARP/ND packets passed under a drop policy */
+	__u64 dropped;		/* received packets the drop policy dropped */
+	__u64 _pad[3];
+};
 
 /* ---- flows ---------------------------------------------------------------- */
 /*
@@ -532,7 +575,7 @@ struct nr_capture_scratch {
 	__u32 snaplen;		/* filter result: 0 = no match, else bytes to keep */
 	__u32 point;		/* enum nr_capture_point */
 	__s32 verdict;		/* return code decided at the exit point */
-	__u32 _pad;
+	__u32 audit_rule;	/* exit point: the audit rule that matched (it passed), 0 = none */
 };
 
 /* One record on a capture ring; cap_len packet bytes follow. */
@@ -544,7 +587,8 @@ struct nr_capture_record {
 	__s32 verdict;		/* exit point: XDP/TC return code; entry: 0 */
 	__u8 hook;		/* enum nr_hook */
 	__u8 point;		/* enum nr_capture_point */
-	__u8 _pad[6];
+	__u8 _pad[2];
+	__u32 audit_rule;	/* exit point: the audit rule that matched, 0 = none */
 };
 
 /* Per-CPU counters of a capture session, one entry per capture point. */

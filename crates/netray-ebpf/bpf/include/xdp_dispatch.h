@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "firewall.h"
+#include "policy.h"
 #include "monitor.h"
 #include "flows.h"
 
@@ -23,7 +24,7 @@ const volatile __u32 cfg_frags = 0;
 /* Hands the packet and its verdict to the exit capture (netray dump --point
  * exit), which records it and returns the verdict itself. Returns only if no
  * capture program is installed. */
-static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
+static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict, __u32 rule)
 {
 	struct nr_capture_scratch *s;
 	__u32 zero = 0;
@@ -32,12 +33,13 @@ static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
 	if (!s)
 		return;
 	s->verdict = verdict;
+	s->audit_rule = verdict == XDP_PASS && nr_fw_audits(rule) ? nr_fw_rule_id(rule) : 0;
 	bpf_tail_call(ctx, &if_chain, NR_CHAIN_CAPTURE);
 }
 
 /* Features the short path below serves; with any other one on, every frame
  * takes the general path. */
-#define NR_XDP_SHORT_FEATURES (NR_FEAT_FIREWALL | NR_FEAT_CHAIN_NEXT)
+#define NR_XDP_SHORT_FEATURES (NR_FEAT_FIREWALL | NR_FEAT_POLICY_DROP | NR_FEAT_CHAIN_NEXT)
 
 /* The common frame (see nr_common_ipv4) when at most the firewall and the
  * foreign-program chain are on, on a CPU with rows in the global per-CPU
@@ -65,6 +67,18 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 			stats->bytes_dropped += len;
 			return XDP_DROP;
 		}
+		if (unlikely(features & NR_FEAT_POLICY_DROP)) {
+			struct nr_meta meta = {};
+
+			nr_parse_fast(data, data_end, &meta);
+			if (nr_policy_drops(data, data_end, &meta, features, rule)) {
+				stats->dropped++;
+				stats->bytes_dropped += len;
+				return XDP_DROP;
+			}
+		}
+		if (unlikely(nr_fw_audits(rule)))
+			stats->audited++;
 	}
 	if (features & NR_FEAT_CHAIN_NEXT)
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);
@@ -87,10 +101,12 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
-		if (nr_fw_drops(rule)) {
+		if (nr_fw_drops(rule) || nr_policy_drops(data, data_end, &meta, features, rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
+		} else if (unlikely(nr_fw_audits(rule))) {
+			stats->audited++;
 		}
 	}
 
@@ -106,13 +122,13 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.ifindex = ctx->ingress_ifindex;
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
-		ev.verdict = nr_fw_event_verdict(rule);
+		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
 		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, &if_config, stats);
 	}
 
 	if (unlikely(features & NR_FEAT_CAPTURE))
-		nr_xdp_exit_capture(ctx, verdict);
+		nr_xdp_exit_capture(ctx, verdict, rule);
 
 	if (verdict == XDP_PASS && (features & NR_FEAT_CHAIN_NEXT))
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);
