@@ -1,0 +1,240 @@
+//! Allow rules and the default-drop policy (firewall.h, policy.h) through
+//! BPF_PROG_TEST_RUN on every ingress path a verdict is taken: the XDP
+//! dispatcher's short path (firewall alone) and general path (with the
+//! monitor), and TC ingress; and TC egress noting the replies.
+//!
+//! Each path: under `policy in drop` a packet no rule decides is dropped,
+//! ARP and IPv6 neighbour discovery pass, a reply to what the host sent
+//! passes (TCP, UDP, ICMP and ICMPv6 echo) and a look-alike that is no reply
+//! does not, an allow rule passes its prefix and counts its hits, a deny rule
+//! inside it wins, an audit rule leaves the packet to the policy; under
+//! `pass` an unmatched packet passes. Verdicts, monitor events, the
+//! interface's counters and the reply table's counters are checked exactly.
+
+mod common;
+
+use common::*;
+use netray_core::{map_names as M, maps, Feature, Hook};
+use netray_ebpf::abi::{nr_reply_stats, nr_verdict, sum_counters};
+use netray_firewall::{Action, Firewall, Rule, RuleOptions};
+use netray_tests::{require_root, RunResult, TcHarness, XdpHarness, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
+
+/// This host, and the peers it talks to.
+const HOST: [u8; 4] = [10, 0, 0, 1];
+const SERVER: [u8; 4] = [192, 0, 2, 80];
+const ALLOWED: [u8; 4] = [198, 51, 100, 7];
+const DENIED_INSIDE: [u8; 4] = [198, 51, 100, 9];
+const AUDITED: [u8; 4] = [203, 0, 113, 5];
+const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    XdpShort,
+    XdpGeneral,
+    TcIngress,
+}
+
+enum Harness {
+    Xdp(XdpHarness),
+    Tc(TcHarness),
+}
+
+impl Harness {
+    fn new(path: Path, policy_drop: bool) -> Harness {
+        let tag = format!("fwpol-{path:?}-{policy_drop}").to_lowercase();
+        let policy: &[Feature] = if policy_drop { &[Feature::PolicyDrop] } else { &[] };
+        match path {
+            Path::XdpShort | Path::XdpGeneral => {
+                let h = XdpHarness::new(&tag);
+                let mut f = vec![Feature::Firewall];
+                if path == Path::XdpGeneral {
+                    f.push(Feature::Monitor);
+                }
+                h.set_features(&[&f[..], policy].concat());
+                Harness::Xdp(h)
+            }
+            Path::TcIngress => {
+                let h = TcHarness::new(&tag);
+                let ingress = [&[Feature::Firewall, Feature::Monitor][..], policy].concat();
+                h.set_features(&ingress, &[Feature::Firewall, Feature::Monitor, Feature::Replies], &[]);
+                Harness::Tc(h)
+            }
+        }
+    }
+
+    fn firewall(&self) -> Firewall {
+        match self {
+            Harness::Xdp(h) => h.firewall(),
+            Harness::Tc(h) => h.firewall(),
+        }
+    }
+
+    fn pin(&self) -> &netray_core::PinDir {
+        match self {
+            Harness::Xdp(h) => &h.tmp.pin,
+            Harness::Tc(h) => &h.tmp.pin,
+        }
+    }
+
+    /// A received frame: (dropped, the event's (verdict, rule id) where the path emits one).
+    fn receive(&self, path: Path, frame: &[u8]) -> (bool, Option<(u32, u32)>) {
+        let r: RunResult = match self {
+            Harness::Xdp(h) => h.run(frame),
+            Harness::Tc(h) => h.run(Hook::TcIngress, frame),
+        };
+        let (drop, pass) = if path == Path::TcIngress { (TC_ACT_SHOT, TC_ACT_UNSPEC) } else { (XDP_DROP, XDP_PASS) };
+        assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
+        (r.verdict == drop, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
+    }
+
+    /// A frame the host sends: through TC egress where the path has it (it
+    /// notes the reply), else written into the reply table as TC egress
+    /// would (the XDP harness has no TC program).
+    fn send(&self, frame: &[u8], reply_key: netray_ebpf::abi::nr_reply_key) {
+        match self {
+            Harness::Tc(h) => assert_eq!(h.run(Hook::TcEgress, frame).verdict, TC_ACT_UNSPEC),
+            Harness::Xdp(h) => {
+                let table = maps::open_pinned(&h.tmp.pin.fw_dir().join(M::FW_REPLIES)).unwrap();
+                let v = netray_ebpf::abi::nr_reply_value { last_sent_ns: 1 };
+                use libbpf_rs::MapCore;
+                table
+                    .update(netray_ebpf::abi::bytes_of(&reply_key), netray_ebpf::abi::bytes_of(&v), libbpf_rs::MapFlags::ANY)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn stats(&self) -> netray_ebpf::abi::nr_if_stats {
+        match self {
+            Harness::Xdp(h) => h.stats(),
+            Harness::Tc(h) => h.stats(Hook::TcIngress),
+        }
+    }
+
+    fn reply_stats(&self) -> nr_reply_stats {
+        let m = maps::open_pinned(&self.pin().fw_dir().join(M::FW_REPLY_STATS)).unwrap();
+        sum_counters(&maps::get_percpu(&m, 0).unwrap())
+    }
+}
+
+/// The key of the reply to a packet from `src`:`sport` to `dst`:`dport` (ICMP echo: ports = the id).
+fn reply_key(family: u8, proto: u8, src: &[u8], dst: &[u8], sport: u16, dport: u16) -> netray_ebpf::abi::nr_reply_key {
+    let mut k = netray_ebpf::abi::nr_reply_key { family, proto, sport: dport, dport: sport, ..Default::default() };
+    k.src[..dst.len()].copy_from_slice(dst);
+    k.dst[..src.len()].copy_from_slice(src);
+    k
+}
+
+fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    v4(src, dst, udp(sport, dport, &[7; 12])).bytes()
+}
+
+fn check_path(path: Path) {
+    let h = Harness::new(path, true);
+    let fw = h.firewall();
+    let (drop_code, pass_code) = (nr_verdict::NR_VERDICT_DROP.0, nr_verdict::NR_VERDICT_PASS.0);
+    let ev = |v: u32, rule: u32| (path != Path::XdpShort).then_some((v, rule));
+    let ids = fw
+        .add_with(&[
+            (Rule::parse("198.51.100.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Allow, ttl: None }),
+            (Rule::parse("198.51.100.9", None, None, None).unwrap(), RuleOptions::default()),
+            (Rule::parse("203.0.113.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Audit, ttl: None }),
+        ])
+        .unwrap();
+    let (allow, deny, audit) = (ids[0], ids[1], ids[2]);
+    assert_eq!(
+        fw.list().unwrap().iter().map(|r| (r.id, r.action, r.rule.allow)).collect::<Vec<_>>(),
+        vec![(allow, Action::Allow, true), (deny, Action::Deny, false), (audit, Action::Audit, false)]
+    );
+
+    // No rule: the policy drops.
+    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop_code, 0)), "{path:?}: unmatched");
+    // ARP and neighbour discovery always pass; an ICMPv6 echo request does not.
+    assert_eq!(h.receive(path, &non_ip(0x0806, &[0; 28]).bytes()), (false, ev(pass_code, 0)), "{path:?}: ARP");
+    for nd in [133u8, 134, 135, 136, 137] {
+        let f = v6(SERVER6, HOST6, vec![], icmp6(nd, 0)).bytes();
+        assert_eq!(h.receive(path, &f), (false, ev(pass_code, 0)), "{path:?}: ICMPv6 type {nd}");
+    }
+    let echo6 = v6(SERVER6, HOST6, vec![], icmp6(128, 0)).bytes();
+    assert_eq!(h.receive(path, &echo6), (true, ev(drop_code, 0)), "{path:?}: ICMPv6 echo request");
+
+    // Replies to what the host sent pass; the same peer on another port does not.
+    h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(pass_code, 0)), "{path:?}: UDP reply");
+    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5354)), (true, ev(drop_code, 0)), "{path:?}: other port");
+    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 54, 5353)), (true, ev(drop_code, 0)), "{path:?}: other source port");
+    h.send(&v4(HOST, SERVER, tcp(40000, 22)).bytes(), reply_key(4, 6, &HOST, &SERVER, 40000, 22));
+    assert_eq!(h.receive(path, &v4(SERVER, HOST, tcp(22, 40000)).bytes()), (false, ev(pass_code, 0)), "{path:?}: TCP reply");
+    assert_eq!(h.receive(path, &v4(SERVER, HOST, tcp(22, 40001)).bytes()), (true, ev(drop_code, 0)), "{path:?}: TCP other");
+    // ICMP echo: the reply (type 0) with the request's id passes, a request from the peer does not.
+    h.send(&v4(HOST, SERVER, icmp(8, 0)).bytes(), reply_key(4, 1, &HOST, &SERVER, 1, 1));
+    assert_eq!(h.receive(path, &v4(SERVER, HOST, icmp(0, 0)).bytes()), (false, ev(pass_code, 0)), "{path:?}: echo reply");
+    assert_eq!(h.receive(path, &v4(SERVER, HOST, icmp(8, 0)).bytes()), (true, ev(drop_code, 0)), "{path:?}: echo request");
+    h.send(&v6(HOST6, SERVER6, vec![], icmp6(128, 0)).bytes(), reply_key(6, 58, &HOST6, &SERVER6, 1, 1));
+    let reply6 = v6(SERVER6, HOST6, vec![], icmp6(129, 0)).bytes();
+    assert_eq!(h.receive(path, &reply6), (false, ev(pass_code, 0)), "{path:?}: ICMPv6 echo reply");
+
+    // Rules: allow passes its prefix (counted), the deny rule inside it wins,
+    // an audit rule's match is left to the policy (dropped, the hit counted).
+    assert_eq!(h.receive(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(pass_code, allow)), "{path:?}: allowed");
+    assert_eq!(h.receive(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop_code, deny)), "{path:?}: deny inside");
+    assert_eq!(h.receive(path, &udp4(AUDITED, HOST, 1, 2)), (true, ev(drop_code, audit)), "{path:?}: audit, policy drops");
+    let len = udp4(ALLOWED, HOST, 1, 2).len() as u64;
+    let hits: Vec<(u32, u64, u64)> = fw.list().unwrap().iter().map(|r| (r.id, r.packets, r.bytes)).collect();
+    assert_eq!(hits, vec![(allow, 1, len), (deny, 1, len), (audit, 1, len)], "{path:?}: hits");
+
+    let s = h.stats();
+    assert_eq!((s.dropped, s.audited), (8, 0), "{path:?}: dropped: 6 by the policy, 1 deny, 1 audit left to the policy");
+    let r = h.reply_stats();
+    assert_eq!((r.replies, r.neighbour, r.dropped), (4, 6, 7), "{path:?}: reply table counters");
+    if path == Path::TcIngress {
+        assert_eq!((r.inserts, r.insert_failed), (4, 0), "{path:?}: TC egress noted each reply once");
+        h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+        assert_eq!(h.reply_stats().inserts, 4, "a known reply is refreshed, not inserted again");
+    }
+}
+
+/// Under `policy in pass` an unmatched packet passes; allow and audit rules do what they say.
+fn check_pass(path: Path) {
+    let h = Harness::new(path, false);
+    let fw = h.firewall();
+    let ev = |v: nr_verdict, rule: u32| (path != Path::XdpShort).then_some((v.0, rule));
+    let ids = fw
+        .add_with(&[
+            (Rule::parse("198.51.100.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Allow, ttl: None }),
+            (Rule::parse("203.0.113.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Audit, ttl: None }),
+        ])
+        .unwrap();
+    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(nr_verdict::NR_VERDICT_PASS, 0)));
+    assert_eq!(h.receive(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])));
+    assert_eq!(h.receive(path, &udp4(AUDITED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_AUDIT, ids[1])));
+    let s = h.stats();
+    assert_eq!((s.seen, s.dropped, s.audited), (3, 0, 1), "{path:?}: the audit counter");
+}
+
+#[test]
+fn policy_drop_on_the_xdp_short_path() {
+    require_root();
+    check_path(Path::XdpShort);
+}
+
+#[test]
+fn policy_drop_on_the_xdp_general_path() {
+    require_root();
+    check_path(Path::XdpGeneral);
+}
+
+#[test]
+fn policy_drop_at_tc_ingress_with_replies_noted_at_tc_egress() {
+    require_root();
+    check_path(Path::TcIngress);
+}
+
+#[test]
+fn policy_pass_with_allow_and_audit_rules_on_every_path() {
+    require_root();
+    for path in [Path::XdpShort, Path::XdpGeneral, Path::TcIngress] {
+        check_pass(path);
+    }
+}
