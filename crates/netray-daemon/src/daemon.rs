@@ -46,7 +46,7 @@ pub struct RuleView {
     pub proto: Option<String>,
     pub port: Option<u16>,
     pub dir: String,
-    /// "deny" or "audit" (counts, lets pass).
+    /// "deny", "audit" (counts, lets pass) or "allow".
     pub action: Action,
     /// Milliseconds until the rule expires; None: never.
     pub expires_in_ms: Option<u64>,

@@ -122,7 +122,7 @@ mod tests {
         st.interfaces.insert("eth1".into(), "auto".into());
         st.rules.push(StoredRule {
             id: 3,
-            spec: RuleSpec { cidr: "10.0.0.0/8".into(), proto: Some("udp".into()), port: Some(53), dir: Some("in".into()), ttl: None, audit: false },
+            spec: RuleSpec { cidr: "10.0.0.0/8".into(), proto: Some("udp".into()), port: Some(53), dir: Some("in".into()), ttl: None, audit: false, action: None },
         });
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), st);

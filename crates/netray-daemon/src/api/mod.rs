@@ -5,6 +5,7 @@ pub mod health;
 pub mod interfaces;
 pub mod metrics;
 pub mod openapi;
+pub mod policy;
 pub mod rules;
 pub mod stats;
 
