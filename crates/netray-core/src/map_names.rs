@@ -22,6 +22,7 @@ pub const FW_PENDING: &str = "fw_pending";
 pub const FW_STATE: &str = "fw_state";
 pub const FW_REPLIES: &str = "fw_replies";
 pub const FW_REPLY_STATS: &str = "fw_reply_stats";
+pub const FW_REPLY_SEEN: &str = "fw_reply_seen";
 
 // ---- one interface's (<pin>/if/<ifindex>/) ----
 pub const IF_CONFIG: &str = "if_config";
@@ -49,6 +50,7 @@ pub const ALL: &[&str] = &[
     FW_STATE,
     FW_REPLIES,
     FW_REPLY_STATS,
+    FW_REPLY_SEEN,
     IF_CONFIG,
     IF_CPU_STATS,
     IF_STATS,

@@ -48,6 +48,7 @@ enum nr_fw_table_format nr_abi_fw_table_format;
 struct nr_reply_key *nr_abi_reply_key;
 struct nr_reply_value *nr_abi_reply_value;
 struct nr_reply_stats *nr_abi_reply_stats;
+enum nr_reply_seen_layout nr_abi_reply_seen_layout;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;

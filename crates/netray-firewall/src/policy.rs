@@ -9,11 +9,20 @@
 //! login waiting for a keystroke) would otherwise have its next packet
 //! dropped before the host ever sent anything to note.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{
+    fmt,
+    net::IpAddr,
+    str::FromStr,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-use netray_core::{map_names as M, maps, Dispatcher, Error, Feature, Hook, Interface, PinDir, Result};
-use netray_ebpf::abi::{bytes_of, nr_reply_key, nr_reply_stats, nr_reply_value, sum_counters};
+use netray_core::{
+    map_names as M,
+    maps::{self, MmapArray},
+    Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
+};
+use netray_ebpf::abi::{bytes_of, nr_reply_key, nr_reply_seen_layout, nr_reply_stats, nr_reply_value, sum_counters};
 use serde::Serialize;
 
 /// What the ingress hooks do with a packet no rule decides.
@@ -134,20 +143,59 @@ pub fn clear(d: &Dispatcher) -> Result<()> {
     d.set_config(&cfg)
 }
 
+const SEEN_SHIFT: u32 = nr_reply_seen_layout::NR_REPLY_SEEN_SHIFT.0;
+const SEEN_WORDS: usize = nr_reply_seen_layout::NR_REPLY_SEEN_WORDS.0 as usize;
+
+/// The fw_reply_seen bit of a reply key: nr_reply_bit (policy.h), bit for bit.
+pub fn reply_bit(k: &nr_reply_key) -> u32 {
+    let word = |i: usize| u32::from_ne_bytes([k.src[i], k.src[i + 1], k.src[i + 2], k.src[i + 3]]);
+    let addr = word(0) ^ word(4) ^ word(8) ^ word(12);
+    let ports = (u32::from(k.sport) << 16 | u32::from(k.dport)).wrapping_mul(0x85eb_ca6b);
+    let h = addr.wrapping_mul(0x9e37_79b1) ^ ports ^ u32::from(k.proto);
+    h.wrapping_mul(0xc2b2_ae35) >> (32 - SEEN_SHIFT)
+}
+
+/// The reply table as userspace writes it: an entry and its fw_reply_seen
+/// bit, as TC egress notes a reply.
+pub struct Replies {
+    table: MapHandle,
+    seen: MmapArray<u64>,
+}
+
+impl Replies {
+    /// The pinned table; None before a dispatcher created it.
+    pub fn open(pin: &PinDir) -> Result<Option<Replies>> {
+        let dir = pin.fw_dir();
+        let (table, seen) = (dir.join(M::FW_REPLIES), dir.join(M::FW_REPLY_SEEN));
+        if !table.exists() || !seen.exists() {
+            return Ok(None);
+        }
+        let seen = MmapArray::of_global(&maps::open_pinned(&seen)?, SEEN_WORDS)?;
+        Ok(Some(Replies { table: maps::open_pinned(&table)?, seen }))
+    }
+
+    /// Notes a reply to pass; false if the table refused it.
+    pub fn note(&mut self, k: &nr_reply_key) -> bool {
+        let bit = reply_bit(k) as usize;
+        let word = &mut self.seen.slice_mut()[(bit >> 6) % SEEN_WORDS];
+        // SAFETY: the word is a live, aligned u64 of the shared mapping; the
+        // kernel sets bits of it with atomic ors too.
+        unsafe { AtomicU64::from_ptr(word) }.fetch_or(1 << (bit & 63), Ordering::Relaxed);
+        let v = nr_reply_value { last_sent_ns: 0 };
+        self.table.update(bytes_of(k), bytes_of(&v), MapFlags::ANY).is_ok()
+    }
+}
+
 /// Notes the reply of every connected TCP/UDP socket of this network
 /// namespace in fw_replies. Returns how many.
 fn seed_connections(pin: &PinDir) -> Result<usize> {
-    let path = pin.fw_dir().join(M::FW_REPLIES);
-    if !path.exists() {
-        return Ok(0);
-    }
-    let table = maps::open_pinned(&path)?;
+    let Some(mut table) = Replies::open(pin)? else { return Ok(0) };
     let mut n = 0;
     for (file, proto) in [("tcp", 6u8), ("tcp6", 6), ("udp", 17), ("udp6", 17)] {
         // A kernel without IPv6 has no tcp6/udp6: nothing to seed from them.
         let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) else { continue };
         for conn in connections(&text) {
-            if note_reply(&table, proto, conn) {
+            if note_reply(&mut table, proto, conn) {
                 n += 1;
             }
         }
@@ -192,7 +240,7 @@ fn proc_addr(s: &str) -> Option<(IpAddr, u16)> {
 }
 
 /// Notes the reply a connection's peer sends: from remote to local.
-fn note_reply(table: &MapHandle, proto: u8, (local, lport, remote, rport): Conn) -> bool {
+fn note_reply(table: &mut Replies, proto: u8, (local, lport, remote, rport): Conn) -> bool {
     let mut k = nr_reply_key { proto, sport: rport, dport: lport, ..Default::default() };
     match (remote, local) {
         (IpAddr::V4(r), IpAddr::V4(l)) => {
@@ -211,8 +259,7 @@ fn note_reply(table: &MapHandle, proto: u8, (local, lport, remote, rport): Conn)
         }
         _ => return false,
     }
-    let v = nr_reply_value { last_sent_ns: 0 };
-    table.update(bytes_of(&k), bytes_of(&v), MapFlags::ANY).is_ok()
+    table.note(&k)
 }
 
 #[cfg(test)]

@@ -95,12 +95,8 @@ impl Harness {
         match self {
             Harness::Tc(h) => assert_eq!(h.run(Hook::TcEgress, frame).verdict, TC_ACT_UNSPEC),
             Harness::Xdp(h) => {
-                let table = maps::open_pinned(&h.tmp.pin.fw_dir().join(M::FW_REPLIES)).unwrap();
-                let v = netray_ebpf::abi::nr_reply_value { last_sent_ns: 1 };
-                use libbpf_rs::MapCore;
-                table
-                    .update(netray_ebpf::abi::bytes_of(&reply_key), netray_ebpf::abi::bytes_of(&v), libbpf_rs::MapFlags::ANY)
-                    .unwrap();
+                let mut replies = netray_firewall::policy::Replies::open(&h.tmp.pin).unwrap().expect("the reply table");
+                assert!(replies.note(&reply_key));
             }
         }
     }

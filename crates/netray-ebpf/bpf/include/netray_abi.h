@@ -459,6 +459,16 @@ struct nr_reply_value {
 	__u64 last_sent_ns;	/* bpf_ktime_get_coarse_ns() of the last packet sent */
 };
 
+/* fw_reply_seen: a bit per hash of a reply's (source, ports), set by TC egress
+ * with its entry and never cleared, read before fw_replies is: a packet whose
+ * bit is clear is no reply, known without a hash lookup (a drop policy then
+ * costs what the firewall alone does). Set bits only send a lookup to
+ * fw_replies, so a stale bit costs time, never a wrong verdict. */
+enum nr_reply_seen_layout {
+	NR_REPLY_SEEN_SHIFT = 20,	/* 2^20 bits (128 KiB): ~6% set by a full 65,536-entry table */
+	NR_REPLY_SEEN_WORDS = 1 << (NR_REPLY_SEEN_SHIFT - 6),
+};
+
 /* Per-CPU counters of fw_replies (fw_reply_stats): an LRU map evicts
  * silently, so evicted = inserts - entries present. */
 struct nr_reply_stats {

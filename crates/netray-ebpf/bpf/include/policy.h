@@ -44,6 +44,24 @@ struct {
 	__type(value, struct nr_reply_stats);
 } fw_reply_stats SEC(".maps");
 
+/* See enum nr_reply_seen_layout; a global array, addressed without a lookup
+ * (as fw_state, maps.h). */
+__u64 fw_reply_seen[NR_REPLY_SEEN_WORDS] SEC(".data.fw_reply_seen");
+
+/* The fw_reply_seen bit of a reply key: a multiplicative hash of its source
+ * address (folded to 32 bits) and ports. */
+static __always_inline __u32 nr_reply_bit(const struct nr_reply_key *k)
+{
+	__u32 a0, a1, a2, a3, h;
+
+	__builtin_memcpy(&a0, k->src, 4);
+	__builtin_memcpy(&a1, k->src + 4, 4);
+	__builtin_memcpy(&a2, k->src + 8, 4);
+	__builtin_memcpy(&a3, k->src + 12, 4);
+	h = (a0 ^ a1 ^ a2 ^ a3) * 0x9e3779b1u ^ ((__u32)k->sport << 16 | k->dport) * 0x85ebca6bu ^ k->proto;
+	return (h * 0xc2b2ae35u) >> (32 - NR_REPLY_SEEN_SHIFT);
+}
+
 static __always_inline struct nr_reply_stats *nr_reply_stats(void)
 {
 	__u32 zero = 0;
@@ -134,6 +152,13 @@ static __always_inline void nr_policy_note_sent(void *data, void *data_end, cons
 	if (!nr_policy_key(data, data_end, m, &k, 1))
 		return;
 	nv.last_sent_ns = bpf_ktime_get_coarse_ns();
+	{
+		__u32 bit = nr_reply_bit(&k);
+		__u64 *w = &fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)], m = 1ull << (bit & 63);
+
+		if (!(*w & m))
+			__sync_fetch_and_or(w, m);
+	}
 	v = bpf_map_lookup_elem(&fw_replies, &k);
 	if (v) {
 		v->last_sent_ns = nv.last_sent_ns;
@@ -164,7 +189,13 @@ static __noinline int nr_policy_passes(void *data, void *data_end, const struct 
 			st->neighbour++;
 		return 1;
 	}
-	pass = nr_policy_key(data, data_end, m, &k, 0) && bpf_map_lookup_elem(&fw_replies, &k);
+	pass = 0;
+	if (nr_policy_key(data, data_end, m, &k, 0)) {
+		__u32 bit = nr_reply_bit(&k);
+
+		if (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] & (1ull << (bit & 63)))
+			pass = bpf_map_lookup_elem(&fw_replies, &k) != NULL;
+	}
 	if (st) {
 		if (pass)
 			st->replies++;
