@@ -22,7 +22,12 @@ use netray_core::{
     maps::{self, MmapArray},
     Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
-use netray_ebpf::abi::{bytes_of, nr_reply_key, nr_reply_seen_layout, nr_reply_stats, nr_reply_value, sum_counters};
+use netray_ebpf::abi::{
+    bytes_of, nr_direct_cpus, nr_fw_pending, nr_reply_key, nr_reply_seen_layout, nr_reply_stats, nr_reply_value,
+    sum_counters,
+};
+
+const DIRECT_CPUS: usize = nr_direct_cpus::NR_DIRECT_CPUS.0 as usize;
 use serde::Serialize;
 
 /// What the ingress hooks do with a packet no rule decides.
@@ -90,6 +95,14 @@ pub fn reply_status(pin: &PinDir) -> Result<Option<ReplyTableStatus>> {
     let table = maps::open_pinned(&table)?;
     let s: nr_reply_stats = sum_counters(&maps::get_percpu(&maps::open_pinned(&stats)?, 0)?);
     let entries = table.keys().count() as u64;
+    // The short path's drops count in each CPU's fw_pending row.
+    let pending = dir.join(M::FW_PENDING);
+    let short_dropped: u64 = if pending.exists() {
+        let rows: MmapArray<nr_fw_pending> = MmapArray::of_global(&maps::open_pinned(&pending)?, DIRECT_CPUS)?;
+        rows.slice().iter().map(|p| p.policy_dropped).sum()
+    } else {
+        0
+    };
     Ok(Some(ReplyTableStatus {
         entries,
         capacity: table.max_entries(),
@@ -97,7 +110,7 @@ pub fn reply_status(pin: &PinDir) -> Result<Option<ReplyTableStatus>> {
         insert_failed: s.insert_failed,
         replies_passed: s.replies,
         neighbour_passed: s.neighbour,
-        policy_dropped: s.dropped,
+        policy_dropped: s.dropped + short_dropped,
     }))
 }
 

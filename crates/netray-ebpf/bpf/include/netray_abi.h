@@ -434,7 +434,11 @@ struct nr_fw_pending {
 	 * the rules change. */
 	__u32 last_leaf;
 	__u64 last_src;
-	__u8 _pad[40];
+	/* Packets the drop policy dropped on the short path, known to be no
+	 * reply from fw_reply_seen alone (policy.h; the others count in
+	 * fw_reply_stats) */
+	__u64 policy_dropped;
+	__u8 _pad[32];
 };
 _Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
 

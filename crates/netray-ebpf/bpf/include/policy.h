@@ -205,6 +205,26 @@ static __noinline int nr_policy_passes(void *data, void *data_end, const struct 
 	return pass;
 }
 
+/* The XDP short path's policy check (struct nr_meta is not built there):
+ * whether an IPv4 TCP/UDP/ICMP packet, its header at ip and L4 header at l4
+ * (8 bytes in bounds), may be a reply, from its fw_reply_seen bit alone, as
+ * nr_reply_bit computes it for the key nr_policy_key would build. */
+static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, const __u8 *l4, __u32 proto)
+{
+	__u32 ports, h, bit;
+
+	if (proto == IPPROTO_ICMP) {
+		if (l4[0] != NR_ICMP_ECHO_REPLY)
+			return 0;
+		ports = (__u32)bpf_ntohs(*(__be16 *)(l4 + 4)) * 0x10001u;	/* the id in both */
+	} else {
+		ports = (__u32)bpf_ntohs(*(__be16 *)l4) << 16 | bpf_ntohs(*(__be16 *)(l4 + 2));
+	}
+	h = ip->saddr * 0x9e3779b1u ^ ports * 0x85ebca6bu ^ proto;
+	bit = (h * 0xc2b2ae35u) >> (32 - NR_REPLY_SEEN_SHIFT);
+	return (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
 /* The dispatchers' one call at their pass/drop decision: whether the
  * interface's drop policy drops a packet that no rule dropped (rule: as
  * nr_fw_decide returned it). An allow rule passes it; no rule or an audit

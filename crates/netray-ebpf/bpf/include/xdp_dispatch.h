@@ -67,9 +67,19 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 			stats->bytes_dropped += len;
 			return XDP_DROP;
 		}
-		if (unlikely(features & NR_FEAT_POLICY_DROP)) {
+		if (unlikely(features & NR_FEAT_POLICY_DROP) && !nr_fw_allows(rule)) {
 			struct nr_meta meta = {};
+			__u8 *l4 = (__u8 *)ports;
 
+			if ((void *)(l4 + 8) > data_end)	/* checked by nr_common_ipv4; for the verifier */
+				return XDP_PASS;
+			/* no reply: dropped without building a key (most of what a drop policy sees) */
+			if (!nr_policy_maybe_reply_v4(ip, l4, proto)) {
+				fw_pending[cpu].policy_dropped++;
+				stats->dropped++;
+				stats->bytes_dropped += len;
+				return XDP_DROP;
+			}
 			nr_parse_fast(data, data_end, &meta);
 			if (nr_policy_drops(data, data_end, &meta, features, rule)) {
 				stats->dropped++;
