@@ -6,7 +6,7 @@ use clap::Subcommand;
 use netray_firewall::Action;
 
 use super::{
-    deny::{self, RuleArgs, RuleArgsOptional},
+    deny::{self, DelArgs, RuleArgs},
     firewall::CapacityArgs,
     Context,
 };
@@ -35,16 +35,7 @@ pub enum AllowCommand {
     },
     /// Delete allow rules, given exactly as added or by id.
     #[command(alias = "delete", after_help = "Examples:\n  netray allow del 10.0.0.0/8\n  netray allow del --id 3")]
-    Del {
-        #[command(flatten)]
-        spec: RuleArgsOptional,
-        /// Delete by rule id (as shown by `netray allow list`).
-        #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
-        ids: Vec<u32>,
-        /// Print the deleted rule ids as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Del(DelArgs),
     /// List the allow rules with their time left and hit counters (packets they let pass).
     #[command(after_help = "Example:\n  netray allow list --json")]
     List {
@@ -57,7 +48,7 @@ pub enum AllowCommand {
 pub fn run(ctx: &Context, cmd: AllowCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AllowCommand::Add { spec, ttl, cap, json } => deny::add(ctx, &spec, Action::Allow, ttl.as_deref(), cap, json),
-        AllowCommand::Del { spec, ids, json } => deny::del(ctx, &spec, &ids, true, json),
+        AllowCommand::Del(d) => deny::del(ctx, &d, true),
         AllowCommand::List { json } => deny::list(ctx, true, json),
     }
 }

@@ -43,16 +43,7 @@ pub enum DenyCommand {
     },
     /// Delete rules, given exactly as added or by id.
     #[command(alias = "delete", after_help = "Examples:\n  netray deny del 203.0.113.0/24\n  netray deny del 10.0.0.0/8 --proto udp --port 53\n  netray deny del --id 3")]
-    Del {
-        #[command(flatten)]
-        spec: RuleArgsOptional,
-        /// Delete by rule id (as shown by `netray deny list`).
-        #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
-        ids: Vec<u32>,
-        /// Print the deleted rule ids as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Del(DelArgs),
     /// List the rules with their action, time left and hit counters; removes expired rules.
     #[command(after_help = "Example:\n  netray deny list --json\n\n\
         An audit rule's hits are the packets it would have dropped. Rules whose --ttl has run out\n\
@@ -75,6 +66,19 @@ pub struct RuleArgs {
     file: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// `deny del` and `allow del`.
+#[derive(Args)]
+pub struct DelArgs {
+    #[command(flatten)]
+    spec: RuleArgsOptional,
+    /// Delete by rule id (as the command's `list` shows it).
+    #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
+    ids: Vec<u32>,
+    /// Print the deleted rule ids as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -159,7 +163,7 @@ pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
             let action = if audit { Action::Audit } else { Action::Deny };
             add(ctx, &spec, action, ttl.as_deref(), cap, json)
         }
-        DenyCommand::Del { spec, ids, json } => del(ctx, &spec, &ids, false, json),
+        DenyCommand::Del(d) => del(ctx, &d, false),
         DenyCommand::List { json } => list(ctx, false, json),
     }
 }
@@ -187,7 +191,8 @@ pub(super) fn add(
 }
 
 /// `deny del` / `allow del`: rules of the other kind are not theirs to delete.
-pub(super) fn del(ctx: &Context, spec: &RuleArgsOptional, ids: &[u32], allow: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn del(ctx: &Context, d: &DelArgs, allow: bool) -> anyhow::Result<ExitCode> {
+    let (spec, ids, json) = (&d.spec, &d.ids, d.json);
     let fw = ctx.firewall()?;
     let deleted = if ids.is_empty() {
         fw.delete(&parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter, allow)?)?
