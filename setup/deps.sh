@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what netray needs to build, test and run on Debian (as root):
 # clang-19 for the BPF programs, libelf/zlib for libbpf, libpcap, iproute2 for
-# the lab, tcpdump/tshark to check captures, promtool to check /metrics, and
+# the lab, tcpdump/tshark to check captures, man-db to render `netray man`,
+# promtool to check /metrics, and
 # schemathesis (PyPI, pinned, in a private venv) for the daemon's schema test.
+# pmacct (nfacctd) receives the IPFIX export in its tests.
 # Does nothing when all is there.
 set -euo pipefail
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev libpcap-dev pkg-config make gcc
           iproute2 linux-libc-dev bpftool tcpdump tshark iputils-ping procps
-          python3 python3-venv util-linux)
+          python3 python3-venv util-linux man-db pmacct)
 
 missing=()
 for p in "${packages[@]}"; do

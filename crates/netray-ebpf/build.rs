@@ -14,6 +14,7 @@ const PROGRAMS: &[&str] = &[
     "bench_dump",
     "capture",
     "capture_trace",
+    "drops",
     "probe",
 ];
 

@@ -3,6 +3,7 @@
 //! on any machine.
 
 pub mod capture;
+pub mod ipfix;
 pub mod rulegen;
 pub mod tc;
 pub mod xdp;

@@ -210,6 +210,8 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         ranges_per_bank: (needed.ranges.len() as u32 + 1024)
             .max(FwCapacity::default().ranges_per_bank),
         max_rules: (largest as u32 + 16 + 100).max(1024), // + the policy rows' allow rules
+        // Room for every random source under the per-source limit row: no eviction while measuring.
+        limit_sources: 4 * SOURCES,
     };
     ensure_tables(&pin.0, &cap)?;
     let firewall = Firewall::new(pin.0.clone(), cap);
@@ -407,6 +409,18 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             fill_sources(rules, &mut rng)?;
         }
 
+        if n == 0 {
+            // Limits apply to what the firewall passes: with no rules, every frame.
+            let mut limit_row = |name: &str, prepare: &mut dyn FnMut() -> anyhow::Result<()>| {
+                prepare()?;
+                let repeated = measure(Prog::Dispatch, &frame)?;
+                let random = measure(Prog::RandDispatch, &frame)?;
+                row(name, n, repeated, random, None);
+                Ok(())
+            };
+            limit_rows(pin.0.clone(), cap, &mut limit_row, &progs.bench_rand_dispatch, &frame)?;
+        }
+
         if n == largest {
             // The same frames with flow accounting too (every random source
             // is a flow: the table is filled first, then measured).
@@ -534,6 +548,45 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         reply_added_ns,
         hash_lookup_ns,
     })
+}
+
+/// Rows with rate limits, beside "firewall" with no rules (same features,
+/// same frames, all passed by the firewall): 16 limits no frame matches
+/// (their prefixes, in 240.0.0.0/4, share no first two bytes with any
+/// source, as most traffic a limited host sees), then one per-source limit
+/// every frame matches (0.0.0.0/0, a rate nothing exceeds, each source's
+/// bucket already in the table: one hash lookup). The limits are removed after.
+fn limit_rows(
+    pin: PinDir,
+    cap: FwCapacity,
+    measure_row: &mut dyn FnMut(&str, &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()>,
+    warm: &ProgramMut<'_>,
+    frame: &[u8],
+) -> anyhow::Result<()> {
+    use netray_firewall::{Limit, LimitArgs, Limits};
+    let limits = Limits::new(pin, cap);
+    let parse = |cidr: &str, rate: &str, per_source: bool| {
+        Limit::parse(&LimitArgs { cidr, rate, per_source, burst: Some(100_000_000), ..Default::default() })
+    };
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        ids.push(limits.add(&parse(&format!("240.0.{i}.0/24"), "1000/s", false)?)?);
+    }
+    measure_row("firewall + 16 limits, none match", &mut || Ok(()))?;
+    for id in ids.drain(..) {
+        limits.delete_id(id)?;
+    }
+    ids.push(limits.add(&parse("0.0.0.0/0", "100000000/s", true)?)?);
+    measure_row("firewall + per-source limit", &mut || {
+        // Every random source gets its bucket before the measurement.
+        let input = ProgramInput { data_in: Some(frame), repeat: 2 * SOURCES, ..Default::default() };
+        warm.test_run(input).context("BPF_PROG_TEST_RUN")?;
+        Ok(())
+    })?;
+    for id in ids {
+        limits.delete_id(id)?;
+    }
+    Ok(())
 }
 
 /// The reference maps hold every rule: its network address in the hash

@@ -21,7 +21,7 @@ pub mod batch_writer;
 pub mod direct_io;
 pub use direct_io::DirectFile;
 pub mod session;
-pub use session::{Capture, CaptureSpec, ForeignXdp, PointStats};
+pub use session::{Capture, CaptureSpec, ForeignXdp, PointStats, StatsReader};
 pub mod output;
 pub use output::Output;
 pub mod live;

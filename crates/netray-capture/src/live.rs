@@ -103,9 +103,19 @@ impl LiveCapture {
     /// the file with an Interface Statistics Block per interface. Text lines are
     /// written per packet.
     pub fn write_to(capture: Capture, mut output: Output) -> Result<(LiveCapture, Arc<Mutex<Output>>)> {
+        let started = SystemTime::now();
         for iface in capture.interfaces() {
             output.declare(iface);
         }
+        // Each rotated file ends with the counters since the capture started (as
+        // dumpcap's statistics count), taken when the file is closed.
+        let (reader, table) = (capture.stats_reader()?, capture.interface_table().clone());
+        output.set_statistics_source(Box::new(move || match reader.read() {
+            Ok(stats) => statistics(&table, &stats, started, SystemTime::now()),
+            // Counters that cannot be read leave this file without statistics; the
+            // summary at the end still reads them.
+            Err(_) => Vec::new(),
+        }));
         let pcapng = output.writes_pcapng();
         let output = Arc::new(Mutex::new(output));
         if !pcapng {
@@ -129,7 +139,7 @@ impl LiveCapture {
             readers,
             done,
             writer: Some((writer, Arc::clone(&output))),
-            started: SystemTime::now(),
+            started,
         };
         Ok((live, output))
     }

@@ -24,8 +24,13 @@ pub struct Output {
     declared: Vec<CaptureIf>,
     /// `-G` with `-W`: the file limit that ended the capture.
     file_limit_reached: Option<u32>,
+    /// The statistics each rotated file ends with, as they stand when it is closed.
+    statistics: Option<StatisticsSource>,
     error: Option<io::Error>,
 }
+
+/// The Interface Statistics Blocks of the declared interfaces, taken now.
+pub type StatisticsSource = Box<dyn FnMut() -> Vec<(CaptureIf, InterfaceStatistics)> + Send>;
 
 enum Sink {
     Pcapng(PcapngWriter<Box<dyn Write + Send>>),
@@ -106,8 +111,23 @@ impl Output {
         self
     }
 
+    /// Where a rotated file's closing statistics come from (a live capture's counters);
+    /// without one, rotated files end without them (a `-r` replay has none to give).
+    pub fn set_statistics_source(&mut self, source: StatisticsSource) {
+        self.statistics = Some(source);
+    }
+
     fn new(sink: Sink, limit: Option<u64>) -> Output {
-        Output { sink, written: 0, limit, flush_each: false, declared: Vec::new(), file_limit_reached: None, error: None }
+        Output {
+            sink,
+            written: 0,
+            limit,
+            flush_each: false,
+            declared: Vec::new(),
+            file_limit_reached: None,
+            statistics: None,
+            error: None,
+        }
     }
 
     /// Writes one packet; false once the limit is reached or writing failed
@@ -140,30 +160,38 @@ impl Output {
         !self.done()
     }
 
-    /// Moves to the next rotated file when its time or size has come.
+    /// Moves to the next rotated file when its time or size has come. The file left
+    /// ends with the statistics of each interface; the next one starts with the same
+    /// section header and interfaces in the same order, so blocks encoded for one
+    /// file's interface ids are right in every file.
     fn rotate_if_due(&mut self) -> io::Result<()> {
         let Sink::Rotating { rotation, segment } = &mut self.sink else { return Ok(()) };
-        match rotation.before_packet(SystemTime::now(), segment.bytes.load(Ordering::Relaxed)) {
-            Next::Same => Ok(()),
-            Next::Stop => {
-                segment.writer.flush()?;
-                self.file_limit_reached = rotation.files_limit();
-                Ok(())
+        let next = rotation.before_packet(SystemTime::now(), segment.bytes.load(Ordering::Relaxed));
+        if next == Next::Same {
+            return Ok(());
+        }
+        if let Some(source) = &mut self.statistics {
+            for (iface, s) in source() {
+                segment.writer.write_statistics(&iface, &s)?;
             }
+        }
+        segment.writer.flush()?;
+        match next {
+            Next::Same => {}
+            Next::Stop => self.file_limit_reached = rotation.files_limit(),
             Next::Open(path) => {
-                segment.writer.flush()?;
                 *segment = open_segment(&path)?;
                 for iface in &self.declared {
                     segment.writer.declare(iface)?;
                 }
-                Ok(())
             }
         }
+        Ok(())
     }
 
     /// Whether packets go out as pcapng (and [`Output::write_epbs`] applies).
     pub fn writes_pcapng(&self) -> bool {
-        matches!(self.sink, Sink::Pcapng(_))
+        matches!(self.sink, Sink::Pcapng(_) | Sink::Rotating { .. })
     }
 
     /// Writes blocks the readers encoded for the declared interfaces, as many as the
@@ -173,27 +201,58 @@ impl Output {
             return false;
         }
         let room = self.limit.map_or(u64::MAX, |l| l - self.written);
-        let packets = (batch.len() as u64).min(room);
+        let packets = (batch.len() as u64).min(room) as usize;
         if let Sink::Pcapng(w) = &mut self.sink {
-            match w.write_encoded(batch.first(packets as usize), packets) {
-                Ok(()) => self.written += packets,
+            match w.write_encoded(batch.first(packets), packets as u64) {
+                Ok(()) => self.written += packets as u64,
                 Err(e) => self.error = Some(e),
             }
+        } else if let Err(e) = self.write_epbs_rotating(batch, packets) {
+            self.error = Some(e);
         }
         !self.done()
     }
 
-    /// One Interface Statistics Block per declared interface (pcapng), at the end.
-    pub fn interface_statistics(&mut self, stats: &[(CaptureIf, InterfaceStatistics)]) {
-        if let Sink::Pcapng(w) = &mut self.sink {
-            if self.error.is_some() {
-                return;
+    /// The first `packets` blocks of `batch` over the rotated files: each piece goes
+    /// whole to one file, and a file that passes `-C` takes no packet after the one that
+    /// filled it (tcpdump's rule, checked per packet).
+    fn write_epbs_rotating(&mut self, batch: &EpbBatch, packets: usize) -> io::Result<()> {
+        let mut from = 0;
+        while from < packets {
+            self.rotate_if_due()?;
+            if self.file_limit_reached.is_some() {
+                return Ok(());
             }
-            for (iface, s) in stats {
-                if let Err(e) = w.write_statistics(iface, s) {
-                    self.error.get_or_insert(e);
-                    return;
+            let Sink::Rotating { rotation, segment } = &mut self.sink else { return Ok(()) };
+            let to = match rotation.max_bytes() {
+                Some(limit) => {
+                    let room = limit.saturating_sub(segment.bytes.load(Ordering::Relaxed));
+                    (from + batch.packets_until_full(from, room)).min(packets)
                 }
+                None => packets,
+            };
+            segment.writer.write_encoded(batch.blocks(from, to), (to - from) as u64)?;
+            self.written += (to - from) as u64;
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// One Interface Statistics Block per declared interface (pcapng), at the end; with
+    /// rotation, in the last file (unless `-W` ended the capture after closing it).
+    pub fn interface_statistics(&mut self, stats: &[(CaptureIf, InterfaceStatistics)]) {
+        if self.error.is_some() || self.file_limit_reached.is_some() {
+            return;
+        }
+        let w = match &mut self.sink {
+            Sink::Pcapng(w) => w,
+            Sink::Rotating { segment, .. } => &mut segment.writer,
+            Sink::Text { .. } | Sink::Count => return,
+        };
+        for (iface, s) in stats {
+            if let Err(e) = w.write_statistics(iface, s) {
+                self.error.get_or_insert(e);
+                return;
             }
         }
     }

@@ -86,12 +86,18 @@ impl<W: Write> PcapngWriter<W> {
     /// Writes one packet, preceded by its interface's description if this is the first
     /// packet of that capture interface.
     pub fn write(&mut self, pkt: &Packet) -> io::Result<()> {
+        self.write_with_comment(pkt, None)
+    }
+
+    /// As [`Self::write`], with `comment` as the packet's opt_comment (tshark shows
+    /// it as frame.comment), e.g. why `netray drops` saw it dropped.
+    pub fn write_with_comment(&mut self, pkt: &Packet, comment: Option<&str>) -> io::Result<()> {
         let interface_id = match self.interface_id(pkt.iface) {
             Some(id) => id,
             None => self.describe(pkt.iface)?,
         };
         let buf = self.enc.get_mut();
-        encode_epb(buf, interface_id, pkt);
+        encode_epb(buf, interface_id, pkt, comment);
         self.emit(1)
     }
 
@@ -241,7 +247,7 @@ impl EpbBatch {
 
     /// Appends the block of one packet of the interface numbered `interface_id`.
     pub fn push(&mut self, interface_id: u32, pkt: &Packet) {
-        encode_epb(&mut self.bytes, interface_id, pkt);
+        encode_epb(&mut self.bytes, interface_id, pkt, None);
         self.ends.push(self.bytes.len());
     }
 
@@ -261,10 +267,29 @@ impl EpbBatch {
 
     /// The blocks of the first `packets` packets.
     pub fn first(&self, packets: usize) -> &[u8] {
-        match packets.min(self.ends.len()) {
-            0 => &[],
-            n => &self.bytes[..self.ends[n - 1]],
+        self.blocks(0, packets)
+    }
+
+    /// The blocks of packets `from..to`.
+    pub fn blocks(&self, from: usize, to: usize) -> &[u8] {
+        let to = to.min(self.ends.len());
+        if from >= to {
+            return &[];
         }
+        &self.bytes[self.start_of(from)..self.ends[to - 1]]
+    }
+
+    /// Where the block of packet `i` starts.
+    fn start_of(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
+    /// How many packets from `from` on fit into `room` bytes, and at least one: a
+    /// rotated file takes them, and the next file starts after the one that filled it.
+    pub fn packets_until_full(&self, from: usize, room: u64) -> usize {
+        let start = self.start_of(from);
+        let over = self.ends[from..].iter().position(|&end| (end - start) as u64 > room);
+        over.map_or(self.ends.len() - from, |i| i + 1)
     }
 
     pub fn clear(&mut self) {
@@ -276,7 +301,7 @@ impl EpbBatch {
 /// Appends one Enhanced Packet Block: epb_flags with the direction, and at exit points
 /// the verdict as epb_verdict plus a comment in words (tools that do not decode
 /// epb_verdict still show the comment). Native byte order, as the section header says.
-fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet) {
+fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet, comment: Option<&str>) {
     let start = buf.len();
     let put32 = |buf: &mut Vec<u8>, v: u32| buf.extend_from_slice(&v.to_ne_bytes());
     let opt = |buf: &mut Vec<u8>, code: u16, len: usize| {
@@ -324,6 +349,12 @@ fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet) {
         }
         let len = (buf.len() - at - 4) as u16;
         buf[at + 2..at + 4].copy_from_slice(&len.to_ne_bytes());
+        pad(buf);
+    }
+    if let Some(text) = comment {
+        let text = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        opt(buf, OPT_COMMENT, text.len());
+        buf.extend_from_slice(text);
         pad(buf);
     }
     opt(buf, OPT_ENDOFOPT, 0);

@@ -128,12 +128,12 @@ impl Recorder {
         }
         Ok(())
     }
+}
 
-    /// Counters of one capture point, summed over CPUs.
-    pub fn stats(&self, point: crate::Point) -> Result<nr_capture_stats> {
-        let per_cpu: Vec<nr_capture_stats> = maps::get_percpu(&self.stats, point as u32)?;
-        Ok(netray_ebpf::abi::sum_counters(&per_cpu))
-    }
+/// The counters of one point, summed over the CPUs, from a recorder's stats map.
+pub fn read_stats(stats: &MapHandle, point: crate::Point) -> Result<nr_capture_stats> {
+    let per_cpu: Vec<nr_capture_stats> = maps::get_percpu(stats, point as u32)?;
+    Ok(netray_ebpf::abi::sum_counters(&per_cpu))
 }
 
 pub fn kind_of(hook: Hook) -> Kind {

@@ -119,6 +119,11 @@ impl Rotation {
         Next::Same
     }
 
+    /// `-C` in bytes.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.spec.max_bytes
+    }
+
     /// `-G` files finished when [`Next::Stop`] came: the `-W` limit.
     pub fn files_limit(&self) -> Option<u32> {
         self.spec.max_files

@@ -64,6 +64,35 @@ pub struct PointStats {
 }
 
 /// The programs of a running capture; [`Capture::stop`] takes them down.
+/// The per-point counters of a running capture.
+#[derive(Debug)]
+pub struct StatsReader {
+    maps: Vec<(Hook, MapHandle)>,
+    points: Vec<Point>,
+}
+
+impl StatsReader {
+    pub fn read(&self) -> Result<Vec<PointStats>> {
+        let mut out = Vec::new();
+        for (hook, map) in &self.maps {
+            for &point in &self.points {
+                let s: nr_capture_stats = crate::recorder::read_stats(map, point)?;
+                out.push(PointStats {
+                    hook: *hook,
+                    point,
+                    seen: s.seen,
+                    matched: s.matched,
+                    captured: s.captured,
+                    lost: s.lost,
+                    lost_bytes: s.lost_bytes,
+                    clipped: s.clipped,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 pub struct Capture {
     pin: PinDir,
     iface: Interface,
@@ -437,23 +466,18 @@ impl Capture {
     }
 
     pub fn stats(&self) -> Result<Vec<PointStats>> {
-        let mut out = Vec::new();
-        for (hook, r) in &self.recorders {
-            for &point in &self.points {
-                let s: nr_capture_stats = r.stats(point)?;
-                out.push(PointStats {
-                    hook: *hook,
-                    point,
-                    seen: s.seen,
-                    matched: s.matched,
-                    captured: s.captured,
-                    lost: s.lost,
-                    lost_bytes: s.lost_bytes,
-                    clipped: s.clipped,
-                });
-            }
-        }
-        Ok(out)
+        self.stats_reader()?.read()
+    }
+
+    /// The capture's counters, readable from another thread while it runs (the writer
+    /// of rotated files ends each file with them).
+    pub fn stats_reader(&self) -> Result<StatsReader> {
+        let maps = self
+            .recorders
+            .iter()
+            .map(|(hook, r)| Ok((*hook, MapHandle::try_from(&r.stats).map_err(Error::bpf("sharing the capture counters"))?)))
+            .collect::<Result<_>>()?;
+        Ok(StatsReader { maps, points: self.points.clone() })
     }
 
     /// Takes the programs down and puts back what was there. The rings stay

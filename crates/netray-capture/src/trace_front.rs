@@ -129,7 +129,9 @@ pub fn load(target: &Target, ifindex: u32, points: &[Point], fragment: &[I], wak
         };
         let fd = load_program(&spliced, &spec).map_err(|e| match e {
             LoadError::Verifier { source, log } => {
-                let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+                // The reason, not the statistics line that always ends the log.
+                let lines = || log.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+                let last = lines().find(|l| !l.starts_with("processed ")).or_else(|| lines().next()).unwrap_or_default();
                 if last.is_empty() { source.to_string() } else { format!("{source}; verifier: {last}") }
             }
             e => e.to_string(),
@@ -192,7 +194,7 @@ const PSEUDO_CALL: u8 = 1;
 /// Replaces the body of the program's one subprogram (the filter placeholder,
 /// appended last by libbpf) with `fragment`, which falls off its end with the
 /// snap length in R0.
-fn splice_filter(insns: &[I], fragment: &[I]) -> std::result::Result<Vec<I>, String> {
+pub fn splice_filter(insns: &[I], fragment: &[I]) -> std::result::Result<Vec<I>, String> {
     let calls: Vec<usize> = (0..insns.len()).filter(|&pc| insns[pc].code == CALL && insns[pc].src == PSEUDO_CALL).collect();
     let unexpected = || "the capture program's layout is not the one expected (one call of the filter placeholder, appended last): rebuild netray".to_string();
     let [pc] = calls[..] else { return Err(unexpected()) };

@@ -8,7 +8,7 @@ mod output;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -40,12 +40,17 @@ enum Command {
     /// Add, delete and list allow rules (they beat wider deny rules and a drop policy).
     #[command(subcommand)]
     Allow(cmd::allow::AllowCommand),
+    /// Add, delete and list rate limits on what the firewall lets pass.
+    #[command(subcommand)]
+    Limit(cmd::limit::LimitCommand),
     /// Print one line per packet seen on an interface.
     Monitor(cmd::monitor::MonitorArgs),
     /// Capture whole packets at XDP or TC into pcapng, filtered in the kernel (tcpdump syntax).
     Dump(cmd::dump::DumpArgs),
     /// The flows on an interface, live: per-flow counters and rates, Prometheus metrics.
     Top(cmd::top::TopArgs),
+    /// Why packets were dropped: the kernel's drop reasons and netray's own verdicts.
+    Drops(cmd::drops::DropsArgs),
     /// Measure the per-packet cost of netray's kernel programs.
     Bench(cmd::bench::BenchArgs),
     /// Print one line per process exec (execve/execveat), from the kernel.
@@ -59,6 +64,10 @@ enum Command {
     Features(cmd::features::FeaturesArgs),
     /// Serve netray over a REST API: rules, interfaces, stats, flows, live events, metrics.
     Daemon(netray_daemon::cli::DaemonArgs),
+    /// Print the completion script for bash, zsh or fish.
+    Completions(cmd::completions::CompletionsArgs),
+    /// Print a manual page (roff), or write them all with --out-dir.
+    Man(cmd::man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,14 +82,18 @@ fn main() -> ExitCode {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
         Command::Deny(c) => cmd::deny::run(&ctx, c),
         Command::Allow(c) => cmd::allow::run(&ctx, c),
+        Command::Limit(c) => cmd::limit::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),
         Command::Dump(a) => cmd::dump::run(&ctx, a),
+        Command::Drops(a) => cmd::drops::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Exec(a) => cmd::exec::run(a),
         Command::Lab(c) => cmd::lab::run(c),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Features(a) => cmd::features::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
         Command::Daemon(mut a) => {
             a.pin_dir = ctx.pin_dir.clone();
             netray_daemon::cli::run(a).map(|()| ExitCode::SUCCESS)

@@ -11,23 +11,21 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::UdpSocket,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::Env;
+use common::{Env, StderrLog};
 use netray_capture::offline;
 use netray_lab::Family;
 
 /// A running `netray dump`, started and ready (its programs are in place).
 struct Dump {
     child: Child,
-    stderr: Arc<Mutex<String>>,
+    stderr: StderrLog,
 }
 
 impl Dump {
@@ -46,29 +44,10 @@ impl Dump {
             .stderr(Stdio::piped())
             .spawn()
             .expect("running netray dump");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stderr = StderrLog::collect(&mut child);
         // Owned by a Dump from here on, so that a failed start still kills it.
         let mut dump = Dump { child, stderr };
-        let t = Instant::now();
-        loop {
-            if dump.stderr.lock().unwrap().contains(marker) {
-                break;
-            }
-            if let Ok(Some(status)) = dump.child.try_wait() {
-                panic!("netray dump exited early ({status}): {}", dump.stderr.lock().unwrap());
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", dump.stderr.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        dump.stderr.wait_for(&mut dump.child, marker);
         dump
     }
 
@@ -82,13 +61,12 @@ impl Dump {
         let t = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                let err = self.stderr.lock().unwrap().clone();
+                let err = self.stderr.after_exit();
                 assert!(status.success() || status.code().is_none(), "netray dump failed ({status}): {err}");
                 assert!(!err.contains("panicked"), "{err}");
                 return err;
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not exit: {}", self.stderr.lock().unwrap());
+            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not exit: {}", self.stderr.text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

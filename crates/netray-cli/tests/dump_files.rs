@@ -13,40 +13,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Env;
+use common::{Env, StderrLog};
 use netray_lab::Family;
 use pcap_file::pcapng::{blocks::interface_statistics::InterfaceStatisticsOption, Block, PcapNgReader};
 
 /// A running `netray dump`, ready once it says it is capturing; killed if dropped.
-/// Its stderr goes to a file, read whenever the test looks.
 struct Dump {
     child: Child,
-    stderr: PathBuf,
+    stderr: StderrLog,
 }
 
 impl Dump {
-    fn start(env: &Env, dir: &Scratch, args: &[&str]) -> Dump {
-        let stderr = dir.file("stderr.txt");
-        let child = env
-            .cmd(&[&["dump", "-i", env.iface()], args].concat())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("running netray dump");
+    fn start(env: &Env, args: &[&str]) -> Dump {
+        let mut child = env.dump(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("running netray dump");
+        let stderr = StderrLog::collect(&mut child);
         let mut dump = Dump { child, stderr };
-        let t = Instant::now();
-        while !dump.stderr().contains("capturing") {
-            if let Ok(Some(status)) = dump.child.try_wait() {
-                panic!("netray dump exited early ({status}): {}", dump.stderr());
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "netray dump did not start: {}", dump.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        dump.stderr.wait_for(&mut dump.child, "capturing");
         dump
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     fn running(&mut self) -> bool {
@@ -62,11 +45,11 @@ impl Dump {
         }
         let t = Instant::now();
         while self.running() {
-            assert!(t.elapsed() < Duration::from_secs(30), "netray dump did not exit: {}", self.stderr());
+            assert!(t.elapsed() < Duration::from_secs(30), "netray dump did not exit: {}", self.stderr.text());
             std::thread::sleep(Duration::from_millis(20));
         }
         let ok = self.child.wait().unwrap().success();
-        let err = self.stderr();
+        let err = self.stderr.after_exit();
         assert!(!err.contains("panicked"), "{err}");
         (ok, err)
     }
@@ -216,7 +199,7 @@ fn ends_with_a_signal_leaving_a_complete_file(tag: &str, sig: i32) {
     let env = Env::new(tag);
     let dir = Scratch::new(tag);
     let file = dir.file("signal.pcapng");
-    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap()]);
     env.lab.udp_send(Family::V4, 5000, 1000, 300).unwrap();
     env.lab.udp_send(Family::V6, 5000, 64, 200).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -241,7 +224,7 @@ fn count_limit_leaves_exactly_that_many_packets_and_the_statistics() {
     let env = Env::new("fcnt");
     let dir = Scratch::new("fcnt");
     let file = dir.file("count.pcapng");
-    let dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap(), "-c", "250", "udp"]);
+    let dump = Dump::start(&env, &["-w", file.to_str().unwrap(), "-c", "250", "udp"]);
     env.lab.udp_send(Family::V4, 5001, 700, 400).unwrap();
     let (ok, err) = dump.end(0);
     assert!(ok, "{err}");
@@ -254,9 +237,7 @@ fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
     let env = Env::new("ffull");
     let disk = SmallDisk::mount("ffull", "2m");
     let file = disk.dir.file("full.pcapng");
-    // stderr goes beside, not onto the small disk.
-    let dir = Scratch::new("ffull-err");
-    let mut dump = Dump::start(&env, &dir, &["-w", file.to_str().unwrap()]);
+    let mut dump = Dump::start(&env, &["-w", file.to_str().unwrap()]);
     // Frames until the disk is full and netray stops (2 MiB take ~1,500 of them).
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(10) && dump.running() {
@@ -274,4 +255,55 @@ fn a_full_disk_is_one_clear_error_and_the_file_stays_readable() {
     assert_eq!(summary(&err, "packets captured") as usize, by_tshark, "the summary counts what the file holds: {err}");
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size > 1_500_000 && size <= 2 << 20, "{size} bytes");
+}
+
+/// A live capture rotated by `-C` goes through the same batch writer as one file: every
+/// file is a whole section that ends with the statistics since the capture started (as
+/// dumpcap counts them), the last one after SIGINT too, and together the files hold each
+/// packet sent exactly once.
+#[test]
+fn rotated_files_each_end_with_statistics_and_together_hold_every_packet() {
+    let env = Env::new("frot");
+    let dir = Scratch::new("frot");
+    let base = dir.file("rot.pcapng");
+    let dump = Dump::start(&env, &["-w", base.to_str().unwrap(), "-C", "1", "udp and dst port 5003"]);
+    let mut sent = 0;
+    for _ in 0..7 {
+        sent += env.lab.udp_send(Family::V4, 5003, 1000, 500).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, err) = dump.end(libc::SIGINT);
+    assert!(ok, "{err}");
+    // rot.pcapng, rot.pcapng1, rot.pcapng2, ... as tcpdump names them.
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let n = name.strip_prefix("rot.pcapng")?;
+            Some((if n.is_empty() { 0 } else { n.parse().unwrap() }, dir.file(&name)))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "3.5 MB of frames under -C 1: {files:?}\n{err}");
+    let captured = summary(&err, "packets captured");
+    assert_eq!(captured + summary(&err, "packets dropped by kernel (ring buffer full)"), sent, "{err}");
+    let (mut total, mut last) = (0u64, Isb::default());
+    for (_, file) in &files {
+        let (by_tcpdump, by_tshark) = counts_by_tcpdump_and_tshark(file);
+        let (isbs, packets) = statistics_blocks(file);
+        assert_eq!((by_tcpdump, by_tshark), (packets, packets), "{}", file.display());
+        assert_eq!(isbs.len(), 1, "{} ends with one statistics block: {isbs:?}", file.display());
+        total += packets as u64;
+        let isb = isbs.into_iter().next().unwrap();
+        // Counted since the start, when the file was closed: after its packets were written.
+        assert!(isb.accepted >= total && isb.received >= last.received, "{}: {isb:?} after {last:?}", file.display());
+        let capinfos = Command::new("capinfos").args(["-M"]).arg(file).output().expect("capinfos (tshark's package)");
+        let text = String::from_utf8_lossy(&capinfos.stdout);
+        assert!(capinfos.status.success() && text.contains("Number of stat entries = 1"), "{}: {text}", file.display());
+        last = isb;
+    }
+    assert_eq!(total, captured, "every packet in one file, none twice: {err}");
+    assert_eq!(last.received, summary(&err, "packets received by filter"), "the last file's statistics are the summary's");
+    assert_eq!(last.accepted, summary(&err, "packets matched the filter"), "{err}");
 }

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use common::expected::Normalise;
 
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "btf", "xdp_native", "xdp_generic", "xdp_frags", "tcx", "clsact", "ringbuf", "live_frames",
-    "bounded_loops", "raw_tracepoint", "kprobe", "fentry", "fexit_xdp", "freplace", "syncookie",
+    "bounded_loops", "raw_tracepoint", "tp_btf", "kprobe", "fentry", "fexit_xdp", "freplace", "syncookie",
 ];
 
 fn netray(args: &[&str]) -> String {

@@ -297,3 +297,16 @@ fn rules_from_a_file_or_stdin() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"added":[1,2]}"#);
 }
+
+/// `firewall detach --json`, for one interface and for all: one object saying what was done.
+#[test]
+fn detach_says_what_it_did_as_json() {
+    let env = Env::new("fdj");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    let one = env.json(&["firewall", "detach", "-i", env.iface(), "--json"]);
+    assert_eq!(one, serde_json::json!({ "interface": env.iface(), "firewall": "off", "program_removed": true }));
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    let all = env.json(&["firewall", "detach", "--all", "--json"]);
+    assert_eq!(all, serde_json::json!({ "all": true, "detached": [env.iface()], "state_removed": true }));
+    assert!(!env.pin.exists(), "detach --all removes all netray state");
+}

@@ -83,3 +83,39 @@ fn up_status_traffic_down() {
         .fold_padding()
         .check("lab", &all);
 }
+
+/// `lab down --json`: one object naming the lab removed; the lab is gone.
+#[test]
+fn down_says_what_it_removed_as_json() {
+    let name = netray_lab::unique_name("cldj");
+    let _cleanup = Cleanup(name.clone());
+    let (out, t) = lab(&["up", &name]);
+    assert!(out.status.success(), "{t}");
+    let (out, t) = lab(&["down", &name, "--json"]);
+    assert!(out.status.success(), "{t}");
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(said, serde_json::json!({ "name": name, "removed": true }));
+    let (out, _) = lab(&["status", "--json"]);
+    let labs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(labs.as_array().unwrap().iter().all(|l| l["name"] != name.as_str()), "{labs}");
+}
+
+/// `demo --json`: one object, every check passed, each step with its counts.
+#[test]
+fn demo_json_is_one_object_with_every_check() {
+    let out = common::netray(&["demo", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().count(), 1, "one line of JSON: {stdout}");
+    let demo: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(demo["passed"], true, "{demo}");
+    assert!(demo["error"].is_null(), "{demo}");
+    let checks = demo["checks"].as_array().unwrap();
+    assert!(checks.len() >= 8 && checks.iter().all(|c| c["passed"] == true && c["check"].is_string()), "{demo}");
+    let steps = demo["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["command"].as_str().is_some_and(|c| c.starts_with("netray "))), "{demo}");
+    let capture = steps.iter().find_map(|s| s.get("capture")).expect("the dump step's counts");
+    assert!(capture["entry"].as_u64() > Some(0) && capture["lost"] == 0, "{capture}");
+    let traffic = steps.iter().find_map(|s| s.get("traffic")).expect("a round's traffic");
+    assert_eq!(traffic.as_array().unwrap().len(), 6, "3 protocols x 2 families: {traffic}");
+}

@@ -122,3 +122,44 @@ impl Drop for RemoveLab {
         let _ = netray_lab::remove(&self.0);
     }
 }
+
+/// `netray monitor --json | head -1`: the reader takes one line and goes while the
+/// command runs; the next write finds the pipe closed and the command ends quietly
+/// with status 0, having taken down what it attached.
+#[test]
+fn streaming_commands_end_quietly_when_the_reader_goes_after_one_line() {
+    use std::io::{BufRead, BufReader};
+
+    let env = Env::new("pipeh");
+    let iface = env.iface().to_string();
+    let table: [&[&str]; 7] = [
+        &["monitor", "-i", &iface, "--json"],
+        &["monitor", "-i", &iface],
+        &["dump", "-i", &iface],
+        &["dump", "-i", &iface, "--json"],
+        &["top", "-i", &iface, "--json", "--interval", "100ms"],
+        &["exec", "--json"],
+        &["exec"],
+    ];
+    for args in table {
+        let mut child = env.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::thread::scope(|s| {
+            let reading = s.spawn(|| stdout.read_line(&mut first));
+            while !reading.is_finished() {
+                let _ = env.lab.ping(Family::V4, 1);
+                let _ = Command::new("/bin/true").status();
+            }
+        });
+        assert!(!first.is_empty(), "netray {args:?} printed a line");
+        drop(stdout); // `head -1` has its line and exits
+        let stderr = child.stderr.take().unwrap();
+        let status = with_traffic(&env, args, child);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut err).unwrap();
+        assert!(status.success(), "netray {args:?}: {status:?}\n{err}");
+        assert!(!err.contains("error") && !err.contains("panicked"), "netray {args:?}: {err}");
+    }
+    assert_eq!(env.json(&["firewall", "status", "--json"])["interfaces"], serde_json::json!([]));
+}

@@ -24,20 +24,12 @@ use std::{
 
 use common::{
     expected::{transcript, Normalise},
-    Env,
+    sizes::{ECHO, ETH, IP4, IP6, TCP, UDP},
+    tcp_syns, Env,
 };
 use netray_lab::Family;
 use promtool::promtool_clean;
 use serde_json::Value;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-const ETH: u64 = 14;
-const IP4: u64 = 20;
-const IP6: u64 = 40;
-const UDP: u64 = 8;
-const TCP: u64 = 20;
-/// ICMP echo header + the lab's default 64-byte payload.
-const ECHO: u64 = 8 + 64;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -251,30 +243,6 @@ fn parse_labels(s: &str) -> Labels {
 }
 
 // ---- traffic ------------------------------------------------------------------
-
-/// Sends `n` bare TCP SYN segments (20-byte header, no options) from the
-/// namespace to the host end, on a raw socket: exactly `n` packets of a
-/// known size, whatever the host answers.
-fn tcp_syns(env: &Env, v6: bool, sport: u16, dport: u16, n: u64) {
-    let dst: IpAddr = if v6 { env.lab.host_v6().into() } else { env.lab.host_v4().into() };
-    env.lab
-        .in_netns(move || {
-            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-            let s = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).expect("raw TCP socket");
-            let mut seg = [0u8; 20];
-            seg[0..2].copy_from_slice(&sport.to_be_bytes());
-            seg[2..4].copy_from_slice(&dport.to_be_bytes());
-            seg[4..8].copy_from_slice(&1u32.to_be_bytes());
-            seg[12] = 5 << 4; // data offset: 5 words
-            seg[13] = 0x02; // SYN
-            seg[14..16].copy_from_slice(&1024u16.to_be_bytes());
-            let to = SockAddr::from(SocketAddr::new(dst, 0));
-            for _ in 0..n {
-                assert_eq!(s.send_to(&seg, &to).expect("sending a SYN"), 20);
-            }
-        })
-        .unwrap();
-}
 
 /// One flow as `top --json` reports it, found by protocol, source and
 /// destination port (or ICMP type); panics unless exactly one matches.

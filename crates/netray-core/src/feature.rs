@@ -13,15 +13,18 @@ pub enum Feature {
     PolicyDrop,
     /// Note the replies to what this host sends (TC egress), for PolicyDrop.
     Replies,
+    /// An event for each packet the firewall drops (`netray drops`), on the monitor's ring.
+    Drops,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::Firewall,
         Feature::Monitor,
         Feature::Flows,
         Feature::Capture,
         Feature::ChainNext,
+        Feature::Drops,
         Feature::PolicyDrop,
         Feature::Replies,
     ];
@@ -36,6 +39,7 @@ impl Feature {
             Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
             Feature::PolicyDrop => F::NR_FEAT_POLICY_DROP,
             Feature::Replies => F::NR_FEAT_REPLIES,
+            Feature::Drops => F::NR_FEAT_DROPS,
         })
         .0
     }
@@ -49,6 +53,7 @@ impl Feature {
             Feature::ChainNext => "chain",
             Feature::PolicyDrop => "policy-drop",
             Feature::Replies => "replies",
+            Feature::Drops => "drops",
         }
     }
 

@@ -23,6 +23,10 @@ pub const FW_STATE: &str = "fw_state";
 pub const FW_REPLIES: &str = "fw_replies";
 pub const FW_REPLY_STATS: &str = "fw_reply_stats";
 pub const FW_REPLY_SEEN: &str = "fw_reply_seen";
+pub const FW_LIMITS: &str = "fw_limits";
+pub const FW_LIMIT_STATS: &str = "fw_limit_stats";
+pub const FW_LIMIT_SRC: &str = "fw_limit_src";
+pub const FW_LIMIT_FILTER: &str = "fw_limit_filter";
 
 // ---- one interface's (<pin>/if/<ifindex>/) ----
 pub const IF_CONFIG: &str = "if_config";
@@ -51,6 +55,10 @@ pub const ALL: &[&str] = &[
     FW_REPLIES,
     FW_REPLY_STATS,
     FW_REPLY_SEEN,
+    FW_LIMITS,
+    FW_LIMIT_STATS,
+    FW_LIMIT_SRC,
+    FW_LIMIT_FILTER,
     IF_CONFIG,
     IF_CPU_STATS,
     IF_STATS,

@@ -147,6 +147,7 @@ fn try_capabilities() -> Vec<Capability> {
     add("live_frames", "BPF_PROG_TEST_RUN live frames (in-kernel traffic)", net.live_frames);
     add("bounded_loops", "bounded loops in the verifier", probe_bounded_loop());
     add("raw_tracepoint", "raw tracepoints", probe_raw_tracepoint());
+    add("tp_btf", "BTF-typed raw tracepoints (tp_btf/kfree_skb)", probe_skel_prog("netray_probe_tp_btf"));
     add("kprobe", "kprobes", probe_skel_prog("netray_probe_kprobe"));
     add("fentry", "fentry/fexit on kernel functions", probe_skel_prog("netray_probe_fentry"));
     add("fexit_xdp", "fexit on XDP programs", probe_on_xdp_prog(false));
@@ -417,12 +418,12 @@ fn probe_skel_prog(name: &str) -> Answer {
         p.set_autoload(keep);
     }
     let skel = open.load().map_err(|e| format!("load: {}", e.to_string().lines().next().unwrap_or_default()))?;
-    let link = if name == "netray_probe_kprobe" {
-        skel.progs.netray_probe_kprobe.attach_kprobe(false, "bpf_fentry_test1")
-    } else {
-        skel.progs.netray_probe_fentry.attach()
+    let (link, target) = match name {
+        "netray_probe_kprobe" => (skel.progs.netray_probe_kprobe.attach_kprobe(false, "bpf_fentry_test1"), "bpf_fentry_test1"),
+        "netray_probe_tp_btf" => (skel.progs.netray_probe_tp_btf.attach(), "kfree_skb"),
+        _ => (skel.progs.netray_probe_fentry.attach(), "bpf_fentry_test1"),
     };
-    link.map(|_| "attached to bpf_fentry_test1".into()).map_err(|e| format!("attach: {e}"))
+    link.map(|_| format!("attached to {target}")).map_err(|e| format!("attach: {e}"))
 }
 
 /// The `fexit_xdp` capability alone: an fexit program loaded against an XDP

@@ -305,6 +305,49 @@ impl Default for FlowsConfig {
     }
 }
 
+/// IPFIX export of the flows of the daemon's interfaces: `[ipfix]`. No
+/// collector, no export.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpfixConfig {
+    /// HOST:PORT of the collector (e.g. "127.0.0.1:4739").
+    pub collector: Option<String>,
+    /// "udp" (the default) or "tcp".
+    pub transport: Option<String>,
+    /// A long-lived flow's counts are exported this often ("60s").
+    pub active_timeout: Option<String>,
+    /// A flow is exported once idle this long ("15s").
+    pub idle_timeout: Option<String>,
+    pub observation_domain_id: Option<u32>,
+    /// UDP: the template set is sent again this often ("30s").
+    pub template_refresh: Option<String>,
+}
+
+impl IpfixConfig {
+    /// The exporter's settings; None without a collector.
+    pub fn export_config(&self) -> anyhow::Result<Option<netray_ipfix::ExportConfig>> {
+        let Some(collector) = &self.collector else { return Ok(None) };
+        let mut c = netray_ipfix::ExportConfig::new(collector);
+        if let Some(t) = &self.transport {
+            c.transport = t.parse().map_err(|e: String| anyhow::anyhow!("[ipfix] transport: {e}"))?;
+        }
+        let duration = |field: &str, v: &Option<String>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                _ => bail!("[ipfix] {field} = '{text}' is not a duration above 0 such as 60s, 500ms or 2m"),
+            },
+        };
+        c.timeouts.active = duration("active_timeout", &self.active_timeout, c.timeouts.active)?;
+        c.timeouts.idle = duration("idle_timeout", &self.idle_timeout, c.timeouts.idle)?;
+        c.template_refresh = duration("template_refresh", &self.template_refresh, c.template_refresh)?;
+        c.domain_id = self.observation_domain_id.unwrap_or(0);
+        c.check()?;
+        c.resolve().map_err(|e| anyhow::anyhow!("[ipfix] collector: {e}"))?;
+        Ok(Some(c))
+    }
+}
+
 /// What /metrics reports beyond the totals: `[metrics]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -346,6 +389,8 @@ pub struct Config {
     pub flows: FlowsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub ipfix: IpfixConfig,
     #[serde(default, rename = "interface")]
     pub interfaces: Vec<InterfaceSpec>,
     #[serde(default, rename = "rule")]
@@ -378,6 +423,9 @@ impl Config {
                 bail!("[[rule]] {}: {e}", r.cidr);
             }
         }
+        if self.ipfix.export_config()?.is_some() && !self.flows.enabled {
+            bail!("[ipfix] exports the flows the daemon counts: set [flows] enabled = true, or remove the collector");
+        }
         if self.body_limit == Some(0) || self.sse_queue == Some(0) {
             bail!("body_limit and sse_queue must be at least 1");
         }
@@ -396,6 +444,8 @@ mod tests {
         assert_eq!(cfg.listen.as_deref(), Some(DEFAULT_LISTEN));
         assert!(!cfg.rules.is_empty());
         assert!(!cfg.interfaces.is_empty());
+        let ipfix = cfg.ipfix.export_config().unwrap().expect("the example exports IPFIX");
+        assert_eq!(ipfix.timeouts.active, std::time::Duration::from_secs(60));
     }
 
     #[test]
@@ -406,6 +456,14 @@ mod tests {
         assert!(format!("{e:#}").contains("unknown XDP mode"), "{e:#}");
         assert!(Config::parse("lisen = \"x\"").is_err());
         assert!(Config::parse("listen = \"nowhere\"").is_err());
+        let e = Config::parse("[ipfix]\ncollector = \"127.0.0.1:4739\"\ntransport = \"sctp\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("use udp or tcp"), "{e:#}");
+        let e = Config::parse("[ipfix]\ncollector = \"127.0.0.1:4739\"\nidle_timeout = \"0s\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("idle_timeout"), "{e:#}");
+        let e = Config::parse("[ipfix]\ncollector = \"nowhere\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("HOST:PORT"), "{e:#}");
+        let e = Config::parse("[flows]\nenabled = false\n[ipfix]\ncollector = \"127.0.0.1:4739\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("[flows] enabled"), "{e:#}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::{
     state::{State, StateStore, StoredRule},
 };
 
+mod limits;
+
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -92,6 +94,8 @@ pub struct ReconcileReport {
     pub rules_added: usize,
     pub rules_kept: usize,
     pub rules_restored_from_state: bool,
+    /// Rate limits restored from the state file (the pins were gone).
+    pub limits_restored: usize,
     pub interfaces_attached: Vec<String>,
     pub interfaces_kept: Vec<String>,
     pub interfaces_failed: Vec<(String, String)>,
@@ -121,6 +125,10 @@ pub struct Daemon {
     pub hubs: Hubs,
     pub flows: Flows,
     pub counters: Counters,
+    /// The drop counts of the drop streams (`/v1/events/drops`), by stream
+    /// ("" for all interfaces), with the drops the kernel could not report:
+    /// exported on /metrics.
+    pub drop_counts: Mutex<HashMap<String, (netray_drops::DropCounts, u64)>>,
     pub started: Instant,
     pub reconcile: Mutex<ReconcileReport>,
 }
@@ -190,6 +198,7 @@ impl Daemon {
         let persist = Persister::start(store.clone(), state.revision)
             .map_err(|e| anyhow::anyhow!("starting the state writer thread: {e}"))?;
         let flows_cfg = opts.config.flows.clone();
+        let flows = Flows::new(opts.pin.clone(), flows_cfg, opts.config.ipfix.export_config()?)?;
         Ok(Daemon {
             fw: Firewall::open(opts.pin.clone()),
             pin: opts.pin.clone(),
@@ -202,9 +211,10 @@ impl Daemon {
             body_limit: opts.body_limit,
             hubs: Hubs::new(opts.sse_queue),
             sse_queue: opts.sse_queue,
-            flows: Flows::new(opts.pin, flows_cfg),
+            flows,
             config: opts.config,
             counters: Counters::default(),
+            drop_counts: Mutex::default(),
             started: Instant::now(),
             reconcile: Mutex::new(ReconcileReport::default()),
         })
@@ -308,6 +318,9 @@ impl Daemon {
                 missing.push((r, opts));
             }
         }
+        if !pinned_fw {
+            report.limits_restored = self.restore_limits(&st.limits);
+        }
         report.rules_kept = pinned.len();
         if !missing.is_empty() {
             self.fw.add_with(&missing)?;
@@ -343,6 +356,7 @@ impl Daemon {
             st.attached = attached;
             st.revision += 1;
         }
+        self.note_limits(&mut st).map_err(|e| anyhow::anyhow!(e.body.error))?;
         // Written now, not behind: it says `clean = false` before any
         // revision is handed out.
         self.store.save(&st)?;
@@ -525,6 +539,8 @@ impl Daemon {
     /// Ends flow accounting sessions (daemon shutdown); the firewall stays.
     pub fn flows_stop_all(&self) {
         let names: Vec<String> = self.lock().interfaces.keys().cloned().collect();
+        // Flushed to the IPFIX collector while the sessions still exist.
+        self.flows.finish_export();
         for n in names {
             self.flows.stop(&n);
         }

@@ -129,6 +129,9 @@ pub struct Hubs {
     /// a time (one capture program can sit in front of XDP).
     pub(crate) filtered: Mutex<HashMap<String, (String, Arc<Hub>)>>,
     pub(crate) exec: Mutex<Option<Arc<Hub>>>,
+    /// Drop streams (`netray drops`), by interface ("" for the daemon's whole
+    /// network namespace).
+    pub(crate) drops: Mutex<HashMap<String, Arc<Hub>>>,
     pub dropped_total: AtomicU64,
 }
 
@@ -150,6 +153,7 @@ impl Hubs {
             packets: Mutex::default(),
             filtered: Mutex::default(),
             exec: Mutex::default(),
+            drops: Mutex::default(),
             dropped_total: AtomicU64::new(0),
         }
     }
@@ -163,6 +167,7 @@ impl Hubs {
             self.filtered.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, (f, h))| (format!("{k} filter={f}"), Arc::clone(h))),
         );
         all.extend(self.exec.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|h| ("exec".to_string(), Arc::clone(h))));
+        all.extend(self.drops.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, h)| (drops_source(k), Arc::clone(h))));
         let stalled = all
             .iter()
             .filter(|(_, h)| {
@@ -180,6 +185,8 @@ impl Hubs {
             let mut v: Vec<HubStats> = m.iter().map(|(k, h)| h.stats(k)).collect();
             let f = self.filtered.lock().unwrap_or_else(|e| e.into_inner());
             v.extend(f.iter().map(|(k, (filter, h))| h.stats(&format!("{k} filter={filter}"))));
+            let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            v.extend(drops.iter().map(|(k, h)| h.stats(&drops_source(k))));
             v.sort_by(|a, b| a.source.cmp(&b.source));
             v
         };
@@ -211,7 +218,15 @@ impl Hubs {
         if let Some(h) = self.exec.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             h.stop.store(true, Ordering::Relaxed);
         }
+        for h in self.drops.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            h.stop.store(true, Ordering::Relaxed);
+        }
     }
+}
+
+/// A drop stream's name in /v1/stats: "drops" or "drops IFACE".
+fn drops_source(iface: &str) -> String {
+    if iface.is_empty() { "drops".into() } else { format!("drops {iface}") }
 }
 
 /// Whether a source should stop: asked to, or no client left. Decided under

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod error;
 pub mod flows;
 pub mod hub;
+pub mod limit_spec;
 pub mod persist;
 pub mod server;
 pub mod state;

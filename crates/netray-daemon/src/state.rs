@@ -14,10 +14,18 @@ use std::{
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RuleSpec;
+use crate::{config::RuleSpec, limit_spec::LimitSpec};
 
 pub const STATE_FILE: &str = "state.json";
 const FORMAT: u32 = 1;
+
+/// A rate limit with the id it has in the pinned maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLimit {
+    pub id: u32,
+    #[serde(flatten)]
+    pub spec: LimitSpec,
+}
 
 /// A rule with the id it has in the pinned maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +45,9 @@ pub struct State {
     pub interfaces: BTreeMap<String, String>,
     /// The pinned rules as last seen; restored if the pins are gone (reboot).
     pub rules: Vec<StoredRule>,
+    /// The pinned rate limits as last seen; restored with the rules.
+    #[serde(default)]
+    pub limits: Vec<StoredLimit>,
     /// Interfaces the firewall was seen attached to (by the daemon or the
     /// CLI): a change seen here bumps the revision too.
     #[serde(default)]
@@ -49,7 +60,7 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), attached: Default::default(), clean: true }
+        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), limits: Vec::new(), attached: Default::default(), clean: true }
     }
 }
 

@@ -158,3 +158,40 @@ fn exec_stream_reports_execs() {
     assert_eq!(v["comm"], "nrd-true", "{v}");
     assert!(data.contains("hello"), "{data}");
 }
+
+#[test]
+fn drop_stream_reports_kernel_drops_and_metrics_count_them() {
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    let env = Env::new("ddrops");
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let mut s = c.sse(&format!("/v1/events/drops?interface={iface}"));
+    let (ev, data) = s.next().expect("ready event");
+    assert_eq!(ev, "ready", "{data}");
+    // UDP to a port nobody listens on at the lab's host end.
+    let dst = SocketAddrV4::new(env.lab.host_v4(), 19);
+    env.lab
+        .in_netns(move || {
+            let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            for _ in 0..3 {
+                u.send_to(b"drop me", dst).unwrap();
+            }
+        })
+        .unwrap();
+    let mut seen = 0;
+    while seen < 3 {
+        let (ev, data) = s.next().expect("drop events");
+        assert_eq!(ev, "drop", "{data}");
+        let d: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(d["ifname"], iface.as_str(), "{d}");
+        if d["dport"] == 19 {
+            assert_eq!(d["who"], "kernel", "{d}");
+            assert_eq!(d["reason"], "NO_SOCKET", "{d}");
+            assert_eq!(d["src"], env.lab.peer_v4().to_string(), "{d}");
+            seen += 1;
+        }
+    }
+    let series = format!("netray_drops_total{{who=\"kernel\",reason=\"NO_SOCKET\",interface=\"{iface}\"}} 3");
+    let found = wait_for(Duration::from_secs(30), || c.get("/metrics").text.contains(&series).then_some(()));
+    assert!(found.is_some(), "{series} not in /metrics: {}", c.get("/metrics").text);
+}

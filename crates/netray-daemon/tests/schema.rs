@@ -82,7 +82,7 @@ impl Drop for Env {
         let reset = self.lab.in_netns(move || {
             PinDir::resolve(Some(&pins)).map(|p| Firewall::open(p).reset())
         });
-        if !matches!(reset, Ok(Ok(Ok(())))) {
+        if !matches!(reset, Ok(Ok(Ok(_)))) {
             eprintln!("schema test: cleaning {} up: {reset:?}", self.pins.display());
         }
         let _ = std::fs::remove_dir_all(&self.pins);

@@ -49,6 +49,13 @@ struct nr_reply_key *nr_abi_reply_key;
 struct nr_reply_value *nr_abi_reply_value;
 struct nr_reply_stats *nr_abi_reply_stats;
 enum nr_reply_seen_layout nr_abi_reply_seen_layout;
+/* rate limits */
+struct nr_limit *nr_abi_limit;
+struct nr_limit_stats *nr_abi_limit_stats;
+struct nr_limit_src_key *nr_abi_limit_src_key;
+struct nr_limit_src *nr_abi_limit_src;
+enum nr_limit_layout nr_abi_limit_layout;
+enum nr_limit_flags nr_abi_limit_flags;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;
@@ -66,6 +73,10 @@ enum nr_flow_dir nr_abi_flow_dir;
 /* the kernel's program contexts (UAPI), for offsets in hand-assembled code */
 struct xdp_md *nr_abi_xdp_md;
 struct __sk_buff *nr_abi_sk_buff;
+/* drops */
+struct nr_drop_event *nr_abi_drop_event;
+struct nr_drop_stats *nr_abi_drop_stats;
+enum nr_drop_flags nr_abi_drop_flags;
 /* exec (exec_abi.h) */
 struct nr_exec_event *nr_abi_exec_event;
 struct nr_exec_config *nr_abi_exec_config;

@@ -35,4 +35,12 @@ int netray_probe_fentry(void *ctx)
 	return 0;
 }
 
+/* BPF_PROG_TYPE_TRACING too, but refused separately from fentry on some
+ * kernels: netray drops prefers it and falls back to raw_tp. */
+SEC("tp_btf/kfree_skb")
+int netray_probe_tp_btf(void *ctx)
+{
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -62,6 +62,11 @@ skeleton!(
     "capture_trace.skel.rs"
 );
 skeleton!(
+    /// The kernel drop tracer of `netray drops` (skb:kfree_skb, filter spliced in at load).
+    drops,
+    "drops.skel.rs"
+);
+skeleton!(
     /// Tiny programs `netray features` loads to ask the kernel what it allows.
     probe,
     "probe.skel.rs"
@@ -103,6 +108,10 @@ pub mod abi {
         nr_reply_key,
         nr_reply_value,
         nr_reply_stats,
+        nr_limit,
+        nr_limit_stats,
+        nr_limit_src_key,
+        nr_limit_src,
         nr_flow_key,
         nr_flow_value,
         nr_flow_stats,
@@ -113,6 +122,8 @@ pub mod abi {
         nr_capture_scratch,
         nr_capture_record,
         nr_capture_stats,
+        nr_drop_event,
+        nr_drop_stats,
         xdp_md
     );
 
@@ -141,6 +152,7 @@ pub mod abi {
     impl Counters for nr_capture_stats {}
     impl Counters for nr_reply_stats {}
     impl Counters for nr_exec_stats {}
+    impl Counters for nr_drop_stats {}
 
     /// The per-CPU copies of a counter struct added up.
     pub fn sum_counters<T: Counters>(per_cpu: &[T]) -> T {

@@ -200,9 +200,12 @@ impl Firewall {
     }
 
     /// Detaches from every interface and removes all pinned state (rules too).
-    pub fn reset(&self) -> Result<()> {
+    /// Returns the interfaces it detached from.
+    pub fn reset(&self) -> Result<Vec<String>> {
         let _lock = self.pin.lock()?;
+        let mut detached = Vec::new();
         for d in Dispatcher::list(&self.pin)? {
+            detached.push(d.interface().name.clone());
             d.detach()?;
         }
         for dir in [self.pin.fw_dir(), self.pin.ifaces_dir()] {
@@ -217,7 +220,7 @@ impl Firewall {
         // root too, unless something else lives there (another tool's pins).
         self.pin.prune_capture_dirs();
         let _ = std::fs::remove_dir(self.pin.root());
-        Ok(())
+        Ok(detached)
     }
 
     /// Adds deny rules that never expire; all or none. Returns their ids.

@@ -9,9 +9,11 @@
 //! - [`tables`]: the shared `fw_*` maps: their sizes, creation and layout.
 //! - [`store`]: the pinned maps, and publishing a compiled set atomically.
 //! - [`Firewall`]: the operations the CLI and the daemon offer.
+//! - [`limit`]: rate limits on what the firewall lets pass.
 
 pub mod action;
 pub mod compile;
+pub mod limit;
 pub mod policy;
 pub mod rule;
 pub mod store;
@@ -23,4 +25,5 @@ pub use firewall::{Firewall, FirewallStatus, RuleStatus, TableUsage};
 pub use action::{Action, RuleOptions, Ttl};
 pub use policy::{Policy, ReplyTableStatus};
 pub use rule::{Direction, Proto, Rule, RuleError};
+pub use limit::{Limit, LimitArgs, LimitStatus, Limits};
 pub use tables::FwCapacity;

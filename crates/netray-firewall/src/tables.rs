@@ -28,12 +28,15 @@ pub struct FwCapacity {
     pub ranges_per_bank: u32,
     /// Rules the firewall can hold.
     pub max_rules: u32,
+    /// Sources the rate limits' per-source buckets track at once (the LRU
+    /// table fw_limit_src), over all --per-source limits.
+    pub limit_sources: u32,
 }
 
 impl Default for FwCapacity {
     fn default() -> Self {
         // 2 x (2 MiB + 8 MiB) of tables: room for ~65,000 typical rules.
-        FwCapacity { chunks_per_bank: 2048, ranges_per_bank: 131_072, max_rules: 65536 }
+        FwCapacity { chunks_per_bank: 2048, ranges_per_bank: 131_072, max_rules: 65536, limit_sources: 65536 }
     }
 }
 
@@ -50,6 +53,7 @@ impl FwCapacity {
             M::FW_RULE_ACTION => self.max_rules + 1,
             M::FW_RULE_STATS => cpus * (self.max_rules + 1),
             M::FW_RULE_HITS => (cpus * (self.max_rules + 1)).div_ceil(HITS_PER_ELEM),
+            M::FW_LIMIT_SRC => self.limit_sources,
             _ => return None,
         })
     }
@@ -146,6 +150,7 @@ fn init_state(pin: &PinDir) -> Result<()> {
         rules: 0,
         table_format: TABLE_FORMAT,
         special_rules: [0; 2],
+        limit_set: 0,
     };
     maps::put(&state_map, 0, &init)
 }

@@ -42,7 +42,7 @@ fn state(pin: &PinDir) -> nr_fw_state {
 #[test]
 fn tables_are_made_once_with_the_capacity_asked_for() {
     let tmp = TempPin::new("cap");
-    let cap = FwCapacity { chunks_per_bank: 1100, ranges_per_bank: 600, max_rules: 300 };
+    let cap = FwCapacity { chunks_per_bank: 1100, ranges_per_bank: 600, max_rules: 300, ..FwCapacity::default() };
     ensure_tables(&tmp.0, &cap).unwrap();
     let cpus = counter_cpus().unwrap();
     for map in [M::FW_POOL, M::FW_RANGES, M::FW_MATCHES, M::FW_L4, M::FW_RULES, M::FW_RULE_STATS, M::FW_RULE_HITS, M::FW_RULE_ACTION] {

@@ -60,6 +60,11 @@ impl Subnet {
     pub fn peer_v6(self) -> Ipv6Addr {
         self.v6(2)
     }
+    /// The subnet whose host end has `addr`, if that is a lab's host address.
+    pub fn of_host_v4(addr: Ipv4Addr) -> Option<Subnet> {
+        let offset = u32::from(addr).checked_sub(V4_BASE)?;
+        (offset % 4 == 1 && offset / 4 < SLOTS).then_some(Subnet { slot: offset / 4 })
+    }
     pub fn host_mac(self) -> [u8; 6] {
         self.mac(1)
     }

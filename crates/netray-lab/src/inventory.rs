@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::error::{LabError, Result};
 use crate::lab::{remove, require_root};
 use crate::names::{host_name, netns_name, owner_pid, peer_name, ALIAS_PERSISTENT, ALIAS_PREFIX, HOST_PREFIX, NETNS_PREFIX};
+use crate::addr::Subnet;
 use crate::{ip, netns};
 
 /// What exists of a lab, for `netray lab status` (see [`list`]).
@@ -52,9 +53,6 @@ impl LabStatus {
 /// Labs that exist, for `netray lab status`: every `nrlab-*` namespace and
 /// every host end carrying netray's alias.
 pub fn list() -> Result<Vec<LabStatus>> {
-    // Looking inside namespaces (`ip -n`) needs root; say so up front rather
-    // than reporting every lab as broken.
-    require_root()?;
     let mut names: Vec<String> = Vec::new();
     if let Ok(dir) = std::fs::read_dir(netns::NETNS_DIR) {
         for entry in dir.flatten() {
@@ -147,18 +145,23 @@ pub(crate) fn inspect(name: &str, host: Option<Option<LinkInfo>>) -> Result<LabS
         None => link(None, &host_if)?,
     };
     let netns_exists = netns::exists(&ns);
-    let peer = if netns_exists {
+    // Looking inside a namespace (`ip -n`) needs root. Without it the peer end is
+    // described as the lab made it, from the host end's slot, and not checked.
+    let can_enter = nix::unistd::geteuid().is_root();
+    let peer = if netns_exists && can_enter {
         // The namespace may vanish between the check and `ip -n`.
         link(Some(&ns), &peer_if).unwrap_or(None)
     } else {
         None
     };
+    let made = host.as_ref().and_then(|h| h.v4).and_then(Subnet::of_host_v4).filter(|_| !can_enter);
     let alias = host.as_ref().and_then(|h| h.alias.clone());
     let owner = owner_pid(alias.as_deref());
     let problem = match (netns_exists, &host, &peer) {
         (false, _, _) => Some(format!("namespace {ns} missing")),
         (true, None, _) => Some(format!("host interface {host_if} missing")),
-        (true, Some(_), None) => Some(format!("interface {peer_if} missing in {ns}")),
+        (true, Some(_), None) if can_enter => Some(format!("interface {peer_if} missing in {ns}")),
+        (true, Some(_), None) => None,
         (true, Some(_), Some(_)) => None,
     };
     Ok(LabStatus {
@@ -169,11 +172,11 @@ pub(crate) fn inspect(name: &str, host: Option<Option<LinkInfo>>) -> Result<LabS
         netns_exists,
         host_ifindex: host.as_ref().map(|h| h.ifindex),
         host_v4: host.as_ref().and_then(|h| h.v4),
-        peer_v4: peer.as_ref().and_then(|p| p.v4),
+        peer_v4: peer.as_ref().and_then(|p| p.v4).or(made.map(Subnet::peer_v4)),
         host_v6: host.as_ref().and_then(|h| h.v6),
-        peer_v6: peer.as_ref().and_then(|p| p.v6),
+        peer_v6: peer.as_ref().and_then(|p| p.v6).or(made.map(Subnet::peer_v6)),
         host_mac: host.as_ref().and_then(|h| h.mac.clone()),
-        peer_mac: peer.as_ref().and_then(|p| p.mac.clone()),
+        peer_mac: peer.as_ref().and_then(|p| p.mac.clone()).or(made.map(|s| mac_text(s.peer_mac()))),
         mtu: host.as_ref().and_then(|h| h.mtu),
         state: host.as_ref().and_then(|h| h.operstate.clone()),
         owner_pid: owner,
@@ -239,6 +242,11 @@ impl LinkInfo {
 }
 
 /// One interface, or `None` if it does not exist.
+/// A MAC address as `ip` prints it.
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 pub(crate) fn link(netns: Option<&str>, ifname: &str) -> Result<Option<LinkInfo>> {
     match ip::json(netns, &["-d", "addr", "show", "dev", ifname]) {
         Ok(items) => Ok(items.first().and_then(LinkInfo::parse)),

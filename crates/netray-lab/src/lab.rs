@@ -170,6 +170,19 @@ impl Lab {
         netns::run_in(&self.netns, f)
     }
 
+    /// Gives the peer end another IPv6 address of the lab's /64 (host part
+    /// `host`, 3 or more: 1 and 2 are the ends'), without duplicate address
+    /// detection so it is usable at once: a second source inside the lab.
+    /// It goes with the namespace.
+    pub fn add_peer_v6(&self, host: u16) -> Result<Ipv6Addr> {
+        assert!(host >= 3, "::1 and ::2 are the lab's own ends");
+        let net = u128::from(self.peer_v6) & !((1u128 << 64) - 1);
+        let addr = Ipv6Addr::from(net | u128::from(host));
+        let cidr = format!("{addr}/{V6_PREFIX}");
+        ip::run(Some(&self.netns), &["addr", "add", &cidr, "dev", &self.peer_if, "nodad"])?;
+        Ok(addr)
+    }
+
     /// Sets the MTU of both veth ends (for jumbo-frame tests).
     pub fn set_mtu(&self, mtu: u32) -> Result<()> {
         let mtu = mtu.to_string();

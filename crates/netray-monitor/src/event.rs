@@ -19,6 +19,8 @@ pub enum Verdict {
     Drop,
     /// An audit rule matched: the packet passed, counted as the rule's hit.
     Audit,
+    /// A rate limit (`netray limit`) dropped it; `rule` is the limit's id.
+    Limit,
 }
 
 impl Verdict {
@@ -27,6 +29,7 @@ impl Verdict {
         match nr_verdict(u32::from(code)) {
             nr_verdict::NR_VERDICT_DROP => Verdict::Drop,
             nr_verdict::NR_VERDICT_AUDIT => Verdict::Audit,
+            nr_verdict::NR_VERDICT_LIMIT => Verdict::Limit,
             _ => Verdict::Pass,
         }
     }
@@ -159,6 +162,8 @@ impl fmt::Display for PacketEvent {
             (Verdict::Drop, None) => write!(f, " DROP"),
             (Verdict::Audit, Some(r)) => write!(f, " pass AUDIT (rule {r})"),
             (Verdict::Audit, None) => write!(f, " pass AUDIT"),
+            (Verdict::Limit, Some(l)) => write!(f, " DROP (limit {l})"),
+            (Verdict::Limit, None) => write!(f, " DROP (limit)"),
             (Verdict::Pass, _) => write!(f, " pass"),
         }
     }

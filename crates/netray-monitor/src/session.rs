@@ -67,6 +67,9 @@ pub struct MonitorSession {
     start: IfStats,
     received: u64,
     clock: MonotonicClock,
+    /// The feature bit this session sets: Monitor (every packet) or Drops
+    /// (only packets the firewall dropped); both read the one event ring.
+    feature: Feature,
     stopped: bool,
 }
 
@@ -82,6 +85,18 @@ impl MonitorSession {
     /// is not there; the socket hook opens a packet socket bound to the
     /// interface with netray's socket filter on it, for this session only.
     pub fn start_hooks(pin: &PinDir, ifname: &str, mode: AttachMode, hooks: &[Hook]) -> Result<MonitorSession> {
+        Self::start_feature(pin, ifname, mode, hooks, Feature::Monitor)
+    }
+
+    /// As [`Self::start_hooks`], with the feature bit that decides which
+    /// packets make an event: Monitor (all) or Drops (those the firewall dropped).
+    pub fn start_feature(
+        pin: &PinDir,
+        ifname: &str,
+        mode: AttachMode,
+        hooks: &[Hook],
+        feature: Feature,
+    ) -> Result<MonitorSession> {
         let iface = Interface::resolve(ifname)?;
         if hooks.is_empty() {
             return Err(Error::BadRequest(
@@ -96,7 +111,7 @@ impl MonitorSession {
         let mut cfg = d.config()?;
         let mut busy = false;
         for h in Hook::ALL {
-            busy |= d.active_hook_features(h)? & Feature::Monitor.bit() != 0;
+            busy |= d.active_hook_features(h)? & (Feature::Monitor.bit() | Feature::Drops.bit()) != 0;
         }
         if busy && cfg.monitor_pid != std::process::id() {
             let _ = d.detach_if_idle();
@@ -133,12 +148,12 @@ impl MonitorSession {
         };
         cfg.monitor_pid = std::process::id();
         for h in &hooks {
-            Dispatcher::set_hook_bits(&mut cfg, *h, Feature::Monitor.bit(), true);
+            Dispatcher::set_hook_bits(&mut cfg, *h, feature.bit(), true);
         }
         d.set_config(&cfg)?;
         if let Err(e) = d.sync_tc(pin) {
             for h in &hooks {
-                Dispatcher::set_hook_bits(&mut cfg, *h, Feature::Monitor.bit(), false);
+                Dispatcher::set_hook_bits(&mut cfg, *h, feature.bit(), false);
             }
             cfg.monitor_pid = 0;
             let _ = d.set_config(&cfg);
@@ -158,6 +173,7 @@ impl MonitorSession {
             start,
             received: 0,
             clock: MonotonicClock::new(),
+            feature,
             stopped: false,
         })
     }
@@ -232,7 +248,7 @@ impl MonitorSession {
         if cfg.monitor_pid == std::process::id() {
             cfg.monitor_pid = 0;
             for h in Hook::ALL {
-                Dispatcher::set_hook_bits(&mut cfg, h, Feature::Monitor.bit(), false);
+                Dispatcher::set_hook_bits(&mut cfg, h, self.feature.bit(), false);
             }
             d.set_config(&cfg)?;
         }

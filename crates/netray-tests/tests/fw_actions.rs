@@ -12,71 +12,16 @@ mod common;
 
 use std::{thread::sleep, time::Duration};
 
-use common::*;
-use netray_core::{Feature, Hook};
+use common::{verdict_paths::{Harness, Path}, *};
 use netray_ebpf::abi::nr_verdict;
 use netray_firewall::{Action, Firewall, Rule, RuleOptions};
-use netray_tests::{require_root, RunResult, TcHarness, XdpHarness, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
+use netray_tests::require_root;
 
 const DENIED: [u8; 4] = [192, 0, 2, 7];
 const AUDITED: [u8; 4] = [198, 51, 100, 7];
 const EXPIRING: [u8; 4] = [203, 0, 113, 7];
 const UNMATCHED: [u8; 4] = [10, 9, 9, 9];
 const TTL: Duration = Duration::from_secs(2);
-
-/// Where a verdict is taken.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Path {
-    XdpShort,
-    XdpGeneral,
-    TcIngress,
-    TcEgress,
-}
-
-enum Harness {
-    Xdp(XdpHarness),
-    Tc(TcHarness),
-}
-
-impl Harness {
-    fn new(path: Path) -> Harness {
-        let tag = format!("fwact-{path:?}").to_lowercase();
-        match path {
-            Path::XdpShort => {
-                let h = XdpHarness::new(&tag);
-                h.set_features(&[Feature::Firewall]);
-                Harness::Xdp(h)
-            }
-            Path::XdpGeneral => Harness::Xdp(XdpHarness::new(&tag)),
-            Path::TcIngress | Path::TcEgress => Harness::Tc(TcHarness::new(&tag)),
-        }
-    }
-
-    fn firewall(&self) -> Firewall {
-        match self {
-            Harness::Xdp(h) => h.firewall(),
-            Harness::Tc(h) => h.firewall(),
-        }
-    }
-
-    fn run(&self, path: Path, frame: &[u8]) -> RunResult {
-        match (self, path) {
-            (Harness::Xdp(h), _) => h.run(frame),
-            (Harness::Tc(h), Path::TcEgress) => h.run(Hook::TcEgress, frame),
-            (Harness::Tc(h), _) => h.run(Hook::TcIngress, frame),
-        }
-    }
-
-    /// (packets dropped, bytes dropped) on the hook.
-    fn dropped(&self, path: Path) -> (u64, u64) {
-        let s = match (self, path) {
-            (Harness::Xdp(h), _) => h.stats(),
-            (Harness::Tc(h), Path::TcEgress) => h.stats(Hook::TcEgress),
-            (Harness::Tc(h), _) => h.stats(Hook::TcIngress),
-        };
-        (s.dropped, s.bytes_dropped)
-    }
-}
 
 /// A frame from and to `addr` (the source decides "in" rules, the
 /// destination "out" ones), long enough for the XDP short path.
@@ -88,10 +33,7 @@ fn frame(addr: [u8; 4]) -> Vec<u8> {
 /// (verdict, rule id) when the path emits one.
 fn decide(h: &Harness, path: Path, addr: [u8; 4]) -> (bool, Option<(u32, u32)>) {
     let r = h.run(path, &frame(addr));
-    let (drop, pass) = match path {
-        Path::XdpShort | Path::XdpGeneral => (XDP_DROP, XDP_PASS),
-        Path::TcIngress | Path::TcEgress => (TC_ACT_SHOT, TC_ACT_UNSPEC),
-    };
+    let (drop, pass) = path.codes();
     assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
     assert_eq!(r.event.is_some(), path != Path::XdpShort, "{path:?}: a monitor event iff the monitor is on");
     (r.verdict == drop, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
@@ -103,7 +45,7 @@ fn hits(fw: &Firewall) -> Vec<(u32, Action, u64, u64)> {
 }
 
 fn check_path(path: Path) {
-    let h = Harness::new(path);
+    let h = Harness::new("fwact", path);
     let fw = h.firewall();
     let dir = if path == Path::TcEgress { "out" } else { "in" };
     let rule = |a: [u8; 4]| Rule::parse(&std::net::Ipv4Addr::from(a).to_string(), None, None, Some(dir)).unwrap();

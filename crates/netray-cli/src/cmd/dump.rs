@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use netray_capture::hexdump::{Payload, PayloadDump};
 use netray_capture::line::{LineStyle, TimeStamp};
-use netray_capture::rotation::RotationSpec;
+use netray_capture::rotation::{Rotation, RotationSpec};
 use netray_capture::{offline, Capture, CaptureSpec, DirectFile, LiveCapture, Output, Point, PointStats};
 
 pub use super::dump_args::DumpArgs;
@@ -28,9 +28,15 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     }
     let filter = filter_expression(&args)?;
     let snaplen = if args.snaplen == 0 { CaptureSpec::DEFAULT_SNAPLEN } else { args.snaplen };
-    let mut output = open_output(&args)?;
+    check_output(&args)?;
     if let Some(path) = &args.read {
-        let code = read_file(path, &filter, snaplen, &mut output, args.json)?;
+        // The filter runs as a BPF program here too: say what it needs before the
+        // kernel refuses it.
+        netray_core::probe::require_bpf()?;
+        let filter = netray_pcapfilter::Filter::new(&filter, snaplen)?;
+        let reader = offline::open(path)?;
+        let mut output = open_output(&args)?;
+        let code = read_file(reader, &filter, snaplen, &mut output, args.json)?;
         print_count(&args, &output)?;
         return Ok(code);
     }
@@ -52,6 +58,8 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     let (mode, chain_only) = args.mode;
     let spec = CaptureSpec { iface, hooks, points, snaplen, filter, ring_bytes, mode, chain_only };
     let mut capture = Capture::start(&pin, &spec)?;
+    // Created only once the capture stands: one that cannot start leaves no file.
+    let output = open_output(&args)?;
     for note in capture.notes.drain(..) {
         eprintln!("netray: {note}");
     }
@@ -107,7 +115,8 @@ pub fn run(ctx: &Context, args: DumpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
+/// The output flags' mistakes, found before anything is attached or created.
+fn check_output(args: &DumpArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     if args.count == Some(0) {
         bail!("-c 0: the count must be at least 1 (leave -c out to capture until Ctrl-C)");
@@ -116,30 +125,42 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
     if to_stdout && std::io::stdout().is_terminal() {
         bail!("-w - writes binary pcapng to stdout, which is a terminal: pipe it (`| tcpdump -r -`) or use -w FILE");
     }
-    let rotating = args.file_size.is_some() || args.file_count.is_some() || args.rotate_seconds.is_some();
-    if rotating && to_stdout {
-        bail!("-C, -W and -G rotate files: give -w a file name, not -");
+    if let Some(spec) = rotation_spec(args) {
+        if to_stdout {
+            bail!("-C, -W and -G rotate files: give -w a file name, not -");
+        }
+        Rotation::start(spec, std::time::SystemTime::now())?;
     }
+    line_style(args)?;
+    Ok(())
+}
+
+/// `-w` with `-C`, `-W` or `-G`.
+fn rotation_spec(args: &DumpArgs) -> Option<RotationSpec> {
+    let rotating = args.file_size.is_some() || args.file_count.is_some() || args.rotate_seconds.is_some();
+    Some(RotationSpec {
+        pattern: args.write.as_ref().filter(|_| rotating)?.to_string_lossy().into_owned(),
+        max_bytes: args.file_size.map(|mb| mb.saturating_mul(1_000_000)),
+        max_files: args.file_count,
+        seconds: args.rotate_seconds,
+    })
+}
+
+/// Opens (creates) the output [`check_output`] accepted.
+fn open_output(args: &DumpArgs) -> anyhow::Result<Output> {
+    let to_stdout = args.write.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if args.count_only {
         return Ok(Output::count_only(args.count));
     }
-    let output = match &args.write {
-        Some(p) if rotating => {
-            let spec = RotationSpec {
-                pattern: p.to_string_lossy().into_owned(),
-                max_bytes: args.file_size.map(|mb| mb.saturating_mul(1_000_000)),
-                max_files: args.file_count,
-                seconds: args.rotate_seconds,
-            };
-            Output::rotating(spec, args.count)?
-        }
-        Some(_) if to_stdout => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
-        Some(p) => {
+    let output = match (&args.write, rotation_spec(args)) {
+        (Some(_), Some(spec)) => Output::rotating(spec, args.count)?,
+        (Some(_), None) if to_stdout => Output::pcapng(Box::new(BufWriter::new(std::io::stdout())), args.count)?,
+        (Some(p), None) => {
             // Direct I/O in large aligned blocks (buffered where the filesystem refuses it).
             let f = DirectFile::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             Output::pcapng(Box::new(f), args.count)?
         }
-        None => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count)
+        (None, _) => Output::text(Box::new(BufWriter::new(std::io::stdout())), args.json, args.count)
             .with_style(line_style(args)?),
     };
     Ok(output.flush_each_packet(args.line_buffered || args.packet_buffered))
@@ -194,9 +215,13 @@ fn print_count(args: &DumpArgs, output: &Output) -> anyhow::Result<()> {
 }
 
 /// `-r`: the file's packets through the in-kernel filter program.
-fn read_file(path: &std::path::Path, filter: &str, snaplen: u32, out: &mut Output, json: bool) -> anyhow::Result<ExitCode> {
-    let filter = netray_pcapfilter::Filter::new(filter, snaplen)?;
-    let reader = offline::open(path)?;
+fn read_file(
+    reader: offline::OfflineReader,
+    filter: &netray_pcapfilter::Filter,
+    snaplen: u32,
+    out: &mut Output,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (mut read, mut matched) = (0u64, 0u64);
     let mut first_iface = None;
     for pkt in reader {

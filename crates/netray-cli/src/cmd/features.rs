@@ -107,6 +107,14 @@ fn ways(caps: &[Capability]) -> Vec<Way> {
     } else {
         format!("unavailable: no live frames ({})", why("live_frames"))
     };
+    let drops = if has("tp_btf") {
+        "tp_btf/kfree_skb (BTF-typed raw tracepoint)".to_string()
+    } else if has("raw_tracepoint") {
+        format!("raw_tp/kfree_skb (tp_btf refused: {})", why("tp_btf"))
+    } else {
+        "tracepoint skb/kfree_skb (no raw tracepoints)".to_string()
+    };
+    let drops = if has("btf") { drops } else { format!("{drops}; reasons as numbers (no BTF)") };
     vec![
         Way { command: "firewall attach, top, daemon (XDP)", way: xdp.clone() },
         Way { command: "firewall out rules, monitor/dump at TC", way: tc },
@@ -114,6 +122,7 @@ fn ways(caps: &[Capability]) -> Vec<Way> {
         Way { command: "dump (XDP), jumbo frames", way: jumbo },
         Way { command: "dump beside a foreign XDP program", way: foreign },
         Way { command: "exec", way: exec },
+        Way { command: "drops (kernel drops)", way: drops },
         Way { command: "bench dump (traffic)", way: generator },
     ]
 }

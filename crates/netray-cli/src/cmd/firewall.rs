@@ -36,7 +36,7 @@ pub enum FirewallCommand {
         json: bool,
     },
     /// Stop enforcing on an interface (or everywhere, removing all state).
-    #[command(after_help = "Examples:\n  netray firewall detach -i eth1\n  netray firewall detach --all   # also deletes every rule")]
+    #[command(after_help = "Examples:\n  netray firewall detach -i eth1\n  netray firewall detach --all   # also deletes every rule\n  netray firewall detach --all --json")]
     Detach {
         /// Interface to stop protecting.
         #[arg(short, long = "interface", value_name = "IFACE", required_unless_present = "all")]
@@ -44,6 +44,9 @@ pub enum FirewallCommand {
         /// Detach from every interface and remove all pinned state, rules included.
         #[arg(long, conflicts_with = "iface")]
         all: bool,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Drop or pass received packets no rule decides, on one interface (default: pass).
     #[command(after_help = "Examples:\n  \
@@ -91,6 +94,10 @@ pub struct CapacityArgs {
     /// Maximum number of rules (at most 1048575).
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
+    /// Sources the --per-source rate limits track at once (an LRU table; the least recently seen
+    /// source is evicted, and counted, when it is full).
+    #[arg(long, default_value_t = FwCapacity::default().limit_sources, value_name = "N")]
+    pub limit_sources: u32,
 }
 
 impl CapacityArgs {
@@ -103,7 +110,16 @@ impl CapacityArgs {
             "--max-rules must be at most {} (rule ids are packed in 20 bits in the kernel's tables)",
             netray_firewall::compile::MAX_RULES
         );
-        Ok(FwCapacity { chunks_per_bank: self.fw_chunks, ranges_per_bank: self.fw_ranges, max_rules: self.max_rules })
+        anyhow::ensure!(
+            (16..=1 << 24).contains(&self.limit_sources),
+            "--limit-sources must be between 16 and 16777216"
+        );
+        Ok(FwCapacity {
+            chunks_per_bank: self.fw_chunks,
+            ranges_per_bank: self.fw_ranges,
+            max_rules: self.max_rules,
+            limit_sources: self.limit_sources,
+        })
     }
 }
 
@@ -131,13 +147,22 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 outln!("firewall {verb} {} (ifindex {}, {} XDP{tc})", r.interface, r.ifindex, r.mode)?;
             }
         }
-        FirewallCommand::Detach { iface, all } => {
+        FirewallCommand::Detach { iface, all, json } => {
             let fw = ctx.firewall()?;
             if all {
-                fw.reset()?;
-                outln!("detached from every interface; all netray state removed")?;
+                let detached = fw.reset()?;
+                if json {
+                    json_line(&serde_json::json!({ "all": true, "detached": detached, "state_removed": true }))?;
+                } else {
+                    outln!("detached from every interface; all netray state removed")?;
+                }
             } else if let Some(iface) = iface {
-                if fw.detach(&iface)? {
+                let program_removed = fw.detach(&iface)?;
+                if json {
+                    json_line(&serde_json::json!({
+                        "interface": iface, "firewall": "off", "program_removed": program_removed,
+                    }))?;
+                } else if program_removed {
                     outln!("firewall detached from {iface}; no netray program left on it")?;
                 } else {
                     outln!("firewall off on {iface}; the netray program stays for the other features running there")?;

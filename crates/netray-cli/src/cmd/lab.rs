@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use netray_lab::{list, prune, remove, Family, Lab, LabStatus, Proto, TrafficReport, TrafficSpec, V4_PREFIX, V6_PREFIX};
 
-use crate::output::{json_pretty, outln};
+use crate::output::{json_line, json_pretty, outln};
 
 #[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum LabCommand {
@@ -29,11 +29,14 @@ pub enum LabCommand {
     },
     /// Delete a lab: its namespace and both veth ends.
     #[command(
-        after_help = "Example:\n  netray lab down              # lab 'netray'\n  netray lab down test1"
+        after_help = "Example:\n  netray lab down              # lab 'netray'\n  netray lab down test1 --json"
     )]
     Down {
         #[arg(default_value = "netray")]
         name: String,
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the labs that exist, with their interfaces, addresses and owner.
     #[command(
@@ -112,9 +115,13 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
                 print_up(&status)?;
             }
         }
-        LabCommand::Down { name } => {
+        LabCommand::Down { name, json } => {
             remove(&name)?;
-            outln!("lab '{name}' removed")?;
+            if json {
+                json_line(&serde_json::json!({ "name": name, "removed": true }))?;
+            } else {
+                outln!("lab '{name}' removed")?;
+            }
         }
         LabCommand::Status { json } => {
             let labs = list()?;

@@ -2,7 +2,9 @@
 
 pub mod allow;
 pub mod bench;
+pub mod completions;
 pub mod demo;
+pub mod drops;
 pub mod dump;
 pub mod dump_args;
 pub mod dump_interfaces;
@@ -11,6 +13,8 @@ pub mod deny;
 pub mod features;
 pub mod firewall;
 pub mod lab;
+pub mod limit;
+pub mod man;
 pub mod monitor;
 pub mod top;
 

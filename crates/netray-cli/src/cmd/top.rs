@@ -20,6 +20,8 @@ use netray_flows::{
     FlowCapacity, FlowSession, Snapshot, SnapshotJson, SortBy,
 };
 
+use netray_ipfix::{ExportConfig, Exporter, ExporterMetrics, Stats, Timeouts, Transport};
+
 use super::{firewall::parse_mode, Context};
 use crate::output::{json_line, line};
 
@@ -30,6 +32,7 @@ use crate::output::{json_line, line};
     netray top -i eth1 --once --json | jq '.flows[0]'\n  \
     netray top -i eth1 --metrics 127.0.0.1:9810\n  \
     netray top -i eth1 --metrics 127.0.0.1:9810 --metrics-top-flows 10 > /dev/null\n  \
+    netray top -i eth1 --ipfix 127.0.0.1:4739 --active-timeout 60s --idle-timeout 15s > /dev/null\n  \
     curl -H 'Accept: application/openmetrics-text' http://127.0.0.1:9810/metrics\n\
     \n\
     Counts packets and bytes per flow (interface, direction, protocol, addresses, ports) in the\n\
@@ -52,6 +55,13 @@ use crate::output::{json_line, line};
     most hits (the others summed under rule_id=\"other\"), per-flow series only with\n\
     --metrics-top-flows, process_* metrics; a source that cannot be read is reported by\n\
     netray_scrape_collector_success 0, never as zeros.\n\
+    \n\
+    --ipfix HOST:PORT exports the flows to an IPFIX collector (RFC 7011; nfacctd, nfcapd, goflow2,\n\
+    ...) over UDP, or TCP with --ipfix-transport tcp: a flow's new packets and bytes every\n\
+    --active-timeout while it lasts, after --idle-timeout once it stops, and everything at exit\n\
+    (Ctrl-C, SIGTERM). A collector that is down or slow never stalls netray: records that do not\n\
+    fit the queue are dropped and counted; the counts are printed at exit and served as\n\
+    netray_ipfix_* with --metrics. See docs/ipfix.md for the template.\n\
     \n\
     Flow accounting stays on while any `netray top` runs on the interface; the first one starts from\n\
     an empty table. If netray is not attached to the interface, it is attached, and detached at exit\n\
@@ -84,6 +94,10 @@ pub struct TopArgs {
     /// Per-rule series for the N rules with the most hits; the others are summed under rule_id="other" (0: none).
     #[arg(long, value_name = "N", default_value_t = metrics::DEFAULT_TOP_RULES)]
     metrics_top_rules: usize,
+    /// With --metrics: also trace the drops on the interface (`netray drops -i IFACE`) and export
+    /// their counts (netray_drops_total by who, reason, interface).
+    #[arg(long, requires = "metrics")]
+    drops: bool,
     /// Also give rules without a hit a series (up to --metrics-top-rules in all).
     #[arg(long)]
     metrics_zero_hit_rules: bool,
@@ -96,6 +110,28 @@ pub struct TopArgs {
     /// XDP attach mode if netray must attach: auto, native or generic.
     #[arg(long, default_value = "auto", value_parser = parse_mode)]
     mode: AttachMode,
+    /// Export the flows over IPFIX to this collector (e.g. 127.0.0.1:4739).
+    #[arg(long, value_name = "HOST:PORT")]
+    ipfix: Option<String>,
+    /// IPFIX transport: udp or tcp.
+    #[arg(long, value_name = "udp|tcp", default_value = "udp", requires = "ipfix")]
+    ipfix_transport: Transport,
+    /// IPFIX: a long-lived flow's counts are exported this often.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout, requires = "ipfix")]
+    active_timeout: Duration,
+    /// IPFIX: a flow is exported once it had no packet for this long.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_timeout, requires = "ipfix")]
+    idle_timeout: Duration,
+    /// IPFIX observation domain ID (tells this host's records apart at the collector).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "ipfix")]
+    ipfix_domain_id: u32,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_interval(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("invalid timeout '{s}': use e.g. 60s, 500ms, 2m (above 0, at most 60m)")),
+    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -130,6 +166,25 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = session.note() {
         eprintln!("netray: note: {note}");
     }
+    let exporter = match &args.ipfix {
+        Some(collector) => {
+            let mut cfg = ExportConfig::new(collector);
+            cfg.transport = args.ipfix_transport;
+            cfg.timeouts = Timeouts { active: args.active_timeout, idle: args.idle_timeout };
+            cfg.domain_id = args.ipfix_domain_id;
+            let e = Exporter::start(cfg)?;
+            eprintln!(
+                "netray: exporting IPFIX to {} over {} (active timeout {:?}, idle timeout {:?})",
+                e.collector(),
+                args.ipfix_transport.as_str(),
+                args.active_timeout,
+                args.idle_timeout
+            );
+            Some(e)
+        }
+        None => None,
+    };
+    let ipfix_metrics: Option<ExporterMetrics> = exporter.as_ref().map(Exporter::metrics);
     let _server = match args.metrics {
         Some(addr) => {
             let collector = NetrayCollector::new(MetricsConfig {
@@ -139,9 +194,17 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
                 rules: RuleSeries { top: args.metrics_top_rules, zero_hits: args.metrics_zero_hit_rules },
                 flow_tables: true,
             });
+            let drops = args.drops.then(|| drop_counter(&pin, &args.iface, Arc::clone(&stop))).transpose()?;
             let scrape = move || {
                 let mut s = Scrape::default();
                 collector.scrape(&mut s);
+                if let Some(m) = &ipfix_metrics {
+                    m.scrape(&mut s);
+                }
+                if let Some(d) = &drops {
+                    let (counts, lost) = &*d.lock().unwrap_or_else(|e| e.into_inner());
+                    netray_drops::metrics::scrape(&mut s, counts, *lost);
+                }
                 metrics::process::scrape(&mut s);
                 s
             };
@@ -153,16 +216,112 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
-    let result = if args.once {
-        once(&session, &args, &stop)
-    } else if !args.json && std::io::stdout().is_terminal() {
-        tui::run(&session, &args, &stop, deadline)
-    } else {
-        periodic(&session, &args, &stop, deadline)
-    };
+    let view_done = AtomicBool::new(false);
+    let (result, exported) = std::thread::scope(|scope| {
+        // The export polls on its own thread and pace, whatever the view does.
+        let export = exporter.as_ref().map(|e| {
+            let (session, stop, view_done) = (&session, &stop, &view_done);
+            scope.spawn(move || {
+                e.run_polling(&session.interface().name, || session.snapshot(), || {
+                    stop.load(Ordering::Relaxed) || view_done.load(Ordering::Relaxed)
+                })
+            })
+        });
+        let result = if args.once {
+            once(&session, &args, &stop)
+        } else if !args.json && std::io::stdout().is_terminal() {
+            tui::run(&session, &args, &stop, deadline)
+        } else {
+            periodic(&session, &args, &stop, deadline)
+        };
+        view_done.store(true, Ordering::Relaxed);
+        let exported = export.map(|h| h.join().unwrap_or_else(|_| Err(netray_core::Error::BadRequest("the IPFIX exporter panicked".into()))));
+        (result, exported)
+    });
+    if let Some(e) = exporter {
+        let stats = e.finish(Duration::from_secs(5));
+        ipfix_summary(&args, &stats)?;
+    }
     session.stop()?;
+    if let Some(Err(e)) = exported {
+        return Err(anyhow::Error::from(e).context("exporting IPFIX"));
+    }
     // A closed pipe (`| head`) ends the command quietly in main.
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// What the IPFIX export did, on stderr (and a JSON line with --json).
+fn ipfix_summary(args: &TopArgs, s: &Stats) -> anyhow::Result<()> {
+    let collector = args.ipfix.as_deref().unwrap_or_default();
+    eprintln!(
+        "netray: ipfix: {} records in {} messages ({} bytes) to {collector} over {}; not delivered: {} (queue full), \
+         {} (send failed), {} (still queued at exit); {} TCP connects, {} failed; flows evicted from the kernel table: \
+         {} (of them {} active, packets after the last read lost), {} created again between reads, {} never read",
+        s.records_sent,
+        s.messages_sent,
+        s.bytes_sent,
+        args.ipfix_transport.as_str(),
+        s.dropped_queue_full,
+        s.dropped_send_failed,
+        s.dropped_at_exit,
+        s.connects,
+        s.connect_failures,
+        s.evicted,
+        s.evicted_active,
+        s.evicted_recreated,
+        s.evicted_unread,
+    );
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            r#type: &'static str,
+            collector: &'a str,
+            transport: &'static str,
+            #[serde(flatten)]
+            stats: &'a Stats,
+        }
+        json_line(&Summary { r#type: "ipfix", collector, transport: args.ipfix_transport.as_str(), stats: s })?;
+    }
+    Ok(())
+}
+
+/// Drop counts of `iface`, kept up to date by a drops session on a thread of
+/// its own (its rings are read there) until `stop`.
+fn drop_counter(
+    pin: &netray_core::PinDir,
+    iface: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Arc<std::sync::Mutex<(netray_drops::DropCounts, u64)>>> {
+    let shared = Arc::new(std::sync::Mutex::new((netray_drops::DropCounts::default(), 0)));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (pin, spec, out) = (
+        pin.clone(),
+        netray_drops::DropsSpec { iface: Some(iface.to_string()), snaplen: 128, ring_bytes: 4 << 20, ..Default::default() },
+        Arc::clone(&shared),
+    );
+    std::thread::Builder::new().name("drops".into()).spawn(move || {
+        let mut session = match netray_drops::DropsSession::start(Some(&pin), &spec) {
+            Ok(s) => {
+                let _ = tx.send(Ok(s.attach_way()));
+                s
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if session.poll(Duration::from_millis(200), &mut |_| true).is_err() {
+                break;
+            }
+            let lost = session.stats().map_or(0, |s| s.kernel.lost + s.netray_lost);
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = (session.counts().clone(), lost);
+        }
+        let _ = session.finish(&mut |_| true);
+    })?;
+    let way = rx.recv().map_err(|_| anyhow::anyhow!("the drops thread ended before starting"))??;
+    eprintln!("netray: counting drops on {iface} via {way} for /metrics");
+    Ok(shared)
 }
 
 /// Sleeps until `until`, or less when asked to stop. False when stopped.

@@ -6,16 +6,31 @@
 
 pub mod expected;
 
+/// Header sizes of the frames the lab sends, in bytes.
+pub mod sizes {
+    pub const ETH: u64 = 14;
+    pub const IP4: u64 = 20;
+    pub const IP6: u64 = 40;
+    pub const UDP: u64 = 8;
+    pub const TCP: u64 = 20;
+    /// ICMP echo header + the lab's default 64-byte payload.
+    pub const ECHO: u64 = 8 + 64;
+}
+
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output},
     sync::{
         atomic::{AtomicU32, Ordering},
-        OnceLock,
+        Arc, Mutex, OnceLock,
     },
+    time::{Duration, Instant},
 };
 
 use netray_lab::Lab;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -63,6 +78,11 @@ impl Env {
         c
     }
 
+    /// `netray --pin-dir <pin> dump -i <the lab's interface> args...`
+    pub fn dump(&self, args: &[&str]) -> Command {
+        self.cmd(&[&["dump", "-i", self.iface()], args].concat())
+    }
+
     /// Runs netray and insists it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().expect("running netray");
@@ -102,6 +122,51 @@ impl Drop for Env {
     }
 }
 
+/// A child's stderr (spawned with `Stdio::piped()`), collected by a thread as it comes,
+/// so the test can look at it while the child runs and after it ended.
+#[derive(Clone)]
+pub struct StderrLog(Arc<Mutex<String>>);
+
+impl StderrLog {
+    pub fn collect(child: &mut Child) -> StderrLog {
+        let log = StderrLog(Arc::default());
+        let sink = Arc::clone(&log.0);
+        let pipe = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        log
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (20 s at most) until `marker` shows, e.g. dump's "capturing" once its
+    /// programs are in place; panics if the child exits first.
+    pub fn wait_for(&self, child: &mut Child, marker: &str) {
+        let t = Instant::now();
+        while !self.text().contains(marker) {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("netray exited early ({status}): {}", self.text());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "no '{marker}' from netray: {}", self.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything, once the child has ended (the thread has read to the end).
+    pub fn after_exit(&self) -> String {
+        std::thread::sleep(Duration::from_millis(50));
+        self.text()
+    }
+}
+
 /// `netray args...` with no lab and the default pin directory: for what
 /// needs neither (help, parse errors, exec).
 pub fn netray(args: &[&str]) -> Output {
@@ -127,4 +192,28 @@ pub fn tc_backend() -> &'static str {
     } else {
         "clsact"
     }
+}
+
+/// Sends `n` bare TCP SYN segments (20-byte header, no options) from the
+/// namespace to the host end, on a raw socket: exactly `n` packets of a
+/// known size, whatever the host answers.
+pub fn tcp_syns(env: &Env, v6: bool, sport: u16, dport: u16, n: u64) {
+    let dst: IpAddr = if v6 { env.lab.host_v6().into() } else { env.lab.host_v4().into() };
+    env.lab
+        .in_netns(move || {
+            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).expect("raw TCP socket");
+            let mut seg = [0u8; 20];
+            seg[0..2].copy_from_slice(&sport.to_be_bytes());
+            seg[2..4].copy_from_slice(&dport.to_be_bytes());
+            seg[4..8].copy_from_slice(&1u32.to_be_bytes());
+            seg[12] = 5 << 4; // data offset: 5 words
+            seg[13] = 0x02; // SYN
+            seg[14..16].copy_from_slice(&1024u16.to_be_bytes());
+            let to = SockAddr::from(SocketAddr::new(dst, 0));
+            for _ in 0..n {
+                assert_eq!(s.send_to(&seg, &to).expect("sending a SYN"), 20);
+            }
+        })
+        .unwrap();
 }

@@ -250,8 +250,10 @@ impl Dispatcher {
     pub fn active_hook_features(&self, hook: Hook) -> Result<u32> {
         let cfg = self.config()?;
         let mut bits = Self::hook_features(&cfg, hook);
-        if bits & Feature::Monitor.bit() != 0 && !process_alive(cfg.monitor_pid) {
-            bits &= !Feature::Monitor.bit();
+        // The monitor and drops both read the event ring, owned by monitor_pid.
+        let ring_readers = Feature::Monitor.bit() | Feature::Drops.bit();
+        if bits & ring_readers != 0 && !process_alive(cfg.monitor_pid) {
+            bits &= !ring_readers;
         }
         for shared in [Feature::Flows, Feature::Capture] {
             if bits & shared.bit() != 0 && self.users(shared).is_empty() {

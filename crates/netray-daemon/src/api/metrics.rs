@@ -48,6 +48,7 @@ fn daemon_families(d: &Daemon, s: &mut Scrape, revision: Option<u64>) {
     if let Some(rev) = revision {
         s.gauge("netray_daemon_revision", "Revision of the daemon's rules and interfaces", vec![(Vec::new(), rev)]);
     }
+    drops_families(d, s);
     let ev = d.hubs.stats();
     let c = &d.counters;
     s.gauge("netray_daemon_sse_clients", "Clients reading event streams", vec![(Vec::new(), ev.clients as u64)]);
@@ -70,6 +71,30 @@ fn daemon_families(d: &Daemon, s: &mut Scrape, revision: Option<u64>) {
             (vec![("class", "server_error".to_string())], server),
         ],
     );
+}
+
+/// The drops counted by the drop streams: the all-interfaces stream's when
+/// there is one (it sees every interface's), else the interface streams' summed.
+fn drops_families(d: &Daemon, s: &mut Scrape) {
+    let streams = d.drop_counts.lock().unwrap_or_else(|e| e.into_inner());
+    if streams.is_empty() {
+        return;
+    }
+    let mut counts = netray_drops::DropCounts::default();
+    let mut lost = 0;
+    match streams.get("") {
+        Some((c, l)) => {
+            counts.merge(c);
+            lost = *l;
+        }
+        None => {
+            for (c, l) in streams.values() {
+                counts.merge(c);
+                lost += l;
+            }
+        }
+    }
+    netray_drops::metrics::scrape(s, &counts, lost);
 }
 
 /// Everything /metrics reports, read now. Sources that could not be read
@@ -106,6 +131,7 @@ pub fn scrape(d: &Daemon) -> Scrape {
         }
     };
     daemon_families(d, &mut s, revision);
+    d.flows.scrape_ipfix(&mut s);
     metrics::process::scrape(&mut s);
     for (source, e) in s.errors() {
         eprintln!("netray daemon: /metrics: {source} not read: {e}");

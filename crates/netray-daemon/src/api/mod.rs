@@ -3,6 +3,7 @@
 pub mod events;
 pub mod health;
 pub mod interfaces;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
@@ -52,7 +53,7 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit
 }
 
 /// A JSON request body checked by `parse`: what [`json_body`] refuses, or a 422 with
-/// `parse`'s complaint and the example. POST /v1/interfaces and POST /v1/rules take
+/// `parse`'s complaint and the example. POST /v1/interfaces, /v1/rules and /v1/limits take
 /// their bodies this way.
 pub fn parsed_body<T, E: Into<String>>(
     body: Result<Bytes, BytesRejection>,

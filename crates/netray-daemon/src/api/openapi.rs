@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use super::{events::MAX_FILTER_LEN, rules::{MAX_RULES_PER_REQUEST, MAX_RULE_ID}, stats::FLOWS_MAX_LIMIT, IF_MATCH_PATTERN};
 use crate::config::{bounds, DEFAULT_BODY_LIMIT};
 
+mod limits_doc;
+
 /// An error answer: JSON `{"error", "hint"}`.
 fn err(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": r("Error")}}})
@@ -74,12 +76,12 @@ pub fn document() -> Value {
     let open = json!([]);
     let body_limit = DEFAULT_BODY_LIMIT / 1024;
     let rule_list = json!({"type": "array", "minItems": 1, "maxItems": MAX_RULES_PER_REQUEST, "items": r("RuleInput")});
-    json!({
+    let mut doc = json!({
       "openapi": "3.0.3",
       "info": {
         "title": "netray daemon API",
         "version": env!("CARGO_PKG_VERSION"),
-        "description": format!("Firewall rules, interfaces, statistics, flows and live event streams of netray. \
+        "description": format!("Firewall rules, rate limits, interfaces, statistics, flows and live event streams of netray. \
 \n\nAuthorization: every request that changes something (POST, DELETE) and the event streams need \
 `Authorization: Bearer <token>` (the daemon's --token-file), else 401. Plain reads (rules, interfaces, stats, flows, \
 this document) are open while the daemon listens on loopback and need the token otherwise. /healthz and /metrics \
@@ -218,6 +220,23 @@ share the capture, another filter is a 409.",
             "responses": {"200": sse("The event stream"), "400": err("Bad or unknown parameter"),
               "401": resp("Unauthorized")}}
         },
+        "/v1/events/drops": {
+          "get": {"summary": "Server-Sent Events: one `drop` event per dropped packet, the kernel's and netray's", "operationId": "dropEvents",
+            "security": token.clone(),
+            "description": "Events: `ready` (first), `drop` (as `netray drops --json`: ts, ifname, who, reason, \
+reason_code, location, function, rule, summary, src, dst, sport, dport, proto, len), `dropped`, `error` (the stream \
+ends). Kernel drops come from skb:kfree_skb with the running kernel's reason names; with interface= netray's own \
+firewall drops there are included (who `netray xdp rule N`). Without interface= every drop of the daemon's network \
+namespace. Clients of the same interface share one tracer; the counts feed `netray_drops` on /metrics.",
+            "parameters": [
+              {"name": "interface", "in": "query", "schema": ifname_schema()}],
+            "responses": {"200": sse("The event stream"),
+              "400": err("Unknown parameter"),
+              "401": resp("Unauthorized"),
+              "404": err("Unknown interface"),
+              "409": err("A `netray monitor` reads the interface's events"),
+              "500": err("The kernel refused every way to trace skb:kfree_skb")}}
+        },
         "/metrics": {
           "get": {"summary": "Prometheus metrics", "operationId": "metrics", "security": open.clone(),
             "description": "The Prometheus text format 0.0.4 by default; OpenMetrics 1.0.0 when the Accept header asks for \
@@ -313,7 +332,9 @@ over allow)"}}},
             "error": {"type": "string", "description": "What is wrong (503 only)"}}}
         }
       }
-    })
+    });
+    limits_doc::add(&mut doc, &read, &token);
+    doc
 }
 
 /// The document as checked in: pretty JSON with a final newline.

@@ -346,9 +346,9 @@ static __always_inline __u32 nr_fw_leaf_rule(__u32 bank, __u32 leaf,
 
 /* Set in a decided rule id when the rule lets the packet pass (audit or
  * allow); NR_FW_ALLOW is set with it for an allow rule. Rule ids fit
- * NR_FW_ISLE_ID_BITS, so both bits are free. */
+ * NR_FW_ISLE_ID_BITS, so both bits are free (bit 30 is NR_FW_LIMITED). */
 #define NR_FW_PASSES (1u << 31)
-#define NR_FW_ALLOW (1u << 30)
+#define NR_FW_ALLOW (1u << 29)
 _Static_assert(NR_FW_PASSES == 1u << 31, "nr_fw_drops tests the sign bit");
 _Static_assert(NR_FW_MAX_RULES < NR_FW_ALLOW, "the verdict bits are above every rule id");
 
@@ -393,18 +393,29 @@ static __always_inline int nr_fw_allows(__u32 rule)
 	return rule & NR_FW_ALLOW;
 }
 
-/* The rule id of a decided rule, without the verdict bits. */
+/* Set in a decided rule when a rate limit (limit.h), not a rule, drops the
+ * packet: the rest is the limit's id. Verdicts: see nr_fw_event_verdict. */
+#define NR_FW_LIMITED (1u << 30)
+_Static_assert(NR_FW_LIMITED > NR_FW_ALLOW && NR_FW_ALLOW == 1u << 29, "nr_fw_event_verdict tests bit 29");
+
+/* The rule id of a decided rule (or the limit's), without the verdict and
+ * limit bits. */
 static __always_inline __u32 nr_fw_rule_id(__u32 rule)
 {
-	return rule & ~(NR_FW_PASSES | NR_FW_ALLOW);
+	return rule & ~(NR_FW_PASSES | NR_FW_ALLOW | NR_FW_LIMITED);
 }
+
+_Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR_VERDICT_DROP + 2 &&
+	       NR_VERDICT_PASS == 0, "nr_fw_event_verdict's arithmetic");
 
 /* The monitor event's verdict (enum nr_verdict) for a decided rule. */
 static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
 {
-	if (!rule || nr_fw_allows(rule))
-		return NR_VERDICT_PASS;
-	return (rule & NR_FW_PASSES) ? NR_VERDICT_AUDIT : NR_VERDICT_DROP;
+	/* drop 1, audit 2, limit 3, pass 0 (no rule or an allow rule),
+	 * without branches (a rule has at most one of the two upper bits) */
+	__u32 counts = ((rule | (0u - rule)) >> 31) & ~(rule >> 29) & 1;
+
+	return counts * (NR_VERDICT_DROP + (rule >> 31) + 2 * (rule >> 30 & 1));
 }
 
 /* Each family's address pointer is derived and checked in its own branch,

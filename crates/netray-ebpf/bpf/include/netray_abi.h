@@ -25,6 +25,7 @@ enum nr_verdict {
 	NR_VERDICT_PASS = 0,
 	NR_VERDICT_DROP = 1,
 	NR_VERDICT_AUDIT = 2,	/* an audit rule matched: passed, and counted as its hit */
+	NR_VERDICT_LIMIT = 3,	/* a rate limit dropped it (rule_id: the limit's id) */
 };
 
 /* Address family of a parsed packet (0: not IP). */
@@ -57,7 +58,7 @@ struct nr_packet_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
 	__u32 pkt_len;		/* bytes on the wire (linear + frags) */
-	__u32 rule_id;		/* firewall rule that dropped (or, audit, would have), 0 = none */
+	__u32 rule_id;		/* firewall rule that dropped (or, audit, would have), or the limit (verdict LIMIT), 0 = none */
 	__u16 ethertype;	/* innermost, after VLAN tags (host order) */
 	__u16 vlan_outer;	/* VLAN ID of the outer tag, valid if vlan_depth >= 1 */
 	__u16 vlan_inner;	/* VLAN ID of the inner tag, valid if vlan_depth == 2 */
@@ -87,13 +88,14 @@ enum nr_feature {
 	NR_FEAT_FLOWS = 1 << 2,
 	NR_FEAT_CAPTURE = 1 << 3,	/* exit capture (if_chain / if_tc_chain) */
 	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
+	NR_FEAT_DROPS = 1 << 5,		/* an event for each packet the firewall drops (netray drops) */
 	/* `firewall policy in drop` (XDP, TC ingress): drop what no rule
 	 * decides, except ARP, IPv6 neighbour/router discovery and replies
 	 * found in fw_replies (policy.h) */
-	NR_FEAT_POLICY_DROP = 1 << 5,
+	NR_FEAT_POLICY_DROP = 1 << 6,
 	/* TC egress: note what this host sends in fw_replies, so its replies
 	 * pass a drop policy */
-	NR_FEAT_REPLIES = 1 << 6,
+	NR_FEAT_REPLIES = 1 << 7,
 };
 
 struct nr_if_config {
@@ -337,12 +339,15 @@ struct nr_fw_state {
 	/* Rules of each bank that audit or expire; 0: a match drops without reading
 	 * fw_rule_action. Written before the bank is made active. */
 	__u32 special_rules[2];
+	/* Rate limits (limit.h): the active bank of fw_limits in bit 31, the
+	 * number of limits in it below; 0: none, and packets skip limit.h. */
+	__u32 limit_set;
 };
 
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 4,	/* allow rules; nr_fw_match.any_rule behind fw_l4 */
+	NR_FW_TABLE_FORMAT = 5,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4 */
 };
 
 enum nr_fw_dir {
@@ -484,6 +489,82 @@ struct nr_reply_stats {
 	__u64 _pad[3];
 };
 
+/* ---- rate limits (limit.h) ----------------------------------------------- */
+/*
+ * A limit is a token bucket on received packets from a source prefix
+ * (optionally narrowed to a protocol, port or TCP SYNs), applied to what the
+ * firewall lets pass. Kept as GCRA: one "theoretical arrival time" (TAT) per
+ * bucket, in NR_LIMIT_TICK_SHIFT fractions of a nanosecond on the boot clock;
+ * a packet passes when TAT - now <= tolerance ((burst - 1) x interval), and
+ * then moves TAT on by one interval (1 / rate). One 64-bit word per bucket,
+ * updated with compare-and-swap, so it is exact on any number of CPUs.
+ *
+ * Limits are compiled into two banks of fw_limits (dense slots) plus, per
+ * bank, a bitmap over the first two address bytes (fw_limit_filter) that says
+ * whether any limit of that family covers them: a packet from elsewhere pays
+ * one bit test. Limits never overlap (userspace refuses it), so the first
+ * match is the only one.
+ */
+enum nr_limit_layout {
+	NR_LIMIT_MAX = 64,		/* limits at once; ids 1..NR_LIMIT_MAX */
+	NR_LIMIT_FILTER_WORDS = 1024,	/* 65536 bits: one per first two address bytes */
+	NR_LIMIT_TICK_SHIFT = 4,	/* TAT unit: 1/16 ns (2^64 of them: 36 years of uptime) */
+	NR_LIMIT_BANK_SHIFT = 31,	/* nr_fw_state.limit_set: the active bank */
+	NR_LIMIT_COUNT_MASK = 0xff,	/* nr_fw_state.limit_set: limits in it */
+};
+
+enum nr_limit_flags {
+	NR_LIMIT_PER_SOURCE = 1 << 0,	/* a bucket per source address (fw_limit_src) */
+	NR_LIMIT_SYN = 1 << 1,		/* only TCP segments with SYN set and ACK clear */
+};
+
+/* A limit as the kernel applies it and `limit list` shows it. */
+struct nr_limit {
+	__u8 addr[16];		/* network order, IPv4 in the first 4 bytes, host bits clear */
+	__u8 mask[16];		/* the prefix's mask, same layout */
+	__u32 id;		/* 1..NR_LIMIT_MAX */
+	__u8 family;		/* 4 or 6 */
+	__u8 prefix_len;
+	__u8 proto;		/* IPPROTO_*, 0 = any */
+	__u8 flags;		/* enum nr_limit_flags */
+	__u16 port;		/* destination port, host order, 0 = any */
+	__u8 dir;		/* enum nr_fw_dir: NR_DIR_IN */
+	__u8 _pad;
+	__u32 rate;		/* packets per period, as written */
+	__u32 period_s;		/* the rate's period in seconds (1, 60, 3600) */
+	__u32 burst;		/* packets a full bucket lets through at once */
+	__u32 _pad2;
+	__u64 interval;		/* ticks per packet: (period << NR_LIMIT_TICK_SHIFT) / rate */
+	__u64 tolerance;	/* ticks: (burst - 1) x interval */
+	__u64 ban_ns;		/* per-source: drop a source this long once it exceeds the rate; 0 = no ban */
+	__u64 created_ns;	/* CLOCK_REALTIME when added */
+};
+
+/* Counters and the whole-prefix bucket of a limit, by id (fw_limit_stats).
+ * Updated with atomic adds; zeroed when the id is given to a new limit. */
+struct nr_limit_stats {
+	__u64 tat;		/* whole-prefix bucket (ticks); unused with NR_LIMIT_PER_SOURCE */
+	__u64 passed;		/* packets (and bytes below) the limit let through */
+	__u64 passed_bytes;
+	__u64 dropped;		/* packets over the rate, or from a banned source */
+	__u64 dropped_bytes;
+	__u64 banned_drops;	/* of dropped: from a source while banned */
+	__u64 bans;		/* times a source was banned */
+	__u64 sources_added;	/* per-source entries this limit inserted into fw_limit_src */
+};
+
+/* A per-source bucket in the LRU hash fw_limit_src. */
+struct nr_limit_src_key {
+	__u32 id;		/* the limit's */
+	__u32 family;		/* 4 or 6 */
+	__u8 addr[16];		/* the source, network order, IPv4 in the first 4 bytes */
+};
+
+struct nr_limit_src {
+	__u64 tat;		/* ticks */
+	__u64 banned_until;	/* boot-clock ns; 0 or past = not banned */
+};
+
 /* ---- flows ---------------------------------------------------------------- */
 /*
  * Per-flow counters (flows.h): one entry per flow in the per-interface LRU
@@ -613,6 +694,44 @@ struct nr_capture_stats {
 	__u64 lost;		/* matched, but the ring was full: not written */
 	__u64 lost_bytes;	/* wire bytes of the lost packets */
 	__u64 clipped;		/* written shorter than the snap length asked (record size limit) */
+};
+
+/* ---- drops (netray drops, drops.bpf.c) ---------------------------------- */
+
+/* One record per packet the kernel dropped (skb:kfree_skb with a drop reason),
+ * followed by cap_len bytes of the packet as an Ethernet frame starting at
+ * its MAC header (or, with NR_DROP_SYNTH_ETH, at a made-up Ethernet header
+ * carrying skb->protocol, when the skb had no MAC header yet). */
+struct nr_drop_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 location;		/* kernel address that freed the skb (kallsyms symbolises it) */
+	__u32 reason;		/* enum skb_drop_reason of the running kernel (names from its BTF) */
+	__u32 ifindex;		/* skb->dev's, else skb->skb_iif; 0 unknown */
+	__u32 netns;		/* inode of the device's network namespace, 0 unknown */
+	__u32 wire_len;		/* bytes of the packet from the frame's start */
+	__u32 cap_len;		/* bytes that follow this header */
+	__u16 protocol;		/* skb->protocol, host order (ETH_P_*) */
+	__u8 flags;		/* enum nr_drop_flags */
+	__u8 _pad[1];
+};
+
+enum nr_drop_flags {
+	NR_DROP_SYNTH_ETH = 1 << 0,	/* the first 14 bytes were made up (no MAC header) */
+	NR_DROP_NO_REASON = 1 << 1,	/* the kernel's tracepoint has no reason field */
+};
+
+/* Largest packet part a drop record carries (the pcap filter's loads reach
+ * offset 0xffff at most, so the copy it reads is this big). */
+#define NR_DROP_COPY_BYTES 65536
+
+/* Per-CPU counters of the kernel drop tracer. */
+struct nr_drop_stats {
+	__u64 freed;		/* kfree_skb calls seen */
+	__u64 not_drops;	/* of those, not a drop (SKB_CONSUMED / NOT_DROPPED_YET) */
+	__u64 other_scope;	/* drops on another interface or network namespace */
+	__u64 filtered;		/* drops the pcap filter rejected */
+	__u64 reported;		/* records written to the ring */
+	__u64 lost;		/* matched, but the ring was full: not written */
 };
 
 #endif /* NETRAY_ABI_H */

@@ -20,6 +20,7 @@
 #include "parse_skb.h"
 #include "firewall.h"
 #include "policy.h"
+#include "limit.h"
 #include "monitor.h"
 #include "flows.h"
 
@@ -77,6 +78,8 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
+		if (!egress)	/* rate limits: received packets that pass */
+			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport);
 		/* the policy is "in" only: egress never has NR_FEAT_POLICY_DROP */
 		if (nr_fw_drops(rule) || nr_policy_drops(data, data_end, &meta, features, rule)) {
 			stats->dropped++;
@@ -93,7 +96,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		nr_flow_account(data, data_end, &meta, skb->ifindex, len, nr_fw_drops(rule) ? rule : 0,
 				egress ? NR_FLOW_EGRESS : NR_FLOW_INGRESS);
 
-	if (features & NR_FEAT_MONITOR) {
+	if ((features & NR_FEAT_MONITOR) || ((features & NR_FEAT_DROPS) && verdict == TC_ACT_SHOT)) {
 		struct nr_packet_event ev = {};
 
 		nr_meta_to_event(data, data_end, &meta, &ev);
@@ -102,7 +105,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.pkt_len = len;
 		ev.hook = egress ? NR_HOOK_TC_EGRESS : NR_HOOK_TC_INGRESS;
 		ev.direction = egress;
-		ev.verdict = verdict == TC_ACT_SHOT ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
+		ev.verdict = verdict == TC_ACT_SHOT && !nr_fw_drops(rule) ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
 		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, cfg, stats);
 	}

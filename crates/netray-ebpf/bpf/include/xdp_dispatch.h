@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "firewall.h"
 #include "policy.h"
+#include "limit.h"
 #include "monitor.h"
 #include "flows.h"
 
@@ -62,6 +63,8 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
+		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
+			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
@@ -111,6 +114,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
+		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport); /* limits: what passes */
 		if (nr_fw_drops(rule) || nr_policy_drops(data, data_end, &meta, features, rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
@@ -124,7 +128,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		nr_flow_account(data, data_end, &meta, if_config.ifindex, len, nr_fw_drops(rule) ? rule : 0,
 				NR_FLOW_INGRESS);
 
-	if (features & NR_FEAT_MONITOR) {
+	if ((features & NR_FEAT_MONITOR) || ((features & NR_FEAT_DROPS) && verdict == XDP_DROP)) {
 		struct nr_packet_event ev = {};
 
 		nr_meta_to_event(data, data_end, &meta, &ev);
@@ -132,7 +136,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.ifindex = ctx->ingress_ifindex;
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
-		ev.verdict = verdict == XDP_DROP ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
+		ev.verdict = verdict == XDP_DROP && !nr_fw_drops(rule) ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
 		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, &if_config, stats);
 	}

@@ -30,6 +30,7 @@ use netray_tests::{drain_events, frames, XdpHarness, XDP_DROP, XDP_PASS};
 
 mod frames_desc;
 pub use frames_desc::*;
+pub mod verdict_paths;
 
 // ---- event flags, from the ABI (never copied by hand) ----------------------
 

@@ -1,5 +1,5 @@
-//! Server-Sent Event streams of packet events (`/v1/events/packets`) and exec
-//! events (`/v1/events/exec`).
+//! Server-Sent Event streams of packet events (`/v1/events/packets`), exec
+//! events (`/v1/events/exec`) and dropped packets (`/v1/events/drops`).
 //!
 //! One reader thread per source (a monitor session per interface, one exec
 //! tracer) fans events out to the clients, each through its own bounded
@@ -108,3 +108,24 @@ pub async fn exec(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, 
     Ok(sse("exec", serde_json::json!({"stream": "exec", "queue": d.sse_queue}), rx, dropped))
 }
 
+
+pub async fn drops(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    for k in q.keys() {
+        if k != "interface" {
+            return Err(ApiError::bad_request(format!("unknown query parameter '{}'", crate::config::short(k)))
+                .hint("/v1/events/drops takes interface=NAME (or nothing: every interface)"));
+        }
+    }
+    let ifname = q.get("interface").cloned().unwrap_or_default();
+    if !ifname.is_empty() && netray_core::Interface::resolve(&ifname).is_err() {
+        return Err(ApiError::not_found(format!("no interface named '{}'", crate::config::short(&ifname)))
+            .hint("GET /v1/interfaces lists the interfaces netray is attached to"));
+    }
+    let d2 = Arc::clone(&d);
+    let name = ifname.clone();
+    let (rx, dropped) = tokio::task::spawn_blocking(move || sources::subscribe_drops(&d2, &name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let iface = (!ifname.is_empty()).then_some(ifname);
+    Ok(sse("drop", serde_json::json!({"stream": "drops", "interface": iface, "queue": d.sse_queue}), rx, dropped))
+}

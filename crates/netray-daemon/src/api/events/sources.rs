@@ -1,6 +1,7 @@
 //! The readers that feed the hubs: a monitor session per interface, a
-//! filtered capture per interface, one exec tracer; each on a thread of its
-//! own, started by the first client and stopped when its last client goes.
+//! filtered capture per interface, one exec tracer, a drops session per
+//! interface (or for all); each on a thread of its own, started by the first
+//! client and stopped when its last client goes.
 
 use std::{
     sync::{atomic::{AtomicU64, Ordering}, mpsc as std_mpsc, Arc},
@@ -255,6 +256,83 @@ fn exec_reader(d: Arc<Daemon>, hub: Arc<Hub>, ready: std_mpsc::SyncSender<Result
             }
         }) {
             return;
+        }
+    }
+}
+
+/// Joins (or starts) the drops session of `ifname` ("" for every interface of
+/// the daemon's network namespace).
+pub(super) fn subscribe_drops(d: &Arc<Daemon>, ifname: &str) -> ApiResult<(mpsc::Receiver<Msg>, Arc<AtomicU64>)> {
+    let hubs = &d.hubs;
+    let mut map = hubs.drops.lock().unwrap_or_else(|e| e.into_inner());
+    let (sub, rx, dropped) = hubs.new_sub(ExecFilter::default());
+    if let Some(hub) = map.get(ifname) {
+        hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
+        return Ok((rx, dropped));
+    }
+    let hub = Arc::new(Hub::default());
+    hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
+    let (d2, hub2, name) = (Arc::clone(d), Arc::clone(&hub), ifname.to_string());
+    match start_source(format!("sse-drops-{ifname}"), "drops", move |ready| drops_reader(d2, hub2, name, ready))? {
+        Ok(()) => {
+            map.insert(ifname.to_string(), hub);
+            Ok((rx, dropped))
+        }
+        Err(e) => Err(ApiError::from_core(e)),
+    }
+}
+
+fn drops_reader(d: Arc<Daemon>, hub: Arc<Hub>, ifname: String, ready: std_mpsc::SyncSender<Result<(), netray_core::Error>>) {
+    let spec = netray_drops::DropsSpec {
+        iface: (!ifname.is_empty()).then(|| ifname.clone()),
+        snaplen: 256,
+        ring_bytes: 4 << 20,
+        ..Default::default()
+    };
+    let mut session = match netray_drops::DropsSession::start(Some(&d.pin), &spec) {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut polls = 0u64;
+    loop {
+        let res = session.poll(Duration::from_millis(50), &mut |ev| {
+            if let Ok(json) = serde_json::to_string(&ev) {
+                hub.broadcast(&Msg::Event(json.into()), &d.hubs.dropped_total, |_| true);
+            }
+            true
+        });
+        if let Err(e) = res {
+            hub.fail(format!("reading drops: {e}"));
+            d.hubs.drops.lock().unwrap_or_else(|e| e.into_inner()).remove(&ifname);
+            break;
+        }
+        polls += 1;
+        if polls.is_multiple_of(10) {
+            if let Ok(s) = session.stats() {
+                let lost = s.kernel.lost + s.netray_lost;
+                hub.kernel_lost.store(lost, Ordering::Relaxed);
+                d.drop_counts.lock().unwrap_or_else(|e| e.into_inner()).insert(ifname.clone(), (session.counts().clone(), lost));
+            }
+        }
+        let mut map = d.hubs.drops.lock().unwrap_or_else(|e| e.into_inner());
+        if should_stop(&hub, || {
+            if map.get(&ifname).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
+                map.remove(&ifname);
+            }
+        }) {
+            break;
+        }
+    }
+    if let Ok(s) = session.finish(&mut |_| true) {
+        let mut counts = d.drop_counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = counts.get_mut(&ifname) {
+            c.1 = s.kernel.lost + s.netray_lost;
         }
     }
 }

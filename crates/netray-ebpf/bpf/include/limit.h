@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * Rate limits (`netray limit`): token buckets on received packets that the
+ * firewall lets pass, for a whole source prefix or per source address. See
+ * netray_abi.h ("rate limits") for the layout and the bucket (GCRA).
+ *
+ * The dispatchers call one function where they have decided that a packet
+ * passes: nr_limit_drops_v4 (XDP short path), nr_limit_drops_xdp (XDP
+ * general path) or nr_limit_drops_skb (TC ingress). With no limit configured
+ * that costs one test of fw_state, which the firewall has just read. With
+ * limits, the short path lets a source whose first two bytes no limit covers
+ * go after one bit test; the rest happens in a global function per program
+ * type, which the verifier checks once (NR_LIMIT_DECIDE).
+ */
+#ifndef NETRAY_LIMIT_H
+#define NETRAY_LIMIT_H
+
+#include "maps.h"
+#include "parse.h"
+#include "firewall.h"
+
+/* The limits, compiled: bank b holds its limit_set count in slots
+ * b * NR_LIMIT_MAX + i. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * NR_LIMIT_MAX);
+	__type(key, __u32);
+	__type(value, struct nr_limit);
+} fw_limits SEC(".maps");
+
+/* Counters and whole-prefix buckets by limit id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, NR_LIMIT_MAX + 1);
+	__type(key, __u32);
+	__type(value, struct nr_limit_stats);
+} fw_limit_stats SEC(".maps");
+
+/* Per-source buckets of every --per-source limit; userspace sizes it
+ * (FwCapacity::limit_sources). The least recently used source is evicted
+ * when it is full: sources_added minus the entries left counts evictions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nr_limit_src_key);
+	__type(value, struct nr_limit_src);
+} fw_limit_src SEC(".maps");
+
+/* [bank][family: 0 IPv4, 1 IPv6][word]: bit (a0 << 8 | a1) is set when a
+ * limit covers addresses starting with bytes a0, a1. A global (see maps.h on
+ * fw_state): one load, no lookup. */
+__u64 fw_limit_filter[2][2][NR_LIMIT_FILTER_WORDS] SEC(".data.fw_limit_filter");
+
+#define NR_TCP_SYN 0x02
+#define NR_TCP_ACK 0x10
+
+/* Whether the bucket at *tat (ticks) lets one more packet through at `now`,
+ * taking it. Compare-and-swap keeps it exact across CPUs; after four lost
+ * races in a row (two CPUs on one bucket make that all but impossible) the
+ * packet's interval is added unconditionally, so it is still paid for. */
+static __always_inline int nr_limit_take(__u64 *tat, __u64 now, __u64 interval, __u64 tolerance)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u64 old = *(volatile __u64 *)tat;
+		__u64 base = old > now ? old : now;
+
+		if (base - now > tolerance)
+			return 0;
+		if (__sync_val_compare_and_swap(tat, old, base + interval) == old)
+			return 1;
+	}
+	__sync_fetch_and_add(tat, interval);
+	return 1;
+}
+
+/* The bucket of one source under limit l: found, or created full. NULL only
+ * when the LRU refuses an insert (it evicts instead, so not in practice). */
+static __always_inline struct nr_limit_src *nr_limit_source(struct nr_limit_stats *st, __u32 id, __u32 family,
+							     __u64 hi, __u64 lo, __u64 now)
+{
+	struct nr_limit_src_key key = { .id = id, .family = family };
+	struct nr_limit_src fresh = { .tat = now, .banned_until = 0 };
+	struct nr_limit_src *src;
+
+	__builtin_memcpy(key.addr, &hi, 8);
+	__builtin_memcpy(key.addr + 8, &lo, 8);
+	src = bpf_map_lookup_elem(&fw_limit_src, &key);
+	if (src)
+		return src;
+	/* BPF_NOEXIST: of two CPUs racing to add a source, one inserts (and
+	 * counts it), the other uses that entry. */
+	if (!bpf_map_update_elem(&fw_limit_src, &key, &fresh, BPF_NOEXIST))
+		__sync_fetch_and_add(&st->sources_added, 1);
+	return bpf_map_lookup_elem(&fw_limit_src, &key);
+}
+
+/* Applies the limit in slot `slot` of `bank` to a packet it matches: 1 when
+ * the packet is dropped. */
+static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family, __u64 hi, __u64 lo, __u32 len)
+{
+	__u32 id = l->id;
+	struct nr_limit_stats *st = bpf_map_lookup_elem(&fw_limit_stats, &id);
+	__u64 now_ns = bpf_ktime_get_boot_ns(), now = now_ns << NR_LIMIT_TICK_SHIFT;
+	__u64 *tat;
+
+	if (!st)
+		return 0;
+	if (l->flags & NR_LIMIT_PER_SOURCE) {
+		struct nr_limit_src *src = nr_limit_source(st, id, family, hi, lo, now);
+
+		if (!src)
+			goto pass;	/* cannot be tracked: not limited (counted as passed) */
+		if (src->banned_until > now_ns) {
+			__sync_fetch_and_add(&st->banned_drops, 1);
+			goto drop;
+		}
+		tat = &src->tat;
+		if (nr_limit_take(tat, now, l->interval, l->tolerance))
+			goto pass;
+		if (l->ban_ns) {
+			src->banned_until = now_ns + l->ban_ns;
+			__sync_fetch_and_add(&st->bans, 1);
+		}
+		goto drop;
+	}
+	if (nr_limit_take(&st->tat, now, l->interval, l->tolerance))
+		goto pass;
+drop:
+	__sync_fetch_and_add(&st->dropped, 1);
+	__sync_fetch_and_add(&st->dropped_bytes, len);
+	return 1;
+pass:
+	__sync_fetch_and_add(&st->passed, 1);
+	__sync_fetch_and_add(&st->passed_bytes, len);
+	return 0;
+}
+
+/* The limit a packet matches and what it does to it: the id of the limit
+ * that drops it, or 0. The source address arrives as two scalars (its 16
+ * bytes in memory order, IPv4 in the low 4 bytes of hi); tcp_flags is the
+ * TCP header's flags byte. */
+static __always_inline __u32 nr_limit_scan(__u64 hi, __u64 lo, __u32 family, __u32 proto, __u32 tcp_flags,
+					   __u32 has_ports, __u32 dport, __u32 len)
+{
+	__u32 set = fw_state.limit_set, bank = set >> NR_LIMIT_BANK_SHIFT, count = set & NR_LIMIT_COUNT_MASK;
+
+	for (__u32 i = 0; i < NR_LIMIT_MAX; i++) {
+		__u32 slot = (bank & 1) * NR_LIMIT_MAX + i;
+		struct nr_limit *l;
+		__u64 ahi, alo, mhi, mlo;
+
+		if (i >= count)
+			break;
+		l = bpf_map_lookup_elem(&fw_limits, &slot);
+		if (!l)
+			break;
+		if (l->family != family || (l->proto && l->proto != proto))
+			continue;
+		if (l->port && (!has_ports || l->port != dport))
+			continue;
+		if ((l->flags & NR_LIMIT_SYN) && (tcp_flags & (NR_TCP_SYN | NR_TCP_ACK)) != NR_TCP_SYN)
+			continue;
+		__builtin_memcpy(&ahi, l->addr, 8);
+		__builtin_memcpy(&alo, l->addr + 8, 8);
+		__builtin_memcpy(&mhi, l->mask, 8);
+		__builtin_memcpy(&mlo, l->mask + 8, 8);
+		if ((hi & mhi) != ahi || (lo & mlo) != alo)
+			continue;
+		/* limits never overlap: this is the packet's only one */
+		return nr_limit_apply(l, family, hi, lo, len) ? l->id : 0;
+	}
+	return 0;
+}
+
+/* Whether any limit may cover a source whose first 8 bytes are hi (memory
+ * order): the gate every packet passes. fam: 0 IPv4, 1 IPv6. */
+static __always_inline int nr_limit_may_match(__u32 set, __u32 fam, __u64 hi)
+{
+	__u32 key = (__u32)(hi & 0xff) << 8 | (__u32)(hi >> 8 & 0xff);
+
+	return fw_limit_filter[set >> NR_LIMIT_BANK_SHIFT & 1][fam & 1][key / 64] >> (key % 64) & 1;
+}
+
+/* What the dispatchers pass to the global functions below (at most five
+ * arguments): sel = proto | has_ports << 8 | IPv6 << 9 | IPv6 extension
+ * headers << 10 | IP << 11 | IP header offset << 16, and len_port = packet
+ * length << 16 | destination port. */
+#define NR_LIMIT_SEL_PORTS (1u << 8)
+#define NR_LIMIT_SEL_V6 (1u << 9)
+#define NR_LIMIT_SEL_EXT (1u << 10)
+#define NR_LIMIT_SEL_IP (1u << 11)
+#define NR_LIMIT_SEL_L3_SHIFT 16
+
+/* Set in a decided rule (firewall.h) when a rate limit, not a rule, drops
+ * the packet: the rest is the limit's id. */
+_Static_assert(NR_FW_LIMITED == 1u << 30, "see firewall.h");
+
+/*
+ * The whole decision as a global function per program type, verified once on
+ * its own and called with no branch around it: the dispatcher's own states
+ * stay what they were (inlined, the limits took the XDP dispatcher past the
+ * 6.1 verifier's budget). It takes the firewall's decided rule and returns
+ * it, or NR_FW_LIMITED | the id of the limit that drops the packet. It reads
+ * what it needs with the load-bytes helper of its context: the source
+ * address, and for TCP the flags byte (the header's offset is known for IPv4
+ * and for IPv6 without extension headers; behind IPv6 extension headers the
+ * segment counts as a SYN, so --syn limits cannot be dodged that way).
+ */
+#define NR_LIMIT_DECIDE(name, ctx_type, load)							\
+__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64 len_port)	\
+{												\
+	__u32 l3 = sel >> NR_LIMIT_SEL_L3_SHIFT & (NR_PARSE_MAX_OFF - 1), proto = sel & 0xff;	\
+	__u32 v6 = !!(sel & NR_LIMIT_SEL_V6), l4 = 0, tcp_flags = 0, id;			\
+	__u64 addr[2] = {};									\
+	__u8 b = 0;										\
+												\
+	if (nr_fw_drops(rule) || !fw_state.limit_set || !(sel & NR_LIMIT_SEL_IP))		\
+		return rule;									\
+	if (load(ctx, l3 + (v6 ? 8 : 12), addr, v6 ? 16 : 4))					\
+		return rule;									\
+	if (!nr_limit_may_match(fw_state.limit_set, v6, addr[0]))				\
+		return rule;									\
+	if (proto == IPPROTO_TCP) {								\
+		if (!v6 && !load(ctx, l3, &b, 1))						\
+			l4 = l3 + (b & 0xf) * 4;						\
+		else if (v6 && !(sel & NR_LIMIT_SEL_EXT))					\
+			l4 = l3 + 40;								\
+		if (!l4 || load(ctx, l4 + 13, &b, 1))						\
+			b = NR_TCP_SYN;								\
+		tcp_flags = b;									\
+	}											\
+	id = nr_limit_scan(addr[0], addr[1], v6 ? NR_FAMILY_IPV6 : NR_FAMILY_IPV4, proto,	\
+			   tcp_flags, !!(sel & NR_LIMIT_SEL_PORTS), len_port & 0xffff,		\
+			   len_port >> 16);							\
+	return id ? NR_FW_LIMITED | id : rule;							\
+}
+
+NR_LIMIT_DECIDE(nr_limit_xdp, struct xdp_md, bpf_xdp_load_bytes)
+NR_LIMIT_DECIDE(nr_limit_skb, struct __sk_buff, bpf_skb_load_bytes)
+
+/* The selectors of a parsed packet (see NR_LIMIT_SEL_*), as bit arithmetic
+ * (no branches for the verifier to follow). */
+static __always_inline __u32 nr_limit_sel(const struct nr_meta *m)
+{
+	return m->l4_proto | (__u32)(m->flags & NR_PKT_HAS_PORTS) << (8 - 5) |
+	       (__u32)(m->family == NR_FAMILY_IPV6) << 9 | (__u32)(m->flags & NR_PKT_IPV6_EXT) << (10 - 4) |
+	       (__u32)(m->family != 0) << 11 | (__u32)(m->l3_off & (NR_PARSE_MAX_OFF - 1)) << NR_LIMIT_SEL_L3_SHIFT;
+}
+_Static_assert(NR_PKT_HAS_PORTS == 1 << 5 && NR_PKT_IPV6_EXT == 1 << 4, "nr_limit_sel's shifts");
+
+/* The XDP short path's entry (the common IPv4 frame, see nr_xdp_short,
+ * whose source, protocol and port are in registers): the decided rule after
+ * the limits. With limits, a source whose first two bytes no limit covers
+ * is let go after one bit test. */
+static __always_inline __u32 nr_limit_v4(struct xdp_md *ctx, __u32 rule, __u32 src, __u32 proto, __u32 dport,
+					 __u64 len)
+{
+	__u32 set = fw_state.limit_set;
+
+	if (__builtin_expect(!set, 1) || !nr_limit_may_match(set, 0, src))
+		return rule;
+	return nr_limit_xdp(ctx, rule, proto | (proto != IPPROTO_ICMP ? NR_LIMIT_SEL_PORTS : 0) | NR_LIMIT_SEL_IP |
+					    NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport);
+}
+
+#endif /* NETRAY_LIMIT_H */
