@@ -398,11 +398,17 @@ static __always_inline int nr_fw_allows(__u32 rule)
 #define NR_FW_LIMITED (1u << 30)
 _Static_assert(NR_FW_LIMITED > NR_FW_ALLOW && NR_FW_ALLOW == 1u << 29, "nr_fw_event_verdict tests bit 29");
 
-/* The rule id of a decided rule (or the limit's), without the verdict and
- * limit bits. */
+/* Set in the decided rule of a packet the interface's drop policy drops
+ * (policy.h), with the id of an audit rule that matched or none: it drops
+ * (positive) and its monitor verdict is a drop. */
+#define NR_FW_POLICY (1u << 28)
+_Static_assert(NR_FW_MAX_RULES < NR_FW_POLICY && NR_FW_POLICY < NR_FW_ALLOW, "a bit of its own");
+
+/* The rule id of a decided rule (or the limit's), without the verdict,
+ * limit and policy bits. */
 static __always_inline __u32 nr_fw_rule_id(__u32 rule)
 {
-	return rule & ~(NR_FW_PASSES | NR_FW_ALLOW | NR_FW_LIMITED);
+	return rule & ~(NR_FW_PASSES | NR_FW_ALLOW | NR_FW_LIMITED | NR_FW_POLICY);
 }
 
 _Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR_VERDICT_DROP + 2 &&
@@ -411,8 +417,9 @@ _Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR
 /* The monitor event's verdict (enum nr_verdict) for a decided rule. */
 static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
 {
-	/* drop 1, audit 2, limit 3, pass 0 (no rule or an allow rule),
-	 * without branches (a rule has at most one of the two upper bits) */
+	/* drop 1 (a rule or the policy), audit 2, limit 3, pass 0 (no rule
+	 * or an allow rule), without branches (a rule has at most one of the
+	 * two upper bits) */
 	__u32 counts = ((rule | (0u - rule)) >> 31) & ~(rule >> 29) & 1;
 
 	return counts * (NR_VERDICT_DROP + (rule >> 31) + 2 * (rule >> 30 & 1));

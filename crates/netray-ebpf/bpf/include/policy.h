@@ -3,7 +3,7 @@
  * The default-drop policy (`netray firewall policy in drop`) and the reply
  * table it trusts. TC egress notes the reply every packet this host sends
  * would get (nr_policy_note_sent); the ingress dispatchers call
- * nr_policy_passes for a packet no rule decided. ARP and IPv6 neighbour and
+ * nr_policy_xdp / nr_policy_skb for a packet no rule decided. ARP and IPv6 neighbour and
  * router discovery always pass, so the host keeps its neighbours; a reply
  * passes so sessions the host takes part in (an SSH login included) survive
  * the policy being turned on. See struct nr_reply_key in netray_abi.h.
@@ -176,7 +176,7 @@ static __always_inline void nr_policy_note_sent(void *data, void *data_end, cons
 /* Whether a received packet passes the drop policy although no rule allowed
  * it: ARP, ICMPv6 router/neighbour discovery (133-137), or a reply noted by
  * nr_policy_note_sent. Counted in fw_reply_stats. */
-static __noinline int nr_policy_passes(void *data, void *data_end, const struct nr_meta *m)
+static __always_inline int nr_policy_passes(void *data, void *data_end, const struct nr_meta *m)
 {
 	struct nr_reply_stats *st = nr_reply_stats();
 	struct nr_reply_key k = {};
@@ -225,14 +225,30 @@ static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, cons
 	return (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] >> (bit & 63)) & 1;
 }
 
-/* The dispatchers' one call at their pass/drop decision: whether the
- * interface's drop policy drops a packet that no rule dropped (rule: as
- * nr_fw_decide returned it). An allow rule passes it; no rule or an audit
- * rule leaves it to the policy. */
-static __always_inline int nr_policy_drops(void *data, void *data_end, const struct nr_meta *m, __u32 features,
-					   __u32 rule)
-{
-	return (features & NR_FEAT_POLICY_DROP) && !nr_fw_allows(rule) && !nr_policy_passes(data, data_end, m);
+/*
+ * The dispatchers' one call at their pass/drop decision, as a global function
+ * per program type: verified once on its own and called with no branch
+ * around it, so the dispatcher's own verifier states stay as they were
+ * (inlined, or as a static subprogram re-verified at each call, the policy
+ * took the XDP dispatcher past the 6.1 verifier's 1M-instruction budget).
+ * It takes the firewall's decided rule (nr_fw_decide) and returns it, or
+ * NR_FW_POLICY (with the id of an audit rule that matched, for the monitor
+ * event) when the interface's drop policy drops the packet: no rule dropped
+ * or allowed it (an audit rule leaves it to the policy) and it is neither
+ * ARP/ND nor a reply. m: the packet's nr_meta (a global function's
+ * pointer argument may be NULL for the verifier, so it is checked).
+ */
+#define NR_POLICY_DECIDE(name, ctx_type)								\
+__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 features, const struct nr_meta *m)	\
+{													\
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;			\
+													\
+	if (!(features & NR_FEAT_POLICY_DROP) || nr_fw_drops(rule) || nr_fw_allows(rule) || !m)	\
+		return rule;										\
+	return nr_policy_passes(data, data_end, m) ? rule : nr_fw_rule_id(rule) | NR_FW_POLICY;		\
 }
+
+NR_POLICY_DECIDE(nr_policy_xdp, struct xdp_md)
+NR_POLICY_DECIDE(nr_policy_skb, struct __sk_buff)
 
 #endif /* NETRAY_POLICY_H */

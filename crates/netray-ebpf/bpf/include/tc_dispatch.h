@@ -78,10 +78,12 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
+		/* the policy (what no rule decided) is "in" only: egress never has
+		 * NR_FEAT_POLICY_DROP */
+		rule = nr_policy_skb(skb, rule, features, &meta);
 		if (!egress)	/* rate limits: received packets that pass */
 			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport);
-		/* the policy is "in" only: egress never has NR_FEAT_POLICY_DROP */
-		if (nr_fw_drops(rule) || nr_policy_drops(data, data_end, &meta, features, rule)) {
+		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = TC_ACT_SHOT;
@@ -105,7 +107,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.pkt_len = len;
 		ev.hook = egress ? NR_HOOK_TC_EGRESS : NR_HOOK_TC_INGRESS;
 		ev.direction = egress;
-		ev.verdict = verdict == TC_ACT_SHOT && !nr_fw_drops(rule) ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
+		ev.verdict = nr_fw_event_verdict(rule);
 		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, cfg, stats);
 	}

@@ -63,32 +63,29 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
+		/* the drop policy decides what no rule decided (audit: left to it) */
+		if (unlikely(features & NR_FEAT_POLICY_DROP) && !nr_fw_drops(rule) && !nr_fw_allows(rule)) {
+			__u8 *l4 = (__u8 *)ports;
+
+			if ((void *)(l4 + 8) > data_end)	/* checked by nr_common_ipv4; for the verifier */
+				return XDP_PASS;
+			if (!nr_policy_maybe_reply_v4(ip, l4, proto)) {
+				/* no reply: dropped without building a key (most of what a drop policy sees) */
+				fw_pending[cpu].policy_dropped++;
+				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
+			} else {
+				struct nr_meta meta = {};
+
+				nr_parse_fast(data, data_end, &meta);
+				rule = nr_policy_xdp(ctx, rule, features, &meta);
+			}
+		}
 		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
 			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			return XDP_DROP;
-		}
-		if (unlikely(features & NR_FEAT_POLICY_DROP) && !nr_fw_allows(rule)) {
-			struct nr_meta meta = {};
-			__u8 *l4 = (__u8 *)ports;
-
-			if ((void *)(l4 + 8) > data_end)	/* checked by nr_common_ipv4; for the verifier */
-				return XDP_PASS;
-			/* no reply: dropped without building a key (most of what a drop policy sees) */
-			if (!nr_policy_maybe_reply_v4(ip, l4, proto)) {
-				fw_pending[cpu].policy_dropped++;
-				stats->dropped++;
-				stats->bytes_dropped += len;
-				return XDP_DROP;
-			}
-			nr_parse_fast(data, data_end, &meta);
-			if (nr_policy_drops(data, data_end, &meta, features, rule)) {
-				stats->dropped++;
-				stats->bytes_dropped += len;
-				return XDP_DROP;
-			}
 		}
 		if (unlikely(nr_fw_audits(rule)))
 			stats->audited++;
@@ -114,8 +111,9 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
+		rule = nr_policy_xdp(ctx, rule, features, &meta);	/* the policy: what no rule decided */
 		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport); /* limits: what passes */
-		if (nr_fw_drops(rule) || nr_policy_drops(data, data_end, &meta, features, rule)) {
+		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
@@ -136,7 +134,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.ifindex = ctx->ingress_ifindex;
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
-		ev.verdict = verdict == XDP_DROP && !nr_fw_drops(rule) ? NR_VERDICT_DROP : nr_fw_event_verdict(rule);	/* a policy drop has no rule */
+		ev.verdict = nr_fw_event_verdict(rule);
 		ev.rule_id = nr_fw_rule_id(rule);
 		nr_monitor_emit(&ev, &if_config, stats);
 	}
