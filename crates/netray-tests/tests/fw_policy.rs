@@ -10,13 +10,15 @@
 //! inside it wins, an audit rule leaves the packet to the policy; under
 //! `pass` an unmatched packet passes. Verdicts, monitor events, the
 //! interface's counters and the reply table's counters are checked exactly.
+//! With rate limits as well, the order of the decisions is checked: rules,
+//! then the policy, then the limits on what would pass.
 
 mod common;
 
 use common::*;
 use netray_core::{map_names as M, maps, Feature, Hook};
 use netray_ebpf::abi::{nr_reply_stats, nr_verdict, sum_counters};
-use netray_firewall::{Action, Firewall, Rule, RuleOptions};
+use netray_firewall::{Action, Firewall, Limit, LimitArgs, Limits, Rule, RuleOptions};
 use netray_tests::{require_root, RunResult, TcHarness, XdpHarness, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
 
 /// This host, and the peers it talks to.
@@ -211,6 +213,54 @@ fn check_pass(path: Path) {
     assert_eq!((s.seen, s.dropped, s.audited), (3, 0, 1), "{path:?}: the audit counter");
 }
 
+/// Rules, then the policy, then the rate limits: a packet the policy drops
+/// takes no limit's token; a reply and an allowed packet pass the policy and
+/// are then limited; a deny rule inside a limited prefix decides first.
+fn check_policy_then_limits(path: Path) {
+    let h = Harness::new(path, true);
+    let fw = h.firewall();
+    let limits = Limits::open(h.pin().clone());
+    let ev = |v: nr_verdict, rule: u32| (path != Path::XdpShort).then_some((v.0, rule));
+    let (drop, limited) = (nr_verdict::NR_VERDICT_DROP, nr_verdict::NR_VERDICT_LIMIT);
+    let ids = fw
+        .add_with(&[
+            (Rule::parse("198.51.100.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Allow, ttl: None }),
+            (Rule::parse("198.51.100.9", None, None, None).unwrap(), RuleOptions::default()),
+        ])
+        .unwrap();
+    let limit = |cidr: &str, burst: u32| {
+        let a = LimitArgs { cidr, rate: "1/h", burst: Some(burst), ..Default::default() };
+        limits.add(&Limit::parse(&a).unwrap()).unwrap()
+    };
+    let (server_limit, allowed_limit) = (limit("192.0.2.0/24", 1), limit("198.51.100.0/24", 2));
+    let counts = |id: u32| {
+        let s = limits.list().unwrap().into_iter().find(|s| s.id == id).expect("the limit is listed");
+        (s.passed, s.dropped)
+    };
+
+    // No rule, no reply: the policy drops, before any limit sees the packet.
+    for _ in 0..3 {
+        assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop, 0)), "{path:?}: policy drop");
+    }
+    assert_eq!(counts(server_limit), (0, 0), "{path:?}: policy drops take no token");
+    // A reply passes the policy, then its source's limit (burst 1) applies.
+    h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+    let reply = udp4(SERVER, HOST, 53, 5353);
+    assert_eq!(h.receive(path, &reply), (false, ev(nr_verdict::NR_VERDICT_PASS, 0)), "{path:?}: reply in the burst");
+    assert_eq!(h.receive(path, &reply), (true, ev(limited, server_limit)), "{path:?}: reply over the limit");
+    assert_eq!(counts(server_limit), (1, 1), "{path:?}: the reply's limit");
+    // An allow rule lets its prefix past the policy; its limit (burst 2) applies.
+    let allowed = udp4(ALLOWED, HOST, 1, 2);
+    assert_eq!(h.receive(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])), "{path:?}: allowed 1");
+    assert_eq!(h.receive(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])), "{path:?}: allowed 2");
+    assert_eq!(h.receive(path, &allowed), (true, ev(limited, allowed_limit)), "{path:?}: allowed, over the limit");
+    // A deny rule inside the limited prefix decides first.
+    assert_eq!(h.receive(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop, ids[1])), "{path:?}: deny inside");
+    assert_eq!(counts(allowed_limit), (2, 1), "{path:?}: the allowed prefix's limit");
+    let s = h.stats();
+    assert_eq!((s.seen, s.dropped), (9, 6), "{path:?}: 3 by the policy, 2 by limits, 1 by the deny rule");
+}
+
 #[test]
 fn policy_drop_on_the_xdp_short_path() {
     require_root();
@@ -234,5 +284,13 @@ fn policy_pass_with_allow_and_audit_rules_on_every_path() {
     require_root();
     for path in [Path::XdpShort, Path::XdpGeneral, Path::TcIngress] {
         check_pass(path);
+    }
+}
+
+#[test]
+fn policy_before_limits_on_every_path() {
+    require_root();
+    for path in [Path::XdpShort, Path::XdpGeneral, Path::TcIngress] {
+        check_policy_then_limits(path);
     }
 }
