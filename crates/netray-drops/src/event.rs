@@ -35,6 +35,8 @@ impl fmt::Display for Who {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Who::Kernel => f.write_str("kernel"),
+            // rule 0: no rule dropped it, the interface's drop policy did
+            Who::Netray { hook, rule: 0 } => write!(f, "netray {} policy", hook.name()),
             Who::Netray { hook, rule } => write!(f, "netray {} rule {rule}", hook.name()),
         }
     }
@@ -148,7 +150,7 @@ impl DropEvent {
             ifname: ev.ifname.clone(),
             ifindex: ev.ifindex,
             who: Who::Netray { hook, rule },
-            reason: format!("rule {rule}"),
+            reason: if rule == 0 { "policy in drop".into() } else { format!("rule {rule}") },
             reason_code: None,
             location: None,
             function: None,
@@ -166,7 +168,8 @@ impl DropEvent {
         }
     }
 
-    /// "kernel NO_SOCKET at __udp4_lib_rcv+0x5a1" or "netray xdp rule 7": the pcapng comment.
+    /// "kernel NO_SOCKET at __udp4_lib_rcv+0x5a1", "netray xdp rule 7" or
+    /// "netray xdp policy": the pcapng comment.
     pub fn cause(&self) -> String {
         match (&self.who, &self.location) {
             (Who::Kernel, Some(at)) => format!("kernel {} at {at}", self.reason),
