@@ -15,7 +15,7 @@ use std::{
 };
 
 use netray_core::{AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
-use netray_firewall::{Action, Firewall, Rule, RuleOptions, RuleStatus, TableUsage};
+use netray_firewall::{Action, Firewall, Policy, Rule, RuleOptions, RuleStatus, TableUsage};
 use serde::Serialize;
 
 use crate::{
@@ -96,6 +96,8 @@ pub struct ReconcileReport {
     pub rules_restored_from_state: bool,
     /// Rate limits restored from the state file (the pins were gone).
     pub limits_restored: usize,
+    /// Interfaces attached anew whose `policy in drop` was set again.
+    pub policies_restored: Vec<String>,
     pub interfaces_attached: Vec<String>,
     pub interfaces_kept: Vec<String>,
     pub interfaces_failed: Vec<(String, String)>,
@@ -336,7 +338,16 @@ impl Daemon {
         }
         for (name, mode) in &desired {
             match self.ensure_attached(name, mode) {
-                Ok(true) => report.interfaces_attached.push(name.clone()),
+                Ok(true) => {
+                    report.interfaces_attached.push(name.clone());
+                    // attached anew (its pins were gone): the policy it had
+                    if st.policy_drop.contains(name) {
+                        match self.fw.set_policy(name, Policy::Drop) {
+                            Ok(_) => report.policies_restored.push(name.clone()),
+                            Err(e) => report.interfaces_failed.push((name.clone(), format!("policy in drop: {e}"))),
+                        }
+                    }
+                }
                 Ok(false) => report.interfaces_kept.push(name.clone()),
                 Err(e) => report.interfaces_failed.push((name.clone(), e.body.error)),
             }
@@ -522,10 +533,29 @@ impl Daemon {
             return Err(ApiError::not_found(format!("the firewall is not attached to {name}")));
         }
         st.interfaces.remove(name);
+        st.policy_drop.remove(name);
         st.revision += 1;
         self.note_attached(&mut st)?;
         self.save(&st)?;
         Ok(st.revision)
+    }
+
+    /// Sets an interface's policy for received packets no rule decides
+    /// (`firewall policy`) and keeps it in the state file, so an interface
+    /// attached anew after a reboot gets it back. Returns the connections
+    /// noted as replies.
+    pub fn set_policy(&self, name: &str, policy: Policy) -> ApiResult<usize> {
+        let mut st = self.lock();
+        let noted = self.fw.set_policy(name, policy)?;
+        let changed = match policy {
+            Policy::Drop => st.policy_drop.insert(name.to_string()),
+            Policy::Pass => st.policy_drop.remove(name),
+        };
+        if changed {
+            st.revision += 1;
+            self.save(&st)?;
+        }
+        Ok(noted)
     }
 
     /// Interface and firewall counters.

@@ -1,7 +1,8 @@
 //! /v1/interfaces/{name}/policy: the same drop policy as `netray firewall
 //! policy`, with the API's auth; bad input is a 422 naming the problem and
 //! changes nothing; under `drop` the lab's peer is cut off until an allow
-//! rule posted with `"action": "allow"` lets it in.
+//! rule posted with `"action": "allow"` lets it in; the policy comes back
+//! from the state file when the pins are gone.
 
 mod common;
 
@@ -10,7 +11,7 @@ use netray_lab::Family;
 
 #[test]
 fn policy_through_the_api_drops_what_no_rule_decides_and_allow_rules_open_it() {
-    let env = Env::new("dpol");
+    let mut env = Env::new("dpol");
     let c = env.client();
     let iface = env.iface().to_string();
     let path = format!("/v1/interfaces/{iface}/policy");
@@ -50,7 +51,19 @@ fn policy_through_the_api_drops_what_no_rule_decides_and_allow_rules_open_it() {
     assert_eq!(r.json()["added"][0]["action"], "allow", "{}", r.text);
     assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 2, "the allow rule lets the peer in");
 
-    assert_eq!(put(r#"{"in": "pass"}"#, Some(TOKEN)).status, 200);
+    let rev = c.get("/v1/rules").revision();
+
+    // Pins wiped (a reboot): attached anew with its policy, the allow rule restored.
+    env.stop();
+    env.pins.firewall().reset().unwrap();
+    env.start(Default::default());
+    let c = env.client();
+    assert_eq!(c.get(&path).json()["in"], "drop", "the policy comes back from the state file");
+    assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 2, "and the allow rule with it");
+
+    let r = c.request("PUT", &path, Some(TOKEN), None, Some(r#"{"in": "pass"}"#));
+    assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(c.get(&path).json()["in"], "pass");
+    assert!(c.get("/v1/rules").revision() > rev, "a policy change is a new revision");
     c.get("/v1/interfaces/nrnope0/policy").error(404);
 }

@@ -38,7 +38,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let policy = parsed_body(body, d.body_limit, EXAMPLE, parse)?;
     let n = name.clone();
-    let noted = blocking(move || Ok(d.fw.set_policy(&n, policy)?)).await?;
+    let noted = blocking(move || d.set_policy(&n, policy)).await?;
     Ok((StatusCode::OK, Json(serde_json::json!({ "interface": name, "in": policy, "connections_noted": noted }))).into_response())
 }
 
