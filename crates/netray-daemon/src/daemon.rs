@@ -254,16 +254,32 @@ impl Daemon {
         self.fw.list_locked()
     }
 
-    /// The interfaces the firewall is attached to now, whoever attached it.
-    fn attached_now(&self) -> netray_core::Result<BTreeSet<String>> {
+    /// The interfaces the firewall is attached to now, whoever attached it,
+    /// and those of them whose policy is drop.
+    fn attached_now(&self) -> netray_core::Result<(BTreeSet<String>, BTreeSet<String>)> {
         let _lock = self.pin.lock()?;
-        let mut out = BTreeSet::new();
+        let (mut out, mut drop) = (BTreeSet::new(), BTreeSet::new());
         for d in Dispatcher::list(&self.pin)? {
-            if d.active_features()? & Feature::Firewall.bit() != 0 {
+            let features = d.active_features()?;
+            if features & Feature::Firewall.bit() != 0 {
                 out.insert(d.interface().name.clone());
+                if features & Feature::PolicyDrop.bit() != 0 {
+                    drop.insert(d.interface().name.clone());
+                }
             }
         }
-        Ok(out)
+        Ok((out, drop))
+    }
+
+    /// Notes the policy of each interface the firewall is on (the kernel's is
+    /// the truth, whoever set it: the CLI too); an interface it is not on
+    /// keeps the stored one, for when it is attached again. Whether that
+    /// changed the state.
+    fn note_policies(st: &mut State, attached: &BTreeSet<String>, drop: &BTreeSet<String>) -> bool {
+        let before = st.policy_drop.clone();
+        st.policy_drop.retain(|name| !attached.contains(name));
+        st.policy_drop.extend(drop.iter().cloned());
+        st.policy_drop != before
     }
 
     /// Reads the pinned rules (the source of truth) and where the firewall is
@@ -272,8 +288,9 @@ impl Daemon {
     fn sync(&self, st: &mut State) -> ApiResult<Vec<RuleStatus>> {
         let list = self.pinned_rules()?;
         let now = stored(&mut self.specs.lock().unwrap_or_else(|e| e.into_inner()), &list, &st.rules);
-        let attached = self.attached_now()?;
-        if now.is_some() || attached != st.attached {
+        let (attached, drop) = self.attached_now()?;
+        let policies = Self::note_policies(st, &attached, &drop);
+        if now.is_some() || attached != st.attached || policies {
             if let Some(now) = now {
                 st.rules = now;
             }
@@ -287,7 +304,9 @@ impl Daemon {
     /// Records where the firewall is attached after a change the daemon made
     /// itself (which has bumped the revision already).
     fn note_attached(&self, st: &mut State) -> ApiResult<()> {
-        st.attached = self.attached_now()?;
+        let (attached, drop) = self.attached_now()?;
+        Self::note_policies(st, &attached, &drop);
+        st.attached = attached;
         Ok(())
     }
 
@@ -362,8 +381,9 @@ impl Daemon {
             st.rules = now;
             st.revision += 1;
         }
-        let attached = self.attached_now()?;
-        if attached != st.attached {
+        let (attached, drop) = self.attached_now()?;
+        let policies = Self::note_policies(&mut st, &attached, &drop);
+        if attached != st.attached || policies {
             st.attached = attached;
             st.revision += 1;
         }

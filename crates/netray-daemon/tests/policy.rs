@@ -2,11 +2,12 @@
 //! policy`, with the API's auth; bad input is a 422 naming the problem and
 //! changes nothing; under `drop` the lab's peer is cut off until an allow
 //! rule posted with `"action": "allow"` lets it in; the policy comes back
-//! from the state file when the pins are gone.
+//! from the state file when the pins are gone, also when set with the CLI.
 
 mod common;
 
 use common::{Env, TOKEN};
+use netray_firewall::Policy;
 use netray_lab::Family;
 
 #[test]
@@ -64,6 +65,15 @@ fn policy_through_the_api_drops_what_no_rule_decides_and_allow_rules_open_it() {
     let r = c.request("PUT", &path, Some(TOKEN), None, Some(r#"{"in": "pass"}"#));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(c.get(&path).json()["in"], "pass");
-    assert!(c.get("/v1/rules").revision() > rev, "a policy change is a new revision");
+    let rev2 = c.get("/v1/rules").revision();
+    assert!(rev2 > rev, "a policy change is a new revision");
     c.get("/v1/interfaces/nrnope0/policy").error(404);
+
+    // Set with the CLI while the daemon runs: seen (a new revision) and kept too.
+    env.pins.firewall().set_policy(&iface, Policy::Drop).unwrap();
+    assert!(c.get("/v1/rules").revision() > rev2, "the CLI's change is seen");
+    env.stop();
+    env.pins.firewall().reset().unwrap();
+    env.start(Default::default());
+    assert_eq!(env.client().get(&path).json()["in"], "drop", "the CLI's policy comes back too");
 }
