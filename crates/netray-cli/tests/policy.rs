@@ -12,7 +12,7 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -145,4 +145,55 @@ fn policy_drop_keeps_neighbours_and_the_hosts_connections_and_allow_opens_it() {
     // Back to pass: IPv6 (no allow rule) works again.
     assert_eq!(env.ok(&["firewall", "policy", "-i", &iface, "in", "pass"]), format!("policy in pass on {iface}: what no rule decides passes\n"));
     assert_eq!(env.lab.ping(Family::V6, 2).unwrap(), 2);
+}
+
+/// What dropped a packet reads the same in `monitor --json` and `top --json`:
+/// `rule N` for a deny rule, `limit N` for a rate limit, `policy` for the
+/// drop policy, never the kernel's encoding (rule id with verdict bits).
+#[test]
+fn monitor_and_top_name_the_rule_the_limit_and_the_policy_that_dropped() {
+    let env = Env::new("polwho");
+    let (iface, peer) = (env.iface().to_string(), env.lab.peer_v4().to_string());
+    env.ok(&["firewall", "attach", "-i", &iface]);
+    env.ok(&["deny", "add", &peer, "--proto", "udp", "--port", "9001"]);
+    // Allowed past the policy, then limited: one packet, then drops.
+    env.ok(&["allow", "add", &peer, "--proto", "udp", "--port", "9002"]);
+    env.ok(&["limit", "add", &format!("{peer}/32"), "--rate", "1/h", "--burst", "1", "--proto", "udp", "--port", "9002"]);
+    env.ok(&["firewall", "policy", "-i", &iface, "in", "drop"]);
+
+    // top keeps the flow table on while the traffic passes; the monitor records it.
+    let mut top = env.cmd(&["top", "-i", &iface, "--json", "--interval", "1s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut monitor = env.cmd(&["monitor", "-i", &iface, "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    env.wait_for_feature("flows");
+    env.wait_for_feature("monitor");
+    for (port, n) in [(9001, 2), (9002, 3), (9003, 2)] {
+        assert_eq!(env.lab.udp_send(Family::V4, port, 10, n).unwrap(), n);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let flows = env.json(&["top", "-i", &iface, "--once", "--json", "--interval", "0"]);
+    for child in [&mut top, &mut monitor] {
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    }
+    let _ = top.wait();
+    let out = monitor.wait_with_output().unwrap();
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+
+    let limit_id = env.json(&["limit", "list", "--json"])[0]["id"].as_u64().unwrap();
+    let want = [(9001, "drop", Some(1), "rule 1"), (9002, "limit", Some(limit_id), &*format!("limit {limit_id}")), (9003, "drop", None, "policy")];
+    for (port, verdict, id, by) in want {
+        let seen: Vec<_> = events.iter().filter(|e| e["dport"] == port && e["verdict"] != "pass").collect();
+        assert!(!seen.is_empty(), "no dropped event to port {port}: {events:?}");
+        for e in seen {
+            assert_eq!((e["verdict"].as_str(), e["rule"].as_u64(), e["decided_by"].as_str()), (Some(verdict), id, Some(by)), "{e}");
+        }
+        let f = flows["flows"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["dport"] == port && f["src"] == *peer))
+            .unwrap_or_else(|| panic!("no flow to port {port}: {flows}"));
+        assert_eq!((f["last_verdict"].as_str(), f["last_rule"].as_u64(), f["last_decided_by"].as_str()), (Some("drop"), id, Some(by)), "{f}");
+    }
+    let passed: Vec<_> = events.iter().filter(|e| e["dport"] == 9002 && e["verdict"] == "pass").collect();
+    assert_eq!(passed.len(), 1, "the limit's burst of 1 passed: {events:?}");
+    assert_eq!(passed[0]["decided_by"].as_str(), Some("allow rule 2"), "{}", passed[0]);
 }

@@ -9,6 +9,7 @@ use netray_core::{
     Hook,
 };
 use netray_monitor::PacketEvent;
+use netray_ebpf::decided::Decided;
 use serde::{Serialize, Serializer};
 
 /// Who dropped the packet.
@@ -16,8 +17,8 @@ use serde::{Serialize, Serializer};
 pub enum Who {
     /// The kernel (kfree_skb with a drop reason).
     Kernel,
-    /// netray's firewall at `hook`, by rule `rule`.
-    Netray { hook: Hook, rule: u32 },
+    /// netray's firewall at `hook`: a rule, the drop policy or a limit.
+    Netray { hook: Hook, by: Decided },
 }
 
 impl Who {
@@ -35,9 +36,7 @@ impl fmt::Display for Who {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Who::Kernel => f.write_str("kernel"),
-            // rule 0: no rule dropped it, the interface's drop policy did
-            Who::Netray { hook, rule: 0 } => write!(f, "netray {} policy", hook.name()),
-            Who::Netray { hook, rule } => write!(f, "netray {} rule {rule}", hook.name()),
+            Who::Netray { hook, by } => write!(f, "netray {} {by}", hook.name()),
         }
     }
 }
@@ -142,15 +141,18 @@ impl DropEvent {
             "tc-egress" => Hook::TcEgress,
             _ => Hook::Xdp,
         };
-        let rule = ev.rule.unwrap_or(0);
+        let reason = match ev.decided {
+            Decided::Policy { .. } => "policy in drop".to_string(),
+            by => by.to_string(),
+        };
         DropEvent {
             kind: "drop",
             ts: ev.ts.clone(),
             ts_ns: ev.ts_ns,
             ifname: ev.ifname.clone(),
             ifindex: ev.ifindex,
-            who: Who::Netray { hook, rule },
-            reason: if rule == 0 { "policy in drop".into() } else { format!("rule {rule}") },
+            who: Who::Netray { hook, by: ev.decided },
+            reason,
             reason_code: None,
             location: None,
             function: None,

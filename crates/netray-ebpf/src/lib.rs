@@ -7,6 +7,8 @@
 
 #![allow(clippy::all)]
 
+pub mod decided;
+
 macro_rules! skeleton {
     ($(#[$m:meta])* $name:ident, $file:literal) => {
         $(#[$m])*

@@ -101,7 +101,8 @@ pub struct Flow {
     pub last_seen_ns: u64,
     /// Verdict of the last packet: true when the firewall dropped it.
     pub last_dropped: bool,
-    /// Rule that dropped the last packet, if it was dropped.
+    /// What dropped the last packet, if it was dropped: the kernel's decided
+    /// rule, read with `netray_ebpf::decided::Decided::from_raw`.
     pub last_rule: Option<u32>,
 }
 

@@ -15,11 +15,17 @@
 
 mod common;
 
-use common::*;
-use netray_core::{map_names as M, maps, Feature, Hook};
-use netray_ebpf::abi::{nr_reply_stats, nr_verdict, sum_counters};
-use netray_firewall::{Action, Firewall, Limit, LimitArgs, Limits, Rule, RuleOptions};
-use netray_tests::{require_root, RunResult, TcHarness, XdpHarness, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
+use common::{
+    verdict_paths::{Harness, Path},
+    *,
+};
+use netray_core::{map_names as M, maps, Hook};
+use netray_ebpf::{
+    abi::{nr_reply_stats, nr_verdict, sum_counters},
+    decided::Decided,
+};
+use netray_firewall::{Action, Limit, LimitArgs, Limits, Rule, RuleOptions};
+use netray_tests::{require_root, TC_ACT_UNSPEC};
 
 /// This host, and the peers it talks to.
 const HOST: [u8; 4] = [10, 0, 0, 1];
@@ -30,90 +36,30 @@ const AUDITED: [u8; 4] = [203, 0, 113, 5];
 const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Path {
-    XdpShort,
-    XdpGeneral,
-    TcIngress,
+/// A frame the host sends: through TC egress where the path has it (it
+/// notes the reply), else written into the reply table as TC egress would
+/// (the XDP harness has no TC program).
+fn send(h: &Harness, frame: &[u8], reply_key: netray_ebpf::abi::nr_reply_key) {
+    match h {
+        Harness::Tc(t) => assert_eq!(t.run(Hook::TcEgress, frame).verdict, TC_ACT_UNSPEC),
+        Harness::Xdp(x) => {
+            let mut replies = netray_firewall::policy::Replies::open(&x.tmp.pin).unwrap().expect("the reply table");
+            assert!(replies.note(&reply_key));
+        }
+    }
 }
 
-enum Harness {
-    Xdp(XdpHarness),
-    Tc(TcHarness),
+/// The receiving hook's counters.
+fn stats(h: &Harness) -> netray_ebpf::abi::nr_if_stats {
+    match h {
+        Harness::Xdp(x) => x.stats(),
+        Harness::Tc(t) => t.stats(Hook::TcIngress),
+    }
 }
 
-impl Harness {
-    fn new(path: Path, policy_drop: bool) -> Harness {
-        let tag = format!("fwpol-{path:?}-{policy_drop}").to_lowercase();
-        let policy: &[Feature] = if policy_drop { &[Feature::PolicyDrop] } else { &[] };
-        match path {
-            Path::XdpShort | Path::XdpGeneral => {
-                let h = XdpHarness::new(&tag);
-                let mut f = vec![Feature::Firewall];
-                if path == Path::XdpGeneral {
-                    f.push(Feature::Monitor);
-                }
-                h.set_features(&[&f[..], policy].concat());
-                Harness::Xdp(h)
-            }
-            Path::TcIngress => {
-                let h = TcHarness::new(&tag);
-                let ingress = [&[Feature::Firewall, Feature::Monitor][..], policy].concat();
-                h.set_features(&ingress, &[Feature::Firewall, Feature::Monitor, Feature::Replies], &[]);
-                Harness::Tc(h)
-            }
-        }
-    }
-
-    fn firewall(&self) -> Firewall {
-        match self {
-            Harness::Xdp(h) => h.firewall(),
-            Harness::Tc(h) => h.firewall(),
-        }
-    }
-
-    fn pin(&self) -> &netray_core::PinDir {
-        match self {
-            Harness::Xdp(h) => &h.tmp.pin,
-            Harness::Tc(h) => &h.tmp.pin,
-        }
-    }
-
-    /// A received frame: (dropped, the event's (verdict, rule id) where the path emits one).
-    fn receive(&self, path: Path, frame: &[u8]) -> (bool, Option<(u32, u32)>) {
-        let r: RunResult = match self {
-            Harness::Xdp(h) => h.run(frame),
-            Harness::Tc(h) => h.run(Hook::TcIngress, frame),
-        };
-        let (drop, pass) = if path == Path::TcIngress { (TC_ACT_SHOT, TC_ACT_UNSPEC) } else { (XDP_DROP, XDP_PASS) };
-        assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
-        (r.verdict == drop, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
-    }
-
-    /// A frame the host sends: through TC egress where the path has it (it
-    /// notes the reply), else written into the reply table as TC egress
-    /// would (the XDP harness has no TC program).
-    fn send(&self, frame: &[u8], reply_key: netray_ebpf::abi::nr_reply_key) {
-        match self {
-            Harness::Tc(h) => assert_eq!(h.run(Hook::TcEgress, frame).verdict, TC_ACT_UNSPEC),
-            Harness::Xdp(h) => {
-                let mut replies = netray_firewall::policy::Replies::open(&h.tmp.pin).unwrap().expect("the reply table");
-                assert!(replies.note(&reply_key));
-            }
-        }
-    }
-
-    fn stats(&self) -> netray_ebpf::abi::nr_if_stats {
-        match self {
-            Harness::Xdp(h) => h.stats(),
-            Harness::Tc(h) => h.stats(Hook::TcIngress),
-        }
-    }
-
-    fn reply_stats(&self) -> nr_reply_stats {
-        let m = maps::open_pinned(&self.pin().fw_dir().join(M::FW_REPLY_STATS)).unwrap();
-        sum_counters(&maps::get_percpu(&m, 0).unwrap())
-    }
+fn reply_stats(h: &Harness) -> nr_reply_stats {
+    let m = maps::open_pinned(&h.pin().fw_dir().join(M::FW_REPLY_STATS)).unwrap();
+    sum_counters(&maps::get_percpu(&m, 0).unwrap())
 }
 
 /// The key of the reply to a packet from `src`:`sport` to `dst`:`dport` (ICMP echo: ports = the id).
@@ -129,10 +75,11 @@ fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
 }
 
 fn check_path(path: Path) {
-    let h = Harness::new(path, true);
+    let h = Harness::with_policy("fwpol", path, true);
     let fw = h.firewall();
-    let (drop_code, pass_code) = (nr_verdict::NR_VERDICT_DROP.0, nr_verdict::NR_VERDICT_PASS.0);
-    let ev = |v: u32, rule: u32| (path != Path::XdpShort).then_some((v, rule));
+    let (drop_code, pass_code) = (nr_verdict::NR_VERDICT_DROP, nr_verdict::NR_VERDICT_PASS);
+    let ev = |v: nr_verdict, by: Decided| (path != Path::XdpShort).then_some((v, by));
+    let policy = Decided::Policy { audit: None };
     let ids = fw
         .add_with(&[
             (Rule::parse("198.51.100.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Allow, ttl: None }),
@@ -147,69 +94,69 @@ fn check_path(path: Path) {
     );
 
     // No rule: the policy drops.
-    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop_code, 0)), "{path:?}: unmatched");
+    assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop_code, policy)), "{path:?}: unmatched");
     // ARP and neighbour discovery always pass; an ICMPv6 echo request does not.
-    assert_eq!(h.receive(path, &non_ip(0x0806, &[0; 28]).bytes()), (false, ev(pass_code, 0)), "{path:?}: ARP");
+    assert_eq!(h.outcome(path, &non_ip(0x0806, &[0; 28]).bytes()), (false, ev(pass_code, Decided::Nothing)), "{path:?}: ARP");
     for nd in [133u8, 134, 135, 136, 137] {
         let f = v6(SERVER6, HOST6, vec![], icmp6(nd, 0)).bytes();
-        assert_eq!(h.receive(path, &f), (false, ev(pass_code, 0)), "{path:?}: ICMPv6 type {nd}");
+        assert_eq!(h.outcome(path, &f), (false, ev(pass_code, Decided::Nothing)), "{path:?}: ICMPv6 type {nd}");
     }
     let echo6 = v6(SERVER6, HOST6, vec![], icmp6(128, 0)).bytes();
-    assert_eq!(h.receive(path, &echo6), (true, ev(drop_code, 0)), "{path:?}: ICMPv6 echo request");
+    assert_eq!(h.outcome(path, &echo6), (true, ev(drop_code, policy)), "{path:?}: ICMPv6 echo request");
 
     // Replies to what the host sent pass; the same peer on another port does not.
-    h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
-    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(pass_code, 0)), "{path:?}: UDP reply");
-    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5354)), (true, ev(drop_code, 0)), "{path:?}: other port");
-    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 54, 5353)), (true, ev(drop_code, 0)), "{path:?}: other source port");
-    h.send(&v4(HOST, SERVER, tcp(40000, 22)).bytes(), reply_key(4, 6, &HOST, &SERVER, 40000, 22));
-    assert_eq!(h.receive(path, &v4(SERVER, HOST, tcp(22, 40000)).bytes()), (false, ev(pass_code, 0)), "{path:?}: TCP reply");
-    assert_eq!(h.receive(path, &v4(SERVER, HOST, tcp(22, 40001)).bytes()), (true, ev(drop_code, 0)), "{path:?}: TCP other");
+    send(&h, &udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+    assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(pass_code, Decided::Nothing)), "{path:?}: UDP reply");
+    assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 53, 5354)), (true, ev(drop_code, policy)), "{path:?}: other port");
+    assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 54, 5353)), (true, ev(drop_code, policy)), "{path:?}: other source port");
+    send(&h, &v4(HOST, SERVER, tcp(40000, 22)).bytes(), reply_key(4, 6, &HOST, &SERVER, 40000, 22));
+    assert_eq!(h.outcome(path, &v4(SERVER, HOST, tcp(22, 40000)).bytes()), (false, ev(pass_code, Decided::Nothing)), "{path:?}: TCP reply");
+    assert_eq!(h.outcome(path, &v4(SERVER, HOST, tcp(22, 40001)).bytes()), (true, ev(drop_code, policy)), "{path:?}: TCP other");
     // ICMP echo: the reply (type 0) with the request's id passes, a request from the peer does not.
-    h.send(&v4(HOST, SERVER, icmp(8, 0)).bytes(), reply_key(4, 1, &HOST, &SERVER, 1, 1));
-    assert_eq!(h.receive(path, &v4(SERVER, HOST, icmp(0, 0)).bytes()), (false, ev(pass_code, 0)), "{path:?}: echo reply");
-    assert_eq!(h.receive(path, &v4(SERVER, HOST, icmp(8, 0)).bytes()), (true, ev(drop_code, 0)), "{path:?}: echo request");
-    h.send(&v6(HOST6, SERVER6, vec![], icmp6(128, 0)).bytes(), reply_key(6, 58, &HOST6, &SERVER6, 1, 1));
+    send(&h, &v4(HOST, SERVER, icmp(8, 0)).bytes(), reply_key(4, 1, &HOST, &SERVER, 1, 1));
+    assert_eq!(h.outcome(path, &v4(SERVER, HOST, icmp(0, 0)).bytes()), (false, ev(pass_code, Decided::Nothing)), "{path:?}: echo reply");
+    assert_eq!(h.outcome(path, &v4(SERVER, HOST, icmp(8, 0)).bytes()), (true, ev(drop_code, policy)), "{path:?}: echo request");
+    send(&h, &v6(HOST6, SERVER6, vec![], icmp6(128, 0)).bytes(), reply_key(6, 58, &HOST6, &SERVER6, 1, 1));
     let reply6 = v6(SERVER6, HOST6, vec![], icmp6(129, 0)).bytes();
-    assert_eq!(h.receive(path, &reply6), (false, ev(pass_code, 0)), "{path:?}: ICMPv6 echo reply");
+    assert_eq!(h.outcome(path, &reply6), (false, ev(pass_code, Decided::Nothing)), "{path:?}: ICMPv6 echo reply");
 
     // Rules: allow passes its prefix (counted), the deny rule inside it wins,
     // an audit rule's match is left to the policy (dropped, the hit counted).
-    assert_eq!(h.receive(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(pass_code, allow)), "{path:?}: allowed");
-    assert_eq!(h.receive(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop_code, deny)), "{path:?}: deny inside");
-    assert_eq!(h.receive(path, &udp4(AUDITED, HOST, 1, 2)), (true, ev(drop_code, audit)), "{path:?}: audit, policy drops");
+    assert_eq!(h.outcome(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(pass_code, Decided::Allow(allow))), "{path:?}: allowed");
+    assert_eq!(h.outcome(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop_code, Decided::Deny(deny))), "{path:?}: deny inside");
+    assert_eq!(h.outcome(path, &udp4(AUDITED, HOST, 1, 2)), (true, ev(drop_code, Decided::Policy { audit: Some(audit) })), "{path:?}: audit, policy drops");
     let len = udp4(ALLOWED, HOST, 1, 2).len() as u64;
     let hits: Vec<(u32, u64, u64)> = fw.list().unwrap().iter().map(|r| (r.id, r.packets, r.bytes)).collect();
     assert_eq!(hits, vec![(allow, 1, len), (deny, 1, len), (audit, 1, len)], "{path:?}: hits");
 
-    let s = h.stats();
+    let s = stats(&h);
     assert_eq!((s.dropped, s.audited), (8, 0), "{path:?}: dropped: 6 by the policy, 1 deny, 1 audit left to the policy");
-    let r = h.reply_stats();
+    let r = reply_stats(&h);
     // Short-path drops count per CPU in fw_pending; the status adds them up.
-    let st = netray_firewall::policy::reply_status(h.pin()).unwrap().expect("the reply table");
+    let st = netray_firewall::policy::reply_status(&h.pin()).unwrap().expect("the reply table");
     assert_eq!((r.replies, r.neighbour, st.policy_dropped), (4, 6, 7), "{path:?}: reply table counters");
     if path == Path::TcIngress {
         assert_eq!((r.inserts, r.insert_failed), (4, 0), "{path:?}: TC egress noted each reply once");
-        h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
-        assert_eq!(h.reply_stats().inserts, 4, "a known reply is refreshed, not inserted again");
+        send(&h, &udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+        assert_eq!(reply_stats(&h).inserts, 4, "a known reply is refreshed, not inserted again");
     }
 }
 
 /// Under `policy in pass` an unmatched packet passes; allow and audit rules do what they say.
 fn check_pass(path: Path) {
-    let h = Harness::new(path, false);
+    let h = Harness::with_policy("fwpol", path, false);
     let fw = h.firewall();
-    let ev = |v: nr_verdict, rule: u32| (path != Path::XdpShort).then_some((v.0, rule));
+    let ev = |v: nr_verdict, by: Decided| (path != Path::XdpShort).then_some((v, by));
     let ids = fw
         .add_with(&[
             (Rule::parse("198.51.100.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Allow, ttl: None }),
             (Rule::parse("203.0.113.0/24", None, None, None).unwrap(), RuleOptions { action: Action::Audit, ttl: None }),
         ])
         .unwrap();
-    assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(nr_verdict::NR_VERDICT_PASS, 0)));
-    assert_eq!(h.receive(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])));
-    assert_eq!(h.receive(path, &udp4(AUDITED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_AUDIT, ids[1])));
-    let s = h.stats();
+    assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 53, 5353)), (false, ev(nr_verdict::NR_VERDICT_PASS, Decided::Nothing)));
+    assert_eq!(h.outcome(path, &udp4(ALLOWED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_PASS, Decided::Allow(ids[0]))));
+    assert_eq!(h.outcome(path, &udp4(AUDITED, HOST, 1, 2)), (false, ev(nr_verdict::NR_VERDICT_AUDIT, Decided::Audit(ids[1]))));
+    let s = stats(&h);
     assert_eq!((s.seen, s.dropped, s.audited), (3, 0, 1), "{path:?}: the audit counter");
 }
 
@@ -217,10 +164,10 @@ fn check_pass(path: Path) {
 /// takes no limit's token; a reply and an allowed packet pass the policy and
 /// are then limited; a deny rule inside a limited prefix decides first.
 fn check_policy_then_limits(path: Path) {
-    let h = Harness::new(path, true);
+    let h = Harness::with_policy("fwpol", path, true);
     let fw = h.firewall();
-    let limits = Limits::open(h.pin().clone());
-    let ev = |v: nr_verdict, rule: u32| (path != Path::XdpShort).then_some((v.0, rule));
+    let limits = Limits::open(h.pin());
+    let ev = |v: nr_verdict, by: Decided| (path != Path::XdpShort).then_some((v, by));
     let (drop, limited) = (nr_verdict::NR_VERDICT_DROP, nr_verdict::NR_VERDICT_LIMIT);
     let ids = fw
         .add_with(&[
@@ -240,24 +187,24 @@ fn check_policy_then_limits(path: Path) {
 
     // No rule, no reply: the policy drops, before any limit sees the packet.
     for _ in 0..3 {
-        assert_eq!(h.receive(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop, 0)), "{path:?}: policy drop");
+        assert_eq!(h.outcome(path, &udp4(SERVER, HOST, 53, 5353)), (true, ev(drop, Decided::Policy { audit: None })), "{path:?}: policy drop");
     }
     assert_eq!(counts(server_limit), (0, 0), "{path:?}: policy drops take no token");
     // A reply passes the policy, then its source's limit (burst 1) applies.
-    h.send(&udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
+    send(&h, &udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
     let reply = udp4(SERVER, HOST, 53, 5353);
-    assert_eq!(h.receive(path, &reply), (false, ev(nr_verdict::NR_VERDICT_PASS, 0)), "{path:?}: reply in the burst");
-    assert_eq!(h.receive(path, &reply), (true, ev(limited, server_limit)), "{path:?}: reply over the limit");
+    assert_eq!(h.outcome(path, &reply), (false, ev(nr_verdict::NR_VERDICT_PASS, Decided::Nothing)), "{path:?}: reply in the burst");
+    assert_eq!(h.outcome(path, &reply), (true, ev(limited, Decided::Limit(server_limit))), "{path:?}: reply over the limit");
     assert_eq!(counts(server_limit), (1, 1), "{path:?}: the reply's limit");
     // An allow rule lets its prefix past the policy; its limit (burst 2) applies.
     let allowed = udp4(ALLOWED, HOST, 1, 2);
-    assert_eq!(h.receive(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])), "{path:?}: allowed 1");
-    assert_eq!(h.receive(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, ids[0])), "{path:?}: allowed 2");
-    assert_eq!(h.receive(path, &allowed), (true, ev(limited, allowed_limit)), "{path:?}: allowed, over the limit");
+    assert_eq!(h.outcome(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, Decided::Allow(ids[0]))), "{path:?}: allowed 1");
+    assert_eq!(h.outcome(path, &allowed), (false, ev(nr_verdict::NR_VERDICT_PASS, Decided::Allow(ids[0]))), "{path:?}: allowed 2");
+    assert_eq!(h.outcome(path, &allowed), (true, ev(limited, Decided::Limit(allowed_limit))), "{path:?}: allowed, over the limit");
     // A deny rule inside the limited prefix decides first.
-    assert_eq!(h.receive(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop, ids[1])), "{path:?}: deny inside");
+    assert_eq!(h.outcome(path, &udp4(DENIED_INSIDE, HOST, 1, 2)), (true, ev(drop, Decided::Deny(ids[1]))), "{path:?}: deny inside");
     assert_eq!(counts(allowed_limit), (2, 1), "{path:?}: the allowed prefix's limit");
-    let s = h.stats();
+    let s = stats(&h);
     assert_eq!((s.seen, s.dropped), (9, 6), "{path:?}: 3 by the policy, 2 by limits, 1 by the deny rule");
 }
 

@@ -432,8 +432,8 @@ fn flow_cells(f: &FlowJson) -> Vec<String> {
         f.pps.map_or("-".into(), num),
         f.bps.map_or("-".into(), bits),
         f.dropped.to_string(),
-        match f.last_rule {
-            Some(r) => format!("{} (rule {r})", f.last_verdict),
+        match &f.last_decided_by {
+            Some(by) => format!("{} ({by})", f.last_verdict),
             None => f.last_verdict.to_string(),
         },
     ]

@@ -347,8 +347,8 @@ static __always_inline __u32 nr_fw_leaf_rule(__u32 bank, __u32 leaf,
 /* Set in a decided rule id when the rule lets the packet pass (audit or
  * allow); NR_FW_ALLOW is set with it for an allow rule. Rule ids fit
  * NR_FW_ISLE_ID_BITS, so both bits are free (bit 30 is NR_FW_LIMITED). */
-#define NR_FW_PASSES (1u << 31)
-#define NR_FW_ALLOW (1u << 29)
+#define NR_FW_PASSES (1u << NR_FW_PASSES_BIT)
+#define NR_FW_ALLOW (1u << NR_FW_ALLOW_BIT)
 _Static_assert(NR_FW_PASSES == 1u << 31, "nr_fw_drops tests the sign bit");
 _Static_assert(NR_FW_MAX_RULES < NR_FW_ALLOW, "the verdict bits are above every rule id");
 
@@ -395,13 +395,13 @@ static __always_inline int nr_fw_allows(__u32 rule)
 
 /* Set in a decided rule when a rate limit (limit.h), not a rule, drops the
  * packet: the rest is the limit's id. Verdicts: see nr_fw_event_verdict. */
-#define NR_FW_LIMITED (1u << 30)
+#define NR_FW_LIMITED (1u << NR_FW_LIMITED_BIT)
 _Static_assert(NR_FW_LIMITED > NR_FW_ALLOW && NR_FW_ALLOW == 1u << 29, "nr_fw_event_verdict tests bit 29");
 
 /* Set in the decided rule of a packet the interface's drop policy drops
  * (policy.h), with the id of an audit rule that matched or none: it drops
  * (positive) and its monitor verdict is a drop. */
-#define NR_FW_POLICY (1u << 28)
+#define NR_FW_POLICY (1u << NR_FW_POLICY_BIT)
 _Static_assert(NR_FW_MAX_RULES < NR_FW_POLICY && NR_FW_POLICY < NR_FW_ALLOW, "a bit of its own");
 
 /* The rule id of a decided rule (or the limit's), without the verdict,

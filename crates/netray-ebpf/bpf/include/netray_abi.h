@@ -58,7 +58,7 @@ struct nr_packet_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
 	__u32 pkt_len;		/* bytes on the wire (linear + frags) */
-	__u32 rule_id;		/* firewall rule that dropped (or, audit, would have), or the limit (verdict LIMIT), 0 = none */
+	__u32 rule_id;		/* what decided: a rule id, or the limit's id (verdict LIMIT), with the bits of enum nr_fw_decided_bit; 0 = none */
 	__u16 ethertype;	/* innermost, after VLAN tags (host order) */
 	__u16 vlan_outer;	/* VLAN ID of the outer tag, valid if vlan_depth >= 1 */
 	__u16 vlan_inner;	/* VLAN ID of the inner tag, valid if vlan_depth == 2 */
@@ -361,6 +361,18 @@ enum nr_fw_action {
 	NR_ACTION_ALLOW = 3,	/* let the packet pass; the interface's policy does not apply */
 };
 
+/* A decided rule (firewall.h's nr_fw_decide and after it the policy and the
+ * limits) is a rule or limit id with these bits above it; the monitor event's
+ * rule_id and a flow's last_rule carry it whole, and userspace decodes it in
+ * one place (netray_ebpf::decided). Bit numbers, not masks: an enum holds an
+ * int, and bit 31 is not one. */
+enum nr_fw_decided_bit {
+	NR_FW_POLICY_BIT = 28,	/* the interface's drop policy dropped it (the id: an audit rule that matched, or 0) */
+	NR_FW_ALLOW_BIT = 29,	/* an allow rule decided (with NR_FW_PASSES_BIT) */
+	NR_FW_LIMITED_BIT = 30,	/* a rate limit dropped it; the id is the limit's */
+	NR_FW_PASSES_BIT = 31,	/* the rule lets it pass: audit, or allow with NR_FW_ALLOW_BIT */
+};
+
 /* A rule as the user wrote it; stored in the pinned fw_rules map by slot. */
 struct nr_fw_rule {
 	__u8 addr[16];		/* network order, IPv4 in the first 4 bytes */
@@ -599,7 +611,7 @@ struct nr_flow_value {
 	__u64 bytes_dropped;
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
-	__u32 last_rule;	/* firewall rule of the last packet, 0 = none */
+	__u32 last_rule;	/* what dropped the last packet (a decided rule: enum nr_fw_decided_bit), 0 = none */
 	__u8 last_verdict;	/* enum nr_verdict of the last packet */
 	__u8 _pad[3];
 };

@@ -108,7 +108,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.hook = egress ? NR_HOOK_TC_EGRESS : NR_HOOK_TC_INGRESS;
 		ev.direction = egress;
 		ev.verdict = nr_fw_event_verdict(rule);
-		ev.rule_id = nr_fw_rule_id(rule);
+		ev.rule_id = rule;	/* whole: userspace tells a rule, the policy and a limit apart */
 		nr_monitor_emit(&ev, cfg, stats);
 	}
 

@@ -135,7 +135,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
 		ev.verdict = nr_fw_event_verdict(rule);
-		ev.rule_id = nr_fw_rule_id(rule);
+		ev.rule_id = rule;	/* whole: userspace tells a rule, the policy and a limit apart */
 		nr_monitor_emit(&ev, &if_config, stats);
 	}
 
