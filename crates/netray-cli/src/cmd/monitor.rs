@@ -28,10 +28,10 @@ use crate::output::{json_line, line};
     multicast, other-host, outgoing). Each line: time, interface, hook, protocol, source ->\n\
     destination, length, verdict (and what dropped it: rule 7, limit 3 or policy). With --json: one\n\
     object per packet ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict,\n\
-    rule, decided_by, ...}) and a\n\
-    {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events\n\
-    the kernel could not deliver because the ring was full; they are never dropped silently. If netray\n\
-    is not attached to the interface, the monitor attaches it and detaches again when it exits.")]
+    rule, decided_by, ...}) and a {\"type\":\"stats\", received, lost, packets_seen} line every second\n\
+    and at exit. `lost` counts events the kernel could not deliver because the ring was full; they are\n\
+    never dropped silently. If netray is not attached to the interface, the monitor attaches it and\n\
+    detaches again when it exits.")]
 pub struct MonitorArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]
