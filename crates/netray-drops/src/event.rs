@@ -211,3 +211,27 @@ impl fmt::Display for DropEvent {
         write!(f, ": {}", self.summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use netray_core::clock::MonotonicClock;
+    use netray_ebpf::abi::{nr_fw_decided_bit as B, nr_packet_event, nr_verdict};
+
+    use super::*;
+
+    /// netray's drop event names what dropped the packet: a rule, a limit or the policy.
+    #[test]
+    fn a_netray_drop_names_the_rule_the_limit_or_the_policy() {
+        let clock = MonotonicClock::new();
+        let drop = nr_verdict::NR_VERDICT_DROP.0 as u8;
+        for (rule_id, verdict, who, reason) in [
+            (7, drop, "netray xdp rule 7", "rule 7"),
+            (3 | 1 << B::NR_FW_LIMITED_BIT.0, nr_verdict::NR_VERDICT_LIMIT.0 as u8, "netray xdp limit 3", "limit 3"),
+            (1 << B::NR_FW_POLICY_BIT.0, drop, "netray xdp policy", "policy in drop"),
+        ] {
+            let raw = nr_packet_event { rule_id, verdict, hook: 1, pkt_len: 60, ..Default::default() };
+            let d = DropEvent::netray(&PacketEvent::decode(&raw, "veth0", &clock));
+            assert_eq!((d.who.to_string(), d.reason.as_str()), (who.to_string(), reason), "{rule_id:#x}");
+        }
+    }
+}
