@@ -39,7 +39,7 @@ use netray_ebpf::{
     bench::{BenchSkel, BenchSkelBuilder},
 };
 use ipnet::IpNet;
-use netray_firewall::{compile, tables::ensure_tables, Firewall, FwCapacity, Rule};
+use netray_firewall::{compile, tables::ensure_tables, Action, Firewall, FwCapacity, Rule, RuleOptions};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
@@ -113,6 +113,13 @@ pub struct XdpReport {
     /// sources (65,536 flows, against the idle dispatcher on the same sources).
     pub flows_added_ns: f64,
     pub flows_added_random_ns: f64,
+    /// What `policy in drop` with allow rules adds to the firewall alone for
+    /// a packet no rule matches (repeated frame; fastest loads), what a reply
+    /// found in the reply table adds to that, and one hash lookup (the
+    /// reference row's, over the empty program) to compare it with.
+    pub policy_added_ns: Option<f64>,
+    pub reply_added_ns: Option<f64>,
+    pub hash_lookup_ns: Option<f64>,
 }
 
 /// Which benchmark program a figure runs.
@@ -202,7 +209,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             .max(FwCapacity::default().chunks_per_bank),
         ranges_per_bank: (needed.ranges.len() as u32 + 1024)
             .max(FwCapacity::default().ranges_per_bank),
-        max_rules: (largest as u32 + 16).max(1024),
+        max_rules: (largest as u32 + 16 + 100).max(1024), // + the policy rows' allow rules
         // Room for every random source under the per-source limit row: no eviction while measuring.
         limit_sources: 4 * SOURCES,
     };
@@ -435,6 +442,45 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         }
     }
 
+    // The drop policy at the largest rule set, beside the firewall alone, on
+    // frames no rule matches: then with 100 allow rules elsewhere, then a
+    // frame whose reply is in the table. The allow rules go again after.
+    let (mut policy_added_ns, mut reply_added_ns) = (None, None);
+    if installed > 0 {
+        let allow: Vec<(Rule, RuleOptions)> = (0..100)
+            .map(|i| (Rule::parse(&format!("100.64.{i}.0/24"), None, None, None).expect("a rule"), RuleOptions { action: Action::Allow, ttl: None }))
+            .collect();
+        let unmatched = |rng: &mut StdRng| loop {
+            let a: [u8; 4] = rng.random();
+            if needed.decide(&a, 17, Some(9)) == 0 && !(a[0] == 100 && a[1] & 0xc0 == 64) {
+                return a;
+            }
+        };
+        let frame = udp_frame(unmatched(&mut rng));
+        for i in 0..SOURCES {
+            skel.maps.bench_sources.update(&i.to_ne_bytes(), &unmatched(&mut rng), MapFlags::ANY)?;
+        }
+        set_features(&[Feature::Firewall])?;
+        let alone = (measure(Prog::Dispatch, &frame)?, measure(Prog::RandDispatch, &frame)?);
+        row("firewall, no rule matches", installed, alone.0, alone.1, None);
+        let allow_ids = firewall.add_with(&allow)?;
+        set_features(&[Feature::Firewall, Feature::PolicyDrop])?;
+        let dropped = (measure(Prog::Dispatch, &frame)?, measure(Prog::RandDispatch, &frame)?);
+        row("+ 100 allow, policy drop", installed + 100, dropped.0, dropped.1, None);
+        let mut replies = netray_firewall::policy::Replies::open(&pin.0)?.context("the reply table")?;
+        let mut key = netray_ebpf::abi::nr_reply_key { family: 4, proto: 17, sport: 40000, dport: 9, ..Default::default() };
+        key.src[..4].copy_from_slice(&frame[26..30]);
+        key.dst[..4].copy_from_slice(&frame[30..34]);
+        anyhow::ensure!(replies.note(&key), "noting the benchmark's reply failed");
+        let reply = measure(Prog::Dispatch, &frame)?;
+        row("+ policy drop, reply found", installed + 100, reply, dropped.1, None);
+        firewall.delete_ids(&allow_ids)?;
+        set_features(&[])?;
+        fill_sources(&all_rules[..installed], &mut rng)?;
+        policy_added_ns = Some((dropped.0.min - alone.0.min).max(0.0));
+        reply_added_ns = Some((reply.min - dropped.0.min).max(0.0));
+    }
+
     // Firewall + monitor at the largest rule set, with a reader draining the
     // ring on the other CPU as `netray monitor` would.
     let before: nr_if_stats = sum_stats(&stats)?;
@@ -482,6 +528,8 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         Some((delivered, after.events_lost - before.events_lost)),
     );
 
+    let hash_lookup_ns =
+        rows.iter().find(|r| r.name == "ref: hash lookup").map(|r| (r.repeated_spread.min - empty_ns).max(0.0));
     Ok(XdpReport {
         frame_bytes: base_frame.len(),
         repeat: opts.repeat,
@@ -496,6 +544,9 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         // Differences of fastest loads (the steadiest figures), never below 0.
         flows_added_ns: (flows_repeated.min - idle.min).max(0.0),
         flows_added_random_ns: (flows_random.min - idle_rand.min).max(0.0),
+        policy_added_ns,
+        reply_added_ns,
+        hash_lookup_ns,
     })
 }
 

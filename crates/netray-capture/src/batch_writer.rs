@@ -133,6 +133,7 @@ impl RingSink for EpbSink {
             wire_len: rec.wire_len,
             data,
             verdict: (iface.point == Point::Exit).then_some(rec.verdict),
+            audit_rule: (iface.point == Point::Exit && rec.audit_rule != 0).then_some(rec.audit_rule),
         };
         self.batch.push(*id, &pkt);
         if self.batch.byte_len() >= BATCH_BYTES {

@@ -121,6 +121,9 @@ impl LineFormatter {
         if let Some(verdict) = pkt.verdict_name() {
             let _ = write!(line, " [{verdict}]");
         }
+        if let Some(audit) = pkt.audit_label() {
+            let _ = write!(line, " {audit}");
+        }
         line.push_str(&style.payload.render(pkt.data, d.link_len));
         line
     }
@@ -168,6 +171,8 @@ pub fn to_json(pkt: &Packet) -> Value {
         "summary": d.summary,
     });
     let fields = [
+        // present only when an audit rule matched, as "AUDIT rule N" is on the line
+        ("audit_rule", pkt.audit_rule.map(|id| json!(id))),
         ("src", d.src.map(|a| json!(a.to_string()))),
         ("dst", d.dst.map(|a| json!(a.to_string()))),
         ("sport", d.sport.map(|p| json!(p))),

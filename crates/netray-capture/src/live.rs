@@ -65,6 +65,7 @@ impl RingSink for PacketSink {
             wire_len: rec.wire_len,
             data,
             verdict: (iface.point == Point::Exit).then_some(rec.verdict),
+            audit_rule: (iface.point == Point::Exit && rec.audit_rule != 0).then_some(rec.audit_rule),
         };
         if !(self.on_packet)(&pkt) {
             self.done.store(true, Ordering::Relaxed);

@@ -57,7 +57,7 @@ pub struct OfflinePacket {
 
 impl OfflinePacket {
     pub fn as_packet(&self) -> Packet<'_> {
-        Packet { iface: &self.iface, ts: self.ts, wire_len: self.wire_len, data: &self.data, verdict: self.verdict }
+        Packet { iface: &self.iface, ts: self.ts, wire_len: self.wire_len, data: &self.data, verdict: self.verdict, audit_rule: None }
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     /// At exit points: the program's return code (XDP_DROP = 1, XDP_PASS = 2, TC_ACT_SHOT = 2, ...).
     pub verdict: Option<i32>,
+    /// At exit points: the audit rule that matched the packet (it passed, counted as
+    /// that rule's would-drop hit).
+    pub audit_rule: Option<u32>,
 }
 
 /// Which way a packet was going when a hook saw it.
@@ -77,6 +80,11 @@ impl Packet<'_> {
     /// The verdict in words ("XDP_DROP", "TC_ACT_SHOT"), None at entry points.
     pub fn verdict_name(&self) -> Option<String> {
         self.verdict.map(|code| verdict_name(self.iface.hook, code))
+    }
+
+    /// `AUDIT rule N` when an audit rule matched the packet.
+    pub fn audit_label(&self) -> Option<String> {
+        self.audit_rule.map(|id| format!("AUDIT rule {id}"))
     }
 }
 

@@ -344,6 +344,9 @@ fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, pkt: &Packet, comment: Optio
             Some(name) => write!(buf, "{hook} {}: {name}", pkt.iface.point.name()),
             None => write!(buf, "{hook} {}: {code}", pkt.iface.point.name()),
         };
+        if let Some(audit) = pkt.audit_label() {
+            let _ = write!(buf, ", {audit}");
+        }
         let len = (buf.len() - at - 4) as u16;
         buf[at + 2..at + 4].copy_from_slice(&len.to_ne_bytes());
         pad(buf);

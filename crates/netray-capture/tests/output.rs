@@ -220,7 +220,7 @@ struct Written {
 
 impl Written {
     fn packet(&self) -> Packet<'_> {
-        Packet { iface: &self.iface, ts: self.ts, wire_len: self.wire_len, data: &self.data, verdict: self.verdict }
+        Packet { iface: &self.iface, ts: self.ts, wire_len: self.wire_len, data: &self.data, verdict: self.verdict, audit_rule: None }
     }
 }
 
@@ -576,13 +576,13 @@ fn lines_never_panic() {
         inputs.push(noise);
     }
     for data in &inputs {
-        let pkt = Packet { iface: &iface, ts: ts(0), wire_len: data.len() as u32, data, verdict: Some(77) };
+        let pkt = Packet { iface: &iface, ts: ts(0), wire_len: data.len() as u32, data, verdict: Some(77), audit_rule: None };
         let line = format_line(&pkt);
         assert!(line.ends_with("[77]"), "{line}");
         let json = to_json(&pkt);
         assert_eq!(json["cap_len"], data.len());
     }
-    let empty = Packet { iface: &iface, ts: ts(0), wire_len: 0, data: &[], verdict: None };
+    let empty = Packet { iface: &iface, ts: ts(0), wire_len: 0, data: &[], verdict: None, audit_rule: None };
     assert!(format_line(&empty).ends_with("[|ether]"), "{}", format_line(&empty));
 }
 

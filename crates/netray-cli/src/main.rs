@@ -37,6 +37,9 @@ enum Command {
     /// Add, delete and list deny rules.
     #[command(subcommand)]
     Deny(cmd::deny::DenyCommand),
+    /// Add, delete and list allow rules (they beat wider deny rules and a drop policy).
+    #[command(subcommand)]
+    Allow(cmd::allow::AllowCommand),
     /// Add, delete and list rate limits on what the firewall lets pass.
     #[command(subcommand)]
     Limit(cmd::limit::LimitCommand),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Firewall(c) => cmd::firewall::run(&ctx, c),
         Command::Deny(c) => cmd::deny::run(&ctx, c),
+        Command::Allow(c) => cmd::allow::run(&ctx, c),
         Command::Limit(c) => cmd::limit::run(&ctx, c),
         Command::Monitor(a) => cmd::monitor::run(&ctx, a),
         Command::Top(a) => cmd::top::run(&ctx, a),

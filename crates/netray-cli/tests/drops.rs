@@ -1,6 +1,6 @@
 //! `netray drops` end to end in the lab, with the real binary: the kernel's
 //! drop reason and location for UDP to a closed port and for a TCP segment
-//! with a bad checksum, netray's own drop with its rule, the kernel filter,
+//! with a bad checksum, netray's own drop with its rule (or the drop policy), the kernel filter,
 //! -w read back by tshark with the comments, --stats counts equal to what was
 //! sent, and a flood with every drop reported or counted lost.
 //!
@@ -197,6 +197,24 @@ fn drops_a_netray_deny_rule_shows_the_rule_id_once() {
     // the three frees was paired with netray's drop, across polls too.
     assert!(stats["folded"] == 0 || stats["folded"] == 3, "{stats}");
     assert_eq!(stats["hold_overflow"], 0, "{stats}");
+}
+
+#[test]
+fn drops_by_the_drop_policy_say_policy() {
+    let env = Env::new("drops-pol");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["firewall", "policy", "-i", env.iface(), "in", "drop"]);
+    let d = Drops::start(&env, &["-i", env.iface(), "--json", "udp"]);
+    assert_eq!(send_udp(&env, 14, 3, 100), 3);
+    settle();
+    let lines = d.stop_json();
+    let drops = drops_of(&lines);
+    let by_policy: Vec<_> = drops.iter().filter(|d| d["who"] == "netray xdp policy").collect();
+    assert_eq!(by_policy.len(), 3, "{drops:?}");
+    for d in &by_policy {
+        assert_eq!((d["reason"].as_str(), d["rule"].is_null(), &d["dport"]), (Some("policy in drop"), true, &Value::from(14)));
+    }
+    assert_eq!(last_stats(&lines)["netray_lost"], 0);
 }
 
 /// A TCP SYN from the lab's namespace through a raw socket with a checksum off by one.

@@ -517,6 +517,46 @@ fn exit_records_carry_the_firewalls_verdict() {
 }
 
 #[test]
+fn exit_records_name_the_audit_rule_that_matched() {
+    let env = Env::new("daud");
+    env.ok(&["firewall", "attach", "-i", env.iface()]);
+    env.ok(&["deny", "add", &format!("{}/32", env.lab.peer_v4()), "--proto", "udp", "--port", "9", "--audit"]);
+
+    // The line: the verdict, then the audit rule, on the port-9 packets only.
+    let mut dump = Dump::start(&env, &["--point", "exit", "-c", "10", "udp"]);
+    assert_eq!(udp_9_and_10(&env, 5), (5, 5), "an audit rule drops nothing");
+    let out = dump.stdout();
+    dump.wait();
+    assert_eq!(out.lines().filter(|l| l.contains(".9: UDP") && l.ends_with("[XDP_PASS] AUDIT rule 1")).count(), 5, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains(".10: UDP") && l.ends_with("[XDP_PASS]")).count(), 5, "{out}");
+
+    // JSON: audit_rule, only where an audit rule matched.
+    let mut dump = Dump::start(&env, &["--point", "exit", "--json", "-c", "10", "udp"]);
+    assert_eq!(udp_9_and_10(&env, 5), (5, 5));
+    let out = dump.stdout();
+    dump.wait();
+    let rows: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| format!("{} {} {}", p["dport"], p["verdict"], p["audit_rule"]))
+        .collect();
+    assert_eq!(rows.iter().filter(|r| r.as_str() == "9 \"XDP_PASS\" 1").count(), 5, "{out}");
+    assert_eq!(rows.iter().filter(|r| r.as_str() == "10 \"XDP_PASS\" null").count(), 5, "{out}");
+
+    // pcapng: the record's comment, as tshark reads it.
+    let file = tmpfile("audit.pcapng");
+    let dump = Dump::start(&env, &["--point", "exit", "-w", file.to_str().unwrap(), "-c", "10", "udp"]);
+    assert_eq!(udp_9_and_10(&env, 5), (5, 5));
+    dump.wait();
+    let rows = tshark_fields(&file, &["udp.dstport", "frame.comment"]);
+    assert_eq!(rows.iter().filter(|r| r[0] == "9" && r[1] == "xdp exit: XDP_PASS, AUDIT rule 1").count(), 5, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r[0] == "10" && r[1] == "xdp exit: XDP_PASS").count(), 5, "{rows:?}");
+    let st = env.json(&["firewall", "status", "--json"]);
+    assert_eq!(st["interfaces"][0]["stats"]["audited"], 15, "the interface's audit counter: {st}");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
 fn jumbo_multi_buffer_frames_are_captured_whole() {
     let env = Env::new("djum");
     env.lab.set_mtu(9000).unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
@@ -111,7 +111,7 @@ fn monitor_and_firewall_start_and_stop_independently_without_loss() {
     let env = Env::new("indep");
     // Monitor first: it attaches the dispatcher itself.
     let mon = env.cmd(&["monitor", "-i", env.iface(), "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_feature(&env, "monitor");
+    env.wait_for_feature("monitor");
     env.ok(&["firewall", "attach", "-i", env.iface()]);
     let st = env.json(&["firewall", "status", "--json"]);
     assert_eq!(st["interfaces"][0]["features"], serde_json::json!(["firewall", "monitor"]));
@@ -139,18 +139,6 @@ fn monitor_and_firewall_start_and_stop_independently_without_loss() {
     assert_eq!(st["interfaces"][0]["features"], serde_json::json!(["firewall"]));
     env.ok(&["deny", "add", &env.lab.peer_v4().to_string()]);
     assert_eq!(env.lab.ping(Family::V4, 2).unwrap(), 0);
-}
-
-fn wait_for_feature(env: &Env, feature: &str) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        let st = env.json(&["firewall", "status", "--json"]);
-        if st["interfaces"][0]["features"].as_array().is_some_and(|f| f.iter().any(|x| x == feature)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{feature} never came up");
 }
 
 /// Each mistake gets one line that names it and the way out (exit status 1),

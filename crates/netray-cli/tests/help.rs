@@ -53,9 +53,10 @@ fn every_help_text_reads_as_reviewed() {
     // The walk itself: every command and subcommand netray has today.
     assert_eq!(
         seen.join(" "),
-        "netray netray-bench netray-bench-drops netray-bench-dump netray-bench-exec netray-bench-ipfix netray-completions netray-daemon netray-demo netray-deny \
+        "netray netray-allow netray-allow-add netray-allow-del netray-allow-list netray-bench netray-bench-drops \
+         netray-bench-dump netray-bench-exec netray-bench-ipfix netray-completions netray-daemon netray-demo netray-deny \
          netray-deny-add netray-deny-del netray-deny-list netray-drops netray-dump netray-exec netray-features netray-firewall \
-         netray-firewall-attach netray-firewall-detach netray-firewall-status netray-lab netray-lab-down \
+         netray-firewall-attach netray-firewall-detach netray-firewall-policy netray-firewall-status netray-lab netray-lab-down \
          netray-lab-prune netray-lab-status netray-lab-traffic netray-lab-up netray-limit netray-limit-add \
          netray-limit-del netray-limit-list netray-man netray-monitor netray-top"
     );

@@ -49,6 +49,9 @@ pub enum Error {
     #[error("netray is not attached to {0} — attach it with `netray firewall attach -i {0}` (or start `netray monitor -i {0}`)")]
     NotAttached(String),
 
+    #[error("the firewall is not attached to {0}, so it has no policy there; nothing changed — attach it first with `netray firewall attach -i {0}`")]
+    PolicyNotAttached(String),
+
     #[error("{iface} already has an XDP program that netray did not load (id {prog_id}, '{name}'); netray will not replace it. Remove it first (`ip link set dev {iface} xdp off`) if it is not needed")]
     ForeignXdp { iface: String, prog_id: u32, name: String },
 

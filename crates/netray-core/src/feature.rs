@@ -9,13 +9,25 @@ pub enum Feature {
     Flows,
     Capture,
     ChainNext,
+    /// `firewall policy in drop`: drop what no rule decides (ingress hooks).
+    PolicyDrop,
+    /// Note the replies to what this host sends (TC egress), for PolicyDrop.
+    Replies,
     /// An event for each packet the firewall drops (`netray drops`), on the monitor's ring.
     Drops,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] =
-        [Feature::Firewall, Feature::Monitor, Feature::Flows, Feature::Capture, Feature::ChainNext, Feature::Drops];
+    pub const ALL: [Feature; 8] = [
+        Feature::Firewall,
+        Feature::Monitor,
+        Feature::Flows,
+        Feature::Capture,
+        Feature::ChainNext,
+        Feature::Drops,
+        Feature::PolicyDrop,
+        Feature::Replies,
+    ];
 
     pub fn bit(self) -> u32 {
         use netray_ebpf::abi::nr_feature as F;
@@ -25,6 +37,8 @@ impl Feature {
             Feature::Flows => F::NR_FEAT_FLOWS,
             Feature::Capture => F::NR_FEAT_CAPTURE,
             Feature::ChainNext => F::NR_FEAT_CHAIN_NEXT,
+            Feature::PolicyDrop => F::NR_FEAT_POLICY_DROP,
+            Feature::Replies => F::NR_FEAT_REPLIES,
             Feature::Drops => F::NR_FEAT_DROPS,
         })
         .0
@@ -37,6 +51,8 @@ impl Feature {
             Feature::Flows => "flows",
             Feature::Capture => "capture",
             Feature::ChainNext => "chain",
+            Feature::PolicyDrop => "policy-drop",
+            Feature::Replies => "replies",
             Feature::Drops => "drops",
         }
     }

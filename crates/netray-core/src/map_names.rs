@@ -20,6 +20,9 @@ pub const FW_RULE_HITS: &str = "fw_rule_hits";
 pub const FW_RULE_STATS: &str = "fw_rule_stats";
 pub const FW_PENDING: &str = "fw_pending";
 pub const FW_STATE: &str = "fw_state";
+pub const FW_REPLIES: &str = "fw_replies";
+pub const FW_REPLY_STATS: &str = "fw_reply_stats";
+pub const FW_REPLY_SEEN: &str = "fw_reply_seen";
 pub const FW_LIMITS: &str = "fw_limits";
 pub const FW_LIMIT_STATS: &str = "fw_limit_stats";
 pub const FW_LIMIT_SRC: &str = "fw_limit_src";
@@ -49,6 +52,9 @@ pub const ALL: &[&str] = &[
     FW_RULE_STATS,
     FW_PENDING,
     FW_STATE,
+    FW_REPLIES,
+    FW_REPLY_STATS,
+    FW_REPLY_SEEN,
     FW_LIMITS,
     FW_LIMIT_STATS,
     FW_LIMIT_SRC,

@@ -158,7 +158,8 @@ pub fn short(s: &str) -> String {
 
 /// A rule as declared: `{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}`,
 /// optionally with `"ttl": "10m"` (it expires that long after it is added)
-/// and `"audit": true` (it counts and lets pass).
+/// and `"action"`: "deny" (the default), "audit" (it counts and lets pass;
+/// `"audit": true`, the older form, says the same) or "allow".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -173,7 +174,12 @@ pub struct RuleSpec {
     pub ttl: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
+
+/// What `action` may say.
+const ACTIONS: [&str; 3] = ["deny", "audit", "allow"];
 
 pub const RULE_EXAMPLE: &str = r#"{"cidr": "10.0.0.0/8", "proto": "udp", "port": 53, "dir": "in"}"#;
 
@@ -183,7 +189,12 @@ impl RuleSpec {
     /// `proto`, `port` and `dir` may be null, meaning absent.
     pub fn from_json(v: &Value) -> Result<RuleSpec, SpecError> {
         use bounds::*;
-        let obj = fields(v, &["cidr", "proto", "port", "dir", "ttl", "audit"], "cidr, proto, port, dir, ttl, audit", RULE_EXAMPLE)?;
+        let obj = fields(
+            v,
+            &["cidr", "proto", "port", "dir", "ttl", "audit", "action"],
+            "cidr, proto, port, dir, ttl, audit, action",
+            RULE_EXAMPLE,
+        )?;
         let cidr = string_field(obj, "cidr", CIDR_MAX_LEN, false)?.ok_or(SpecError::Missing("cidr"))?;
         let proto = string_field(obj, "proto", PROTO_MAX_LEN, true)?;
         let port = match obj.get("port") {
@@ -207,13 +218,28 @@ impl RuleSpec {
             Some(Value::Bool(b)) => *b,
             Some(v) => return Err(invalid("audit", format!("expected true or false, got {}", json_kind(v)))),
         };
-        Ok(RuleSpec { cidr, proto, port, dir, ttl, audit })
+        let action = match obj.get("action") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(a)) if ACTIONS.contains(&a.as_str()) => Some(a.clone()),
+            Some(Value::String(a)) => return Err(invalid("action", format!("'{}' is not one of deny, audit, allow", short(a)))),
+            Some(v) => return Err(invalid("action", format!("expected one of deny, audit, allow, got {}", json_kind(v)))),
+        };
+        if audit && action.as_deref().is_some_and(|a| a != "audit") {
+            return Err(invalid("audit", format!("true contradicts action '{}': give one of them", action.unwrap_or_default())));
+        }
+        Ok(RuleSpec { cidr, proto, port, dir, ttl, audit, action })
     }
 
     /// What the rule does and until when, or what is wrong naming the field.
     pub fn options(&self) -> Result<RuleOptions, SpecError> {
         let ttl = self.ttl.as_deref().map(str::parse::<Ttl>).transpose().map_err(|e| invalid("ttl", e.to_string()))?;
-        Ok(RuleOptions { action: if self.audit { Action::Audit } else { Action::Deny }, ttl: ttl.map(|t| t.0) })
+        let action = match self.action.as_deref() {
+            Some("allow") => Action::Allow,
+            Some("audit") => Action::Audit,
+            _ if self.audit => Action::Audit,
+            _ => Action::Deny,
+        };
+        Ok(RuleOptions { action, ttl: ttl.map(|t| t.0) })
     }
 
     /// The rule with its options (`rule()` and `options()`).
@@ -231,7 +257,8 @@ impl RuleSpec {
     }
 
     pub fn to_rule(&self) -> Result<Rule, netray_firewall::RuleError> {
-        Rule::parse(&self.cidr, self.proto.as_deref(), self.port, self.dir.as_deref())
+        let rule = Rule::parse(&self.cidr, self.proto.as_deref(), self.port, self.dir.as_deref())?;
+        Ok(if self.action.as_deref() == Some("allow") { rule.allowing() } else { rule })
     }
 
     /// The rule, or what is wrong with it naming the field.
@@ -259,6 +286,7 @@ impl RuleSpec {
             dir: Some(r.dir.to_string()),
             ttl: None,
             audit: false,
+            action: r.allow.then(|| "allow".to_string()),
         }
     }
 }
@@ -455,7 +483,12 @@ mod tests {
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 70000}"#), "field 'port': 70000 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": -1}"#), "field 'port': -1 is out of range 1-65535");
         assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "port": 5.5}"#), "field 'port': 5.5 is not an integer (1-65535)");
-        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit)");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#), "unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit, action)");
+        assert_eq!(msg(r#"{"cidr": "10.0.0.0/8", "action": "permit"}"#), "field 'action': 'permit' is not one of deny, audit, allow");
+        assert_eq!(
+            msg(r#"{"cidr": "10.0.0.0/8", "audit": true, "action": "allow"}"#),
+            "field 'audit': true contradicts action 'allow': give one of them"
+        );
         assert_eq!(
             msg(r#"{"cidr": "10.0.0.0/8", "ttl": "-3s"}"#),
             "field 'ttl': --ttl '-3s' is in the past: a TTL counts from now; give a positive duration such as 30s, 10m or 2h"

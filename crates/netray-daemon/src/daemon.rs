@@ -15,7 +15,7 @@ use std::{
 };
 
 use netray_core::{AttachMode, Dispatcher, DispatcherStatus, Feature, Interface, PinDir};
-use netray_firewall::{Action, Firewall, Rule, RuleOptions, RuleStatus, TableUsage};
+use netray_firewall::{Action, Firewall, Policy, Rule, RuleOptions, RuleStatus, TableUsage};
 use serde::Serialize;
 
 use crate::{
@@ -48,7 +48,7 @@ pub struct RuleView {
     pub proto: Option<String>,
     pub port: Option<u16>,
     pub dir: String,
-    /// "deny" or "audit" (counts, lets pass).
+    /// "deny", "audit" (counts, lets pass) or "allow".
     pub action: Action,
     /// Milliseconds until the rule expires; None: never.
     pub expires_in_ms: Option<u64>,
@@ -96,6 +96,8 @@ pub struct ReconcileReport {
     pub rules_restored_from_state: bool,
     /// Rate limits restored from the state file (the pins were gone).
     pub limits_restored: usize,
+    /// Interfaces attached anew whose `policy in drop` was set again.
+    pub policies_restored: Vec<String>,
     pub interfaces_attached: Vec<String>,
     pub interfaces_kept: Vec<String>,
     pub interfaces_failed: Vec<(String, String)>,
@@ -252,16 +254,32 @@ impl Daemon {
         self.fw.list_locked()
     }
 
-    /// The interfaces the firewall is attached to now, whoever attached it.
-    fn attached_now(&self) -> netray_core::Result<BTreeSet<String>> {
+    /// The interfaces the firewall is attached to now, whoever attached it,
+    /// and those of them whose policy is drop.
+    fn attached_now(&self) -> netray_core::Result<(BTreeSet<String>, BTreeSet<String>)> {
         let _lock = self.pin.lock()?;
-        let mut out = BTreeSet::new();
+        let (mut out, mut drop) = (BTreeSet::new(), BTreeSet::new());
         for d in Dispatcher::list(&self.pin)? {
-            if d.active_features()? & Feature::Firewall.bit() != 0 {
+            let features = d.active_features()?;
+            if features & Feature::Firewall.bit() != 0 {
                 out.insert(d.interface().name.clone());
+                if features & Feature::PolicyDrop.bit() != 0 {
+                    drop.insert(d.interface().name.clone());
+                }
             }
         }
-        Ok(out)
+        Ok((out, drop))
+    }
+
+    /// Notes the policy of each interface the firewall is on (the kernel's is
+    /// the truth, whoever set it: the CLI too); an interface it is not on
+    /// keeps the stored one, for when it is attached again. Whether that
+    /// changed the state.
+    fn note_policies(st: &mut State, attached: &BTreeSet<String>, drop: &BTreeSet<String>) -> bool {
+        let before = st.policy_drop.clone();
+        st.policy_drop.retain(|name| !attached.contains(name));
+        st.policy_drop.extend(drop.iter().cloned());
+        st.policy_drop != before
     }
 
     /// Reads the pinned rules (the source of truth) and where the firewall is
@@ -270,8 +288,9 @@ impl Daemon {
     fn sync(&self, st: &mut State) -> ApiResult<Vec<RuleStatus>> {
         let list = self.pinned_rules()?;
         let now = stored(&mut self.specs.lock().unwrap_or_else(|e| e.into_inner()), &list, &st.rules);
-        let attached = self.attached_now()?;
-        if now.is_some() || attached != st.attached {
+        let (attached, drop) = self.attached_now()?;
+        let policies = Self::note_policies(st, &attached, &drop);
+        if now.is_some() || attached != st.attached || policies {
             if let Some(now) = now {
                 st.rules = now;
             }
@@ -285,7 +304,9 @@ impl Daemon {
     /// Records where the firewall is attached after a change the daemon made
     /// itself (which has bumped the revision already).
     fn note_attached(&self, st: &mut State) -> ApiResult<()> {
-        st.attached = self.attached_now()?;
+        let (attached, drop) = self.attached_now()?;
+        Self::note_policies(st, &attached, &drop);
+        st.attached = attached;
         Ok(())
     }
 
@@ -336,7 +357,16 @@ impl Daemon {
         }
         for (name, mode) in &desired {
             match self.ensure_attached(name, mode) {
-                Ok(true) => report.interfaces_attached.push(name.clone()),
+                Ok(true) => {
+                    report.interfaces_attached.push(name.clone());
+                    // attached anew (its pins were gone): the policy it had
+                    if st.policy_drop.contains(name) {
+                        match self.fw.set_policy(name, Policy::Drop) {
+                            Ok(_) => report.policies_restored.push(name.clone()),
+                            Err(e) => report.interfaces_failed.push((name.clone(), format!("policy in drop: {e}"))),
+                        }
+                    }
+                }
                 Ok(false) => report.interfaces_kept.push(name.clone()),
                 Err(e) => report.interfaces_failed.push((name.clone(), e.body.error)),
             }
@@ -351,8 +381,9 @@ impl Daemon {
             st.rules = now;
             st.revision += 1;
         }
-        let attached = self.attached_now()?;
-        if attached != st.attached {
+        let (attached, drop) = self.attached_now()?;
+        let policies = Self::note_policies(&mut st, &attached, &drop);
+        if attached != st.attached || policies {
             st.attached = attached;
             st.revision += 1;
         }
@@ -522,10 +553,29 @@ impl Daemon {
             return Err(ApiError::not_found(format!("the firewall is not attached to {name}")));
         }
         st.interfaces.remove(name);
+        st.policy_drop.remove(name);
         st.revision += 1;
         self.note_attached(&mut st)?;
         self.save(&st)?;
         Ok(st.revision)
+    }
+
+    /// Sets an interface's policy for received packets no rule decides
+    /// (`firewall policy`) and keeps it in the state file, so an interface
+    /// attached anew after a reboot gets it back. Returns the connections
+    /// noted as replies.
+    pub fn set_policy(&self, name: &str, policy: Policy) -> ApiResult<usize> {
+        let mut st = self.lock();
+        let noted = self.fw.set_policy(name, policy)?;
+        let changed = match policy {
+            Policy::Drop => st.policy_drop.insert(name.to_string()),
+            Policy::Pass => st.policy_drop.remove(name),
+        };
+        if changed {
+            st.revision += 1;
+            self.save(&st)?;
+        }
+        Ok(noted)
     }
 
     /// Interface and firewall counters.

@@ -68,6 +68,8 @@ impl ApiError {
             E::NoSuchInterface(_) => ApiError::not_found(e.to_string()).hint("GET /v1/interfaces lists the interfaces"),
             E::NotAttached(_) | E::NoSuchRule(_) | E::NoSuchRuleId(_) => ApiError::not_found(e.to_string()),
             E::RuleExists { .. } => ApiError::conflict(e.to_string()).hint("GET /v1/rules lists the rules"),
+            E::PolicyNotAttached(_) => ApiError::conflict(e.to_string())
+                .hint("POST /v1/interfaces/{name}/attach attaches the firewall there"),
             E::MonitorBusy { .. } => ApiError::conflict(e.to_string())
                 .hint("one monitor per interface: stop the other `netray monitor` first"),
             E::CaptureBusy { .. } => ApiError::conflict(e.to_string())

@@ -34,6 +34,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/limits/{id}", get(api::limits::get).delete(api::limits::delete))
         .route("/v1/interfaces", get(api::interfaces::list).post(api::interfaces::attach))
         .route("/v1/interfaces/{name}", get(api::interfaces::get).delete(api::interfaces::detach))
+        .route("/v1/interfaces/{name}/policy", get(api::policy::get).put(api::policy::put))
         .route("/v1/stats", get(api::stats::stats))
         .route("/v1/flows", get(api::stats::flows))
         .route("/v1/events/packets", get(api::events::packets))

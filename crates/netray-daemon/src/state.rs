@@ -1,5 +1,6 @@
-//! The daemon's desired state on disk: the interfaces it attaches, the rules
-//! it last saw in the pinned maps, and the revision every change bumps.
+//! The daemon's desired state on disk: the interfaces it attaches (and their
+//! drop policy), the rules it last saw in the pinned maps, and the revision
+//! every change bumps.
 //! Written atomically (temp file + fsync + rename + fsync of the directory),
 //! so a crash leaves the old or the new file, never half of one.
 
@@ -48,6 +49,11 @@ pub struct State {
     /// The pinned rate limits as last seen; restored with the rules.
     #[serde(default)]
     pub limits: Vec<StoredLimit>,
+    /// Interfaces whose received packets no rule decides are dropped
+    /// (`PUT /v1/interfaces/{name}/policy` with `drop`): the policy is set
+    /// again when the daemon attaches the interface anew (after a reboot).
+    #[serde(default)]
+    pub policy_drop: std::collections::BTreeSet<String>,
     /// Interfaces the firewall was seen attached to (by the daemon or the
     /// CLI): a change seen here bumps the revision too.
     #[serde(default)]
@@ -60,7 +66,7 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), limits: Vec::new(), attached: Default::default(), clean: true }
+        State { format: FORMAT, revision: 0, interfaces: BTreeMap::new(), rules: Vec::new(), limits: Vec::new(), policy_drop: Default::default(), attached: Default::default(), clean: true }
     }
 }
 
@@ -133,7 +139,7 @@ mod tests {
         st.interfaces.insert("eth1".into(), "auto".into());
         st.rules.push(StoredRule {
             id: 3,
-            spec: RuleSpec { cidr: "10.0.0.0/8".into(), proto: Some("udp".into()), port: Some(53), dir: Some("in".into()), ttl: None, audit: false },
+            spec: RuleSpec { cidr: "10.0.0.0/8".into(), proto: Some("udp".into()), port: Some(53), dir: Some("in".into()), ttl: None, audit: false, action: None },
         });
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), st);

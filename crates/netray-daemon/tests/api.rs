@@ -255,7 +255,7 @@ fn config_rules_and_interfaces_are_applied_at_start() {
     let lab_if;
     let env = {
         let mut cfg = netray_daemon::config::Config::default();
-        cfg.rules.push(netray_daemon::config::RuleSpec { cidr: "203.0.113.0/24".into(), proto: None, port: None, dir: None, ttl: None, audit: false });
+        cfg.rules.push(netray_daemon::config::RuleSpec { cidr: "203.0.113.0/24".into(), proto: None, port: None, dir: None, ttl: None, audit: false, action: None });
         let mut env = Env::with_config("dcfg", cfg.clone());
         lab_if = env.iface().to_string();
         env.stop();

@@ -70,7 +70,7 @@ fn documented_bounds_hold_on_both_sides() {
 
     // Fields are named: unknown, missing, wrong type or value.
     let e = c.post("/v1/rules", r#"{"cidr": "10.0.0.0/8", "prot": "udp"}"#).error(422);
-    assert!(e.starts_with("unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit)"), "{e}");
+    assert!(e.starts_with("unknown field 'prot' (expected cidr, proto, port, dir, ttl, audit, action)"), "{e}");
     let e = c.post("/v1/rules", r#"{"proto": "udp"}"#).error(422);
     assert!(e.starts_with("field 'cidr' is required"), "{e}");
     let e = c.post("/v1/rules", r#"{"cidr": 10}"#).error(422);

@@ -169,3 +169,46 @@ fn a_failed_read_is_reported_not_zeroed() {
     assert_eq!(value(&text, "netray_firewall_rules "), 2.0);
     assert_eq!(value(&text, "netray_scrape_collector_success{collector=\"rules\"}"), 1.0);
 }
+
+/// The rate limits' series: promtool clean, bounded to {limit_id,limit}, and
+/// equal to what `netray limit list --json` prints (`Limits::list`, which
+/// GET /v1/limits serves too): a per-source limit with a burst of 5 and a
+/// ban, and a whole-prefix limit nobody hits.
+#[test]
+fn limit_metrics_equal_the_limit_list() {
+    let env = Env::new("dmlim");
+    let c = env.client();
+    let iface = env.iface().to_string();
+    let peer = env.lab.peer_v4();
+    assert_eq!(c.post("/v1/interfaces", &format!(r#"{{"name": "{iface}"}}"#)).status, 201);
+    let body = format!(r#"{{"cidr": "{peer}/32", "rate": "1/h", "burst": 5, "per_source": true, "proto": "udp", "ban": "1h"}}"#);
+    assert_eq!(c.post("/v1/limits", &body).status, 201);
+    assert_eq!(c.post("/v1/limits", r#"{"cidr": "203.0.113.0/24", "rate": "10/s"}"#).status, 201);
+    assert_eq!(env.lab.udp_send(Family::V4, 9000, 10, 12).unwrap(), 12);
+
+    let text = get(&env, None).1;
+    promtool_clean(&text);
+    let list = netray_firewall::Limits::open(env.pins.pin()).list().unwrap();
+    assert_eq!(serde_json::to_value(&list).unwrap(), c.get("/v1/limits").json()["limits"], "the API lists the same");
+    let l = &list[0];
+    // 5 in the burst; the 6th is over the rate and bans the source, which
+    // loses the other 6 while banned.
+    assert_eq!((l.passed, l.dropped, l.bans, l.sources_tracked, l.sources_banned), (5, 7, 1, 1, 1), "{list:?}");
+    assert_eq!(value(&text, "netray_limits "), 2.0);
+    let of = |name: &str, s: &netray_firewall::LimitStatus, extra: &str| {
+        value(&text, &format!("{name}{{limit_id=\"{}\",limit=\"{}\"{extra}}}", s.id, s.limit))
+    };
+    for s in &list {
+        assert_eq!(of("netray_limit_packets_total", s, ",verdict=\"pass\"") as u64, s.passed, "{s:?}");
+        assert_eq!(of("netray_limit_packets_total", s, ",verdict=\"drop\"") as u64, s.dropped, "{s:?}");
+        assert_eq!(of("netray_limit_bytes_total", s, ",verdict=\"pass\"") as u64, s.passed_bytes, "{s:?}");
+        assert_eq!(of("netray_limit_bytes_total", s, ",verdict=\"drop\"") as u64, s.dropped_bytes, "{s:?}");
+        assert_eq!(of("netray_limit_bans_total", s, "") as u64, s.bans, "{s:?}");
+    }
+    assert_eq!(of("netray_limit_sources", l, "") as u64, l.sources_tracked);
+    assert_eq!(of("netray_limit_sources_banned", l, "") as u64, l.sources_banned);
+    assert_eq!(of("netray_limit_source_evictions_total", l, "") as u64, l.sources_evicted);
+    // The whole-prefix limit has no per-source series.
+    assert!(!text.contains(&format!("netray_limit_sources{{limit_id=\"{}\"", list[1].id)), "{text}");
+    assert_eq!(value(&text, "netray_scrape_collector_success{collector=\"limits\"}"), 1.0);
+}

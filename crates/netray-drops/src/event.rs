@@ -9,6 +9,7 @@ use netray_core::{
     Hook,
 };
 use netray_monitor::PacketEvent;
+use netray_ebpf::decided::Decided;
 use serde::{Serialize, Serializer};
 
 /// Who dropped the packet.
@@ -16,8 +17,8 @@ use serde::{Serialize, Serializer};
 pub enum Who {
     /// The kernel (kfree_skb with a drop reason).
     Kernel,
-    /// netray's firewall at `hook`, by rule `rule`.
-    Netray { hook: Hook, rule: u32 },
+    /// netray's firewall at `hook`: a rule, the drop policy or a limit.
+    Netray { hook: Hook, by: Decided },
 }
 
 impl Who {
@@ -35,7 +36,7 @@ impl fmt::Display for Who {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Who::Kernel => f.write_str("kernel"),
-            Who::Netray { hook, rule } => write!(f, "netray {} rule {rule}", hook.name()),
+            Who::Netray { hook, by } => write!(f, "netray {} {by}", hook.name()),
         }
     }
 }
@@ -104,7 +105,7 @@ impl DropEvent {
         data: Vec<u8>,
     ) -> DropEvent {
         let iface = CaptureIf { ifindex, ifname: ifname.clone(), hook: None, point: Point::Entry, snaplen: u32::MAX };
-        let pkt = Packet { iface: &iface, ts: time, wire_len, data: &data, verdict: None };
+        let pkt = Packet { iface: &iface, ts: time, wire_len, data: &data, verdict: None, audit_rule: None };
         let j = line::to_json(&pkt);
         let s = |k: &str| j.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let port = |k: &str| j.get(k).and_then(|v| v.as_u64()).map(|p| p as u16);
@@ -140,15 +141,18 @@ impl DropEvent {
             "tc-egress" => Hook::TcEgress,
             _ => Hook::Xdp,
         };
-        let rule = ev.rule.unwrap_or(0);
+        let reason = match ev.decided {
+            Decided::Policy { .. } => "policy in drop".to_string(),
+            by => by.to_string(),
+        };
         DropEvent {
             kind: "drop",
             ts: ev.ts.clone(),
             ts_ns: ev.ts_ns,
             ifname: ev.ifname.clone(),
             ifindex: ev.ifindex,
-            who: Who::Netray { hook, rule },
-            reason: format!("rule {rule}"),
+            who: Who::Netray { hook, by: ev.decided },
+            reason,
             reason_code: None,
             location: None,
             function: None,
@@ -166,7 +170,8 @@ impl DropEvent {
         }
     }
 
-    /// "kernel NO_SOCKET at __udp4_lib_rcv+0x5a1" or "netray xdp rule 7": the pcapng comment.
+    /// "kernel NO_SOCKET at __udp4_lib_rcv+0x5a1", "netray xdp rule 7" or
+    /// "netray xdp policy": the pcapng comment.
     pub fn cause(&self) -> String {
         match (&self.who, &self.location) {
             (Who::Kernel, Some(at)) => format!("kernel {} at {at}", self.reason),
@@ -204,5 +209,29 @@ impl fmt::Display for DropEvent {
             }
         }
         write!(f, ": {}", self.summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netray_core::clock::MonotonicClock;
+    use netray_ebpf::abi::{nr_fw_decided_bit as B, nr_packet_event, nr_verdict};
+
+    use super::*;
+
+    /// netray's drop event names what dropped the packet: a rule, a limit or the policy.
+    #[test]
+    fn a_netray_drop_names_the_rule_the_limit_or_the_policy() {
+        let clock = MonotonicClock::new();
+        let drop = nr_verdict::NR_VERDICT_DROP.0 as u8;
+        for (rule_id, verdict, who, reason) in [
+            (7, drop, "netray xdp rule 7", "rule 7"),
+            (3 | 1 << B::NR_FW_LIMITED_BIT.0, nr_verdict::NR_VERDICT_LIMIT.0 as u8, "netray xdp limit 3", "limit 3"),
+            (1 << B::NR_FW_POLICY_BIT.0, drop, "netray xdp policy", "policy in drop"),
+        ] {
+            let raw = nr_packet_event { rule_id, verdict, hook: 1, pkt_len: 60, ..Default::default() };
+            let d = DropEvent::netray(&PacketEvent::decode(&raw, "veth0", &clock));
+            assert_eq!((d.who.to_string(), d.reason.as_str()), (who.to_string(), reason), "{rule_id:#x}");
+        }
     }
 }

@@ -175,7 +175,7 @@ mod tests {
         }
     }
 
-    const NETRAY: Who = Who::Netray { hook: Hook::Xdp, rule: 1 };
+    const NETRAY: Who = Who::Netray { hook: Hook::Xdp, by: netray_ebpf::decided::Decided::Deny(1) };
 
     #[test]
     fn a_pair_read_in_two_polls_is_one_drop_with_the_kernels_bytes() {

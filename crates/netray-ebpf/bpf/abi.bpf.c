@@ -44,6 +44,12 @@ enum nr_direct_cpus nr_abi_direct_cpus;
 enum nr_fw_hits_layout nr_abi_fw_hits_layout;
 enum nr_fw_isle_layout nr_abi_fw_isle_layout;
 enum nr_fw_table_format nr_abi_fw_table_format;
+enum nr_fw_decided_bit nr_abi_fw_decided_bit;
+/* default-drop policy */
+struct nr_reply_key *nr_abi_reply_key;
+struct nr_reply_value *nr_abi_reply_value;
+struct nr_reply_stats *nr_abi_reply_stats;
+enum nr_reply_seen_layout nr_abi_reply_seen_layout;
 /* rate limits */
 struct nr_limit *nr_abi_limit;
 struct nr_limit_stats *nr_abi_limit_stats;

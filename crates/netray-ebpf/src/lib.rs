@@ -7,6 +7,8 @@
 
 #![allow(clippy::all)]
 
+pub mod decided;
+
 macro_rules! skeleton {
     ($(#[$m:meta])* $name:ident, $file:literal) => {
         $(#[$m])*
@@ -105,6 +107,9 @@ pub mod abi {
         nr_rule_counter,
         nr_rule_hits,
         nr_fw_pending,
+        nr_reply_key,
+        nr_reply_value,
+        nr_reply_stats,
         nr_limit,
         nr_limit_stats,
         nr_limit_src_key,
@@ -147,6 +152,7 @@ pub mod abi {
     pub trait Counters: plain::Plain + Default {}
     impl Counters for nr_if_stats {}
     impl Counters for nr_capture_stats {}
+    impl Counters for nr_reply_stats {}
     impl Counters for nr_exec_stats {}
     impl Counters for nr_drop_stats {}
 

@@ -20,6 +20,9 @@ pub enum Action {
     Deny,
     /// Count them as the rule's hits and let them pass.
     Audit,
+    /// Let them pass: an allow rule (`netray allow`), which also exempts
+    /// them from a drop policy.
+    Allow,
 }
 
 impl Action {
@@ -28,6 +31,7 @@ impl Action {
         match self {
             Action::Deny => nr_fw_action::NR_ACTION_DENY.0 as u8,
             Action::Audit => nr_fw_action::NR_ACTION_AUDIT.0 as u8,
+            Action::Allow => nr_fw_action::NR_ACTION_ALLOW.0 as u8,
         }
     }
 }
@@ -35,11 +39,7 @@ impl Action {
 impl Action {
     /// The action of a kernel code; an unknown one reads as deny (what the kernel does with it).
     pub fn from_code(code: u32) -> Action {
-        if code == u32::from(Action::Audit.code()) {
-            Action::Audit
-        } else {
-            Action::Deny
-        }
+        [Action::Audit, Action::Allow].into_iter().find(|a| u32::from(a.code()) == code).unwrap_or(Action::Deny)
     }
 }
 
@@ -48,6 +48,7 @@ impl fmt::Display for Action {
         f.write_str(match self {
             Action::Deny => "deny",
             Action::Audit => "audit",
+            Action::Allow => "allow",
         })
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::{
     action::{self, boot_clock_ns, Action, RuleOptions},
+    policy::{self, Policy, ReplyTableStatus},
     rule::Rule,
     store::FwMaps,
     tables::{self, ensure_tables, FwCapacity},
@@ -57,7 +58,19 @@ pub struct TableUsage {
 #[derive(Debug, Clone, Serialize)]
 pub struct FirewallStatus {
     pub interfaces: Vec<DispatcherStatus>,
+    /// Each interface's "in" policy, in the order of `interfaces`.
+    pub policies: Vec<InterfacePolicy>,
     pub table: TableUsage,
+    /// The reply table a drop policy trusts; None before it exists.
+    pub replies: Option<ReplyTableStatus>,
+}
+
+/// An interface's policy for received packets no rule decides.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfacePolicy {
+    pub interface: String,
+    #[serde(rename = "in")]
+    pub policy_in: Policy,
 }
 
 /// What `attach` did, for the user.
@@ -173,8 +186,17 @@ impl Firewall {
             .ok_or_else(|| Error::NotAttached(iface.name.clone()))?;
         d.set_feature(Feature::Firewall, false)?;
         d.set_hook_feature(Hook::TcEgress, Feature::Firewall, false)?;
+        policy::clear(&d)?;
         d.sync_tc(&self.pin)?;
         d.detach_if_idle()
+    }
+
+    /// Sets an interface's "in" policy (see [`policy`]); the firewall must
+    /// be attached there. Returns how many of the host's open connections
+    /// were noted as replies to pass (drop only).
+    pub fn set_policy(&self, ifname: &str, p: Policy) -> Result<usize> {
+        let _lock = self.pin.lock()?;
+        policy::set(&self.pin, ifname, p)
     }
 
     /// Detaches from every interface and removes all pinned state (rules too).
@@ -219,6 +241,16 @@ impl Firewall {
     }
 
     fn add_to(maps: &mut FwMaps, with: &[(Rule, RuleOptions)]) -> Result<Vec<u32>> {
+        // An allow rule is one by its action or by its match: both say so.
+        let with: Vec<(Rule, RuleOptions)> = with
+            .iter()
+            .map(|(r, o)| {
+                let allow = r.allow || o.action == Action::Allow;
+                let opts = if allow { RuleOptions { action: Action::Allow, ..*o } } else { *o };
+                (Rule { allow, ..r.clone() }, opts)
+            })
+            .collect();
+        let with = with.as_slice();
         let new: Vec<Rule> = with.iter().map(|(r, _)| r.clone()).collect();
         let mut rules = maps.load_rules()?;
         let mut existing: HashMap<&Rule, u32> = HashMap::with_capacity(rules.len() + new.len());
@@ -392,13 +424,16 @@ impl Firewall {
     pub fn status(&self) -> Result<FirewallStatus> {
         if !self.pin.exists() {
             // Never attached here: the lock would need the root created.
-            return Ok(FirewallStatus { interfaces: Vec::new(), table: TableUsage::default() });
+            return Ok(FirewallStatus { interfaces: Vec::new(), policies: Vec::new(), table: TableUsage::default(), replies: None });
         }
         let _lock = self.pin.lock()?;
-        let interfaces = Dispatcher::list(&self.pin)?
+        let dispatchers = Dispatcher::list(&self.pin)?;
+        let interfaces = dispatchers.iter().map(Dispatcher::status).collect::<Result<Vec<_>>>()?;
+        let policies = dispatchers
             .iter()
-            .map(Dispatcher::status)
+            .map(|d| Ok(InterfacePolicy { interface: d.interface().name.clone(), policy_in: Policy::of(d)? }))
             .collect::<Result<Vec<_>>>()?;
+        let replies = policy::reply_status(&self.pin)?;
         let table = if self.pin.fw_dir().join(M::FW_STATE).exists() {
             self.with_maps(|maps| {
                 let st = maps.state()?;
@@ -415,6 +450,6 @@ impl Firewall {
         } else {
             TableUsage::default()
         };
-        Ok(FirewallStatus { interfaces, table })
+        Ok(FirewallStatus { interfaces, policies, table, replies })
     }
 }

@@ -3,7 +3,7 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
-use netray_ebpf::abi::nr_fw_rule;
+use netray_ebpf::abi::{nr_fw_action, nr_fw_rule};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,7 +184,10 @@ impl fmt::Display for Direction {
     }
 }
 
-/// A deny rule: traffic from `net` (narrowed to `proto`/`port` if given) is dropped.
+/// A rule: traffic from `net` (narrowed to `proto`/`port` if given) is
+/// dropped (a deny rule, or an audit rule counting what it would drop), or
+/// with `allow` passed. A deny and an allow rule of the same match are two
+/// rules (the deny rule wins).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Rule {
     #[serde(flatten, serialize_with = "ser_cidr")]
@@ -193,6 +196,9 @@ pub struct Rule {
     /// Destination port.
     pub port: Option<u16>,
     pub dir: Direction,
+    /// An allow rule (RuleStatus.action says so to readers).
+    #[serde(skip)]
+    pub allow: bool,
 }
 
 /// A prefix in JSON: `cidr`, the name the API and the CLI use, and `net`, its
@@ -236,7 +242,13 @@ impl Rule {
             proto,
             port,
             dir,
+            allow: false,
         })
+    }
+
+    /// The same match as an allow rule.
+    pub fn allowing(self) -> Rule {
+        Rule { allow: true, ..self }
     }
 
     pub fn family(&self) -> u8 {
@@ -271,7 +283,8 @@ impl Rule {
         r.proto = self.proto.map_or(0, Proto::number);
         r.port = self.port.unwrap_or(0);
         r.dir = self.dir.bits();
-        r.action = netray_ebpf::abi::nr_fw_action::NR_ACTION_DENY.0 as u8;
+        let action = if self.allow { nr_fw_action::NR_ACTION_ALLOW } else { nr_fw_action::NR_ACTION_DENY };
+        r.action = action.0 as u8;
         r.created_ns = created_ns;
         r
     }
@@ -291,12 +304,16 @@ impl Rule {
             proto,
             port,
             dir: Direction::from_bits(r.dir)?,
+            allow: u32::from(r.action) == netray_ebpf::abi::nr_fw_action::NR_ACTION_ALLOW.0,
         })
     }
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.allow {
+            f.write_str("allow ")?;
+        }
         write!(f, "{}", self.net)?;
         if let Some(p) = self.proto {
             write!(f, " proto {p}")?;

@@ -323,7 +323,7 @@ impl FwMaps {
 
         self.replace_l4(target as u8, st.generation, c)?;
 
-        // How many of the bank's rules audit or expire, stored before the bank goes
+        // How many of the bank's rules audit, allow or expire, stored before the bank goes
         // live: with none, the dispatcher skips the per-rule action lookup (a cache
         // miss per matched packet) and a match simply drops.
         let actions = mapped(&mut self.mapped.actions, &self.rule_action)?;
@@ -377,5 +377,6 @@ impl FwMaps {
 
 /// Whether the dispatcher must read a matched rule's action slot (nr_fw_apply).
 fn audits_or_expires(a: &nr_fw_rule_action) -> bool {
-    a.action == netray_ebpf::abi::nr_fw_action::NR_ACTION_AUDIT.0 || a.expires_ns != 0
+    use netray_ebpf::abi::nr_fw_action as A;
+    a.action == A::NR_ACTION_AUDIT.0 || a.action == A::NR_ACTION_ALLOW.0 || a.expires_ns != 0
 }

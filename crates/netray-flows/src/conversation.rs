@@ -346,6 +346,7 @@ mod tests {
             last_seen_ns: 2,
             last_dropped: false,
             last_rule: None,
+            tcp_flags: 0,
         };
         FlowRate { flow, pps: Some(bps / 100.0), bps: Some(bps) }
     }

@@ -15,6 +15,7 @@
 //! - `netray_interface_packets_total{interface,direction,verdict}` and
 //!   `netray_interface_bytes_total{...}`: every packet the dispatcher saw
 //!   (direction "ingress": XDP, "egress": TC), verdict "pass" or "drop"
+//! - `netray_interface_audited_packets_total{interface,direction}`: passed packets an audit rule matched
 //! - `netray_interface_non_ip_packets_total`, `netray_interface_truncated_packets_total`
 //! - `netray_monitor_events_total` / `netray_monitor_events_lost_total{interface}`:
 //!   monitor records written to / lost on the event ring (ring full)
@@ -24,17 +25,22 @@
 //! - `netray_firewall_rules` (gauge), `netray_firewall_rule_packets_total{rule_id,rule}`
 //!   and `netray_firewall_rule_bytes_total{...}`: the K rules with the most hits
 //!   (see [`RuleSeries`]), the others summed under `rule_id="other"`
+//! - `netray_limits` (gauge), `netray_limit_packets_total{limit_id,limit,verdict}`,
+//!   `netray_limit_bytes_total{...}`, `netray_limit_bans_total{limit_id,limit}` and, for
+//!   per-source limits, `netray_limit_sources`, `netray_limit_sources_banned` (gauges) and
+//!   `netray_limit_source_evictions_total` (see [`limits`])
 //! - with `top_flows` K > 0 only: `netray_flow_packets_total` and
 //!   `netray_flow_bytes_total{interface,direction,proto,icmp,src,dst,sport,dport}` for the K
 //!   flows with the most bytes
 //! - `netray_scrape_collector_success{collector}`: 0 when a source
-//!   ("interfaces", "flow_tables", "rules", "process") could not be read; its
+//!   ("interfaces", "flow_tables", "rules", "limits", "process") could not be read; its
 //!   series are then left out, never reported as zeros.
 //!
 //! Label cardinality is bounded by the number of interfaces, by the top-K of
 //! rules and by `top_flows`: no per-flow series unless asked for.
 
 pub mod exposition;
+pub mod limits;
 pub mod process;
 pub mod server;
 
@@ -107,6 +113,8 @@ pub fn rule_label(rule: String, action: Action) -> String {
     match action {
         Action::Deny => rule,
         Action::Audit => format!("{rule} (audit)"),
+        // An allow rule's text starts with "allow" already.
+        Action::Allow => rule,
     }
 }
 
@@ -207,13 +215,14 @@ impl NetrayCollector {
         NetrayCollector { cfg }
     }
 
-    /// Interfaces, flow tables and rules (the rules read from the pins).
+    /// Interfaces, flow tables, rules and limits (read from the pins).
     pub fn scrape(&self, out: &mut Scrape) {
         self.scrape_interfaces(out);
         match Firewall::open(self.cfg.pin.clone()).list() {
             Ok(list) => rules(out, &list, self.cfg.rules),
             Err(e) => out.source("rules", Err(format!("reading the rules: {e}"))),
         }
+        limits::scrape(out, &self.cfg.pin);
     }
 
     /// The interfaces' counters and, with `flow_tables`, their flow tables
@@ -319,6 +328,18 @@ impl NetrayCollector {
             "netray_interface_truncated_packets",
             "Frames that ended inside a header the parser needed",
             per_if(|s| s.stats.truncated),
+        );
+        let audited = ifs
+            .iter()
+            .flat_map(|s| {
+                [("ingress", s.stats.audited), ("egress", s.egress.audited)]
+                    .map(|(d, n)| (vec![("interface", s.name.clone()), ("direction", d.to_string())], n))
+            })
+            .collect();
+        out.counter(
+            "netray_interface_audited_packets",
+            "Packets an audit rule matched: passed, counted as that rule's would-drop hits (included in verdict pass)",
+            audited,
         );
         out.counter("netray_monitor_events", "Monitor records written to the event ring", per_if(|s| s.stats.events_sent));
         out.counter(

@@ -3,6 +3,7 @@
 use std::{collections::HashMap, fmt, str::FromStr};
 
 use netray_core::dispatcher::IfStats;
+use netray_ebpf::decided::Decided;
 use serde::{Serialize, Serializer};
 
 use crate::table::{proto_name, Direction, Flow, FlowKey, TableCounters};
@@ -178,9 +179,13 @@ pub struct FlowJson {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub last_verdict: &'static str,
+    /// The id of the rule or limit that dropped the last packet.
     pub last_rule: Option<u32>,
     /// TCP: every flag its packets carried, "SYN,ACK,PSH,FIN" (null for other protocols).
     pub tcp_flags: Option<String>,
+    /// What dropped the last packet, as a user reads it: `rule 7`, `policy`,
+    /// `limit 3`, `policy, audit rule 2`.
+    pub last_decided_by: Option<String>,
     #[serde(serialize_with = "round2")]
     pub pps: Option<f64>,
     #[serde(serialize_with = "round2")]
@@ -199,6 +204,7 @@ impl From<&FlowRate> for FlowJson {
         let k = &r.flow.key;
         let ports = k.ports();
         let icmp = k.icmp();
+        let decided = r.flow.last_rule.map(Decided::from_raw);
         FlowJson {
             ifindex: k.ifindex,
             direction: k.direction,
@@ -218,7 +224,8 @@ impl From<&FlowRate> for FlowJson {
             first_seen_ns: r.flow.first_seen_ns,
             last_seen_ns: r.flow.last_seen_ns,
             last_verdict: if r.flow.last_dropped { "drop" } else { "pass" },
-            last_rule: r.flow.last_rule,
+            last_rule: decided.and_then(|d| d.rule().or(d.limit())),
+            last_decided_by: decided.and_then(Decided::describe),
             tcp_flags: (k.proto == 6).then(|| crate::table::tcp_flag_names(r.flow.tcp_flags)),
             pps: r.pps,
             bps: r.bps,

@@ -108,7 +108,8 @@ pub struct Flow {
     pub last_seen_ns: u64,
     /// Verdict of the last packet: true when the firewall dropped it.
     pub last_dropped: bool,
-    /// Rule that dropped the last packet, if it was dropped.
+    /// What dropped the last packet, if it was dropped: the kernel's decided
+    /// rule, read with `netray_ebpf::decided::Decided::from_raw`.
     pub last_rule: Option<u32>,
     /// TCP: the flags of all its packets ORed (FIN 0x01 ... CWR 0x80).
     pub tcp_flags: u8,

@@ -9,7 +9,10 @@ use netray_core::{
     clock::{self, Fraction, MonotonicClock},
     names::proto_name,
 };
-use netray_ebpf::abi::{nr_hook, nr_packet_event, nr_packet_flags as F, nr_verdict};
+use netray_ebpf::{
+    abi::{nr_hook, nr_packet_event, nr_packet_flags as F, nr_verdict},
+    decided::Decided,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,7 +66,14 @@ pub struct PacketEvent {
     pub icmp_code: Option<u8>,
     pub len: u32,
     pub verdict: Verdict,
+    /// The id of the rule that decided, or of the limit that dropped it.
     pub rule: Option<u32>,
+    /// What decided, as a user reads it: `rule 7`, `audit rule 2`,
+    /// `allow rule 4`, `policy`, `limit 3`; None when nothing did.
+    pub decided_by: Option<String>,
+    /// The same, for code.
+    #[serde(skip)]
+    pub decided: Decided,
     pub flags: Vec<&'static str>,
 }
 
@@ -71,6 +81,7 @@ impl PacketEvent {
     pub fn decode(raw: &nr_packet_event, ifname: &str, clock: &MonotonicClock) -> PacketEvent {
         let time = clock.to_system(raw.ts_ns);
         let ts_ns = clock::unix_nanos(time);
+        let decided = Decided::from_raw(raw.rule_id);
         let (src, dst) = match raw.family {
             4 => (
                 Some(IpAddr::V4(Ipv4Addr::new(raw.src[0], raw.src[1], raw.src[2], raw.src[3]))),
@@ -121,7 +132,9 @@ impl PacketEvent {
             icmp_code: icmp.then_some(raw.icmp_code),
             len: raw.pkt_len,
             verdict: Verdict::from_code(raw.verdict),
-            rule: (raw.rule_id != 0).then_some(raw.rule_id),
+            rule: decided.rule().or(decided.limit()),
+            decided_by: decided.describe(),
+            decided,
             flags,
         }
     }
@@ -157,14 +170,12 @@ impl fmt::Display for PacketEvent {
         for flag in &self.flags {
             write!(f, " [{flag}]")?;
         }
-        match (self.verdict, self.rule) {
-            (Verdict::Drop, Some(r)) => write!(f, " DROP (rule {r})"),
-            (Verdict::Drop, None) => write!(f, " DROP"),
-            (Verdict::Audit, Some(r)) => write!(f, " pass AUDIT (rule {r})"),
-            (Verdict::Audit, None) => write!(f, " pass AUDIT"),
-            (Verdict::Limit, Some(l)) => write!(f, " DROP (limit {l})"),
-            (Verdict::Limit, None) => write!(f, " DROP (limit)"),
-            (Verdict::Pass, _) => write!(f, " pass"),
+        match (self.verdict, self.rule, &self.decided_by) {
+            (Verdict::Drop | Verdict::Limit, _, Some(by)) => write!(f, " DROP ({by})"),
+            (Verdict::Drop | Verdict::Limit, _, None) => write!(f, " DROP"),
+            (Verdict::Audit, Some(r), _) => write!(f, " pass AUDIT (rule {r})"),
+            (Verdict::Audit, None, _) => write!(f, " pass AUDIT"),
+            (Verdict::Pass, ..) => write!(f, " pass"),
         }
     }
 }
@@ -232,6 +243,7 @@ mod tests {
         let line = e.to_string();
         assert_eq!(line, format!("{} veth0 xdp  udp    198.18.0.2:1000 -> 198.18.0.1:53 len 60 DROP (rule 3)", time(&e)));
         raw.verdict = nr_verdict::NR_VERDICT_AUDIT.0 as u8;
+        raw.rule_id = 3 | 1 << netray_ebpf::abi::nr_fw_decided_bit::NR_FW_PASSES_BIT.0;
         let audit = PacketEvent::decode(&raw, "veth0", &MonotonicClock::new());
         assert_eq!((audit.verdict, audit.rule), (Verdict::Audit, Some(3)));
         assert!(audit.to_string().ends_with(" len 60 pass AUDIT (rule 3)"), "{audit}");

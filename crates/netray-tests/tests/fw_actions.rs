@@ -13,7 +13,7 @@ mod common;
 use std::{thread::sleep, time::Duration};
 
 use common::{verdict_paths::{Harness, Path}, *};
-use netray_ebpf::abi::nr_verdict;
+use netray_ebpf::{abi::nr_verdict, decided::Decided};
 use netray_firewall::{Action, Firewall, Rule, RuleOptions};
 use netray_tests::require_root;
 
@@ -27,16 +27,6 @@ const TTL: Duration = Duration::from_secs(2);
 /// destination "out" ones), long enough for the XDP short path.
 fn frame(addr: [u8; 4]) -> Vec<u8> {
     v4(addr, addr, udp(5353, 53, &[7; 12])).bytes()
-}
-
-/// One frame through `path`: whether it was dropped, and the event's
-/// (verdict, rule id) when the path emits one.
-fn decide(h: &Harness, path: Path, addr: [u8; 4]) -> (bool, Option<(u32, u32)>) {
-    let r = h.run(path, &frame(addr));
-    let (drop, pass) = path.codes();
-    assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
-    assert_eq!(r.event.is_some(), path != Path::XdpShort, "{path:?}: a monitor event iff the monitor is on");
-    (r.verdict == drop, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
 }
 
 /// (packets, bytes) per rule id.
@@ -60,14 +50,15 @@ fn check_path(path: Path) {
     let added = std::time::Instant::now();
     let len = frame(DENIED).len() as u64;
     let (drop_code, audit_code, pass_code) =
-        (nr_verdict::NR_VERDICT_DROP.0, nr_verdict::NR_VERDICT_AUDIT.0, nr_verdict::NR_VERDICT_PASS.0);
-    let event = |v: u32, rule: u32| (path != Path::XdpShort).then_some((v, rule));
+        (nr_verdict::NR_VERDICT_DROP, nr_verdict::NR_VERDICT_AUDIT, nr_verdict::NR_VERDICT_PASS);
+    let event = |v: nr_verdict, by: Decided| (path != Path::XdpShort).then_some((v, by));
+    let decide = |h: &Harness, path: Path, addr: [u8; 4]| h.outcome(path, &frame(addr));
 
-    assert_eq!(decide(&h, path, DENIED), (true, event(drop_code, deny)), "{path:?}: deny rule");
-    assert_eq!(decide(&h, path, AUDITED), (false, event(audit_code, audit)), "{path:?}: audit rule passes");
-    assert_eq!(decide(&h, path, AUDITED), (false, event(audit_code, audit)), "{path:?}: audit rule, again");
-    assert_eq!(decide(&h, path, EXPIRING), (true, event(drop_code, expiring)), "{path:?}: before its expiry");
-    assert_eq!(decide(&h, path, UNMATCHED), (false, event(pass_code, 0)), "{path:?}: no rule");
+    assert_eq!(decide(&h, path, DENIED), (true, event(drop_code, Decided::Deny(deny))), "{path:?}: deny rule");
+    assert_eq!(decide(&h, path, AUDITED), (false, event(audit_code, Decided::Audit(audit))), "{path:?}: audit rule passes");
+    assert_eq!(decide(&h, path, AUDITED), (false, event(audit_code, Decided::Audit(audit))), "{path:?}: audit rule, again");
+    assert_eq!(decide(&h, path, EXPIRING), (true, event(drop_code, Decided::Deny(expiring))), "{path:?}: before its expiry");
+    assert_eq!(decide(&h, path, UNMATCHED), (false, event(pass_code, Decided::Nothing)), "{path:?}: no rule");
     assert!(added.elapsed() < TTL, "{path:?}: the checks before the expiry took longer than the TTL");
     assert_eq!(
         hits(&fw),
@@ -77,8 +68,8 @@ fn check_path(path: Path) {
     assert_eq!(h.dropped(path), (2, 2 * len), "{path:?}: audited packets are not dropped");
 
     sleep(TTL.saturating_sub(added.elapsed()) + Duration::from_millis(50));
-    assert_eq!(decide(&h, path, EXPIRING), (false, event(pass_code, 0)), "{path:?}: expired, it matches nothing");
-    assert_eq!(decide(&h, path, DENIED), (true, event(drop_code, deny)), "{path:?}: deny rule after the expiry");
+    assert_eq!(decide(&h, path, EXPIRING), (false, event(pass_code, Decided::Nothing)), "{path:?}: expired, it matches nothing");
+    assert_eq!(decide(&h, path, DENIED), (true, event(drop_code, Decided::Deny(deny))), "{path:?}: deny rule after the expiry");
     assert_eq!(h.dropped(path), (3, 3 * len), "{path:?}: the expired rule dropped nothing more");
     // Listing removes the expired rule; the others keep their hits.
     assert_eq!(
@@ -91,7 +82,7 @@ fn check_path(path: Path) {
     // An audit rule's id, reused by a deny rule, denies.
     fw.delete_ids(&[audit]).unwrap();
     assert_eq!(fw.add(&[rule(AUDITED)]).unwrap(), vec![audit]);
-    assert_eq!(decide(&h, path, AUDITED), (true, event(drop_code, audit)), "{path:?}: id reused by a deny rule");
+    assert_eq!(decide(&h, path, AUDITED), (true, event(drop_code, Decided::Deny(audit))), "{path:?}: id reused by a deny rule");
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod common;
 
 use common::verdict_paths::{Harness, Path};
 use etherparse::PacketBuilder;
-use netray_ebpf::abi::nr_verdict;
+use netray_ebpf::{abi::nr_verdict, decided::Decided};
 use netray_firewall::{Limit, LimitArgs, LimitStatus, Limits, Rule};
 use netray_tests::{
     frames::{icmp6, tcp4, udp4, udp6, DST_MAC, SRC_MAC},
@@ -26,12 +26,10 @@ const V6_SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 
 const V6_HOST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const BAN: Duration = Duration::from_secs(2);
 
-/// What one frame met: 'P' passed, 'D' dropped, with the event's (verdict, id).
-fn verdict(h: &Harness, path: Path, frame: &[u8]) -> (char, Option<(u32, u32)>) {
-    let r = h.run(path, frame);
-    let (drop, pass) = path.codes();
-    assert!(r.verdict == drop || r.verdict == pass, "{path:?}: verdict {}", r.verdict);
-    (if r.verdict == drop { 'D' } else { 'P' }, r.event.map(|e| (u32::from(e.verdict), e.rule_id)))
+/// What one frame met: 'P' passed, 'D' dropped, with the event's verdict and what decided.
+fn verdict(h: &Harness, path: Path, frame: &[u8]) -> (char, Option<(nr_verdict, Decided)>) {
+    let (dropped, event) = h.outcome(path, frame);
+    (if dropped { 'D' } else { 'P' }, event)
 }
 
 /// The verdicts of a run of frames, as a string ("PPPDD").
@@ -73,8 +71,8 @@ fn check_path(path: Path) {
     let fw = h.firewall();
     let applies = path != Path::TcEgress;
     let monitor = path != Path::XdpShort;
-    let lim_code = nr_verdict::NR_VERDICT_LIMIT.0;
-    let pass_code = nr_verdict::NR_VERDICT_PASS.0;
+    let lim_code = nr_verdict::NR_VERDICT_LIMIT;
+    let pass_code = nr_verdict::NR_VERDICT_PASS;
 
     // Nothing configured: the gate is closed and nothing is counted.
     assert_eq!(verdict(&h, path, &udp_from([192, 0, 2, 7])).0, 'P', "{path:?}: no limits");
@@ -99,7 +97,7 @@ fn check_path(path: Path) {
     assert_eq!(verdicts(&h, path, &[a.clone(), b.clone(), a.clone(), b.clone(), a.clone()]), want, "{path:?}: whole prefix");
     if monitor {
         let ev = verdict(&h, path, &a).1;
-        assert_eq!(ev, Some(if applies { (lim_code, whole) } else { (pass_code, 0) }), "{path:?}: the event names the limit");
+        assert_eq!(ev, Some(if applies { (lim_code, Decided::Limit(whole)) } else { (pass_code, Decided::Nothing) }), "{path:?}: the event names the limit");
     } else {
         verdict(&h, path, &a);
     }

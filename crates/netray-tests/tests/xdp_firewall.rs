@@ -223,10 +223,11 @@ fn longest_match_and_ancestor_catch_all() {
         ("10.9.9.9", udp(1, 54, b""), 0),
         ("10.9.9.9", tcp(1, 53), 0),
         ("10.9.9.9", icmp(8, 0), 0),
-        // The /16 catch-all covers everything below it, the /25 included:
-        // the most specific catch-all is the rule that decides.
+        // The /16 catch-all covers everything below it; inside the /25 its
+        // tcp rule is more specific, and decides tcp (the most specific rule
+        // decides: allow and deny rules share the table).
         ("10.1.2.3", tcp(1, 80), 2),
-        ("10.1.2.200", tcp(1, 80), 2),
+        ("10.1.2.200", tcp(1, 80), 3),
         ("10.1.2.200", udp(1, 53, b""), 2),
         ("10.1.255.255", icmp(0, 0), 2),
         // /8 udp 53, /16 tcp 22, /24 icmp and /32 udp 5353 all apply at the /32.

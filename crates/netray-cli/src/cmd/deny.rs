@@ -1,4 +1,4 @@
-//! `netray deny add|del|list`.
+//! `netray deny add|del|list`, and the rule operations `netray allow` shares.
 
 use std::{
     path::{Path, PathBuf},
@@ -43,16 +43,7 @@ pub enum DenyCommand {
     },
     /// Delete rules, given exactly as added or by id.
     #[command(alias = "delete", after_help = "Examples:\n  netray deny del 203.0.113.0/24\n  netray deny del 10.0.0.0/8 --proto udp --port 53\n  netray deny del --id 3")]
-    Del {
-        #[command(flatten)]
-        spec: RuleArgsOptional,
-        /// Delete by rule id (as shown by `netray deny list`).
-        #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
-        ids: Vec<u32>,
-        /// Print the deleted rule ids as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Del(DelArgs),
     /// List the rules with their action, time left and hit counters; removes expired rules.
     #[command(after_help = "Example:\n  netray deny list --json\n\n\
         An audit rule's hits are the packets it would have dropped. Rules whose --ttl has run out\n\
@@ -75,6 +66,19 @@ pub struct RuleArgs {
     file: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// `deny del` and `allow del`.
+#[derive(Args)]
+pub struct DelArgs {
+    #[command(flatten)]
+    spec: RuleArgsOptional,
+    /// Delete by rule id (as the command's `list` shows it).
+    #[arg(long = "id", value_name = "ID", conflicts_with = "cidr")]
+    ids: Vec<u32>,
+    /// Print the deleted rule ids as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -105,8 +109,8 @@ struct FilterArgs {
 
 /// The rules named on the command line, then those of the file (each with
 /// the same protocol, port and direction).
-fn parse_rules(cidrs: &[String], file: Option<&Path>, f: &FilterArgs) -> anyhow::Result<Vec<Rule>> {
-    let parse = |c: &str| Rule::parse(c, f.proto.as_deref(), f.port, Some(&f.dir));
+fn parse_rules(cidrs: &[String], file: Option<&Path>, f: &FilterArgs, allow: bool) -> anyhow::Result<Vec<Rule>> {
+    let parse = |c: &str| Rule::parse(c, f.proto.as_deref(), f.port, Some(&f.dir)).map(|r| if allow { r.allowing() } else { r });
     let mut rules = cidrs.iter().map(|c| parse(c)).collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = file {
         let name = path.display().to_string();
@@ -138,7 +142,9 @@ fn report(verb: &str, ids: &[u32], rules: Option<(&[Rule], RuleOptions)>) -> std
         Some((rules, opts)) if ids.len() <= 20 => {
             let ttl = opts.ttl.map(|t| format!(" (expires in {})", time_left(t.as_nanos() as u64))).unwrap_or_default();
             for (id, r) in ids.iter().zip(rules) {
-                outln!("{verb} rule {id}: {} {r}{ttl}", opts.action)?;
+                // An allow rule says "allow" itself.
+                let action = if r.allow { String::new() } else { format!("{} ", opts.action) };
+                outln!("{verb} rule {id}: {action}{r}{ttl}")?;
             }
         }
         _ if ids.len() <= 20 => {
@@ -154,56 +160,86 @@ fn report(verb: &str, ids: &[u32], rules: Option<(&[Rule], RuleOptions)>) -> std
 pub fn run(ctx: &Context, cmd: DenyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DenyCommand::Add { spec, ttl, audit, cap, json } => {
-            let ttl = ttl.as_deref().map(str::parse::<Ttl>).transpose()?.map(|t| t.0);
-            let opts = RuleOptions { action: if audit { Action::Audit } else { Action::Deny }, ttl };
-            let rules = parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?;
-            let with: Vec<(Rule, RuleOptions)> = rules.iter().map(|r| (r.clone(), opts)).collect();
-            let ids = ctx.sized_firewall(cap.capacity()?)?.add_with(&with)?;
-            if json {
-                json_line(&serde_json::json!({ "added": ids }))?;
-            } else {
-                report("added", &ids, Some((&rules, opts)))?;
+            let action = if audit { Action::Audit } else { Action::Deny };
+            add(ctx, &spec, action, ttl.as_deref(), cap, json)
+        }
+        DenyCommand::Del(d) => del(ctx, &d, false),
+        DenyCommand::List { json } => list(ctx, false, json),
+    }
+}
+
+/// `deny add` / `allow add` (action Allow).
+pub(super) fn add(
+    ctx: &Context,
+    spec: &RuleArgs,
+    action: Action,
+    ttl: Option<&str>,
+    cap: CapacityArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ttl = ttl.map(str::parse::<Ttl>).transpose()?.map(|t| t.0);
+    let opts = RuleOptions { action, ttl };
+    let rules = parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter, action == Action::Allow)?;
+    let with: Vec<(Rule, RuleOptions)> = rules.iter().map(|r| (r.clone(), opts)).collect();
+    let ids = ctx.sized_firewall(cap.capacity()?)?.add_with(&with)?;
+    if json {
+        json_line(&serde_json::json!({ "added": ids }))?;
+    } else {
+        report("added", &ids, Some((&rules, opts)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deny del` / `allow del`: rules of the other kind are not theirs to delete.
+pub(super) fn del(ctx: &Context, d: &DelArgs, allow: bool) -> anyhow::Result<ExitCode> {
+    let (spec, ids, json) = (&d.spec, &d.ids, d.json);
+    let fw = ctx.firewall()?;
+    let deleted = if ids.is_empty() {
+        fw.delete(&parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter, allow)?)?
+    } else {
+        let rules = fw.list()?;
+        for id in ids {
+            if let Some(r) = rules.iter().find(|r| r.id == *id && r.rule.allow != allow) {
+                let (is, cmd) = if r.rule.allow { ("an allow", "allow") } else { ("a deny", "deny") };
+                anyhow::bail!("rule {id} is {is} rule ({}): delete it with `netray {cmd} del --id {id}`; nothing deleted", r.rule);
             }
         }
-        DenyCommand::Del { spec, ids, json } => {
-            let fw = ctx.firewall()?;
-            let deleted = if ids.is_empty() {
-                fw.delete(&parse_rules(&spec.cidr, spec.file.as_deref(), &spec.filter)?)?
-            } else {
-                fw.delete_ids(&ids)?
-            };
-            if json {
-                json_line(&serde_json::json!({ "deleted": deleted }))?;
-            } else {
-                report("deleted", &deleted, None)?;
-            }
-        }
-        DenyCommand::List { json } => {
-            let rules = ctx.read_only_firewall()?.list()?;
-            if json {
-                json_line(&rules)?;
-            } else if rules.is_empty() {
-                outln!("no rules")?;
-            } else {
-                let rows: Vec<Vec<String>> = rules
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.id.to_string(),
-                            r.rule.net.to_string(),
-                            proto_cell(r.rule.proto, r.rule.port),
-                            r.rule.port.map_or("any".into(), |p| p.to_string()),
-                            r.rule.dir.to_string(),
-                            r.action.to_string(),
-                            r.time_left().map_or("never".into(), |t| format!("in {t}")),
-                            r.packets.to_string(),
-                            r.bytes.to_string(),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "CIDR", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
-            }
-        }
+        fw.delete_ids(ids)?
+    };
+    if json {
+        json_line(&serde_json::json!({ "deleted": deleted }))?;
+    } else {
+        report("deleted", &deleted, None)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deny list` (deny and audit rules) / `allow list`.
+pub(super) fn list(ctx: &Context, allow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let mut rules = ctx.read_only_firewall()?.list()?;
+    rules.retain(|r| r.rule.allow == allow);
+    if json {
+        json_line(&rules)?;
+    } else if rules.is_empty() {
+        outln!("no rules")?;
+    } else {
+        let rows: Vec<Vec<String>> = rules
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.rule.net.to_string(),
+                    proto_cell(r.rule.proto, r.rule.port),
+                    r.rule.port.map_or("any".into(), |p| p.to_string()),
+                    r.rule.dir.to_string(),
+                    r.action.to_string(),
+                    r.time_left().map_or("never".into(), |t| format!("in {t}")),
+                    r.packets.to_string(),
+                    r.bytes.to_string(),
+                ]
+            })
+            .collect();
+        table(&["ID", "CIDR", "PROTO", "PORT", "DIR", "ACTION", "EXPIRES", "PACKETS", "BYTES"], &rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }

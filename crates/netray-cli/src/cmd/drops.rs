@@ -234,7 +234,7 @@ fn write_pcap(w: &mut PcapngWriter<Box<dyn Write>>, ev: &DropEvent, snaplen: u32
         return Ok(());
     }
     let iface = CaptureIf { ifindex: ev.ifindex, ifname: ev.ifname.clone(), hook: None, point: Point::Entry, snaplen };
-    let pkt = Packet { iface: &iface, ts, wire_len: ev.len, data: &ev.data, verdict: None };
+    let pkt = Packet { iface: &iface, ts, wire_len: ev.len, data: &ev.data, verdict: None, audit_rule: None };
     w.write_with_comment(&pkt, Some(&ev.cause()))?;
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! `netray firewall attach|detach|status`.
+//! `netray firewall attach|detach|policy|status`.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use netray_core::AttachMode;
-use netray_firewall::FwCapacity;
+use netray_firewall::{FwCapacity, Policy};
 
 use super::Context;
 use crate::output::{json_line, outln, table};
@@ -45,6 +45,31 @@ pub enum FirewallCommand {
         #[arg(long, conflicts_with = "iface")]
         all: bool,
         /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop or pass received packets no rule decides, on one interface (default: pass).
+    #[command(after_help = "Examples:\n  \
+        netray firewall policy -i eth1 in drop\n  \
+        netray allow add 192.0.2.0/24 --proto tcp --port 22\n  \
+        netray firewall policy -i eth1 in pass\n\
+        \n\
+        Under `in drop` only what an allow rule matches passes, and always: ARP, IPv6 neighbour and\n\
+        router discovery, and the replies to what this host sends (TCP, UDP, ICMP echo), which its TC\n\
+        egress program notes in a bounded reply table shared by the interfaces (`firewall status`\n\
+        shows its size and evictions). The host's connected sockets are noted first, so an SSH session\n\
+        to the host survives the policy being turned on. An audit rule's match is left to the policy.")]
+    Policy {
+        /// Interface the firewall is attached to.
+        #[arg(short, long = "interface", value_name = "IFACE")]
+        iface: String,
+        /// The direction: only `in` (received packets).
+        #[arg(value_name = "DIR", value_parser = ["in"])]
+        dir: String,
+        /// drop or pass.
+        #[arg(value_name = "POLICY", value_parser = parse_policy)]
+        policy: Policy,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -102,6 +127,10 @@ pub fn parse_mode(s: &str) -> Result<AttachMode, String> {
     s.parse()
 }
 
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
 pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FirewallCommand::Attach { iface, mode, cap, json } => {
@@ -140,6 +169,18 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        FirewallCommand::Policy { iface, dir, policy, json } => {
+            let seeded = ctx.firewall()?.set_policy(&iface, policy)?;
+            if json {
+                json_line(&serde_json::json!({ "interface": iface, dir.as_str(): policy, "connections_noted": seeded }))?;
+            } else if policy == Policy::Drop {
+                outln!(
+                    "policy {dir} drop on {iface}: only allowed traffic, ARP/ND and replies pass ({seeded} open connections noted)"
+                )?;
+            } else {
+                outln!("policy {dir} pass on {iface}: what no rule decides passes")?;
+            }
+        }
         FirewallCommand::Status { json } => {
             let fw = ctx.read_only_firewall()?;
             let st = fw.status()?;
@@ -165,13 +206,18 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                             },
                             i.prog_id.to_string(),
                             if i.features.is_empty() { "-".into() } else { i.features.join(",") },
+                            st.policies.iter().find(|p| p.interface == i.interface).map_or("-".into(), |p| p.policy_in.to_string()),
                             i.stats.seen.to_string(),
                             i.stats.passed.to_string(),
                             i.stats.dropped.to_string(),
+                            i.stats.audited.to_string(),
                         ]
                     })
                     .collect();
-                table(&["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "SEEN", "PASSED", "DROPPED"], &rows)?;
+                table(
+                    &["INTERFACE", "IFINDEX", "MODE", "TC", "PROG", "FEATURES", "POLICY IN", "SEEN", "PASSED", "DROPPED", "AUDITED"],
+                    &rows,
+                )?;
                 for i in st.interfaces.iter().filter(|i| i.capture_front.is_some()) {
                     outln!(
                         "{}: PROG is a `netray dump` capture in front of netray's program, which it reaches by tail call",
@@ -184,6 +230,12 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
                 "rules: {} of {} · trie: {} of {} chunks, {} of {} range slots per bank · generation {}",
                 t.rules, t.max_rules, t.chunks_used, t.chunks_per_bank, t.ranges_used, t.ranges_per_bank, t.generation
             )?;
+            if let Some(r) = &st.replies {
+                outln!(
+                    "replies: {} of {} entries, {} evicted, {} not noted (table full) · passed {} replies, {} ARP/ND; policy dropped {}",
+                    r.entries, r.capacity, r.evicted, r.insert_failed, r.replies_passed, r.neighbour_passed, r.policy_dropped
+                )?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod allow;
 pub mod bench;
 pub mod completions;
 pub mod demo;

@@ -27,11 +27,12 @@ use crate::output::{json_line, line};
     Hooks: xdp (received, before the stack), tc-ingress / tc-egress (TC, received / sent), socket (a\n\
     packet socket bound to the interface: both directions, with the packet type: host, broadcast,\n\
     multicast, other-host, outgoing). Each line: time, interface, hook, protocol, source ->\n\
-    destination, length, verdict (and the rule that dropped it). With --json: one object per packet\n\
-    ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict, rule, ...}) and a\n\
-    {\"type\":\"stats\", received, lost, packets_seen} line every second and at exit. `lost` counts events\n\
-    the kernel could not deliver because the ring was full; they are never dropped silently. If netray\n\
-    is not attached to the interface, the monitor attaches it and detaches again when it exits.", exit_status_help!()))]
+    destination, length, verdict (and what dropped it: rule 7, limit 3 or policy). With --json: one\n\
+    object per packet ({\"type\":\"packet\", ts, ifname, proto, src, dst, sport, dport, len, verdict,\n\
+    rule, decided_by, ...}) and a {\"type\":\"stats\", received, lost, packets_seen} line every second\n\
+    and at exit. `lost` counts events the kernel could not deliver because the ring was full; they are\n\
+    never dropped silently. If netray is not attached to the interface, the monitor attaches it and\n\
+    detaches again when it exits.", exit_status_help!()))]
 pub struct MonitorArgs {
     /// Interface to watch.
     #[arg(short, long = "interface", value_name = "IFACE")]

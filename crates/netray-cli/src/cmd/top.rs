@@ -384,7 +384,7 @@ fn periodic(session: &FlowSession, args: &TopArgs, stop: &AtomicBool, deadline: 
             // Ctrl-C, or the interface went away: what came since the last
             // report is reported too (with --json: a last snapshot).
             let cur = session.snapshot()?;
-            return print(prev.as_ref(), &cur, args);
+            return print(session, prev.as_ref(), &cur, args);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
@@ -478,7 +478,7 @@ fn flow_cells(f: &FlowJson) -> Vec<String> {
         f.pps.map_or("-".into(), num),
         f.bps.map_or("-".into(), bits),
         f.dropped.to_string(),
-        screen::verdict(f.last_verdict == "drop", f.last_rule),
+        screen::verdict(f.last_verdict == "drop", f.last_decided_by.as_deref()),
     ]
 }
 

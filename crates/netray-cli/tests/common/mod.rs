@@ -55,6 +55,20 @@ impl Env {
         self.lab.host_if()
     }
 
+    /// Waits (30 s at most: emulated kernels) until `feature` is on at the
+    /// lab's interface, as `firewall status --json` lists them.
+    pub fn wait_for_feature(&self, feature: &str) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            let st = self.json(&["firewall", "status", "--json"]);
+            if st["interfaces"][0]["features"].as_array().is_some_and(|f| f.iter().any(|x| x == feature)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{feature} never came up");
+    }
+
     /// Sends `n` UDP echo requests of `family` from the lab's namespace (500
     /// a second); how many were answered.
     pub fn udp_answered(&self, family: netray_lab::Family, n: u64) -> u64 {

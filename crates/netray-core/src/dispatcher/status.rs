@@ -23,6 +23,8 @@ pub struct IfStats {
     pub events_lost: u64,
     pub non_ip: u64,
     pub truncated: u64,
+    /// Passed only because the rule that matched audits (in `passed`).
+    pub audited: u64,
 }
 
 impl From<nr_if_stats> for IfStats {
@@ -37,6 +39,7 @@ impl From<nr_if_stats> for IfStats {
             events_lost: c.events_lost,
             non_ip: c.non_ip,
             truncated: c.truncated,
+            audited: c.audited,
         }
     }
 }

@@ -130,6 +130,7 @@ pub fn scrape(d: &Daemon) -> Scrape {
             None
         }
     };
+    metrics::limits::scrape(&mut s, &d.pin);
     daemon_families(d, &mut s, revision);
     d.flows.scrape_ipfix(&mut s);
     metrics::process::scrape(&mut s);

@@ -6,6 +6,7 @@ pub mod interfaces;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod policy;
 pub mod rules;
 pub mod stats;
 

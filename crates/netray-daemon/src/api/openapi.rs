@@ -151,6 +151,26 @@ unknown field), no such interface in the daemon's network namespace, or the kern
               "404": err("No such interface, or the firewall is not attached to it"),
               "412": resp("RevisionConflict")}}
         },
+        "/v1/interfaces/{name}/policy": {
+          "parameters": [{"name": "name", "in": "path", "required": true, "schema": ifname_schema()}],
+          "get": {"summary": "The interface's policy for received packets no rule decides", "operationId": "getPolicy",
+            "security": read.clone(),
+            "responses": {"200": {"description": "The policy", "content": {"application/json": {"schema": r("Policy")}}},
+              "401": resp("Unauthorized"), "404": err("netray is not attached to the interface")}},
+          "put": {"summary": "Set the interface's policy for received packets no rule decides", "operationId": "setPolicy",
+            "security": token.clone(),
+            "description": "drop: only what an allow rule matches passes, and always ARP, IPv6 neighbour/router \
+discovery and the replies to what this host sends (noted at TC egress in a bounded table; the host's connected \
+sockets are noted first, so a session to the host survives). pass (the default): what no rule decides passes.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+              "required": ["in"], "additionalProperties": false,
+              "properties": {"in": {"type": "string", "enum": ["drop", "pass"]}}}}}},
+            "responses": {"200": {"description": "Set", "content": {"application/json": {"schema": r("Policy")}}},
+              "400": resp("BadRequestBody"), "401": resp("Unauthorized"),
+              "404": err("No such interface"),
+              "409": err("The firewall is not attached to the interface: nothing changed"),
+              "422": err("The body is not {\"in\": \"drop\"} or {\"in\": \"pass\"}")}}
+        },
         "/v1/stats": {
           "get": {"summary": "Counters per interface and per rule, table usage, event streams and API", "operationId": "stats",
             "security": read.clone(),
@@ -269,12 +289,21 @@ or * for any revision; anything else is a 400",
             "ttl": {"type": "string", "nullable": true, "minLength": 1, "maxLength": bounds::TTL_MAX_LEN, "example": "10m",
               "description": "The rule expires this long after it is added (30s, 10m, 2h, 1h30m): the kernel stops matching it then; absent or null: never. Expiring rules are not kept in the daemon's state file"},
             "audit": {"type": "boolean", "nullable": true, "default": false,
-              "description": "true: the rule only counts the packets it matches (its would-drop hits) and lets them pass"}}},
+              "description": "true: the rule only counts the packets it matches (its would-drop hits) and lets them pass \
+(as action audit)"},
+            "action": {"type": "string", "nullable": true, "enum": ["deny", "audit", "allow"], "default": "deny",
+              "description": "deny drops, audit counts and lets pass, allow lets pass past a wider deny rule and the \
+interface's drop policy. The most specific rule decides (longest prefix; then port over protocol over all; then deny \
+over allow)"}}},
+          "Policy": {"type": "object", "required": ["interface", "in"], "properties": {
+            "interface": {"type": "string"}, "in": {"type": "string", "enum": ["drop", "pass"]},
+            "connections_noted": {"type": "integer", "minimum": 0,
+              "description": "PUT drop: the host's connected TCP/UDP sockets noted as replies to pass"}}},
           "Rule": object(json!({
             "id": {"type": "integer", "minimum": 1, "maximum": MAX_RULE_ID}, "cidr": {"type": "string"},
             "proto": {"type": "string", "nullable": true}, "port": {"type": "integer", "nullable": true},
             "dir": {"type": "string", "enum": bounds::DIRS},
-            "action": {"type": "string", "enum": ["deny", "audit"]},
+            "action": {"type": "string", "enum": ["deny", "audit", "allow"]},
             "expires_in_ms": {"type": "integer", "nullable": true, "minimum": 0,
               "description": "Milliseconds until the rule expires; null: never"},
             "packets": {"type": "integer", "minimum": 0}, "bytes": {"type": "integer", "minimum": 0}})),

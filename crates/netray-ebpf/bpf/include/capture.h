@@ -179,6 +179,7 @@ fill:
 	rec->verdict = s->point == NR_POINT_EXIT ? s->verdict : 0;
 	rec->hook = cfg_hook;
 	rec->point = s->point;
+	rec->audit_rule = s->point == NR_POINT_EXIT ? s->audit_rule : 0;
 	__builtin_memset(rec->_pad, 0, sizeof(rec->_pad));
 	/* Wake the reader once, when this record makes the backlog cross the
 	 * mark; waking on every record above it would send an interrupt per

@@ -339,18 +339,23 @@ static __always_inline __u32 nr_fw_leaf_rule(__u32 bank, __u32 leaf,
 	}
 	key.port = 0;
 	rule = bpf_map_lookup_elem(&fw_l4, &key);
-	return rule ? *rule : 0;
+	/* any_rule: a shorter prefix's catch-all rule that still applies to
+	 * the match's other protocols (0 when none does) */
+	return rule ? *rule : match->any_rule;
 }
 
-/* Set in a decided rule id when the rule audits: the packet passes. Rule
- * ids fit NR_FW_ISLE_ID_BITS, so the bit is free. */
-#define NR_FW_AUDITED (1u << 31)
-_Static_assert(NR_FW_AUDITED == 1u << 31, "nr_fw_drops tests the sign bit");
-_Static_assert(NR_FW_MAX_RULES < NR_FW_AUDITED, "the audit bit is above every rule id");
+/* Set in a decided rule id when the rule lets the packet pass (audit or
+ * allow); NR_FW_ALLOW is set with it for an allow rule. Rule ids fit
+ * NR_FW_ISLE_ID_BITS, so both bits are free (bit 30 is NR_FW_LIMITED). */
+#define NR_FW_PASSES (1u << NR_FW_PASSES_BIT)
+#define NR_FW_ALLOW (1u << NR_FW_ALLOW_BIT)
+_Static_assert(NR_FW_PASSES == 1u << 31, "nr_fw_drops tests the sign bit");
+_Static_assert(NR_FW_MAX_RULES < NR_FW_ALLOW, "the verdict bits are above every rule id");
 
 /* A matched rule as it applies now (struct nr_fw_rule_action): the rule id
- * (deny), NR_FW_AUDITED | the id (audit), or 0 once it has expired. Called
- * only after a match, so traffic no rule matches never pays for it. */
+ * (deny), NR_FW_PASSES | the id (audit), NR_FW_PASSES | NR_FW_ALLOW | the id
+ * (allow), or 0 once it has expired. Called only after a match, so traffic
+ * no rule matches never pays for it. */
 static __always_inline __u32 nr_fw_apply(__u32 bank, __u32 rule)
 {
 	struct nr_fw_rule_action *a;
@@ -363,26 +368,47 @@ static __always_inline __u32 nr_fw_apply(__u32 bank, __u32 rule)
 		return rule;
 	if (a->expires_ns && bpf_ktime_get_boot_ns() >= a->expires_ns)
 		return 0;
-	return a->action == NR_ACTION_AUDIT ? rule | NR_FW_AUDITED : rule;
+	if (a->action == NR_ACTION_AUDIT)
+		return rule | NR_FW_PASSES;
+	return a->action == NR_ACTION_ALLOW ? rule | NR_FW_PASSES | NR_FW_ALLOW : rule;
 }
 
 /* Whether a decided rule (nr_fw_decide) drops the packet: a rule id without
- * the audit bit. One signed compare, as cheap as the test for 0 it replaces. */
+ * the pass bit. One signed compare, as cheap as the test for 0 it replaces. */
 static __always_inline int nr_fw_drops(__u32 rule)
 {
 	return (__s32)rule > 0;
 }
 
+/* Whether an audit rule decided the packet (it passes, as a would-drop hit). */
+static __always_inline int nr_fw_audits(__u32 rule)
+{
+	return (rule & (NR_FW_PASSES | NR_FW_ALLOW)) == NR_FW_PASSES;
+}
+
+/* Whether an allow rule decided the packet: the interface's policy does not
+ * apply to it. */
+static __always_inline int nr_fw_allows(__u32 rule)
+{
+	return rule & NR_FW_ALLOW;
+}
+
 /* Set in a decided rule when a rate limit (limit.h), not a rule, drops the
  * packet: the rest is the limit's id. Verdicts: see nr_fw_event_verdict. */
-#define NR_FW_LIMITED (1u << 30)
-_Static_assert(NR_FW_MAX_RULES < NR_FW_LIMITED, "the limit bit is above every rule id");
+#define NR_FW_LIMITED (1u << NR_FW_LIMITED_BIT)
+_Static_assert(NR_FW_LIMITED > NR_FW_ALLOW && NR_FW_ALLOW == 1u << 29, "nr_fw_event_verdict tests bit 29");
 
-/* The rule id of a decided rule (or the limit's), without the audit and
- * limit bits. */
+/* Set in the decided rule of a packet the interface's drop policy drops
+ * (policy.h), with the id of an audit rule that matched or none: it drops
+ * (positive) and its monitor verdict is a drop. */
+#define NR_FW_POLICY (1u << NR_FW_POLICY_BIT)
+_Static_assert(NR_FW_MAX_RULES < NR_FW_POLICY && NR_FW_POLICY < NR_FW_ALLOW, "a bit of its own");
+
+/* The rule id of a decided rule (or the limit's), without the verdict,
+ * limit and policy bits. */
 static __always_inline __u32 nr_fw_rule_id(__u32 rule)
 {
-	return rule & ~(NR_FW_AUDITED | NR_FW_LIMITED);
+	return rule & ~(NR_FW_PASSES | NR_FW_ALLOW | NR_FW_LIMITED | NR_FW_POLICY);
 }
 
 _Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR_VERDICT_DROP + 2 &&
@@ -391,11 +417,12 @@ _Static_assert(NR_VERDICT_AUDIT == NR_VERDICT_DROP + 1 && NR_VERDICT_LIMIT == NR
 /* The monitor event's verdict (enum nr_verdict) for a decided rule. */
 static __always_inline __u8 nr_fw_event_verdict(__u32 rule)
 {
-	/* drop 1, audit 2, limit 3, pass 0, without branches (a rule has at
-	 * most one of the two bits) */
-	__u32 nonzero = (rule | (0u - rule)) >> 31;
+	/* drop 1 (a rule or the policy), audit 2, limit 3, pass 0 (no rule
+	 * or an allow rule), without branches (a rule has at most one of the
+	 * two upper bits) */
+	__u32 counts = ((rule | (0u - rule)) >> 31) & ~(rule >> 29) & 1;
 
-	return nonzero * (NR_VERDICT_DROP + (rule >> 31) + 2 * (rule >> 30 & 1));
+	return counts * (NR_VERDICT_DROP + (rule >> 31) + 2 * (rule >> 30 & 1));
 }
 
 /* Each family's address pointer is derived and checked in its own branch,
@@ -429,8 +456,8 @@ static __always_inline __u32 nr_fw_rule(void *data, void *data_end, const struct
 	return leaf ? nr_fw_apply(bank, leaf) : 0;
 }
 
-/* The rule id (slot + 1) that denies this packet, with NR_FW_AUDITED if
- * that rule only audits, or 0; counts the hit (see nr_fw_drops).
+/* The rule id (slot + 1) that decides this packet, with NR_FW_PASSES (and
+ * NR_FW_ALLOW) if that rule audits (allows), or 0; counts the hit (see nr_fw_drops).
  * dst = 0: an "in" verdict on the source address (received packets);
  * dst = 1: an "out" verdict on the destination address (sent packets). */
 static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const struct nr_meta *m, int dst, __u32 len)
@@ -442,7 +469,7 @@ static __always_inline __u32 nr_fw_decide(void *data, void *data_end, const stru
 	return rule;
 }
 
-/* nr_fw_decide (audit bit included) for a received IPv4 packet whose source address (4 bytes,
+/* nr_fw_decide (verdict bits included) for a received IPv4 packet whose source address (4 bytes,
  * in bounds, and as one word), protocol and destination port the caller
  * already holds in registers: the dispatcher's short path (see
  * xdp_dispatch.h), on a CPU with a pending slot p. The hit is counted when

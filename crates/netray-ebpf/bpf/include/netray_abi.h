@@ -58,7 +58,7 @@ struct nr_packet_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
 	__u32 pkt_len;		/* bytes on the wire (linear + frags) */
-	__u32 rule_id;		/* firewall rule that dropped (or, audit, would have), or the limit (verdict LIMIT), 0 = none */
+	__u32 rule_id;		/* what decided: a rule id, or the limit's id (verdict LIMIT), with the bits of enum nr_fw_decided_bit; 0 = none */
 	__u16 ethertype;	/* innermost, after VLAN tags (host order) */
 	__u16 vlan_outer;	/* VLAN ID of the outer tag, valid if vlan_depth >= 1 */
 	__u16 vlan_inner;	/* VLAN ID of the inner tag, valid if vlan_depth == 2 */
@@ -89,6 +89,13 @@ enum nr_feature {
 	NR_FEAT_CAPTURE = 1 << 3,	/* exit capture (if_chain / if_tc_chain) */
 	NR_FEAT_CHAIN_NEXT = 1 << 4,	/* tail-call the kept foreign program */
 	NR_FEAT_DROPS = 1 << 5,		/* an event for each packet the firewall drops (netray drops) */
+	/* `firewall policy in drop` (XDP, TC ingress): drop what no rule
+	 * decides, except ARP, IPv6 neighbour/router discovery and replies
+	 * found in fw_replies (policy.h) */
+	NR_FEAT_POLICY_DROP = 1 << 6,
+	/* TC egress: note what this host sends in fw_replies, so its replies
+	 * pass a drop policy */
+	NR_FEAT_REPLIES = 1 << 7,
 };
 
 struct nr_if_config {
@@ -160,6 +167,7 @@ struct nr_if_stats {
 	__u64 events_lost;	/* event ring full: the record was not written */
 	__u64 non_ip;
 	__u64 truncated;
+	__u64 audited;		/* passed only because the rule that matched audits (counted in seen, not dropped) */
 };
 
 /* ---- firewall ------------------------------------------------------------- */
@@ -303,7 +311,9 @@ enum nr_fw_match_flags {
 };
 
 struct nr_fw_match {
-	__u32 any_rule;		/* rule (slot+1) that drops all traffic here, 0 = none */
+	/* rule (slot+1) that decides all traffic here, or with NR_FW_MATCH_L4
+	 * the traffic of protocols/ports no fw_l4 entry names; 0 = none */
+	__u32 any_rule;
 	__u32 flags;		/* enum nr_fw_match_flags */
 };
 
@@ -337,7 +347,7 @@ struct nr_fw_state {
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 4,	/* 3: fw_rule_action (audit, expiry); 4: rate limits */
+	NR_FW_TABLE_FORMAT = 5,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4 */
 };
 
 enum nr_fw_dir {
@@ -348,6 +358,19 @@ enum nr_fw_dir {
 enum nr_fw_action {
 	NR_ACTION_DENY = 1,
 	NR_ACTION_AUDIT = 2,	/* count the hit, let the packet pass */
+	NR_ACTION_ALLOW = 3,	/* let the packet pass; the interface's policy does not apply */
+};
+
+/* A decided rule (firewall.h's nr_fw_decide and after it the policy and the
+ * limits) is a rule or limit id with these bits above it; the monitor event's
+ * rule_id and a flow's last_rule carry it whole, and userspace decodes it in
+ * one place (netray_ebpf::decided). Bit numbers, not masks: an enum holds an
+ * int, and bit 31 is not one. */
+enum nr_fw_decided_bit {
+	NR_FW_POLICY_BIT = 28,	/* the interface's drop policy dropped it (the id: an audit rule that matched, or 0) */
+	NR_FW_ALLOW_BIT = 29,	/* an allow rule decided (with NR_FW_PASSES_BIT) */
+	NR_FW_LIMITED_BIT = 30,	/* a rate limit dropped it; the id is the limit's */
+	NR_FW_PASSES_BIT = 31,	/* the rule lets it pass: audit, or allow with NR_FW_ALLOW_BIT */
 };
 
 /* A rule as the user wrote it; stored in the pinned fw_rules map by slot. */
@@ -428,9 +451,55 @@ struct nr_fw_pending {
 	 * the rules change. */
 	__u32 last_leaf;
 	__u64 last_src;
-	__u8 _pad[40];
+	/* Packets the drop policy dropped on the short path, known to be no
+	 * reply from fw_reply_seen alone (policy.h; the others count in
+	 * fw_reply_stats) */
+	__u64 policy_dropped;
+	__u8 _pad[32];
 };
 _Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
+
+/* ---- default-drop policy: replies to what this host sent (policy.h) ---- */
+/*
+ * fw_replies, a pinned LRU hash shared by every interface, holds the reply
+ * each packet this host sent at TC egress would get: its 5-tuple reversed
+ * (ICMP echo: the echo id in both ports). Under NR_FEAT_POLICY_DROP a
+ * received packet no rule decides passes when its own tuple is there.
+ */
+struct nr_reply_key {
+	__u8 family;		/* 4 or 6 */
+	__u8 proto;		/* IPPROTO_TCP, _UDP, _ICMP or _ICMPV6 */
+	__u16 _pad;
+	__u16 sport;		/* the reply's (host order); ICMP echo: the id */
+	__u16 dport;		/* ICMP echo: the id */
+	__u8 src[16];		/* the reply's source: where this host sent to */
+	__u8 dst[16];		/* the reply's destination: this host */
+};
+
+struct nr_reply_value {
+	__u64 last_sent_ns;	/* bpf_ktime_get_coarse_ns() of the last packet sent */
+};
+
+/* fw_reply_seen: a bit per hash of a reply's (source, ports), set by TC egress
+ * with its entry and never cleared, read before fw_replies is: a packet whose
+ * bit is clear is no reply, known without a hash lookup (a drop policy then
+ * costs what the firewall alone does). Set bits only send a lookup to
+ * fw_replies, so a stale bit costs time, never a wrong verdict. */
+enum nr_reply_seen_layout {
+	NR_REPLY_SEEN_SHIFT = 20,	/* 2^20 bits (128 KiB): ~6% set by a full 65,536-entry table */
+	NR_REPLY_SEEN_WORDS = 1 << (NR_REPLY_SEEN_SHIFT - 6),
+};
+
+/* Per-CPU counters of fw_replies (fw_reply_stats): an LRU map evicts
+ * silently, so evicted = inserts - entries present. */
+struct nr_reply_stats {
+	__u64 inserts;		/* new entries */
+	__u64 insert_failed;	/* a sent packet whose reply could not be noted */
+	__u64 replies;		/* received packets passed as replies */
+	__u64 neighbour;	/* received ARP/ND packets passed under a drop policy */
+	__u64 dropped;		/* received packets the drop policy dropped */
+	__u64 _pad[3];
+};
 
 /* ---- rate limits (limit.h) ----------------------------------------------- */
 /*
@@ -542,7 +611,7 @@ struct nr_flow_value {
 	__u64 bytes_dropped;
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
-	__u32 last_rule;	/* firewall rule of the last packet, 0 = none */
+	__u32 last_rule;	/* what dropped the last packet (a decided rule: enum nr_fw_decided_bit), 0 = none */
 	__u8 last_verdict;	/* enum nr_verdict of the last packet */
 	__u8 tcp_flags;		/* TCP: the flags of every packet ORed (IPFIX tcpControlBits) */
 	__u8 _pad[2];
@@ -615,7 +684,7 @@ struct nr_capture_scratch {
 	__u32 snaplen;		/* filter result: 0 = no match, else bytes to keep */
 	__u32 point;		/* enum nr_capture_point */
 	__s32 verdict;		/* return code decided at the exit point */
-	__u32 _pad;
+	__u32 audit_rule;	/* exit point: the audit rule that matched (it passed), 0 = none */
 };
 
 /* One record on a capture ring; cap_len packet bytes follow. */
@@ -627,7 +696,8 @@ struct nr_capture_record {
 	__s32 verdict;		/* exit point: XDP/TC return code; entry: 0 */
 	__u8 hook;		/* enum nr_hook */
 	__u8 point;		/* enum nr_capture_point */
-	__u8 _pad[6];
+	__u8 _pad[2];
+	__u32 audit_rule;	/* exit point: the audit rule that matched, 0 = none */
 };
 
 /* Per-CPU counters of a capture session, one entry per capture point. */

@@ -19,6 +19,7 @@
 #include "parse.h"
 #include "parse_skb.h"
 #include "firewall.h"
+#include "policy.h"
 #include "limit.h"
 #include "monitor.h"
 #include "flows.h"
@@ -77,14 +78,21 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 	if (features & NR_FEAT_FIREWALL) {
 		/* egress: "out" rules on the destination; ingress: "in" rules. */
 		rule = nr_fw_decide(data, data_end, &meta, egress, len);
+		/* the policy (what no rule decided) is "in" only: egress never has
+		 * NR_FEAT_POLICY_DROP */
+		rule = nr_policy_skb(skb, rule, features, &meta);
 		if (!egress)	/* rate limits: received packets that pass */
 			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = TC_ACT_SHOT;
+		} else if (unlikely(nr_fw_audits(rule))) {
+			stats->audited++;
 		}
 	}
+	if ((features & NR_FEAT_REPLIES) && verdict != TC_ACT_SHOT)
+		nr_policy_note_sent(data, data_end, &meta);
 
 	if (features & NR_FEAT_FLOWS)
 		nr_flow_account(data, data_end, &meta, skb->ifindex, len, nr_fw_drops(rule) ? rule : 0,
@@ -100,7 +108,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		ev.hook = egress ? NR_HOOK_TC_EGRESS : NR_HOOK_TC_INGRESS;
 		ev.direction = egress;
 		ev.verdict = nr_fw_event_verdict(rule);
-		ev.rule_id = nr_fw_rule_id(rule);
+		ev.rule_id = rule;	/* whole: userspace tells a rule, the policy and a limit apart */
 		nr_monitor_emit(&ev, cfg, stats);
 	}
 
@@ -109,6 +117,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 
 		if (s) {
 			s->verdict = verdict;
+			s->audit_rule = verdict != TC_ACT_SHOT && nr_fw_audits(rule) ? nr_fw_rule_id(rule) : 0;
 			bpf_tail_call(skb, &if_tc_chain,
 				      egress ? NR_TC_CHAIN_CAPTURE_EGRESS : NR_TC_CHAIN_CAPTURE_INGRESS);
 		}

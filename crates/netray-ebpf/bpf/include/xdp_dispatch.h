@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "firewall.h"
+#include "policy.h"
 #include "limit.h"
 #include "monitor.h"
 #include "flows.h"
@@ -24,7 +25,7 @@ const volatile __u32 cfg_frags = 0;
 /* Hands the packet and its verdict to the exit capture (netray dump --point
  * exit), which records it and returns the verdict itself. Returns only if no
  * capture program is installed. */
-static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
+static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict, __u32 rule)
 {
 	struct nr_capture_scratch *s;
 	__u32 zero = 0;
@@ -33,12 +34,13 @@ static __always_inline void nr_xdp_exit_capture(struct xdp_md *ctx, int verdict)
 	if (!s)
 		return;
 	s->verdict = verdict;
+	s->audit_rule = verdict == XDP_PASS && nr_fw_audits(rule) ? nr_fw_rule_id(rule) : 0;
 	bpf_tail_call(ctx, &if_chain, NR_CHAIN_CAPTURE);
 }
 
 /* Features the short path below serves; with any other one on, every frame
  * takes the general path. */
-#define NR_XDP_SHORT_FEATURES (NR_FEAT_FIREWALL | NR_FEAT_CHAIN_NEXT)
+#define NR_XDP_SHORT_FEATURES (NR_FEAT_FIREWALL | NR_FEAT_POLICY_DROP | NR_FEAT_CHAIN_NEXT)
 
 /* The common frame (see nr_common_ipv4) when at most the firewall and the
  * foreign-program chain are on, on a CPU with rows in the global per-CPU
@@ -61,6 +63,23 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		__u32 rule = nr_fw_decide_v4_in((const __u8 *)&ip->saddr, ip->saddr, proto, proto != IPPROTO_ICMP,
 						 bpf_ntohs(ports[1]), len, &fw_pending[cpu], cpu);
 
+		/* the drop policy decides what no rule decided (audit: left to it) */
+		if (unlikely(features & NR_FEAT_POLICY_DROP) && !nr_fw_drops(rule) && !nr_fw_allows(rule)) {
+			__u8 *l4 = (__u8 *)ports;
+
+			if ((void *)(l4 + 8) > data_end)	/* checked by nr_common_ipv4; for the verifier */
+				return XDP_PASS;
+			if (!nr_policy_maybe_reply_v4(ip, l4, proto)) {
+				/* no reply: dropped without building a key (most of what a drop policy sees) */
+				fw_pending[cpu].policy_dropped++;
+				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
+			} else {
+				struct nr_meta meta = {};
+
+				nr_parse_fast(data, data_end, &meta);
+				rule = nr_policy_xdp(ctx, rule, features, &meta);
+			}
+		}
 		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
 			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len);
 		if (nr_fw_drops(rule)) {
@@ -68,6 +87,8 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 			stats->bytes_dropped += len;
 			return XDP_DROP;
 		}
+		if (unlikely(nr_fw_audits(rule)))
+			stats->audited++;
 	}
 	if (features & NR_FEAT_CHAIN_NEXT)
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);
@@ -90,11 +111,14 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
+		rule = nr_policy_xdp(ctx, rule, features, &meta);	/* the policy: what no rule decided */
 		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport); /* limits: what passes */
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
 			verdict = XDP_DROP;
+		} else if (unlikely(nr_fw_audits(rule))) {
+			stats->audited++;
 		}
 	}
 
@@ -111,12 +135,12 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 		ev.pkt_len = len;
 		ev.hook = NR_HOOK_XDP;
 		ev.verdict = nr_fw_event_verdict(rule);
-		ev.rule_id = nr_fw_rule_id(rule);
+		ev.rule_id = rule;	/* whole: userspace tells a rule, the policy and a limit apart */
 		nr_monitor_emit(&ev, &if_config, stats);
 	}
 
 	if (unlikely(features & NR_FEAT_CAPTURE))
-		nr_xdp_exit_capture(ctx, verdict);
+		nr_xdp_exit_capture(ctx, verdict, rule);
 
 	if (verdict == XDP_PASS && (features & NR_FEAT_CHAIN_NEXT))
 		bpf_tail_call(ctx, &if_chain, NR_CHAIN_NEXT);

@@ -175,16 +175,47 @@ impl Prefix {
 /// What one prefix contributes by itself.
 #[derive(Debug, Default)]
 struct Own {
-    any_rule: Option<u32>,
-    /// (proto, port) -> rule id; port 0 = every port of the protocol.
-    l4: BTreeMap<(u8, u16), u32>,
+    any_rule: Option<Pick>,
+    /// (proto, port) -> rule; port 0 = every port of the protocol.
+    l4: BTreeMap<(u8, u16), Pick>,
+}
+
+/// A rule competing for one prefix and protocol/port: a deny (or audit) rule
+/// beats an allow rule, then the lowest id wins, so the result does not
+/// depend on order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pick {
+    allow: bool,
+    id: u32,
+}
+
+fn keep_best(slot: &mut Option<Pick>, new: Pick) {
+    if slot.is_none_or(|old| new < old) {
+        *slot = Some(new);
+    }
+}
+
+/// How specific a rule is at one prefix length: a catch-all (0) loses to a
+/// protocol rule (1), which loses to a port rule (2).
+fn specificity(port: u16) -> u8 {
+    if port == 0 {
+        1
+    } else {
+        2
+    }
 }
 
 /// Compiles `rules` (rule id, rule). Fails, changing nothing, when the
 /// result would not fit `cap`.
+///
+/// Which rule decides a packet: the one with the longest prefix covering
+/// its address; at the same prefix length a port rule beats a protocol rule,
+/// which beats a catch-all; a deny (or audit) rule beats an allow rule of
+/// the same prefix and specificity; then the lowest id.
 pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, CompileError> {
     let mut own: HashMap<Prefix, Own> = HashMap::new();
     for (id, rule) in rules {
+        let pick = Pick { allow: rule.allow, id: *id };
         for out in [false, true] {
             if (out && !rule.dir.has_out()) || (!out && !rule.dir.has_in()) {
                 continue;
@@ -192,15 +223,12 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
             let entry = own.entry(Prefix::of(rule, out)).or_default();
             let protos = rule.proto_numbers();
             if protos.is_empty() {
-                // Keep the lowest id so the result does not depend on order.
-                entry.any_rule = Some(entry.any_rule.map_or(*id, |old| old.min(*id)));
+                keep_best(&mut entry.any_rule, pick);
             }
             for proto in protos {
-                let slot = entry
-                    .l4
-                    .entry((proto, rule.port.unwrap_or(0)))
-                    .or_insert(*id);
-                *slot = (*slot).min(*id);
+                let mut slot = entry.l4.get(&(proto, rule.port.unwrap_or(0))).copied();
+                keep_best(&mut slot, pick);
+                entry.l4.insert((proto, rule.port.unwrap_or(0)), slot.expect("just kept"));
             }
         }
     }
@@ -236,35 +264,59 @@ pub fn compile(rules: &[(u32, Rule)], cap: Capacity) -> Result<Compiled, Compile
     let mut builder = Builder::new();
     for (i, p) in prefixes.iter().enumerate() {
         let mid = i as u32 + 1;
-        // Walk from the shortest ancestor to the prefix itself, so the most
-        // specific rule wins the attribution of a hit.
-        let mut any_rule = None;
-        let mut eff_l4: BTreeMap<(u8, u16), u32> = BTreeMap::new();
+        // Walk from the shortest ancestor to the prefix itself: a longer
+        // prefix's rule replaces a shorter one's.
+        let mut any_rule: Option<(u8, u32)> = None;
+        let mut best_l4: BTreeMap<(u8, u16), (u8, u8, u32)> = BTreeMap::new();
         for &len in lengths[&(p.out, p.family)]
             .iter()
             .take_while(|&&l| l <= p.len)
         {
             if let Some(o) = own.get(&p.truncated(len)) {
-                if o.any_rule.is_some() {
-                    any_rule = o.any_rule;
+                if let Some(pick) = o.any_rule {
+                    any_rule = Some((len, pick.id));
                 }
-                eff_l4.extend(o.l4.iter().map(|(k, v)| (*k, *v)));
+                for (&(proto, port), pick) in &o.l4 {
+                    best_l4.insert((proto, port), (len, specificity(port), pick.id));
+                }
             }
         }
+        // Each protocol/port entry against the protocol's entry and the
+        // catch-all: the most specific of them (see compile) decides.
+        let eff_l4: Vec<((u8, u16), u32)> = best_l4
+            .iter()
+            .map(|(&(proto, port), &own_best)| {
+                let mut best = own_best;
+                if port != 0 {
+                    if let Some(&whole) = best_l4.get(&(proto, 0)) {
+                        best = best.max(whole);
+                    }
+                }
+                if let Some((len, id)) = any_rule {
+                    best = best.max((len, 0, id));
+                }
+                ((proto, port), best.2)
+            })
+            .collect();
+        let any_id = any_rule.map(|(_, id)| id);
         let m = &mut matches[mid as usize];
-        // A catch-all verdict goes straight into the leaf.
-        let leaf = if let Some(r) = any_rule {
-            m.any_rule = r;
-            r
-        } else {
-            m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0;
-            l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry {
-                match_id: mid,
-                proto,
-                port,
-                rule_id,
-            }));
-            LEAF_L4 | mid
+        // A verdict for every protocol goes straight into the leaf.
+        let leaf = match any_id {
+            Some(r) if eff_l4.iter().all(|(_, id)| *id == r) => {
+                m.any_rule = r;
+                r
+            }
+            _ => {
+                m.any_rule = any_id.unwrap_or(0);
+                m.flags = nr_fw_match_flags::NR_FW_MATCH_L4.0;
+                l4.extend(eff_l4.into_iter().map(|((proto, port), rule_id)| L4Entry {
+                    match_id: mid,
+                    proto,
+                    port,
+                    rule_id,
+                }));
+                LEAF_L4 | mid
+            }
         };
         builder.insert(p, leaf);
     }

@@ -19,31 +19,31 @@ fn bytes(a: &str) -> Vec<u8> {
     }
 }
 
-/// The obvious, slow definition: any matching rule denies; the hit is
-/// attributed to the most specific catch-all, else the most specific
-/// (then lowest-id) protocol/port rule.
+/// The obvious, slow definition (see compile): of the covering rules that
+/// match the protocol and port, the longest prefix wins, then a port rule
+/// over a protocol rule over a catch-all, then deny over allow, then the
+/// lowest id.
 fn brute(rules: &[(u32, Rule)], addr: &[u8], proto: u8, dport: Option<u16>) -> u32 {
     let ip: IpAddr = if addr.len() == 4 {
         IpAddr::from(<[u8; 4]>::try_from(addr).unwrap())
     } else {
         IpAddr::from(<[u8; 16]>::try_from(addr).unwrap())
     };
-    let covering = rules.iter().filter(|(_, r)| r.net.contains(&ip));
-    let any = covering
-        .clone()
-        .filter(|(_, r)| r.proto_numbers().is_empty())
-        .max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)));
-    if let Some((id, _)) = any {
-        return *id;
-    }
-    let l4 = |port: u16| {
-        covering
-            .clone()
-            .filter(|(_, r)| r.proto_numbers().contains(&proto) && r.port.unwrap_or(0) == port)
-            .max_by_key(|(id, r)| (r.net.prefix_len(), std::cmp::Reverse(*id)))
-            .map(|(id, _)| *id)
-    };
-    dport.and_then(l4).or_else(|| l4(0)).unwrap_or(0)
+    rules
+        .iter()
+        .filter(|(_, r)| r.net.contains(&ip))
+        .filter_map(|(id, r)| {
+            let protos = r.proto_numbers();
+            let spec = match (protos.is_empty(), r.port) {
+                (true, _) => 0,
+                (false, None) if protos.contains(&proto) => 1,
+                (false, Some(p)) if protos.contains(&proto) && dport == Some(p) => 2,
+                _ => return None,
+            };
+            Some(((r.net.prefix_len(), spec, !r.allow, std::cmp::Reverse(*id)), *id))
+        })
+        .max()
+        .map_or(0, |(_, id)| id)
 }
 
 #[test]
@@ -63,8 +63,13 @@ fn longest_prefix_and_protocol_rules() {
     assert_eq!(c.decide(&bytes("10.1.2.3"), 6, Some(80)), 2);
     assert_eq!(
         c.decide(&bytes("10.1.2.200"), 6, Some(80)),
+        3,
+        "the most specific rule decides: the /25's tcp rule, not the /16's catch-all"
+    );
+    assert_eq!(
+        c.decide(&bytes("10.1.2.200"), 17, Some(80)),
         2,
-        "a catch-all on an ancestor still applies"
+        "a catch-all on an ancestor still applies to the other protocols"
     );
     assert_eq!(c.decide(&bytes("192.0.2.7"), 1, None), 4);
     assert_eq!(c.decide(&bytes("192.0.2.8"), 1, None), 0);
@@ -77,6 +82,29 @@ fn longest_prefix_and_protocol_rules() {
     assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(22)), 6);
     assert_eq!(c.decide(&bytes("2001:db8:1::1"), 6, Some(23)), 0);
     assert_eq!(c.decide(&bytes("2001:db9::1"), 58, None), 0);
+}
+
+#[test]
+fn allow_rules_the_most_specific_decides_and_deny_wins_a_tie() {
+    let rules = vec![
+        (1, rule("10.0.0.0/8", None, None)),
+        (2, rule("10.1.0.0/16", None, None).allowing()),
+        (3, rule("10.1.2.0/24", Some("tcp"), Some(22))),
+        (4, rule("10.1.2.0/24", Some("tcp"), Some(22)).allowing()),
+        (5, rule("10.1.3.0/24", Some("udp"), None).allowing()),
+        (6, rule("10.1.3.0/24", Some("udp"), Some(53))),
+        (7, rule("10.1.4.0/24", None, None).allowing()),
+        (8, rule("10.1.4.0/24", None, None)),
+    ];
+    let c = compile(&rules, Capacity::UNLIMITED).unwrap();
+    assert_eq!(c.decide(&bytes("10.9.9.9"), 17, Some(1)), 1, "the /8 denies");
+    assert_eq!(c.decide(&bytes("10.1.9.9"), 17, Some(1)), 2, "the /16 inside it allows");
+    assert_eq!(c.decide(&bytes("10.1.2.3"), 6, Some(22)), 3, "deny wins the tie with its twin allow rule");
+    assert_eq!(c.decide(&bytes("10.1.2.3"), 6, Some(23)), 2, "other ports: the /16's allow rule");
+    assert_eq!(c.decide(&bytes("10.1.3.3"), 17, Some(53)), 6, "a port rule beats a protocol rule");
+    assert_eq!(c.decide(&bytes("10.1.3.3"), 17, Some(54)), 5);
+    assert_eq!(c.decide(&bytes("10.1.3.3"), 6, Some(80)), 2, "other protocols: the catch-all behind the match");
+    assert_eq!(c.decide(&bytes("10.1.4.4"), 1, None), 8, "catch-all twins: deny wins");
 }
 
 #[test]
@@ -128,7 +156,11 @@ fn matches_brute_force_on_random_rule_sets() {
                 2 => (Some(if net.addr().is_ipv4() { "icmp" } else { "icmpv6" }), None),
                 _ => (None, Some(rng.random_range(1..4u16))),
             };
-            let r = Rule::parse(&net.to_string(), proto, port, None).unwrap();
+            let mut r = Rule::parse(&net.to_string(), proto, port, None).unwrap();
+            // Allow rules among them, some with the same match as a deny rule.
+            if rng.random_bool(0.3) {
+                r = r.allowing();
+            }
             if seen.insert(r.clone()) {
                 rules.push((rules.len() as u32 + 1, r));
             }

@@ -84,7 +84,7 @@ impl Compiled {
         self.decide_dir(addr, proto, dport, false)
     }
 
-    /// The rule that denies a packet in a direction: `out` matches sent
+    /// The rule that decides a packet in a direction: `out` matches sent
     /// packets by destination `addr`.
     pub fn decide_dir(&self, addr: &[u8], proto: u8, dport: Option<u16>, out: bool) -> u32 {
         let leaf = self.lookup_match_dir(addr, out);
@@ -98,6 +98,6 @@ impl Compiled {
                 .find(|e| e.match_id == mid && e.proto == proto && e.port == port)
                 .map(|e| e.rule_id)
         };
-        dport.and_then(find).or_else(|| find(0)).unwrap_or(0)
+        dport.and_then(find).or_else(|| find(0)).unwrap_or(self.matches[mid as usize].any_rule)
     }
 }

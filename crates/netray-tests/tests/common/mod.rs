@@ -29,6 +29,7 @@ use netray_ebpf::{
 use netray_tests::{drain_events, frames, XdpHarness, XDP_DROP, XDP_PASS};
 
 mod frames_desc;
+#[allow(unused_imports)] // not every test target uses the frame descriptions
 pub use frames_desc::*;
 pub mod verdict_paths;
 

@@ -7,6 +7,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 use netray_core::dispatcher::IfStats;
+use netray_ebpf::decided::Decided;
 use netray_flows::{
     by_port, conversations, rates, table::proto_name, Conversation, Direction, FlowHook,
     PortGroup, Snapshot, SortBy,
@@ -90,10 +91,10 @@ fn rate_cell(bps: Option<f64>) -> String {
 }
 
 /// The verdict of the last packet, as the plain table writes it.
-pub fn verdict(dropped: bool, rule: Option<u32>) -> String {
+pub fn verdict(dropped: bool, decided_by: Option<&str>) -> String {
     let v = if dropped { "drop" } else { "pass" };
-    match rule {
-        Some(r) => format!("{v} (rule {r})"),
+    match decided_by {
+        Some(by) => format!("{v} ({by})"),
         None => v.to_string(),
     }
 }
@@ -104,6 +105,7 @@ fn conversation_cells(c: &Conversation) -> Vec<String> {
         None => proto_name(c.proto),
     };
     let last = c.latest();
+    let decided_by = last.flow.last_rule.map(Decided::from_raw).and_then(Decided::describe);
     vec![
         proto,
         endpoint(c.local, c.ports.map(|p| p.0)),
@@ -115,7 +117,7 @@ fn conversation_cells(c: &Conversation) -> Vec<String> {
         count(c.packets()),
         c.pps().map_or("-".into(), compact),
         count(c.dropped()),
-        verdict(last.flow.last_dropped, last.flow.last_rule),
+        verdict(last.flow.last_dropped, decided_by.as_deref()),
     ]
 }
 
@@ -322,6 +324,7 @@ mod tests {
             last_seen_ns: 2,
             last_dropped: packets % 2 == 0,
             last_rule: (packets % 2 == 0).then_some(4_000_000_123),
+            tcp_flags: 0,
         }
     }
 
