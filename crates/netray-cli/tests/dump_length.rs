@@ -180,7 +180,8 @@ fn jumbo_frames_are_judged_by_their_whole_length_at_tc_egress() {
 /// clang would (so fentry/fexit can attach where the kernel allows), attached in native
 /// mode to the lab's host end. Detached on drop.
 struct ForeignPass {
-    fd: OwnedFd,
+    /// Held so the program lives as long as the guard (the attachment holds it too).
+    _fd: OwnedFd,
     ifindex: u32,
 }
 
@@ -198,7 +199,7 @@ impl ForeignPass {
         // SAFETY: a valid program fd and ifindex; no opts.
         let rc = unsafe { libbpf_sys::bpf_xdp_attach(ifindex as i32, fd.as_raw_fd(), libbpf_sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) };
         assert_eq!(rc, 0, "attaching the foreign XDP program");
-        ForeignPass { fd, ifindex }
+        ForeignPass { _fd: fd, ifindex }
     }
 }
 
