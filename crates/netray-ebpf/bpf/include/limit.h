@@ -96,14 +96,25 @@ static __always_inline struct nr_limit_src *nr_limit_source(struct nr_limit_stat
 	return bpf_map_lookup_elem(&fw_limit_src, &key);
 }
 
+/* A limit's clock in ns since boot (see netray_abi.h, "rate limits"): the
+ * tick count when the limit has tick_ns, else the boot clock. jiffies_64
+ * starts at INITIAL_JIFFIES, 2^32 ticks less 300 s, on 64-bit kernels. */
+static __always_inline __u64 nr_limit_now_ns(const struct nr_limit *l)
+{
+	__u64 tick = l->tick_ns;
+
+	if (tick)
+		return bpf_jiffies64() * tick + 300ull * 1000000000 - (tick << 32);
+	return bpf_ktime_get_boot_ns();
+}
+
 /* Applies the limit in slot `slot` of `bank` to a packet it matches: 1 when
  * the packet is dropped. */
 static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family, __u64 hi, __u64 lo, __u32 len)
 {
 	__u32 id = l->id;
 	struct nr_limit_stats *st = bpf_map_lookup_elem(&fw_limit_stats, &id);
-	__u64 now_ns = bpf_ktime_get_boot_ns(), now = now_ns << NR_LIMIT_TICK_SHIFT;
-	__u64 *tat;
+	__u64 now = nr_limit_now_ns(l) << NR_LIMIT_TICK_SHIFT;
 
 	if (!st)
 		return 0;
@@ -112,15 +123,23 @@ static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family
 
 		if (!src)
 			goto pass;	/* cannot be tracked: not limited (counted as passed) */
-		if (src->banned_until > now_ns) {
+		if (nr_limit_take(&src->tat, now, l->interval, l->tolerance)) {
+			if (__builtin_expect(src->banned_until != 0, 0)) {
+				/* the first packet after a ban: back with a full bucket */
+				src->tat = now + l->interval;
+				src->banned_until = 0;
+			}
+			goto pass;
+		}
+		if (src->banned_until) {	/* TAT is past the ban's end until it ends */
 			__sync_fetch_and_add(&st->banned_drops, 1);
 			goto drop;
 		}
-		tat = &src->tat;
-		if (nr_limit_take(tat, now, l->interval, l->tolerance))
-			goto pass;
 		if (l->ban_ns) {
-			src->banned_until = now_ns + l->ban_ns;
+			/* held out by the bucket itself until the ban's end: no clock read per
+			 * banned packet; banned_until (boot clock) is for userspace */
+			src->tat = now + (l->ban_ns << NR_LIMIT_TICK_SHIFT) + l->tolerance;
+			src->banned_until = bpf_ktime_get_boot_ns() + l->ban_ns;
 			__sync_fetch_and_add(&st->bans, 1);
 		}
 		goto drop;
@@ -185,8 +204,11 @@ static __always_inline int nr_limit_may_match(__u32 set, __u32 fam, __u64 hi)
 
 /* What the dispatchers pass to the global functions below (at most five
  * arguments): sel = proto | has_ports << 8 | IPv6 << 9 | IPv6 extension
- * headers << 10 | IP << 11 | IP header offset << 16, and len_port = packet
- * length << 16 | destination port. */
+ * headers << 10 | IP << 11 | IP header offset << 16, len_port = packet
+ * length << 16 | destination port, and given_v4 = 0, or from the XDP short
+ * path NR_LIMIT_GIVEN | TCP flags << 32 | the IPv4 source (memory order),
+ * which it has in registers. */
+#define NR_LIMIT_GIVEN (1ull << 40)
 #define NR_LIMIT_SEL_PORTS (1u << 8)
 #define NR_LIMIT_SEL_V6 (1u << 9)
 #define NR_LIMIT_SEL_EXT (1u << 10)
@@ -209,7 +231,8 @@ _Static_assert(NR_FW_LIMITED == 1u << 30, "see firewall.h");
  * segment counts as a SYN, so --syn limits cannot be dodged that way).
  */
 #define NR_LIMIT_DECIDE(name, ctx_type, load)							\
-__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64 len_port)	\
+__attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64 len_port,	\
+				     __u64 given_v4)						\
 {												\
 	__u32 l3 = sel >> NR_LIMIT_SEL_L3_SHIFT & (NR_PARSE_MAX_OFF - 1), proto = sel & 0xff;	\
 	__u32 v6 = !!(sel & NR_LIMIT_SEL_V6), l4 = 0, tcp_flags = 0, id;			\
@@ -218,6 +241,12 @@ __attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64
 												\
 	if (nr_fw_drops(rule) || !fw_state.limit_set || !(sel & NR_LIMIT_SEL_IP))		\
 		return rule;									\
+	if (given_v4 & NR_LIMIT_GIVEN) {							\
+		/* the XDP short path's: no helper call */					\
+		addr[0] = (__u32)given_v4;							\
+		tcp_flags = given_v4 >> 32 & 0xff;						\
+		goto scan;									\
+	}											\
 	if (load(ctx, l3 + (v6 ? 8 : 12), addr, v6 ? 16 : 4))					\
 		return rule;									\
 	if (!nr_limit_may_match(fw_state.limit_set, v6, addr[0]))				\
@@ -231,6 +260,7 @@ __attribute__((noinline)) __u32 name(ctx_type *ctx, __u32 rule, __u32 sel, __u64
 			b = NR_TCP_SYN;								\
 		tcp_flags = b;									\
 	}											\
+scan:												\
 	id = nr_limit_scan(addr[0], addr[1], v6 ? NR_FAMILY_IPV6 : NR_FAMILY_IPV4, proto,	\
 			   tcp_flags, !!(sel & NR_LIMIT_SEL_PORTS), len_port & 0xffff,		\
 			   len_port >> 16);							\
@@ -251,18 +281,19 @@ static __always_inline __u32 nr_limit_sel(const struct nr_meta *m)
 _Static_assert(NR_PKT_HAS_PORTS == 1 << 5 && NR_PKT_IPV6_EXT == 1 << 4, "nr_limit_sel's shifts");
 
 /* The XDP short path's entry (the common IPv4 frame, see nr_xdp_short,
- * whose source, protocol and port are in registers): the decided rule after
- * the limits. With limits, a source whose first two bytes no limit covers
+ * whose source, protocol, port and TCP flags are in registers): the decided
+ * rule after the limits. With limits, a source whose first two bytes no limit covers
  * is let go after one bit test. */
 static __always_inline __u32 nr_limit_v4(struct xdp_md *ctx, __u32 rule, __u32 src, __u32 proto, __u32 dport,
-					 __u64 len)
+					 __u64 len, __u32 tcp_flags)
 {
 	__u32 set = fw_state.limit_set;
 
 	if (__builtin_expect(!set, 1) || !nr_limit_may_match(set, 0, src))
 		return rule;
 	return nr_limit_xdp(ctx, rule, proto | (proto != IPPROTO_ICMP ? NR_LIMIT_SEL_PORTS : 0) | NR_LIMIT_SEL_IP |
-					    NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport);
+					    NR_COMMON_L3_OFF << NR_LIMIT_SEL_L3_SHIFT, len << 16 | dport,
+			    NR_LIMIT_GIVEN | (__u64)tcp_flags << 32 | src);
 }
 
 #endif /* NETRAY_LIMIT_H */

@@ -506,10 +506,15 @@ struct nr_reply_stats {
  * A limit is a token bucket on received packets from a source prefix
  * (optionally narrowed to a protocol, port or TCP SYNs), applied to what the
  * firewall lets pass. Kept as GCRA: one "theoretical arrival time" (TAT) per
- * bucket, in NR_LIMIT_TICK_SHIFT fractions of a nanosecond on the boot clock;
+ * bucket, in NR_LIMIT_TICK_SHIFT fractions of a nanosecond since boot;
  * a packet passes when TAT - now <= tolerance ((burst - 1) x interval), and
  * then moves TAT on by one interval (1 / rate). One 64-bit word per bucket,
- * updated with compare-and-swap, so it is exact on any number of CPUs.
+ * updated with compare-and-swap, so it is exact on any number of CPUs. "now"
+ * is the kernel's tick count (jiffies, read without a helper call) for a
+ * limit whose tolerance covers a tick, so the tick's steps never hold back
+ * its rate; else the boot clock (a helper call, ~40 ns with return-thunk
+ * mitigations). A ban moves TAT past its end, so a banned source costs no
+ * clock read of its own either.
  *
  * Limits are compiled into two banks of fw_limits (dense slots) plus, per
  * bank, a bitmap over the first two address bytes (fw_limit_filter) that says
@@ -545,7 +550,9 @@ struct nr_limit {
 	__u32 rate;		/* packets per period, as written */
 	__u32 period_s;		/* the rate's period in seconds (1, 60, 3600) */
 	__u32 burst;		/* packets a full bucket lets through at once */
-	__u32 _pad2;
+	__u32 tick_ns;		/* the kernel's tick (1 s / CONFIG_HZ) when the limit's clock is the
+				 * tick (jiffies, no helper call: its tolerance covers a tick), else 0
+				 * (the boot clock, per nanosecond) */
 	__u64 interval;		/* ticks per packet: (period << NR_LIMIT_TICK_SHIFT) / rate */
 	__u64 tolerance;	/* ticks: (burst - 1) x interval */
 	__u64 ban_ns;		/* per-source: drop a source this long once it exceeds the rate; 0 = no ban */
@@ -574,7 +581,8 @@ struct nr_limit_src_key {
 
 struct nr_limit_src {
 	__u64 tat;		/* ticks */
-	__u64 banned_until;	/* boot-clock ns; 0 or past = not banned */
+	__u64 banned_until;	/* boot-clock ns; 0 or past = not banned. Set when a ban starts
+				 * (with TAT moved past its end), cleared by the first packet after it */
 };
 
 /* ---- flows ---------------------------------------------------------------- */

@@ -129,6 +129,16 @@ static __always_inline __u32 nr_common_ipv4(void *data, void *data_end)
 	return proto;
 }
 
+/* The TCP flags byte of a common frame (20 bytes of TCP header present). */
+static __always_inline __u32 nr_common_tcp_flags(void *data, void *data_end)
+{
+	__u8 *l4 = data + NR_COMMON_L4_OFF;
+
+	if ((void *)(l4 + 20) > data_end)	/* checked by nr_common_ipv4; for the verifier */
+		return 0;
+	return l4[13];
+}
+
 /* The common frame parsed inline in a few instructions. Returns 0 for
  * anything else, which the full parser then handles; for the frames it
  * accepts, the result is exactly the full parser's. */

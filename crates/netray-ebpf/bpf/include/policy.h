@@ -208,8 +208,10 @@ static __always_inline int nr_policy_passes(void *data, void *data_end, const st
 /* The XDP short path's policy check (struct nr_meta is not built there):
  * whether an IPv4 TCP/UDP/ICMP packet, its header at ip and L4 header at l4
  * (8 bytes in bounds), may be a reply, from its fw_reply_seen bit alone, as
- * nr_reply_bit computes it for the key nr_policy_key would build. */
-static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, const __u8 *l4, __u32 proto)
+ * nr_reply_bit computes it for the key nr_policy_key would build; *ports_out
+ * gets the key's ports for nr_policy_reply_v4. */
+static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, const __u8 *l4, __u32 proto,
+						    __u32 *ports_out)
 {
 	__u32 ports, h, bit;
 
@@ -220,9 +222,34 @@ static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, cons
 	} else {
 		ports = (__u32)bpf_ntohs(*(__be16 *)l4) << 16 | bpf_ntohs(*(__be16 *)(l4 + 2));
 	}
+	*ports_out = ports;
 	h = ip->saddr * 0x9e3779b1u ^ ports * 0x85ebca6bu ^ proto;
 	bit = (h * 0xc2b2ae35u) >> (32 - NR_REPLY_SEEN_SHIFT);
 	return (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
+/* The XDP short path's reply lookup, for a packet whose fw_reply_seen bit is
+ * set: the key from its addresses (memory order), ports (sport << 16 |
+ * dport, host order; an ICMP echo's id in both) and protocol, kept in
+ * registers, so no struct nr_meta is parsed and no key read from the packet.
+ * A global function (one call, verified once): the dispatcher's states stay
+ * as they were. Counted as nr_policy_passes counts. */
+__attribute__((noinline)) int nr_policy_reply_v4(__u32 saddr, __u32 daddr, __u32 ports, __u32 proto)
+{
+	struct nr_reply_key k = { .family = NR_FAMILY_IPV4, .proto = proto, .sport = ports >> 16, .dport = ports };
+	struct nr_reply_stats *st = nr_reply_stats();
+	int pass;
+
+	__builtin_memcpy(k.src, &saddr, 4);
+	__builtin_memcpy(k.dst, &daddr, 4);
+	pass = bpf_map_lookup_elem(&fw_replies, &k) != NULL;
+	if (st) {
+		if (pass)
+			st->replies++;
+		else
+			st->dropped++;
+	}
+	return pass;
 }
 
 /*

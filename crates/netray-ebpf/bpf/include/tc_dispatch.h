@@ -82,7 +82,7 @@ static __always_inline int nr_tc_dispatch(struct __sk_buff *skb, const int egres
 		 * NR_FEAT_POLICY_DROP */
 		rule = nr_policy_skb(skb, rule, features, &meta);
 		if (!egress)	/* rate limits: received packets that pass */
-			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport);
+			rule = nr_limit_skb(skb, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport, 0);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;

@@ -66,22 +66,21 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 		/* the drop policy decides what no rule decided (audit: left to it) */
 		if (unlikely(features & NR_FEAT_POLICY_DROP) && !nr_fw_drops(rule) && !nr_fw_allows(rule)) {
 			__u8 *l4 = (__u8 *)ports;
+			__u32 key_ports = 0;
 
 			if ((void *)(l4 + 8) > data_end)	/* checked by nr_common_ipv4; for the verifier */
 				return XDP_PASS;
-			if (!nr_policy_maybe_reply_v4(ip, l4, proto)) {
+			if (!nr_policy_maybe_reply_v4(ip, l4, proto, &key_ports)) {
 				/* no reply: dropped without building a key (most of what a drop policy sees) */
 				fw_pending[cpu].policy_dropped++;
 				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
-			} else {
-				struct nr_meta meta = {};
-
-				nr_parse_fast(data, data_end, &meta);
-				rule = nr_policy_xdp(ctx, rule, features, &meta);
+			} else if (!nr_policy_reply_v4(ip->saddr, ip->daddr, key_ports, proto)) {
+				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
 			}
 		}
 		if (!nr_fw_drops(rule))	/* rate limits apply to what passes */
-			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len);
+			rule = nr_limit_v4(ctx, rule, ip->saddr, proto, bpf_ntohs(ports[1]), len,
+					   proto == IPPROTO_TCP ? nr_common_tcp_flags(data, data_end) : 0);
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;
@@ -112,7 +111,7 @@ static __always_inline int nr_xdp_general(struct xdp_md *ctx, void *data, void *
 	if (features & NR_FEAT_FIREWALL) {
 		rule = nr_fw_decide(data, data_end, &meta, 0, len);
 		rule = nr_policy_xdp(ctx, rule, features, &meta);	/* the policy: what no rule decided */
-		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport); /* limits: what passes */
+		rule = nr_limit_xdp(ctx, rule, nr_limit_sel(&meta), (__u64)len << 16 | meta.dport, 0); /* limits: what passes */
 		if (nr_fw_drops(rule)) {
 			stats->dropped++;
 			stats->bytes_dropped += len;

@@ -4,12 +4,14 @@
 //!
 //! - [`spec`]: a limit as the user writes it, parsed and validated.
 //! - [`store`]: the pinned maps and publishing a set of limits.
+//! - [`clock`]: the clock a limit's bucket runs on (the kernel's tick, or the boot clock).
 //! - [`Limits`]: the operations the CLI and the daemon offer.
 //!
 //! The maps are the firewall's (`<pin>/fw/`, created with its tables), so
 //! limits keep enforcing with no netray process running, wherever the
 //! firewall is attached.
 
+pub mod clock;
 pub mod spec;
 pub mod store;
 
@@ -99,7 +101,9 @@ impl Limits {
             .ok_or_else(|| Error::BadRequest(format!("at most {MAX_LIMITS} rate limits exist at once: delete one first")))?;
         maps.reset(id)?;
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        set.push(limit.to_abi(id, created));
+        let mut record = limit.to_abi(id, created);
+        record.tick_ns = clock::tick_ns_for(record.tolerance);
+        set.push(record);
         maps.publish(&set)?;
         Ok(id)
     }
