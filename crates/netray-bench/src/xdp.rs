@@ -120,6 +120,9 @@ pub struct XdpReport {
     pub policy_added_ns: Option<f64>,
     pub reply_added_ns: Option<f64>,
     pub hash_lookup_ns: Option<f64>,
+    /// One lookup of the frame's reply in the reply table alone (LRU hash,
+    /// 40-byte key; over the empty program, fastest loads).
+    pub reply_lookup_ns: Option<f64>,
 }
 
 /// Which benchmark program a figure runs.
@@ -133,6 +136,10 @@ enum Prog {
     RandHash,
     Lpm,
     RandLpm,
+    /// Reference lookups in netray's own tables (bench.bpf.c).
+    Src,
+    RandSrc,
+    Reply,
 }
 
 /// A figure measured on every load of the programs: the median over the
@@ -284,6 +291,9 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
                 Prog::RandHash => &s.progs.bench_rand_hash,
                 Prog::Lpm => &s.progs.bench_lpm,
                 Prog::RandLpm => &s.progs.bench_rand_lpm,
+                Prog::Src => &s.progs.bench_src,
+                Prog::RandSrc => &s.progs.bench_rand_src,
+                Prog::Reply => &s.progs.bench_reply,
             };
             per_load.push(crate::best_of(prog, frame, opts.repeat, opts.rounds)?);
         }
@@ -411,10 +421,10 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
 
         if n == 0 {
             // Limits apply to what the firewall passes: with no rules, every frame.
-            let mut limit_row = |name: &str, prepare: &mut dyn FnMut() -> anyhow::Result<()>| {
+            let mut limit_row = |name: &str, progs: (Prog, Prog), prepare: &mut dyn FnMut() -> anyhow::Result<()>| {
                 prepare()?;
-                let repeated = measure(Prog::Dispatch, &frame)?;
-                let random = measure(Prog::RandDispatch, &frame)?;
+                let repeated = measure(progs.0, &frame)?;
+                let random = measure(progs.1, &frame)?;
                 row(name, n, repeated, random, None);
                 Ok(())
             };
@@ -445,7 +455,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
     // The drop policy at the largest rule set, beside the firewall alone, on
     // frames no rule matches: then with 100 allow rules elsewhere, then a
     // frame whose reply is in the table. The allow rules go again after.
-    let (mut policy_added_ns, mut reply_added_ns) = (None, None);
+    let (mut policy_added_ns, mut reply_added_ns, mut reply_lookup_ns) = (None, None, None);
     if installed > 0 {
         let allow: Vec<(Rule, RuleOptions)> = (0..100)
             .map(|i| (Rule::parse(&format!("100.64.{i}.0/24"), None, None, None).expect("a rule"), RuleOptions { action: Action::Allow, ttl: None }))
@@ -474,6 +484,10 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         anyhow::ensure!(replies.note(&key), "noting the benchmark's reply failed");
         let reply = measure(Prog::Dispatch, &frame)?;
         row("+ policy drop, reply found", installed + 100, reply, dropped.1, None);
+        // The reply table's lookup alone (one frame: the random column repeats it).
+        let lookup = measure(Prog::Reply, &frame)?;
+        row("ref: reply table lookup", installed + 100, lookup, lookup, None);
+        reply_lookup_ns = Some((lookup.min - empty_ns).max(0.0));
         firewall.delete_ids(&allow_ids)?;
         set_features(&[])?;
         fill_sources(&all_rules[..installed], &mut rng)?;
@@ -547,8 +561,13 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         policy_added_ns,
         reply_added_ns,
         hash_lookup_ns,
+        reply_lookup_ns,
     })
 }
+
+/// Measures one row: its name, the programs for the repeated and random
+/// frames, and what to do first.
+type MeasureRow<'a> = dyn FnMut(&str, (Prog, Prog), &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
 
 /// Rows with rate limits, beside "firewall" with no rules (same features,
 /// same frames, all passed by the firewall): 16 limits no frame matches
@@ -559,7 +578,7 @@ pub fn run(opts: &XdpBenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Re
 fn limit_rows(
     pin: PinDir,
     cap: FwCapacity,
-    measure_row: &mut dyn FnMut(&str, &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()>,
+    measure_row: &mut MeasureRow<'_>,
     warm: &ProgramMut<'_>,
     frame: &[u8],
 ) -> anyhow::Result<()> {
@@ -572,17 +591,20 @@ fn limit_rows(
     for i in 0..16 {
         ids.push(limits.add(&parse(&format!("240.0.{i}.0/24"), "1000/s", false)?)?);
     }
-    measure_row("firewall + 16 limits, none match", &mut || Ok(()))?;
+    let dispatch = (Prog::Dispatch, Prog::RandDispatch);
+    measure_row("firewall + 16 limits, none match", dispatch, &mut || Ok(()))?;
     for id in ids.drain(..) {
         limits.delete_id(id)?;
     }
     ids.push(limits.add(&parse("0.0.0.0/0", "100000000/s", true)?)?);
-    measure_row("firewall + per-source limit", &mut || {
+    measure_row("firewall + per-source limit", dispatch, &mut || {
         // Every random source gets its bucket before the measurement.
         let input = ProgramInput { data_in: Some(frame), repeat: 2 * SOURCES, ..Default::default() };
         warm.test_run(input).context("BPF_PROG_TEST_RUN")?;
         Ok(())
     })?;
+    // The bucket's lookup alone, same sources, same table.
+    measure_row("ref: per-source bucket lookup", (Prog::Src, Prog::RandSrc), &mut || Ok(()))?;
     for id in ids {
         limits.delete_id(id)?;
     }

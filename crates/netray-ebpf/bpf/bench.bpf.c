@@ -137,4 +137,58 @@ int bench_rand_lpm(struct xdp_md *ctx)
 	return bench_ref_lookup(ctx, 1);
 }
 
+/*
+ * Reference points in netray's own tables: one lookup of the frame's bucket
+ * in the per-source limits' LRU table (24-byte key; the limit is the one in
+ * the active bank's first slot, an inlined array read) and of its reply in
+ * the drop policy's reply table (40-byte key), with nothing else done. Set
+ * beside "firewall + per-source limit" and "+ policy drop, reply found",
+ * they say how much of those rows is the lookup itself.
+ */
+static __always_inline int bench_src_lookup(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 slot = (fw_state.limit_set >> NR_LIMIT_BANK_SHIFT & 1) * NR_LIMIT_MAX;
+	struct nr_limit_src_key key = { .family = NR_FAMILY_IPV4 };
+	struct nr_limit *l = bpf_map_lookup_elem(&fw_limits, &slot);
+
+	if (!l || data + 14 + 20 > data_end)
+		return XDP_ABORTED;
+	key.id = l->id;
+	__builtin_memcpy(key.addr, data + 14 + 12, 4);
+	return bpf_map_lookup_elem(&fw_limit_src, &key) ? XDP_PASS : XDP_DROP;
+}
+
+SEC("xdp")
+int bench_src(struct xdp_md *ctx)
+{
+	return bench_src_lookup(ctx);
+}
+
+SEC("xdp")
+int bench_rand_src(struct xdp_md *ctx)
+{
+	if (bench_rewrite_source(ctx))
+		return XDP_ABORTED;
+	return bench_src_lookup(ctx);
+}
+
+SEC("xdp")
+int bench_reply(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nr_reply_key key = { .family = NR_FAMILY_IPV4, .proto = IPPROTO_UDP };
+	__u8 *ip = data + 14;
+
+	if (data + 14 + 28 > data_end)
+		return XDP_ABORTED;
+	key.sport = bpf_ntohs(*(__be16 *)(ip + 20));
+	key.dport = bpf_ntohs(*(__be16 *)(ip + 22));
+	__builtin_memcpy(key.src, ip + 12, 4);
+	__builtin_memcpy(key.dst, ip + 16, 4);
+	return bpf_map_lookup_elem(&fw_replies, &key) ? XDP_PASS : XDP_DROP;
+}
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
