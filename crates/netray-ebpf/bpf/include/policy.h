@@ -69,6 +69,19 @@ static __always_inline struct nr_reply_stats *nr_reply_stats(void)
 	return bpf_map_lookup_elem(&fw_reply_stats, &zero);
 }
 
+/* Counts a received packet the drop policy looked up: passed as a reply, or
+ * dropped. Returns pass. */
+static __always_inline int nr_reply_count(struct nr_reply_stats *st, int pass)
+{
+	if (st) {
+		if (pass)
+			st->replies++;
+		else
+			st->dropped++;
+	}
+	return pass;
+}
+
 /* The ICMP echo id of a packet whose ICMP header starts at l4 (IPv4 with its
  * header length, IPv6 without extension headers); -1 when it is not an echo
  * request (want_request) or reply, or cannot be read. */
@@ -196,13 +209,7 @@ static __always_inline int nr_policy_passes(void *data, void *data_end, const st
 		if (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] & (1ull << (bit & 63)))
 			pass = bpf_map_lookup_elem(&fw_replies, &k) != NULL;
 	}
-	if (st) {
-		if (pass)
-			st->replies++;
-		else
-			st->dropped++;
-	}
-	return pass;
+	return nr_reply_count(st, pass);
 }
 
 /* The XDP short path's policy check (struct nr_meta is not built there):
@@ -237,19 +244,10 @@ static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, cons
 __attribute__((noinline)) int nr_policy_reply_v4(__u32 saddr, __u32 daddr, __u32 ports, __u32 proto)
 {
 	struct nr_reply_key k = { .family = NR_FAMILY_IPV4, .proto = proto, .sport = ports >> 16, .dport = ports };
-	struct nr_reply_stats *st = nr_reply_stats();
-	int pass;
 
 	__builtin_memcpy(k.src, &saddr, 4);
 	__builtin_memcpy(k.dst, &daddr, 4);
-	pass = bpf_map_lookup_elem(&fw_replies, &k) != NULL;
-	if (st) {
-		if (pass)
-			st->replies++;
-		else
-			st->dropped++;
-	}
-	return pass;
+	return nr_reply_count(nr_reply_stats(), bpf_map_lookup_elem(&fw_replies, &k) != NULL);
 }
 
 /*
