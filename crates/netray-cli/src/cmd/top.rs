@@ -60,8 +60,10 @@ use crate::output::{json_line, line};
     JSON: {\"type\":\"flows\", interface, sort, totals (the XDP hook's counters: seen, passed,\n\
     dropped, bytes_seen, ...), rates, table {capacity, entries, inserts, evictions, insert_failed},\n\
     flow_packets, flow_bytes, flows: [{direction, proto, src, dst, sport, dport, icmp_type,\n\
-    icmp_code, packets, bytes, dropped, last_verdict, pps, bps, ...}], conversations: [{proto, local,\n\
-    local_port, remote, remote_port, direction, tx {packets, bytes, dropped, pps, bps}, rx {...}}]}.\n\
+    icmp_code, packets, bytes, dropped, last_verdict, last_decided_by (\"rule 7\", \"limit 3\",\n\
+    \"policy\"), tcp_flags (TCP: every flag seen, as \"SYN,ACK,FIN\"), pps, bps, ...}],\n\
+    conversations: [{proto, local, local_port, remote, remote_port, direction, tx {packets, bytes,\n\
+    dropped, pps, bps}, rx {...}}]}.\n\
     packets and bytes are exact and cumulative since the flow entered the table. The table is an\n\
     LRU: when it is full the least recently seen flows are evicted, and counted (evictions = inserts\n\
     - entries). Non-IP frames are not flows (see totals.non_ip).\n\
