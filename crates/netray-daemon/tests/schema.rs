@@ -150,6 +150,16 @@ impl Drop for Daemon {
     }
 }
 
+/// Whether a failed schemathesis run failed only by a Python exception in
+/// schemathesis or hypothesis themselves: errors in its JUnit report, no
+/// failed check, and a "Runtime Error" whose traceback is in their code.
+fn tool_crashed_only(text: &str, junit: &str) -> bool {
+    junit_count(junit, "failures") == 0
+        && junit_count(junit, "errors") > 0
+        && text.contains("Runtime Error")
+        && (text.contains("site-packages/hypothesis/") || text.contains("site-packages/schemathesis/"))
+}
+
 #[test]
 fn schemathesis_finds_nothing() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the daemon's tests need root: run them as root");
@@ -169,7 +179,7 @@ fn schemathesis_finds_nothing() {
     let junit = work.path().join("junit.xml");
     let started = Instant::now();
     // A bound on the whole run (coreutils' timeout), so a hang fails the test.
-    let out = Command::new("timeout")
+    let run = || Command::new("timeout")
         .args(["--kill-after=10", "600"])
         .arg(&st)
         .current_dir(work.path())
@@ -190,8 +200,17 @@ fn schemathesis_finds_nothing() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("running schemathesis");
+    let mut out = run();
+    let mut text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() && tool_crashed_only(&text, &std::fs::read_to_string(&junit).unwrap_or_default()) {
+        // Seen once: "SystemError: AST constructor recursion depth mismatch" in
+        // hypothesis's own lambda-source parsing, with no failure found. Say so
+        // and run once more; a second crash, or any failure, fails the test.
+        eprintln!("schemathesis crashed inside itself (no API failure reported); running it once more:\n{text}");
+        out = run();
+        text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
     let secs = started.elapsed().as_secs_f64();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let report = std::fs::read_to_string(&junit).unwrap_or_default();
     let tests = junit_count(&report, "tests");
     let failures = junit_count(&report, "failures") + junit_count(&report, "errors");
