@@ -33,6 +33,8 @@ fn limits_through_the_api_add_list_delete_and_survive_wiped_pins() {
     assert!(rev1 > rev0);
     let added = &r.json()["added"];
     assert_eq!((added["id"].as_u64(), added["rate"].as_str(), added["ban_ms"].as_u64()), (Some(1), Some("100/s"), Some(60_000)));
+    // A bucket of 200 at 100/s holds ~2 s: it runs on the kernel's tick (this machine's CONFIG_HZ is readable).
+    assert_eq!(added["clock"], "tick", "{added}");
     let e = c.post("/v1/limits", r#"{"cidr": "10.1.0.0/16", "rate": "5/s"}"#).error(422);
     assert!(e.contains("overlaps limit 1"), "{e}");
     assert_eq!(c.get("/v1/limits").revision(), rev1, "a refused add changes nothing");

@@ -51,6 +51,10 @@ pub struct LimitStatus {
     /// Per-source limits: buckets the full table evicted (a source seen
     /// again after that starts with a full bucket).
     pub sources_evicted: u64,
+    /// The bucket's clock: "tick" (the kernel's jiffies, free to read) or
+    /// "boot" (the boot clock: the bucket holds less than one tick, or the
+    /// kernel's CONFIG_HZ could not be read). See [`clock`].
+    pub clock: &'static str,
 }
 
 /// The rate limits pinned under a pin dir.
@@ -170,6 +174,7 @@ impl Limits {
                 sources_tracked: src.tracked,
                 sources_banned: src.banned,
                 sources_evicted: st.sources_added.saturating_sub(src.tracked),
+                clock: if l.tick_ns != 0 { "tick" } else { "boot" },
             });
         }
         out.sort_by_key(|s| s.id);

@@ -65,7 +65,9 @@ unknown field; a limit that exists or overlaps another; more than {max_id} limit
         "syn": {"type": "boolean"}, "ban_ms": {"type": "integer", "nullable": true},
         "passed": counter, "passed_bytes": counter, "dropped": counter, "dropped_bytes": counter,
         "banned_drops": counter, "bans": counter, "sources_tracked": counter, "sources_banned": counter,
-        "sources_evicted": with_desc(&counter, "Per-source buckets the full table evicted (sources added minus sources held)")})),
+        "sources_evicted": with_desc(&counter, "Per-source buckets the full table evicted (sources added minus sources held)"),
+        "clock": {"type": "string", "enum": ["tick", "boot"],
+          "description": "The bucket's clock: the kernel's tick (free to read), or the boot clock when the bucket holds less than one tick or CONFIG_HZ could not be read"}})),
       "LimitList": object(json!({"revision": {"type": "integer"}, "limits": {"type": "array", "items": r("Limit")}})),
       "LimitAdded": object(json!({"revision": {"type": "integer"}, "added": r("Limit")}))
     });
