@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Read},
-    os::unix::process::CommandExt,
     process::{Child, ChildStderr, Command, Stdio},
 };
 
@@ -119,7 +118,7 @@ fn bad_input_gets_one_clear_error() {
         all.push_str(&transcript(args, &common::netray(args)));
     }
     // Not root: drop privileges for one call.
-    let out = Command::new(env!("CARGO_BIN_EXE_netray")).args(["exec", "-c", "1"]).uid(65534).gid(65534).output().unwrap();
+    let out = common::netray_as_nobody(&["exec", "-c", "1"]);
     all.push_str(&transcript(&["exec", "-c", "1", "(as uid 65534)"], &out));
     Normalise::default().check("exec-errors", &all);
 }

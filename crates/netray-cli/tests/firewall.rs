@@ -179,10 +179,7 @@ fn bad_input_gets_one_clear_error_line() {
     run(&["firewall", "attach", "-i", &iface, "--max-rules", "2000000"]);
     run(&["firewall", "attach", "-i", &iface, "--mode", "turbo"]);
     // Not root: drop privileges for one call.
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_netray"), "deny", "list"])
-        .output()
-        .expect("setpriv (util-linux) is needed for this test");
+    let out = common::netray_as_nobody(&["deny", "list"]);
     all.push_str(&transcript(&["deny", "list", "(as uid 65534)"], &out));
     Normalise::default()
         .literal(&env.pin.to_string_lossy(), "<PIN DIR>")

@@ -4,19 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+
 
 use common::Env;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
-
-/// `netray ARGS...` as user nobody (uid and gid 65534, no groups).
-fn as_nobody(args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_netray")])
-        .args(args)
-        .output()
-        .expect("setpriv (util-linux) runs netray as nobody")
-}
 
 #[test]
 fn dump_r_without_root_names_the_privileges_it_needs() {
@@ -26,7 +17,7 @@ fn dump_r_without_root_names_the_privileges_it_needs() {
     let frame = [[0u8; 12].as_slice(), &[0x08, 0x00], &[0x45; 20], &[0; 8]].concat();
     writer.write_packet(&PcapPacket::new(std::time::Duration::ZERO, frame.len() as u32, &frame).unwrap()).unwrap();
     drop(writer);
-    let out = as_nobody(&["dump", "-r", path.to_str().unwrap(), "udp"]);
+    let out = common::netray_as_nobody(&["dump", "-r", path.to_str().unwrap(), "udp"]);
     let _ = std::fs::remove_file(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -38,7 +29,7 @@ fn dump_r_without_root_names_the_privileges_it_needs() {
 #[test]
 fn lab_status_works_without_root() {
     let env = Env::new("unpr");
-    let out = as_nobody(&["lab", "status", "--json"]);
+    let out = common::netray_as_nobody(&["lab", "status", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let labs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lab = labs.as_array().unwrap().iter().find(|l| l["name"] == env.lab.name()).expect("the test's lab is listed");
@@ -48,7 +39,7 @@ fn lab_status_works_without_root() {
     assert_eq!(lab["peer_v6"], env.lab.peer_v6().to_string());
     assert!(lab["problem"].is_null(), "not entering the namespace is no problem of the lab: {lab}");
 
-    let out = as_nobody(&["lab", "status"]);
+    let out = common::netray_as_nobody(&["lab", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = text.lines().find(|l| l.starts_with(&format!("{} ", env.lab.name()))).expect("a line for the lab");

@@ -142,4 +142,22 @@ fn documented_bounds_hold_on_both_sides() {
         c.request("POST", "/v1/interfaces", Some(TOKEN), Some(bad), Some(r#"{"name": "nrnope0"}"#)).error(400);
         c.request("DELETE", "/v1/interfaces/nrnope0", Some(TOKEN), Some(bad), None).error(400);
     }
+
+    // A path name the pattern refuses is a 400 naming it, before the
+    // revision is compared (schemathesis found a stale If-Match won: 412).
+    for path in ["/v1/interfaces/nr:0", "/v1/interfaces/nr%200", "/v1/interfaces/nr:0/policy"] {
+        let e = c.get(path).error(400);
+        assert!(e.contains("is not an interface name: no '/', ':' or spaces"), "{path}: {e}");
+    }
+    let e = c.request("DELETE", "/v1/interfaces/nr:0", Some(TOKEN), Some("\"999999\""), None).error(400);
+    assert!(e.starts_with("'nr:0' is not an interface name"), "{e}");
+    // Within the schema but over the kernel's 15 bytes: not found.
+    let e = c.get(&format!("/v1/interfaces/{}", "é".repeat(ifmax))).error(404);
+    assert!(e.contains(&format!("is not a valid interface name: 1-{ifmax} bytes")), "{e}");
+    let e = c.request("DELETE", "/v1/interfaces/nr%C2%A00", Some(TOKEN), Some("\"999999\""), None).error(404);
+    assert!(e.starts_with("no interface named"), "{e}");
+    let e = c.get(&format!("/v1/interfaces/{}", "n".repeat(ifmax + 1))).error(400);
+    assert!(e.ends_with(&format!("1-{ifmax} characters")), "{e}");
+    let e = c.request("PUT", "/v1/interfaces/nr:0/policy", Some(TOKEN), None, Some(r#"{"in": "drop"}"#)).error(400);
+    assert!(e.starts_with("'nr:0' is not an interface name"), "{e}");
 }

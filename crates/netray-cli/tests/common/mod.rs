@@ -200,6 +200,36 @@ pub fn netray(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netray")).args(args).output().expect("running netray")
 }
 
+/// `netray ARGS...` as user nobody (uid and gid 65534, no groups, `setpriv`).
+/// It runs a copy in a directory of its own that anyone may enter: the
+/// checkout may sit where nobody cannot (a `mktemp -d` clone is mode 0700).
+pub fn netray_as_nobody(args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("netray-nobody-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).expect("a directory for nobody's copy of netray");
+    // Removed on return, also when setpriv is missing and the test panics.
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let gone = Gone(dir);
+    std::fs::set_permissions(&gone.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = gone.0.join("netray");
+    std::fs::copy(env!("CARGO_BIN_EXE_netray"), &bin).expect("copying netray for nobody");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs netray as nobody")
+}
+
 /// Whether `netray features` found the capability `name` on this kernel (probed
 /// once per test binary): tests expect what netray will choose, never a version.
 pub fn kernel_has(name: &str) -> bool {

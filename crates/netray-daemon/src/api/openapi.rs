@@ -143,11 +143,11 @@ unknown field), no such interface in the daemon's network namespace, or the kern
           "parameters": [{"name": "name", "in": "path", "required": true, "schema": ifname_schema()}],
           "get": {"summary": "Status of one interface", "operationId": "getInterface", "security": read.clone(),
             "responses": {"200": ok("The interface", object(json!({"revision": {"type": "integer"}, "interface": r("Interface")}))),
-              "401": resp("Unauthorized"), "404": err("No such interface, or netray is not attached to it and the daemon does not manage it")}},
+              "400": err("Not an interface name"), "401": resp("Unauthorized"), "404": err("No such interface, or netray is not attached to it and the daemon does not manage it")}},
           "delete": {"summary": "Detach the firewall from an interface", "operationId": "detachInterface", "security": token.clone(),
             "parameters": [if_match()],
             "responses": {"200": ok("Detached", object(json!({"revision": {"type": "integer"}, "detached": {"type": "string"}}))),
-              "400": err("If-Match is not an ETag"), "401": resp("Unauthorized"),
+              "400": err("Not an interface name, or If-Match is not an ETag"), "401": resp("Unauthorized"),
               "404": err("No such interface, or the firewall is not attached to it"),
               "412": resp("RevisionConflict")}}
         },
@@ -156,7 +156,7 @@ unknown field), no such interface in the daemon's network namespace, or the kern
           "get": {"summary": "The interface's policy for received packets no rule decides", "operationId": "getPolicy",
             "security": read.clone(),
             "responses": {"200": {"description": "The policy", "content": {"application/json": {"schema": r("Policy")}}},
-              "401": resp("Unauthorized"), "404": err("netray is not attached to the interface")}},
+              "400": err("Not an interface name"), "401": resp("Unauthorized"), "404": err("netray is not attached to the interface")}},
           "put": {"summary": "Set the interface's policy for received packets no rule decides", "operationId": "setPolicy",
             "security": token.clone(),
             "description": "drop: only what an allow rule matches passes, and always ARP, IPv6 neighbour/router \

@@ -12,7 +12,7 @@ use axum::{
 };
 use netray_firewall::Policy;
 
-use super::{blocking, parsed_body};
+use super::{blocking, interfaces::checked_ifname, parsed_body};
 use crate::{
     config::{json_kind, short},
     daemon::Daemon,
@@ -22,6 +22,7 @@ use crate::{
 pub const EXAMPLE: &str = r#"{"in": "drop"}"#;
 
 pub async fn get(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
+    checked_ifname(&name)?;
     let n = name.clone();
     let status = blocking(move || Ok(d.fw.status()?)).await?;
     match status.policies.into_iter().find(|p| p.interface == n) {
@@ -36,6 +37,7 @@ pub async fn put(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    checked_ifname(&name)?;
     let policy = parsed_body(body, d.body_limit, EXAMPLE, parse)?;
     let n = name.clone();
     let noted = blocking(move || d.set_policy(&n, policy)).await?;
