@@ -53,10 +53,11 @@ enum nr_reply_seen_layout nr_abi_reply_seen_layout;
 /* rate limits */
 struct nr_limit *nr_abi_limit;
 struct nr_limit_stats *nr_abi_limit_stats;
-struct nr_limit_src_key *nr_abi_limit_src_key;
+struct nr_limit_src_set *nr_abi_limit_src_set;
 struct nr_limit_src *nr_abi_limit_src;
 enum nr_limit_layout nr_abi_limit_layout;
 enum nr_limit_flags nr_abi_limit_flags;
+enum nr_limit_src_layout nr_abi_limit_src_layout;
 /* capture */
 struct nr_capture_scratch *nr_abi_capture_scratch;
 struct nr_capture_record *nr_abi_capture_record;

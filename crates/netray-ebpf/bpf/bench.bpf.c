@@ -138,26 +138,30 @@ int bench_rand_lpm(struct xdp_md *ctx)
 }
 
 /*
- * Reference points in netray's own tables: one lookup of the frame's bucket
- * in the per-source limits' LRU table (24-byte key; the limit is the one in
- * the active bank's first slot, an inlined array read) and of its reply in
- * the drop policy's reply table (40-byte key), with nothing else done. Set
- * beside "firewall + per-source limit" and "+ policy drop, reply found",
- * they say how much of those rows is the lookup itself.
+ * Reference points in netray's own tables: finding the frame's bucket in the
+ * per-source limits' table (its set's inlined array read and the tag
+ * compares; the limit is the one in the active bank's first slot, an inlined
+ * array read) and one lookup of its reply in the drop policy's reply table
+ * (40-byte key), with nothing else done. Set beside "firewall + per-source
+ * limit" and "+ policy drop, reply found", they say how much of those rows
+ * is the lookup itself.
  */
 static __always_inline int bench_src_lookup(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 slot = (fw_state.limit_set >> NR_LIMIT_BANK_SHIFT & 1) * NR_LIMIT_MAX;
-	struct nr_limit_src_key key = { .family = NR_FAMILY_IPV4 };
 	struct nr_limit *l = bpf_map_lookup_elem(&fw_limits, &slot);
+	struct nr_limit_src_set *set;
+	__u32 saddr;
+	__u64 tag;
 
 	if (!l || data + 14 + 20 > data_end)
 		return XDP_ABORTED;
-	key.id = l->id;
-	__builtin_memcpy(key.addr, data + 14 + 12, 4);
-	return bpf_map_lookup_elem(&fw_limit_src, &key) ? XDP_PASS : XDP_DROP;
+	__builtin_memcpy(&saddr, data + 14 + 12, 4);
+	tag = nr_limit_src_tag(l->id, NR_FAMILY_IPV4, saddr, 0, fw_state.limit_src_seed);
+	set = nr_limit_src_set_of(tag);
+	return set && nr_limit_src_find(set, tag, l->id, saddr, 0) >= 0 ? XDP_PASS : XDP_DROP;
 }
 
 SEC("xdp")

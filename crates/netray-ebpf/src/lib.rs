@@ -112,7 +112,7 @@ pub mod abi {
         nr_reply_stats,
         nr_limit,
         nr_limit_stats,
-        nr_limit_src_key,
+        nr_limit_src_set,
         nr_limit_src,
         nr_flow_key,
         nr_flow_value,

@@ -28,8 +28,9 @@ pub struct FwCapacity {
     pub ranges_per_bank: u32,
     /// Rules the firewall can hold.
     pub max_rules: u32,
-    /// Sources the rate limits' per-source buckets track at once (the LRU
-    /// table fw_limit_src), over all --per-source limits.
+    /// Sources the rate limits' per-source buckets track at once (the
+    /// set-associative table fw_limit_src, evicting the least recently used
+    /// of a set), over all --per-source limits; rounded up to a power of two.
     pub limit_sources: u32,
 }
 
@@ -53,7 +54,7 @@ impl FwCapacity {
             M::FW_RULE_ACTION => self.max_rules + 1,
             M::FW_RULE_STATS => cpus * (self.max_rules + 1),
             M::FW_RULE_HITS => (cpus * (self.max_rules + 1)).div_ceil(HITS_PER_ELEM),
-            M::FW_LIMIT_SRC => self.limit_sources,
+            M::FW_LIMIT_SRC => (self.limit_sources.next_power_of_two() / LIMIT_SRC_WAYS).max(1),
             _ => return None,
         })
     }
@@ -61,6 +62,9 @@ impl FwCapacity {
 
 /// Packed rule counters per fw_rule_hits element (struct nr_rule_hits).
 const HITS_PER_ELEM: u32 = netray_ebpf::abi::nr_fw_hits_layout::NR_FW_HITS_PER_ELEM.0;
+
+/// Buckets per set of fw_limit_src (struct nr_limit_src_set).
+pub const LIMIT_SRC_WAYS: u32 = netray_ebpf::abi::nr_limit_src_layout::NR_LIMIT_SRC_WAYS.0;
 
 const TABLE_FORMAT: u32 = netray_ebpf::abi::nr_fw_table_format::NR_FW_TABLE_FORMAT.0;
 
@@ -151,6 +155,9 @@ fn init_state(pin: &PinDir) -> Result<()> {
         table_format: TABLE_FORMAT,
         special_rules: [0; 2],
         limit_set: 0,
+        // The sets are a power of two (FwCapacity::entries).
+        limit_src_mask: entries(M::FW_LIMIT_SRC)?.next_power_of_two() - 1,
+        limit_src_seed: rand::random(),
     };
     maps::put(&state_map, 0, &init)
 }

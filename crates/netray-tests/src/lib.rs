@@ -95,8 +95,13 @@ impl XdpHarness {
 
     /// A harness whose flow table holds `flows` entries.
     pub fn with_flow_capacity(tag: &str, flows: FlowCapacity) -> XdpHarness {
+        Self::with_capacities(tag, &FwCapacity::default(), flows)
+    }
+
+    /// A harness whose firewall tables are sized `fw` and flow table `flows`.
+    pub fn with_capacities(tag: &str, fw: &FwCapacity, flows: FlowCapacity) -> XdpHarness {
         let tmp = TempPin::new(tag);
-        ensure_tables(&tmp.pin, &FwCapacity::default()).expect("creating firewall maps");
+        ensure_tables(&tmp.pin, fw).expect("creating firewall maps");
         // The skeleton borrows its object storage for its whole life; tests
         // are short processes, so leaking one per harness is fine.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));

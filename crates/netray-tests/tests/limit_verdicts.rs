@@ -15,10 +15,11 @@ mod common;
 use common::verdict_paths::{Harness, Path};
 use etherparse::PacketBuilder;
 use netray_ebpf::{abi::nr_verdict, decided::Decided};
-use netray_firewall::{Limit, LimitArgs, LimitStatus, Limits, Rule};
+use netray_core::{dispatcher::FlowCapacity, Feature};
+use netray_firewall::{FwCapacity, Limit, LimitArgs, LimitStatus, Limits, Rule};
 use netray_tests::{
     frames::{icmp6, tcp4, udp4, udp6, DST_MAC, SRC_MAC},
-    require_root,
+    require_root, XdpHarness, XDP_DROP,
 };
 
 const HOST: [u8; 4] = [10, 0, 0, 1];
@@ -183,4 +184,60 @@ fn limit_verdicts_at_tc_ingress() {
 fn limit_verdicts_at_tc_egress_do_not_apply() {
     require_root();
     check_path(Path::TcEgress);
+}
+
+/// The per-source buckets live in a set-associative table (netray_abi.h).
+/// Sized for 4 sources it is one set of 4: a new source evicts the one whose
+/// bucket was used least recently (its TAT furthest in the past), so a
+/// banned source stays while any way holds an unbanned one, and every
+/// eviction is counted; an evicted source comes back with a full bucket.
+/// IPv6 sources that differ only in their last byte are told apart. Only
+/// the order of the buckets' TATs decides (the boot clock: burst 1), so the
+/// emulated kernels' slowness changes nothing.
+#[test]
+fn a_full_per_source_table_evicts_the_least_recently_used_and_counts_it() {
+    require_root();
+    let cap = FwCapacity { limit_sources: 4, ..FwCapacity::default() };
+    let h = XdpHarness::with_capacities("limit-evict", &cap, FlowCapacity::default());
+    h.set_features(&[Feature::Firewall]);
+    let limits = Limits::open(h.tmp.pin.clone());
+    let run = |frames: &[Vec<u8>]| -> String {
+        frames.iter().map(|f| if h.run(f).verdict == XDP_DROP { 'D' } else { 'P' }).collect()
+    };
+    let id = limits
+        .add(&limit("198.18.0.0/16", "1/s", |a| {
+            a.burst = Some(1);
+            a.per_source = true;
+            a.ban = Some("10m");
+        }))
+        .unwrap();
+    let src = |i: u8| udp_from([198, 18, 0, i]);
+    // (passed, dropped, tracked, evicted, banned now)
+    let counts = |id: u32| {
+        let s = status(&limits, id);
+        (s.passed, s.dropped, s.sources_tracked, s.sources_evicted, s.sources_banned)
+    };
+
+    // A (1) is banned; B, C, D (2-4) fill the set in that order.
+    assert_eq!(run(&[src(1), src(1), src(2), src(3), src(4)]), "PDPPP");
+    assert_eq!(counts(id), (4, 1, 4, 0, 1));
+    // E: B, the least recently used, makes room, not the banned A.
+    assert_eq!(run(&[src(5), src(1)]), "PD");
+    assert_eq!(counts(id), (5, 2, 4, 1, 1));
+    // B is back, with a full bucket, in C's way.
+    assert_eq!(run(&[src(2)]), "P");
+    assert_eq!(counts(id), (6, 2, 4, 2, 1));
+
+    // IPv6: 2001:db8::7 and ::8 get a bucket of one each, in the ways of D
+    // and E (used before B, and A is banned).
+    let v6 = limits.add(&limit("2001:db8::/32", "1/s", |a| (a.burst, a.per_source) = (Some(1), true))).unwrap();
+    let mut other = V6_SRC;
+    other[15] = 8;
+    let (p, q) = (udp6(V6_SRC, V6_HOST, 1, 53, &[0; 8]), udp6(other, V6_HOST, 1, 53, &[0; 8]));
+    assert_eq!(run(&[p.clone(), q.clone(), p, q]), "PPDD");
+    assert_eq!(counts(v6), (2, 2, 2, 0, 0));
+    assert_eq!(counts(id), (6, 2, 2, 4, 1));
+    // A is still there, and still banned.
+    assert_eq!(run(&[src(1)]), "D");
+    assert_eq!(counts(id), (6, 3, 2, 4, 1));
 }

@@ -349,7 +349,7 @@ fn limit_targets(report: &xdp::XdpReport) -> anyhow::Result<()> {
     )?;
     if let Some(own) = at0("ref: per-source bucket lookup") {
         outln!(
-            "  the bucket's own lookup alone (LRU table, 24-byte key): {:.1} ns (random {:.1} ns)",
+            "  the bucket's own lookup alone (its set's array read and tag compares): {:.1} ns (random {:.1} ns)",
             own.repeated_ns - report.empty_ns,
             own.random_ns - report.empty_rewrite_ns
         )?;

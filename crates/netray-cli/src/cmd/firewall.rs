@@ -94,8 +94,8 @@ pub struct CapacityArgs {
     /// Maximum number of rules (at most 1048575).
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
-    /// Sources the --per-source rate limits track at once (an LRU table; the least recently seen
-    /// source is evicted, and counted, when it is full).
+    /// Sources the --per-source rate limits track at once, rounded up to a power of two (sets of 4
+    /// buckets; a new source evicts, and counts, the least recently used of its set).
     #[arg(long, default_value_t = FwCapacity::default().limit_sources, value_name = "N")]
     pub limit_sources: u32,
 }

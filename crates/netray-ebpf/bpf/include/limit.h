@@ -37,14 +37,15 @@ struct {
 	__type(value, struct nr_limit_stats);
 } fw_limit_stats SEC(".maps");
 
-/* Per-source buckets of every --per-source limit; userspace sizes it
- * (FwCapacity::limit_sources). The least recently used source is evicted
- * when it is full: sources_added minus the entries left counts evictions. */
+/* Per-source buckets of every --per-source limit, NR_LIMIT_SRC_WAYS to a set
+ * (netray_abi.h); userspace sizes it (FwCapacity::limit_sources) and maps it
+ * to count and forget sources. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct nr_limit_src_key);
-	__type(value, struct nr_limit_src);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct nr_limit_src_set);
 } fw_limit_src SEC(".maps");
 
 /* [bank][family: 0 IPv4, 1 IPv6][word]: bit (a0 << 8 | a1) is set when a
@@ -75,25 +76,96 @@ static __always_inline int nr_limit_take(__u64 *tat, __u64 now, __u64 interval, 
 	return 1;
 }
 
-/* The bucket of one source under limit l: found, or created full. NULL only
- * when the LRU refuses an insert (it evicts instead, so not in practice). */
+/* A source's tag (struct nr_limit_src): for IPv4 the whole key. */
+static __always_inline __u64 nr_limit_src_tag(__u32 id, __u32 family, __u64 hi, __u64 lo, __u64 seed)
+{
+	__u64 h;
+
+	if (family == NR_FAMILY_IPV4)
+		return 1ull << 63 | (__u64)id << 32 | (__u32)hi;
+	h = (hi ^ seed) * 0x9e3779b97f4a7c15ull;
+	h = (h ^ h >> 29 ^ lo) * 0xbf58476d1ce4e5b9ull;
+	return 3ull << 62 | ((h ^ h >> 32) >> 2 ^ id);
+}
+
+/* The set of fw_limit_src a tag lives in: the high half of a seeded
+ * multiplicative hash (its best-mixed bits). */
+static __always_inline struct nr_limit_src_set *nr_limit_src_set_of(__u64 tag)
+{
+	__u32 idx = (__u32)(((tag ^ fw_state.limit_src_seed) * 0x9e3779b97f4a7c15ull) >> 32) & fw_state.limit_src_mask;
+
+	return bpf_map_lookup_elem(&fw_limit_src, &idx);
+}
+
+/* Whether way w holds the source (tag, id, hi, lo). */
+static __always_inline int nr_limit_src_is(const struct nr_limit_src *w, __u64 tag, __u32 id, __u64 hi, __u64 lo)
+{
+	__u64 whi, wlo;
+
+	if (*(volatile const __u64 *)&w->tag != tag)
+		return 0;
+	if (!(tag & 1ull << 62))
+		return 1;	/* IPv4: the tag is the whole key */
+	__builtin_memcpy(&whi, w->addr, 8);
+	__builtin_memcpy(&wlo, w->addr + 8, 8);
+	return w->id == id && whi == hi && wlo == lo;
+}
+
+/* The way of set that holds the source, or -1. */
+static __always_inline int nr_limit_src_find(const struct nr_limit_src_set *set, __u64 tag, __u32 id, __u64 hi,
+					     __u64 lo)
+{
+#pragma unroll
+	for (int i = 0; i < NR_LIMIT_SRC_WAYS; i++)
+		if (nr_limit_src_is(&set->way[i], tag, id, hi, lo))
+			return i;
+	return -1;
+}
+
+/* The bucket of one source under limit `id`: found, or created full in the
+ * way of its set that was used least recently. NULL only when another CPU
+ * took that way for another source at the same moment (counted as passed).
+ * A packet racing the creation of its own source on another CPU may see the
+ * way's previous bucket, or (IPv6) add the source twice for a while. */
 static __always_inline struct nr_limit_src *nr_limit_source(struct nr_limit_stats *st, __u32 id, __u32 family,
 							     __u64 hi, __u64 lo, __u64 now)
 {
-	struct nr_limit_src_key key = { .id = id, .family = family };
-	struct nr_limit_src fresh = { .tat = now, .banned_until = 0 };
-	struct nr_limit_src *src;
+	__u64 tag = nr_limit_src_tag(id, family, hi, lo, fw_state.limit_src_seed), oldest = ~0ull, old;
+	struct nr_limit_src_set *set = nr_limit_src_set_of(tag);
+	struct nr_limit_src *w;
+	int found;
+	__u32 v = 0;
 
-	__builtin_memcpy(key.addr, &hi, 8);
-	__builtin_memcpy(key.addr + 8, &lo, 8);
-	src = bpf_map_lookup_elem(&fw_limit_src, &key);
-	if (src)
-		return src;
-	/* BPF_NOEXIST: of two CPUs racing to add a source, one inserts (and
-	 * counts it), the other uses that entry. */
-	if (!bpf_map_update_elem(&fw_limit_src, &key, &fresh, BPF_NOEXIST))
-		__sync_fetch_and_add(&st->sources_added, 1);
-	return bpf_map_lookup_elem(&fw_limit_src, &key);
+	if (!set)
+		return NULL;
+	found = nr_limit_src_find(set, tag, id, hi, lo);
+	if (found >= 0)
+		return &set->way[found & (NR_LIMIT_SRC_WAYS - 1)];
+	/* an empty way (age 0), else the one whose TAT is furthest in the past */
+#pragma unroll
+	for (int i = 0; i < NR_LIMIT_SRC_WAYS; i++) {
+		__u64 age = set->way[i].tag ? set->way[i].tat : 0;
+
+		if (age < oldest) {
+			oldest = age;
+			v = i;
+		}
+	}
+	w = &set->way[v & (NR_LIMIT_SRC_WAYS - 1)];
+	old = *(volatile __u64 *)&w->tag;
+	if (__sync_val_compare_and_swap(&w->tag, old, tag) != old) {
+		/* another CPU took the way first, perhaps for this very source */
+		found = nr_limit_src_find(set, tag, id, hi, lo);
+		return found >= 0 ? &set->way[found & (NR_LIMIT_SRC_WAYS - 1)] : NULL;
+	}
+	w->tat = now;
+	w->banned_until = 0;
+	w->id = id;
+	w->family = family;
+	__builtin_memcpy(w->addr, &hi, 8);
+	__builtin_memcpy(w->addr + 8, &lo, 8);
+	__sync_fetch_and_add(&st->sources_added, 1);
+	return w;
 }
 
 /* A limit's clock in ns since boot (see netray_abi.h, "rate limits"): the

@@ -342,12 +342,18 @@ struct nr_fw_state {
 	/* Rate limits (limit.h): the active bank of fw_limits in bit 31, the
 	 * number of limits in it below; 0: none, and packets skip limit.h. */
 	__u32 limit_set;
+	/* The per-source buckets (fw_limit_src): its sets less one (a power of
+	 * two less one), and the seed of the hash that picks a source's set,
+	 * random per table so that nobody outside can aim sources at one set. */
+	__u32 limit_src_mask;
+	__u64 limit_src_seed;
 };
 
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 5,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4 */
+	NR_FW_TABLE_FORMAT = 6,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4;
+				 * 6: per-source buckets in a set-associative array */
 };
 
 enum nr_fw_dir {
@@ -572,17 +578,36 @@ struct nr_limit_stats {
 	__u64 sources_added;	/* per-source entries this limit inserted into fw_limit_src */
 };
 
-/* A per-source bucket in the LRU hash fw_limit_src. */
-struct nr_limit_src_key {
+/*
+ * The per-source buckets, fw_limit_src: a set-associative table (as a CPU
+ * cache is), an array of sets of NR_LIMIT_SRC_WAYS buckets. A source's set
+ * comes from a seeded hash of its tag; finding it reads that one set with no
+ * helper call (the verifier inlines array lookups), where a hash table's
+ * lookup is a call and a hash of the whole key. A new source takes an empty
+ * way of its set, else the least recently used one: the way whose TAT is
+ * furthest in the past (a banned source's is past its ban's end, so it stays).
+ * Bounded like an LRU table, and its evictions are counted the same way:
+ * sources_added less the sources the table holds.
+ */
+enum nr_limit_src_layout {
+	NR_LIMIT_SRC_WAYS = 4,
+};
+
+/* One source's bucket: a way of a set. */
+struct nr_limit_src {
+	__u64 tag;		/* 0: empty. IPv4: 1 << 63 | id << 32 | address (memory order), the whole
+				 * key; IPv6: 3 << 62 | a hash of id and address, with id and addr
+				 * compared too. Claimed with compare-and-swap. */
+	__u64 tat;		/* ticks */
+	__u64 banned_until;	/* boot-clock ns; 0 or past = not banned. Set when a ban starts
+				 * (with TAT moved past its end), cleared by the first packet after it */
 	__u32 id;		/* the limit's */
 	__u32 family;		/* 4 or 6 */
 	__u8 addr[16];		/* the source, network order, IPv4 in the first 4 bytes */
 };
 
-struct nr_limit_src {
-	__u64 tat;		/* ticks */
-	__u64 banned_until;	/* boot-clock ns; 0 or past = not banned. Set when a ban starts
-				 * (with TAT moved past its end), cleared by the first packet after it */
+struct nr_limit_src_set {
+	struct nr_limit_src way[NR_LIMIT_SRC_WAYS];
 };
 
 /* ---- flows ---------------------------------------------------------------- */

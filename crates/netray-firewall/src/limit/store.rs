@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-use netray_core::{map_names as M, maps, Error, PinDir, Result};
-use netray_ebpf::abi::{
-    from_bytes, nr_fw_state, nr_limit, nr_limit_layout, nr_limit_src, nr_limit_src_key, nr_limit_stats,
+use netray_core::{
+    map_names as M,
+    maps::{self, MmapArray},
+    Error, PinDir, Result,
 };
+use netray_ebpf::abi::{nr_fw_state, nr_limit, nr_limit_layout, nr_limit_src_set, nr_limit_stats};
 
 pub const MAX_LIMITS: u32 = nr_limit_layout::NR_LIMIT_MAX.0;
 const BANK_SHIFT: u32 = nr_limit_layout::NR_LIMIT_BANK_SHIFT.0;
@@ -121,36 +123,45 @@ impl LimitMaps {
         self.forget_sources(id)
     }
 
-    /// Deletes the per-source entries of limit `id`.
+    /// Empties the per-source buckets of limit `id`. Each way is emptied
+    /// with one 8-byte store of its tag, after its bucket is cleared, as the
+    /// programs claim ways with compare-and-swap on the tag.
     pub fn forget_sources(&self, id: u32) -> Result<()> {
-        let mut keys = Vec::new();
-        maps::lookup_all_raw(&self.sources, std::mem::size_of::<nr_limit_src>(), |k, _| {
-            if from_bytes::<nr_limit_src_key>(k).is_some_and(|k| k.id == id) {
-                keys.push(k.to_vec());
+        let mut sets = MmapArray::<nr_limit_src_set>::new(&self.sources)?;
+        for set in sets.slice_mut() {
+            for way in set.way.iter_mut() {
+                // SAFETY: volatile access to a live mapping of plain data that
+                // the kernel writes concurrently; aligned 8-byte stores.
+                unsafe {
+                    if std::ptr::read_volatile(&way.tag) != 0 && std::ptr::read_volatile(&way.id) == id {
+                        std::ptr::write_volatile(&mut way.tat, 0);
+                        std::ptr::write_volatile(&mut way.banned_until, 0);
+                        std::ptr::write_volatile(&mut way.tag, 0);
+                    }
+                }
             }
-        })?;
-        for k in keys {
-            // Gone already (evicted meanwhile) is fine.
-            let _ = self.sources.delete(&k);
         }
         Ok(())
     }
 
     /// Per limit id, the sources tracked now and those banned at `now_ns` (boot clock).
     pub fn source_counts(&self, now_ns: u64) -> Result<HashMap<u32, SourceCounts>> {
+        let sets = MmapArray::<nr_limit_src_set>::new(&self.sources)?;
         let mut out: HashMap<u32, SourceCounts> = HashMap::new();
-        maps::lookup_all_raw(&self.sources, std::mem::size_of::<nr_limit_src>(), |k, v| {
-            if let (Some(k), Some(v)) = (from_bytes::<nr_limit_src_key>(k), from_bytes::<nr_limit_src>(v)) {
-                let c = out.entry(k.id).or_default();
-                c.tracked += 1;
-                c.banned += u64::from(v.banned_until > now_ns);
+        for i in 0..sets.len() {
+            for way in sets.read(i).way {
+                if way.tag != 0 {
+                    let c = out.entry(way.id).or_default();
+                    c.tracked += 1;
+                    c.banned += u64::from(way.banned_until > now_ns);
+                }
             }
-        })?;
+        }
         Ok(out)
     }
 
     /// Sources the per-source table holds at most.
     pub fn source_capacity(&self) -> u32 {
-        self.sources.max_entries()
+        self.sources.max_entries() * crate::tables::LIMIT_SRC_WAYS
     }
 }
