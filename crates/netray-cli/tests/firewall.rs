@@ -232,6 +232,7 @@ fn tables_of_another_format_are_refused_until_reset() {
         .literal(&env.pin.to_string_lossy(), "<PIN DIR>")
         .literal(&iface, "<IFACE>")
         .pattern(&format!(r"format {} and this netray reads format {format}\b", format - 1), "format <OLD> and this netray reads format <CURRENT>")
+        .literal(&format!("not {}:", std::mem::size_of::<nr_fw_state>()), "not <SIZE OF struct nr_fw_state>:")
         .check("firewall-old-tables", &all);
 }
 
