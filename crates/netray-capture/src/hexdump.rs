@@ -82,13 +82,15 @@ fn hex_and_ascii(bytes: &[u8]) -> String {
     out
 }
 
-/// `-A`: the bytes as text on a line of their own; tabs, spaces and newlines kept, a CR
-/// before a LF dropped, anything else unprintable as '.'.
+/// `-A`: the bytes as text on a line of their own; tabs, spaces and newlines kept,
+/// anything else unprintable as '.'. A CR is a '.' only with two or more bytes after it
+/// and no LF next, as tcpdump's ascii_print has it (so a CR among the last two bytes
+/// is dropped too).
 fn ascii(bytes: &[u8]) -> String {
     let mut out = String::from("\n");
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {}
+            b'\r' if bytes.len() - i - 1 < 2 || bytes[i + 1] == b'\n' => {}
             b'\t' | b' ' | b'\n' => out.push(b as char),
             b if is_graph(b) => out.push(b as char),
             _ => out.push('.'),
@@ -107,6 +109,16 @@ mod tests {
         assert_eq!(dump.render(&[0x45, 0, 0x54], 0), "\n\t0x0000:  4500 54");
         let dump = PayloadDump { payload: Payload::HexAscii, with_link: true };
         assert_eq!(dump.render(b"AB C", 0), format!("\n\t0x0000: {:<40}  AB.C", " 4142 2043"));
+    }
+
+    #[test]
+    fn a_cr_prints_as_tcpdump_prints_it() {
+        let dump = PayloadDump { payload: Payload::Ascii, with_link: false };
+        // Mid-line: '.'; before a LF, or among the last two bytes: nothing.
+        assert_eq!(dump.render(b"a\rbc", 0), "\na.bc");
+        assert_eq!(dump.render(b"a\r\nbc", 0), "\na\nbc");
+        assert_eq!(dump.render(b"ab\rc", 0), "\nabc");
+        assert_eq!(dump.render(b"abc\r", 0), "\nabc");
     }
 
     #[test]
