@@ -25,6 +25,7 @@ pub const FW_REPLY_STATS: &str = "fw_reply_stats";
 pub const FW_REPLY_SEEN: &str = "fw_reply_seen";
 pub const FW_LIMITS: &str = "fw_limits";
 pub const FW_LIMIT_STATS: &str = "fw_limit_stats";
+pub const FW_LIMIT_COUNTS: &str = "fw_limit_counts";
 pub const FW_LIMIT_SRC: &str = "fw_limit_src";
 pub const FW_LIMIT_FILTER: &str = "fw_limit_filter";
 
@@ -57,6 +58,7 @@ pub const ALL: &[&str] = &[
     FW_REPLY_SEEN,
     FW_LIMITS,
     FW_LIMIT_STATS,
+    FW_LIMIT_COUNTS,
     FW_LIMIT_SRC,
     FW_LIMIT_FILTER,
     IF_CONFIG,

@@ -47,12 +47,15 @@ enum nr_fw_table_format nr_abi_fw_table_format;
 enum nr_fw_decided_bit nr_abi_fw_decided_bit;
 /* default-drop policy */
 struct nr_reply_key *nr_abi_reply_key;
-struct nr_reply_value *nr_abi_reply_value;
+struct nr_reply_way *nr_abi_reply_way;
+struct nr_reply_set *nr_abi_reply_set;
+enum nr_reply_layout nr_abi_reply_layout;
 struct nr_reply_stats *nr_abi_reply_stats;
 enum nr_reply_seen_layout nr_abi_reply_seen_layout;
 /* rate limits */
 struct nr_limit *nr_abi_limit;
 struct nr_limit_stats *nr_abi_limit_stats;
+struct nr_limit_counts *nr_abi_limit_counts;
 struct nr_limit_src_set *nr_abi_limit_src_set;
 struct nr_limit_src *nr_abi_limit_src;
 enum nr_limit_layout nr_abi_limit_layout;

@@ -183,7 +183,7 @@ int bench_reply(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct nr_reply_key key = { .family = NR_FAMILY_IPV4, .proto = IPPROTO_UDP };
+	struct nr_reply_key key __attribute__((aligned(8))) = { .family = NR_FAMILY_IPV4, .proto = IPPROTO_UDP };
 	__u8 *ip = data + 14;
 
 	if (data + 14 + 28 > data_end)
@@ -192,7 +192,7 @@ int bench_reply(struct xdp_md *ctx)
 	key.dport = bpf_ntohs(*(__be16 *)(ip + 22));
 	__builtin_memcpy(key.src, ip + 12, 4);
 	__builtin_memcpy(key.dst, ip + 16, 4);
-	return bpf_map_lookup_elem(&fw_replies, &key) ? XDP_PASS : XDP_DROP;
+	return nr_reply_known(&key) ? XDP_PASS : XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

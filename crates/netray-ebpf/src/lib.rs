@@ -108,10 +108,12 @@ pub mod abi {
         nr_rule_hits,
         nr_fw_pending,
         nr_reply_key,
-        nr_reply_value,
+        nr_reply_way,
+        nr_reply_set,
         nr_reply_stats,
         nr_limit,
         nr_limit_stats,
+        nr_limit_counts,
         nr_limit_src_set,
         nr_limit_src,
         nr_flow_key,
@@ -153,6 +155,7 @@ pub mod abi {
     impl Counters for nr_if_stats {}
     impl Counters for nr_capture_stats {}
     impl Counters for nr_reply_stats {}
+    impl Counters for nr_limit_counts {}
     impl Counters for nr_exec_stats {}
     impl Counters for nr_drop_stats {}
 

@@ -16,15 +16,15 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::MapCore;
 use netray_core::{
     map_names as M,
     maps::{self, MmapArray},
     Dispatcher, Error, Feature, Hook, Interface, PinDir, Result,
 };
 use netray_ebpf::abi::{
-    bytes_of, nr_direct_cpus, nr_fw_pending, nr_reply_key, nr_reply_seen_layout, nr_reply_stats, nr_reply_value,
-    sum_counters,
+    bytes_of, nr_direct_cpus, nr_fw_pending, nr_fw_state, nr_reply_key, nr_reply_seen_layout, nr_reply_set,
+    nr_reply_stats, sum_counters,
 };
 
 const DIRECT_CPUS: usize = nr_direct_cpus::NR_DIRECT_CPUS.0 as usize;
@@ -73,7 +73,7 @@ impl Policy {
 pub struct ReplyTableStatus {
     pub entries: u64,
     pub capacity: u32,
-    /// Replies the LRU dropped to make room (inserts - entries).
+    /// Replies a new one took the place of (the table is full where its set is).
     pub evicted: u64,
     /// Sent packets whose reply could not be noted.
     pub insert_failed: u64,
@@ -94,21 +94,22 @@ pub fn reply_status(pin: &PinDir) -> Result<Option<ReplyTableStatus>> {
     }
     let table = maps::open_pinned(&table)?;
     let s: nr_reply_stats = sum_counters(&maps::get_percpu(&maps::open_pinned(&stats)?, 0)?);
-    let entries = table.keys().count() as u64;
-    // The short path's drops count in each CPU's fw_pending row.
+    let sets = MmapArray::<nr_reply_set>::new(&table)?;
+    let entries = (0..sets.len()).map(|i| sets.read(i).way.iter().filter(|w| w.tag != 0).count() as u64).sum();
+    // The short path counts in each CPU's fw_pending row.
     let pending = dir.join(M::FW_PENDING);
-    let short_dropped: u64 = if pending.exists() {
+    let (short_dropped, short_replies) = if pending.exists() {
         let rows: MmapArray<nr_fw_pending> = MmapArray::of_global(&maps::open_pinned(&pending)?, DIRECT_CPUS)?;
-        rows.slice().iter().map(|p| p.policy_dropped).sum()
+        rows.slice().iter().fold((0, 0), |(d, r), p| (d + p.policy_dropped, r + p.policy_replies))
     } else {
-        0
+        (0, 0)
     };
     Ok(Some(ReplyTableStatus {
         entries,
-        capacity: table.max_entries(),
-        evicted: s.inserts.saturating_sub(entries),
+        capacity: table.max_entries() * crate::tables::REPLY_WAYS,
+        evicted: s.evicted,
         insert_failed: s.insert_failed,
-        replies_passed: s.replies,
+        replies_passed: s.replies + short_replies,
         neighbour_passed: s.neighbour,
         policy_dropped: s.dropped + short_dropped,
     }))
@@ -168,35 +169,98 @@ pub fn reply_bit(k: &nr_reply_key) -> u32 {
     h.wrapping_mul(0xc2b2_ae35) >> (32 - SEEN_SHIFT)
 }
 
+const REPLY_WAYS: usize = crate::tables::REPLY_WAYS as usize;
+
+/// nr_reply_hash (policy.h), bit for bit: the key's five 8-byte words, each
+/// mixed by a multiply, from the table's seed.
+pub fn reply_hash(k: &nr_reply_key, seed: u64) -> u64 {
+    let bytes = bytes_of(k);
+    bytes.chunks_exact(8).fold(seed, |h, w| {
+        let w = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+        (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    })
+}
+
 /// The reply table as userspace writes it: an entry and its fw_reply_seen
-/// bit, as TC egress notes a reply.
+/// bit, as TC egress notes a reply (nr_policy_note_sent).
 pub struct Replies {
-    table: MapHandle,
+    sets: MmapArray<nr_reply_set>,
     seen: MmapArray<u64>,
+    mask: u32,
+    seed: u64,
 }
 
 impl Replies {
     /// The pinned table; None before a dispatcher created it.
     pub fn open(pin: &PinDir) -> Result<Option<Replies>> {
         let dir = pin.fw_dir();
-        let (table, seen) = (dir.join(M::FW_REPLIES), dir.join(M::FW_REPLY_SEEN));
-        if !table.exists() || !seen.exists() {
+        let (table, seen, state) = (dir.join(M::FW_REPLIES), dir.join(M::FW_REPLY_SEEN), dir.join(M::FW_STATE));
+        if !table.exists() || !seen.exists() || !state.exists() {
             return Ok(None);
         }
+        let state: nr_fw_state = maps::get(&maps::open_pinned(&state)?, 0)?.unwrap_or_default();
+        crate::tables::check_table_format(&state, pin)?;
         let seen = MmapArray::of_global(&maps::open_pinned(&seen)?, SEEN_WORDS)?;
-        Ok(Some(Replies { table: maps::open_pinned(&table)?, seen }))
+        let sets = MmapArray::new(&maps::open_pinned(&table)?)?;
+        Ok(Some(Replies { sets, seen, mask: state.reply_mask, seed: state.reply_seed }))
     }
 
-    /// Notes a reply to pass; false if the table refused it.
+    /// Notes a reply to pass, as sent now; false if another writer took its
+    /// way at the same moment. A full set gives up the way whose packet
+    /// was sent longest ago, as the kernel's notes do (not counted in
+    /// fw_reply_stats, whose per-CPU rows only the kernel may add to; the
+    /// seeding that calls this adds a few entries once, to a large table).
     pub fn note(&mut self, k: &nr_reply_key) -> bool {
         let bit = reply_bit(k) as usize;
         let word = &mut self.seen.slice_mut()[(bit >> 6) % SEEN_WORDS];
         // SAFETY: the word is a live, aligned u64 of the shared mapping; the
         // kernel sets bits of it with atomic ors too.
         unsafe { AtomicU64::from_ptr(word) }.fetch_or(1 << (bit & 63), Ordering::Relaxed);
-        let v = nr_reply_value { last_sent_ns: 0 };
-        self.table.update(bytes_of(k), bytes_of(&v), MapFlags::ANY).is_ok()
+        let hash = reply_hash(k, self.seed);
+        let tag = hash | 1;
+        let now = coarse_now_ns();
+        let index = ((hash >> 32) as u32 & self.mask) as usize % self.sets.len().max(1);
+        let set = &mut self.sets.slice_mut()[index];
+        let same = |w: &netray_ebpf::abi::nr_reply_way| {
+            // SAFETY: volatile reads of a live mapping the kernel writes concurrently.
+            unsafe { std::ptr::read_volatile(&w.tag) == tag && bytes_of(&std::ptr::read_volatile(&w.key)) == bytes_of(k) }
+        };
+        if let Some(w) = set.way.iter_mut().find(|w| same(w)) {
+            // SAFETY: an aligned 8-byte store to the live mapping.
+            unsafe { std::ptr::write_volatile(&mut w.last_sent_ns, now) };
+            return true;
+        }
+        // An empty way, else the one sent on longest ago.
+        let victim = (0..REPLY_WAYS)
+            .min_by_key(|&i| {
+                // SAFETY: as above.
+                let w = &set.way[i];
+                unsafe { if std::ptr::read_volatile(&w.tag) == 0 { 0 } else { std::ptr::read_volatile(&w.last_sent_ns) } }
+            })
+            .unwrap_or(0);
+        let w = &mut set.way[victim];
+        // SAFETY: the tag is a live, aligned u64 of the shared mapping, which
+        // the kernel claims with compare-and-swap too.
+        let claim = unsafe { AtomicU64::from_ptr(&mut w.tag) };
+        let old = claim.load(Ordering::Acquire);
+        if claim.compare_exchange(old, tag, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // SAFETY: plain stores into the way this writer just claimed.
+        unsafe {
+            std::ptr::write_volatile(&mut w.key, *k);
+            std::ptr::write_volatile(&mut w.last_sent_ns, now);
+        }
+        true
     }
+}
+
+/// bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Notes the reply of every connected TCP/UDP socket of this network

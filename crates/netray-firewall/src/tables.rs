@@ -32,12 +32,23 @@ pub struct FwCapacity {
     /// set-associative table fw_limit_src, evicting the least recently used
     /// of a set), over all --per-source limits; rounded up to a power of two.
     pub limit_sources: u32,
+    /// Replies the drop policy's reply table holds (the set-associative
+    /// table fw_replies, shared by the interfaces); rounded up to a power of
+    /// two.
+    pub replies: u32,
 }
 
 impl Default for FwCapacity {
     fn default() -> Self {
         // 2 x (2 MiB + 8 MiB) of tables: room for ~65,000 typical rules.
-        FwCapacity { chunks_per_bank: 2048, ranges_per_bank: 131_072, max_rules: 65536, limit_sources: 65536 }
+        FwCapacity {
+            chunks_per_bank: 2048,
+            ranges_per_bank: 131_072,
+            max_rules: 65536,
+            limit_sources: 65536,
+            // Twice the connections a busy host keeps (docs/limits.md on sets).
+            replies: 131_072,
+        }
     }
 }
 
@@ -55,6 +66,7 @@ impl FwCapacity {
             M::FW_RULE_STATS => cpus * (self.max_rules + 1),
             M::FW_RULE_HITS => (cpus * (self.max_rules + 1)).div_ceil(HITS_PER_ELEM),
             M::FW_LIMIT_SRC => (self.limit_sources.next_power_of_two() / LIMIT_SRC_WAYS).max(1),
+            M::FW_REPLIES => (self.replies.next_power_of_two() / REPLY_WAYS).max(1),
             _ => return None,
         })
     }
@@ -65,6 +77,9 @@ const HITS_PER_ELEM: u32 = netray_ebpf::abi::nr_fw_hits_layout::NR_FW_HITS_PER_E
 
 /// Buckets per set of fw_limit_src (struct nr_limit_src_set).
 pub const LIMIT_SRC_WAYS: u32 = netray_ebpf::abi::nr_limit_src_layout::NR_LIMIT_SRC_WAYS.0;
+
+/// Replies per set of fw_replies (struct nr_reply_set).
+pub const REPLY_WAYS: u32 = netray_ebpf::abi::nr_reply_layout::NR_REPLY_WAYS.0;
 
 const TABLE_FORMAT: u32 = netray_ebpf::abi::nr_fw_table_format::NR_FW_TABLE_FORMAT.0;
 
@@ -158,6 +173,10 @@ fn init_state(pin: &PinDir) -> Result<()> {
         // The sets are a power of two (FwCapacity::entries).
         limit_src_mask: entries(M::FW_LIMIT_SRC)?.next_power_of_two() - 1,
         limit_src_seed: rand::random(),
+        // fw_replies' sets: a power of two (FwCapacity::entries).
+        reply_mask: entries(M::FW_REPLIES)?.next_power_of_two() - 1,
+        reply_seed: rand::random(),
+        ..Default::default()
     };
     maps::put(&state_map, 0, &init)
 }

@@ -134,7 +134,7 @@ fn check_path(path: Path) {
     let r = reply_stats(&h);
     // Short-path drops count per CPU in fw_pending; the status adds them up.
     let st = netray_firewall::policy::reply_status(&h.pin()).unwrap().expect("the reply table");
-    assert_eq!((r.replies, r.neighbour, st.policy_dropped), (4, 6, 7), "{path:?}: reply table counters");
+    assert_eq!((st.replies_passed, r.neighbour, st.policy_dropped), (4, 6, 7), "{path:?}: reply table counters");
     if path == Path::TcIngress {
         assert_eq!((r.inserts, r.insert_failed), (4, 0), "{path:?}: TC egress noted each reply once");
         send(&h, &udp4(HOST, SERVER, 5353, 53), reply_key(4, 17, &HOST, &SERVER, 5353, 53));
@@ -206,6 +206,41 @@ fn check_policy_then_limits(path: Path) {
     assert_eq!(counts(allowed_limit), (2, 1), "{path:?}: the allowed prefix's limit");
     let s = stats(&h);
     assert_eq!((s.seen, s.dropped), (9, 6), "{path:?}: 3 by the policy, 2 by limits, 1 by the deny rule");
+}
+
+/// Five replies whose keys share a set of the reply table (4 ways): noting
+/// the fifth at TC egress takes the way of the reply sent longest ago (the
+/// first), counted as evicted; the four others still pass.
+#[test]
+fn a_full_reply_set_evicts_the_reply_sent_longest_ago_and_counts_it() {
+    require_root();
+    let path = Path::TcIngress;
+    let h = Harness::with_policy("fwrepl", path, true);
+    let state: netray_ebpf::abi::nr_fw_state =
+        maps::get(&maps::open_pinned(&h.pin().fw_dir().join(M::FW_STATE)).unwrap(), 0).unwrap().unwrap();
+    let set_of = |k: &netray_ebpf::abi::nr_reply_key| {
+        (netray_firewall::policy::reply_hash(k, state.reply_seed) >> 32) as u32 & state.reply_mask
+    };
+    // Ports whose replies fall into one set: the first set to collect five.
+    let mut by_set: std::collections::HashMap<u32, Vec<(u16, u16)>> = Default::default();
+    let ports = (1024..u16::MAX)
+        .flat_map(|sport| [53u16, 123, 443].map(|dport| (sport, dport)))
+        .find_map(|(sport, dport)| {
+            let v = by_set.entry(set_of(&reply_key(4, 17, &HOST, &SERVER, sport, dport))).or_default();
+            v.push((sport, dport));
+            (v.len() == 5).then(|| v.clone())
+        })
+        .expect("five replies in one set");
+    for &(sport, dport) in &ports {
+        send(&h, &udp4(HOST, SERVER, sport, dport), reply_key(4, 17, &HOST, &SERVER, sport, dport));
+    }
+    let st = netray_firewall::policy::reply_status(&h.pin()).unwrap().expect("the reply table");
+    assert_eq!((st.entries, st.evicted, st.insert_failed), (4, 1, 0), "one set's four ways hold the last four");
+    assert_eq!(st.capacity, (state.reply_mask + 1) * 4);
+    assert_eq!(reply_stats(&h).inserts, 5);
+    let passes: Vec<bool> =
+        ports.iter().map(|&(sport, dport)| !h.outcome(path, &udp4(SERVER, HOST, dport, sport)).0).collect();
+    assert_eq!(passes, [false, true, true, true, true], "the first reply noted was evicted, the others pass");
 }
 
 #[test]

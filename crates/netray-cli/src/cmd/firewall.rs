@@ -95,9 +95,15 @@ pub struct CapacityArgs {
     #[arg(long, default_value_t = FwCapacity::default().max_rules, value_name = "N")]
     pub max_rules: u32,
     /// Sources the --per-source rate limits track at once, rounded up to a power of two (sets of 4
-    /// buckets; a new source evicts, and counts, the least recently used of its set).
+    /// buckets; a new source evicts, and counts, the least recently used of its set, so evictions
+    /// start before the table is full: size it at twice the sources you expect).
     #[arg(long, default_value_t = FwCapacity::default().limit_sources, value_name = "N")]
     pub limit_sources: u32,
+    /// Replies the drop policy's reply table holds (connections this host takes part in), rounded
+    /// up to a power of two (sets of 4; a new reply evicts, and counts, the one of its set sent on
+    /// longest ago: size it at twice the connections you expect).
+    #[arg(long, default_value_t = FwCapacity::default().replies, value_name = "N")]
+    pub replies: u32,
 }
 
 impl CapacityArgs {
@@ -114,11 +120,13 @@ impl CapacityArgs {
             (16..=1 << 24).contains(&self.limit_sources),
             "--limit-sources must be between 16 and 16777216"
         );
+        anyhow::ensure!((16..=1 << 24).contains(&self.replies), "--replies must be between 16 and 16777216");
         Ok(FwCapacity {
             chunks_per_bank: self.fw_chunks,
             ranges_per_bank: self.fw_ranges,
             max_rules: self.max_rules,
             limit_sources: self.limit_sources,
+            replies: self.replies,
         })
     }
 }

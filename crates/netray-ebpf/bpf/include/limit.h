@@ -37,6 +37,14 @@ struct {
 	__type(value, struct nr_limit_stats);
 } fw_limit_stats SEC(".maps");
 
+/* Per-packet counters by limit id, per CPU (struct nr_limit_counts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_LIMIT_MAX + 1);
+	__type(key, __u32);
+	__type(value, struct nr_limit_counts);
+} fw_limit_counts SEC(".maps");
+
 /* Per-source buckets of every --per-source limit, NR_LIMIT_SRC_WAYS to a set
  * (netray_abi.h); userspace sizes it (FwCapacity::limit_sources) and maps it
  * to count and forget sources. */
@@ -130,28 +138,18 @@ static __always_inline int nr_limit_src_find(const struct nr_limit_src_set *set,
 static __always_inline struct nr_limit_src *nr_limit_source(struct nr_limit_stats *st, __u32 id, __u32 family,
 							     __u64 hi, __u64 lo, __u64 now)
 {
-	__u64 tag = nr_limit_src_tag(id, family, hi, lo, fw_state.limit_src_seed), oldest = ~0ull, old;
+	__u64 tag = nr_limit_src_tag(id, family, hi, lo, fw_state.limit_src_seed), old;
 	struct nr_limit_src_set *set = nr_limit_src_set_of(tag);
 	struct nr_limit_src *w;
 	int found;
-	__u32 v = 0;
 
 	if (!set)
 		return NULL;
 	found = nr_limit_src_find(set, tag, id, hi, lo);
 	if (found >= 0)
 		return &set->way[found & (NR_LIMIT_SRC_WAYS - 1)];
-	/* an empty way (age 0), else the one whose TAT is furthest in the past */
-#pragma unroll
-	for (int i = 0; i < NR_LIMIT_SRC_WAYS; i++) {
-		__u64 age = set->way[i].tag ? set->way[i].tat : 0;
-
-		if (age < oldest) {
-			oldest = age;
-			v = i;
-		}
-	}
-	w = &set->way[v & (NR_LIMIT_SRC_WAYS - 1)];
+	/* an empty way, else the one whose TAT is furthest in the past */
+	w = &set->way[NR_SET_VICTIM(set, NR_LIMIT_SRC_WAYS, tat)];
 	old = *(volatile __u64 *)&w->tag;
 	if (__sync_val_compare_and_swap(&w->tag, old, tag) != old) {
 		/* another CPU took the way first, perhaps for this very source */
@@ -186,9 +184,10 @@ static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family
 {
 	__u32 id = l->id;
 	struct nr_limit_stats *st = bpf_map_lookup_elem(&fw_limit_stats, &id);
+	struct nr_limit_counts *c = bpf_map_lookup_elem(&fw_limit_counts, &id);
 	__u64 now = nr_limit_now_ns(l) << NR_LIMIT_TICK_SHIFT;
 
-	if (!st)
+	if (!st || !c)
 		return 0;
 	if (l->flags & NR_LIMIT_PER_SOURCE) {
 		struct nr_limit_src *src = nr_limit_source(st, id, family, hi, lo, now);
@@ -204,7 +203,7 @@ static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family
 			goto pass;
 		}
 		if (src->banned_until) {	/* TAT is past the ban's end until it ends */
-			__sync_fetch_and_add(&st->banned_drops, 1);
+			c->banned_drops++;
 			goto drop;
 		}
 		if (l->ban_ns) {
@@ -219,12 +218,12 @@ static __always_inline int nr_limit_apply(const struct nr_limit *l, __u32 family
 	if (nr_limit_take(&st->tat, now, l->interval, l->tolerance))
 		goto pass;
 drop:
-	__sync_fetch_and_add(&st->dropped, 1);
-	__sync_fetch_and_add(&st->dropped_bytes, len);
+	c->dropped++;
+	c->dropped_bytes += len;
 	return 1;
 pass:
-	__sync_fetch_and_add(&st->passed, 1);
-	__sync_fetch_and_add(&st->passed_bytes, len);
+	c->passed++;
+	c->passed_bytes += len;
 	return 0;
 }
 

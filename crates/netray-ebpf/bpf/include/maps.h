@@ -148,4 +148,21 @@ struct {
 } if_tc_chain SEC(".maps");
 
 
+/* The way of a set-associative table's set (fw_limit_src, fw_replies) that
+ * a new entry takes: an empty one (tag 0), else the one whose age field is
+ * least, the least recently used. */
+#define NR_SET_VICTIM(set, ways, age_field)							\
+	({											\
+		__u64 __oldest = ~0ull;								\
+		__u32 __v = 0;									\
+		_Pragma("unroll") for (int __i = 0; __i < (ways); __i++) {			\
+			__u64 __age = (set)->way[__i].tag ? (set)->way[__i].age_field : 0;	\
+			if (__age < __oldest) {							\
+				__oldest = __age;						\
+				__v = __i;							\
+			}									\
+		}										\
+		__v & ((ways) - 1);								\
+	})
+
 #endif /* NETRAY_MAPS_H */

@@ -347,13 +347,19 @@ struct nr_fw_state {
 	 * random per table so that nobody outside can aim sources at one set. */
 	__u32 limit_src_mask;
 	__u64 limit_src_seed;
+	/* The reply table (fw_replies, policy.h): its sets less one, and the
+	 * seed of the hash that picks a reply's set (random, as the above). */
+	__u32 reply_mask;
+	__u32 _pad;
+	__u64 reply_seed;
 };
 
 /* Bumped whenever the compiled tables' layout changes: pinned tables of
  * another format are refused rather than misread. */
 enum nr_fw_table_format {
-	NR_FW_TABLE_FORMAT = 6,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4;
-				 * 6: per-source buckets in a set-associative array */
+	NR_FW_TABLE_FORMAT = 7,	/* 3: fw_rule_action (audit, expiry); 4: rate limits; 5: allow rules, nr_fw_match.any_rule behind fw_l4;
+				 * 6: per-source buckets in a set-associative array; 7: the reply table too,
+				 * limit counters per CPU */
 };
 
 enum nr_fw_dir {
@@ -457,20 +463,29 @@ struct nr_fw_pending {
 	 * the rules change. */
 	__u32 last_leaf;
 	__u64 last_src;
-	/* Packets the drop policy dropped on the short path, known to be no
-	 * reply from fw_reply_seen alone (policy.h; the others count in
-	 * fw_reply_stats) */
+	/* Packets the drop policy dropped on the short path (policy.h; the
+	 * general path counts in fw_reply_stats) */
 	__u64 policy_dropped;
-	__u8 _pad[32];
+	/* Replies the drop policy passed on the short path (likewise) */
+	__u64 policy_replies;
+	__u8 _pad[24];
 };
 _Static_assert(sizeof(struct nr_fw_pending) == 64, "one cache line per CPU");
 
 /* ---- default-drop policy: replies to what this host sent (policy.h) ---- */
 /*
- * fw_replies, a pinned LRU hash shared by every interface, holds the reply
- * each packet this host sent at TC egress would get: its 5-tuple reversed
- * (ICMP echo: the echo id in both ports). Under NR_FEAT_POLICY_DROP a
- * received packet no rule decides passes when its own tuple is there.
+ * fw_replies, pinned and shared by every interface, holds the reply each
+ * packet this host sent at TC egress would get: its 5-tuple reversed (ICMP
+ * echo: the echo id in both ports). Under NR_FEAT_POLICY_DROP a received
+ * packet no rule decides passes when its own tuple is there.
+ *
+ * A set-associative table, as fw_limit_src is (see there): an array of sets
+ * of NR_REPLY_WAYS ways; a seeded hash of the key picks the set and is the
+ * way's tag. Finding a reply reads one set with no helper call (the verifier
+ * inlines array lookups) and compares tags, then the key of the way whose
+ * tag matches; an LRU hash map's lookup is a call that hashes the 40-byte key
+ * and touches its LRU state. A new reply takes an empty way of its set, else
+ * the one whose last packet was sent longest ago (counted as evicted).
  */
 struct nr_reply_key {
 	__u8 family;		/* 4 or 6 */
@@ -480,11 +495,23 @@ struct nr_reply_key {
 	__u16 dport;		/* ICMP echo: the id */
 	__u8 src[16];		/* the reply's source: where this host sent to */
 	__u8 dst[16];		/* the reply's destination: this host */
+} __attribute__((aligned(8)));	/* compared as five 8-byte words (policy.h) */
+
+enum nr_reply_layout {
+	NR_REPLY_WAYS = 4,
 };
 
-struct nr_reply_value {
+/* One reply: a way of a set. */
+struct nr_reply_way {
+	__u64 tag;		/* 0: empty; else the key's hash with bit 0 set. Claimed with compare-and-swap */
 	__u64 last_sent_ns;	/* bpf_ktime_get_coarse_ns() of the last packet sent */
+	struct nr_reply_key key;
 };
+
+struct nr_reply_set {
+	struct nr_reply_way way[NR_REPLY_WAYS];
+};
+_Static_assert(sizeof(struct nr_reply_way) == 56, "the key at offset 16, no padding");
 
 /* fw_reply_seen: a bit per hash of a reply's (source, ports), set by TC egress
  * with its entry and never cleared, read before fw_replies is: a packet whose
@@ -492,19 +519,19 @@ struct nr_reply_value {
  * costs what the firewall alone does). Set bits only send a lookup to
  * fw_replies, so a stale bit costs time, never a wrong verdict. */
 enum nr_reply_seen_layout {
-	NR_REPLY_SEEN_SHIFT = 20,	/* 2^20 bits (128 KiB): ~6% set by a full 65,536-entry table */
+	NR_REPLY_SEEN_SHIFT = 20,	/* 2^20 bits (128 KiB): ~12% set by a full table of 131,072 replies */
 	NR_REPLY_SEEN_WORDS = 1 << (NR_REPLY_SEEN_SHIFT - 6),
 };
 
-/* Per-CPU counters of fw_replies (fw_reply_stats): an LRU map evicts
- * silently, so evicted = inserts - entries present. */
+/* Per-CPU counters of fw_replies (fw_reply_stats). */
 struct nr_reply_stats {
 	__u64 inserts;		/* new entries */
 	__u64 insert_failed;	/* a sent packet whose reply could not be noted */
-	__u64 replies;		/* received packets passed as replies */
+	__u64 replies;		/* received packets passed as replies (general path; see nr_fw_pending) */
 	__u64 neighbour;	/* received ARP/ND packets passed under a drop policy */
 	__u64 dropped;		/* received packets the drop policy dropped */
-	__u64 _pad[3];
+	__u64 evicted;		/* entries a new one took the place of */
+	__u64 _pad[2];
 };
 
 /* ---- rate limits (limit.h) ----------------------------------------------- */
@@ -569,13 +596,19 @@ struct nr_limit {
  * Updated with atomic adds; zeroed when the id is given to a new limit. */
 struct nr_limit_stats {
 	__u64 tat;		/* whole-prefix bucket (ticks); unused with NR_LIMIT_PER_SOURCE */
+	__u64 bans;		/* times a source was banned */
+	__u64 sources_added;	/* per-source entries this limit inserted into fw_limit_src */
+	__u64 _pad[5];		/* a cache line per limit: CPUs on two limits' buckets share none */
+};
+
+/* A limit's per-packet counters, per CPU (fw_limit_counts): added with plain
+ * stores, where shared counters took a locked add each. Readers sum the CPUs. */
+struct nr_limit_counts {
 	__u64 passed;		/* packets (and bytes below) the limit let through */
 	__u64 passed_bytes;
 	__u64 dropped;		/* packets over the rate, or from a banned source */
 	__u64 dropped_bytes;
 	__u64 banned_drops;	/* of dropped: from a source while banned */
-	__u64 bans;		/* times a source was banned */
-	__u64 sources_added;	/* per-source entries this limit inserted into fw_limit_src */
 };
 
 /*

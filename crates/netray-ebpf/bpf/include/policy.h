@@ -28,13 +28,16 @@
 #define NR_ND_FIRST 133
 #define NR_ND_LAST 137
 
-/* Shared by every interface (pinned under <pin>/fw/). Its size is set by
- * userspace before load; the LRU keeps the most recently used replies. */
+/* Shared by every interface (pinned under <pin>/fw/): sets of
+ * NR_REPLY_WAYS replies (netray_abi.h); userspace sizes it
+ * (FwCapacity::replies, a power of two: fw_state.reply_mask) and maps it to
+ * count and seed replies. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct nr_reply_key);
-	__type(value, struct nr_reply_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct nr_reply_set);
 } fw_replies SEC(".maps");
 
 struct {
@@ -60,6 +63,84 @@ static __always_inline __u32 nr_reply_bit(const struct nr_reply_key *k)
 	__builtin_memcpy(&a3, k->src + 12, 4);
 	h = (a0 ^ a1 ^ a2 ^ a3) * 0x9e3779b1u ^ ((__u32)k->sport << 16 | k->dport) * 0x85ebca6bu ^ k->proto;
 	return (h * 0xc2b2ae35u) >> (32 - NR_REPLY_SEEN_SHIFT);
+}
+
+/* A reply key's hash, from its five 8-byte words w and a seed
+ * (fw_state.reply_seed): each word in turn mixed in by a multiply. Its high
+ * half picks the set; the whole of it with bit 0 set is the way's tag. */
+#define NR_REPLY_HASH_MUL 0x9e3779b97f4a7c15ull
+static __always_inline __u64 nr_reply_hash_words(__u64 seed, __u64 w0, __u64 w1, __u64 w2, __u64 w3, __u64 w4)
+{
+	__u64 h = (seed ^ w0) * NR_REPLY_HASH_MUL;
+
+	h = (h ^ w1) * NR_REPLY_HASH_MUL;
+	h = (h ^ w2) * NR_REPLY_HASH_MUL;
+	h = (h ^ w3) * NR_REPLY_HASH_MUL;
+	return (h ^ w4) * NR_REPLY_HASH_MUL;
+}
+
+static __always_inline __u64 nr_reply_hash(const struct nr_reply_key *k, __u64 seed)
+{
+	__u64 w[5];
+
+	__builtin_memcpy(w, k, sizeof(w));
+	return nr_reply_hash_words(seed, w[0], w[1], w[2], w[3], w[4]);
+}
+
+static __always_inline struct nr_reply_set *nr_reply_set_of(__u64 hash)
+{
+	__u32 idx = (__u32)(hash >> 32) & fw_state.reply_mask;
+
+	return bpf_map_lookup_elem(&fw_replies, &idx);
+}
+
+/* Whether way w holds the key of words w0..w4 (its tag given). */
+static __always_inline int nr_reply_way_is(const struct nr_reply_way *w, __u64 tag, __u64 w0, __u64 w1, __u64 w2,
+					   __u64 w3, __u64 w4)
+{
+	__u64 x[5];
+
+	if (*(volatile const __u64 *)&w->tag != tag)
+		return 0;
+	__builtin_memcpy(x, &w->key, sizeof(x));
+	return x[0] == w0 && x[1] == w1 && x[2] == w2 && x[3] == w3 && x[4] == w4;
+}
+
+/* The way of set that holds key k (its tag given), or -1. */
+static __always_inline int nr_reply_find(const struct nr_reply_set *set, __u64 tag, const struct nr_reply_key *k)
+{
+	__u64 w[5];
+
+	__builtin_memcpy(w, k, sizeof(w));
+#pragma unroll
+	for (int i = 0; i < NR_REPLY_WAYS; i++)
+		if (nr_reply_way_is(&set->way[i], tag, w[0], w[1], w[2], w[3], w[4]))
+			return i;
+	return -1;
+}
+
+/* Whether the reply whose key has the words w0..w4 is in fw_replies. */
+static __always_inline int nr_reply_known_words(__u64 w0, __u64 w1, __u64 w2, __u64 w3, __u64 w4)
+{
+	__u64 h = nr_reply_hash_words(fw_state.reply_seed, w0, w1, w2, w3, w4);
+	struct nr_reply_set *set = nr_reply_set_of(h);
+
+	if (!set)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < NR_REPLY_WAYS; i++)
+		if (nr_reply_way_is(&set->way[i], h | 1, w0, w1, w2, w3, w4))
+			return 1;
+	return 0;
+}
+
+/* Whether the reply k is in fw_replies. */
+static __always_inline int nr_reply_known(const struct nr_reply_key *k)
+{
+	__u64 w[5];
+
+	__builtin_memcpy(w, k, sizeof(w));
+	return nr_reply_known_words(w[0], w[1], w[2], w[3], w[4]);
 }
 
 static __always_inline struct nr_reply_stats *nr_reply_stats(void)
@@ -154,35 +235,58 @@ static __always_inline int nr_policy_key(void *data, void *data_end, const struc
 }
 
 /* TC egress: note the reply this sent packet would get. A known reply costs
- * one lookup and a store; a new one an update (counted, so evictions are
- * known: inserts - entries). */
+ * a set's read (and a store when the coarse clock moved); a new one takes an
+ * empty way, else the one whose packet was sent longest ago (counted as
+ * evicted). A CPU racing another for one way, or noting one reply twice at
+ * the same moment, may leave that reply in two ways for a while: it costs a
+ * way, never a verdict. */
 static __always_inline void nr_policy_note_sent(void *data, void *data_end, const struct nr_meta *m)
 {
-	struct nr_reply_key k = {};
-	struct nr_reply_value *v, nv;
+	struct nr_reply_key k __attribute__((aligned(8))) = {};
+	__u64 now, h, tag, old;
 	struct nr_reply_stats *st;
+	struct nr_reply_set *set;
+	struct nr_reply_way *w;
+	int found;
 
 	if (!nr_policy_key(data, data_end, m, &k, 1))
 		return;
-	nv.last_sent_ns = bpf_ktime_get_coarse_ns();
+	now = bpf_ktime_get_coarse_ns();
 	{
 		__u32 bit = nr_reply_bit(&k);
-		__u64 *w = &fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)], m = 1ull << (bit & 63);
+		__u64 *word = &fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)], mask = 1ull << (bit & 63);
 
-		if (!(*w & m))
-			__sync_fetch_and_or(w, m);
+		if (!(*word & mask))
+			__sync_fetch_and_or(word, mask);
 	}
-	v = bpf_map_lookup_elem(&fw_replies, &k);
-	if (v) {
-		v->last_sent_ns = nv.last_sent_ns;
+	h = nr_reply_hash(&k, fw_state.reply_seed);
+	tag = h | 1;
+	set = nr_reply_set_of(h);
+	if (!set)
+		return;
+	found = nr_reply_find(set, tag, &k);
+	if (found >= 0) {
+		w = &set->way[found & (NR_REPLY_WAYS - 1)];
+		if (w->last_sent_ns != now)	/* the coarse clock moves once a tick */
+			w->last_sent_ns = now;
 		return;
 	}
+	/* an empty way, else the one sent on longest ago */
+	w = &set->way[NR_SET_VICTIM(set, NR_REPLY_WAYS, last_sent_ns)];
 	st = nr_reply_stats();
-	if (bpf_map_update_elem(&fw_replies, &k, &nv, BPF_ANY) == 0) {
-		if (st)
-			st->inserts++;
-	} else if (st) {
-		st->insert_failed++;
+	old = *(volatile __u64 *)&w->tag;
+	if (__sync_val_compare_and_swap(&w->tag, old, tag) != old) {
+		/* another CPU took the way first, perhaps for this very reply */
+		if (st && nr_reply_find(set, tag, &k) < 0)
+			st->insert_failed++;
+		return;
+	}
+	__builtin_memcpy(&w->key, &k, sizeof(k));
+	w->last_sent_ns = now;
+	if (st) {
+		st->inserts++;
+		if (old)
+			st->evicted++;
 	}
 }
 
@@ -192,7 +296,7 @@ static __always_inline void nr_policy_note_sent(void *data, void *data_end, cons
 static __always_inline int nr_policy_passes(void *data, void *data_end, const struct nr_meta *m)
 {
 	struct nr_reply_stats *st = nr_reply_stats();
-	struct nr_reply_key k = {};
+	struct nr_reply_key k __attribute__((aligned(8))) = {};
 	int pass;
 
 	if (m->ethertype == ETH_P_ARP ||
@@ -207,7 +311,7 @@ static __always_inline int nr_policy_passes(void *data, void *data_end, const st
 		__u32 bit = nr_reply_bit(&k);
 
 		if (fw_reply_seen[(bit >> 6) & (NR_REPLY_SEEN_WORDS - 1)] & (1ull << (bit & 63)))
-			pass = bpf_map_lookup_elem(&fw_replies, &k) != NULL;
+			pass = nr_reply_known(&k);
 	}
 	return nr_reply_count(st, pass);
 }
@@ -240,14 +344,25 @@ static __always_inline int nr_policy_maybe_reply_v4(const struct iphdr *ip, cons
  * dport, host order; an ICMP echo's id in both) and protocol, kept in
  * registers, so no struct nr_meta is parsed and no key read from the packet.
  * A global function (one call, verified once): the dispatcher's states stay
- * as they were. Counted as nr_policy_passes counts. */
+ * as they were. The caller counts (in its CPU's fw_pending row). */
 __attribute__((noinline)) int nr_policy_reply_v4(__u32 saddr, __u32 daddr, __u32 ports, __u32 proto)
 {
-	struct nr_reply_key k = { .family = NR_FAMILY_IPV4, .proto = proto, .sport = ports >> 16, .dport = ports };
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* struct nr_reply_key's words as they lie in memory, built in registers:
+	 * family, proto, _pad, sport, dport; src (4 bytes, then zeros); dst */
+	__u64 w0 = NR_FAMILY_IPV4 | (__u64)(proto & 0xff) << 8 | (__u64)(ports >> 16) << 32 |
+		   (__u64)(ports & 0xffff) << 48;
+
+	return nr_reply_known_words(w0, saddr, 0, daddr, 0);
+#else
+	struct nr_reply_key k __attribute__((aligned(8))) = {
+		.family = NR_FAMILY_IPV4, .proto = proto, .sport = ports >> 16, .dport = ports
+	};
 
 	__builtin_memcpy(k.src, &saddr, 4);
 	__builtin_memcpy(k.dst, &daddr, 4);
-	return nr_reply_count(nr_reply_stats(), bpf_map_lookup_elem(&fw_replies, &k) != NULL);
+	return nr_reply_known(&k);
+#endif
 }
 
 /*

@@ -74,7 +74,10 @@ static __always_inline int nr_xdp_short(struct xdp_md *ctx, void *data, void *da
 				/* no reply: dropped without building a key (most of what a drop policy sees) */
 				fw_pending[cpu].policy_dropped++;
 				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
-			} else if (!nr_policy_reply_v4(ip->saddr, ip->daddr, key_ports, proto)) {
+			} else if (nr_policy_reply_v4(ip->saddr, ip->daddr, key_ports, proto)) {
+				fw_pending[cpu].policy_replies++;
+			} else {
+				fw_pending[cpu].policy_dropped++;
 				rule = nr_fw_rule_id(rule) | NR_FW_POLICY;
 			}
 		}

@@ -160,16 +160,16 @@ impl Limits {
         };
         let mut out = Vec::with_capacity(set.len());
         for l in &set {
-            let st = maps.stats(l.id)?;
+            let (st, c) = (maps.stats(l.id)?, maps.counts(l.id)?);
             let src = sources.get(&l.id).copied().unwrap_or_default();
             out.push(LimitStatus {
                 id: l.id,
                 limit: Limit::from_abi(l),
-                passed: st.passed,
-                passed_bytes: st.passed_bytes,
-                dropped: st.dropped,
-                dropped_bytes: st.dropped_bytes,
-                banned_drops: st.banned_drops,
+                passed: c.passed,
+                passed_bytes: c.passed_bytes,
+                dropped: c.dropped,
+                dropped_bytes: c.dropped_bytes,
+                banned_drops: c.banned_drops,
                 bans: st.bans,
                 sources_tracked: src.tracked,
                 sources_banned: src.banned,

@@ -13,7 +13,9 @@ use netray_core::{
     maps::{self, MmapArray},
     Error, PinDir, Result,
 };
-use netray_ebpf::abi::{nr_fw_state, nr_limit, nr_limit_layout, nr_limit_src_set, nr_limit_stats};
+use netray_ebpf::abi::{
+    nr_fw_state, nr_limit, nr_limit_counts, nr_limit_layout, nr_limit_src_set, nr_limit_stats, sum_counters,
+};
 
 pub const MAX_LIMITS: u32 = nr_limit_layout::NR_LIMIT_MAX.0;
 const BANK_SHIFT: u32 = nr_limit_layout::NR_LIMIT_BANK_SHIFT.0;
@@ -24,6 +26,7 @@ const FILTER_WORDS: usize = nr_limit_layout::NR_LIMIT_FILTER_WORDS.0 as usize;
 pub struct LimitMaps {
     limits: MapHandle,
     stats: MapHandle,
+    counts: MapHandle,
     sources: MapHandle,
     filter: MapHandle,
     state: MapHandle,
@@ -43,6 +46,7 @@ impl LimitMaps {
         Ok(LimitMaps {
             limits: open(M::FW_LIMITS)?,
             stats: open(M::FW_LIMIT_STATS)?,
+            counts: open(M::FW_LIMIT_COUNTS)?,
             sources: open(M::FW_LIMIT_SRC)?,
             filter: open(M::FW_LIMIT_FILTER)?,
             state: open(M::FW_STATE)?,
@@ -116,10 +120,16 @@ impl LimitMaps {
         Ok(maps::get(&self.stats, id)?.unwrap_or_default())
     }
 
+    /// A limit's packet counters, summed over CPUs.
+    pub fn counts(&self, id: u32) -> Result<nr_limit_counts> {
+        Ok(sum_counters(&maps::get_percpu(&self.counts, id)?))
+    }
+
     /// Zeroes a limit id's counters and bucket, and forgets its sources
     /// (before the id is given to a new limit).
     pub fn reset(&self, id: u32) -> Result<()> {
         maps::put(&self.stats, id, &nr_limit_stats::default())?;
+        maps::zero_percpu::<nr_limit_counts>(&self.counts, id)?;
         self.forget_sources(id)
     }
 
