@@ -145,10 +145,13 @@ mod tests {
         // A missing pin and a missing id are errors, not fds.
         assert_eq!(open_pinned(Path::new("/sys/fs/bpf/netray-no-such-pin")).unwrap_err().kind(), io::ErrorKind::NotFound);
         let before = open_fds();
-        for _ in 0..50 {
+        for _ in 0..200 {
             let _ = PinnedLink::open(Path::new("/sys/fs/bpf/netray-no-such-pin"));
             let _ = prog_by_id(u32::MAX);
         }
-        assert_eq!(open_fds(), before);
+        // Other tests of this process open fds meanwhile (a few at a time);
+        // a leak here would leave 200 or more.
+        let after = open_fds();
+        assert!(after < before + 20, "{before} fds before, {after} after 200 failed opens");
     }
 }
