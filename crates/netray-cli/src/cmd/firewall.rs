@@ -240,7 +240,7 @@ pub fn run(ctx: &Context, cmd: FirewallCommand) -> anyhow::Result<ExitCode> {
             )?;
             if let Some(r) = &st.replies {
                 outln!(
-                    "replies: {} of {} entries, {} evicted, {} not noted (table full) · passed {} replies, {} ARP/ND; policy dropped {}",
+                    "replies: {} of {} entries, {} evicted, {} lost to a race · passed {} replies, {} ARP/ND; policy dropped {}",
                     r.entries, r.capacity, r.evicted, r.insert_failed, r.replies_passed, r.neighbour_passed, r.policy_dropped
                 )?;
             }
